@@ -1,0 +1,463 @@
+"""Documents -> Playbook: parameters, fragment includes, and the typed model with spans."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from typing import Any
+
+from .diagnostics import Collector, Span
+from .expr import ExprSyntaxError, parse
+from .loader import Document, LoadError, Path, load_file
+from .model import (
+    Action,
+    Community,
+    Cron,
+    DayOffset,
+    Deadline,
+    Effect,
+    Expectation,
+    Expression,
+    Incident,
+    IncidentStep,
+    Metric,
+    Moderation,
+    OnEvent,
+    Playbook,
+    Relative,
+    Role,
+    Schedule,
+    Stage,
+    Template,
+    Tier,
+    Tiers,
+)
+from .schema import json_path, validator
+from .timeutil import Window, parse_clock, parse_duration
+
+_PARAM = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
+DEFAULT_TIME = time(9, 0)
+
+
+@dataclass
+class Fragment:
+    """A loaded fragment and the stage that includes it."""
+
+    stage: str
+    doc: Document
+
+
+@dataclass
+class Sources:
+    """Every document a playbook is made of."""
+
+    main: Document
+    fragments: list[Fragment] = field(default_factory=list)
+
+    def documents(self) -> list[Document]:
+        """Main document first, then fragments."""
+        return [self.main, *(f.doc for f in self.fragments)]
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
+    """Replace `${name}` in every string of `doc` (a whole-string reference keeps its type)."""
+
+    def walk(v: Any, path: Path) -> Any:
+        if isinstance(v, str):
+            if "${" not in v:
+                return v
+            whole = _PARAM.fullmatch(v)
+            if whole:
+                name = whole.group(1)
+                if name in values:
+                    return values[name]
+                _unknown_param(name, doc, path, out, values)
+                return v
+
+            def repl(m: re.Match[str]) -> str:
+                if m.group(1) in values:
+                    return str(values[m.group(1)])
+                _unknown_param(m.group(1), doc, path, out, values)
+                return m.group(0)
+
+            return _PARAM.sub(repl, v)
+        if isinstance(v, dict):
+            return {k: walk(x, (*path, k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, (*path, i)) for i, x in enumerate(v)]
+        return v
+
+    doc.data = walk(doc.data, ())
+
+
+def _unknown_param(name: str, doc: Document, path: Path, out: Collector, values: dict) -> None:
+    known = ", ".join(sorted(values)) or "none declared"
+    out.add("SOP008", doc.span(path), f"unknown parameter `${{{name}}}` (known: {known})",
+            json_path=json_path(path))
+
+
+def param_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`params:` defaults of a document (schema-checked later)."""
+    params = data.get("params")
+    if not isinstance(params, dict):
+        return {}
+    return {k: v.get("default") for k, v in params.items() if isinstance(v, dict)}
+
+
+def load_sources(path: str, out: Collector, overrides: dict[str, Any] | None = None) -> Sources:
+    """Load a playbook and its fragments, substitute parameters, and check both schemas."""
+    main = load_file(path)
+    values = {**param_defaults(main.data), **(overrides or {})}
+    substitute(main, values, out)
+    validator("playbook.schema.json").validate(main, out)
+    sources = Sources(main)
+    stages = main.data.get("stages")
+    if not isinstance(stages, dict):
+        return sources
+    for sid, stage in stages.items():
+        if not isinstance(stage, dict):
+            continue
+        for inc_path, rel, with_values in _includes(stage, sid):
+            span = main.span(inc_path)
+            target = os.path.join(os.path.dirname(path), rel)
+            try:
+                frag = load_file(target)
+            except LoadError as e:
+                d = e.diagnostic
+                if d.code == "SOP006":
+                    out.add("SOP007", span, f"cannot include {rel!r}: {d.message}",
+                            json_path=json_path(inc_path))
+                else:
+                    out.items.append(d)
+                continue
+            fvalues = {**param_defaults(frag.data), **values, **with_values}
+            substitute(frag, fvalues, out)
+            validator("fragment.schema.json").validate(frag, out)
+            sources.fragments.append(Fragment(sid, frag))
+    return sources
+
+
+def _includes(stage: dict[str, Any], sid: str) -> list[tuple[Path, str, dict[str, Any]]]:
+    inc = stage.get("include")
+    base: Path = ("stages", sid, "include")
+    if isinstance(inc, str):
+        w = stage.get("with")
+        return [(base, inc, w if isinstance(w, dict) else {})]
+    out: list[tuple[Path, str, dict[str, Any]]] = []
+    if isinstance(inc, list):
+        for i, item in enumerate(inc):
+            if isinstance(item, str):
+                out.append(((*base, i), item, {}))
+            elif isinstance(item, dict) and isinstance(item.get("fragment"), str):
+                w = item.get("with")
+                out.append(((*base, i, "fragment"), item["fragment"],
+                            w if isinstance(w, dict) else {}))
+    return out
+
+
+# -- model -----------------------------------------------------------------------------------
+
+
+def _spans(doc: Document, path: Path, data: dict[str, Any]) -> dict[str, Span]:
+    spans = {k: doc.span((*path, k)) for k in data}
+    spans[""] = doc.key_span(path)
+    return spans
+
+
+def expression(doc: Document, path: Path, text: str, out: Collector | None) -> Expression:
+    """A located expression; syntax errors are reported to `out`."""
+    span, exact = _text_start(doc, path, text)
+    try:
+        node = parse(text)
+    except ExprSyntaxError as e:
+        node = None
+        if out is not None:
+            pr = e.problem
+            expr = Expression(text, None, span, exact)
+            out.add(pr.code, expr.span_of(pr.start, pr.end), f"in `{text}`: {pr.message}",
+                    json_path=json_path(path))
+    return Expression(text, node, span, exact)
+
+
+def _text_start(doc: Document, path: Path, text: str) -> tuple[Span, bool]:
+    """The span of the first character of a scalar's text, and whether columns map exactly."""
+    span = doc.span(path)
+    style = doc.styles.get(tuple(path))
+    if style is None and span.line == span.end_line:
+        return span, True
+    if style in ("'", '"') and span.line == span.end_line:
+        raw = doc.line(span.line)[span.column : span.end_column - 2]
+        return Span(span.file, span.line, span.column + 1, span.line, span.end_column - 1), (
+            raw == text
+        )
+    if style in ("|", ">") and "\n" not in text.strip():
+        for n in range(span.line + 1, span.end_line + 1):
+            col = doc.line(n).find(text.strip())
+            if col >= 0:
+                return Span(span.file, n, col + 1, n, col + 1 + len(text.strip())), True
+    return span, False
+
+
+def template(doc: Document, path: Path, tid: str, text: str) -> Template:
+    """A template with the file position of its first character."""
+    span = doc.span(path)
+    style = doc.styles.get(tuple(path))
+    if style in ("|", ">") and span.end_line > span.line:
+        src = doc.line(span.line + 1)
+        indent = len(src) - len(src.lstrip(" "))
+        return Template(tid, text, span, span.line + 1, indent + 1)
+    start, _ = _text_start(doc, path, text)
+    return Template(tid, text, span, start.line, start.column)
+
+
+def _dur(v: Any) -> timedelta | None:
+    return parse_duration(v) if isinstance(v, str) else None
+
+
+def _schedule(a: dict[str, Any]) -> Schedule:
+    if "cron" in a:
+        return Cron(str(a["cron"]))
+    if "day" in a:
+        return DayOffset(int(a["day"]), parse_clock(a["time"]) if "time" in a else DEFAULT_TIME)
+    if "after" in a:
+        return Relative(a["after"], _dur(a.get("delay")) or timedelta(0))
+    if "before" in a:
+        return Relative(a["before"], -(_dur(a.get("by")) or timedelta(0)))
+    return OnEvent(
+        event=a["on"],
+        within=_dur(a.get("within")),
+        silent_for=_dur(a.get("for")),
+        count=a.get("count"),
+        at=tuple(parse_duration(x) for x in a.get("at", [])),
+        tier=a.get("tier"),
+        streak=a.get("streak"),
+    )
+
+
+def _action(doc: Document, path: Path, aid: str, sid: str | None, a: dict[str, Any],
+            defaults: dict[str, Any], out: Collector) -> Action:
+    qh = a.get("quiet_hours", defaults.get("quiet_hours"))
+    reward = a.get("reward") or {}
+    effect = Effect(**{k: float(v) for k, v in (a.get("effect") or {}).items()})
+    return Action(
+        id=aid,
+        stage=sid,
+        kind=a["do"],
+        schedule=_schedule(a),
+        owner=a.get("owner", defaults.get("owner")),
+        audience=a.get("to", defaults.get("to", "everyone")),
+        backend=a.get("backend", defaults.get("backend")),
+        template=a.get("template"),
+        text=template(doc, (*path, "text"), aid, a["text"]) if "text" in a else None,
+        quiet_hours=Window.parse(qh) if qh else None,
+        retries=int(a.get("retries", defaults.get("retries", 3))),
+        effect=effect,
+        guard=expression(doc, (*path, "if"), a["if"], out) if "if" in a else None,
+        reward_item=reward.get("item"),
+        reward_streak=reward.get("streak") or a.get("streak"),
+        title=a.get("title") or aid,
+        spans=_spans(doc, path, a),
+    )
+
+
+def build(sources: Sources, out: Collector) -> Playbook:
+    """The Playbook model of schema-valid sources; expression syntax errors go to `out`."""
+    doc = sources.main
+    d: dict[str, Any] = doc.data
+    defaults = d.get("defaults") or {}
+    actions: dict[str, Action] = {}
+    templates: dict[str, Template] = {}
+    stages: dict[str, Stage] = {}
+    for tid, text in (d.get("templates") or {}).items():
+        templates[tid] = template(doc, ("templates", tid), tid, text)
+    frag_actions: dict[str, list[tuple[Document, str, dict[str, Any]]]] = {}
+    for frag in sources.fragments:
+        fd = frag.doc.data
+        for aid, a in (fd.get("actions") or {}).items():
+            frag_actions.setdefault(frag.stage, []).append((frag.doc, aid, a))
+        for tid, text in (fd.get("templates") or {}).items():
+            if tid in templates:
+                out.add("SOP201", frag.doc.key_span(("templates", tid)),
+                        f"template `{tid}` is already defined at line {templates[tid].span.line}"
+                        f" of {templates[tid].span.file}")
+                continue
+            templates[tid] = template(frag.doc, ("templates", tid), tid, text)
+
+    for aid, a in (d.get("routines") or {}).items():
+        actions[aid] = _action(doc, ("routines", aid), aid, None, a, defaults, out)
+    for sid, s in (d.get("stages") or {}).items():
+        s = s or {}
+        spath: Path = ("stages", sid)
+        ids: list[str] = []
+        entries = [(doc, (*spath, "actions", aid), aid, a)
+                   for aid, a in (s.get("actions") or {}).items()]
+        entries += [(fdoc, ("actions", aid), aid, a) for fdoc, aid, a in frag_actions.get(sid, [])]
+        for adoc, apath, aid, a in entries:
+            if aid in actions:
+                first = actions[aid].spans[""]
+                where = actions[aid].stage or "routines"
+                out.add("SOP201", adoc.key_span(apath),
+                        f"action id `{aid}` is already used in `{where}`"
+                        f" ({first.file}:{first.line})", json_path=json_path(apath))
+                continue
+            actions[aid] = _action(adoc, apath, aid, sid, a, defaults, out)
+            ids.append(aid)
+        stages[sid] = _stage(doc, spath, sid, s, tuple(ids), out)
+
+    return Playbook(
+        id=d["playbook"],
+        title=d.get("title") or d["playbook"],
+        version=str(d.get("version", "1")),
+        timezone=d["timezone"],
+        community=Community(**{k: (d.get("community") or {}).get(k)
+                               for k in ("type", "platform", "capacity", "start")}),
+        roles={rid: Role(rid, r.get("title") or rid, r["headcount"], r.get("capacity"),
+                         _spans(doc, ("roles", rid), r))
+               for rid, r in (d.get("roles") or {}).items()},
+        backends=_backends(doc, d.get("backends") or {}),
+        default_backend=defaults.get("backend"),
+        default_owner=defaults.get("owner"),
+        default_quiet_hours=Window.parse(defaults["quiet_hours"])
+        if defaults.get("quiet_hours") else None,
+        member_messages_per_day=(d.get("limits") or {}).get("member_messages_per_day"),
+        staff_tasks_per_day=(d.get("limits") or {}).get("staff_tasks_per_day", 8),
+        metrics={mid: Metric(mid, m.get("unit", "count"), m.get("description", ""),
+                             expression(doc, ("metrics", mid, "definition"), m["definition"], out)
+                             if "definition" in m else None, m.get("target"))
+                 for mid, m in (d.get("metrics") or {}).items()},
+        tiers=_tiers(doc, d.get("tiers"), out),
+        moderation=_moderation(doc, d.get("moderation")),
+        incidents=_incidents(doc, d.get("incidents") or {}, out),
+        stages=stages,
+        actions=actions,
+        templates=templates,
+        expect=tuple(
+            Expectation(e.get("every"), e.get("gets"), _dur(e.get("within")),
+                        e.get("max_messages_per_member_per_day"), _spans(doc, ("expect", i), e))
+            for i, e in enumerate(d.get("expect") or [])
+        ),
+        params=param_defaults(d),
+        file=doc.file,
+        spans=_spans(doc, (), d),
+    )
+
+
+def _stage(doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tuple[str, ...],
+           out: Collector) -> Stage:
+    after = s.get("after") or []
+    dur = s.get("duration") or {}
+    ex = s.get("exit") or {}
+    dl = ex.get("deadline")
+    deadline = None
+    max_d = _dur(dur.get("max"))
+    if dl is not None:
+        then = dl["then"]
+        deadline = Deadline(
+            after=_dur(dl.get("after")) or max_d or timedelta(0),
+            extend=_dur(then.get("extend")),
+            goto=then.get("goto"),
+            alert=then.get("alert"),
+            abort=bool(then.get("abort")),
+            spans={**_spans(doc, (*path, "exit", "deadline"), dl),
+                   **{f"then.{k}": doc.span((*path, "exit", "deadline", "then", k))
+                      for k in then}},
+        )
+    spans = _spans(doc, path, s)
+    for k in ("min", "max"):
+        if k in dur:
+            spans[f"duration.{k}"] = doc.span((*path, "duration", k))
+    for k in ex:
+        spans[f"exit.{k}"] = doc.span((*path, "exit", k))
+    if isinstance(after, list):
+        for i in range(len(after)):
+            spans[f"after.{i}"] = doc.span((*path, "after", i))
+    if "goto" in (ex.get("then") or {}):
+        spans["exit.then.goto"] = doc.span((*path, "exit", "then", "goto"))
+    return Stage(
+        id=sid,
+        title=s.get("title") or sid,
+        after=(after,) if isinstance(after, str) else tuple(after),
+        rescue=bool(s.get("rescue")),
+        optional=bool(s.get("optional")),
+        min_duration=_dur(dur.get("min")),
+        max_duration=max_d,
+        actions=actions,
+        gate=expression(doc, (*path, "exit", "when"), ex["when"], out) if "when" in ex else None,
+        goto=(ex.get("then") or {}).get("goto"),
+        deadline=deadline,
+        spans=spans,
+    )
+
+
+def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
+    from .model import Backend
+
+    return {
+        bid: Backend(bid, b["type"], b.get("rate"), b.get("url"), b.get("key"), b.get("token"),
+                     b.get("notify"), b.get("path"), _spans(doc, ("backends", bid), b))
+        for bid, b in data.items()
+    }
+
+
+def _tiers(doc: Document, t: dict[str, Any] | None, out: Collector) -> Tiers | None:
+    if not t:
+        return None
+    levels = []
+    for rank, (tid, lv) in enumerate((t.get("levels") or {}).items()):
+        lv = lv or {}
+        path: Path = ("tiers", "levels", tid)
+        dm = lv.get("demote") or {}
+        spans = _spans(doc, path, lv)
+        spans.update({f"demote.{k}": doc.span((*path, "demote", k)) for k in dm})
+        levels.append(Tier(
+            id=tid, rank=rank, title=lv.get("title") or tid,
+            promote=expression(doc, (*path, "promote"), lv["promote"], out)
+            if "promote" in lv else None,
+            demote_silent_for=_dur(dm.get("silent_for")),
+            demote_when=expression(doc, (*path, "demote", "when"), dm["when"], out)
+            if "when" in dm else None,
+            demote_to=dm.get("to"),
+            demote_message=dm.get("message"),
+            spans=spans,
+        ))
+    review = (t.get("review") or {}).get("cron")
+    spans = _spans(doc, ("tiers",), t)
+    if review:
+        spans["review.cron"] = doc.span(("tiers", "review", "cron"))
+    return Tiers(tuple(levels), review, float(t.get("hysteresis", 1.0)), spans)
+
+
+def _moderation(doc: Document, m: dict[str, Any] | None) -> Moderation | None:
+    if not m:
+        return None
+    v = m.get("violations") or {}
+    spans = _spans(doc, ("moderation",), m)
+    spans.update({f"violations.{k}": doc.span(("moderation", "violations", k)) for k in v})
+    return Moderation(tuple(m.get("rules") or []), v.get("warn_at"), v.get("remove_at"),
+                      _dur(v.get("window")), v.get("warn"), v.get("announce"), spans)
+
+
+def _incidents(doc: Document, data: dict[str, Any], out: Collector) -> dict[str, Incident]:
+    result = {}
+    for iid, inc in data.items():
+        path: Path = ("incidents", iid)
+        steps = []
+        for i, st in enumerate(inc.get("steps") or []):
+            if "do" in st:
+                kind, target, delay = "do", st["do"], None
+            elif "alert" in st:
+                kind, target, delay = "alert", st["alert"], _dur(st.get("within"))
+            else:
+                kind, target, delay = "escalate", st["escalate"], _dur(st.get("after"))
+            steps.append(IncidentStep(kind, target, delay, st.get("template"), st.get("text"),
+                                      _spans(doc, (*path, "steps", i), st)))
+        result[iid] = Incident(
+            iid, inc.get("title") or iid, inc["owner"],
+            expression(doc, (*path, "detect"), inc["detect"], out) if "detect" in inc else None,
+            tuple(steps), _spans(doc, path, inc))
+    return result

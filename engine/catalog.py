@@ -1,0 +1,119 @@
+"""The built-in vocabulary of the language: metrics, member attributes, action kinds, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """A built-in community metric a gate may read."""
+
+    name: str
+    unit: str  # count | ratio | days | currency
+    description: str
+
+
+BUILTIN_METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in [
+        MetricInfo("members", "count", "current members across all groups"),
+        MetricInfo("new_members", "count", "members who joined today"),
+        MetricInfo("daily_speakers", "count", "members who spoke today"),
+        MetricInfo("daily_speak_rate", "ratio", "daily speakers / members"),
+        MetricInfo("weekly_participation", "ratio",
+                   "members who took part in an activity in the last 7 days / members"),
+        MetricInfo("retention_d1", "ratio", "share of the joining cohort still a member after 1 day"),
+        MetricInfo("retention_d7", "ratio", "share of the joining cohort still a member after 7 days"),
+        MetricInfo("retention_d30", "ratio",
+                   "share of the joining cohort still a member after 30 days"),
+        MetricInfo("retention_d90", "ratio",
+                   "share of the joining cohort still a member after 90 days"),
+        MetricInfo("core_members", "count", "members in the `core` tier (or above)"),
+        MetricInfo("vip_members", "count", "members in the `vip` tier"),
+        MetricInfo("paying_members", "count", "members with at least one payment"),
+        MetricInfo("conversion_rate", "ratio", "paying members / members ever joined"),
+        MetricInfo("fission_rate", "ratio", "joins by referral / all joins"),
+        MetricInfo("fission_multiplier", "ratio", "new members per referring member (K-factor)"),
+        MetricInfo("churn_rate", "ratio", "members who left in the last 7 days / members"),
+        MetricInfo("ugc_posts", "count", "user-generated posts in the last 7 days"),
+        MetricInfo("groups", "count", "chat groups in use (a full group opens a new one)"),
+        MetricInfo("days_in_stage", "days", "days since the current stage started"),
+        MetricInfo("community_age", "days", "days since the playbook started"),
+    ]
+}
+
+# Per-member attributes readable in tier rules (`promote:`/`demote.when:`).
+MEMBER_ATTRIBUTES: dict[str, str] = {
+    "tenure_days": "days since the member joined",
+    "weekly_interactions": "messages, replies and reactions in the last 7 days",
+    "ugc_posts": "user-generated posts ever",
+    "payments": "payments ever made",
+    "invites": "members this member referred",
+    "checkin_streak": "consecutive daily check-ins",
+    "violations": "rule violations recorded",
+    "silent_days": "days since the member last spoke",
+}
+
+ACTION_KINDS: dict[str, str] = {
+    "post": "a message to the whole group",
+    "message": "a private message to one member",
+    "poll": "a poll or quiz in the group",
+    "checkin": "a daily check-in prompt",
+    "live": "a live session",
+    "reward": "a reward or gift",
+    "task": "a task for a staff member (a reminder, not a post)",
+    "survey": "a questionnaire",
+    "contest": "a contest or challenge",
+    "meetup": "an offline meetup",
+    "digest": "a digest or summary",
+    "announce": "an announcement",
+    "tag": "tag members (CRM)",
+    "remove": "remove a member",
+    "mute": "mute the group",
+}
+# Kinds that put a message in front of members (counted for frequency caps and rate budgets).
+MESSAGE_KINDS = frozenset(
+    {"post", "message", "poll", "checkin", "live", "reward", "survey", "contest", "meetup",
+     "digest", "announce"}
+)
+
+MEMBER_EVENTS: dict[str, str] = {
+    "member.joined": "a member joined",
+    "member.silent": "a member has been silent `for` a duration",
+    "member.violation": "a member's `count`-th rule violation",
+    "member.anniversary": "a member's membership anniversary (`at` durations)",
+    "member.tier_changed": "a member was promoted or demoted (optionally to `tier`)",
+    "member.checkin_streak": "a member reached a check-in streak of `streak` days",
+    "member.invited": "a member's invitee joined",
+    "member.left": "a member left",
+}
+
+PLATFORMS = [
+    "wechat-group", "wecom-group", "wecom", "qq-group", "knowledge-planet", "mini-program",
+    "feishu", "dingtalk", "slack", "discord", "telegram", "other",
+]
+COMMUNITY_TYPES = ["user-value", "brand", "conversion", "interest", "other"]
+BACKEND_TYPES = [
+    "console", "jsonl", "webhook", "wecom-robot", "feishu-bot", "dingtalk-bot", "slack-webhook",
+    "discord-webhook", "telegram-bot", "tasks",
+]
+# Messages a minute the platform accepts, when the backend does not declare `rate`.
+DEFAULT_RATES = {
+    "wecom-robot": 20,
+    "feishu-bot": 100,
+    "dingtalk-bot": 20,
+    "slack-webhook": 60,
+    "discord-webhook": 30,
+    "telegram-bot": 20,
+}
+AUDIENCES_FIXED = ["everyone", "member", "staff", "referrer"]
+
+# Names a template may read; attributes of `member` are checked too.
+TEMPLATE_GLOBALS = frozenset(
+    {"member", "community", "playbook", "stage", "action", "event", "params", "metrics", "now",
+     "reward"}
+)
+TEMPLATE_MEMBER_ATTRS = frozenset(
+    {"id", "name", "tier", "joined_at", "invited_by", *MEMBER_ATTRIBUTES}
+)

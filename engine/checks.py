@@ -1,0 +1,445 @@
+"""Semantic checks on a built Playbook; each finding has a stable code (see diagnostics.py)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+
+from . import expr as ex
+from .catalog import MEMBER_ATTRIBUTES
+from .diagnostics import Collector, Span
+from .model import Action, Cron, DayOffset, Expression, OnEvent, Playbook, Relative, Template
+from .timeutil import format_duration
+
+Check = Callable[[Playbook, Collector], None]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    """Register a check."""
+    CHECKS.append(fn)
+    return fn
+
+
+def run_checks(pb: Playbook, out: Collector) -> None:
+    """Run every registered check."""
+    for fn in CHECKS:
+        fn(pb, out)
+
+
+def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(options), 1)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def _unknown(out: Collector, code: str, what: str, name: str, options: Mapping[str, object],
+             span: Span) -> None:
+    known = ", ".join(sorted(options)) or "none"
+    hint = _did_you_mean(name, options) or f"known {what}s: {known}"
+    out.add(code, span, f"unknown {what} `{name}`", hint=hint)
+
+
+# -- references ------------------------------------------------------------------------------
+
+
+@check
+def stage_references(pb: Playbook, out: Collector) -> None:
+    """`after` and `goto` name existing stages; roles in deadline alerts exist."""
+    for s in pb.stages.values():
+        for i, a in enumerate(s.after):
+            if a not in pb.stages:
+                _unknown(out, "SOP202", "stage", a, pb.stages,
+                         s.spans.get(f"after.{i}") or s.spans.get("after") or s.spans[""])
+        if s.goto and s.goto not in pb.stages:
+            _unknown(out, "SOP202", "stage", s.goto, pb.stages, s.spans["exit.then.goto"])
+        dl = s.deadline
+        if dl:
+            if dl.goto and dl.goto not in pb.stages:
+                _unknown(out, "SOP202", "stage", dl.goto, pb.stages, dl.spans["then.goto"])
+            if dl.alert and dl.alert not in pb.roles:
+                _unknown(out, "SOP204", "role", dl.alert, pb.roles, dl.spans["then.alert"])
+
+
+@check
+def action_references(pb: Playbook, out: Collector) -> None:
+    """Owners, backends, templates, tiers and anchors that actions name all exist."""
+    tiers = {t.id: t for t in pb.tiers.levels} if pb.tiers else {}
+    for a in pb.actions.values():
+        sp = a.spans
+        if a.owner and a.owner not in pb.roles:
+            _unknown(out, "SOP204", "role", a.owner, pb.roles, sp.get("owner", sp[""]))
+        if a.kind == "task" and not a.owner:
+            out.add("SOP204", sp.get("do", sp[""]),
+                    f"task `{a.id}` has no owner: nobody would be reminded",
+                    hint="Add `owner:` or `defaults.owner`.")
+        if a.backend and a.backend not in pb.backends:
+            _unknown(out, "SOP206", "backend", a.backend, pb.backends, sp.get("backend", sp[""]))
+        if a.template and a.template not in pb.templates:
+            _unknown(out, "SOP207", "template", a.template, pb.templates, sp["template"])
+        if a.audience.startswith("tier:") and a.audience[5:] not in tiers:
+            _unknown(out, "SOP205", "tier", a.audience[5:], tiers, sp.get("to", sp[""]))
+        s = a.schedule
+        if isinstance(s, Relative) and s.anchor not in pb.actions:
+            key = "after" if "after" in sp else "before"
+            _unknown(out, "SOP203", "action", s.anchor, pb.actions, sp[key])
+        if isinstance(s, OnEvent):
+            if s.tier and s.tier not in tiers:
+                _unknown(out, "SOP205", "tier", s.tier, tiers, sp["tier"])
+            need = {"member.silent": ("for", s.silent_for), "member.violation": ("count", s.count),
+                    "member.anniversary": ("at", s.at),
+                    "member.checkin_streak": ("streak", s.streak)}.get(s.event)
+            if need and not need[1]:
+                out.add("SOP101", sp["on"], f"`on: {s.event}` needs `{need[0]}`")
+        if a.audience == "member" and _root_event(pb, a) is None:
+            out.add("SOP103", sp.get("to", sp[""]),
+                    f"action `{a.id}` is sent `to: member` but no member event triggers it",
+                    hint="Use `on: member.<event>` or send it to everyone or a tier.")
+
+
+def _root_event(pb: Playbook, a: Action) -> OnEvent | None:
+    seen = set()
+    while isinstance(a.schedule, Relative) and a.schedule.anchor in pb.actions:
+        if a.id in seen:
+            return None
+        seen.add(a.id)
+        a = pb.actions[a.schedule.anchor]
+    return a.schedule if isinstance(a.schedule, OnEvent) else None
+
+
+@check
+def other_references(pb: Playbook, out: Collector) -> None:
+    """Tiers, moderation, incidents, backends and expectations refer to what exists."""
+    if pb.tiers:
+        ids = {t.id: t for t in pb.tiers.levels}
+        for t in pb.tiers.levels:
+            if t.demote_to and t.demote_to not in ids:
+                _unknown(out, "SOP205", "tier", t.demote_to, ids, t.spans["demote.to"])
+            if t.demote_message and t.demote_message not in pb.templates:
+                _unknown(out, "SOP207", "template", t.demote_message, pb.templates,
+                         t.spans["demote.message"])
+    m = pb.moderation
+    if m:
+        for key, tid in (("violations.warn", m.warn_template),
+                         ("violations.announce", m.announce_template)):
+            if tid and tid not in pb.templates:
+                _unknown(out, "SOP207", "template", tid, pb.templates, m.spans[key])
+        if m.warn_at and m.remove_at and m.warn_at >= m.remove_at:
+            out.add("SOP103", m.spans["violations.warn_at"],
+                    f"warn_at ({m.warn_at}) must be below remove_at ({m.remove_at})")
+    for inc in pb.incidents.values():
+        if inc.owner not in pb.roles:
+            _unknown(out, "SOP204", "role", inc.owner, pb.roles, inc.spans["owner"])
+        for st in inc.steps:
+            if st.kind in ("alert", "escalate") and st.target not in pb.roles:
+                _unknown(out, "SOP204", "role", st.target, pb.roles, st.spans[st.kind])
+            if st.template and st.template not in pb.templates:
+                _unknown(out, "SOP207", "template", st.template, pb.templates,
+                         st.spans["template"])
+    for b in pb.backends.values():
+        if b.notify and b.notify not in pb.backends:
+            _unknown(out, "SOP206", "backend", b.notify, pb.backends, b.spans["notify"])
+    for e in pb.expect:
+        if e.action and e.action not in pb.actions:
+            _unknown(out, "SOP203", "action", e.action, pb.actions, e.spans["gets"])
+
+
+_SECRET_QUERY = re.compile(r"[?&](key|token|secret|sign|access_token)=", re.I)
+_ENV_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+@check
+def secrets(pb: Playbook, out: Collector) -> None:
+    """Keys, tokens and secret-bearing URLs come from the environment, never the file."""
+    for b in pb.backends.values():
+        for field_name, value in (("key", b.key), ("token", b.token), ("url", b.url)):
+            if not value or _ENV_REF.match(value):
+                continue
+            if field_name == "url" and not (
+                _SECRET_QUERY.search(value)
+                or b.type in ("slack-webhook", "discord-webhook")
+                or "@" in value.split("/")[2:3][0] if value.count("/") >= 2 else False
+            ):
+                continue
+            out.add("SOP211", b.spans[field_name],
+                    f"backend `{b.id}`: `{field_name}` holds a literal secret; it would be"
+                    " committed and logged")
+
+
+# -- graphs ----------------------------------------------------------------------------------
+
+
+def _cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A cycle as a node path (first node repeated at the end), or None."""
+    from graphlib import CycleError, TopologicalSorter
+
+    try:
+        TopologicalSorter({k: list(v) for k, v in edges.items()}).prepare()
+    except CycleError:
+        import networkx as nx  # only when there is a cycle to describe
+
+        g = nx.DiGraph()
+        for node, deps in edges.items():
+            g.add_node(node)
+            for d in deps:
+                g.add_edge(d, node)
+        cyc = nx.find_cycle(g)
+        path = [u for u, _ in cyc]
+        return [*path, path[0]]
+    return None
+
+
+@check
+def stage_graph(pb: Playbook, out: Collector) -> None:
+    """The stage DAG has no cycle and every stage can be reached."""
+    edges = {s.id: [a for a in s.after if a in pb.stages] for s in pb.stages.values()}
+    cyc = _cycle(edges)
+    if cyc:
+        s = pb.stages[cyc[0]]
+        out.add("SOP220", s.spans.get("after", s.spans[""]),
+                "stage cycle: " + " → ".join(cyc))
+        return
+    reachable = reachable_stages(pb)
+    for s in pb.stages.values():
+        if s.id not in reachable:
+            why = ("a rescue stage that no `goto` names" if s.rescue
+                   else "it comes after a stage that can never finish or be reached")
+            out.add("SOP222", s.spans[""], f"stage `{s.id}` can never be reached: {why}")
+
+
+def reachable_stages(pb: Playbook) -> set[str]:
+    """Stages reachable from the roots by `after` edges and `goto` jumps."""
+    succ: dict[str, set[str]] = {s: set() for s in pb.stages}
+    roots = []
+    for s in pb.stages.values():
+        if not s.after and not s.rescue:
+            roots.append(s.id)
+        if not s.rescue:
+            for a in s.after:
+                if a in succ:
+                    succ[a].add(s.id)
+        for target in (s.goto, s.deadline.goto if s.deadline else None):
+            if target in succ:
+                succ[s.id].add(target)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(succ[n])
+    return seen
+
+
+@check
+def action_graph(pb: Playbook, out: Collector) -> None:
+    """`after`/`before` dependencies between actions form no cycle."""
+    edges = {a.id: [a.schedule.anchor] if isinstance(a.schedule, Relative)
+             and a.schedule.anchor in pb.actions else [] for a in pb.actions.values()}
+    cyc = _cycle(edges)
+    if cyc:
+        a = pb.actions[cyc[0]]
+        key = "after" if "after" in a.spans else "before"
+        out.add("SOP221", a.spans.get(key, a.spans[""]),
+                "action dependency cycle: " + " → ".join(reversed(cyc)))
+
+
+# -- time ------------------------------------------------------------------------------------
+
+_CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+
+
+def cron_problem(expr_text: str) -> str | None:
+    """Why a cron expression is invalid, or None."""
+    fields = expr_text.split()
+    if not (len(fields) == 5 or (len(fields) == 1 and fields[0] in _CRON_ALIASES)):
+        return f"cron needs 5 fields (minute hour day month weekday), got {len(fields)}"
+    from croniter import croniter
+
+    try:
+        croniter(expr_text)
+    except (ValueError, KeyError, TypeError) as e:
+        return f"invalid cron `{expr_text}`: {e}"
+    return None
+
+
+def cron_times_of_day(expr_text: str) -> list[tuple[int, int]]:
+    """Every (hour, minute) at which a valid cron can fire."""
+    from croniter import croniter
+
+    it = croniter(expr_text)
+    minutes, hours = it.expanded[0], it.expanded[1]
+    hs = range(24) if hours == ["*"] else hours
+    ms = range(60) if minutes == ["*"] else minutes
+    return [(int(h), int(m)) for h in hs for m in ms]
+
+
+@check
+def times(pb: Playbook, out: Collector) -> None:
+    """Time zone, cron syntax, and crons that fire only inside quiet hours."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not pb.timezone or pb.timezone != pb.timezone.strip():
+            raise ValueError
+        ZoneInfo(pb.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        from zoneinfo import available_timezones
+
+        out.add("SOP231", pb.spans["timezone"], f"unknown time zone `{pb.timezone}`",
+                hint=_did_you_mean(pb.timezone, available_timezones()))
+    crons: list[tuple[str, Span, Action | None]] = [
+        (a.schedule.expr, a.spans["cron"], a)
+        for a in pb.actions.values() if isinstance(a.schedule, Cron)
+    ]
+    if pb.tiers and pb.tiers.review_cron:
+        crons.append((pb.tiers.review_cron, pb.tiers.spans["review.cron"], None))
+    for text, span, action in crons:
+        problem = cron_problem(text)
+        if problem:
+            out.add("SOP230", span, problem)
+            continue
+        if action and action.quiet_hours and action.kind != "task":
+            tod = cron_times_of_day(text)
+            from datetime import time
+
+            if all(action.quiet_hours.contains(time(h, m)) for h, m in tod):
+                out.add("SOP232", span,
+                        f"`{text}` fires only inside quiet hours {action.quiet_hours}: every"
+                        f" message of `{action.id}` would be postponed to"
+                        f" {action.quiet_hours.end:%H:%M}")
+
+
+def action_offset(pb: Playbook, a: Action) -> timedelta | None:
+    """Offset of an action from its stage start when it is fixed (day offsets and their chains)."""
+    total = timedelta(0)
+    seen: set[str] = set()
+    while isinstance(a.schedule, Relative):
+        if a.id in seen or a.schedule.anchor not in pb.actions:
+            return None
+        seen.add(a.id)
+        total += a.schedule.offset
+        a = pb.actions[a.schedule.anchor]
+    if isinstance(a.schedule, DayOffset):
+        t = a.schedule.at
+        return total + timedelta(days=a.schedule.day, hours=t.hour, minutes=t.minute)
+    return None
+
+
+@check
+def stage_windows(pb: Playbook, out: Collector) -> None:
+    """Durations are consistent and fixed-offset actions fall inside their stage."""
+    for s in pb.stages.values():
+        if s.min_duration and s.max_duration and s.min_duration > s.max_duration:
+            out.add("SOP235", s.spans["duration.min"],
+                    f"stage `{s.id}`: min {format_duration(s.min_duration)} exceeds max"
+                    f" {format_duration(s.max_duration)}")
+        if s.deadline and s.min_duration and s.deadline.after < s.min_duration:
+            span = s.deadline.spans.get("after", s.deadline.spans[""])
+            out.add("SOP234", span,
+                    f"stage `{s.id}`: deadline {format_duration(s.deadline.after)} comes before"
+                    f" the minimum duration {format_duration(s.min_duration)}: the gate can"
+                    " never be checked in time")
+    for a in pb.actions.values():
+        off = action_offset(pb, a)
+        if off is None or a.stage is None:
+            continue
+        s = pb.stages[a.stage]
+        end = stage_end_bound(s)
+        key = next((k for k in ("day", "after", "before") if k in a.spans), "")
+        if off < timedelta(0):
+            out.add("SOP233", a.spans[key],
+                    f"action `{a.id}` falls {format_duration(-off)} before stage `{s.id}` starts")
+        elif end is not None and off >= end:
+            out.add("SOP233", a.spans[key],
+                    f"action `{a.id}` falls at {format_duration(off)}, after stage `{s.id}` ends"
+                    f" (at most {format_duration(end)})")
+
+
+def stage_end_bound(s: object) -> timedelta | None:
+    """The latest a stage can last: its deadline plus extension, else its max duration."""
+    from .model import Stage
+
+    assert isinstance(s, Stage)
+    if s.deadline:
+        return s.deadline.after + (s.deadline.extend or timedelta(0))
+    return s.max_duration
+
+
+# -- expressions -----------------------------------------------------------------------------
+
+
+def _check_expr(e: Expression | None, known: Mapping[str, str], out: Collector, what: str,
+                catalogue_hint: str) -> None:
+    if e is None or e.node is None:
+        return
+    for pr in ex.check(e.node, known):
+        hint = None
+        if pr.code == "SOP241":
+            name = e.text[pr.start : pr.end]
+            hint = _did_you_mean(name, known) or catalogue_hint
+        out.add(pr.code, e.span_of(pr.start, pr.end), f"{what}: {pr.message}", hint=hint)
+
+
+@check
+def expressions(pb: Playbook, out: Collector) -> None:
+    """Gates, guards and metric definitions read known metrics; tier rules member attributes."""
+    units = pb.metric_units()
+    metric_hint = "Built-in metrics: members, daily_speak_rate, retention_d30, core_members, ..."
+    for s in pb.stages.values():
+        _check_expr(s.gate, units, out, f"gate of stage `{s.id}`", metric_hint)
+    for a in pb.actions.values():
+        _check_expr(a.guard, units, out, f"`if` of action `{a.id}`", metric_hint)
+    for m in pb.metrics.values():
+        others = {k: v for k, v in units.items() if k != m.id}
+        if m.definition and m.definition.node:
+            problems = ex.check(m.definition.node, others)
+            for pr in problems:
+                if pr.code == "SOP242" and "not a condition" in pr.message:
+                    continue  # a definition is a number, not a condition
+                out.add(pr.code, m.definition.span_of(pr.start, pr.end),
+                        f"definition of `{m.id}`: {pr.message}")
+    for inc in pb.incidents.values():
+        _check_expr(inc.detect, units, out, f"detect of incident `{inc.id}`", metric_hint)
+    if pb.tiers:
+        attrs = {k: "count" for k in MEMBER_ATTRIBUTES}
+        attr_hint = "Member attributes: " + ", ".join(MEMBER_ATTRIBUTES)
+        for t in pb.tiers.levels:
+            _check_expr(t.promote, attrs, out, f"promotion of tier `{t.id}`", attr_hint)
+            _check_expr(t.demote_when, attrs, out, f"demotion of tier `{t.id}`", attr_hint)
+
+
+# -- templates -------------------------------------------------------------------------------
+
+
+@check
+def templates(pb: Playbook, out: Collector) -> None:
+    """Templates parse in the sandbox, read only known variables, and are used."""
+    from .templates import template_problems
+
+    used = {a.template for a in pb.actions.values()}
+    if pb.tiers:
+        used |= {t.demote_message for t in pb.tiers.levels}
+    if pb.moderation:
+        used |= {pb.moderation.warn_template, pb.moderation.announce_template}
+    used |= {st.template for i in pb.incidents.values() for st in i.steps}
+    sources = [(t, f"template `{t.id}`") for t in pb.templates.values()]
+    sources += [(a.text, f"text of `{a.id}`") for a in pb.actions.values() if a.text]
+    for t, what in sources:
+        for code, line_offset, needle, message in template_problems(t.text, pb.params):
+            out.add(code, _locate(t, line_offset, needle), f"{what}: {message}")
+    for t in pb.templates.values():
+        if t.id not in used:
+            out.add("SOP210", t.span, f"template `{t.id}` is never used")
+
+
+def _locate(t: Template, line_offset: int, needle: str) -> Span:
+    """File position of `needle` on line `line_offset` of a template."""
+    lines = t.text.splitlines() or [""]
+    if line_offset >= len(lines):
+        return t.span
+    col = lines[line_offset].find(needle) if needle else 0
+    col = max(col, 0)
+    line = t.line + line_offset
+    return Span(t.span.file, line, t.column + col, line, t.column + col + max(len(needle), 1))

@@ -1,0 +1,397 @@
+"""The safe YAML loader: plain values plus the source position of every key and value.
+
+Built on PyYAML's event stream (the C parser when present) instead of its constructor, so that:
+duplicate keys fail at the second key; only `true`/`false` are booleans and `on`, `yes`, `12:30`,
+`2026-12-01` and `014` stay strings; aliases, nesting depth and file size are bounded; and deep
+documents never hit Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .diagnostics import Diagnostic, Severity, Span, rule
+
+try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
+    from yaml import CSafeLoader as _Parser
+except ImportError:  # pragma: no cover - depends on the wheel
+    from yaml import SafeLoader as _Parser  # type: ignore[assignment]
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000  # after alias expansion: stops "billion laughs"
+MAX_ALIASES = 10_000
+
+Path = tuple[str | int, ...]
+_MERGE = "\x00<<"  # sentinel key for YAML merge keys; NUL never survives decode()
+
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_TRUE = frozenset({"true", "True", "TRUE"})
+_FALSE = frozenset({"false", "False", "FALSE"})
+_STD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+class LoadError(Exception):
+    """The file cannot be turned into a document; carries one located diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+@dataclass
+class Document:
+    """A loaded YAML file: plain data and where each piece came from."""
+
+    file: str
+    text: str
+    data: Any
+    spans: dict[Path, Span] = field(default_factory=dict)
+    key_spans: dict[Path, Span] = field(default_factory=dict)
+    styles: dict[Path, str] = field(default_factory=dict)  # non-plain scalars only
+
+    def span(self, path: Path) -> Span:
+        """The span of the value at `path`, or of its nearest located ancestor."""
+        p = tuple(path)
+        while p:
+            s = self.spans.get(p)
+            if s is not None:
+                return s
+            p = p[:-1]
+        return self.spans.get((), Span(self.file, 1, 1, 1, 1))
+
+    def key_span(self, path: Path) -> Span:
+        """The span of the key that introduces `path` (the value's span for list items)."""
+        return self.key_spans.get(tuple(path)) or self.span(path)
+
+    def line(self, n: int) -> str:
+        """Source line `n` (1-based), '' when out of range."""
+        lines = self.text.splitlines()
+        return lines[n - 1] if 0 < n <= len(lines) else ""
+
+
+def _fail(code: str, file: str, line: int, col: int, message: str, hint: str = "") -> LoadError:
+    r = rule(code)
+    return LoadError(
+        Diagnostic(file, line, col, line, col + 1, code, Severity.ERROR, message, hint or r.hint)
+    )
+
+
+def read_text(path: str) -> str:
+    """Read a file as UTF-8 with size, binary and encoding checks."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise _fail("SOP006", path, 1, 1, f"cannot read file: {e.strerror or e}") from None
+    if size > MAX_BYTES:
+        raise _fail(
+            "SOP003", path, 1, 1,
+            f"file is {size / 1048576:.1f} MiB; playbooks are limited to {MAX_BYTES // 1048576} MiB",
+        )
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise _fail("SOP006", path, 1, 1, f"cannot read file: {e.strerror or e}") from None
+    return decode(raw, path)
+
+
+def decode(raw: bytes, file: str) -> str:
+    """Bytes to text: UTF-8 only, no NUL bytes, BOM dropped."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    nul = raw.find(b"\x00")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _position(raw, e.start)
+        raise _fail(
+            "SOP004", file, line, col, f"invalid UTF-8 byte 0x{raw[e.start]:02x}; not a text file?"
+        ) from None
+    if nul >= 0:
+        line, col = _position(raw, nul)
+        raise _fail("SOP004", file, line, col, "NUL byte: this looks like a binary file")
+    return text
+
+
+def _position(raw: bytes, offset: int) -> tuple[int, int]:
+    line = raw.count(b"\n", 0, offset) + 1
+    start = raw.rfind(b"\n", 0, offset) + 1
+    return line, len(raw[start:offset].decode("utf-8", "replace")) + 1
+
+
+def load_file(path: str) -> Document:
+    """Load a playbook or fragment file; raises LoadError with a located diagnostic."""
+    return load_text(read_text(path), path)
+
+
+def load_text(text: str, file: str = "<string>") -> Document:
+    """Parse YAML text into a located Document; the root must be a mapping."""
+    doc = Document(file=file, text=text, data=None)
+    try:
+        _build(doc)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = e.problem or str(e)
+        if e.context:
+            msg = f"{msg} ({e.context})"
+        raise _fail("SOP001", file, line, col, msg) from None
+    except yaml.YAMLError as e:
+        raise _fail("SOP001", file, 1, 1, str(e)) from None
+    if doc.data is None:
+        raise _fail("SOP005", file, 1, 1, "the document is empty")
+    if not isinstance(doc.data, dict):
+        s = doc.spans[()]
+        raise _fail(
+            "SOP005", file, s.line, s.column,
+            f"the document root is a {_kind(doc.data)}, not a mapping",
+        )
+    return doc
+
+
+def _kind(v: object) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(v), "value"
+    )
+
+
+def _span(file: str, ev: Any) -> Span:
+    s, e = ev.start_mark, ev.end_mark
+    return Span(file, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
+
+
+def _scalar(ev: Any, file: str) -> Any:
+    v: str = ev.value
+    tag = ev.tag
+    if tag and tag != "!":
+        if tag not in _STD_TAGS:
+            m = ev.start_mark
+            raise _fail("SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {tag}")
+        kind = tag.rsplit(":", 1)[1]
+        if kind == "str":
+            return v
+        resolved = _resolve_plain(v)
+        ok = {
+            "int": type(resolved) is int,
+            "float": type(resolved) in (int, float),
+            "bool": type(resolved) is bool,
+            "null": resolved is None,
+        }.get(kind, False)
+        if not ok:
+            m = ev.start_mark
+            raise _fail("SOP009", file, m.line + 1, m.column + 1, f"{v!r} is not a valid !!{kind}")
+        return float(resolved) if kind == "float" else resolved
+    if ev.style or tag == "!":
+        return v
+    return _resolve_plain(v)
+
+
+def _resolve_plain(v: str) -> Any:
+    if v in _NULLS:
+        return None
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    c = v[:1]
+    if c.isdigit() or c in "+-.":
+        if _INT.match(v):
+            return int(v)
+        if _FLOAT.match(v) and not _leading_zero(v):
+            return float(v)
+    return v
+
+
+def _leading_zero(v: str) -> bool:
+    d = v.lstrip("+-")
+    return len(d) > 1 and d[0] == "0" and d[1].isdigit()
+
+
+class _Frame:
+    __slots__ = ("anchor", "container", "key", "key_span", "merges", "nodes_at_start", "path",
+                 "seen", "span")
+
+    def __init__(self, container: Any, path: Path, span: Span, anchor: str | None, nodes: int):
+        self.container = container
+        self.path = path
+        self.span = span
+        self.anchor = anchor
+        self.nodes_at_start = nodes
+        self.key: str | None = None
+        self.key_span: Span | None = None
+        self.seen: dict[str, Span] = {}
+        self.merges: list[tuple[Any, Span]] = []
+
+
+def _build(doc: Document) -> None:
+    """Turn the event stream into values, recording spans; non-recursive."""
+    file = doc.file
+    spans, key_spans, styles = doc.spans, doc.key_spans, doc.styles
+    anchors: dict[str, tuple[Any, int]] = {}
+    stack: list[_Frame] = []
+    nodes = 0
+    aliases = 0
+    documents = 0
+    root_set = False
+
+    def place(value: Any, span: Span, ev: Any) -> Path | None:
+        """Attach a finished value to its parent; returns its path (None for a key)."""
+        nonlocal root_set
+        if not stack:
+            doc.data = value
+            spans[()] = span
+            root_set = True
+            return ()
+        top = stack[-1]
+        if isinstance(top.container, list):
+            path = (*top.path, len(top.container))
+            top.container.append(value)
+            spans[path] = span
+            return path
+        if top.key is None:  # this value is a key
+            if isinstance(value, (dict, list)):
+                raise _fail("SOP001", file, span.line, span.column, "a mapping key must be a scalar")
+            key = ev.value
+            if key == "<<" and not ev.style:
+                top.key = _MERGE
+                top.key_span = span
+                return None
+            first = top.seen.get(key)
+            if first is not None:
+                raise _fail(
+                    "SOP002", file, span.line, span.column,
+                    f"duplicate key {key!r} (first defined at line {first.line}, column "
+                    f"{first.column})",
+                )
+            top.seen[key] = span
+            top.key = key
+            top.key_span = span
+            return None
+        key = top.key
+        top.key = None
+        if key is _MERGE:
+            top.merges.append((value, span))
+            return None
+        path = (*top.path, key)
+        top.container[key] = value
+        spans[path] = span
+        key_spans[path] = top.key_span  # type: ignore[assignment]
+        return path
+
+    def child_path() -> Path:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if isinstance(top.container, list):
+            return (*top.path, len(top.container))
+        return (*top.path, top.key if top.key is not None else "?")
+
+    def count(ev: Any, n: int = 1) -> None:
+        nonlocal nodes
+        nodes += n
+        if nodes > MAX_NODES:
+            m = ev.start_mark
+            raise _fail(
+                "SOP003", file, m.line + 1, m.column + 1,
+                f"document expands to more than {MAX_NODES:,} values (alias bomb?)",
+            )
+
+    loader = _Parser(doc.text)
+    try:
+        while True:
+            ev = loader.get_event()
+            if ev is None:
+                break
+            et = type(ev)
+            if et is yaml.ScalarEvent:
+                count(ev)
+                is_key = bool(stack) and isinstance(stack[-1].container, dict) and (
+                    stack[-1].key is None
+                )
+                value = ev.value if is_key else _scalar(ev, file)
+                sp = _span(file, ev)
+                path = place(value, sp, ev)
+                if path is not None and ev.style:
+                    styles[path] = ev.style
+                if ev.anchor:
+                    anchors[ev.anchor] = (value, 1)
+            elif et is yaml.MappingStartEvent or et is yaml.SequenceStartEvent:
+                count(ev)
+                if len(stack) >= MAX_DEPTH:
+                    m = ev.start_mark
+                    raise _fail(
+                        "SOP003", file, m.line + 1, m.column + 1,
+                        f"nesting deeper than {MAX_DEPTH} levels",
+                    )
+                if ev.tag and ev.tag not in _STD_TAGS and ev.tag != "!":
+                    m = ev.start_mark
+                    raise _fail("SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {ev.tag}")
+                if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
+                    sp = _span(file, ev)
+                    raise _fail("SOP001", file, sp.line, sp.column, "a mapping key must be a scalar")
+                container: Any = {} if et is yaml.MappingStartEvent else []
+                stack.append(_Frame(container, child_path(), _span(file, ev), ev.anchor, nodes))
+            elif et is yaml.MappingEndEvent or et is yaml.SequenceEndEvent:
+                frame = stack.pop()
+                if frame.merges:
+                    _apply_merges(frame, file)
+                e = ev.end_mark
+                s = frame.span
+                full = Span(file, s.line, s.column, e.line + 1, e.column + 1)
+                place(frame.container, full, None)
+                if frame.anchor:
+                    anchors[frame.anchor] = (frame.container, nodes - frame.nodes_at_start)
+            elif et is yaml.AliasEvent:
+                aliases += 1
+                sp = _span(file, ev)
+                if aliases > MAX_ALIASES:
+                    raise _fail("SOP003", file, sp.line, sp.column, f"more than {MAX_ALIASES} aliases")
+                if ev.anchor not in anchors:
+                    raise _fail("SOP001", file, sp.line, sp.column, f"unknown alias *{ev.anchor}")
+                value, weight = anchors[ev.anchor]
+                count(ev, weight)
+                if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
+                    raise _fail("SOP001", file, sp.line, sp.column, "an alias cannot be a mapping key")
+                place(value, sp, ev)
+            elif et is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    sp = _span(file, ev)
+                    raise _fail(
+                        "SOP001", file, sp.line, sp.column,
+                        "a playbook file holds one YAML document; found a second `---`",
+                    )
+    finally:
+        dispose = getattr(loader, "dispose", None)
+        if dispose:
+            dispose()
+    if not root_set:
+        doc.data = None
+
+
+def _apply_merges(frame: _Frame, file: str) -> None:
+    """YAML merge keys (`<<: *base`): explicit keys win over merged ones."""
+    target = frame.container
+    for value, span in frame.merges:
+        sources = value if isinstance(value, list) else [value]
+        for src in sources:
+            if not isinstance(src, dict):
+                raise _fail("SOP001", file, span.line, span.column, "`<<` merges mappings only")
+            for k, v in src.items():
+                target.setdefault(k, v)

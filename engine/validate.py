@@ -1,0 +1,112 @@
+"""`validate`: load, schema, build, semantic checks — diagnostics out, never an exception."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .diagnostics import Collector, Diagnostic, Severity, sort_key
+from .loader import Document, LoadError
+from .model import Playbook
+
+
+@dataclass
+class FileResult:
+    """What validating one file found."""
+
+    file: str
+    diagnostics: list[Diagnostic]
+    playbook: Playbook | None = None
+    documents: dict[str, Document] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        """Number of errors."""
+        return sum(d.severity == Severity.ERROR for d in self.diagnostics)
+
+    @property
+    def warnings(self) -> int:
+        """Number of warnings."""
+        return sum(d.severity == Severity.WARNING for d in self.diagnostics)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to validate: plan-based checks need a horizon and can be switched off."""
+
+    plan_checks: bool = True
+    plan_days: int = 90
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+def expand(paths: Iterable[str]) -> list[str]:
+    """Files to validate: folders mean every .yaml/.yml file beneath them, sorted."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(os.path.join(root, f) for f in sorted(files)
+                           if f.endswith((".yaml", ".yml")))
+        else:
+            out.append(p)
+    return out
+
+
+def validate_file(path: str, options: Options = Options()) -> FileResult:
+    """Validate one playbook (or fragment) file."""
+    from .build import build, load_sources, param_defaults, substitute
+    from .loader import load_file
+    from .schema import validator
+
+    out = Collector()
+    result = FileResult(path, out.items)
+    try:
+        sources = None
+        head = load_file(path)
+        if "fragment" in head.data and "playbook" not in head.data:
+            substitute(head, param_defaults(head.data), out)
+            validator("fragment.schema.json").validate(head, out)
+            result.documents[path] = head
+        else:
+            sources = load_sources(path, out, dict(options.params))
+            result.documents = {d.file: d for d in sources.documents()}
+    except LoadError as e:
+        out.items.append(e.diagnostic)
+        return _finish(result)
+    if sources is not None and not _has_errors(out.items):
+        from .checks import run_checks
+
+        pb = build(sources, out)
+        result.playbook = pb
+        if not _has_errors(out.items):
+            run_checks(pb, out)
+        if options.plan_checks and not _has_errors(out.items):
+            from .plan_checks import run_plan_checks
+
+            run_plan_checks(pb, out, days=options.plan_days)
+    return _finish(result)
+
+
+def _has_errors(items: list[Diagnostic]) -> bool:
+    return any(d.severity == Severity.ERROR for d in items)
+
+
+def _finish(result: FileResult) -> FileResult:
+    result.diagnostics.sort(key=sort_key)
+    return result
+
+
+def validate_paths(paths: Iterable[str], options: Options = Options()) -> list[FileResult]:
+    """Validate every file named or found under the folders named."""
+    return [validate_file(p, options) for p in expand(paths)]
+
+
+def load_playbook(path: str, params: dict[str, Any] | None = None) -> FileResult:
+    """Validate without plan checks; `.playbook` is set when the file has no errors."""
+    res = validate_file(path, Options(plan_checks=False, params=tuple((params or {}).items())))
+    if res.errors:
+        res.playbook = None
+    return res
