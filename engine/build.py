@@ -242,6 +242,7 @@ def _schedule(a: dict[str, Any]) -> Schedule:
 def _action(doc: Document, path: Path, aid: str, sid: str | None, a: dict[str, Any],
             defaults: dict[str, Any], out: Collector) -> Action:
     qh = a.get("quiet_hours", defaults.get("quiet_hours"))
+    is_task = a["do"] == "task"
     reward = a.get("reward") or {}
     effect = Effect(**{k: float(v) for k, v in (a.get("effect") or {}).items()})
     return Action(
@@ -250,8 +251,8 @@ def _action(doc: Document, path: Path, aid: str, sid: str | None, a: dict[str, A
         kind=a["do"],
         schedule=_schedule(a),
         owner=a.get("owner", defaults.get("owner")),
-        audience=a.get("to", defaults.get("to", "everyone")),
-        backend=a.get("backend", defaults.get("backend")),
+        audience=a.get("to", "staff" if is_task else defaults.get("to", "everyone")),
+        backend=a.get("backend", defaults.get("staff_backend" if is_task else "backend")),
         template=a.get("template"),
         text=template(doc, (*path, "text"), aid, a["text"]) if "text" in a else None,
         quiet_hours=Window.parse(qh) if qh else None,
@@ -260,6 +261,7 @@ def _action(doc: Document, path: Path, aid: str, sid: str | None, a: dict[str, A
         guard=expression(doc, (*path, "if"), a["if"], out) if "if" in a else None,
         reward_item=reward.get("item"),
         reward_streak=reward.get("streak") or a.get("streak"),
+        reward_points=reward.get("points"),
         title=a.get("title") or aid,
         spans=_spans(doc, path, a),
     )

@@ -74,7 +74,8 @@ def action_references(pb: Playbook, out: Collector) -> None:
             out.add("SOP204", sp.get("do", sp[""]),
                     f"task `{a.id}` has no owner: nobody would be reminded",
                     hint="Add `owner:` or `defaults.owner`.")
-        if a.backend and a.backend not in pb.backends:
+        if a.backend and a.backend not in pb.backends and (
+                "backend" in sp or pb.spans.get("defaults")):
             _unknown(out, "SOP206", "backend", a.backend, pb.backends, sp.get("backend", sp[""]))
         if a.template and a.template not in pb.templates:
             _unknown(out, "SOP207", "template", a.template, pb.templates, sp["template"])

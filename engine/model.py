@@ -18,9 +18,9 @@ class Expression:
     """A condition with its source text; `node` is None when it did not parse."""
 
     text: str
-    node: Node | None
-    span: Span
-    exact: bool  # True when span.column is the column of text[0], so offsets map to columns
+    node: Node | None = field(compare=False)
+    span: Span = field(compare=False)
+    exact: bool = field(compare=False)  # True when span.column is the column of text[0], so offsets map to columns
 
     def span_of(self, start: int, end: int) -> Span:
         """Source span of characters start..end of the expression."""
@@ -101,6 +101,7 @@ class Action:
     guard: Expression | None
     reward_item: str | None
     reward_streak: int | None
+    reward_points: int | None
     title: str
     spans: Spans = field(default_factory=dict, compare=False, repr=False)
 
@@ -240,9 +241,9 @@ class Template:
 
     id: str
     text: str
-    span: Span
-    line: int
-    column: int
+    span: Span = field(compare=False)
+    line: int = field(compare=False)
+    column: int = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)

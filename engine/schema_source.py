@@ -280,7 +280,9 @@ def playbook_schema() -> J:
                 "path": p("For jsonl: output file.", ["out/messages.jsonl"], type="string"),
             }, required=["type"]), "Where actions go.", [{"group": {"type": "wecom-robot"}}]),
             "defaults": obj({
-                "backend": ident("Default backend.", ["group"]),
+                "backend": ident("Default backend of member-facing actions.", ["group"]),
+                "staff_backend": ident("Default backend of `do: task` (staff reminders).",
+                                       ["staff"]),
                 "owner": ident("Default owner role.", ["ops"]),
                 "quiet_hours": p("Default quiet hours.", ["22:00-08:00"], type="string",
                                  pattern=WINDOW_PATTERN),

@@ -1,0 +1,160 @@
+"""`diff`: what changed between two versions of a playbook, and what that does to the calendar."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from .model import Action, Playbook
+from .plan import PlanOptions, make_plan
+from .program import Occurrence, Program
+from .words import schedule_words
+
+
+@dataclass
+class Change:
+    """One changed thing: what, and its fields old → new."""
+
+    kind: str  # stage | action | template | role | backend
+    id: str
+    change: str  # added | removed | changed
+    fields: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class PlanDelta:
+    """Effect on the calendar."""
+
+    added: list[Occurrence]
+    removed: list[Occurrence]
+    moved: list[tuple[Occurrence, Occurrence]]
+    unchanged: int
+
+
+@dataclass
+class Diff:
+    """The semantic diff of two playbooks."""
+
+    changes: list[Change]
+    plan: PlanDelta
+    days: int
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing differs."""
+        return not self.changes and not (self.plan.added or self.plan.removed or self.plan.moved)
+
+
+def _show(v: Any) -> str:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        if hasattr(v, "text"):
+            return str(v.text)
+        return str({f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.compare})
+    return str(v)
+
+
+def _field_changes(old: Any, new: Any, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
+    out = {}
+    for f in dataclasses.fields(old):
+        if not f.compare or f.name in skip:
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a != b:
+            out[f.name] = (_show(a), _show(b))
+    if isinstance(old, Action) and "schedule" in out:
+        out["schedule"] = (schedule_words(old), schedule_words(new))
+    return out
+
+
+def _compare(kind: str, old: dict[str, Any], new: dict[str, Any], out: list[Change],
+             skip: tuple[str, ...] = ()) -> None:
+    for k in old.keys() - new.keys():
+        out.append(Change(kind, k, "removed"))
+    for k in new.keys() - old.keys():
+        out.append(Change(kind, k, "added"))
+    for k in old.keys() & new.keys():
+        fields = _field_changes(old[k], new[k], skip)
+        if fields:
+            out.append(Change(kind, k, "changed", fields))
+
+
+def diff(old: Playbook, new: Playbook, start: date | None = None, days: int = 30) -> Diff:
+    """Compare two playbooks and their next `days` days of occurrences."""
+    changes: list[Change] = []
+    _compare("stage", dict(old.stages), dict(new.stages), changes, skip=("actions",))
+    _compare("action", dict(old.actions), dict(new.actions), changes)
+    _compare("template", dict(old.templates), dict(new.templates), changes)
+    _compare("role", dict(old.roles), dict(new.roles), changes)
+    _compare("backend", dict(old.backends), dict(new.backends), changes)
+    for f in ("id", "title", "timezone", "community", "tiers", "moderation"):
+        a, b = getattr(old, f), getattr(new, f)
+        if a != b:
+            changes.append(Change("playbook", f, "changed", {f: (_show(a), _show(b))}))
+    order = {"removed": 0, "changed": 1, "added": 2}
+    changes.sort(key=lambda c: (c.kind, order[c.change], c.id))
+    opts = PlanOptions(start=start, days=days)
+    a = make_plan(Program(old), opts).occurrences
+    b = make_plan(Program(new), opts).occurrences
+    return Diff(changes, plan_delta(a, b), days)
+
+
+def plan_delta(old: list[Occurrence], new: list[Occurrence]) -> PlanDelta:
+    """Occurrences added, removed, and moved (same action, different time), by key."""
+    ok = {o.key: o for o in old}
+    nk = {o.key: o for o in new}
+    removed = [o for k, o in ok.items() if k not in nk]
+    added = [o for k, o in nk.items() if k not in ok]
+    moved = []
+    by_action: dict[str, list[Occurrence]] = {}
+    for o in added:
+        by_action.setdefault(o.action, []).append(o)
+    still_removed = []
+    for o in removed:
+        cands = by_action.get(o.action)
+        if cands:
+            moved.append((o, cands.pop(0)))
+        else:
+            still_removed.append(o)
+    moved_new = {id(n) for _, n in moved}
+    still_added = [o for o in added if id(o) not in moved_new]
+    return PlanDelta(still_added, still_removed, moved, len(ok.keys() & nk.keys()))
+
+
+def diff_dict(d: Diff) -> dict[str, Any]:
+    """The JSON document of a diff."""
+
+    def occ(o: Occurrence) -> dict[str, Any]:
+        return {"key": o.key, "action": o.action, "at": o.at.isoformat()}
+
+    return {
+        "changes": [{"kind": c.kind, "id": c.id, "change": c.change,
+                     "fields": {k: {"old": a, "new": b} for k, (a, b) in c.fields.items()}}
+                    for c in d.changes],
+        "plan": {"days": d.days, "added": [occ(o) for o in d.plan.added],
+                 "removed": [occ(o) for o in d.plan.removed],
+                 "moved": [{"from": occ(a), "to": occ(b)} for a, b in d.plan.moved],
+                 "unchanged": d.plan.unchanged},
+    }
+
+
+def diff_text(d: Diff) -> str:
+    """A readable report."""
+    sign = {"added": "+", "removed": "-", "changed": "~"}
+    lines = []
+    for c in d.changes:
+        lines.append(f"{sign[c.change]} {c.kind} {c.id} {c.change}")
+        for k, (a, b) in c.fields.items():
+            lines.append(f"    {k}: {a} → {b}")
+    p = d.plan
+    lines.append(f"next {d.days} days: {len(p.added)} added, {len(p.removed)} removed,"
+                 f" {len(p.moved)} moved, {p.unchanged} unchanged occurrences")
+    for o in p.added[:20]:
+        lines.append(f"  + {o.at:%Y-%m-%d %H:%M} {o.action}")
+    for o in p.removed[:20]:
+        lines.append(f"  - {o.at:%Y-%m-%d %H:%M} {o.action}")
+    for a, b in p.moved[:20]:
+        lines.append(f"  ~ {a.action}: {a.at:%Y-%m-%d %H:%M} → {b.at:%Y-%m-%d %H:%M}")
+    return "\n".join(lines) + "\n"
+

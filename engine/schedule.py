@@ -1,0 +1,154 @@
+"""Wall-clock schedules to instants: cron days, DST rules and quiet hours.
+
+Cron expressions are parsed by croniter and matched day by day in local wall-clock time; each local
+time is then mapped to an instant with the documented DST rules (docs/time.md):
+- a local time that does not exist (spring forward) fires once, at the first valid instant after
+  it, i.e. the moment of the transition;
+- a local time that occurs twice (fall back) fires once, at its first occurrence.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache, lru_cache
+from zoneinfo import ZoneInfo
+
+from .timeutil import Window
+
+
+@dataclass(frozen=True, slots=True)
+class CronSpec:
+    """A parsed five-field cron: the local times of day and the days it fires on."""
+
+    times: tuple[time, ...]
+    minutes_hours: tuple[tuple[int, int], ...]
+    doms: frozenset[int] | None  # None = every day of month
+    last_dom: bool
+    months: frozenset[int] | None
+    dows: frozenset[int] | None  # cron numbering: 0 = Sunday
+    nth: dict[int, frozenset[int]]
+
+    def fires_on(self, d: date) -> bool:
+        """True if the cron fires on local date `d` (Vixie cron: day-of-month OR day-of-week)."""
+        if self.months is not None and d.month not in self.months:
+            return False
+        dom_ok = self._dom_ok(d)
+        dow_ok = self._dow_ok(d)
+        if self.doms is not None or self.last_dom:
+            if self.dows is not None:
+                return dom_ok or dow_ok
+            return dom_ok
+        return dow_ok
+
+    def _dom_ok(self, d: date) -> bool:
+        if self.doms is None and not self.last_dom:
+            return True
+        if self.doms is not None and d.day in self.doms:
+            return True
+        return self.last_dom and d.day == calendar.monthrange(d.year, d.month)[1]
+
+    def _dow_ok(self, d: date) -> bool:
+        if self.dows is None:
+            return True
+        dow = (d.weekday() + 1) % 7
+        if dow not in self.dows:
+            return False
+        nth = self.nth.get(dow)
+        return nth is None or (d.day - 1) // 7 + 1 in nth
+
+
+@cache
+def parse_cron(expr: str) -> CronSpec:
+    """Parse with croniter; raises ValueError for anything croniter rejects."""
+    from croniter import croniter
+
+    it = croniter(expr)
+    minutes, hours, doms, months, dows = it.expanded[:5]
+    all_ = ["*"]
+    ms = list(range(60)) if minutes == all_ else [int(m) for m in minutes]
+    hs = list(range(24)) if hours == all_ else [int(h) for h in hours]
+    last = "l" in doms
+    dom_set = None if doms == all_ else frozenset(int(x) for x in doms if x != "l")
+    if last and dom_set is not None and not dom_set:
+        dom_set = None
+    dow_set = None if dows == all_ else frozenset(int(x) % 7 for x in dows)
+    nth = {int(k) % 7: frozenset(v) for k, v in (getattr(it, "nth_weekday_of_month", {}) or {})
+           .items()}
+    pairs = tuple(sorted((h, m) for h in hs for m in ms))
+    return CronSpec(
+        times=tuple(time(h, m) for h, m in pairs),
+        minutes_hours=pairs,
+        doms=dom_set,
+        last_dom=last,
+        months=None if months == all_ else frozenset(int(x) for x in months),
+        dows=dow_set,
+        nth=nth,
+    )
+
+
+@lru_cache(maxsize=65536)
+def to_instant(d: date, t: time, tz: ZoneInfo) -> datetime:
+    """The instant of local wall time `d t` in `tz`, with the DST rules above (aware, in tz)."""
+    naive = datetime.combine(d, t)
+    first = naive.replace(tzinfo=tz, fold=0)
+    utc = first.astimezone(UTC)
+    back = utc.astimezone(tz)
+    if back.replace(tzinfo=None) == naive:
+        return back  # exists; for an ambiguous time fold=0 is the first occurrence
+    # Nonexistent: the transition instant lies between the two readings; find the first instant
+    # whose wall time is past `naive` (at most a few hours apart, minute resolution).
+    lo = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    hi = utc
+    if lo > hi:
+        lo, hi = hi, lo
+    while hi - lo > timedelta(minutes=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).replace(tzinfo=None) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    hi = hi.replace(second=0, microsecond=0)
+    while hi.astimezone(tz).replace(tzinfo=None) < naive:
+        hi += timedelta(minutes=1)
+    return hi.astimezone(tz)
+
+
+def local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
+    """Local dates touched by [start, end)."""
+    first = start.astimezone(tz).date() - timedelta(days=1)
+    last = end.astimezone(tz).date() + timedelta(days=1)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def cron_instants(expr: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Every firing of a cron in [start, end), as aware datetimes in `tz`."""
+    spec = parse_cron(expr)
+    out: list[datetime] = []
+    for d in local_dates(start, end, tz):
+        if not spec.fires_on(d):
+            continue
+        for t in spec.times:
+            at = to_instant(d, t, tz)
+            if start <= at < end:
+                out.append(at)
+    # a nonexistent time and the next valid one can coincide: fire once
+    return sorted(set(out))
+
+
+def local_midnight(d: date, tz: ZoneInfo) -> datetime:
+    """The first instant of local date `d`."""
+    return to_instant(d, time(0, 0), tz)
+
+
+def apply_quiet_hours(at: datetime, window: Window | None, tz: ZoneInfo) -> tuple[datetime, str]:
+    """Move an instant inside quiet hours to the window's next opening; returns (at, reason)."""
+    if window is None:
+        return at, ""
+    local = at.astimezone(tz)
+    if not window.contains(local.time().replace(second=0, microsecond=0)):
+        return at, ""
+    opened = window.next_opening(local.replace(tzinfo=None).replace(tzinfo=tz))
+    opened = to_instant(opened.date(), opened.time(), tz)
+    return opened, f"quiet hours {window}: moved from {local:%H:%M} to {opened:%H:%M}"
