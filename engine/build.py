@@ -311,6 +311,9 @@ def build(sources: Sources, out: Collector) -> Playbook:
             ids.append(aid)
         stages[sid] = _stage(doc, spath, sid, s, tuple(ids), out)
 
+    spans = _spans(doc, (), d)
+    for k in d.get("limits") or {}:
+        spans[f"limits.{k}"] = doc.span(("limits", k))
     return Playbook(
         id=d["playbook"],
         title=d.get("title") or d["playbook"],
@@ -345,7 +348,7 @@ def build(sources: Sources, out: Collector) -> Playbook:
         ),
         params=param_defaults(d),
         file=doc.file,
-        spans=_spans(doc, (), d),
+        spans=spans,
     )
 
 

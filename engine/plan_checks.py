@@ -88,7 +88,7 @@ def check_member_frequency(tl: Timeline, out: Collector) -> None:
         tier_max = max((v for (d, _), v in tiers.items() if d == day), key=len, default=[])
         received = everyone.get(day, []) + tier_max
         if len(received) > cap:
-            span = pb.spans.get("limits", pb.spans[""])
+            span = pb.spans.get("limits.member_messages_per_day", pb.spans[""])
             out.add("SOP303", span,
                     f"on {day} a member would receive {len(received)} messages (cap {cap}): "
                     + ", ".join(received))
