@@ -39,6 +39,9 @@ def main() -> None:
 def validate(paths: tuple[str, ...], fmt: str | None, strict: bool, no_plan_checks: bool,
              days: int, output: str | None) -> None:
     """Check playbooks (files or folders) and report located diagnostics."""
+    import gc
+
+    gc.set_threshold(200_000, 20, 20)  # a short-lived process building acyclic trees
     from engine.report import RENDERERS
     from engine.status import validation_exit
     from engine.validate import Options, validate_paths

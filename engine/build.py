@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any
@@ -66,33 +67,37 @@ class Sources:
 
 def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
     """Replace `${name}` in every string of `doc` (a whole-string reference keeps its type)."""
+    if "${" not in doc.text:
+        return
 
-    def walk(v: Any, path: Path) -> Any:
-        if isinstance(v, str):
-            if "${" not in v:
-                return v
-            whole = _PARAM.fullmatch(v)
-            if whole:
-                name = whole.group(1)
-                if name in values:
-                    return values[name]
-                _unknown_param(name, doc, path, out, values)
-                return v
+    def one(v: str, path: Path) -> Any:
+        whole = _PARAM.fullmatch(v)
+        if whole:
+            name = whole.group(1)
+            if name in values:
+                return values[name]
+            _unknown_param(name, doc, path, out, values)
+            return v
 
-            def repl(m: re.Match[str]) -> str:
-                if m.group(1) in values:
-                    return str(values[m.group(1)])
-                _unknown_param(m.group(1), doc, path, out, values)
-                return m.group(0)
+        def repl(m: re.Match[str]) -> str:
+            if m.group(1) in values:
+                return str(values[m.group(1)])
+            _unknown_param(m.group(1), doc, path, out, values)
+            return m.group(0)
 
-            return _PARAM.sub(repl, v)
-        if isinstance(v, dict):
-            return {k: walk(x, (*path, k)) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x, (*path, i)) for i, x in enumerate(v)]
-        return v
+        return _PARAM.sub(repl, v)
 
-    doc.data = walk(doc.data, ())
+    # in place: only strings that mention `${` change, containers stay as they are
+    stack: list[tuple[Any, Path]] = [(doc.data, ())]
+    while stack:
+        node, path = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in list(items):
+            if isinstance(v, str):
+                if "${" in v:
+                    node[k] = one(v, (*path, k))
+            elif isinstance(v, (dict, list)):
+                stack.append((v, (*path, k)))
 
 
 def _unknown_param(name: str, doc: Document, path: Path, out: Collector, values: dict) -> None:
@@ -109,9 +114,10 @@ def param_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v.get("default") for k, v in params.items() if isinstance(v, dict)}
 
 
-def load_sources(path: str, out: Collector, overrides: dict[str, Any] | None = None) -> Sources:
+def load_sources(path: str, out: Collector, overrides: dict[str, Any] | None = None,
+                 main: Document | None = None) -> Sources:
     """Load a playbook and its fragments, substitute parameters, and check both schemas."""
-    main = load_file(path)
+    main = main or load_file(path)
     values = {**param_defaults(main.data), **(overrides or {})}
     substitute(main, values, out)
     validator("playbook.schema.json").validate(main, out)
@@ -163,10 +169,40 @@ def _includes(stage: dict[str, Any], sid: str) -> list[tuple[Path, str, dict[str
 # -- model -----------------------------------------------------------------------------------
 
 
-def _spans(doc: Document, path: Path, data: dict[str, Any]) -> dict[str, Span]:
-    spans = {k: doc.span((*path, k)) for k in data}
-    spans[""] = doc.key_span(path)
-    return spans
+class LazySpans(Mapping[str, Span]):
+    """Field spans of one object, made on first use (most are never asked for)."""
+
+    __slots__ = ("_doc", "_extra", "_keys", "_path")
+
+    def __init__(self, doc: Document, path: Path, keys: Iterable[str]) -> None:
+        self._doc, self._path, self._keys = doc, path, frozenset(keys)
+        self._extra: dict[str, Span] = {}
+
+    def __getitem__(self, key: str) -> Span:
+        if key in self._extra:
+            return self._extra[key]
+        if key == "":
+            return self._doc.key_span(self._path)
+        if key in self._keys:
+            return self._doc.span((*self._path, key))
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, span: Span) -> None:
+        self._extra[key] = span
+
+    def update(self, other: Mapping[str, Span]) -> None:  # type: ignore[override]
+        """Add explicit spans (nested fields)."""
+        self._extra.update(other)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({"", *self._keys, *self._extra})
+
+    def __len__(self) -> int:
+        return len({"", *self._keys, *self._extra})
+
+
+def _spans(doc: Document, path: Path, data: dict[str, Any]) -> LazySpans:
+    return LazySpans(doc, path, data)
 
 
 def expression(doc: Document, path: Path, text: str, out: Collector | None) -> Expression:
@@ -368,9 +404,9 @@ def _stage(doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tupl
             goto=then.get("goto"),
             alert=then.get("alert"),
             abort=bool(then.get("abort")),
-            spans={**_spans(doc, (*path, "exit", "deadline"), dl),
-                   **{f"then.{k}": doc.span((*path, "exit", "deadline", "then", k))
-                      for k in then}},
+            spans=_with(_spans(doc, (*path, "exit", "deadline"), dl),
+                        {f"then.{k}": doc.span((*path, "exit", "deadline", "then", k))
+                         for k in then}),
         )
     spans = _spans(doc, path, s)
     for k in ("min", "max"):
@@ -397,6 +433,11 @@ def _stage(doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tupl
         deadline=deadline,
         spans=spans,
     )
+
+
+def _with(spans: LazySpans, extra: dict[str, Span]) -> LazySpans:
+    spans.update(extra)
+    return spans
 
 
 def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:

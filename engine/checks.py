@@ -6,6 +6,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 
 from . import expr as ex
 from .catalog import MEMBER_ATTRIBUTES
@@ -251,6 +252,7 @@ def action_graph(pb: Playbook, out: Collector) -> None:
 _CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
 
 
+@lru_cache(maxsize=4096)
 def cron_problem(expr_text: str) -> str | None:
     """Why a cron expression is invalid, or None."""
     fields = expr_text.split()
@@ -265,15 +267,11 @@ def cron_problem(expr_text: str) -> str | None:
     return None
 
 
-def cron_times_of_day(expr_text: str) -> list[tuple[int, int]]:
+def cron_times_of_day(expr_text: str) -> tuple[tuple[int, int], ...]:
     """Every (hour, minute) at which a valid cron can fire."""
-    from croniter import croniter
+    from .schedule import parse_cron
 
-    it = croniter(expr_text)
-    minutes, hours = it.expanded[0], it.expanded[1]
-    hs = range(24) if hours == ["*"] else hours
-    ms = range(60) if minutes == ["*"] else minutes
-    return [(int(h), int(m)) for h in hs for m in ms]
+    return parse_cron(expr_text).minutes_hours
 
 
 @check

@@ -8,6 +8,7 @@ documents never hit Python's recursion limit.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ class Document:
     file: str
     text: str
     data: Any
-    spans: dict[Path, Span] = field(default_factory=dict)
-    key_spans: dict[Path, Span] = field(default_factory=dict)
+    # raw (line, column, end_line, end_column) tuples: Span objects are made only when asked for
+    spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
+    key_spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
     styles: dict[Path, str] = field(default_factory=dict)  # non-plain scalars only
 
     def span(self, path: Path) -> Span:
@@ -71,13 +73,15 @@ class Document:
         while p:
             s = self.spans.get(p)
             if s is not None:
-                return s
+                return Span(self.file, *s)
             p = p[:-1]
-        return self.spans.get((), Span(self.file, 1, 1, 1, 1))
+        root = self.spans.get(())
+        return Span(self.file, *root) if root else Span(self.file, 1, 1, 1, 1)
 
     def key_span(self, path: Path) -> Span:
         """The span of the key that introduces `path` (the value's span for list items)."""
-        return self.key_spans.get(tuple(path)) or self.span(path)
+        k = self.key_spans.get(tuple(path))
+        return Span(self.file, *k) if k else self.span(path)
 
     def line(self, n: int) -> str:
         """Source line `n` (1-based), '' when out of range."""
@@ -143,6 +147,8 @@ def load_file(path: str) -> Document:
 def load_text(text: str, file: str = "<string>") -> Document:
     """Parse YAML text into a located Document; the root must be a mapping."""
     doc = Document(file=file, text=text, data=None)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # the tree is acyclic and young: collections during the build are pure cost
     try:
         _build(doc)
     except yaml.MarkedYAMLError as e:
@@ -154,10 +160,13 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise _fail("SOP001", file, line, col, msg) from None
     except yaml.YAMLError as e:
         raise _fail("SOP001", file, 1, 1, str(e)) from None
+    finally:
+        if gc_was_on:
+            gc.enable()
     if doc.data is None:
         raise _fail("SOP005", file, 1, 1, "the document is empty")
     if not isinstance(doc.data, dict):
-        s = doc.spans[()]
+        s = doc.span(())
         raise _fail(
             "SOP005", file, s.line, s.column,
             f"the document root is a {_kind(doc.data)}, not a mapping",
@@ -171,9 +180,9 @@ def _kind(v: object) -> str:
     )
 
 
-def _span(file: str, ev: Any) -> Span:
+def _span(ev: Any) -> tuple[int, int, int, int]:
     s, e = ev.start_mark, ev.end_mark
-    return Span(file, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
+    return (s.line + 1, s.column + 1, e.line + 1, e.column + 1)
 
 
 def _scalar(ev: Any, file: str) -> Any:
@@ -203,13 +212,15 @@ def _scalar(ev: Any, file: str) -> Any:
 
 
 def _resolve_plain(v: str) -> Any:
+    c = v[:1]
+    if c.isalpha() and c not in "tTfFnN":
+        return v
     if v in _NULLS:
         return None
     if v in _TRUE:
         return True
     if v in _FALSE:
         return False
-    c = v[:1]
     if c.isdigit() or c in "+-.":
         if _INT.match(v):
             return int(v)
@@ -227,16 +238,17 @@ class _Frame:
     __slots__ = ("anchor", "container", "key", "key_span", "merges", "nodes_at_start", "path",
                  "seen", "span")
 
-    def __init__(self, container: Any, path: Path, span: Span, anchor: str | None, nodes: int):
+    def __init__(self, container: Any, path: Path, span: tuple[int, int, int, int],
+                 anchor: str | None, nodes: int):
         self.container = container
         self.path = path
         self.span = span
         self.anchor = anchor
         self.nodes_at_start = nodes
         self.key: str | None = None
-        self.key_span: Span | None = None
-        self.seen: dict[str, Span] = {}
-        self.merges: list[tuple[Any, Span]] = []
+        self.key_span: tuple[int, int, int, int] | None = None
+        self.seen: dict[str, tuple[int, int, int, int]] = {}
+        self.merges: list[tuple[Any, tuple[int, int, int, int]]] = []
 
 
 def _build(doc: Document) -> None:
@@ -250,7 +262,7 @@ def _build(doc: Document) -> None:
     documents = 0
     root_set = False
 
-    def place(value: Any, span: Span, ev: Any) -> Path | None:
+    def place(value: Any, span: tuple[int, int, int, int], ev: Any) -> Path | None:
         """Attach a finished value to its parent; returns its path (None for a key)."""
         nonlocal root_set
         if not stack:
@@ -266,7 +278,7 @@ def _build(doc: Document) -> None:
             return path
         if top.key is None:  # this value is a key
             if isinstance(value, (dict, list)):
-                raise _fail("SOP001", file, span.line, span.column, "a mapping key must be a scalar")
+                raise _fail("SOP001", file, span[0], span[1], "a mapping key must be a scalar")
             key = ev.value
             if key == "<<" and not ev.style:
                 top.key = _MERGE
@@ -275,9 +287,9 @@ def _build(doc: Document) -> None:
             first = top.seen.get(key)
             if first is not None:
                 raise _fail(
-                    "SOP002", file, span.line, span.column,
-                    f"duplicate key {key!r} (first defined at line {first.line}, column "
-                    f"{first.column})",
+                    "SOP002", file, span[0], span[1],
+                    f"duplicate key {key!r} (first defined at line {first[0]}, column "
+                    f"{first[1]})",
                 )
             top.seen[key] = span
             top.key = key
@@ -313,20 +325,34 @@ def _build(doc: Document) -> None:
             )
 
     loader = _Parser(doc.text)
+    scalar_event = yaml.ScalarEvent
     try:
         while True:
             ev = loader.get_event()
             if ev is None:
                 break
             et = type(ev)
-            if et is yaml.ScalarEvent:
-                count(ev)
-                is_key = bool(stack) and isinstance(stack[-1].container, dict) and (
-                    stack[-1].key is None
-                )
+            if et is scalar_event:
+                nodes += 1
+                top = stack[-1] if stack else None
+                if (top is not None and top.key is not None and not ev.tag and not ev.anchor
+                        and top.key is not _MERGE and type(top.container) is dict):
+                    # hot path: a plain or quoted scalar value in a mapping
+                    style = ev.style
+                    value = ev.value if style else _resolve_plain(ev.value)
+                    path = (*top.path, top.key)
+                    top.container[top.key] = value
+                    sm, em = ev.start_mark, ev.end_mark
+                    spans[path] = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
+                    key_spans[path] = top.key_span  # type: ignore[assignment]
+                    top.key = None
+                    if style:
+                        styles[path] = style
+                    continue
+                count(ev, 0)
+                is_key = top is not None and isinstance(top.container, dict) and top.key is None
                 value = ev.value if is_key else _scalar(ev, file)
-                sp = _span(file, ev)
-                path = place(value, sp, ev)
+                path = place(value, _span(ev), ev)
                 if path is not None and ev.style:
                     styles[path] = ev.style
                 if ev.anchor:
@@ -343,38 +369,38 @@ def _build(doc: Document) -> None:
                     m = ev.start_mark
                     raise _fail("SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {ev.tag}")
                 if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
-                    sp = _span(file, ev)
-                    raise _fail("SOP001", file, sp.line, sp.column, "a mapping key must be a scalar")
+                    m = ev.start_mark
+                    raise _fail("SOP001", file, m.line + 1, m.column + 1,
+                                "a mapping key must be a scalar")
                 container: Any = {} if et is yaml.MappingStartEvent else []
-                stack.append(_Frame(container, child_path(), _span(file, ev), ev.anchor, nodes))
+                stack.append(_Frame(container, child_path(), _span(ev), ev.anchor, nodes))
             elif et is yaml.MappingEndEvent or et is yaml.SequenceEndEvent:
                 frame = stack.pop()
                 if frame.merges:
                     _apply_merges(frame, file)
                 e = ev.end_mark
                 s = frame.span
-                full = Span(file, s.line, s.column, e.line + 1, e.column + 1)
-                place(frame.container, full, None)
+                place(frame.container, (s[0], s[1], e.line + 1, e.column + 1), None)
                 if frame.anchor:
                     anchors[frame.anchor] = (frame.container, nodes - frame.nodes_at_start)
             elif et is yaml.AliasEvent:
                 aliases += 1
-                sp = _span(file, ev)
+                sp = _span(ev)
                 if aliases > MAX_ALIASES:
-                    raise _fail("SOP003", file, sp.line, sp.column, f"more than {MAX_ALIASES} aliases")
+                    raise _fail("SOP003", file, sp[0], sp[1], f"more than {MAX_ALIASES} aliases")
                 if ev.anchor not in anchors:
-                    raise _fail("SOP001", file, sp.line, sp.column, f"unknown alias *{ev.anchor}")
+                    raise _fail("SOP001", file, sp[0], sp[1], f"unknown alias *{ev.anchor}")
                 value, weight = anchors[ev.anchor]
                 count(ev, weight)
                 if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
-                    raise _fail("SOP001", file, sp.line, sp.column, "an alias cannot be a mapping key")
+                    raise _fail("SOP001", file, sp[0], sp[1], "an alias cannot be a mapping key")
                 place(value, sp, ev)
             elif et is yaml.DocumentStartEvent:
                 documents += 1
                 if documents > 1:
-                    sp = _span(file, ev)
+                    sp = _span(ev)
                     raise _fail(
-                        "SOP001", file, sp.line, sp.column,
+                        "SOP001", file, sp[0], sp[1],
                         "a playbook file holds one YAML document; found a second `---`",
                     )
     finally:
@@ -392,6 +418,6 @@ def _apply_merges(frame: _Frame, file: str) -> None:
         sources = value if isinstance(value, list) else [value]
         for src in sources:
             if not isinstance(src, dict):
-                raise _fail("SOP001", file, span.line, span.column, "`<<` merges mappings only")
+                raise _fail("SOP001", file, span[0], span[1], "`<<` merges mappings only")
             for k, v in src.items():
                 target.setdefault(k, v)

@@ -71,7 +71,7 @@ def validate_file(path: str, options: Options = Options()) -> FileResult:
             validator("fragment.schema.json").validate(head, out)
             result.documents[path] = head
         else:
-            sources = load_sources(path, out, dict(options.params))
+            sources = load_sources(path, out, dict(options.params), main=head)
             result.documents = {d.file: d for d in sources.documents()}
     except LoadError as e:
         out.items.append(e.diagnostic)

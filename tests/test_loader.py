@@ -24,9 +24,9 @@ def _error(text: str | bytes, tmp_path) -> LoadError:
 
 def test_values_keep_file_line_and_column() -> None:
     doc = load_text("a:\n  b: [x, 'y']\n", "f.yaml")
-    s = doc.spans[("a", "b", 1)]
+    s = doc.span(("a", "b", 1))
     assert (s.file, s.line, s.column, s.end_column) == ("f.yaml", 2, 10, 13)
-    assert doc.key_spans[("a", "b")].column == 3
+    assert doc.key_span(("a", "b")).column == 3
 
 
 @pytest.mark.parametrize(
