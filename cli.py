@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -30,14 +31,24 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(FORMATS_VALIDATE),
-              help="Output format (default: text, or github when GITHUB_ACTIONS=true).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS_VALIDATE),
+    help="Output format (default: text, or github when GITHUB_ACTIONS=true).",
+)
 @click.option("--strict", is_flag=True, help="Warnings fail too.")
 @click.option("--no-plan-checks", is_flag=True, help="Skip workload/rate/frequency checks.")
 @click.option("--days", default=90, show_default=True, help="Horizon of the plan-based checks.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
-def validate(paths: tuple[str, ...], fmt: str | None, strict: bool, no_plan_checks: bool,
-             days: int, output: str | None) -> None:
+def validate(
+    paths: tuple[str, ...],
+    fmt: str | None,
+    strict: bool,
+    no_plan_checks: bool,
+    days: int,
+    output: str | None,
+) -> None:
     """Check playbooks (files or folders) and report located diagnostics."""
     import gc
 
@@ -59,15 +70,18 @@ def validate(paths: tuple[str, ...], fmt: str | None, strict: bool, no_plan_chec
             stream.close()
     diags = [d for r in results for d in r.diagnostics]
     code = validation_exit(
-        sum(r.errors for r in results), sum(r.warnings for r in results), strict=strict,
+        sum(r.errors for r in results),
+        sum(r.warnings for r in results),
+        strict=strict,
         unreadable=any(d.code in UNREADABLE for d in diags),
     )
     raise SystemExit(int(code))
 
 
 @main.command()
-@click.option("--kind", type=click.Choice(["playbook", "fragment"]), default="playbook",
-              show_default=True)
+@click.option(
+    "--kind", type=click.Choice(["playbook", "fragment"]), default="playbook", show_default=True
+)
 def schema(kind: str) -> None:
     """Print the JSON Schema of playbooks (or fragments)."""
     from engine.schema import schema_text
@@ -85,9 +99,22 @@ def rules(fmt: str) -> None:
 
     rs = all_rules()
     if fmt == "json":
-        click.echo(json.dumps([{"code": r.code, "name": r.name, "severity": str(r.severity),
-                                "summary": r.summary, "hint": r.hint} for r in rs],
-                              ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "code": r.code,
+                        "name": r.name,
+                        "severity": str(r.severity),
+                        "summary": r.summary,
+                        "hint": r.hint,
+                    }
+                    for r in rs
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     for r in rs:
         click.echo(f"{r.code}  {r.severity:<7}  {r.name:<22}  {r.summary}")
@@ -95,10 +122,20 @@ def rules(fmt: str) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--template", "template", default="lifecycle", show_default=True,
-              help="Starting point: lifecycle, brand, paid, developer or minimal.")
-@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False),
-              help="Where to write NAME.yaml.")
+@click.option(
+    "--template",
+    "template",
+    default="lifecycle",
+    show_default=True,
+    help="Starting point: lifecycle, brand, paid, developer or minimal.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    type=click.Path(file_okay=False),
+    help="Where to write NAME.yaml.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def init(name: str, template: str, directory: str, force: bool, fmt: str) -> None:
@@ -125,8 +162,9 @@ def _load(path: str, params: dict[str, Any] | None = None) -> Any:
     res = load_playbook(path, params)
     if res.playbook is None:
         render_text([res], sys.stderr, _color(sys.stderr))
-        click.echo(f"sop: error: {path} is not a valid playbook (run `sop validate {path}`)",
-                   err=True)
+        click.echo(
+            f"sop: error: {path} is not a valid playbook (run `sop validate {path}`)", err=True
+        )
         raise SystemExit(2)
     return res.playbook
 
@@ -154,17 +192,37 @@ def _console() -> Any:
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660))
 @click.option("--role", help="Only this role's actions.")
 @click.option("--stage", help="Only this stage's actions.")
-@click.option("--assume-gates", type=click.Choice(["pass", "fail"]), default="pass",
-              show_default=True, help="Gates open as soon as allowed, or never (deadlines apply).")
+@click.option(
+    "--assume-gates",
+    type=click.Choice(["pass", "fail"]),
+    default="pass",
+    show_default=True,
+    help="Gates open as soon as allowed, or never (deadlines apply).",
+)
 @click.option("--fail", "failing", multiple=True, help="Gate of this stage fails (repeatable).")
 @click.option("--joins-per-day", type=float, help="Expected joins a day, for event-rule counts.")
 @click.option("--include-optional", multiple=True, help="Enter this optional stage.")
-@click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv", "ics", "markdown"]))
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json", "csv", "ics", "markdown"]),
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
-def plan(playbook: str, start: str | None, days: int, role: str | None, stage: str | None,
-         assume_gates: str, failing: tuple[str, ...], joins_per_day: float | None,
-         include_optional: tuple[str, ...], fmt: str, output: str | None) -> None:
+def plan(
+    playbook: str,
+    start: str | None,
+    days: int,
+    role: str | None,
+    stage: str | None,
+    assume_gates: str,
+    failing: tuple[str, ...],
+    joins_per_day: float | None,
+    include_optional: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+) -> None:
     """The calendar of every action and staff task."""
     from engine import render_plan
     from engine.plan import PlanOptions, make_plan
@@ -177,21 +235,28 @@ def plan(playbook: str, start: str | None, days: int, role: str | None, stage: s
     for sid in (*failing, *include_optional):
         if sid not in pb.stages:
             _fail(f"unknown stage {sid!r} (known: {', '.join(pb.stages)})")
-    opts = PlanOptions(start=_date(start), days=days, assume_gates=assume_gates, role=role,
-                       stage=stage, joins_per_day=joins_per_day,
-                       include_optional=include_optional, failing=failing)
+    opts = PlanOptions(
+        start=_date(start),
+        days=days,
+        assume_gates=assume_gates,
+        role=role,
+        stage=stage,
+        joins_per_day=joins_per_day,
+        include_optional=include_optional,
+        failing=failing,
+    )
     tl = make_plan(Program(pb), opts)
     if fmt == "table" and not output:
         render_plan.to_table(tl, _console())
         return
-    data: str | bytes = {
+    renderers: dict[str, Callable[[], str | bytes]] = {
         "table": lambda: _table_text(tl),
         "json": lambda: render_plan.to_json(tl),
         "csv": lambda: render_plan.to_csv(tl),
         "ics": lambda: render_plan.to_ics(tl),
         "markdown": lambda: render_plan.to_markdown(tl),
-    }[fmt]()
-    _emit(data, output)
+    }
+    _emit(renderers[fmt](), output)
 
 
 def _table_text(tl: Any) -> str:
@@ -206,9 +271,12 @@ def _table_text(tl: Any) -> str:
 
 def _emit(data: str | bytes, output: str | None) -> None:
     if output:
-        mode = "wb" if isinstance(data, bytes) else "w"
-        with open(output, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
-            fh.write(data)
+        if isinstance(data, bytes):
+            with open(output, "wb") as fb:
+                fb.write(data)
+        else:
+            with open(output, "w", encoding="utf-8") as ft:
+                ft.write(data)
         click.echo(f"wrote {output}", err=True)
     elif isinstance(data, bytes):
         sys.stdout.buffer.write(data)
@@ -218,8 +286,13 @@ def _emit(data: str | bytes, output: str | None) -> None:
 
 @main.command()
 @click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", default="mermaid", show_default=True,
-              type=click.Choice(["mermaid", "dot", "json"]))
+@click.option(
+    "--format",
+    "fmt",
+    default="mermaid",
+    show_default=True,
+    type=click.Choice(["mermaid", "dot", "json"]),
+)
 @click.option("--no-actions", is_flag=True, help="Stages only.")
 def graph(playbook: str, fmt: str, no_actions: bool) -> None:
     """The stage graph (gates, goto edges) and action dependencies."""
@@ -229,12 +302,26 @@ def graph(playbook: str, fmt: str, no_actions: bool) -> None:
 
     pb = _load(playbook)
     if fmt == "json":
-        click.echo(json.dumps({
-            "stages": [{"id": s.id, "title": s.title, "after": list(s.after),
-                        "gate": s.gate.text if s.gate else None, "goto": s.goto,
-                        "deadline_goto": s.deadline.goto if s.deadline else None,
-                        "actions": list(s.actions)} for s in pb.stages.values()],
-        }, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "stages": [
+                        {
+                            "id": s.id,
+                            "title": s.title,
+                            "after": list(s.after),
+                            "gate": s.gate.text if s.gate else None,
+                            "goto": s.goto,
+                            "deadline_goto": s.deadline.goto if s.deadline else None,
+                            "actions": list(s.actions),
+                        }
+                        for s in pb.stages.values()
+                    ],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     click.echo((g.mermaid if fmt == "mermaid" else g.dot)(pb, not no_actions), nl=False)
 

@@ -34,9 +34,9 @@ def generate(n_actions: int, per_stage: int = 100) -> str:
         "  ops: {title: ops, headcount: 40}",
         "  content: {title: content, headcount: 40}",
         "backends:",
-        "  bot: {type: wecom-robot, key: \"${env:KEY}\", rate: 1000}",
+        '  bot: {type: wecom-robot, key: "${env:KEY}", rate: 1000}',
         "  staff: {type: tasks}",
-        "defaults: {backend: bot, staff_backend: staff, owner: ops, quiet_hours: \"23:00-07:00\"}",
+        'defaults: {backend: bot, staff_backend: staff, owner: ops, quiet_hours: "23:00-07:00"}',
         "metrics:",
         "  leads: {unit: count, description: leads}",
         "stages:",
@@ -74,7 +74,9 @@ def generate(n_actions: int, per_stage: int = 100) -> str:
         lines.append("      deadline: {after: 60d, then: {alert: ops}}")
     lines.append("templates:")
     for t in range(20):
-        lines.append(f"  t{t}: \"Hello {{{{ member.name }}}}, message {t} for {{{{ stage.title }}}}\"")
+        lines.append(
+            f'  t{t}: "Hello {{{{ member.name }}}}, message {t} for {{{{ stage.title }}}}"'
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -102,8 +104,10 @@ def main() -> None:
         big = Path(tmp) / "big.yaml"
         big.write_text(generate(args.actions), encoding="utf-8")
         rows = []
-        for label, path in ((f"{args.actions}-action playbook", big), ("reference playbook",
-                                                                        REFERENCE)):
+        for label, path in (
+            (f"{args.actions}-action playbook", big),
+            ("reference playbook", REFERENCE),
+        ):
             t_sop, c1 = timed([sop, "validate", str(path)], args.repeat)
             t_cj, c2 = timed([cj, "--schemafile", str(SCHEMA), str(path)], args.repeat)
             rows.append((label, t_sop, t_cj, c1, c2))
@@ -111,10 +115,14 @@ def main() -> None:
         t_py, _ = timed([sys.executable, "-c", "pass"], args.repeat)
     print(f"median of {args.repeat} runs, whole process")
     for label, t_sop, t_cj, c1, c2 in rows:
-        print(f"{label:<24} sop validate {t_sop * 1000:7.1f} ms (exit {c1})   check-jsonschema"
-              f" {t_cj * 1000:7.1f} ms (exit {c2})   ratio {t_sop / t_cj:.2f}x")
-    print(f"{'sop --help':<24} {t_help * 1000:7.1f} ms   python3 -c pass {t_py * 1000:6.1f} ms"
-          f"   ratio {t_help / t_py:.2f}x")
+        print(
+            f"{label:<24} sop validate {t_sop * 1000:7.1f} ms (exit {c1})   check-jsonschema"
+            f" {t_cj * 1000:7.1f} ms (exit {c2})   ratio {t_sop / t_cj:.2f}x"
+        )
+    print(
+        f"{'sop --help':<24} {t_help * 1000:7.1f} ms   python3 -c pass {t_py * 1000:6.1f} ms"
+        f"   ratio {t_help / t_py:.2f}x"
+    )
 
 
 if __name__ == "__main__":

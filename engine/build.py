@@ -102,8 +102,12 @@ def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
 
 def _unknown_param(name: str, doc: Document, path: Path, out: Collector, values: dict) -> None:
     known = ", ".join(sorted(values)) or "none declared"
-    out.add("SOP008", doc.span(path), f"unknown parameter `${{{name}}}` (known: {known})",
-            json_path=json_path(path))
+    out.add(
+        "SOP008",
+        doc.span(path),
+        f"unknown parameter `${{{name}}}` (known: {known})",
+        json_path=json_path(path),
+    )
 
 
 def param_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +118,9 @@ def param_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v.get("default") for k, v in params.items() if isinstance(v, dict)}
 
 
-def load_sources(path: str, out: Collector, overrides: dict[str, Any] | None = None,
-                 main: Document | None = None) -> Sources:
+def load_sources(
+    path: str, out: Collector, overrides: dict[str, Any] | None = None, main: Document | None = None
+) -> Sources:
     """Load a playbook and its fragments, substitute parameters, and check both schemas."""
     main = main or load_file(path)
     values = {**param_defaults(main.data), **(overrides or {})}
@@ -136,8 +141,12 @@ def load_sources(path: str, out: Collector, overrides: dict[str, Any] | None = N
             except LoadError as e:
                 d = e.diagnostic
                 if d.code == "SOP006":
-                    out.add("SOP007", span, f"cannot include {rel!r}: {d.message}",
-                            json_path=json_path(inc_path))
+                    out.add(
+                        "SOP007",
+                        span,
+                        f"cannot include {rel!r}: {d.message}",
+                        json_path=json_path(inc_path),
+                    )
                 else:
                     out.items.append(d)
                 continue
@@ -161,8 +170,9 @@ def _includes(stage: dict[str, Any], sid: str) -> list[tuple[Path, str, dict[str
                 out.append(((*base, i), item, {}))
             elif isinstance(item, dict) and isinstance(item.get("fragment"), str):
                 w = item.get("with")
-                out.append(((*base, i, "fragment"), item["fragment"],
-                            w if isinstance(w, dict) else {}))
+                out.append(
+                    ((*base, i, "fragment"), item["fragment"], w if isinstance(w, dict) else {})
+                )
     return out
 
 
@@ -190,7 +200,7 @@ class LazySpans(Mapping[str, Span]):
     def __setitem__(self, key: str, span: Span) -> None:
         self._extra[key] = span
 
-    def update(self, other: Mapping[str, Span]) -> None:  # type: ignore[override]
+    def update(self, other: Mapping[str, Span]) -> None:
         """Add explicit spans (nested fields)."""
         self._extra.update(other)
 
@@ -215,8 +225,12 @@ def expression(doc: Document, path: Path, text: str, out: Collector | None) -> E
         if out is not None:
             pr = e.problem
             expr = Expression(text, None, span, exact)
-            out.add(pr.code, expr.span_of(pr.start, pr.end), f"in `{text}`: {pr.message}",
-                    json_path=json_path(path))
+            out.add(
+                pr.code,
+                expr.span_of(pr.start, pr.end),
+                f"in `{text}`: {pr.message}",
+                json_path=json_path(path),
+            )
     return Expression(text, node, span, exact)
 
 
@@ -275,8 +289,15 @@ def _schedule(a: dict[str, Any]) -> Schedule:
     )
 
 
-def _action(doc: Document, path: Path, aid: str, sid: str | None, a: dict[str, Any],
-            defaults: dict[str, Any], out: Collector) -> Action:
+def _action(
+    doc: Document,
+    path: Path,
+    aid: str,
+    sid: str | None,
+    a: dict[str, Any],
+    defaults: dict[str, Any],
+    out: Collector,
+) -> Action:
     qh = a.get("quiet_hours", defaults.get("quiet_hours"))
     is_task = a["do"] == "task"
     reward = a.get("reward") or {}
@@ -320,9 +341,12 @@ def build(sources: Sources, out: Collector) -> Playbook:
             frag_actions.setdefault(frag.stage, []).append((frag.doc, aid, a))
         for tid, text in (fd.get("templates") or {}).items():
             if tid in templates:
-                out.add("SOP201", frag.doc.key_span(("templates", tid)),
-                        f"template `{tid}` is already defined at line {templates[tid].span.line}"
-                        f" of {templates[tid].span.file}")
+                out.add(
+                    "SOP201",
+                    frag.doc.key_span(("templates", tid)),
+                    f"template `{tid}` is already defined at line {templates[tid].span.line}"
+                    f" of {templates[tid].span.file}",
+                )
                 continue
             templates[tid] = template(frag.doc, ("templates", tid), tid, text)
 
@@ -332,16 +356,20 @@ def build(sources: Sources, out: Collector) -> Playbook:
         s = s or {}
         spath: Path = ("stages", sid)
         ids: list[str] = []
-        entries = [(doc, (*spath, "actions", aid), aid, a)
-                   for aid, a in (s.get("actions") or {}).items()]
+        entries = [
+            (doc, (*spath, "actions", aid), aid, a) for aid, a in (s.get("actions") or {}).items()
+        ]
         entries += [(fdoc, ("actions", aid), aid, a) for fdoc, aid, a in frag_actions.get(sid, [])]
         for adoc, apath, aid, a in entries:
             if aid in actions:
                 first = actions[aid].spans[""]
                 where = actions[aid].stage or "routines"
-                out.add("SOP201", adoc.key_span(apath),
-                        f"action id `{aid}` is already used in `{where}`"
-                        f" ({first.file}:{first.line})", json_path=json_path(apath))
+                out.add(
+                    "SOP201",
+                    adoc.key_span(apath),
+                    f"action id `{aid}` is already used in `{where}` ({first.file}:{first.line})",
+                    json_path=json_path(apath),
+                )
                 continue
             actions[aid] = _action(adoc, apath, aid, sid, a, defaults, out)
             ids.append(aid)
@@ -355,22 +383,42 @@ def build(sources: Sources, out: Collector) -> Playbook:
         title=d.get("title") or d["playbook"],
         version=str(d.get("version", "1")),
         timezone=d["timezone"],
-        community=Community(**{k: (d.get("community") or {}).get(k)
-                               for k in ("type", "platform", "capacity", "start")}),
-        roles={rid: Role(rid, r.get("title") or rid, r["headcount"], r.get("capacity"),
-                         _spans(doc, ("roles", rid), r))
-               for rid, r in (d.get("roles") or {}).items()},
+        community=Community(
+            **{
+                k: (d.get("community") or {}).get(k)
+                for k in ("type", "platform", "capacity", "start")
+            }
+        ),
+        roles={
+            rid: Role(
+                rid,
+                r.get("title") or rid,
+                r["headcount"],
+                r.get("capacity"),
+                _spans(doc, ("roles", rid), r),
+            )
+            for rid, r in (d.get("roles") or {}).items()
+        },
         backends=_backends(doc, d.get("backends") or {}),
         default_backend=defaults.get("backend"),
         default_owner=defaults.get("owner"),
         default_quiet_hours=Window.parse(defaults["quiet_hours"])
-        if defaults.get("quiet_hours") else None,
+        if defaults.get("quiet_hours")
+        else None,
         member_messages_per_day=(d.get("limits") or {}).get("member_messages_per_day"),
         staff_tasks_per_day=(d.get("limits") or {}).get("staff_tasks_per_day", 8),
-        metrics={mid: Metric(mid, m.get("unit", "count"), m.get("description", ""),
-                             expression(doc, ("metrics", mid, "definition"), m["definition"], out)
-                             if "definition" in m else None, m.get("target"))
-                 for mid, m in (d.get("metrics") or {}).items()},
+        metrics={
+            mid: Metric(
+                mid,
+                m.get("unit", "count"),
+                m.get("description", ""),
+                expression(doc, ("metrics", mid, "definition"), m["definition"], out)
+                if "definition" in m
+                else None,
+                m.get("target"),
+            )
+            for mid, m in (d.get("metrics") or {}).items()
+        },
         tiers=_tiers(doc, d.get("tiers"), out),
         moderation=_moderation(doc, d.get("moderation")),
         incidents=_incidents(doc, d.get("incidents") or {}, out),
@@ -378,8 +426,13 @@ def build(sources: Sources, out: Collector) -> Playbook:
         actions=actions,
         templates=templates,
         expect=tuple(
-            Expectation(e.get("every"), e.get("gets"), _dur(e.get("within")),
-                        e.get("max_messages_per_member_per_day"), _spans(doc, ("expect", i), e))
+            Expectation(
+                e.get("every"),
+                e.get("gets"),
+                _dur(e.get("within")),
+                e.get("max_messages_per_member_per_day"),
+                _spans(doc, ("expect", i), e),
+            )
             for i, e in enumerate(d.get("expect") or [])
         ),
         params=param_defaults(d),
@@ -388,8 +441,9 @@ def build(sources: Sources, out: Collector) -> Playbook:
     )
 
 
-def _stage(doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tuple[str, ...],
-           out: Collector) -> Stage:
+def _stage(
+    doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tuple[str, ...], out: Collector
+) -> Stage:
     after = s.get("after") or []
     dur = s.get("duration") or {}
     ex = s.get("exit") or {}
@@ -404,9 +458,10 @@ def _stage(doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tupl
             goto=then.get("goto"),
             alert=then.get("alert"),
             abort=bool(then.get("abort")),
-            spans=_with(_spans(doc, (*path, "exit", "deadline"), dl),
-                        {f"then.{k}": doc.span((*path, "exit", "deadline", "then", k))
-                         for k in then}),
+            spans=_with(
+                _spans(doc, (*path, "exit", "deadline"), dl),
+                {f"then.{k}": doc.span((*path, "exit", "deadline", "then", k)) for k in then},
+            ),
         )
     spans = _spans(doc, path, s)
     for k in ("min", "max"):
@@ -444,8 +499,17 @@ def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
     from .model import Backend
 
     return {
-        bid: Backend(bid, b["type"], b.get("rate"), b.get("url"), b.get("key"), b.get("token"),
-                     b.get("notify"), b.get("path"), _spans(doc, ("backends", bid), b))
+        bid: Backend(
+            bid,
+            b["type"],
+            b.get("rate"),
+            b.get("url"),
+            b.get("key"),
+            b.get("token"),
+            b.get("notify"),
+            b.get("path"),
+            _spans(doc, ("backends", bid), b),
+        )
         for bid, b in data.items()
     }
 
@@ -460,17 +524,23 @@ def _tiers(doc: Document, t: dict[str, Any] | None, out: Collector) -> Tiers | N
         dm = lv.get("demote") or {}
         spans = _spans(doc, path, lv)
         spans.update({f"demote.{k}": doc.span((*path, "demote", k)) for k in dm})
-        levels.append(Tier(
-            id=tid, rank=rank, title=lv.get("title") or tid,
-            promote=expression(doc, (*path, "promote"), lv["promote"], out)
-            if "promote" in lv else None,
-            demote_silent_for=_dur(dm.get("silent_for")),
-            demote_when=expression(doc, (*path, "demote", "when"), dm["when"], out)
-            if "when" in dm else None,
-            demote_to=dm.get("to"),
-            demote_message=dm.get("message"),
-            spans=spans,
-        ))
+        levels.append(
+            Tier(
+                id=tid,
+                rank=rank,
+                title=lv.get("title") or tid,
+                promote=expression(doc, (*path, "promote"), lv["promote"], out)
+                if "promote" in lv
+                else None,
+                demote_silent_for=_dur(dm.get("silent_for")),
+                demote_when=expression(doc, (*path, "demote", "when"), dm["when"], out)
+                if "when" in dm
+                else None,
+                demote_to=dm.get("to"),
+                demote_message=dm.get("message"),
+                spans=spans,
+            )
+        )
     review = (t.get("review") or {}).get("cron")
     spans = _spans(doc, ("tiers",), t)
     if review:
@@ -484,8 +554,15 @@ def _moderation(doc: Document, m: dict[str, Any] | None) -> Moderation | None:
     v = m.get("violations") or {}
     spans = _spans(doc, ("moderation",), m)
     spans.update({f"violations.{k}": doc.span(("moderation", "violations", k)) for k in v})
-    return Moderation(tuple(m.get("rules") or []), v.get("warn_at"), v.get("remove_at"),
-                      _dur(v.get("window")), v.get("warn"), v.get("announce"), spans)
+    return Moderation(
+        tuple(m.get("rules") or []),
+        v.get("warn_at"),
+        v.get("remove_at"),
+        _dur(v.get("window")),
+        v.get("warn"),
+        v.get("announce"),
+        spans,
+    )
 
 
 def _incidents(doc: Document, data: dict[str, Any], out: Collector) -> dict[str, Incident]:
@@ -500,10 +577,22 @@ def _incidents(doc: Document, data: dict[str, Any], out: Collector) -> dict[str,
                 kind, target, delay = "alert", st["alert"], _dur(st.get("within"))
             else:
                 kind, target, delay = "escalate", st["escalate"], _dur(st.get("after"))
-            steps.append(IncidentStep(kind, target, delay, st.get("template"), st.get("text"),
-                                      _spans(doc, (*path, "steps", i), st)))
+            steps.append(
+                IncidentStep(
+                    kind,
+                    target,
+                    delay,
+                    st.get("template"),
+                    st.get("text"),
+                    _spans(doc, (*path, "steps", i), st),
+                )
+            )
         result[iid] = Incident(
-            iid, inc.get("title") or iid, inc["owner"],
+            iid,
+            inc.get("title") or iid,
+            inc["owner"],
             expression(doc, (*path, "detect"), inc["detect"], out) if "detect" in inc else None,
-            tuple(steps), _spans(doc, path, inc))
+            tuple(steps),
+            _spans(doc, path, inc),
+        )
     return result

@@ -21,14 +21,23 @@ BUILTIN_METRICS: dict[str, MetricInfo] = {
         MetricInfo("new_members", "count", "members who joined today"),
         MetricInfo("daily_speakers", "count", "members who spoke today"),
         MetricInfo("daily_speak_rate", "ratio", "daily speakers / members"),
-        MetricInfo("weekly_participation", "ratio",
-                   "members who took part in an activity in the last 7 days / members"),
-        MetricInfo("retention_d1", "ratio", "share of the joining cohort still a member after 1 day"),
-        MetricInfo("retention_d7", "ratio", "share of the joining cohort still a member after 7 days"),
-        MetricInfo("retention_d30", "ratio",
-                   "share of the joining cohort still a member after 30 days"),
-        MetricInfo("retention_d90", "ratio",
-                   "share of the joining cohort still a member after 90 days"),
+        MetricInfo(
+            "weekly_participation",
+            "ratio",
+            "members who took part in an activity in the last 7 days / members",
+        ),
+        MetricInfo(
+            "retention_d1", "ratio", "share of the joining cohort still a member after 1 day"
+        ),
+        MetricInfo(
+            "retention_d7", "ratio", "share of the joining cohort still a member after 7 days"
+        ),
+        MetricInfo(
+            "retention_d30", "ratio", "share of the joining cohort still a member after 30 days"
+        ),
+        MetricInfo(
+            "retention_d90", "ratio", "share of the joining cohort still a member after 90 days"
+        ),
         MetricInfo("core_members", "count", "members in the `core` tier (or above)"),
         MetricInfo("vip_members", "count", "members in the `vip` tier"),
         MetricInfo("paying_members", "count", "members with at least one payment"),
@@ -74,8 +83,19 @@ ACTION_KINDS: dict[str, str] = {
 }
 # Kinds that put a message in front of members (counted for frequency caps and rate budgets).
 MESSAGE_KINDS = frozenset(
-    {"post", "message", "poll", "checkin", "live", "reward", "survey", "contest", "meetup",
-     "digest", "announce"}
+    {
+        "post",
+        "message",
+        "poll",
+        "checkin",
+        "live",
+        "reward",
+        "survey",
+        "contest",
+        "meetup",
+        "digest",
+        "announce",
+    }
 )
 
 MEMBER_EVENTS: dict[str, str] = {
@@ -90,13 +110,31 @@ MEMBER_EVENTS: dict[str, str] = {
 }
 
 PLATFORMS = [
-    "wechat-group", "wecom-group", "wecom", "qq-group", "knowledge-planet", "mini-program",
-    "feishu", "dingtalk", "slack", "discord", "telegram", "other",
+    "wechat-group",
+    "wecom-group",
+    "wecom",
+    "qq-group",
+    "knowledge-planet",
+    "mini-program",
+    "feishu",
+    "dingtalk",
+    "slack",
+    "discord",
+    "telegram",
+    "other",
 ]
 COMMUNITY_TYPES = ["user-value", "brand", "conversion", "interest", "other"]
 BACKEND_TYPES = [
-    "console", "jsonl", "webhook", "wecom-robot", "feishu-bot", "dingtalk-bot", "slack-webhook",
-    "discord-webhook", "telegram-bot", "tasks",
+    "console",
+    "jsonl",
+    "webhook",
+    "wecom-robot",
+    "feishu-bot",
+    "dingtalk-bot",
+    "slack-webhook",
+    "discord-webhook",
+    "telegram-bot",
+    "tasks",
 ]
 # Messages a minute the platform accepts, when the backend does not declare `rate`.
 DEFAULT_RATES = {
@@ -111,8 +149,18 @@ AUDIENCES_FIXED = ["everyone", "member", "staff", "referrer"]
 
 # Names a template may read; attributes of `member` are checked too.
 TEMPLATE_GLOBALS = frozenset(
-    {"member", "community", "playbook", "stage", "action", "event", "params", "metrics", "now",
-     "reward"}
+    {
+        "member",
+        "community",
+        "playbook",
+        "stage",
+        "action",
+        "event",
+        "params",
+        "metrics",
+        "now",
+        "reward",
+    }
 )
 TEMPLATE_MEMBER_ATTRS = frozenset(
     {"id", "name", "tier", "joined_at", "invited_by", *MEMBER_ATTRIBUTES}

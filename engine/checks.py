@@ -35,8 +35,9 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
-def _unknown(out: Collector, code: str, what: str, name: str, options: Mapping[str, object],
-             span: Span) -> None:
+def _unknown(
+    out: Collector, code: str, what: str, name: str, options: Mapping[str, object], span: Span
+) -> None:
     known = ", ".join(sorted(options)) or "none"
     hint = _did_you_mean(name, options) or f"known {what}s: {known}"
     out.add(code, span, f"unknown {what} `{name}`", hint=hint)
@@ -51,8 +52,14 @@ def stage_references(pb: Playbook, out: Collector) -> None:
     for s in pb.stages.values():
         for i, a in enumerate(s.after):
             if a not in pb.stages:
-                _unknown(out, "SOP202", "stage", a, pb.stages,
-                         s.spans.get(f"after.{i}") or s.spans.get("after") or s.spans[""])
+                _unknown(
+                    out,
+                    "SOP202",
+                    "stage",
+                    a,
+                    pb.stages,
+                    s.spans.get(f"after.{i}") or s.spans.get("after") or s.spans[""],
+                )
         if s.goto and s.goto not in pb.stages:
             _unknown(out, "SOP202", "stage", s.goto, pb.stages, s.spans["exit.then.goto"])
         dl = s.deadline
@@ -72,11 +79,17 @@ def action_references(pb: Playbook, out: Collector) -> None:
         if a.owner and a.owner not in pb.roles:
             _unknown(out, "SOP204", "role", a.owner, pb.roles, sp.get("owner", sp[""]))
         if a.kind == "task" and not a.owner:
-            out.add("SOP204", sp.get("do", sp[""]),
-                    f"task `{a.id}` has no owner: nobody would be reminded",
-                    hint="Add `owner:` or `defaults.owner`.")
-        if a.backend and a.backend not in pb.backends and (
-                "backend" in sp or pb.spans.get("defaults")):
+            out.add(
+                "SOP204",
+                sp.get("do", sp[""]),
+                f"task `{a.id}` has no owner: nobody would be reminded",
+                hint="Add `owner:` or `defaults.owner`.",
+            )
+        if (
+            a.backend
+            and a.backend not in pb.backends
+            and ("backend" in sp or pb.spans.get("defaults"))
+        ):
             _unknown(out, "SOP206", "backend", a.backend, pb.backends, sp.get("backend", sp[""]))
         if a.template and a.template not in pb.templates:
             _unknown(out, "SOP207", "template", a.template, pb.templates, sp["template"])
@@ -89,15 +102,21 @@ def action_references(pb: Playbook, out: Collector) -> None:
         if isinstance(s, OnEvent):
             if s.tier and s.tier not in tiers:
                 _unknown(out, "SOP205", "tier", s.tier, tiers, sp["tier"])
-            need = {"member.silent": ("for", s.silent_for), "member.violation": ("count", s.count),
-                    "member.anniversary": ("at", s.at),
-                    "member.checkin_streak": ("streak", s.streak)}.get(s.event)
+            need = {
+                "member.silent": ("for", s.silent_for),
+                "member.violation": ("count", s.count),
+                "member.anniversary": ("at", s.at),
+                "member.checkin_streak": ("streak", s.streak),
+            }.get(s.event)
             if need and not need[1]:
                 out.add("SOP101", sp["on"], f"`on: {s.event}` needs `{need[0]}`")
         if a.audience == "member" and _root_event(pb, a) is None:
-            out.add("SOP103", sp.get("to", sp[""]),
-                    f"action `{a.id}` is sent `to: member` but no member event triggers it",
-                    hint="Use `on: member.<event>` or send it to everyone or a tier.")
+            out.add(
+                "SOP103",
+                sp.get("to", sp[""]),
+                f"action `{a.id}` is sent `to: member` but no member event triggers it",
+                hint="Use `on: member.<event>` or send it to everyone or a tier.",
+            )
 
 
 def _root_event(pb: Playbook, a: Action) -> OnEvent | None:
@@ -119,17 +138,28 @@ def other_references(pb: Playbook, out: Collector) -> None:
             if t.demote_to and t.demote_to not in ids:
                 _unknown(out, "SOP205", "tier", t.demote_to, ids, t.spans["demote.to"])
             if t.demote_message and t.demote_message not in pb.templates:
-                _unknown(out, "SOP207", "template", t.demote_message, pb.templates,
-                         t.spans["demote.message"])
+                _unknown(
+                    out,
+                    "SOP207",
+                    "template",
+                    t.demote_message,
+                    pb.templates,
+                    t.spans["demote.message"],
+                )
     m = pb.moderation
     if m:
-        for key, tid in (("violations.warn", m.warn_template),
-                         ("violations.announce", m.announce_template)):
+        for key, tid in (
+            ("violations.warn", m.warn_template),
+            ("violations.announce", m.announce_template),
+        ):
             if tid and tid not in pb.templates:
                 _unknown(out, "SOP207", "template", tid, pb.templates, m.spans[key])
         if m.warn_at and m.remove_at and m.warn_at >= m.remove_at:
-            out.add("SOP103", m.spans["violations.warn_at"],
-                    f"warn_at ({m.warn_at}) must be below remove_at ({m.remove_at})")
+            out.add(
+                "SOP103",
+                m.spans["violations.warn_at"],
+                f"warn_at ({m.warn_at}) must be below remove_at ({m.remove_at})",
+            )
     for inc in pb.incidents.values():
         if inc.owner not in pb.roles:
             _unknown(out, "SOP204", "role", inc.owner, pb.roles, inc.spans["owner"])
@@ -137,8 +167,7 @@ def other_references(pb: Playbook, out: Collector) -> None:
             if st.kind in ("alert", "escalate") and st.target not in pb.roles:
                 _unknown(out, "SOP204", "role", st.target, pb.roles, st.spans[st.kind])
             if st.template and st.template not in pb.templates:
-                _unknown(out, "SOP207", "template", st.template, pb.templates,
-                         st.spans["template"])
+                _unknown(out, "SOP207", "template", st.template, pb.templates, st.spans["template"])
     for b in pb.backends.values():
         if b.notify and b.notify not in pb.backends:
             _unknown(out, "SOP206", "backend", b.notify, pb.backends, b.spans["notify"])
@@ -161,12 +190,17 @@ def secrets(pb: Playbook, out: Collector) -> None:
             if field_name == "url" and not (
                 _SECRET_QUERY.search(value)
                 or b.type in ("slack-webhook", "discord-webhook")
-                or "@" in value.split("/")[2:3][0] if value.count("/") >= 2 else False
+                or "@" in value.split("/")[2:3][0]
+                if value.count("/") >= 2
+                else False
             ):
                 continue
-            out.add("SOP211", b.spans[field_name],
-                    f"backend `{b.id}`: `{field_name}` holds a literal secret; it would be"
-                    " committed and logged")
+            out.add(
+                "SOP211",
+                b.spans[field_name],
+                f"backend `{b.id}`: `{field_name}` holds a literal secret; it would be"
+                " committed and logged",
+            )
 
 
 # -- graphs ----------------------------------------------------------------------------------
@@ -199,14 +233,16 @@ def stage_graph(pb: Playbook, out: Collector) -> None:
     cyc = _cycle(edges)
     if cyc:
         s = pb.stages[cyc[0]]
-        out.add("SOP220", s.spans.get("after", s.spans[""]),
-                "stage cycle: " + " → ".join(cyc))
+        out.add("SOP220", s.spans.get("after", s.spans[""]), "stage cycle: " + " → ".join(cyc))
         return
     reachable = reachable_stages(pb)
     for s in pb.stages.values():
         if s.id not in reachable:
-            why = ("a rescue stage that no `goto` names" if s.rescue
-                   else "it comes after a stage that can never finish or be reached")
+            why = (
+                "a rescue stage that no `goto` names"
+                if s.rescue
+                else "it comes after a stage that can never finish or be reached"
+            )
             out.add("SOP222", s.spans[""], f"stage `{s.id}` can never be reached: {why}")
 
 
@@ -237,14 +273,21 @@ def reachable_stages(pb: Playbook) -> set[str]:
 @check
 def action_graph(pb: Playbook, out: Collector) -> None:
     """`after`/`before` dependencies between actions form no cycle."""
-    edges = {a.id: [a.schedule.anchor] if isinstance(a.schedule, Relative)
-             and a.schedule.anchor in pb.actions else [] for a in pb.actions.values()}
+    edges = {
+        a.id: [a.schedule.anchor]
+        if isinstance(a.schedule, Relative) and a.schedule.anchor in pb.actions
+        else []
+        for a in pb.actions.values()
+    }
     cyc = _cycle(edges)
     if cyc:
         a = pb.actions[cyc[0]]
         key = "after" if "after" in a.spans else "before"
-        out.add("SOP221", a.spans.get(key, a.spans[""]),
-                "action dependency cycle: " + " → ".join(reversed(cyc)))
+        out.add(
+            "SOP221",
+            a.spans.get(key, a.spans[""]),
+            "action dependency cycle: " + " → ".join(reversed(cyc)),
+        )
 
 
 # -- time ------------------------------------------------------------------------------------
@@ -286,11 +329,16 @@ def times(pb: Playbook, out: Collector) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         from zoneinfo import available_timezones
 
-        out.add("SOP231", pb.spans["timezone"], f"unknown time zone `{pb.timezone}`",
-                hint=_did_you_mean(pb.timezone, available_timezones()))
+        out.add(
+            "SOP231",
+            pb.spans["timezone"],
+            f"unknown time zone `{pb.timezone}`",
+            hint=_did_you_mean(pb.timezone, available_timezones()),
+        )
     crons: list[tuple[str, Span, Action | None]] = [
         (a.schedule.expr, a.spans["cron"], a)
-        for a in pb.actions.values() if isinstance(a.schedule, Cron)
+        for a in pb.actions.values()
+        if isinstance(a.schedule, Cron)
     ]
     if pb.tiers and pb.tiers.review_cron:
         crons.append((pb.tiers.review_cron, pb.tiers.spans["review.cron"], None))
@@ -304,10 +352,13 @@ def times(pb: Playbook, out: Collector) -> None:
             from datetime import time
 
             if all(action.quiet_hours.contains(time(h, m)) for h, m in tod):
-                out.add("SOP232", span,
-                        f"`{text}` fires only inside quiet hours {action.quiet_hours}: every"
-                        f" message of `{action.id}` would be postponed to"
-                        f" {action.quiet_hours.end:%H:%M}")
+                out.add(
+                    "SOP232",
+                    span,
+                    f"`{text}` fires only inside quiet hours {action.quiet_hours}: every"
+                    f" message of `{action.id}` would be postponed to"
+                    f" {action.quiet_hours.end:%H:%M}",
+                )
 
 
 def action_offset(pb: Playbook, a: Action) -> timedelta | None:
@@ -331,15 +382,21 @@ def stage_windows(pb: Playbook, out: Collector) -> None:
     """Durations are consistent and fixed-offset actions fall inside their stage."""
     for s in pb.stages.values():
         if s.min_duration and s.max_duration and s.min_duration > s.max_duration:
-            out.add("SOP235", s.spans["duration.min"],
-                    f"stage `{s.id}`: min {format_duration(s.min_duration)} exceeds max"
-                    f" {format_duration(s.max_duration)}")
+            out.add(
+                "SOP235",
+                s.spans["duration.min"],
+                f"stage `{s.id}`: min {format_duration(s.min_duration)} exceeds max"
+                f" {format_duration(s.max_duration)}",
+            )
         if s.deadline and s.min_duration and s.deadline.after < s.min_duration:
             span = s.deadline.spans.get("after", s.deadline.spans[""])
-            out.add("SOP234", span,
-                    f"stage `{s.id}`: deadline {format_duration(s.deadline.after)} comes before"
-                    f" the minimum duration {format_duration(s.min_duration)}: the gate can"
-                    " never be checked in time")
+            out.add(
+                "SOP234",
+                span,
+                f"stage `{s.id}`: deadline {format_duration(s.deadline.after)} comes before"
+                f" the minimum duration {format_duration(s.min_duration)}: the gate can"
+                " never be checked in time",
+            )
     for a in pb.actions.values():
         off = action_offset(pb, a)
         if off is None or a.stage is None:
@@ -348,12 +405,18 @@ def stage_windows(pb: Playbook, out: Collector) -> None:
         end = stage_end_bound(s)
         key = next((k for k in ("day", "after", "before") if k in a.spans), "")
         if off < timedelta(0):
-            out.add("SOP233", a.spans[key],
-                    f"action `{a.id}` falls {format_duration(-off)} before stage `{s.id}` starts")
+            out.add(
+                "SOP233",
+                a.spans[key],
+                f"action `{a.id}` falls {format_duration(-off)} before stage `{s.id}` starts",
+            )
         elif end is not None and off >= end:
-            out.add("SOP233", a.spans[key],
-                    f"action `{a.id}` falls at {format_duration(off)}, after stage `{s.id}` ends"
-                    f" (at most {format_duration(end)})")
+            out.add(
+                "SOP233",
+                a.spans[key],
+                f"action `{a.id}` falls at {format_duration(off)}, after stage `{s.id}` ends"
+                f" (at most {format_duration(end)})",
+            )
 
 
 def stage_end_bound(s: object) -> timedelta | None:
@@ -369,8 +432,9 @@ def stage_end_bound(s: object) -> timedelta | None:
 # -- expressions -----------------------------------------------------------------------------
 
 
-def _check_expr(e: Expression | None, known: Mapping[str, str], out: Collector, what: str,
-                catalogue_hint: str) -> None:
+def _check_expr(
+    e: Expression | None, known: Mapping[str, str], out: Collector, what: str, catalogue_hint: str
+) -> None:
     if e is None or e.node is None:
         return
     for pr in ex.check(e.node, known):
@@ -397,8 +461,11 @@ def expressions(pb: Playbook, out: Collector) -> None:
             for pr in problems:
                 if pr.code == "SOP242" and "not a condition" in pr.message:
                     continue  # a definition is a number, not a condition
-                out.add(pr.code, m.definition.span_of(pr.start, pr.end),
-                        f"definition of `{m.id}`: {pr.message}")
+                out.add(
+                    pr.code,
+                    m.definition.span_of(pr.start, pr.end),
+                    f"definition of `{m.id}`: {pr.message}",
+                )
     for inc in pb.incidents.values():
         _check_expr(inc.detect, units, out, f"detect of incident `{inc.id}`", metric_hint)
     if pb.tiers:

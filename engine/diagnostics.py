@@ -80,74 +80,197 @@ def _rule(code: str, name: str, severity: Severity, summary: str, hint: str) -> 
 
 E, W = Severity.ERROR, Severity.WARNING
 # Input: the file cannot be read as a YAML mapping.
-_rule("SOP001", "yaml-syntax", E, "YAML syntax error", "Fix the YAML syntax at the marked position.")
+_rule(
+    "SOP001", "yaml-syntax", E, "YAML syntax error", "Fix the YAML syntax at the marked position."
+)
 _rule("SOP002", "duplicate-key", E, "Duplicate mapping key", "Remove or rename one of the keys.")
-_rule("SOP003", "input-limit", E, "Input exceeds a safety limit",
-      "Split the file or remove deep nesting and alias chains.")
+_rule(
+    "SOP003",
+    "input-limit",
+    E,
+    "Input exceeds a safety limit",
+    "Split the file or remove deep nesting and alias chains.",
+)
 _rule("SOP004", "encoding", E, "File is not UTF-8 text", "Save the file as UTF-8 text.")
-_rule("SOP005", "not-a-playbook", E, "Document is empty or not a mapping",
-      "A playbook is a YAML mapping with at least `playbook:` and `stages:`.")
+_rule(
+    "SOP005",
+    "not-a-playbook",
+    E,
+    "Document is empty or not a mapping",
+    "A playbook is a YAML mapping with at least `playbook:` and `stages:`.",
+)
 _rule("SOP006", "unreadable", E, "File cannot be read", "Check the path and permissions.")
-_rule("SOP007", "include", E, "Fragment include failed",
-      "Check the fragment path, relative to the including file.")
-_rule("SOP008", "parameter", E, "Unknown or invalid parameter",
-      "Declare the parameter under `params:` or pass it in `with:`.")
-_rule("SOP009", "yaml-tag", E, "Unsupported YAML tag", "Remove the tag; only standard tags are allowed.")
+_rule(
+    "SOP007",
+    "include",
+    E,
+    "Fragment include failed",
+    "Check the fragment path, relative to the including file.",
+)
+_rule(
+    "SOP008",
+    "parameter",
+    E,
+    "Unknown or invalid parameter",
+    "Declare the parameter under `params:` or pass it in `with:`.",
+)
+_rule(
+    "SOP009",
+    "yaml-tag",
+    E,
+    "Unsupported YAML tag",
+    "Remove the tag; only standard tags are allowed.",
+)
 # Schema: the shape of the playbook.
 _rule("SOP100", "unknown-key", E, "Unknown key", "Check the spelling against the schema.")
 _rule("SOP101", "missing-key", E, "Required key missing", "Add the key.")
 _rule("SOP102", "wrong-type", E, "Value has the wrong type", "Use the type the schema asks for.")
-_rule("SOP103", "invalid-value", E, "Value not allowed", "Use one of the allowed values or formats.")
-_rule("SOP104", "one-schedule", E, "An action needs exactly one schedule",
-      "Give exactly one of cron, day, after, before or on.")
+_rule(
+    "SOP103", "invalid-value", E, "Value not allowed", "Use one of the allowed values or formats."
+)
+_rule(
+    "SOP104",
+    "one-schedule",
+    E,
+    "An action needs exactly one schedule",
+    "Give exactly one of cron, day, after, before or on.",
+)
 # References and identities.
 _rule("SOP201", "duplicate-id", E, "Duplicate id", "Ids of actions are unique across the playbook.")
 _rule("SOP202", "unknown-stage", E, "Unknown stage", "Refer to a stage defined under `stages:`.")
-_rule("SOP203", "unknown-action", E, "Unknown action", "Refer to an action defined in the playbook.")
+_rule(
+    "SOP203", "unknown-action", E, "Unknown action", "Refer to an action defined in the playbook."
+)
 _rule("SOP204", "unknown-role", E, "Unknown role", "Declare the role under `roles:`.")
 _rule("SOP205", "unknown-tier", E, "Unknown tier", "Declare the tier under `tiers.levels:`.")
 _rule("SOP206", "unknown-backend", E, "Unknown backend", "Declare the backend under `backends:`.")
-_rule("SOP207", "unknown-template", E, "Unknown template", "Define the template under `templates:`.")
+_rule(
+    "SOP207", "unknown-template", E, "Unknown template", "Define the template under `templates:`."
+)
 _rule("SOP208", "template-syntax", E, "Template syntax error", "Fix the Jinja2 syntax.")
-_rule("SOP209", "template-variable", E, "Undefined template variable",
-      "Use member, community, playbook, stage, action, event, params or metrics.")
+_rule(
+    "SOP209",
+    "template-variable",
+    E,
+    "Undefined template variable",
+    "Use member, community, playbook, stage, action, event, params or metrics.",
+)
 _rule("SOP210", "unused-template", W, "Template never used", "Remove it or refer to it.")
-_rule("SOP211", "secret-literal", E, "Secret written into the playbook",
-      'Reference it from the environment: "${env:NAME}".')
+_rule(
+    "SOP211",
+    "secret-literal",
+    E,
+    "Secret written into the playbook",
+    'Reference it from the environment: "${env:NAME}".',
+)
 # Graphs.
-_rule("SOP220", "stage-cycle", E, "Cycle in the stage graph", "Remove one `after` edge of the cycle.")
-_rule("SOP221", "action-cycle", E, "Cycle in action dependencies",
-      "Anchor one action of the cycle on a cron, a day or an event.")
-_rule("SOP222", "unreachable-stage", E, "Stage can never be reached",
-      "Give it an `after`, make it a `goto` target, or remove it.")
+_rule(
+    "SOP220", "stage-cycle", E, "Cycle in the stage graph", "Remove one `after` edge of the cycle."
+)
+_rule(
+    "SOP221",
+    "action-cycle",
+    E,
+    "Cycle in action dependencies",
+    "Anchor one action of the cycle on a cron, a day or an event.",
+)
+_rule(
+    "SOP222",
+    "unreachable-stage",
+    E,
+    "Stage can never be reached",
+    "Give it an `after`, make it a `goto` target, or remove it.",
+)
 # Time.
-_rule("SOP230", "invalid-cron", E, "Invalid cron expression",
-      "Use five fields: minute hour day-of-month month day-of-week.")
-_rule("SOP231", "invalid-timezone", E, "Unknown time zone", "Use an IANA name such as Asia/Shanghai.")
-_rule("SOP232", "cron-in-quiet-hours", W, "Cron fires only inside quiet hours",
-      "Move the cron time or the quiet hours; every firing would be postponed.")
-_rule("SOP233", "outside-stage-window", W, "Action scheduled outside its stage's window",
-      "Move it within the stage's duration or into another stage.")
-_rule("SOP234", "deadline-before-min", E, "Deadline shorter than the minimum duration",
-      "Make the deadline at least the stage's `duration.min`.")
-_rule("SOP235", "min-over-max", E, "Minimum duration exceeds the maximum",
-      "Make `duration.min` at most `duration.max`.")
+_rule(
+    "SOP230",
+    "invalid-cron",
+    E,
+    "Invalid cron expression",
+    "Use five fields: minute hour day-of-month month day-of-week.",
+)
+_rule(
+    "SOP231", "invalid-timezone", E, "Unknown time zone", "Use an IANA name such as Asia/Shanghai."
+)
+_rule(
+    "SOP232",
+    "cron-in-quiet-hours",
+    W,
+    "Cron fires only inside quiet hours",
+    "Move the cron time or the quiet hours; every firing would be postponed.",
+)
+_rule(
+    "SOP233",
+    "outside-stage-window",
+    W,
+    "Action scheduled outside its stage's window",
+    "Move it within the stage's duration or into another stage.",
+)
+_rule(
+    "SOP234",
+    "deadline-before-min",
+    E,
+    "Deadline shorter than the minimum duration",
+    "Make the deadline at least the stage's `duration.min`.",
+)
+_rule(
+    "SOP235",
+    "min-over-max",
+    E,
+    "Minimum duration exceeds the maximum",
+    "Make `duration.min` at most `duration.max`.",
+)
 # Expressions.
-_rule("SOP240", "expr-syntax", E, "Expression syntax error",
-      "Use metric names, numbers, + - * /, comparisons, and, or, not.")
-_rule("SOP241", "expr-unknown-name", E, "Unknown name in expression",
-      "Use a built-in metric or declare it under `metrics:`.")
-_rule("SOP242", "expr-type", E, "Type error in expression",
-      "Compare numbers with numbers; combine conditions with and/or.")
-_rule("SOP243", "ratio-out-of-range", W, "Ratio compared with a value above 1",
-      "Ratios are fractions: write 0.6 or 60%, not 60.")
+_rule(
+    "SOP240",
+    "expr-syntax",
+    E,
+    "Expression syntax error",
+    "Use metric names, numbers, + - * /, comparisons, and, or, not.",
+)
+_rule(
+    "SOP241",
+    "expr-unknown-name",
+    E,
+    "Unknown name in expression",
+    "Use a built-in metric or declare it under `metrics:`.",
+)
+_rule(
+    "SOP242",
+    "expr-type",
+    E,
+    "Type error in expression",
+    "Compare numbers with numbers; combine conditions with and/or.",
+)
+_rule(
+    "SOP243",
+    "ratio-out-of-range",
+    W,
+    "Ratio compared with a value above 1",
+    "Ratios are fractions: write 0.6 or 60%, not 60.",
+)
 # Plan-based checks (built on the compiled Program).
-_rule("SOP301", "staff-workload", W, "Staff workload above capacity",
-      "Add headcount, raise `capacity`, or spread the tasks over more days.")
-_rule("SOP302", "rate-budget", W, "Backend rate budget exceeded",
-      "Spread the sends or raise the backend's declared rate.")
-_rule("SOP303", "member-frequency", W, "Member would receive too many messages in a day",
-      "Merge messages or raise `limits.member_messages_per_day`.")
+_rule(
+    "SOP301",
+    "staff-workload",
+    W,
+    "Staff workload above capacity",
+    "Add headcount, raise `capacity`, or spread the tasks over more days.",
+)
+_rule(
+    "SOP302",
+    "rate-budget",
+    W,
+    "Backend rate budget exceeded",
+    "Spread the sends or raise the backend's declared rate.",
+)
+_rule(
+    "SOP303",
+    "member-frequency",
+    W,
+    "Member would receive too many messages in a day",
+    "Merge messages or raise `limits.member_messages_per_day`.",
+)
 del E, W
 
 

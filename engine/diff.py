@@ -68,8 +68,13 @@ def _field_changes(old: Any, new: Any, skip: tuple[str, ...] = ()) -> dict[str, 
     return out
 
 
-def _compare(kind: str, old: dict[str, Any], new: dict[str, Any], out: list[Change],
-             skip: tuple[str, ...] = ()) -> None:
+def _compare(
+    kind: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    out: list[Change],
+    skip: tuple[str, ...] = (),
+) -> None:
     for k in old.keys() - new.keys():
         out.append(Change(kind, k, "removed"))
     for k in new.keys() - old.keys():
@@ -129,13 +134,22 @@ def diff_dict(d: Diff) -> dict[str, Any]:
         return {"key": o.key, "action": o.action, "at": o.at.isoformat()}
 
     return {
-        "changes": [{"kind": c.kind, "id": c.id, "change": c.change,
-                     "fields": {k: {"old": a, "new": b} for k, (a, b) in c.fields.items()}}
-                    for c in d.changes],
-        "plan": {"days": d.days, "added": [occ(o) for o in d.plan.added],
-                 "removed": [occ(o) for o in d.plan.removed],
-                 "moved": [{"from": occ(a), "to": occ(b)} for a, b in d.plan.moved],
-                 "unchanged": d.plan.unchanged},
+        "changes": [
+            {
+                "kind": c.kind,
+                "id": c.id,
+                "change": c.change,
+                "fields": {k: {"old": a, "new": b} for k, (a, b) in c.fields.items()},
+            }
+            for c in d.changes
+        ],
+        "plan": {
+            "days": d.days,
+            "added": [occ(o) for o in d.plan.added],
+            "removed": [occ(o) for o in d.plan.removed],
+            "moved": [{"from": occ(a), "to": occ(b)} for a, b in d.plan.moved],
+            "unchanged": d.plan.unchanged,
+        },
     }
 
 
@@ -148,13 +162,14 @@ def diff_text(d: Diff) -> str:
         for k, (a, b) in c.fields.items():
             lines.append(f"    {k}: {a} → {b}")
     p = d.plan
-    lines.append(f"next {d.days} days: {len(p.added)} added, {len(p.removed)} removed,"
-                 f" {len(p.moved)} moved, {p.unchanged} unchanged occurrences")
+    lines.append(
+        f"next {d.days} days: {len(p.added)} added, {len(p.removed)} removed,"
+        f" {len(p.moved)} moved, {p.unchanged} unchanged occurrences"
+    )
     for o in p.added[:20]:
         lines.append(f"  + {o.at:%Y-%m-%d %H:%M} {o.action}")
     for o in p.removed[:20]:
         lines.append(f"  - {o.at:%Y-%m-%d %H:%M} {o.action}")
-    for a, b in p.moved[:20]:
-        lines.append(f"  ~ {a.action}: {a.at:%Y-%m-%d %H:%M} → {b.at:%Y-%m-%d %H:%M}")
+    for before, after in p.moved[:20]:
+        lines.append(f"  ~ {before.action}: {before.at:%Y-%m-%d %H:%M} → {after.at:%Y-%m-%d %H:%M}")
     return "\n".join(lines) + "\n"
-

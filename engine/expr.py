@@ -219,9 +219,14 @@ def check(node: Node, known: Mapping[str, str]) -> list[ExprProblem]:
     problems: list[ExprProblem] = []
     kind = _typeof(node, known, problems)
     if kind == "number" and not problems:
-        problems.append(ExprProblem(
-            "SOP242", "this is a number, not a condition: compare it, e.g. `members >= 200`",
-            node.start, node.end))
+        problems.append(
+            ExprProblem(
+                "SOP242",
+                "this is a number, not a condition: compare it, e.g. `members >= 200`",
+                node.start,
+                node.end,
+            )
+        )
     return problems
 
 
@@ -245,20 +250,35 @@ def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem]) -> str
         left, right = node.args
         for a in node.args:
             if _typeof(a, known, out) == "bool":
-                out.append(ExprProblem("SOP242", f"`{node.op}` compares numbers, not conditions",
-                                       a.start, a.end))
+                out.append(
+                    ExprProblem(
+                        "SOP242", f"`{node.op}` compares numbers, not conditions", a.start, a.end
+                    )
+                )
         for a, b in ((left, right), (right, left)):
-            if (a.kind == "name" and known.get(str(a.value)) == "ratio" and b.kind == "num"
-                    and isinstance(b.value, float) and b.value > 1):
-                out.append(ExprProblem(
-                    "SOP243", f"`{a.value}` is a ratio between 0 and 1; {b.value:g} can never be"
-                    f" reached (did you mean {b.value / 100:g}?)", b.start, b.end))
+            if (
+                a.kind == "name"
+                and known.get(str(a.value)) == "ratio"
+                and b.kind == "num"
+                and isinstance(b.value, float)
+                and b.value > 1
+            ):
+                out.append(
+                    ExprProblem(
+                        "SOP243",
+                        f"`{a.value}` is a ratio between 0 and 1; {b.value:g} can never be"
+                        f" reached (did you mean {b.value / 100:g}?)",
+                        b.start,
+                        b.end,
+                    )
+                )
         return "bool"
     # not / and / or
     for a in node.args:
         if _typeof(a, known, out) == "number":
-            out.append(ExprProblem("SOP242", f"`{k}` needs a condition, not a number",
-                                   a.start, a.end))
+            out.append(
+                ExprProblem("SOP242", f"`{k}` needs a condition, not a number", a.start, a.end)
+            )
     return "bool"
 
 
@@ -309,8 +329,9 @@ def _divide(a: Any, b: Any) -> Any:
         import numpy as np
 
         a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-        return np.divide(a_arr, b_arr, out=np.zeros(np.broadcast(a_arr, b_arr).shape),
-                         where=b_arr != 0)
+        return np.divide(
+            a_arr, b_arr, out=np.zeros(np.broadcast(a_arr, b_arr).shape), where=b_arr != 0
+        )
     return a / b if b else 0.0
 
 

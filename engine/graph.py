@@ -22,8 +22,9 @@ def _edges(pb: Playbook) -> list[tuple[str, str, str, str]]:
         if s.goto:
             out.append((s.id, s.goto, "gate passed", "dashed"))
         if s.deadline and s.deadline.goto:
-            out.append((s.id, s.deadline.goto, f"deadline {format_duration(s.deadline.after)}",
-                        "dashed"))
+            out.append(
+                (s.id, s.deadline.goto, f"deadline {format_duration(s.deadline.after)}", "dashed")
+            )
     return out
 
 
@@ -32,8 +33,11 @@ def _action_edges(pb: Playbook) -> list[tuple[str, str, str]]:
     for a in pb.actions.values():
         if isinstance(a.schedule, Relative):
             off = a.schedule.offset
-            label = (f"-{format_duration(-off)}" if off.total_seconds() < 0
-                     else f"+{format_duration(off)}")
+            label = (
+                f"-{format_duration(-off)}"
+                if off.total_seconds() < 0
+                else f"+{format_duration(off)}"
+            )
             out.append((a.schedule.anchor, a.id, label))
     return out
 
@@ -67,8 +71,12 @@ def _q(s: str) -> str:
 
 def dot(pb: Playbook, actions: bool = True) -> str:
     """A Graphviz digraph."""
-    lines = ["digraph playbook {", "  rankdir=LR;", "  compound=true;",
-             "  node [shape=box, style=rounded];"]
+    lines = [
+        "digraph playbook {",
+        "  rankdir=LR;",
+        "  compound=true;",
+        "  node [shape=box, style=rounded];",
+    ]
     for s in pb.stages.values():
         label = s.title + (f"\\ngate: {s.gate.text}" if s.gate else "")
         if actions and s.actions:

@@ -104,8 +104,12 @@ def read_text(path: str) -> str:
         raise _fail("SOP006", path, 1, 1, f"cannot read file: {e.strerror or e}") from None
     if size > MAX_BYTES:
         raise _fail(
-            "SOP003", path, 1, 1,
-            f"file is {size / 1048576:.1f} MiB; playbooks are limited to {MAX_BYTES // 1048576} MiB",
+            "SOP003",
+            path,
+            1,
+            1,
+            f"file is {size / 1048576:.1f} MiB; playbooks are limited to"
+            f" {MAX_BYTES // 1048576} MiB",
         )
     try:
         with open(path, "rb") as fh:
@@ -168,7 +172,10 @@ def load_text(text: str, file: str = "<string>") -> Document:
     if not isinstance(doc.data, dict):
         s = doc.span(())
         raise _fail(
-            "SOP005", file, s.line, s.column,
+            "SOP005",
+            file,
+            s.line,
+            s.column,
             f"the document root is a {_kind(doc.data)}, not a mapping",
         )
     return doc
@@ -235,11 +242,26 @@ def _leading_zero(v: str) -> bool:
 
 
 class _Frame:
-    __slots__ = ("anchor", "container", "key", "key_span", "merges", "nodes_at_start", "path",
-                 "seen", "span")
+    __slots__ = (
+        "anchor",
+        "container",
+        "key",
+        "key_span",
+        "merges",
+        "nodes_at_start",
+        "path",
+        "seen",
+        "span",
+    )
 
-    def __init__(self, container: Any, path: Path, span: tuple[int, int, int, int],
-                 anchor: str | None, nodes: int):
+    def __init__(
+        self,
+        container: Any,
+        path: Path,
+        span: tuple[int, int, int, int],
+        anchor: str | None,
+        nodes: int,
+    ):
         self.container = container
         self.path = path
         self.span = span
@@ -287,9 +309,11 @@ def _build(doc: Document) -> None:
             first = top.seen.get(key)
             if first is not None:
                 raise _fail(
-                    "SOP002", file, span[0], span[1],
-                    f"duplicate key {key!r} (first defined at line {first[0]}, column "
-                    f"{first[1]})",
+                    "SOP002",
+                    file,
+                    span[0],
+                    span[1],
+                    f"duplicate key {key!r} (first defined at line {first[0]}, column {first[1]})",
                 )
             top.seen[key] = span
             top.key = key
@@ -320,7 +344,10 @@ def _build(doc: Document) -> None:
         if nodes > MAX_NODES:
             m = ev.start_mark
             raise _fail(
-                "SOP003", file, m.line + 1, m.column + 1,
+                "SOP003",
+                file,
+                m.line + 1,
+                m.column + 1,
                 f"document expands to more than {MAX_NODES:,} values (alias bomb?)",
             )
 
@@ -328,26 +355,32 @@ def _build(doc: Document) -> None:
     scalar_event = yaml.ScalarEvent
     try:
         while True:
-            ev = loader.get_event()
+            ev: Any = loader.get_event()
             if ev is None:
                 break
             et = type(ev)
             if et is scalar_event:
                 nodes += 1
                 top = stack[-1] if stack else None
-                if (top is not None and top.key is not None and not ev.tag and not ev.anchor
-                        and top.key is not _MERGE and type(top.container) is dict):
+                if (
+                    top is not None
+                    and top.key is not None
+                    and not ev.tag
+                    and not ev.anchor
+                    and top.key is not _MERGE
+                    and type(top.container) is dict
+                ):
                     # hot path: a plain or quoted scalar value in a mapping
                     style = ev.style
                     value = ev.value if style else _resolve_plain(ev.value)
-                    path = (*top.path, top.key)
+                    vpath: Path = (*top.path, top.key)
                     top.container[top.key] = value
                     sm, em = ev.start_mark, ev.end_mark
-                    spans[path] = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
-                    key_spans[path] = top.key_span  # type: ignore[assignment]
+                    spans[vpath] = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
+                    key_spans[vpath] = top.key_span  # type: ignore[assignment]
                     top.key = None
                     if style:
-                        styles[path] = style
+                        styles[vpath] = style
                     continue
                 count(ev, 0)
                 is_key = top is not None and isinstance(top.container, dict) and top.key is None
@@ -362,16 +395,22 @@ def _build(doc: Document) -> None:
                 if len(stack) >= MAX_DEPTH:
                     m = ev.start_mark
                     raise _fail(
-                        "SOP003", file, m.line + 1, m.column + 1,
+                        "SOP003",
+                        file,
+                        m.line + 1,
+                        m.column + 1,
                         f"nesting deeper than {MAX_DEPTH} levels",
                     )
                 if ev.tag and ev.tag not in _STD_TAGS and ev.tag != "!":
                     m = ev.start_mark
-                    raise _fail("SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {ev.tag}")
+                    raise _fail(
+                        "SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {ev.tag}"
+                    )
                 if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
                     m = ev.start_mark
-                    raise _fail("SOP001", file, m.line + 1, m.column + 1,
-                                "a mapping key must be a scalar")
+                    raise _fail(
+                        "SOP001", file, m.line + 1, m.column + 1, "a mapping key must be a scalar"
+                    )
                 container: Any = {} if et is yaml.MappingStartEvent else []
                 stack.append(_Frame(container, child_path(), _span(ev), ev.anchor, nodes))
             elif et is yaml.MappingEndEvent or et is yaml.SequenceEndEvent:
@@ -400,7 +439,10 @@ def _build(doc: Document) -> None:
                 if documents > 1:
                     sp = _span(ev)
                     raise _fail(
-                        "SOP001", file, sp[0], sp[1],
+                        "SOP001",
+                        file,
+                        sp[0],
+                        sp[1],
                         "a playbook file holds one YAML document; found a second `---`",
                     )
     finally:

@@ -20,7 +20,9 @@ class Expression:
     text: str
     node: Node | None = field(compare=False)
     span: Span = field(compare=False)
-    exact: bool = field(compare=False)  # True when span.column is the column of text[0], so offsets map to columns
+    exact: bool = field(
+        compare=False
+    )  # True when span.column is the column of text[0], so offsets map to columns
 
     def span_of(self, start: int, end: int) -> Span:
         """Source span of characters start..end of the expression."""

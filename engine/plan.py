@@ -56,8 +56,11 @@ class Timeline:
 
     def stage_of(self, at: datetime) -> list[str]:
         """Stages active at an instant."""
-        return [w.stage for w in self.windows if w.stage and w.start <= at
-                and (w.end is None or at < w.end)]
+        return [
+            w.stage
+            for w in self.windows
+            if w.stage and w.start <= at and (w.end is None or at < w.end)
+        ]
 
 
 def start_date(pb: Playbook, start: date | None) -> date:
@@ -89,8 +92,9 @@ def make_plan(program: Program, options: PlanOptions) -> Timeline:
         rules = [a for a in rules if a.owner == options.role]
     if options.stage:
         rules = [a for a in rules if a.stage in (options.stage, None)]
-    tl = Timeline(program, start, end, occ, [t for t in lc.transitions if t.at < end], windows,
-                  rules)
+    tl = Timeline(
+        program, start, end, occ, [t for t in lc.transitions if t.at < end], windows, rules
+    )
     if options.joins_per_day is not None:
         tl.expected = expected_counts(tl, options.joins_per_day)
     return tl
@@ -136,7 +140,7 @@ def render_messages(tl: Timeline) -> dict[str, str | None]:
             continue
         try:
             cache[o.action] = render(text, context(pb, a))
-        except Exception:  # noqa: BLE001 - a template that needs run-time data stays unrendered
+        except Exception:
             cache[o.action] = None
     tl.messages = cache
     return cache
@@ -147,12 +151,14 @@ def context(pb: Playbook, a: Action, **extra: Any) -> dict[str, Any]:
     stage = pb.stages.get(a.stage) if a.stage else None
     return {
         "playbook": {"id": pb.id, "title": pb.title, "version": pb.version},
-        "community": {"type": pb.community.type, "platform": pb.community.platform,
-                      "title": pb.title},
+        "community": {
+            "type": pb.community.type,
+            "platform": pb.community.platform,
+            "title": pb.title,
+        },
         "stage": {"id": stage.id, "title": stage.title} if stage else {"id": "", "title": ""},
         "action": {"id": a.id, "title": a.title, "kind": a.kind},
         "params": dict(pb.params),
-        "reward": {"item": a.reward_item, "streak": a.reward_streak,
-                   "points": a.reward_points},
+        "reward": {"item": a.reward_item, "streak": a.reward_streak, "points": a.reward_points},
         **extra,
     }

@@ -38,11 +38,14 @@ def check_workload(tl: Timeline, out: Collector) -> None:
         cap = r.headcount * (r.capacity or pb.staff_tasks_per_day)
         if n > cap:
             busy = sum(1 for (rr, _), c in per_day.items() if rr == role and c > cap)
-            out.add("SOP301", r.spans.get("headcount", r.spans[""]),
-                    f"role `{role}` has {n} tasks on {day} but capacity {cap}"
-                    f" ({r.headcount} × {r.capacity or pb.staff_tasks_per_day}/day);"
-                    f" {busy} day(s) over capacity in the"
-                    f" {(tl.end - tl.start).days}-day plan")
+            out.add(
+                "SOP301",
+                r.spans.get("headcount", r.spans[""]),
+                f"role `{role}` has {n} tasks on {day} but capacity {cap}"
+                f" ({r.headcount} × {r.capacity or pb.staff_tasks_per_day}/day);"
+                f" {busy} day(s) over capacity in the"
+                f" {(tl.end - tl.start).days}-day plan",
+            )
 
 
 def check_rate_budget(tl: Timeline, out: Collector) -> None:
@@ -61,9 +64,12 @@ def check_rate_budget(tl: Timeline, out: Collector) -> None:
         if rate and len(actions) > rate:
             reported.add(bid)
             delay = math.ceil(len(actions) / rate) - 1
-            out.add("SOP302", b.spans.get("rate", b.spans[""]),
-                    f"backend `{bid}` gets {len(actions)} sends at {minute} but allows {rate}/min;"
-                    f" the last would go out {delay} min late")
+            out.add(
+                "SOP302",
+                b.spans.get("rate", b.spans[""]),
+                f"backend `{bid}` gets {len(actions)} sends at {minute} but allows {rate}/min;"
+                f" the last would go out {delay} min late",
+            )
 
 
 def check_member_frequency(tl: Timeline, out: Collector) -> None:
@@ -89,7 +95,10 @@ def check_member_frequency(tl: Timeline, out: Collector) -> None:
         received = everyone.get(day, []) + tier_max
         if len(received) > cap:
             span = pb.spans.get("limits.member_messages_per_day", pb.spans[""])
-            out.add("SOP303", span,
-                    f"on {day} a member would receive {len(received)} messages (cap {cap}): "
-                    + ", ".join(received))
+            out.add(
+                "SOP303",
+                span,
+                f"on {day} a member would receive {len(received)} messages (cap {cap}): "
+                + ", ".join(received),
+            )
             return

@@ -20,7 +20,9 @@ from .schedule import apply_quiet_hours, cron_instants, local_midnight, to_insta
 DAY = timedelta(days=1)
 
 
-def occurrence_key(playbook: str, action: str, scheduled: datetime, member: str | None = None) -> str:
+def occurrence_key(
+    playbook: str, action: str, scheduled: datetime, member: str | None = None
+) -> str:
     """The idempotency key of one occurrence: the same in plan, simulate and run."""
     instant = scheduled.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     key = f"{playbook}/{action}/{instant}"
@@ -140,8 +142,9 @@ class Program:
         out.sort(key=lambda o: (o.at, o.action))
         return out
 
-    def _instants(self, base: Action, w: StageWindow, start: datetime, end: datetime
-                  ) -> list[datetime]:
+    def _instants(
+        self, base: Action, w: StageWindow, start: datetime, end: datetime
+    ) -> list[datetime]:
         """Firings of a root action in [start, end), inside its own stage window."""
         own = w
         if base.stage != w.stage:
@@ -158,15 +161,21 @@ class Program:
             return [at] if inside and start <= at < end else []
         return []
 
-    def _occurrence(self, a: Action, scheduled: datetime, member: str | None = None
-                    ) -> Occurrence:
+    def _occurrence(self, a: Action, scheduled: datetime, member: str | None = None) -> Occurrence:
         window = a.quiet_hours if a.kind in MESSAGE_KINDS else None
         at, reason = apply_quiet_hours(scheduled, window, self.tz)
         return Occurrence(
             key=occurrence_key(self.playbook.id, a.id, scheduled, member),
-            action=a.id, stage=a.stage, kind=a.kind, scheduled=scheduled.astimezone(self.tz),
-            at=at.astimezone(self.tz), owner=a.owner, audience=a.audience, backend=a.backend,
-            reason=reason, member=member,
+            action=a.id,
+            stage=a.stage,
+            kind=a.kind,
+            scheduled=scheduled.astimezone(self.tz),
+            at=at.astimezone(self.tz),
+            owner=a.owner,
+            audience=a.audience,
+            backend=a.backend,
+            reason=reason,
+            member=member,
         )
 
     # -- member events ---------------------------------------------------------------------
@@ -174,11 +183,15 @@ class Program:
     def event_rules(self, stages: Iterable[str | None]) -> list[Action]:
         """Actions triggered by member events while these stages (and routines) are active."""
         active = {None, *stages}
-        return [a for a in self.playbook.actions.values()
-                if isinstance(a.schedule, OnEvent) and a.stage in active]
+        return [
+            a
+            for a in self.playbook.actions.values()
+            if isinstance(a.schedule, OnEvent) and a.stage in active
+        ]
 
-    def on_event(self, stages: Iterable[str | None], event: str, member: str, at: datetime,
-                 **facts: object) -> list[Occurrence]:
+    def on_event(
+        self, stages: Iterable[str | None], event: str, member: str, at: datetime, **facts: object
+    ) -> list[Occurrence]:
         """Occurrences a member event causes now (and the actions chained after them)."""
         out: list[Occurrence] = []
         for a in self.event_rules(stages):
@@ -214,8 +227,11 @@ class Program:
 
     def roots_of_graph(self) -> list[str]:
         """Stages with no `after`: where a playbook starts."""
-        return [s.id for s in self.playbook.stages.values()
-                if not s.after and not s.rescue and not s.optional]
+        return [
+            s.id
+            for s in self.playbook.stages.values()
+            if not s.after and not s.rescue and not s.optional
+        ]
 
     def natural_length(self, stage: Stage) -> timedelta:
         """The shortest a stage can sensibly last: its minimum, and its own day-offset work."""
@@ -319,8 +335,9 @@ class Lifecycle:
         assert dl is not None
         if dl.alert and not st.alerted:
             st.alerted = True
-            self.transitions.append(Transition(now, st.stage, "alert",
-                                               "gate still closed at the deadline", dl.alert))
+            self.transitions.append(
+                Transition(now, st.stage, "alert", "gate still closed at the deadline", dl.alert)
+            )
         if dl.extend and not st.extended:
             st.extended = True
             st.deadline = now + dl.extend
@@ -346,8 +363,7 @@ class Lifecycle:
         return [w for w in out if w.start < until]
 
 
-def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozenset()
-                 ) -> GateOracle:
+def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozenset()) -> GateOracle:
     """Plan's gate oracle: `pass` opens each gate as soon as the stage's work is done."""
     if mode == "fail":
         return lambda stage, st, now: False
@@ -360,8 +376,13 @@ def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozense
     return oracle
 
 
-def run_lifecycle(program: Program, start: datetime, days: int, gate: GateOracle,
-                  include_optional: Iterable[str] = ()) -> Lifecycle:
+def run_lifecycle(
+    program: Program,
+    start: datetime,
+    days: int,
+    gate: GateOracle,
+    include_optional: Iterable[str] = (),
+) -> Lifecycle:
     """Step a lifecycle through `days` local midnights."""
     lc = Lifecycle(program, start, frozenset(include_optional))
     d0 = start.astimezone(program.tz).date()

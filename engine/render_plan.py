@@ -33,22 +33,54 @@ def plan_dict(tl: Timeline) -> dict[str, Any]:
         "timezone": pb.timezone,
         "start": tl.start.isoformat(),
         "end": tl.end.isoformat(),
-        "stages": [{"stage": w.stage, "start": w.start.isoformat(),
-                    "end": w.end.isoformat() if w.end else None}
-                   for w in tl.windows if w.stage],
-        "transitions": [{"at": t.at.isoformat(), "stage": t.stage, "event": t.event,
-                         "detail": t.detail, "role": t.role} for t in tl.transitions],
-        "occurrences": [{
-            "key": o.key, "action": o.action, "stage": o.stage, "kind": o.kind,
-            "at": o.at.isoformat(), "scheduled": o.scheduled.isoformat(), "owner": o.owner,
-            "audience": o.audience, "backend": o.backend, "reason": o.reason or None,
-            "message": msgs.get(o.action),
-        } for o in tl.occurrences],
-        "event_rules": [{"action": a.id, "stage": a.stage, "kind": a.kind, "owner": a.owner,
-                         "rule": schedule_words(a),
-                         "expected_per_day": {d.isoformat(): round(n, 2) for d, n in
-                                              sorted(tl.expected.get(a.id, {}).items())}}
-                        for a in tl.event_rules],
+        "stages": [
+            {
+                "stage": w.stage,
+                "start": w.start.isoformat(),
+                "end": w.end.isoformat() if w.end else None,
+            }
+            for w in tl.windows
+            if w.stage
+        ],
+        "transitions": [
+            {
+                "at": t.at.isoformat(),
+                "stage": t.stage,
+                "event": t.event,
+                "detail": t.detail,
+                "role": t.role,
+            }
+            for t in tl.transitions
+        ],
+        "occurrences": [
+            {
+                "key": o.key,
+                "action": o.action,
+                "stage": o.stage,
+                "kind": o.kind,
+                "at": o.at.isoformat(),
+                "scheduled": o.scheduled.isoformat(),
+                "owner": o.owner,
+                "audience": o.audience,
+                "backend": o.backend,
+                "reason": o.reason or None,
+                "message": msgs.get(o.action),
+            }
+            for o in tl.occurrences
+        ],
+        "event_rules": [
+            {
+                "action": a.id,
+                "stage": a.stage,
+                "kind": a.kind,
+                "owner": a.owner,
+                "rule": schedule_words(a),
+                "expected_per_day": {
+                    d.isoformat(): round(n, 2) for d, n in sorted(tl.expected.get(a.id, {}).items())
+                },
+            }
+            for a in tl.event_rules
+        ],
     }
 
 
@@ -63,8 +95,19 @@ def to_csv(tl: Timeline) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason"])
     for o in tl.occurrences:
-        w.writerow([o.key, o.at.isoformat(), o.stage or "", o.action, o.kind, o.owner or "",
-                    o.audience, o.backend or "", o.reason])
+        w.writerow(
+            [
+                o.key,
+                o.at.isoformat(),
+                o.stage or "",
+                o.action,
+                o.kind,
+                o.owner or "",
+                o.audience,
+                o.backend or "",
+                o.reason,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -93,8 +136,12 @@ def to_ics(tl: Timeline) -> bytes:
         ev.add("dtend", o.at + timedelta(minutes=DURATIONS.get(o.kind, 15)))
         stage = pb.stages[o.stage].title if o.stage else "routine"
         ev.add("summary", f"[{stage}] {_title(tl, o.action)}")
-        desc = [f"action: {o.action} ({o.kind})", f"audience: {o.audience}",
-                f"backend: {o.backend or '-'}", f"key: {o.key}"]
+        desc = [
+            f"action: {o.action} ({o.kind})",
+            f"audience: {o.audience}",
+            f"backend: {o.backend or '-'}",
+            f"key: {o.key}",
+        ]
         if o.reason:
             desc.append(o.reason)
         if msgs.get(o.action):
@@ -113,8 +160,13 @@ def to_markdown(tl: Timeline) -> str:
     counts: dict[str, int] = defaultdict(int)
     for o in tl.occurrences:
         counts[o.action] += 1
-    lines = [f"# {pb.title}", "", f"SOP handbook for `{pb.id}` v{pb.version}, time zone"
-             f" {pb.timezone}. Plan from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}.", ""]
+    lines = [
+        f"# {pb.title}",
+        "",
+        f"SOP handbook for `{pb.id}` v{pb.version}, time zone"
+        f" {pb.timezone}. Plan from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}.",
+        "",
+    ]
     if pb.roles:
         lines += ["## Team", "", "| role | title | headcount |", "|---|---|---|"]
         lines += [f"| {r.id} | {r.title} | {r.headcount} |" for r in pb.roles.values()]
@@ -130,23 +182,39 @@ def to_markdown(tl: Timeline) -> str:
         if sid:
             s = pb.stages[sid]
             w = timeline.get(sid)
-            when = (f"{w.start:%Y-%m-%d} → {w.end:%Y-%m-%d}" if w and w.end
-                    else f"from {w.start:%Y-%m-%d}" if w else "not reached in this plan")
+            when = (
+                f"{w.start:%Y-%m-%d} → {w.end:%Y-%m-%d}"
+                if w and w.end
+                else f"from {w.start:%Y-%m-%d}"
+                if w
+                else "not reached in this plan"
+            )
             facts = [f"- **When**: {when}"]
             if s.after:
                 facts.append(f"- **After**: {', '.join(s.after)}")
             if s.min_duration or s.max_duration:
-                facts.append("- **Duration**: "
-                             + ", ".join(f"{k} {format_duration(v)}" for k, v in
-                                         (("min", s.min_duration), ("max", s.max_duration)) if v))
+                facts.append(
+                    "- **Duration**: "
+                    + ", ".join(
+                        f"{k} {format_duration(v)}"
+                        for k, v in (("min", s.min_duration), ("max", s.max_duration))
+                        if v
+                    )
+                )
             if s.gate:
                 facts.append(f"- **Exit gate**: `{s.gate.text}`")
             if s.deadline:
                 d = s.deadline
-                then = ", ".join(x for x in (
-                    f"extend {format_duration(d.extend)}" if d.extend else "",
-                    f"go to {d.goto}" if d.goto else "", f"alert {d.alert}" if d.alert else "",
-                    "abort" if d.abort else "") if x)
+                then = ", ".join(
+                    x
+                    for x in (
+                        f"extend {format_duration(d.extend)}" if d.extend else "",
+                        f"go to {d.goto}" if d.goto else "",
+                        f"alert {d.alert}" if d.alert else "",
+                        "abort" if d.abort else "",
+                    )
+                    if x
+                )
                 facts.append(f"- **Deadline**: {format_duration(d.after)} → {then}")
             lines += [*facts, ""]
         by_role: dict[str, list[Action]] = defaultdict(list)
@@ -154,15 +222,22 @@ def to_markdown(tl: Timeline) -> str:
             by_role[a.owner or "(unassigned)"].append(a)
         for role, acts in sorted(by_role.items()):
             title = pb.roles[role].title if role in pb.roles else role
-            lines += [f"### {title} (`{role}`)", "", "| action | kind | when | to | times |",
-                      "|---|---|---|---|---|"]
+            lines += [
+                f"### {title} (`{role}`)",
+                "",
+                "| action | kind | when | to | times |",
+                "|---|---|---|---|---|",
+            ]
             for a in acts:
-                lines.append(f"| {_title(tl, a.id)} | {a.kind} | {schedule_words(a)} |"
-                             f" {a.audience} | {counts.get(a.id, '—')} |")
+                lines.append(
+                    f"| {_title(tl, a.id)} | {a.kind} | {schedule_words(a)} |"
+                    f" {a.audience} | {counts.get(a.id, '—')} |"
+                )
             lines.append("")
             for a in acts:
-                text = pb.templates[a.template].text if a.template else (
-                    a.text.text if a.text else "")
+                text = (
+                    pb.templates[a.template].text if a.template else (a.text.text if a.text else "")
+                )
                 if text:
                     quoted = "\n".join("> " + ln for ln in text.strip().splitlines())
                     lines += [f"**{_title(tl, a.id)}**", "", quoted, ""]
@@ -187,14 +262,26 @@ def to_table(tl: Timeline, console: Any) -> None:
             table.add_column(col)
         for t in trans.get(day, []):
             who = f" → {t.role}" if t.role else ""
-            table.add_row(f"{t.at.astimezone(tz):%H:%M}", pb.stages[t.stage].title,
-                          f"[bold]stage {t.event}[/] {t.detail}{who}", "", "", "", "")
+            table.add_row(
+                f"{t.at.astimezone(tz):%H:%M}",
+                pb.stages[t.stage].title,
+                f"[bold]stage {t.event}[/] {t.detail}{who}",
+                "",
+                "",
+                "",
+                "",
+            )
         for o in by_day.get(day, []):
             note = " ⏰" if o.reason else ""
-            table.add_row(f"{o.at.astimezone(tz):%H:%M}{note}",
-                          pb.stages[o.stage].title if o.stage else "routine",
-                          _title(tl, o.action), o.kind, o.owner or "", o.audience,
-                          o.backend or "")
+            table.add_row(
+                f"{o.at.astimezone(tz):%H:%M}{note}",
+                pb.stages[o.stage].title if o.stage else "routine",
+                _title(tl, o.action),
+                o.kind,
+                o.owner or "",
+                o.audience,
+                o.backend or "",
+            )
         console.print(table)
     if tl.event_rules:
         table = Table(title="member-event rules", title_justify="left")
@@ -205,5 +292,6 @@ def to_table(tl: Timeline, console: Any) -> None:
             avg = f"{sum(exp.values()) / max(len(exp), 1):.1f}" if exp else "—"
             table.add_row(a.id, a.stage or "routine", schedule_words(a), a.owner or "", avg)
         console.print(table)
-    console.print(f"{len(tl.occurrences)} occurrences from {tl.start:%Y-%m-%d} to"
-                  f" {tl.end:%Y-%m-%d}")
+    console.print(
+        f"{len(tl.occurrences)} occurrences from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}"
+    )

@@ -61,8 +61,10 @@ def render_text(results: list[FileResult], out: TextIO, color: bool) -> None:
     for r in results:
         for d in r.diagnostics:
             head = f"{d.file}:{d.line}:{d.column}:"
-            out.write(f"{paint(head, '1')} {paint(str(d.severity), sev_color[d.severity])}"
-                      f" {paint(d.code, '2')} {d.message}\n")
+            out.write(
+                f"{paint(head, '1')} {paint(str(d.severity), sev_color[d.severity])}"
+                f" {paint(d.code, '2')} {d.message}\n"
+            )
             src = _source_line(r, d)
             if src:
                 gutter = f"{d.line:>5} | "
@@ -70,8 +72,10 @@ def render_text(results: list[FileResult], out: TextIO, color: bool) -> None:
                 pad = _width(src[: max(d.column - 1, 0)])
                 span_len = (d.end_column - d.column) if d.end_line == d.line else 1
                 width = max(_width(src[d.column - 1 : d.column - 1 + max(span_len, 1)]), 1)
-                out.write(f"{paint(' ' * 6 + '| ', '2')}{' ' * pad}"
-                          f"{paint('^' + '~' * (width - 1), sev_color[d.severity])}\n")
+                out.write(
+                    f"{paint(' ' * 6 + '| ', '2')}{' ' * pad}"
+                    f"{paint('^' + '~' * (width - 1), sev_color[d.severity])}\n"
+                )
             if d.hint:
                 out.write(f"      = hint: {d.hint}\n")
     errors = sum(r.errors for r in results)
@@ -90,8 +94,11 @@ def render_json(results: list[FileResult], out: TextIO, color: bool) -> None:
         "version": 1,
         "files": [r.file for r in results],
         "diagnostics": [d.as_dict() for d in _all(results)],
-        "summary": {"errors": sum(r.errors for r in results),
-                    "warnings": sum(r.warnings for r in results), "files": len(results)},
+        "summary": {
+            "errors": sum(r.errors for r in results),
+            "warnings": sum(r.warnings for r in results),
+            "files": len(results),
+        },
     }
     json.dump(doc, out, ensure_ascii=False, indent=2)
     out.write("\n")
@@ -111,8 +118,12 @@ def render_github(results: list[FileResult], out: TextIO, color: bool) -> None:
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "notice"}
     for d in _all(results):
         props = {
-            "file": d.file, "line": str(d.line), "col": str(d.column),
-            "endLine": str(d.end_line), "endColumn": str(d.end_column), "title": d.code,
+            "file": d.file,
+            "line": str(d.line),
+            "col": str(d.column),
+            "endLine": str(d.end_line),
+            "endColumn": str(d.end_column),
+            "title": d.code,
         }
         body = d.message + (f" (hint: {d.hint})" if d.hint else "")
         prop_text = ",".join(f"{k}={_gh_prop(v)}" for k, v in props.items())
@@ -128,36 +139,58 @@ def sarif(results: list[FileResult]) -> dict[str, object]:
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "sop",
-                "version": VERSION,
-                "informationUri": "https://github.com/sop-playbooks/sop",
-                "rules": [{
-                    "id": r.code,
-                    "name": r.name,
-                    "shortDescription": {"text": r.summary},
-                    "fullDescription": {"text": f"{r.summary}. {r.hint}"},
-                    "help": {"text": r.hint},
-                    "defaultConfiguration": {"level": level[r.severity]},
-                } for r in rules],
-            }},
-            "artifacts": [{"location": {"uri": _uri(f)}} for f in files],
-            "results": [{
-                "ruleId": d.code,
-                "ruleIndex": index[d.code],
-                "level": level[d.severity],
-                "message": {"text": d.message + (f" Hint: {d.hint}" if d.hint else "")},
-                "locations": [{"physicalLocation": {
-                    "artifactLocation": {"uri": _uri(d.file), "index": files.index(d.file)},
-                    "region": {"startLine": d.line, "startColumn": d.column,
-                               "endLine": max(d.end_line, d.line),
-                               "endColumn": max(d.end_column, d.column + 1)
-                               if d.end_line <= d.line else d.end_column},
-                }, "logicalLocations": [{"fullyQualifiedName": d.json_path}]}],
-            } for d in _all(results)],
-            "columnKind": "unicodeCodePoints",
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "sop",
+                        "version": VERSION,
+                        "informationUri": "https://github.com/sop-playbooks/sop",
+                        "rules": [
+                            {
+                                "id": r.code,
+                                "name": r.name,
+                                "shortDescription": {"text": r.summary},
+                                "fullDescription": {"text": f"{r.summary}. {r.hint}"},
+                                "help": {"text": r.hint},
+                                "defaultConfiguration": {"level": level[r.severity]},
+                            }
+                            for r in rules
+                        ],
+                    }
+                },
+                "artifacts": [{"location": {"uri": _uri(f)}} for f in files],
+                "results": [
+                    {
+                        "ruleId": d.code,
+                        "ruleIndex": index[d.code],
+                        "level": level[d.severity],
+                        "message": {"text": d.message + (f" Hint: {d.hint}" if d.hint else "")},
+                        "locations": [
+                            {
+                                "physicalLocation": {
+                                    "artifactLocation": {
+                                        "uri": _uri(d.file),
+                                        "index": files.index(d.file),
+                                    },
+                                    "region": {
+                                        "startLine": d.line,
+                                        "startColumn": d.column,
+                                        "endLine": max(d.end_line, d.line),
+                                        "endColumn": max(d.end_column, d.column + 1)
+                                        if d.end_line <= d.line
+                                        else d.end_column,
+                                    },
+                                },
+                                "logicalLocations": [{"fullyQualifiedName": d.json_path}],
+                            }
+                        ],
+                    }
+                    for d in _all(results)
+                ],
+                "columnKind": "unicodeCodePoints",
+            }
+        ],
     }
 
 
@@ -182,22 +215,22 @@ def render_junit(results: list[FileResult], out: TextIO, color: bool) -> None:
     total = failures = 0
     for r in results:
         suite = ET.SubElement(suites, "testsuite", name=r.file)
-        cases = 0
         fails = 0
         for d in r.diagnostics:
-            cases += 1
-            case = ET.SubElement(suite, "testcase", classname=r.file,
-                                 name=f"{d.code} {d.line}:{d.column}")
+            case = ET.SubElement(
+                suite, "testcase", classname=r.file, name=f"{d.code} {d.line}:{d.column}"
+            )
             tag = "failure" if d.severity == Severity.ERROR else "system-out"
             if tag == "failure":
                 fails += 1
                 el = ET.SubElement(case, "failure", message=d.message, type=d.code)
             else:
                 el = ET.SubElement(case, "system-out")
-            el.text = (f"{d.file}:{d.line}:{d.column}: {d.severity} {d.code} {d.message}"
-                       + (f"\nhint: {d.hint}" if d.hint else ""))
+            el.text = f"{d.file}:{d.line}:{d.column}: {d.severity} {d.code} {d.message}" + (
+                f"\nhint: {d.hint}" if d.hint else ""
+            )
+        cases = len(r.diagnostics) or 1
         if not r.diagnostics:
-            cases = 1
             ET.SubElement(suite, "testcase", classname=r.file, name="valid")
         suite.set("tests", str(cases))
         suite.set("failures", str(fails))

@@ -58,8 +58,9 @@ def scaffold(name: str, template: str, directory: str, *, force: bool = False) -
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise ScaffoldError(f"{name!r} is not a playbook id: use lower-case letters, digits, - _")
     if template != "minimal" and template not in TEMPLATES:
-        raise ScaffoldError(f"unknown template {template!r}; choose minimal or "
-                            + ", ".join(TEMPLATES))
+        raise ScaffoldError(
+            f"unknown template {template!r}; choose minimal or " + ", ".join(TEMPLATES)
+        )
     os.makedirs(directory, exist_ok=True)
     target = Path(directory) / f"{name}.yaml"
     if target.exists() and not force:
@@ -72,8 +73,13 @@ def scaffold(name: str, template: str, directory: str, *, force: bool = False) -
         if not src.is_file():
             raise ScaffoldError(f"template file {src} is missing from this installation")
         text = src.read_text(encoding="utf-8")
-        text = re.sub(r"^# yaml-language-server: \$schema=.*$",
-                      f"# yaml-language-server: $schema={schema}", text, count=1, flags=re.M)
+        text = re.sub(
+            r"^# yaml-language-server: \$schema=.*$",
+            f"# yaml-language-server: $schema={schema}",
+            text,
+            count=1,
+            flags=re.M,
+        )
         text = re.sub(r"^playbook: .*$", f"playbook: {name}", text, count=1, flags=re.M)
         if "fragment: fragments/" in text:
             # keep includes working from the new location
@@ -92,4 +98,3 @@ def _schema_ref(directory: Path) -> str:
         except ValueError:
             return str(local)
     return "https://sop.dev/schemas/playbook.schema.json"
-

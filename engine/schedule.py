@@ -74,8 +74,9 @@ def parse_cron(expr: str) -> CronSpec:
     if last and dom_set is not None and not dom_set:
         dom_set = None
     dow_set = None if dows == all_ else frozenset(int(x) % 7 for x in dows)
-    nth = {int(k) % 7: frozenset(v) for k, v in (getattr(it, "nth_weekday_of_month", {}) or {})
-           .items()}
+    nth = {
+        int(k) % 7: frozenset(v) for k, v in (getattr(it, "nth_weekday_of_month", {}) or {}).items()
+    }
     pairs = tuple(sorted((h, m) for h in hs for m in ms))
     return CronSpec(
         times=tuple(time(h, m) for h, m in pairs),

@@ -21,19 +21,43 @@ from typing import Any
 from .diagnostics import Collector
 from .loader import Document, Path
 
-SUPPORTED = frozenset({
-    "$schema", "$id", "$ref", "title", "description", "examples", "default", "definitions",
-    "type", "properties", "additionalProperties", "propertyNames", "required", "enum", "pattern",
-    "minimum", "maximum", "exclusiveMinimum", "minLength", "minItems", "minProperties", "items",
-    "oneOf", "anyOf", "allOf", "dependencies",
-})
+SUPPORTED = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$ref",
+        "title",
+        "description",
+        "examples",
+        "default",
+        "definitions",
+        "type",
+        "properties",
+        "additionalProperties",
+        "propertyNames",
+        "required",
+        "enum",
+        "pattern",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "minLength",
+        "minItems",
+        "minProperties",
+        "items",
+        "oneOf",
+        "anyOf",
+        "allOf",
+        "dependencies",
+    }
+)
 
 Check = Callable[[Any, Path, "_Ctx"], None]
 
 _PATTERN_NAMES = {
     r"^(?=\d)(\d+w)?(\d+d)?(\d+h)?(\d+m)?$": "a duration such as 30m, 24h, 3d or 2w",
     r"^([01][0-9]|2[0-3]):[0-5][0-9]$": 'a local time such as "08:00"',
-    r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$": 'a window such as '
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$": "a window such as "
     '"22:00-08:00"',
     r"^[a-z][a-z0-9_-]*$": "an id: lower-case letters, digits, - and _, starting with a letter",
     r"^\d{4}-\d{2}-\d{2}$": "a date such as 2026-12-01",
@@ -63,9 +87,16 @@ def json_path(path: Path) -> str:
 
 def describe(path: Path) -> str:
     """Human name of the thing at `path`: "action `welcome`", "stage `prep`", "`timezone`"."""
-    names = {"stages": "stage", "actions": "action", "roles": "role", "backends": "backend",
-             "metrics": "metric", "levels": "tier", "incidents": "incident",
-             "templates": "template"}
+    names = {
+        "stages": "stage",
+        "actions": "action",
+        "roles": "role",
+        "backends": "backend",
+        "metrics": "metric",
+        "levels": "tier",
+        "incidents": "incident",
+        "templates": "template",
+    }
     if len(path) >= 2 and isinstance(path[-2], str) and path[-2] in names:
         return f"{names[path[-2]]} `{path[-1]}`"
     if not path:
@@ -95,15 +126,23 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
-_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string",
-               "integer": "an integer", "number": "a number", "boolean": "true or false",
-               "null": "empty"}
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "empty",
+}
 
 
 def _show(v: Any) -> str:
@@ -158,10 +197,17 @@ class Validator:
         if "pattern" in s or "minLength" in s:
             checks.append(self._string_check(s.get("pattern"), s.get("minLength")))
         if {"minimum", "maximum", "exclusiveMinimum"} & set(s):
-            checks.append(self._range_check(s.get("minimum"), s.get("maximum"),
-                                            s.get("exclusiveMinimum")))
-        if {"properties", "additionalProperties", "required", "propertyNames", "dependencies",
-                "minProperties"} & set(s):
+            checks.append(
+                self._range_check(s.get("minimum"), s.get("maximum"), s.get("exclusiveMinimum"))
+            )
+        if {
+            "properties",
+            "additionalProperties",
+            "required",
+            "propertyNames",
+            "dependencies",
+            "minProperties",
+        } & set(s):
             checks.append(self._object_check(s))
         if "items" in s or "minItems" in s:
             checks.append(self._array_check(s.get("items"), s.get("minItems")))
@@ -189,9 +235,12 @@ class Validator:
             for pr in preds:
                 if pr(v):
                     return
-            c.out.add("SOP102", c.doc.span(p),
-                      f"{describe(p)} must be {words}, not {_type_name(v)} ({_show(v)})",
-                      json_path=json_path(p))
+            c.out.add(
+                "SOP102",
+                c.doc.span(p),
+                f"{describe(p)} must be {words}, not {_type_name(v)} ({_show(v)})",
+                json_path=json_path(p),
+            )
 
         return check
 
@@ -204,8 +253,13 @@ class Validator:
             close = difflib.get_close_matches(str(v), [str(a) for a in allowed], 1)
             hint = f"did you mean `{close[0]}`?" if close else None
             shown = ", ".join(str(a) for a in allowed)
-            c.out.add("SOP103", c.doc.span(p), f"{describe(p)}: {_show(v)} is not one of {shown}",
-                      hint=hint, json_path=json_path(p))
+            c.out.add(
+                "SOP103",
+                c.doc.span(p),
+                f"{describe(p)}: {_show(v)} is not one of {shown}",
+                hint=hint,
+                json_path=json_path(p),
+            )
 
         return check
 
@@ -217,11 +271,19 @@ class Validator:
             if not isinstance(v, str):
                 return
             if min_length is not None and len(v) < min_length:
-                c.out.add("SOP103", c.doc.span(p), f"{describe(p)} must not be empty",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)} must not be empty",
+                    json_path=json_path(p),
+                )
             elif rx is not None and not rx.search(v):
-                c.out.add("SOP103", c.doc.span(p), f"{describe(p)}: {_show(v)} is not {what}",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)}: {_show(v)} is not {what}",
+                    json_path=json_path(p),
+                )
 
         return check
 
@@ -237,8 +299,12 @@ class Validator:
             elif hi is not None and v > hi:
                 bad = f"at most {hi}"
             if bad:
-                c.out.add("SOP103", c.doc.span(p), f"{describe(p)} must be {bad}, not {v}",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)} must be {bad}, not {v}",
+                    json_path=json_path(p),
+                )
 
         return check
 
@@ -261,18 +327,28 @@ class Validator:
             doc = c.doc
             for key in required:
                 if key not in v:
-                    c.out.add("SOP101", doc.key_span(p),
-                              f"{describe(p)} is missing required key `{key}`",
-                              json_path=json_path(p))
+                    c.out.add(
+                        "SOP101",
+                        doc.key_span(p),
+                        f"{describe(p)} is missing required key `{key}`",
+                        json_path=json_path(p),
+                    )
             if min_props is not None and len(v) < min_props:
-                c.out.add("SOP101", doc.key_span(p),
-                          f"{describe(p)} needs at least one of: {', '.join(prop_names)}",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP101",
+                    doc.key_span(p),
+                    f"{describe(p)} needs at least one of: {', '.join(prop_names)}",
+                    json_path=json_path(p),
+                )
             for key, val in v.items():
                 kp = (*p, key)
                 if name_rx is not None and not name_rx.search(key):
-                    c.out.add("SOP103", doc.key_span(kp), f"`{key}` is not {name_what}",
-                              json_path=json_path(kp))
+                    c.out.add(
+                        "SOP103",
+                        doc.key_span(kp),
+                        f"`{key}` is not {name_what}",
+                        json_path=json_path(kp),
+                    )
                     continue
                 sub = props.get(key)
                 if sub is not None:
@@ -281,18 +357,28 @@ class Validator:
                     extra_check(val, kp, c)
                 elif closed:
                     close = difflib.get_close_matches(key, prop_names, 1)
-                    hint = (f"did you mean `{close[0]}`?" if close
-                            else f"allowed keys: {', '.join(prop_names)}")
-                    c.out.add("SOP100", doc.key_span(kp),
-                              f"unknown key `{key}` in {describe(p)}", hint=hint,
-                              json_path=json_path(kp))
+                    hint = (
+                        f"did you mean `{close[0]}`?"
+                        if close
+                        else f"allowed keys: {', '.join(prop_names)}"
+                    )
+                    c.out.add(
+                        "SOP100",
+                        doc.key_span(kp),
+                        f"unknown key `{key}` in {describe(p)}",
+                        hint=hint,
+                        json_path=json_path(kp),
+                    )
                 need = deps.get(key)
                 if need:
                     missing = [n for n in need if n not in v]
                     if missing:
-                        c.out.add("SOP101", doc.key_span(kp),
-                                  f"`{key}` needs `{'`, `'.join(missing)}` in {describe(p)}",
-                                  json_path=json_path(kp))
+                        c.out.add(
+                            "SOP101",
+                            doc.key_span(kp),
+                            f"`{key}` needs `{'`, `'.join(missing)}` in {describe(p)}",
+                            json_path=json_path(kp),
+                        )
 
         return check
 
@@ -303,9 +389,12 @@ class Validator:
             if not isinstance(v, list):
                 return
             if min_items is not None and len(v) < min_items:
-                c.out.add("SOP103", c.doc.span(p),
-                          f"{describe(p)} needs at least {min_items} item(s)",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)} needs at least {min_items} item(s)",
+                    json_path=json_path(p),
+                )
             if item_check is not None:
                 for i, item in enumerate(v):
                     item_check(item, (*p, i), c)
@@ -326,12 +415,20 @@ class Validator:
                 return
             code = "SOP104" if "cron" in keys else "SOP101"
             if not found:
-                c.out.add(code, c.doc.key_span(p), f"{describe(p)} needs one of: {listed}",
-                          json_path=json_path(p))
+                c.out.add(
+                    code,
+                    c.doc.key_span(p),
+                    f"{describe(p)} needs one of: {listed}",
+                    json_path=json_path(p),
+                )
             else:
-                c.out.add(code, c.doc.key_span((*p, found[1])),
-                          f"{describe(p)} has {' and '.join(f'`{k}`' for k in found)};"
-                          f" give exactly one of {listed}", json_path=json_path(p))
+                c.out.add(
+                    code,
+                    c.doc.key_span((*p, found[1])),
+                    f"{describe(p)} has {' and '.join(f'`{k}`' for k in found)};"
+                    f" give exactly one of {listed}",
+                    json_path=json_path(p),
+                )
 
         return check
 
@@ -342,9 +439,12 @@ class Validator:
         def check(v: Any, p: Path, c: _Ctx) -> None:
             fitting = [ch for ch, t in compiled if t is None or _TYPES[t](v)]
             if not fitting:
-                c.out.add("SOP102", c.doc.span(p),
-                          f"{describe(p)} must be {words}, not {_type_name(v)}",
-                          json_path=json_path(p))
+                c.out.add(
+                    "SOP102",
+                    c.doc.span(p),
+                    f"{describe(p)} must be {words}, not {_type_name(v)}",
+                    json_path=json_path(p),
+                )
                 return
             # Report the errors of the branch whose type fits; try the others silently first.
             for ch in fitting[:-1]:

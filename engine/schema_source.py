@@ -53,8 +53,13 @@ def obj(props: J, required: list[str] | None = None, **kw: Any) -> J:
 
 def id_map(value: J, desc: str, examples: list[Any]) -> J:
     """A mapping keyed by id (`stages:`, `actions:`, `roles:`)."""
-    return p(desc, examples, type="object", propertyNames={"pattern": ID_PATTERN},
-             additionalProperties=value)
+    return p(
+        desc,
+        examples,
+        type="object",
+        propertyNames={"pattern": ID_PATTERN},
+        additionalProperties=value,
+    )
 
 
 def dur(desc: str, examples: list[Any] | None = None) -> J:
@@ -70,306 +75,633 @@ def num_or_param(desc: str, examples: list[Any], **kw: Any) -> J:
 
 
 def expr(desc: str, examples: list[Any]) -> J:
-    return p(desc + " An expression: metric names, numbers (60% = 0.6), + - * /, comparisons,"
-             " and, or, not. Never code.", examples, type="string", minLength=1)
+    return p(
+        desc + " An expression: metric names, numbers (60% = 0.6), + - * /, comparisons,"
+        " and, or, not. Never code.",
+        examples,
+        type="string",
+        minLength=1,
+    )
 
 
 def definitions() -> J:
     """Shapes shared by playbooks and fragments."""
-    effect = obj({
-        "speak": p("Absolute lift of each reached member's probability of speaking that day.",
-                   [0.04], type="number", minimum=-1, maximum=1),
-        "participation": p("Share of reached members who take part in the activity.", [0.15],
-                           type="number", minimum=0, maximum=1),
-        "churn": p("Relative change of the reached member's churn hazard (-0.05 = 5 % less).",
-                   [-0.05], type="number", minimum=-1, maximum=1),
-        "interactions": p("Extra interactions per participating member (feed tier rules).", [1],
-                          type="number", minimum=0),
-        "ugc": p("Probability that a participant writes a UGC post.", [0.02], type="number",
-                 minimum=0, maximum=1),
-        "conversion": p("Probability that a reached member pays (conversion funnel).", [0.01],
-                        type="number", minimum=0, maximum=1),
-        "invites": p("Invitations sent per reached member (referral, K-factor).", [0.5],
-                     type="number", minimum=0),
-        "joins": p("Members who join because of this action (a KOL post, a campaign burst).",
-                   [50], type="number", minimum=0),
-    }, description="What the simulator assumes this action does; see docs/simulation.md.")
+    effect = obj(
+        {
+            "speak": p(
+                "Absolute lift of each reached member's probability of speaking that day.",
+                [0.04],
+                type="number",
+                minimum=-1,
+                maximum=1,
+            ),
+            "participation": p(
+                "Share of reached members who take part in the activity.",
+                [0.15],
+                type="number",
+                minimum=0,
+                maximum=1,
+            ),
+            "churn": p(
+                "Relative change of the reached member's churn hazard (-0.05 = 5 % less).",
+                [-0.05],
+                type="number",
+                minimum=-1,
+                maximum=1,
+            ),
+            "interactions": p(
+                "Extra interactions per participating member (feed tier rules).",
+                [1],
+                type="number",
+                minimum=0,
+            ),
+            "ugc": p(
+                "Probability that a participant writes a UGC post.",
+                [0.02],
+                type="number",
+                minimum=0,
+                maximum=1,
+            ),
+            "conversion": p(
+                "Probability that a reached member pays (conversion funnel).",
+                [0.01],
+                type="number",
+                minimum=0,
+                maximum=1,
+            ),
+            "invites": p(
+                "Invitations sent per reached member (referral, K-factor).",
+                [0.5],
+                type="number",
+                minimum=0,
+            ),
+            "joins": p(
+                "Members who join because of this action (a KOL post, a campaign burst).",
+                [50],
+                type="number",
+                minimum=0,
+            ),
+        },
+        description="What the simulator assumes this action does; see docs/simulation.md.",
+    )
     action_props: J = {
         "title": p("Human title, any language.", ["早安话题"], type="string"),
-        "description": p("What the staff member does, for the handbook.", ["准备当日话题"],
-                         type="string"),
-        "do": p("The kind of action.", ["post", "task"], type="string",
-                enum=sorted(ACTION_KINDS)),
+        "description": p(
+            "What the staff member does, for the handbook.", ["准备当日话题"], type="string"
+        ),
+        "do": p("The kind of action.", ["post", "task"], type="string", enum=sorted(ACTION_KINDS)),
         "owner": ident("Role responsible for the action (see `roles`).", ["ops"]),
-        "to": p("Audience: everyone, member (who triggered the event), staff, referrer, or"
-                " tier:<id>.", ["everyone", "tier:core"], type="string",
-                pattern=r"^(" + "|".join(AUDIENCES_FIXED) + r"|tier:[a-z][a-z0-9_-]*)$"),
+        "to": p(
+            "Audience: everyone, member (who triggered the event), staff, referrer, or tier:<id>.",
+            ["everyone", "tier:core"],
+            type="string",
+            pattern=r"^(" + "|".join(AUDIENCES_FIXED) + r"|tier:[a-z][a-z0-9_-]*)$",
+        ),
         "template": ident("Id of a template under `templates:`.", ["welcome"]),
-        "text": p("Inline message or task text (a Jinja2 template, sandboxed).", ["明确建群目标"],
-                  type="string"),
+        "text": p(
+            "Inline message or task text (a Jinja2 template, sandboxed).",
+            ["明确建群目标"],
+            type="string",
+        ),
         "backend": ident("Backend that carries it (see `backends`).", ["group"]),
-        "quiet_hours": p("Local hours when it must not be sent; due times move to the end.",
-                         ["22:00-08:00"], type="string", pattern=WINDOW_PATTERN),
-        "retries": p("Delivery attempts after the first failure.", [3], type="integer",
-                     minimum=0, maximum=20),
+        "quiet_hours": p(
+            "Local hours when it must not be sent; due times move to the end.",
+            ["22:00-08:00"],
+            type="string",
+            pattern=WINDOW_PATTERN,
+        ),
+        "retries": p(
+            "Delivery attempts after the first failure.", [3], type="integer", minimum=0, maximum=20
+        ),
         "if": expr("Fire only when this condition holds at the due time.", ["members >= 100"]),
-        "reward": obj({
-            "streak": p("Check-in streak that earns it, in days.", [7], type="integer", minimum=1),
-            "item": p("What is given.", ["效率手册"], type="string"),
-            "points": p("Points awarded.", [50], type="integer", minimum=0),
-        }, description="A reward attached to a check-in or contest.", examples=[{"streak": 7}]),
+        "reward": obj(
+            {
+                "streak": p(
+                    "Check-in streak that earns it, in days.", [7], type="integer", minimum=1
+                ),
+                "item": p("What is given.", ["效率手册"], type="string"),
+                "points": p("Points awarded.", [50], type="integer", minimum=0),
+            },
+            description="A reward attached to a check-in or contest.",
+            examples=[{"streak": 7}],
+        ),
         "effect": effect,
         # schedules: exactly one of cron / day / after / before / on
-        "cron": p("Recurring local time, five cron fields.", ["0 8 * * *", "0 20 * * 1,5"],
-                  type="string"),
-        "day": p("Offset from the stage start, in days (0 = first day).", [0, 7], type="integer",
-                 minimum=0),
-        "time": p("Local time of day for `day` (default 09:00).", ["10:00"], type="string",
-                  pattern=TIME_PATTERN),
+        "cron": p(
+            "Recurring local time, five cron fields.", ["0 8 * * *", "0 20 * * 1,5"], type="string"
+        ),
+        "day": p(
+            "Offset from the stage start, in days (0 = first day).",
+            [0, 7],
+            type="integer",
+            minimum=0,
+        ),
+        "time": p(
+            "Local time of day for `day` (default 09:00).",
+            ["10:00"],
+            type="string",
+            pattern=TIME_PATTERN,
+        ),
         "after": ident("Run after this action, `delay` later.", ["live"]),
         "delay": dur("How long after the `after` action.", ["1d"]),
         "before": ident("Run before this action, `by` earlier.", ["live"]),
         "by": dur("How long before the `before` action.", ["3d"]),
-        "on": p("Member event that triggers it.", ["member.joined"], type="string",
-                enum=sorted(MEMBER_EVENTS)),
+        "on": p(
+            "Member event that triggers it.",
+            ["member.joined"],
+            type="string",
+            enum=sorted(MEMBER_EVENTS),
+        ),
         "within": dur("Deadline after the event (a send window, checked by `expect`).", ["24h"]),
         "for": dur("For member.silent: how long the member has been silent.", ["72h"]),
-        "count": p("For member.violation: which violation (3 = the third).", [3],
-                   type="integer", minimum=1),
-        "at": p("For member.anniversary: the tenures that trigger it.", [["30d", "90d", "365d"]],
-                type="array", minItems=1, items={"type": "string", "pattern": DURATION_PATTERN}),
+        "count": p(
+            "For member.violation: which violation (3 = the third).", [3], type="integer", minimum=1
+        ),
+        "at": p(
+            "For member.anniversary: the tenures that trigger it.",
+            [["30d", "90d", "365d"]],
+            type="array",
+            minItems=1,
+            items={"type": "string", "pattern": DURATION_PATTERN},
+        ),
         "tier": ident("For member.tier_changed: the new tier.", ["core"]),
-        "streak": p("For member.checkin_streak: the streak length in days.", [7],
-                    type="integer", minimum=1),
+        "streak": p(
+            "For member.checkin_streak: the streak length in days.", [7], type="integer", minimum=1
+        ),
     }
     action = obj(
         action_props,
         required=["do"],
         oneOf=[{"required": [k]} for k in ("cron", "day", "after", "before", "on")],
         dependencies={
-            "delay": ["after"], "by": ["before"], "time": ["day"], "within": ["on"],
-            "for": ["on"], "count": ["on"], "at": ["on"], "tier": ["on"], "streak": ["on"],
+            "delay": ["after"],
+            "by": ["before"],
+            "time": ["day"],
+            "within": ["on"],
+            "for": ["on"],
+            "count": ["on"],
+            "at": ["on"],
+            "tier": ["on"],
+            "streak": ["on"],
         },
         description="One thing to do, with exactly one schedule.",
     )
-    template_map = p("Message templates by id: Jinja2, rendered in a sandbox.",
-                     [{"welcome": "欢迎 {{ member.name }}！"}], type="object",
-                     propertyNames={"pattern": ID_PATTERN}, additionalProperties={"type": "string"})
-    params = p("Parameters with defaults; use them in any string as ${name}.",
-               [{"invite_target": {"default": 3}}], type="object",
-               propertyNames={"pattern": r"^[a-z_][a-z0-9_]*$"},
-               additionalProperties=obj({
-                   "default": p("Value used when no `with:` gives one.", [3]),
-                   "description": p("What the parameter means.", ["邀请人数"], type="string"),
-               }, required=["default"]))
+    template_map = p(
+        "Message templates by id: Jinja2, rendered in a sandbox.",
+        [{"welcome": "欢迎 {{ member.name }}！"}],
+        type="object",
+        propertyNames={"pattern": ID_PATTERN},
+        additionalProperties={"type": "string"},
+    )
+    params = p(
+        "Parameters with defaults; use them in any string as ${name}.",
+        [{"invite_target": {"default": 3}}],
+        type="object",
+        propertyNames={"pattern": r"^[a-z_][a-z0-9_]*$"},
+        additionalProperties=obj(
+            {
+                "default": p("Value used when no `with:` gives one.", [3]),
+                "description": p("What the parameter means.", ["邀请人数"], type="string"),
+            },
+            required=["default"],
+        ),
+    )
     return {"action": action, "templates": template_map, "params": params}
 
 
 def stage_schema() -> J:
-    policy = obj({
-        "extend": dur("Give the stage more time.", ["30d"]),
-        "goto": ident("Move to this (rescue) stage.", ["rescue"]),
-        "alert": ident("Alert this role.", ["ops"]),
-        "abort": p("Stop the playbook.", [True], type="boolean"),
-    }, minProperties=1, description="What happens when the gate is still closed at the deadline.",
-        examples=[{"goto": "rescue"}])
-    include_item = p("A fragment file with its parameters.", [{"fragment": "fragments/fission.yaml"}],
-                     anyOf=[
-                         {"type": "string"},
-                         obj({"fragment": p("Path relative to this file.",
-                                            ["fragments/fission.yaml"], type="string"),
-                              "with": p("Parameter values.", [{"invite_target": 3}],
-                                        type="object")},
-                             required=["fragment"]),
-                     ])
-    return obj({
-        "title": p("Stage title, any language.", ["启动期"], type="string"),
-        "description": p("What the stage is for.", ["招募种子用户"], type="string"),
-        "after": p("Stage(s) that must finish first (the stage DAG).", ["prep", ["growth"]],
-                   anyOf=[{"type": "string", "pattern": ID_PATTERN},
-                          {"type": "array", "items": {"type": "string", "pattern": ID_PATTERN},
-                           "minItems": 1}]),
-        "rescue": p("Entered only through a `goto` (deadline policy or exit).", [True],
-                    type="boolean"),
-        "optional": p("Entered only when an operator asks for it (e.g. dissolution).", [True],
-                      type="boolean"),
-        "duration": obj({
-            "min": dur("The stage lasts at least this long.", ["30d"]),
-            "max": dur("The default deadline.", ["60d"]),
-        }, description="Minimum and maximum duration.", examples=[{"min": "30d", "max": "60d"}]),
-        "actions": id_map({"$ref": "#/definitions/action"}, "The stage's actions by id.",
-                          [{"welcome": {"on": "member.joined", "do": "message"}}]),
-        "include": p("Fragments whose actions and templates join this stage.",
-                     ["fragments/fission.yaml"],
-                     anyOf=[{"type": "string"}, {"type": "array", "items": include_item}]),
-        "with": p("Parameter values for a single string `include`.", [{"invite_target": 3}],
-                  type="object"),
-        "exit": obj({
-            "when": expr("The gate: the stage is done when this holds (after `duration.min`).",
-                         ["members >= 200 and daily_speak_rate >= 20%"]),
-            "then": obj({"goto": ident("Next stage instead of the `after` successors.",
-                                       ["growth"])},
-                        required=["goto"], description="Where to go when the gate passes.",
-                        examples=[{"goto": "growth"}]),
-            "deadline": obj({
-                "after": dur("Time from the stage start.", ["60d"]),
-                "then": policy,
-            }, required=["then"], description="When the gate is late.",
-                examples=[{"after": "60d", "then": {"goto": "rescue"}}]),
-        }, description="Exit gate and deadline policy.",
-            examples=[{"when": "members >= 200"}]),
-    }, description="A lifecycle stage.", required=[])
+    policy = obj(
+        {
+            "extend": dur("Give the stage more time.", ["30d"]),
+            "goto": ident("Move to this (rescue) stage.", ["rescue"]),
+            "alert": ident("Alert this role.", ["ops"]),
+            "abort": p("Stop the playbook.", [True], type="boolean"),
+        },
+        minProperties=1,
+        description="What happens when the gate is still closed at the deadline.",
+        examples=[{"goto": "rescue"}],
+    )
+    include_item = p(
+        "A fragment file with its parameters.",
+        [{"fragment": "fragments/fission.yaml"}],
+        anyOf=[
+            {"type": "string"},
+            obj(
+                {
+                    "fragment": p(
+                        "Path relative to this file.", ["fragments/fission.yaml"], type="string"
+                    ),
+                    "with": p("Parameter values.", [{"invite_target": 3}], type="object"),
+                },
+                required=["fragment"],
+            ),
+        ],
+    )
+    return obj(
+        {
+            "title": p("Stage title, any language.", ["启动期"], type="string"),
+            "description": p("What the stage is for.", ["招募种子用户"], type="string"),
+            "after": p(
+                "Stage(s) that must finish first (the stage DAG).",
+                ["prep", ["growth"]],
+                anyOf=[
+                    {"type": "string", "pattern": ID_PATTERN},
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": ID_PATTERN},
+                        "minItems": 1,
+                    },
+                ],
+            ),
+            "rescue": p(
+                "Entered only through a `goto` (deadline policy or exit).", [True], type="boolean"
+            ),
+            "optional": p(
+                "Entered only when an operator asks for it (e.g. dissolution).",
+                [True],
+                type="boolean",
+            ),
+            "duration": obj(
+                {
+                    "min": dur("The stage lasts at least this long.", ["30d"]),
+                    "max": dur("The default deadline.", ["60d"]),
+                },
+                description="Minimum and maximum duration.",
+                examples=[{"min": "30d", "max": "60d"}],
+            ),
+            "actions": id_map(
+                {"$ref": "#/definitions/action"},
+                "The stage's actions by id.",
+                [{"welcome": {"on": "member.joined", "do": "message"}}],
+            ),
+            "include": p(
+                "Fragments whose actions and templates join this stage.",
+                ["fragments/fission.yaml"],
+                anyOf=[{"type": "string"}, {"type": "array", "items": include_item}],
+            ),
+            "with": p(
+                "Parameter values for a single string `include`.",
+                [{"invite_target": 3}],
+                type="object",
+            ),
+            "exit": obj(
+                {
+                    "when": expr(
+                        "The gate: the stage is done when this holds (after `duration.min`).",
+                        ["members >= 200 and daily_speak_rate >= 20%"],
+                    ),
+                    "then": obj(
+                        {
+                            "goto": ident(
+                                "Next stage instead of the `after` successors.", ["growth"]
+                            )
+                        },
+                        required=["goto"],
+                        description="Where to go when the gate passes.",
+                        examples=[{"goto": "growth"}],
+                    ),
+                    "deadline": obj(
+                        {
+                            "after": dur("Time from the stage start.", ["60d"]),
+                            "then": policy,
+                        },
+                        required=["then"],
+                        description="When the gate is late.",
+                        examples=[{"after": "60d", "then": {"goto": "rescue"}}],
+                    ),
+                },
+                description="Exit gate and deadline policy.",
+                examples=[{"when": "members >= 200"}],
+            ),
+        },
+        description="A lifecycle stage.",
+        required=[],
+    )
 
 
 def playbook_schema() -> J:
     """The schema of a playbook file."""
-    step = obj({
-        "do": p("Action kind to perform.", ["mute"], type="string", enum=sorted(ACTION_KINDS)),
-        "text": p("Text for the step.", ["暂时禁言，清理广告"], type="string"),
-        "template": ident("Template to send.", ["incident-notice"]),
-        "alert": ident("Role alerted.", ["ops"]),
-        "within": dur("Alert must be acknowledged within.", ["10m"]),
-        "escalate": ident("Role escalated to.", ["members"]),
-        "after": dur("Escalate if unresolved after.", ["1h"]),
-    }, oneOf=[{"required": ["do"]}, {"required": ["alert"]}, {"required": ["escalate"]}],
-        description="One step: an action, an alert or an escalation.")
+    step = obj(
+        {
+            "do": p("Action kind to perform.", ["mute"], type="string", enum=sorted(ACTION_KINDS)),
+            "text": p("Text for the step.", ["暂时禁言，清理广告"], type="string"),
+            "template": ident("Template to send.", ["incident-notice"]),
+            "alert": ident("Role alerted.", ["ops"]),
+            "within": dur("Alert must be acknowledged within.", ["10m"]),
+            "escalate": ident("Role escalated to.", ["members"]),
+            "after": dur("Escalate if unresolved after.", ["1h"]),
+        },
+        oneOf=[{"required": ["do"]}, {"required": ["alert"]}, {"required": ["escalate"]}],
+        description="One step: an action, an alert or an escalation.",
+    )
     schema: J = {
         "$schema": DRAFT,
         "$id": BASE + "playbook.schema.json",
         "title": "sop playbook",
-        "description": "A community-operations SOP as code: stages, timed actions and metric gates.",
+        "description": (
+            "A community-operations SOP as code: stages, timed actions and metric gates."
+        ),
         "type": "object",
         "additionalProperties": False,
         "required": ["playbook", "timezone", "stages"],
         "properties": {
-            "playbook": ident("Playbook id: a lower-case slug, used in idempotency keys.",
-                              ["working-moms"]),
+            "playbook": ident(
+                "Playbook id: a lower-case slug, used in idempotency keys.", ["working-moms"]
+            ),
             "title": p("Title in any language.", ["职场妈妈技能提升社群"], type="string"),
-            "description": p("What the community is for.", ["帮助1000名职场妈妈掌握时间管理"],
-                             type="string"),
+            "description": p(
+                "What the community is for.", ["帮助1000名职场妈妈掌握时间管理"], type="string"
+            ),
             "version": p("Playbook version.", [3, "2.1"], type=["integer", "string"]),
             "owner": p("Person or team accountable.", ["growth-team"], type="string"),
-            "timezone": p("IANA time zone of every local time in the playbook.", ["Asia/Shanghai"],
-                          type="string"),
+            "timezone": p(
+                "IANA time zone of every local time in the playbook.",
+                ["Asia/Shanghai"],
+                type="string",
+            ),
             "params": {"$ref": "#/definitions/params"},
-            "community": obj({
-                "type": p("Community type.", ["user-value"], type="string", enum=COMMUNITY_TYPES),
-                "platform": p("Where it lives.", ["wecom-group"], type="string", enum=PLATFORMS),
-                "capacity": p("Members per group; a full group opens a new one.", [500],
-                              type="integer", minimum=1),
-                "start": p("Launch date (YYYY-MM-DD); `sop plan --start` overrides.",
-                           ["2026-12-01"], type="string", pattern=r"^\d{4}-\d{2}-\d{2}$"),
-            }, description="The community.", examples=[{"type": "brand", "platform": "wecom"}]),
-            "roles": id_map(obj({
-                "title": p("Role title.", ["社群运营"], type="string"),
-                "headcount": p("People in the role.", [2], type="integer", minimum=1),
-                "capacity": p("Tasks one person can do in a day (default 8).", [8],
-                              type="integer", minimum=1),
-            }, required=["headcount"]), "Staff roles that own actions.",
-                [{"ops": {"title": "社群运营", "headcount": 2}}]),
-            "backends": id_map(obj({
-                "type": p("Backend type.", ["wecom-robot"], type="string", enum=BACKEND_TYPES),
-                "url": p("Endpoint; secrets only as ${env:NAME}.", ["${env:GROUP_WEBHOOK}"],
-                         type="string"),
-                "key": p("Secret key, only as ${env:NAME}.", ["${env:WECOM_KEY}"], type="string"),
-                "token": p("Secret token, only as ${env:NAME}.", ["${env:BOT_TOKEN}"],
-                           type="string"),
-                "rate": p("Messages a minute the platform accepts.", [20], type="integer",
-                          minimum=1),
-                "notify": ident("For tasks: the backend that reminds staff.", ["console"]),
-                "path": p("For jsonl: output file.", ["out/messages.jsonl"], type="string"),
-            }, required=["type"]), "Where actions go.", [{"group": {"type": "wecom-robot"}}]),
-            "defaults": obj({
-                "backend": ident("Default backend of member-facing actions.", ["group"]),
-                "staff_backend": ident("Default backend of `do: task` (staff reminders).",
-                                       ["staff"]),
-                "owner": ident("Default owner role.", ["ops"]),
-                "quiet_hours": p("Default quiet hours.", ["22:00-08:00"], type="string",
-                                 pattern=WINDOW_PATTERN),
-                "retries": p("Default retries.", [3], type="integer", minimum=0, maximum=20),
-                "to": p("Default audience.", ["everyone"], type="string"),
-            }, description="Defaults for every action.", examples=[{"backend": "group"}]),
-            "limits": obj({
-                "member_messages_per_day": p("Most messages one member should get a day.", [3],
-                                             type="integer", minimum=1),
-                "staff_tasks_per_day": p("Default tasks one person can do a day.", [8],
-                                         type="integer", minimum=1),
-            }, description="Budgets the plan checks.", examples=[{"member_messages_per_day": 3}]),
-            "metrics": id_map(obj({
-                "description": p("What it measures.", ["需求问卷回收份数"], type="string"),
-                "unit": p("Unit.", ["count"], type="string",
-                          enum=["count", "ratio", "currency", "days", "score"]),
-                "definition": expr("Computed from other metrics.",
-                                   ["paying_members / members"]),
-                "target": p("The number the team aims for.", [300], type="number"),
-            }), "Custom metrics; built-ins need no entry.",
-                [{"survey_responses": {"unit": "count"}}]),
-            "tiers": obj({
-                "review": obj({"cron": p("When tiers are reviewed.", ["0 10 1 * *"],
-                                         type="string")}, required=["cron"],
-                              description="Review schedule.", examples=[{"cron": "0 10 1 * *"}]),
-                "hysteresis": p("Demote only below this fraction of a promotion threshold.",
-                                [0.9], type="number", exclusiveMinimum=0, maximum=1),
-                "levels": id_map(obj({
-                    "title": p("Tier title.", ["核心成员"], type="string"),
-                    "promote": expr("Members meeting this rise to the tier at review.",
-                                    ["tenure_days >= 90 and weekly_interactions >= 3"]),
-                    "demote": obj({
-                        "silent_for": dur("Demote after this much silence.", ["14d"]),
-                        "when": expr("Or when this holds.", ["weekly_interactions < 1"]),
-                        "to": ident("Tier to fall to (default: the tier below).", ["normal"]),
-                        "message": ident("Template sent on demotion.", ["come-back"]),
-                    }, description="Demotion rule.", examples=[{"silent_for": "14d"}]),
-                    "perks": p("What the tier gets.", [["1:1 咨询"]], type="array",
-                               items={"type": "string"}),
-                }), "Tiers from lowest to highest.", [{"normal": {}, "core": {}}]),
-            }, required=["levels"], description="Member tiers.",
-                examples=[{"levels": {"normal": {}}}]),
-            "moderation": obj({
-                "rules": p("Group rules, shown to newcomers.", [["禁止广告"]], type="array",
-                           items={"type": "string"}),
-                "report_channel": p("Where members report.", ["@群管理员"], type="string"),
-                "violations": obj({
-                    "warn_at": p("Violation count that triggers a warning.", [1],
-                                 type="integer", minimum=1),
-                    "remove_at": p("Violation count that removes the member.", [3],
-                                   type="integer", minimum=1),
-                    "window": dur("Violations older than this are forgotten.", ["90d"]),
-                    "warn": ident("Warning template.", ["warning"]),
-                    "announce": ident("Removal announcement template.", ["removal-notice"]),
-                }, required=["remove_at"], description="Strikes.",
-                    examples=[{"remove_at": 3}]),
-            }, description="Rules and moderation.", examples=[{"rules": ["禁止广告"]}]),
-            "incidents": id_map(obj({
-                "title": p("Incident title.", ["广告刷屏"], type="string"),
-                "detect": expr("Raised automatically when this holds.", ["churn_rate > 10%"]),
-                "owner": ident("Role in charge.", ["ops"]),
-                "steps": p("Ordered steps: actions, alerts, escalations.",
-                           [[{"do": "mute"}, {"alert": "ops", "within": "10m"}]],
-                           type="array", minItems=1, items=step),
-            }, required=["owner", "steps"]), "Emergency plans.",
-                [{"spam-flood": {"owner": "ops", "steps": [{"do": "mute"}]}}]),
-            "routines": id_map({"$ref": "#/definitions/action"},
-                               "Actions active in every stage (team cadence, member events);"
-                               " `day` counts from the playbook start.",
-                               [{"standup": {"cron": "0 9 * * 1-5", "do": "task"}}]),
-            "stages": id_map({"$ref": "#/definitions/stage"}, "Lifecycle stages by id.",
-                             [{"prep": {"title": "前期筹备"}}]),
+            "community": obj(
+                {
+                    "type": p(
+                        "Community type.", ["user-value"], type="string", enum=COMMUNITY_TYPES
+                    ),
+                    "platform": p(
+                        "Where it lives.", ["wecom-group"], type="string", enum=PLATFORMS
+                    ),
+                    "capacity": p(
+                        "Members per group; a full group opens a new one.",
+                        [500],
+                        type="integer",
+                        minimum=1,
+                    ),
+                    "start": p(
+                        "Launch date (YYYY-MM-DD); `sop plan --start` overrides.",
+                        ["2026-12-01"],
+                        type="string",
+                        pattern=r"^\d{4}-\d{2}-\d{2}$",
+                    ),
+                },
+                description="The community.",
+                examples=[{"type": "brand", "platform": "wecom"}],
+            ),
+            "roles": id_map(
+                obj(
+                    {
+                        "title": p("Role title.", ["社群运营"], type="string"),
+                        "headcount": p("People in the role.", [2], type="integer", minimum=1),
+                        "capacity": p(
+                            "Tasks one person can do in a day (default 8).",
+                            [8],
+                            type="integer",
+                            minimum=1,
+                        ),
+                    },
+                    required=["headcount"],
+                ),
+                "Staff roles that own actions.",
+                [{"ops": {"title": "社群运营", "headcount": 2}}],
+            ),
+            "backends": id_map(
+                obj(
+                    {
+                        "type": p(
+                            "Backend type.", ["wecom-robot"], type="string", enum=BACKEND_TYPES
+                        ),
+                        "url": p(
+                            "Endpoint; secrets only as ${env:NAME}.",
+                            ["${env:GROUP_WEBHOOK}"],
+                            type="string",
+                        ),
+                        "key": p(
+                            "Secret key, only as ${env:NAME}.", ["${env:WECOM_KEY}"], type="string"
+                        ),
+                        "token": p(
+                            "Secret token, only as ${env:NAME}.",
+                            ["${env:BOT_TOKEN}"],
+                            type="string",
+                        ),
+                        "rate": p(
+                            "Messages a minute the platform accepts.",
+                            [20],
+                            type="integer",
+                            minimum=1,
+                        ),
+                        "notify": ident("For tasks: the backend that reminds staff.", ["console"]),
+                        "path": p("For jsonl: output file.", ["out/messages.jsonl"], type="string"),
+                    },
+                    required=["type"],
+                ),
+                "Where actions go.",
+                [{"group": {"type": "wecom-robot"}}],
+            ),
+            "defaults": obj(
+                {
+                    "backend": ident("Default backend of member-facing actions.", ["group"]),
+                    "staff_backend": ident(
+                        "Default backend of `do: task` (staff reminders).", ["staff"]
+                    ),
+                    "owner": ident("Default owner role.", ["ops"]),
+                    "quiet_hours": p(
+                        "Default quiet hours.",
+                        ["22:00-08:00"],
+                        type="string",
+                        pattern=WINDOW_PATTERN,
+                    ),
+                    "retries": p("Default retries.", [3], type="integer", minimum=0, maximum=20),
+                    "to": p("Default audience.", ["everyone"], type="string"),
+                },
+                description="Defaults for every action.",
+                examples=[{"backend": "group"}],
+            ),
+            "limits": obj(
+                {
+                    "member_messages_per_day": p(
+                        "Most messages one member should get a day.", [3], type="integer", minimum=1
+                    ),
+                    "staff_tasks_per_day": p(
+                        "Default tasks one person can do a day.", [8], type="integer", minimum=1
+                    ),
+                },
+                description="Budgets the plan checks.",
+                examples=[{"member_messages_per_day": 3}],
+            ),
+            "metrics": id_map(
+                obj(
+                    {
+                        "description": p("What it measures.", ["需求问卷回收份数"], type="string"),
+                        "unit": p(
+                            "Unit.",
+                            ["count"],
+                            type="string",
+                            enum=["count", "ratio", "currency", "days", "score"],
+                        ),
+                        "definition": expr(
+                            "Computed from other metrics.", ["paying_members / members"]
+                        ),
+                        "target": p("The number the team aims for.", [300], type="number"),
+                    }
+                ),
+                "Custom metrics; built-ins need no entry.",
+                [{"survey_responses": {"unit": "count"}}],
+            ),
+            "tiers": obj(
+                {
+                    "review": obj(
+                        {"cron": p("When tiers are reviewed.", ["0 10 1 * *"], type="string")},
+                        required=["cron"],
+                        description="Review schedule.",
+                        examples=[{"cron": "0 10 1 * *"}],
+                    ),
+                    "hysteresis": p(
+                        "Demote only below this fraction of a promotion threshold.",
+                        [0.9],
+                        type="number",
+                        exclusiveMinimum=0,
+                        maximum=1,
+                    ),
+                    "levels": id_map(
+                        obj(
+                            {
+                                "title": p("Tier title.", ["核心成员"], type="string"),
+                                "promote": expr(
+                                    "Members meeting this rise to the tier at review.",
+                                    ["tenure_days >= 90 and weekly_interactions >= 3"],
+                                ),
+                                "demote": obj(
+                                    {
+                                        "silent_for": dur(
+                                            "Demote after this much silence.", ["14d"]
+                                        ),
+                                        "when": expr(
+                                            "Or when this holds.", ["weekly_interactions < 1"]
+                                        ),
+                                        "to": ident(
+                                            "Tier to fall to (default: the tier below).", ["normal"]
+                                        ),
+                                        "message": ident(
+                                            "Template sent on demotion.", ["come-back"]
+                                        ),
+                                    },
+                                    description="Demotion rule.",
+                                    examples=[{"silent_for": "14d"}],
+                                ),
+                                "perks": p(
+                                    "What the tier gets.",
+                                    [["1:1 咨询"]],
+                                    type="array",
+                                    items={"type": "string"},
+                                ),
+                            }
+                        ),
+                        "Tiers from lowest to highest.",
+                        [{"normal": {}, "core": {}}],
+                    ),
+                },
+                required=["levels"],
+                description="Member tiers.",
+                examples=[{"levels": {"normal": {}}}],
+            ),
+            "moderation": obj(
+                {
+                    "rules": p(
+                        "Group rules, shown to newcomers.",
+                        [["禁止广告"]],
+                        type="array",
+                        items={"type": "string"},
+                    ),
+                    "report_channel": p("Where members report.", ["@群管理员"], type="string"),
+                    "violations": obj(
+                        {
+                            "warn_at": p(
+                                "Violation count that triggers a warning.",
+                                [1],
+                                type="integer",
+                                minimum=1,
+                            ),
+                            "remove_at": p(
+                                "Violation count that removes the member.",
+                                [3],
+                                type="integer",
+                                minimum=1,
+                            ),
+                            "window": dur("Violations older than this are forgotten.", ["90d"]),
+                            "warn": ident("Warning template.", ["warning"]),
+                            "announce": ident("Removal announcement template.", ["removal-notice"]),
+                        },
+                        required=["remove_at"],
+                        description="Strikes.",
+                        examples=[{"remove_at": 3}],
+                    ),
+                },
+                description="Rules and moderation.",
+                examples=[{"rules": ["禁止广告"]}],
+            ),
+            "incidents": id_map(
+                obj(
+                    {
+                        "title": p("Incident title.", ["广告刷屏"], type="string"),
+                        "detect": expr(
+                            "Raised automatically when this holds.", ["churn_rate > 10%"]
+                        ),
+                        "owner": ident("Role in charge.", ["ops"]),
+                        "steps": p(
+                            "Ordered steps: actions, alerts, escalations.",
+                            [[{"do": "mute"}, {"alert": "ops", "within": "10m"}]],
+                            type="array",
+                            minItems=1,
+                            items=step,
+                        ),
+                    },
+                    required=["owner", "steps"],
+                ),
+                "Emergency plans.",
+                [{"spam-flood": {"owner": "ops", "steps": [{"do": "mute"}]}}],
+            ),
+            "routines": id_map(
+                {"$ref": "#/definitions/action"},
+                "Actions active in every stage (team cadence, member events);"
+                " `day` counts from the playbook start.",
+                [{"standup": {"cron": "0 9 * * 1-5", "do": "task"}}],
+            ),
+            "stages": id_map(
+                {"$ref": "#/definitions/stage"},
+                "Lifecycle stages by id.",
+                [{"prep": {"title": "前期筹备"}}],
+            ),
             "templates": {"$ref": "#/definitions/templates"},
-            "expect": p("Invariants checked on every simulated run.",
-                        [[{"every": "member.joined", "gets": "welcome", "within": "24h"}]],
-                        type="array", items={
-                            "anyOf": [
-                                obj({"every": p("Member event.", ["member.joined"], type="string",
-                                                enum=sorted(MEMBER_EVENTS)),
-                                     "gets": ident("Action that must follow.", ["welcome"]),
-                                     "within": dur("How soon.", ["24h"])},
-                                    required=["every", "gets", "within"]),
-                                obj({"max_messages_per_member_per_day": p(
-                                    "Cap on messages one member receives a day.", [3],
-                                    type="integer", minimum=1)},
-                                    required=["max_messages_per_member_per_day"]),
-                            ]}),
+            "expect": p(
+                "Invariants checked on every simulated run.",
+                [[{"every": "member.joined", "gets": "welcome", "within": "24h"}]],
+                type="array",
+                items={
+                    "anyOf": [
+                        obj(
+                            {
+                                "every": p(
+                                    "Member event.",
+                                    ["member.joined"],
+                                    type="string",
+                                    enum=sorted(MEMBER_EVENTS),
+                                ),
+                                "gets": ident("Action that must follow.", ["welcome"]),
+                                "within": dur("How soon.", ["24h"]),
+                            },
+                            required=["every", "gets", "within"],
+                        ),
+                        obj(
+                            {
+                                "max_messages_per_member_per_day": p(
+                                    "Cap on messages one member receives a day.",
+                                    [3],
+                                    type="integer",
+                                    minimum=1,
+                                )
+                            },
+                            required=["max_messages_per_member_per_day"],
+                        ),
+                    ]
+                },
+            ),
         },
         "definitions": {**definitions(), "stage": stage_schema()},
     }
@@ -391,8 +723,11 @@ def fragment_schema() -> J:
             "title": p("Title.", ["裂变活动"], type="string"),
             "description": p("What it adds.", ["邀请3人得工具包"], type="string"),
             "params": {"$ref": "#/definitions/params"},
-            "actions": id_map({"$ref": "#/definitions/action"}, "Actions added to the stage.",
-                              [{"invite": {"day": 0, "do": "post"}}]),
+            "actions": id_map(
+                {"$ref": "#/definitions/action"},
+                "Actions added to the stage.",
+                [{"invite": {"day": 0, "do": "post"}}],
+            ),
             "templates": {"$ref": "#/definitions/templates"},
         },
         "definitions": definitions(),

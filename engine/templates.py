@@ -17,8 +17,9 @@ def environment() -> Any:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                         keep_trailing_newline=True)
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
 
 
 def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
@@ -33,18 +34,28 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
     problems: list[Problem] = []
     undeclared = meta.find_undeclared_variables(ast)
     for name_node in ast.find_all(nodes.Name):
-        if name_node.ctx == "load" and name_node.name in undeclared and (
-                name_node.name not in TEMPLATE_GLOBALS):
+        if (
+            name_node.ctx == "load"
+            and name_node.name in undeclared
+            and (name_node.name not in TEMPLATE_GLOBALS)
+        ):
             undeclared.discard(name_node.name)
-            problems.append(("SOP209", name_node.lineno - 1, name_node.name,
-                             f"unknown variable `{name_node.name}`"))
+            problems.append(
+                (
+                    "SOP209",
+                    name_node.lineno - 1,
+                    name_node.name,
+                    f"unknown variable `{name_node.name}`",
+                )
+            )
     for ga in ast.find_all(nodes.Getattr):
         if isinstance(ga.node, nodes.Name):
             owner, attr = ga.node.name, ga.attr
             allowed: Any = {"member": TEMPLATE_MEMBER_ATTRS, "params": params}.get(owner)
             if allowed is not None and attr not in allowed:
-                problems.append(("SOP209", ga.lineno - 1, attr,
-                                 f"`{owner}` has no attribute `{attr}`"))
+                problems.append(
+                    ("SOP209", ga.lineno - 1, attr, f"`{owner}` has no attribute `{attr}`")
+                )
     return problems
 
 

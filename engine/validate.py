@@ -48,8 +48,9 @@ def expand(paths: Iterable[str]) -> list[str]:
         if os.path.isdir(p):
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in sorted(files)
-                           if f.endswith((".yaml", ".yml")))
+                out.extend(
+                    os.path.join(root, f) for f in sorted(files) if f.endswith((".yaml", ".yml"))
+                )
         else:
             out.append(p)
     return out

@@ -36,8 +36,9 @@ def position(text: str, needle: str, nth: int = 1) -> tuple[int, int]:
 def check(tmp_path: Path):
     """Validate YAML text (dedented) written to a temp file; returns (result, text)."""
 
-    def run(text: str, name: str = "p.yaml", plan_checks: bool = True, **files: str
-            ) -> tuple[FileResult, str]:
+    def run(
+        text: str, name: str = "p.yaml", plan_checks: bool = True, **files: str
+    ) -> tuple[FileResult, str]:
         text = textwrap.dedent(text)
         for rel, body in files.items():
             p = tmp_path / rel.replace("__", "/")

@@ -66,8 +66,18 @@ def test_json_format_has_the_documented_fields(broken: str) -> None:
     data = json.loads(out)
     assert code == 1
     d = data["diagnostics"][0]
-    assert set(d) == {"file", "line", "column", "end_line", "end_column", "code", "severity",
-                      "message", "hint", "json_path"}
+    assert set(d) == {
+        "file",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "code",
+        "severity",
+        "message",
+        "hint",
+        "json_path",
+    }
     codes = {x["code"] for x in data["diagnostics"]}
     assert {"SOP230", "SOP231", "SOP204", "SOP241"} <= codes
     assert data["summary"]["errors"] == len(data["diagnostics"])
@@ -99,8 +109,9 @@ def test_github_lines_are_valid_workflow_commands(broken: str) -> None:
     for line in lines:
         assert GH_LINE.match(line), line
     # data is escaped: the literal `%0A` in the playbook stays visible as text, not a newline
-    assert all("%" not in line.split("::", 2)[2].replace("%25", "").replace("%0A", "")
-               for line in lines)
+    assert all(
+        "%" not in line.split("::", 2)[2].replace("%25", "").replace("%0A", "") for line in lines
+    )
 
 
 def test_github_format_is_automatic_on_actions(broken: str) -> None:
@@ -110,6 +121,7 @@ def test_github_format_is_automatic_on_actions(broken: str) -> None:
 
 def test_junit_has_a_testsuite_per_file(broken: str) -> None:
     code, out = run("validate", broken, str(REFERENCE), "--format", "junit")
+    assert code == 1
     root = ET.fromstring(out.split("?>", 1)[1])
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == [broken, str(REFERENCE)]
@@ -172,6 +184,10 @@ def test_pre_commit_hook_definition() -> None:
 
 
 def test_console_script_runs_in_a_subprocess() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", str(REFERENCE)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "validate", str(REFERENCE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr

@@ -31,10 +31,28 @@ def test_values_keep_file_line_and_column() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("on", "on"), ("yes", "yes"), ("no", "no"), ("off", "off"), ("y", "y"),
-     ("12:30", "12:30"), ("2026-12-01", "2026-12-01"), ("014", "014"), ("0x1F", "0x1F"),
-     ("1_000", "1_000"), (".inf", ".inf"), ("true", True), ("false", False), ("42", 42),
-     ("-3", -3), ("0.5", 0.5), ("1e3", 1000.0), ("~", None), ("null", None), ("'true'", "true")],
+    [
+        ("on", "on"),
+        ("yes", "yes"),
+        ("no", "no"),
+        ("off", "off"),
+        ("y", "y"),
+        ("12:30", "12:30"),
+        ("2026-12-01", "2026-12-01"),
+        ("014", "014"),
+        ("0x1F", "0x1F"),
+        ("1_000", "1_000"),
+        (".inf", ".inf"),
+        ("true", True),
+        ("false", False),
+        ("42", 42),
+        ("-3", -3),
+        ("0.5", 0.5),
+        ("1e3", 1000.0),
+        ("~", None),
+        ("null", None),
+        ("'true'", "true"),
+    ],
 )
 def test_yaml_11_traps_are_handled_on_purpose(text: str, value: object) -> None:
     got = load_text(f"k: {text}\n").data["k"]
@@ -106,7 +124,7 @@ def test_binary_bytes(tmp_path) -> None:
 
 
 def test_invalid_utf8_is_located(tmp_path) -> None:
-    err = _error("playbook: t\ntitle: ok\n".encode() + b"x: \xc3\x28\n", tmp_path)
+    err = _error(b"playbook: t\ntitle: ok\n" + b"x: \xc3\x28\n", tmp_path)
     d = err.diagnostic
     assert (d.code, d.line, d.column) == ("SOP004", 3, 4)
 

@@ -18,7 +18,9 @@ defaults: {backend: bot, staff_backend: staff, owner: ops}
 
 
 def test_workload_above_headcount_times_capacity(check) -> None:
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
 stages:
   s:
     actions:
@@ -26,6 +28,7 @@ stages:
       t2: {cron: "0 10 * * *", do: task, text: b}
       t3: {cron: "0 11 * * 1", do: task, text: c}
 """
+    )
     res, text = check(text)
     (d,) = [d for d in res.diagnostics if d.code == "SOP301"]
     assert (d.line, d.column) == position(text, "1, capacity")
@@ -34,20 +37,25 @@ stages:
 
 
 def test_workload_within_capacity_is_quiet(check) -> None:
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
 stages:
   s:
     actions:
       t1: {cron: "0 9 * * *", do: task, text: a}
       t2: {cron: "0 10 * * *", do: task, text: b}
 """
+    )
     res, _ = check(text)
     assert not [d for d in res.diagnostics if d.code == "SOP301"]
 
 
 def test_rate_budget_reports_the_delay(check) -> None:
-    posts = "\n".join(f"      p{i}: {{cron: \"0 20 * * *\", do: post, text: hi}}" for i in range(5))
-    text = HEAD.replace("capacity: 2", "capacity: 20") + "stages:\n  s:\n    actions:\n" + posts + "\n"
+    posts = "\n".join(f'      p{i}: {{cron: "0 20 * * *", do: post, text: hi}}' for i in range(5))
+    text = (
+        HEAD.replace("capacity: 2", "capacity: 20") + "stages:\n  s:\n    actions:\n" + posts + "\n"
+    )
     res, text = check(text)
     (d,) = [d for d in res.diagnostics if d.code == "SOP302"]
     assert (d.line, d.column) == position(text, "2}")
@@ -55,15 +63,21 @@ def test_rate_budget_reports_the_delay(check) -> None:
 
 
 def test_platform_default_rate_applies_without_a_declared_rate(check) -> None:
-    posts = "\n".join(f"      p{i}: {{cron: \"0 20 * * *\", do: post, text: hi}}" for i in range(21))
-    text = (HEAD.replace(", rate: 2", "").replace("capacity: 2", "capacity: 50")
-            + "stages:\n  s:\n    actions:\n" + posts + "\n")
+    posts = "\n".join(f'      p{i}: {{cron: "0 20 * * *", do: post, text: hi}}' for i in range(21))
+    text = (
+        HEAD.replace(", rate: 2", "").replace("capacity: 2", "capacity: 50")
+        + "stages:\n  s:\n    actions:\n"
+        + posts
+        + "\n"
+    )
     res, _ = check(text)
     assert [d for d in res.diagnostics if d.code == "SOP302"]  # WeCom robots: 20 a minute
 
 
 def test_member_frequency_cap(check) -> None:
-    text = HEAD.replace("capacity: 2", "capacity: 20") + """\
+    text = (
+        HEAD.replace("capacity: 2", "capacity: 20")
+        + """\
 limits: {member_messages_per_day: 2}
 stages:
   s:
@@ -72,6 +86,7 @@ stages:
       m2: {cron: "0 12 * * *", do: post, text: b}
       m3: {cron: "0 19 * * 5", do: poll, text: c}
 """
+    )
     res, text = check(text)
     (d,) = [d for d in res.diagnostics if d.code == "SOP303"]
     assert (d.line, d.column) == position(text, "2}\nstages")
@@ -79,7 +94,9 @@ stages:
 
 
 def test_tasks_do_not_count_as_member_messages(check) -> None:
-    text = HEAD.replace("capacity: 2", "capacity: 20") + """\
+    text = (
+        HEAD.replace("capacity: 2", "capacity: 20")
+        + """\
 limits: {member_messages_per_day: 1}
 stages:
   s:
@@ -87,6 +104,7 @@ stages:
       m1: {cron: "0 9 * * *", do: post, text: a}
       t1: {cron: "0 12 * * *", do: task, text: b}
 """
+    )
     res, _ = check(text)
     assert not [d for d in res.diagnostics if d.code == "SOP303"]
 

@@ -7,8 +7,8 @@ validator agrees with `jsonschema`'s Draft7Validator on mutated playbook data.
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import string
 from pathlib import Path
 from typing import Any
@@ -25,23 +25,65 @@ from engine.validate import Options, validate_file
 from tests.conftest import PLAYBOOKS
 
 REFERENCE_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in PLAYBOOKS.glob("*.yaml")}
-SETTINGS = settings(max_examples=int(os.environ.get("SOP_HYPOTHESIS_EXAMPLES", "150")), deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SOP_HYPOTHESIS_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False),
     st.text(max_size=20),
-    st.sampled_from(["on", "yes", "12:30", "2026-12-01", "014", "0 8 * * *", "24h", "3d",
-                     "members >= 200", "${x}", "{{ member.name }}", "{% if %}", "*", "&a"]),
+    st.sampled_from(
+        [
+            "on",
+            "yes",
+            "12:30",
+            "2026-12-01",
+            "014",
+            "0 8 * * *",
+            "24h",
+            "3d",
+            "members >= 200",
+            "${x}",
+            "{{ member.name }}",
+            "{% if %}",
+            "*",
+            "&a",
+        ]
+    ),
 )
 keys = st.one_of(
-    st.sampled_from(["playbook", "timezone", "stages", "actions", "cron", "do", "on", "after",
-                     "exit", "when", "roles", "headcount", "templates", "day", "time", "to"]),
+    st.sampled_from(
+        [
+            "playbook",
+            "timezone",
+            "stages",
+            "actions",
+            "cron",
+            "do",
+            "on",
+            "after",
+            "exit",
+            "when",
+            "roles",
+            "headcount",
+            "templates",
+            "day",
+            "time",
+            "to",
+        ]
+    ),
     st.text(alphabet=string.ascii_lowercase + "-_", min_size=1, max_size=8),
 )
-documents = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)), max_leaves=30)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)),
+    max_leaves=30,
+)
 
 
 def _outcome(path: Path) -> None:
@@ -80,10 +122,33 @@ def test_arbitrary_bytes(tmp_path: Path, data: bytes) -> None:
 
 mutation = st.tuples(
     st.sampled_from(["delete", "duplicate", "swap", "insert", "replace", "indent", "truncate"]),
-    st.integers(0, 10**6), st.integers(0, 10**6),
-    st.sampled_from(["", ":", "- ", "  ", "{", "]", "'", '"', "&x", "*x", "!!str", "#",
-                     "on: yes", "cron: x", "after: prep", "when: members >", "{{", "${nope}",
-                     "day: -1", "do: post", "\t"]),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.sampled_from(
+        [
+            "",
+            ":",
+            "- ",
+            "  ",
+            "{",
+            "]",
+            "'",
+            '"',
+            "&x",
+            "*x",
+            "!!str",
+            "#",
+            "on: yes",
+            "cron: x",
+            "after: prep",
+            "when: members >",
+            "{{",
+            "${nope}",
+            "day: -1",
+            "do: post",
+            "\t",
+        ]
+    ),
 )
 
 
@@ -113,8 +178,9 @@ def _mutate(text: str, ops: list[tuple[str, int, int, str]]) -> str:
 
 
 @SETTINGS
-@given(name=st.sampled_from(sorted(REFERENCE_TEXTS)), ops=st.lists(mutation, min_size=1,
-                                                                   max_size=4))
+@given(
+    name=st.sampled_from(sorted(REFERENCE_TEXTS)), ops=st.lists(mutation, min_size=1, max_size=4)
+)
 def test_mutated_reference_playbooks(tmp_path: Path, name: str, ops: list) -> None:
     frag_dir = tmp_path / "fragments"
     frag_dir.mkdir(exist_ok=True)
@@ -142,8 +208,9 @@ def _paths(v: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-data_mutation = st.tuples(st.sampled_from(["delete", "set", "add"]), st.integers(0, 10**6),
-                          scalars, keys)
+data_mutation = st.tuples(
+    st.sampled_from(["delete", "set", "add"]), st.integers(0, 10**6), scalars, keys
+)
 
 
 def _apply(doc: Any, ops: list) -> Any:

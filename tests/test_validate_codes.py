@@ -11,12 +11,15 @@ import pytest
 from engine.diagnostics import all_rules
 from tests.conftest import BASE, position
 
-STAGE = BASE + """\
+STAGE = (
+    BASE
+    + """\
 stages:
   s1:
     actions:
       a1: {cron: "0 9 * * *", do: post, text: hi}
 """
+)
 
 CASES: list[tuple[str, str, str]] = [
     ("SOP001", "playbook: t\nstages: [1, 2\n", ""),
@@ -29,8 +32,11 @@ CASES: list[tuple[str, str, str]] = [
     ("SOP102", BASE.replace("headcount: 1", "headcount: two") + "stages: {}\n", "two"),
     ("SOP103", STAGE.replace("do: post", "do: pots"), "pots"),
     ("SOP104", STAGE.replace('cron: "0 9 * * *", ', 'cron: "0 9 * * *", day: 3, '), "day"),
-    ("SOP201", STAGE + "  s2:\n    after: s1\n    actions:\n      a1: {day: 0, do: task}\n",
-     "a1@2"),
+    (
+        "SOP201",
+        STAGE + "  s2:\n    after: s1\n    actions:\n      a1: {day: 0, do: task}\n",
+        "a1@2",
+    ),
     ("SOP202", STAGE + "  s2:\n    after: s9\n", "s9"),
     ("SOP203", STAGE.replace("a1: {", "a2: {after: a9, do: post, text: x}\n      a1: {"), "a9"),
     ("SOP204", STAGE.replace("do: post", "do: post, owner: boss"), "boss"),
@@ -38,26 +44,57 @@ CASES: list[tuple[str, str, str]] = [
     ("SOP206", STAGE.replace("do: post", "do: post, backend: slack"), "slack"),
     ("SOP207", STAGE.replace("text: hi", "template: nope"), "nope"),
     ("SOP208", STAGE.replace("text: hi", 'text: "{{ member.name "'), "{{ member"),
-    ("SOP209", STAGE.replace("text: hi", 'on: member.joined, to: member, text: "hi {{ usr }}"')
-     .replace('cron: "0 9 * * *", ', ""), "usr"),
+    (
+        "SOP209",
+        STAGE.replace("text: hi", 'on: member.joined, to: member, text: "hi {{ usr }}"').replace(
+            'cron: "0 9 * * *", ', ""
+        ),
+        "usr",
+    ),
     ("SOP210", STAGE + "templates:\n  orphan: hello\n", "hello"),
-    ("SOP211", BASE.replace("backends: {group: {type: console}}",
-                            "backends:\n  group: {type: console}\n"
-                            "  hook: {type: webhook, url: 'https://x.test/send?key=abc'}")
-     + "stages: {}\n", "'https"),
-    ("SOP220", STAGE.replace("  s1:\n", "  s1:\n    after: s2\n")
-     + "  s2:\n    after: s1\n", "s2"),
-    ("SOP221", STAGE.replace("a1: {", "a2: {after: a3, do: post, text: x}\n"
-                             "      a3: {after: a2, do: post, text: y}\n      a1: {"), "a3"),
+    (
+        "SOP211",
+        BASE.replace(
+            "backends: {group: {type: console}}",
+            "backends:\n  group: {type: console}\n"
+            "  hook: {type: webhook, url: 'https://x.test/send?key=abc'}",
+        )
+        + "stages: {}\n",
+        "'https",
+    ),
+    ("SOP220", STAGE.replace("  s1:\n", "  s1:\n    after: s2\n") + "  s2:\n    after: s1\n", "s2"),
+    (
+        "SOP221",
+        STAGE.replace(
+            "a1: {",
+            "a2: {after: a3, do: post, text: x}\n"
+            "      a3: {after: a2, do: post, text: y}\n      a1: {",
+        ),
+        "a3",
+    ),
     ("SOP222", STAGE + "  lost:\n    rescue: true\n", "lost"),
     ("SOP230", STAGE.replace("0 9 * * *", "0 25 * * *"), '"0 25'),
     ("SOP231", STAGE.replace("Asia/Shanghai", "Asia/Beijing"), "Asia/Beijing"),
-    ("SOP232", STAGE.replace("do: post", 'do: post, quiet_hours: "22:00-08:00"')
-     .replace("0 9 * * *", "30 23 * * *"), '"30 23'),
-    ("SOP233", STAGE.replace("  s1:\n", "  s1:\n    duration: {max: 7d}\n")
-     .replace('cron: "0 9 * * *"', "day: 9"), "9, do"),
-    ("SOP234", STAGE + "    duration: {min: 30d}\n    exit:\n      when: members >= 10\n"
-     "      deadline: {after: 20d, then: {alert: ops}}\n", "20d"),
+    (
+        "SOP232",
+        STAGE.replace("do: post", 'do: post, quiet_hours: "22:00-08:00"').replace(
+            "0 9 * * *", "30 23 * * *"
+        ),
+        '"30 23',
+    ),
+    (
+        "SOP233",
+        STAGE.replace("  s1:\n", "  s1:\n    duration: {max: 7d}\n").replace(
+            'cron: "0 9 * * *"', "day: 9"
+        ),
+        "9, do",
+    ),
+    (
+        "SOP234",
+        STAGE + "    duration: {min: 30d}\n    exit:\n      when: members >= 10\n"
+        "      deadline: {after: 20d, then: {alert: ops}}\n",
+        "20d",
+    ),
     ("SOP235", STAGE + "    duration: {min: 30d, max: 20d}\n", "30d"),
     ("SOP240", STAGE + "    exit: {when: members >= = 10}\n", "= 10"),
     ("SOP241", STAGE + "    exit: {when: members >= 10 and speak_rate > 0.2}\n", "speak_rate"),
@@ -112,8 +149,10 @@ def test_missing_schedule_is_one_schedule_code(check) -> None:
 
 
 def test_cycle_message_prints_the_path(check) -> None:
-    text = (STAGE.replace("  s1:\n", "  s1:\n    after: s3\n")
-            + "  s2:\n    after: s1\n  s3:\n    after: s2\n")
+    text = (
+        STAGE.replace("  s1:\n", "  s1:\n    after: s3\n")
+        + "  s2:\n    after: s1\n  s3:\n    after: s2\n"
+    )
     res, _ = check(text)
     (d,) = [d for d in res.diagnostics if d.code == "SOP220"]
     assert "→" in d.message and {"s1", "s2", "s3"} <= set(d.message.replace("→", " ").split())
@@ -132,8 +171,10 @@ def test_expression_in_block_scalar_is_located(check) -> None:
 
 
 def test_tier_rules_read_member_attributes(check) -> None:
-    text = STAGE + ("tiers:\n  levels:\n    normal: {}\n    core:\n"
-                    "      promote: tenure_days >= 90 and members > 3\n")
+    text = STAGE + (
+        "tiers:\n  levels:\n    normal: {}\n    core:\n"
+        "      promote: tenure_days >= 90 and members > 3\n"
+    )
     res, text = check(text)
     (d,) = [d for d in res.diagnostics if d.code == "SOP241"]
     assert (d.line, d.column) == position(text, "members > 3")
@@ -158,10 +199,13 @@ def test_fragment_errors_point_into_the_fragment(check, tmp_path) -> None:
 
 
 def test_fragment_parameters_substitute(check) -> None:
-    frag = ("fragment: f\nparams: {n: {default: 2}}\nactions:\n"
-            "  x: {day: '${n}', do: post, text: 'n=${n}'}\n")
-    res, _ = check(STAGE + "    include:\n      - {fragment: frag.yaml, with: {n: 5}}\n",
-                   **{"frag.yaml": frag})
+    frag = (
+        "fragment: f\nparams: {n: {default: 2}}\nactions:\n"
+        "  x: {day: '${n}', do: post, text: 'n=${n}'}\n"
+    )
+    res, _ = check(
+        STAGE + "    include:\n      - {fragment: frag.yaml, with: {n: 5}}\n", **{"frag.yaml": frag}
+    )
     assert not res.diagnostics
     a = res.playbook.actions["x"]
     assert a.schedule.day == 5 and a.text.text == "n=5"
