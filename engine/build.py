@@ -498,7 +498,7 @@ def _with(spans: LazySpans, extra: dict[str, Span]) -> LazySpans:
 def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
     from .model import Backend
 
-    return {
+    out = {
         bid: Backend(
             bid,
             b["type"],
@@ -512,6 +512,13 @@ def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
         )
         for bid, b in data.items()
     }
+    # `console` always exists: the terminal of whoever runs `sop run`
+    if "console" not in out:
+        none = None
+        out["console"] = Backend(
+            "console", "console", none, none, none, none, none, none, _spans(doc, (), {})
+        )
+    return out
 
 
 def _tiers(doc: Document, t: dict[str, Any] | None, out: Collector) -> Tiers | None:

@@ -143,6 +143,7 @@ def definitions() -> J:
             ),
         },
         description="What the simulator assumes this action does; see docs/simulation.md.",
+        examples=[{"speak": 0.04, "churn": -0.05}],
     )
     action_props: J = {
         "title": p("Human title, any language.", ["早安话题"], type="string"),
