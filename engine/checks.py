@@ -307,6 +307,12 @@ def cron_problem(expr_text: str) -> str | None:
         croniter(expr_text)
     except (ValueError, KeyError, TypeError) as e:
         return f"invalid cron `{expr_text}`: {e}"
+    from .schedule import parse_cron
+
+    spec = parse_cron(expr_text)
+    if spec.nth and (spec.doms is not None or spec.last_dom):
+        # cron implementations disagree on what this means; refuse rather than guess
+        return f"`{expr_text}` combines a day of month with an nth weekday (`#`); use one of them"
     return None
 
 

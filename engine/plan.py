@@ -118,7 +118,9 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
             if s.event == "member.joined":
                 counts[day] += joins_per_day
             elif s.event == "member.anniversary":
-                counts[day] += joins_per_day * sum(1 for t in s.at if timedelta(days=i) >= t)
+                due = sum(1 for t in s.at if timedelta(days=i) >= t)
+                if due:
+                    counts[day] += joins_per_day * due
         if counts:
             out[a.id] = dict(counts)
     return out

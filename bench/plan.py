@@ -1,0 +1,70 @@
+"""Benchmark `plan`: 180 days of the reference playbook for 100 communities, in-process.
+
+    python bench/plan.py [--communities 100] [--days 180]
+
+Each community starts one day after the previous one, so schedules are not simply repeated.
+Baseline measured in the same run: plain croniter iteration of the playbook's cron actions over the
+same windows, with no stages, delays, quiet hours or keys. Goal (issue #3): under 1 s in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from croniter import croniter
+
+from engine.model import Cron
+from engine.plan import PlanOptions, make_plan
+from engine.program import Program
+from engine.validate import load_playbook
+
+REFERENCE = Path(__file__).resolve().parent.parent / "playbooks" / "community-lifecycle.yaml"
+
+
+def main() -> None:
+    """Measure and print."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--communities", type=int, default=100)
+    ap.add_argument("--days", type=int, default=180)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    pb = load_playbook(str(REFERENCE)).playbook
+    assert pb is not None
+    program = Program(pb)
+    t_compile = time.perf_counter() - t0
+
+    first = date(2026, 12, 1)
+    t = time.perf_counter()
+    total = 0
+    for i in range(args.communities):
+        tl = make_plan(program, PlanOptions(start=first + timedelta(days=i), days=args.days))
+        total += len(tl.occurrences)
+    t_plan = time.perf_counter() - t
+
+    crons = [a.schedule.expr for a in pb.actions.values() if isinstance(a.schedule, Cron)]
+    t = time.perf_counter()
+    base_total = 0
+    for i in range(args.communities):
+        start = datetime.combine(first + timedelta(days=i), datetime.min.time(), program.tz)
+        end = start + timedelta(days=args.days)
+        for expr in crons:
+            it = croniter(expr, start)
+            while it.get_next(datetime) < end:
+                base_total += 1
+    t_base = time.perf_counter() - t
+
+    print(f"load + compile: {t_compile * 1000:.1f} ms")
+    print(f"plan: {args.communities} communities x {args.days} days = {total:,} occurrences in"
+          f" {t_plan * 1000:.1f} ms ({t_plan / args.communities * 1000:.2f} ms per community,"
+          f" {total / t_plan:,.0f} occurrences/s)")
+    print(f"baseline (croniter over the {len(crons)} cron actions only, every day of every"
+          f" community): {base_total:,} firings in {t_base * 1000:.1f} ms")
+    print(f"ratio plan / baseline: {t_plan / t_base:.2f}x; goal < 1 s: "
+          f"{'met' if t_plan < 1 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
