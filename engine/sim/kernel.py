@@ -1,0 +1,684 @@
+"""The population model, vectorised over members and over the runs of a chunk.
+
+Python loops over days (and over the few runs of a chunk for stage logic); every per-member step is
+a NumPy array operation. Each run walks the same compiled Program as `plan` and `run`: the actions
+`Program.due()` returns for that run's active stages fire, and a run leaves a stage when its gate
+passes on that run's own metrics (`Lifecycle.step`). Equations: docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+
+from .. import expr as ex
+from ..catalog import BUILTIN_METRICS, MESSAGE_KINDS
+from ..model import Action, OnEvent, Playbook, Relative, Stage
+from ..program import Lifecycle, Program, StageState
+from ..schedule import cron_instants, local_midnight
+from .scenario import Scenario
+
+METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
+_POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+START = date(2027, 1, 4)  # calendar anchor of simulated day 0 (weekday pattern of a Monday)
+
+
+@dataclass
+class Effects:
+    """Today's aggregated effects of one run's scheduled actions, per tier (last axis)."""
+
+    speak: np.ndarray
+    participation: np.ndarray
+    churn: np.ndarray  # multiplier on the hazard
+    ugc: np.ndarray
+    conversion: np.ndarray
+    invites: np.ndarray
+    messages: np.ndarray
+    joins: float = 0.0
+
+
+@dataclass
+class EventRules:
+    """Member-event actions active in one run today, pre-aggregated per event."""
+
+    speak: dict[str, float]
+    churn: dict[str, float]  # permanent multiplier on the member's hazard
+    conversion: dict[str, float]
+    messages: dict[str, int]
+    actions: dict[str, list[Action]]
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk of runs produced."""
+
+    metrics: np.ndarray  # (runs, days, len(metric_names))
+    metric_names: list[str]
+    stage_entered: np.ndarray  # (runs, stages) day index or -1
+    stage_passed: np.ndarray  # (runs, stages) day index or -1
+    stage_outcome: list[dict[str, str]]
+    expect_failures: list[tuple[int, int, str]]  # (run, day, what)
+    member_days: int = 0
+    first_run: int = 0
+
+
+@dataclass
+class _Pop:
+    """Member arrays of a chunk: shape (runs, capacity)."""
+
+    runs: int
+    cap: int
+    n: np.ndarray = field(init=False)
+    arrays: dict[str, np.ndarray] = field(init=False)
+
+    SPEC = {
+        "alive": np.bool_, "join_day": np.int16, "hazard": np.float32, "speak": np.float32,
+        "speak7": np.uint8, "part7": np.uint8, "silent": np.int16, "ugc": np.int16,
+        "payments": np.int16, "invites": np.int16, "violations": np.int16,
+        "streak": np.int16, "tier": np.int8, "referred": np.bool_, "events": np.float32,
+    }
+
+    def __post_init__(self) -> None:
+        self.n = np.zeros(self.runs, dtype=np.int64)
+        self.arrays = {k: np.zeros((self.runs, self.cap), dtype=t) for k, t in self.SPEC.items()}
+        self.arrays["join_day"][:] = -1
+
+    def __getitem__(self, k: str) -> np.ndarray:
+        return self.arrays[k]
+
+    def grow(self, need: int) -> None:
+        if need <= self.cap:
+            return
+        cap = max(need, int(self.cap * 1.6) + 64)
+        for k, a in self.arrays.items():
+            b = np.zeros((self.runs, cap), dtype=a.dtype)
+            if k == "join_day":
+                b[:] = -1
+            b[:, : self.cap] = a
+            self.arrays[k] = b
+        self.cap = cap
+
+    def compact(self) -> None:
+        """Drop departed members so daily work scales with the living."""
+        alive = self.arrays["alive"]
+        for r in range(self.runs):
+            n = int(self.n[r])
+            keep = np.flatnonzero(alive[r, :n])
+            m = len(keep)
+            if m == n:
+                continue
+            for k, a in self.arrays.items():
+                a[r, :m] = a[r, keep]
+                a[r, m:n] = -1 if k == "join_day" else 0
+            self.n[r] = m
+
+
+class Simulator:
+    """Runs chunks of the model for one playbook and scenario."""
+
+    def __init__(self, playbook: Playbook, scenario: Scenario, days: int) -> None:
+        self.pb = playbook
+        self.sc = scenario
+        self.days = days
+        self.program = Program(playbook)
+        self.tz = self.program.tz
+        self.tiers = [t.id for t in playbook.tiers.levels] if playbook.tiers else ["all"]
+        self.custom = [m for m in playbook.metrics]
+        self.metric_names = [*METRICS, *self.custom]
+        self.stage_ids = list(playbook.stages)
+        self._due_cache: dict[tuple[Any, ...], Effects] = {}
+        self._event_cache: dict[tuple[Any, ...], EventRules] = {}
+        self._review_days = self._tier_review_days()
+        self.capacity = playbook.community.capacity or 500
+
+    # -- calendar --------------------------------------------------------------------------
+
+    def day_start(self, d: int) -> Any:
+        """The instant simulated day `d` starts."""
+        return local_midnight(START + timedelta(days=d), self.tz)
+
+    def _tier_review_days(self) -> set[int]:
+        t = self.pb.tiers
+        if not t or not t.review_cron:
+            return set()
+        end = self.day_start(self.days)
+        return {(x.astimezone(self.tz).date() - START).days
+                for x in cron_instants(t.review_cron, self.day_start(0), end, self.tz)}
+
+    # -- what fires today ------------------------------------------------------------------
+
+    def _key(self, lc: Lifecycle) -> tuple[Any, ...]:
+        return tuple(sorted((s.stage, s.started) for s in lc.active))
+
+    def effects_today(self, lc: Lifecycle, d: int) -> Effects:
+        """Aggregated effects of the scheduled actions due today in this run's state."""
+        key = (d, self._key(lc), lc.finished is None)
+        hit = self._due_cache.get(key)
+        if hit is not None:
+            return hit
+        T = len(self.tiers)
+        eff = Effects(*(np.zeros(T, dtype=np.float32) for _ in range(7)))
+        eff.churn[:] = 1.0
+        if lc.finished is None:
+            t0, t1 = self.day_start(d), self.day_start(d + 1)
+            windows = [w for w in lc.windows(t1) if w.end is None]
+            for occ in self.program.due(windows, t0, t1):
+                a = self.pb.actions[occ.action]
+                mask = self._audience(a.audience)
+                if mask is None:
+                    continue
+                e = a.effect
+                eff.speak[mask] += e.speak
+                eff.participation[mask] = 1 - (1 - eff.participation[mask]) * (
+                    1 - e.participation)
+                eff.churn[mask] *= 1 + e.churn
+                eff.ugc[mask] += e.ugc
+                eff.conversion[mask] += e.conversion
+                eff.invites[mask] += e.invites
+                if a.kind in MESSAGE_KINDS:
+                    eff.messages[mask] += 1
+                eff.joins += e.joins
+        self._due_cache[key] = eff
+        return eff
+
+    def _audience(self, audience: str) -> np.ndarray | None:
+        T = len(self.tiers)
+        if audience == "everyone":
+            return np.ones(T, dtype=bool)
+        if audience.startswith("tier:") and audience[5:] in self.tiers:
+            return np.array([t == audience[5:] for t in self.tiers])
+        return None  # staff, member (events), referrer: no scheduled effect on members
+
+    def event_rules(self, lc: Lifecycle) -> EventRules:
+        """Member-event actions active in this run's stages, aggregated per event."""
+        key = self._key(lc)
+        hit = self._event_cache.get(key)
+        if hit is not None:
+            return hit
+        rules = EventRules({}, {}, {}, {}, {})
+        active = [s.stage for s in lc.active] if lc.finished is None else []
+        for a in self.program.event_rules(active) if lc.finished is None else []:
+            ev = a.schedule
+            assert isinstance(ev, OnEvent)
+            k = ev.event
+            chain = [a, *self._chained(a)]
+            rules.actions.setdefault(k, []).extend(chain)
+            for c in chain:
+                rules.speak[k] = rules.speak.get(k, 0.0) + c.effect.speak
+                rules.churn[k] = rules.churn.get(k, 1.0) * (1 + c.effect.churn)
+                rules.conversion[k] = rules.conversion.get(k, 0.0) + c.effect.conversion
+            rules.messages[k] = rules.messages.get(k, 0) + sum(
+                1 for c in chain[:1] if c.kind in MESSAGE_KINDS)
+        self._event_cache[key] = rules
+        return rules
+
+    def _chained(self, anchor: Action) -> list[Action]:
+        out = []
+        for a in self.pb.actions.values():
+            if isinstance(a.schedule, Relative) and a.schedule.anchor == anchor.id:
+                out.append(a)
+                out.extend(self._chained(a))
+        return out
+
+    # -- one chunk ---------------------------------------------------------------------------
+
+    def run_chunk(self, runs: int, seed: np.random.SeedSequence, first_run: int = 0
+                  ) -> ChunkResult:
+        """Simulate `runs` runs for `self.days` days."""
+        rng = np.random.default_rng(seed)
+        sc, act, ret = self.sc, self.sc.activity, self.sc.retention
+        D, R, T = self.days, runs, len(self.tiers)
+        M = len(self.metric_names)
+        mi = {m: i for i, m in enumerate(self.metric_names)}
+        out = np.zeros((R, D, M), dtype=np.float32)
+        seed_users = int(round(sc.acquisition.seed_users))
+        pop = _Pop(R, max(256, seed_users * 2))
+        lcs = [Lifecycle(self.program, self.day_start(0)) for _ in range(R)]
+        joined_by_day = np.zeros((R, D + 1), dtype=np.float64)
+        left_by_day = np.zeros((R, D + 1), dtype=np.float64)
+        ugc_by_day = np.zeros((R, D + 1), dtype=np.float64)
+        bass_adopters = np.zeros(R)
+        referral_joins = np.zeros(R)
+        total_joins = np.zeros(R)
+        custom_state = {k: np.full(R, v.start) for k, v in self.sc.metrics.items()}
+        expect_fail: list[tuple[int, int, str]] = []
+        failed_runs: set[tuple[int, int]] = set()
+        member_days = 0
+        period = ret.period_days
+        decay_tau = act.tenure_decay_days
+        inv_tau = sc.acquisition.invite_decay_days
+        cap_expect = [e for e in self.pb.expect if e.max_messages_per_member_per_day]
+        welcome_expect = [e for e in self.pb.expect if e.event]
+        hist = np.zeros((R, D + 1))
+        ages_lut = np.arange(D + 2, dtype=np.float32)
+        decay_lut = (act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
+                     ).astype(np.float32)
+
+        for d in range(D):
+            effs = [self.effects_today(lc, d) for lc in lcs]
+            rules = [self.event_rules(lc) for lc in lcs]
+            # -- acquisition ----------------------------------------------------------------
+            n_before = pop.n.copy()
+            alive = pop["alive"]
+            members = np.array([int(alive[r, : pop.n[r]].sum()) for r in range(R)], dtype=float)
+            a_cfg = sc.acquisition
+            new = np.zeros(R, dtype=np.int64)
+            if d == 0:
+                new += seed_users
+            new += rng.poisson(a_cfg.organic_per_day, R)
+            if a_cfg.market > 0 and (a_cfg.bass_p or a_cfg.bass_q):
+                step = bass_step(bass_adopters, a_cfg.market, a_cfg.bass_p, a_cfg.bass_q, rng)
+                bass_adopters += step
+                new += step.astype(np.int64)
+            # referral: invitation activity decays with tenure (via the join-day histogram)
+            ages = d - np.arange(D + 1)
+            weights = np.where(ages >= 0, np.exp(-np.maximum(ages, 0) / inv_tau), 0.0)
+            invites = (hist * weights).sum(axis=1) * a_cfg.invites_per_member_per_day
+            invites += np.array([float((e.invites * 1.0).mean()) for e in effs]) * members
+            ref = rng.poisson(np.maximum(invites * a_cfg.invite_conversion, 0))
+            burst = rng.poisson([e.joins for e in effs])
+            new += ref + burst
+            referral_joins += ref
+            total_joins += new
+            self._add_members(pop, new, ref, d, rng)
+            joined_by_day[:, d] = new
+            hist[:, d] += new
+            # -- events on joining -----------------------------------------------------------
+            alive = pop["alive"]
+            n_max = int(pop.n.max()) if R else 0
+            sl = np.s_[:, :n_max]
+            joined_today = np.zeros((R, n_max), dtype=bool)
+            for r in range(R):
+                joined_today[r, n_before[r] : pop.n[r]] = True
+            ev_msgs = np.zeros((R, n_max), dtype=np.float32)
+            self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
+            # -- activity --------------------------------------------------------------------
+            tenure = d - pop["join_day"][sl]  # empty slots read d + 1: they are never alive
+            tier = pop["tier"][sl].astype(np.intp)
+            p = pop["speak"][sl] * decay_lut[np.minimum(tenure, D)]
+            p += _gather(np.stack([e.speak for e in effs]), tier)
+            ev_lift = pop["events"][sl]
+            p += ev_lift
+            ev_lift *= 0.9  # event-action lifts fade: about a week's half-life
+            np.clip(p, 0, 1, out=p)
+            u = rng.random((R, n_max), dtype=np.float32)
+            alive_now = alive[sl]
+            speak = (u < p) & alive_now
+            ugc = (u < p * act.ugc_per_speak) & alive_now
+            viol = (u >= p * (1 - act.violation_per_speak)) & speak
+            s7 = pop["speak7"][sl]
+            s7 <<= 1
+            s7 |= speak
+            s7 &= 0x7F
+            silent = pop["silent"][sl]
+            silent += 1
+            silent *= ~speak
+            # -- participation, conversion, churn (one more uniform) -----------------------------
+            u2 = rng.random((R, n_max), dtype=np.float32)
+            part_p = _gather(np.stack([e.participation for e in effs]), tier)
+            if part_p.any():
+                part = (u2 >= 1 - part_p) & alive_now
+                ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
+                if ugc_p.any():
+                    ugc |= part & (u2 >= 1 - part_p * ugc_p)
+            else:
+                part = np.zeros_like(alive_now)
+            p7 = pop["part7"][sl]
+            p7 <<= 1
+            p7 |= part
+            p7 &= 0x7F
+            pop["ugc"][sl] += ugc
+            conv_p = sc.conversion.base_daily + _gather(
+                np.stack([e.conversion for e in effs]), tier)
+            hz = pop["hazard"][sl] * _gather(np.stack([e.churn for e in effs]), tier)
+            leave = (u2 < hz) & alive_now
+            pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
+            pop["payments"][sl] += pays
+            # -- moderation ------------------------------------------------------------------
+            pop["violations"][sl] += viol
+            if self.pb.moderation and self.pb.moderation.remove_at:
+                leave |= pop["violations"][sl] >= self.pb.moderation.remove_at
+            vcount = pop["violations"][sl]
+            for ev_count in sorted({a.schedule.count for rr in rules
+                                    for a in rr.actions.get("member.violation", [])
+                                    if isinstance(a.schedule, OnEvent) and a.schedule.count}):
+                hit = viol & (vcount == ev_count)
+                if hit.any():
+                    self._apply_event(pop, rules, "member.violation", hit, ev_msgs, sl,
+                                      count=ev_count)
+            # -- silence, streaks, anniversaries -------------------------------------------------
+            self._silence_events(pop, rules, ev_msgs, sl)
+            checkin = np.array([e.participation.max() > 0 for e in effs])[:, None]
+            if checkin.any():
+                st = pop["streak"][sl]
+                st += part
+                st *= part | ~checkin  # a check-in day without taking part breaks the streak
+            self._streak_events(pop, rules, ev_msgs, sl)
+            self._anniversaries(pop, rules, ev_msgs, sl, tenure)
+            # -- departures --------------------------------------------------------------------
+            alive[sl] &= ~leave
+            rows, cols = np.nonzero(leave)
+            if len(rows):
+                np.subtract.at(hist, (rows, pop["join_day"][sl][rows, cols].astype(np.intp)), 1)
+            left_by_day[:, d] = np.bincount(rows, minlength=R)
+            ugc_by_day[:, d] = ugc.sum(axis=1)
+            # -- tiers ---------------------------------------------------------------------------
+            if self.pb.tiers:
+                self._tiers(pop, rules, ev_msgs, sl, d, tenure)
+            # -- metrics -----------------------------------------------------------------------
+            alive_now = alive[sl]
+            n_alive = alive_now.sum(axis=1).astype(float)
+            member_days += int(n_alive.sum())
+            m = out[:, d, :]
+            m[:, mi["members"]] = n_alive
+            m[:, mi["new_members"]] = new
+            speakers = (speak & alive_now).sum(axis=1)
+            m[:, mi["daily_speakers"]] = speakers
+            m[:, mi["daily_speak_rate"]] = _ratio(speakers, n_alive)
+            part_week = ((pop["part7"][sl] > 0) & alive_now).sum(axis=1)
+            m[:, mi["weekly_participation"]] = _ratio(part_week, n_alive)
+            for k in (1, 7, 30, 90):
+                m[:, mi[f"retention_d{k}"]] = _cohort_retention(hist, joined_by_day, d, k)
+            if self.pb.tiers and len(self.tiers) > 1:
+                m[:, mi["core_members"]] = ((pop["tier"][sl] >= 1) & alive_now).sum(axis=1)
+                m[:, mi["vip_members"]] = ((pop["tier"][sl] >= max(2, T - 1)) & alive_now).sum(1)
+            else:
+                weekly = _POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]
+                m[:, mi["core_members"]] = ((weekly >= 3) & alive_now).sum(axis=1)
+                m[:, mi["vip_members"]] = ((weekly >= 5) & alive_now).sum(axis=1)
+            paying = ((pop["payments"][sl] > 0) & alive_now).sum(axis=1)
+            m[:, mi["paying_members"]] = paying
+            ever = joined_by_day[:, : d + 1].sum(axis=1)
+            m[:, mi["conversion_rate"]] = _ratio(((pop["payments"][sl] > 0)).sum(axis=1), ever)
+            m[:, mi["fission_rate"]] = _ratio(referral_joins, total_joins)
+            m[:, mi["fission_multiplier"]] = _ratio(referral_joins, total_joins - referral_joins)
+            lo = max(0, d - 6)
+            m[:, mi["churn_rate"]] = _ratio(left_by_day[:, lo : d + 1].sum(axis=1), n_alive)
+            m[:, mi["ugc_posts"]] = ugc_by_day[:, lo : d + 1].sum(axis=1)
+            m[:, mi["groups"]] = np.ceil(n_alive / self.capacity)
+            m[:, mi["community_age"]] = d
+            self._custom_metrics(m, mi, custom_state, n_alive, rng)
+            # -- expectations ----------------------------------------------------------------
+            self._expectations(d, effs, rules, ev_msgs, sl, tier, alive_now, joined_today,
+                               cap_expect, welcome_expect, expect_fail, failed_runs, lcs)
+            # -- stages: the daily check at the next midnight ------------------------------------
+            t_next = self.day_start(d + 1)
+            for r, lc in enumerate(lcs):
+                env = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
+                lc.step(t_next, self._oracle(env, d + 1))
+            if d % 7 == 6 and pop.n.sum() and alive.sum() < 0.5 * pop.n.sum():
+                pop.compact()
+        return self._finish(out, lcs, expect_fail, member_days, first_run)
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _oracle(self, env: dict[str, float], day: int) -> Any:
+        def gate(stage: Stage, st: StageState, now: Any) -> bool:
+            if stage.gate is None or stage.gate.node is None:
+                return False
+            started = (st.started.astimezone(self.tz).date() - START).days
+            return bool(ex.evaluate(stage.gate.node, {**env, "days_in_stage": day - started}))
+
+        return gate
+
+    def _alive_by_join_day(self, pop: _Pop, D: int) -> np.ndarray:
+        n_max = int(pop.n.max()) if pop.runs else 0
+        jd = pop["join_day"][:, :n_max].astype(np.int64)
+        al = pop["alive"][:, :n_max]
+        flat = (np.arange(pop.runs)[:, None] * (D + 1) + np.maximum(jd, 0))[al]
+        return np.bincount(flat, minlength=pop.runs * (D + 1)).reshape(pop.runs, D + 1)
+
+    def _add_members(self, pop: _Pop, new: np.ndarray, ref: np.ndarray, d: int,
+                     rng: np.random.Generator) -> None:
+        total = int(new.sum())
+        if not total:
+            return
+        pop.grow(int((pop.n + new).max()))
+        act, ret = self.sc.activity, self.sc.retention
+        theta = rng.beta(ret.alpha, ret.beta, total).astype(np.float32)
+        hazard = (1 - np.power(1 - np.minimum(theta, 0.999999), 1 / ret.period_days)).astype(
+            np.float32)
+        speak = rng.beta(act.speak_alpha, act.speak_beta, total).astype(np.float32)
+        k = 0
+        for r in range(pop.runs):
+            c = int(new[r])
+            if not c:
+                continue
+            a, b = int(pop.n[r]), int(pop.n[r]) + c
+            pop["alive"][r, a:b] = True
+            pop["join_day"][r, a:b] = d
+            pop["hazard"][r, a:b] = hazard[k : k + c]
+            pop["speak"][r, a:b] = speak[k : k + c]
+            pop["referred"][r, b - int(ref[r]) : b] = True
+            pop.n[r] = b
+            k += c
+
+    def _apply_event(self, pop: _Pop, rules: Sequence[EventRules], event: str,
+                     who: np.ndarray, ev_msgs: np.ndarray, sl: Any, **_: Any) -> None:
+        """Apply a member event's actions to the members in `who` (masked, in place)."""
+        if not any(event in rr.actions for rr in rules):
+            return
+        col = np.s_[:, None]
+        mult = np.array([rr.churn.get(event, 1.0) for rr in rules], dtype=np.float32)[col]
+        lift = np.array([rr.speak.get(event, 0.0) for rr in rules], dtype=np.float32)[col]
+        msgs = np.array([rr.messages.get(event, 0) for rr in rules], dtype=np.float32)[col]
+        h = pop["hazard"][sl]
+        np.multiply(h, mult, out=h, where=who)
+        if lift.any():
+            e = pop["events"][sl]
+            np.add(e, lift, out=e, where=who)
+        if msgs.any():
+            np.add(ev_msgs, msgs, out=ev_msgs, where=who)
+
+    def _silence_events(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
+                        sl: Any) -> None:
+        lengths = {int(a.schedule.silent_for.total_seconds() // 86400) for rr in rules
+                   for a in rr.actions.get("member.silent", [])
+                   if isinstance(a.schedule, OnEvent) and a.schedule.silent_for}
+        for days in lengths:
+            hit = (pop["silent"][sl] == days) & pop["alive"][sl]
+            self._apply_event(pop, rules, "member.silent", hit, ev_msgs, sl)
+
+    def _streak_events(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
+                       sl: Any) -> None:
+        streaks = {a.schedule.streak for rr in rules
+                   for a in rr.actions.get("member.checkin_streak", [])
+                   if isinstance(a.schedule, OnEvent) and a.schedule.streak}
+        for s in streaks:
+            hit = (pop["streak"][sl] == s) & pop["alive"][sl]
+            self._apply_event(pop, rules, "member.checkin_streak", hit, ev_msgs, sl)
+
+    def _anniversaries(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
+                       sl: Any, tenure: np.ndarray) -> None:
+        ats = {int(t.total_seconds() // 86400) for rr in rules
+               for a in rr.actions.get("member.anniversary", [])
+               if isinstance(a.schedule, OnEvent) for t in a.schedule.at}
+        for days in ats:
+            hit = (tenure == days) & pop["alive"][sl]
+            self._apply_event(pop, rules, "member.anniversary", hit, ev_msgs, sl)
+
+    def _tiers(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any,
+               d: int, tenure: np.ndarray) -> None:
+        tiers = self.pb.tiers
+        assert tiers is not None
+        tier = pop["tier"][sl]
+        alive = pop["alive"][sl]
+        env = {
+            "tenure_days": tenure,
+            "weekly_interactions": (_POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]).astype(
+                np.float32),
+            "ugc_posts": pop["ugc"][sl], "payments": pop["payments"][sl],
+            "invites": pop["invites"][sl], "checkin_streak": pop["streak"][sl],
+            "violations": pop["violations"][sl], "silent_days": pop["silent"][sl],
+        }
+        before = tier.copy()
+        for rank, t in enumerate(tiers.levels):
+            if t.demote_silent_for is not None:
+                days = t.demote_silent_for.total_seconds() / 86400
+                down = (tier == rank) & (pop["silent"][sl] >= days)
+                target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
+                tier[down] = max(target, 0)
+        if d in self._review_days:
+            for rank, t in enumerate(tiers.levels):
+                if t.promote is None or t.promote.node is None:
+                    continue
+                ok = np.asarray(ex.evaluate(t.promote.node, env), dtype=bool)
+                tier[(tier < rank) & ok] = rank
+                if tiers.hysteresis < 1:
+                    keep = np.asarray(ex.evaluate(relax(t.promote.node, tiers.hysteresis), env),
+                                      dtype=bool)
+                    down = (tier == rank) & ~keep
+                    tier[down] = rank - 1
+        changed = (tier != before) & alive
+        if changed.any():
+            self._apply_event(pop, rules, "member.tier_changed", changed, ev_msgs, sl)
+
+    def _custom_metrics(self, m: np.ndarray, mi: dict[str, int], state: dict[str, np.ndarray],
+                        members: np.ndarray, rng: np.random.Generator) -> None:
+        for name in self.custom:
+            model = self.sc.metrics.get(name)
+            if model is not None:
+                state[name] = state[name] + model.per_day + model.noise * rng.standard_normal(
+                    len(members))
+                m[:, mi[name]] = state[name] + model.per_member * members
+        for name in self.custom:  # definitions read built-ins and modelled metrics
+            metric = self.pb.metrics[name]
+            if metric.definition and metric.definition.node:
+                env = {k: m[:, i] for k, i in mi.items()}
+                m[:, mi[name]] = ex.evaluate(metric.definition.node, env)
+
+    def _expectations(self, d: int, effs: list[Effects], rules: list[EventRules],
+                      ev_msgs: np.ndarray, sl: Any, tier: np.ndarray, alive: np.ndarray,
+                      joined: np.ndarray, caps: list[Any], welcomes: list[Any],
+                      fails: list[tuple[int, int, str]], failed: set[tuple[int, int]],
+                      lcs: list[Lifecycle]) -> None:
+        for i, e in enumerate(caps):
+            cap = e.max_messages_per_member_per_day
+            sched = np.stack([x.messages for x in effs])
+            worst = sched.max(axis=1)
+            if ev_msgs.any():
+                hit = (ev_msgs > 0) & alive
+                per_member = _gather(sched, tier) + ev_msgs
+                worst = np.maximum(worst, np.where(hit, per_member, 0).max(axis=1))
+            for r in np.flatnonzero(worst > cap):
+                if (r, 1000 + i) not in failed:
+                    failed.add((r, 1000 + i))
+                    fails.append((int(r), d, f"a member received {int(worst[r])} messages"
+                                  f" (cap {cap})"))
+        for i, e in enumerate(welcomes):
+            for r, rr in enumerate(rules):
+                if (r, i) in failed or not joined[r].any() or e.event != "member.joined":
+                    continue
+                ok = any(a.id == e.action and self._delay_ok(a, e.within)
+                         for a in rr.actions.get("member.joined", []))
+                if not ok:
+                    failed.add((r, i))
+                    stages = ",".join(s.stage for s in lcs[r].active) or "none"
+                    fails.append((r, d, f"{int(joined[r].sum())} joiner(s) not sent"
+                                  f" `{e.action}` within {e.within} (active stages: {stages})"))
+
+    def _delay_ok(self, a: Action, within: timedelta | None) -> bool:
+        offset = timedelta(0)
+        x = a
+        while isinstance(x.schedule, Relative):
+            offset += x.schedule.offset
+            x = self.pb.actions[x.schedule.anchor]
+        if a.quiet_hours and a.kind in MESSAGE_KINDS:
+            q = a.quiet_hours
+            start = q.start.hour * 60 + q.start.minute
+            end = q.end.hour * 60 + q.end.minute
+            offset += timedelta(minutes=(end - start) % 1440)
+        return within is None or offset <= within
+
+    def _finish(self, out: np.ndarray, lcs: list[Lifecycle], fails: list[tuple[int, int, str]],
+                member_days: int, first_run: int) -> ChunkResult:
+        S = len(self.stage_ids)
+        entered = np.full((len(lcs), S), -1, dtype=np.int16)
+        passed = np.full((len(lcs), S), -1, dtype=np.int16)
+        outcomes = []
+        for r, lc in enumerate(lcs):
+            res: dict[str, str] = {}
+            for st in lc.states:
+                j = self.stage_ids.index(st.stage)
+                day = (st.started.astimezone(self.tz).date() - START).days
+                if entered[r, j] < 0:
+                    entered[r, j] = day
+                if st.outcome == "passed" and st.ended is not None:
+                    passed[r, j] = (st.ended.astimezone(self.tz).date() - START).days
+                res[st.stage] = st.outcome
+            outcomes.append(res)
+        return ChunkResult(out, self.metric_names, entered, passed, outcomes,
+                           [(first_run + r, d, w) for r, d, w in fails], member_days, first_run)
+
+
+def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:
+    """Per-member values of a (runs, tiers) table; a broadcastable column when tiers agree."""
+    if table.shape[1] == 1 or (table == table[:, :1]).all():
+        return table[:, :1]
+    flat = table.ravel()
+    return flat[tier + (np.arange(table.shape[0]) * table.shape[1])[:, None]]
+
+
+def bass_step(adopters: np.ndarray, m: float, p: float, q: float, rng: np.random.Generator,
+              dt_days: float = 1.0) -> np.ndarray:
+    """One day of Bass diffusion: each non-adopter adopts with 1 - exp(-(p + q F) dt)."""
+    remaining = np.maximum(m - adopters, 0)
+    hazard = (p + q * adopters / m) * dt_days / 365.0
+    prob = -np.expm1(-hazard)
+    return rng.binomial(remaining.astype(np.int64), np.clip(prob, 0, 1)).astype(float)
+
+
+def bass_cdf(t_years: np.ndarray, p: float, q: float) -> np.ndarray:
+    """Closed form F(t) = (1 - e^{-(p+q)t}) / (1 + (q/p) e^{-(p+q)t})."""
+    e = np.exp(-(p + q) * t_years)
+    return (1 - e) / (1 + (q / p) * e)
+
+
+def relax(node: ex.Node, factor: float) -> ex.Node:
+    """The same condition with every `x >= number` threshold scaled by `factor` (hysteresis)."""
+    if node.kind == "cmp" and node.op in (">=", ">") and node.args[1].kind == "num":
+        num = node.args[1]
+        scaled = ex.Node("num", num.start, num.end, value=float(num.value) * factor)
+        return ex.Node("cmp", node.start, node.end, node.op, node.value, (node.args[0], scaled))
+    if not node.args:
+        return node
+    return ex.Node(node.kind, node.start, node.end, node.op, node.value,
+                   tuple(relax(a, factor) for a in node.args))
+
+
+def _ratio(a: Any, b: Any) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+
+
+def _cohort_retention(alive_hist: np.ndarray, joined: np.ndarray, d: int, k: int) -> np.ndarray:
+    """Share of those who joined k..k+6 days ago that are still members (a 7-day cohort)."""
+    hi = d - k
+    if hi < 0:
+        return np.zeros(alive_hist.shape[0])
+    lo = max(0, hi - 6)
+    return _ratio(alive_hist[:, lo : hi + 1].sum(axis=1), joined[:, lo : hi + 1].sum(axis=1))
+
+
+def sbg_survival(alpha: float, beta: float, t: np.ndarray) -> np.ndarray:
+    """sBG survival S(t) = B(alpha, beta + t) / B(alpha, beta) (Fader & Hardie 2007)."""
+    from scipy.special import betaln
+
+    return np.exp(betaln(alpha, beta + np.asarray(t, dtype=float)) - betaln(alpha, beta))
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -1,0 +1,246 @@
+"""Monte Carlo over chunks of runs: reproducible for any worker count, local or on Dask."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model import Playbook
+from .kernel import ChunkResult, Simulator, wilson
+from .scenario import Scenario
+
+CHUNK_RUNS = 8  # fixed: the seed of chunk i never depends on how many workers there are
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """How to simulate."""
+
+    runs: int = 200
+    days: int = 180
+    seed: int = 0
+    workers: int = 1
+    executor: str = "local"  # local | dask
+    address: str | None = None
+
+
+@dataclass
+class GateResult:
+    """P(gate passes by its deadline) with a 95 % interval and the median passing day."""
+
+    stage: str
+    gate: str
+    deadline_days: int | None
+    entered: int
+    passed: int
+    runs: int
+    interval: tuple[float, float]
+    median_day: float | None
+
+    @property
+    def probability(self) -> float:
+        """Unconditional probability over all runs."""
+        return self.passed / self.runs if self.runs else 0.0
+
+
+@dataclass
+class SimResult:
+    """Everything a simulation produced."""
+
+    playbook: str
+    scenario: Scenario
+    options: SimOptions
+    metric_names: list[str]
+    metrics: np.ndarray  # (runs, days, metrics)
+    stage_ids: list[str]
+    stage_entered: np.ndarray
+    stage_passed: np.ndarray
+    outcomes: list[dict[str, str]]
+    expect_failures: list[tuple[int, int, str]]
+    member_days: int
+    seconds: float
+    gates: list[GateResult] = field(default_factory=list)
+
+    def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
+        """(len(qs), days) percentiles of a metric across runs."""
+        i = self.metric_names.index(metric)
+        return np.percentile(self.metrics[:, :, i], qs, axis=0)
+
+    def stage_timing(self) -> dict[str, dict[str, Any]]:
+        """Per stage: how often it is entered and passed, and on which days."""
+        out: dict[str, dict[str, Any]] = {}
+        runs = self.metrics.shape[0]
+        for j, sid in enumerate(self.stage_ids):
+            ent = self.stage_entered[:, j]
+            pas = self.stage_passed[:, j]
+            e, p = ent[ent >= 0], pas[pas >= 0]
+            out[sid] = {
+                "entered": int(len(e)), "passed": int(len(p)), "runs": runs,
+                "p_entered": len(e) / runs if runs else 0.0,
+                "entered_day": _pcts(e), "passed_day": _pcts(p),
+                "outcomes": _count(o.get(sid, "not reached") for o in self.outcomes),
+            }
+        return out
+
+    def to_dict(self, every: int = 1) -> dict[str, Any]:
+        """The JSON document of a simulation (daily metric percentiles every `every` days)."""
+        days = list(range(0, self.metrics.shape[1], every))
+        return {
+            "playbook": self.playbook,
+            "scenario": self.scenario.as_dict(),
+            "options": {"runs": self.options.runs, "days": self.options.days,
+                        "seed": self.options.seed, "workers": self.options.workers,
+                        "executor": self.options.executor},
+            "gates": [{
+                "stage": g.stage, "gate": g.gate, "deadline_days": g.deadline_days,
+                "p_pass": round(g.probability, 4),
+                "interval95": [round(g.interval[0], 4), round(g.interval[1], 4)],
+                "p_pass_if_entered": round(g.passed / g.entered, 4) if g.entered else None,
+                "entered": g.entered, "passed": g.passed, "runs": g.runs,
+                "median_pass_day": g.median_day,
+            } for g in self.gates],
+            "stages": self.stage_timing(),
+            "metrics": {
+                name: {"days": days, **{f"p{q}": [round(float(x), 4) for x in row[days]]
+                                        for q, row in zip((5, 50, 95), self.percentiles(name),
+                                                          strict=True)}}
+                for name in self.metric_names
+            },
+            "expect": [{"run": r, "day": d, "failure": w} for r, d, w in self.expect_failures],
+            "performance": {"member_days": self.member_days, "seconds": round(self.seconds, 3),
+                            "member_days_per_second": round(self.member_days
+                                                            / max(self.seconds, 1e-9))},
+        }
+
+
+def _pcts(a: np.ndarray) -> dict[str, float | None]:
+    if not len(a):
+        return {"p5": None, "p50": None, "p95": None}
+    p5, p50, p95 = np.percentile(a, [5, 50, 95])
+    return {"p5": float(p5), "p50": float(p50), "p95": float(p95)}
+
+
+def _count(items: Iterator[str] | Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+_SIMULATORS: dict[int, Simulator] = {}
+
+
+def run_chunk(playbook: Playbook, scenario: Scenario, days: int, runs: int,
+              seed: np.random.SeedSequence, first_run: int) -> ChunkResult:
+    """One chunk, in whatever process or Dask worker it lands on (simulator cached per process)."""
+    key = hash((id(playbook), id(scenario), days))
+    sim = _SIMULATORS.get(key)
+    if sim is None or sim.pb is not playbook:
+        sim = Simulator(playbook, scenario, days)
+        _SIMULATORS.clear()
+        _SIMULATORS[key] = sim
+    return sim.run_chunk(runs, seed, first_run)
+
+
+def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]:
+    """(first_run, runs, seed) per chunk; seeds spawned per chunk from the root seed."""
+    n = math.ceil(options.runs / CHUNK_RUNS)
+    seeds = np.random.SeedSequence(options.seed).spawn(n)
+    return [(i * CHUNK_RUNS, min(CHUNK_RUNS, options.runs - i * CHUNK_RUNS), seeds[i])
+            for i in range(n)]
+
+
+def simulate(playbook: Playbook, scenario: Scenario, options: SimOptions,
+             progress: Callable[[int], None] | None = None) -> SimResult:
+    """Run the Monte Carlo and aggregate it."""
+    t0 = time.perf_counter()
+    plan = chunks(options)
+    args = [(playbook, scenario, options.days, n, s, first) for first, n, s in plan]
+    if options.executor == "dask":
+        results = _dask(args, options.address)
+    elif options.workers > 1:
+        results = _processes(args, options.workers, progress)
+    else:
+        results = []
+        for a in args:
+            results.append(run_chunk(*a))
+            if progress:
+                progress(a[3])
+    seconds = time.perf_counter() - t0
+    return aggregate(playbook, scenario, options, results, seconds)
+
+
+def _processes(args: list[tuple[Any, ...]], workers: int,
+               progress: Callable[[int], None] | None) -> list[ChunkResult]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if hasattr(mp, "get_context") else None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(run_chunk, *a) for a in args]
+        out = []
+        for f, a in zip(futures, args, strict=True):
+            out.append(f.result())
+            if progress:
+                progress(a[3])
+    return out
+
+
+def _dask(args: list[tuple[Any, ...]], address: str | None) -> list[ChunkResult]:
+    try:
+        from distributed import Client
+    except ImportError as e:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError("the dask executor needs `pip install 'sop[dask]'`") from e
+    if not address:
+        raise RuntimeError("--executor dask needs --address tcp://HOST:PORT")
+    with Client(address, timeout="10s") as client:
+        futures = client.map(lambda a: run_chunk(*a), args, pure=False)
+        return list(client.gather(futures))
+
+
+def aggregate(playbook: Playbook, scenario: Scenario, options: SimOptions,
+              results: list[ChunkResult], seconds: float) -> SimResult:
+    """Concatenate chunks in run order and compute gate statistics."""
+    results = sorted(results, key=lambda r: r.first_run)
+    metrics = np.concatenate([r.metrics for r in results], axis=0)
+    entered = np.concatenate([r.stage_entered for r in results], axis=0)
+    passed = np.concatenate([r.stage_passed for r in results], axis=0)
+    res = SimResult(
+        playbook=playbook.id, scenario=scenario, options=options,
+        metric_names=results[0].metric_names, metrics=metrics,
+        stage_ids=list(playbook.stages), stage_entered=entered, stage_passed=passed,
+        outcomes=[o for r in results for o in r.stage_outcome],
+        expect_failures=sorted(f for r in results for f in r.expect_failures),
+        member_days=sum(r.member_days for r in results), seconds=seconds,
+    )
+    res.gates = gate_results(playbook, res)
+    return res
+
+
+def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
+    """For every gate: P(it passes by its stage's deadline), its interval and median day."""
+    from ..program import deadline_of
+
+    out = []
+    runs = res.metrics.shape[0]
+    for j, sid in enumerate(res.stage_ids):
+        st = pb.stages[sid]
+        if st.gate is None:
+            continue
+        dl = deadline_of(st)
+        dl_days = int(dl.total_seconds() // 86400) if dl else None
+        ent = res.stage_entered[:, j]
+        pas = res.stage_passed[:, j]
+        ok = (pas >= 0) & (ent >= 0)
+        if dl_days is not None:
+            ok &= (pas - ent) <= dl_days
+        n_ok = int(ok.sum())
+        med = float(np.median(pas[ok])) if n_ok else None
+        out.append(GateResult(sid, st.gate.text, dl_days, int((ent >= 0).sum()), n_ok, runs,
+                              wilson(n_ok, runs), med))
+    return out
