@@ -347,5 +347,181 @@ def diff(old: str, new: str, start: str | None, days: int, fmt: str) -> None:
     raise SystemExit(0 if d.empty else 1)
 
 
+def _scenario(path: str | None, sets: tuple[str, ...]) -> Any:
+    from engine.report import render_text
+    from engine.sim.scenario import ScenarioError, load_scenario
+    from engine.validate import FileResult
+
+    try:
+        return load_scenario(path, list(sets))
+    except ScenarioError as e:
+        render_text([FileResult(path or "--set", e.diagnostics)], sys.stderr, _color(sys.stderr))
+        raise SystemExit(2) from None
+
+
+def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
+    import itertools
+
+    if len(specs) > 2:
+        _fail("--sweep takes one or two parameters")
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if not name or not values:
+            _fail(f"--sweep {spec!r}: expected name=v1,v2,...")
+        axes.append([(name, v) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+@main.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(dir_okay=False),
+    help="Scenario file (default: built-in seed-document figures).",
+)
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=180, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option("--set", "sets", multiple=True, help="Override a scenario value: section.key=value.")
+@click.option("--sweep", "sweeps", multiple=True, help="name=v1,v2,... (one or two).")
+@click.option(
+    "--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True
+)
+@click.option("--address", help="Dask scheduler, tcp://HOST:PORT (with --executor dask).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
+@click.option(
+    "--min-probability",
+    type=click.FloatRange(0, 1),
+    help="Exit 1 if any gate's P(pass) is below this.",
+)
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def simulate(
+    playbook: str,
+    scenario_path: str | None,
+    runs: int,
+    days: int,
+    seed: int,
+    workers: int,
+    sets: tuple[str, ...],
+    sweeps: tuple[str, ...],
+    executor: str,
+    address: str | None,
+    report: str | None,
+    min_probability: float | None,
+    fmt: str,
+) -> None:
+    """Monte Carlo forecast of the metrics and of every gate's pass probability."""
+    import json
+
+    from engine.sim.montecarlo import SimOptions
+    from engine.sim.montecarlo import simulate as run_sim
+
+    pb = _load(playbook)
+    if executor == "dask" and not address:
+        _fail("--executor dask needs --address tcp://HOST:PORT")
+    opts = SimOptions(
+        runs=runs, days=days, seed=seed, workers=workers, executor=executor, address=address
+    )
+    if sweeps:
+        rows = []
+        for values in _sweep_values(sweeps):
+            sc = _scenario(scenario_path, (*sets, *(f"{k}={v}" for k, v in values.items())))
+            rows.append((values, _run_sim(run_sim, pb, sc, opts, fmt)))
+        if fmt == "json":
+            click.echo(
+                json.dumps(
+                    [{"values": v, **{"gates": r.to_dict()["gates"]}} for v, r in rows],
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+        else:
+            from engine.sim.render import sweep_table
+
+            sweep_table(rows, _console())
+        return
+    res = _run_sim(run_sim, pb, _scenario(scenario_path, sets), opts, fmt)
+    if report:
+        from engine.sim.render import to_html
+
+        with open(report, "w", encoding="utf-8") as fh:
+            fh.write(to_html(res, pb))
+        click.echo(f"wrote {report}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(res.to_dict(), ensure_ascii=False))
+    else:
+        from engine.sim.render import to_text
+
+        to_text(res, _console())
+    low = min_probability is not None and any(g.probability < min_probability for g in res.gates)
+    raise SystemExit(1 if res.expect_failures or low else 0)
+
+
+def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
+    show = fmt == "text" and sys.stderr.isatty() and opts.runs * opts.days >= 20_000
+    try:
+        if not show:
+            return run_sim(pb, sc, opts)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"simulating {opts.runs} runs", total=opts.runs)
+            return run_sim(pb, sc, opts, progress=lambda n: bar.advance(task, n))
+    except RuntimeError as e:  # executor problems: missing extra, unreachable scheduler
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot reach the Dask scheduler at {opts.address}: {e}")
+
+
+@main.command()
+@click.argument("model", type=click.Choice(["retention", "acquisition", "activity"]))
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--period-days",
+    type=float,
+    help="Length of one period in the CSV, in days (default: 30 for retention, 1 otherwise).",
+)
+@click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
+def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) -> None:
+    """Fit a model to exported history and print a scenario fragment."""
+    import json
+
+    from engine.sim.calibrate import CALIBRATORS, CalibrationError
+
+    period = period_days or (30.0 if model == "retention" else 1.0)
+    try:
+        fit = CALIBRATORS[model](csv_file, period)
+    except CalibrationError as e:
+        _fail(str(e))
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "model": fit.model,
+                    "params": fit.params,
+                    "n": fit.n,
+                    "log_likelihood": fit.log_likelihood,
+                    "rmse": fit.rmse,
+                    "scenario": fit.fragment,
+                },
+                indent=2,
+            )
+        )
+        return
+    import yaml
+
+    quality = (
+        f"log-likelihood {fit.log_likelihood:.2f}"
+        if fit.log_likelihood is not None
+        else f"RMSE {fit.rmse:.3g}"
+    )
+    params = ", ".join(f"{k}={v:.4g}" for k, v in fit.params.items())
+    click.echo(f"# {fit.model} fit on {fit.n} rows of {csv_file}: {params}; {quality}")
+    click.echo(yaml.safe_dump(fit.fragment, sort_keys=False, allow_unicode=True), nl=False)
+
+
 if __name__ == "__main__":
     main()

@@ -57,13 +57,19 @@ def main() -> None:
     t_base = time.perf_counter() - t
 
     print(f"load + compile: {t_compile * 1000:.1f} ms")
-    print(f"plan: {args.communities} communities x {args.days} days = {total:,} occurrences in"
-          f" {t_plan * 1000:.1f} ms ({t_plan / args.communities * 1000:.2f} ms per community,"
-          f" {total / t_plan:,.0f} occurrences/s)")
-    print(f"baseline (croniter over the {len(crons)} cron actions only, every day of every"
-          f" community): {base_total:,} firings in {t_base * 1000:.1f} ms")
-    print(f"ratio plan / baseline: {t_plan / t_base:.2f}x; goal < 1 s: "
-          f"{'met' if t_plan < 1 else 'NOT met'}")
+    print(
+        f"plan: {args.communities} communities x {args.days} days = {total:,} occurrences in"
+        f" {t_plan * 1000:.1f} ms ({t_plan / args.communities * 1000:.2f} ms per community,"
+        f" {total / t_plan:,.0f} occurrences/s)"
+    )
+    print(
+        f"baseline (croniter over the {len(crons)} cron actions only, every day of every"
+        f" community): {base_total:,} firings in {t_base * 1000:.1f} ms"
+    )
+    print(
+        f"ratio plan / baseline: {t_plan / t_base:.2f}x; goal < 1 s: "
+        f"{'met' if t_plan < 1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

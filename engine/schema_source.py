@@ -751,54 +751,102 @@ def scenario_schema() -> J:
         "properties": {
             "scenario": ident("Scenario id.", ["launch-q1"]),
             "description": p("What the scenario assumes.", ["保守估计"], type="string"),
-            "acquisition": obj({
-                "seed_users": num("Members on day 0.", 80, minimum=0),
-                "organic_per_day": num("Mean organic joins a day (Poisson).", 4, minimum=0),
-                "bass_p": num("Bass innovation coefficient, per year.", 0.03, minimum=0),
-                "bass_q": num("Bass imitation coefficient, per year.", 0.38, minimum=0),
-                "market": num("Bass market potential m (people who could ever join).", 5000,
-                              minimum=0),
-                "invites_per_member_per_day": num("Baseline invitations a member sends a day.",
-                                                  0.01, minimum=0),
-                "invite_conversion": num("Share of invitations that join (K = invites x this).",
-                                         0.15, minimum=0, maximum=1),
-                "invite_decay_days": num("Invitation activity decays with tenure (e-folding).",
-                                         30, exclusiveMinimum=0),
-            }, description="Where members come from.", examples=[{"seed_users": 80}]),
-            "retention": obj({
-                "alpha": num("sBG: churn probability per period ~ Beta(alpha, beta).", 1.0,
-                             exclusiveMinimum=0),
-                "beta": num("sBG beta.", 4.0, exclusiveMinimum=0),
-                "period_days": num("Length of the sBG period in days.", 30, exclusiveMinimum=0),
-            }, description="Heterogeneous churn (shifted-beta-geometric).",
-                examples=[{"alpha": 1.0, "beta": 4.0}]),
-            "activity": obj({
-                "speak_alpha": num("Daily speaking probability ~ Beta(a, b): a.", 1.2,
-                                   exclusiveMinimum=0),
-                "speak_beta": num("Beta b.", 4.0, exclusiveMinimum=0),
-                "tenure_decay_days": num("Speaking decays with tenure (e-folding days).", 120,
-                                         exclusiveMinimum=0),
-                "decay_floor": num("Share of the initial propensity kept for good.", 0.4,
-                                   minimum=0, maximum=1),
-                "ugc_per_speak": num("Chance that a speaking day includes a UGC post.", 0.02,
-                                     minimum=0, maximum=1),
-                "violation_per_speak": num("Chance that a speaking day breaks a rule.", 0.002,
-                                           minimum=0, maximum=1),
-            }, description="Who speaks, how often.", examples=[{"speak_alpha": 1.2}]),
-            "conversion": obj({
-                "base_daily": num("Daily chance that a member pays without any action.", 0.0005,
-                                  minimum=0, maximum=1),
-            }, description="The funnel.", examples=[{"base_daily": 0.0005}]),
-            "metrics": p("Custom metrics without a definition: value on day 0 and growth a day.",
-                         [{"survey_responses": {"start": 0, "per_day": 40}}], type="object",
-                         propertyNames={"pattern": ID_PATTERN},
-                         additionalProperties=obj({
-                             "start": num("Value on day 0.", 0),
-                             "per_day": num("Mean change a day.", 40),
-                             "noise": num("Standard deviation of the daily change.", 5,
-                                          minimum=0),
-                             "per_member": num("Added per current member (e.g. a rate).", 0.0),
-                         })),
+            "acquisition": obj(
+                {
+                    "seed_users": num("Members who join when acquisition opens.", 80, minimum=0),
+                    "start_stage": ident(
+                        "Acquisition opens when this stage starts (default: at"
+                        " once); earlier stages are preparation.",
+                        ["cold-start"],
+                    ),
+                    "organic_per_day": num("Mean organic joins a day (Poisson).", 4, minimum=0),
+                    "bass_p": num("Bass innovation coefficient, per year.", 0.03, minimum=0),
+                    "bass_q": num("Bass imitation coefficient, per year.", 0.38, minimum=0),
+                    "market": num(
+                        "Bass market potential m (people who could ever join).", 5000, minimum=0
+                    ),
+                    "invites_per_member_per_day": num(
+                        "Baseline invitations a member sends a day.", 0.01, minimum=0
+                    ),
+                    "invite_conversion": num(
+                        "Share of invitations that join (K = invites x this).",
+                        0.15,
+                        minimum=0,
+                        maximum=1,
+                    ),
+                    "invite_decay_days": num(
+                        "Invitation activity decays with tenure (e-folding).",
+                        30,
+                        exclusiveMinimum=0,
+                    ),
+                },
+                description="Where members come from.",
+                examples=[{"seed_users": 80}],
+            ),
+            "retention": obj(
+                {
+                    "alpha": num(
+                        "sBG: churn probability per period ~ Beta(alpha, beta).",
+                        1.0,
+                        exclusiveMinimum=0,
+                    ),
+                    "beta": num("sBG beta.", 4.0, exclusiveMinimum=0),
+                    "period_days": num("Length of the sBG period in days.", 30, exclusiveMinimum=0),
+                },
+                description="Heterogeneous churn (shifted-beta-geometric).",
+                examples=[{"alpha": 1.0, "beta": 4.0}],
+            ),
+            "activity": obj(
+                {
+                    "speak_alpha": num(
+                        "Daily speaking probability ~ Beta(a, b): a.", 1.2, exclusiveMinimum=0
+                    ),
+                    "speak_beta": num("Beta b.", 4.0, exclusiveMinimum=0),
+                    "tenure_decay_days": num(
+                        "Speaking decays with tenure (e-folding days).", 120, exclusiveMinimum=0
+                    ),
+                    "decay_floor": num(
+                        "Share of the initial propensity kept for good.", 0.4, minimum=0, maximum=1
+                    ),
+                    "ugc_per_speak": num(
+                        "Chance that a speaking day includes a UGC post.",
+                        0.02,
+                        minimum=0,
+                        maximum=1,
+                    ),
+                    "violation_per_speak": num(
+                        "Chance that a speaking day breaks a rule.", 0.002, minimum=0, maximum=1
+                    ),
+                },
+                description="Who speaks, how often.",
+                examples=[{"speak_alpha": 1.2}],
+            ),
+            "conversion": obj(
+                {
+                    "base_daily": num(
+                        "Daily chance that a member pays without any action.",
+                        0.0005,
+                        minimum=0,
+                        maximum=1,
+                    ),
+                },
+                description="The funnel.",
+                examples=[{"base_daily": 0.0005}],
+            ),
+            "metrics": p(
+                "Custom metrics without a definition: value on day 0 and growth a day.",
+                [{"survey_responses": {"start": 0, "per_day": 40}}],
+                type="object",
+                propertyNames={"pattern": ID_PATTERN},
+                additionalProperties=obj(
+                    {
+                        "start": num("Value on day 0.", 0),
+                        "per_day": num("Mean change a day.", 40),
+                        "noise": num("Standard deviation of the daily change.", 5, minimum=0),
+                        "per_member": num("Added per current member (e.g. a rate).", 0.0),
+                    }
+                ),
+            ),
         },
     }
 

@@ -71,6 +71,9 @@ def validate_file(path: str, options: Options = Options()) -> FileResult:
             substitute(head, param_defaults(head.data), out)
             validator("fragment.schema.json").validate(head, out)
             result.documents[path] = head
+        elif "scenario" in head.data and "playbook" not in head.data:
+            validator("scenario.schema.json").validate(head, out)
+            result.documents[path] = head
         else:
             sources = load_sources(path, out, dict(options.params), main=head)
             result.documents = {d.file: d for d in sources.documents()}

@@ -171,8 +171,10 @@ def test_negative_and_positive_delays(tmp_path):
     # 2027-01-04 is a Monday: the first Wednesday is the 6th, its collect day (Sunday 3rd) is
     # before the stage starts and is skipped; the next ones fall on Sundays at 20:00.
     tl = make_plan(prog, PlanOptions(start=date(2027, 1, 4), days=17))
-    at = {o.action: [x.at.strftime("%a %m-%d %H:%M") for x in tl.occurrences
-                     if x.action == o.action] for o in tl.occurrences}
+    at = {
+        o.action: [x.at.strftime("%a %m-%d %H:%M") for x in tl.occurrences if x.action == o.action]
+        for o in tl.occurrences
+    }
     assert at["live"] == ["Wed 01-06 20:00", "Wed 01-13 20:00", "Wed 01-20 20:00"]
     assert at["collect"] == ["Sun 01-10 20:00", "Sun 01-17 20:00"]
     assert at["countdown"] == ["Tue 01-05 20:00", "Tue 01-12 20:00", "Tue 01-19 20:00"]
@@ -192,7 +194,11 @@ def test_reference_lifecycle_when_gates_pass():
     prog = Program(load_playbook(str(REFERENCE)).playbook)
     tl = make_plan(prog, PlanOptions(start=date(2026, 12, 1), days=240))
     assert [s for s, e in _stages(tl) if e == "started"] == [
-        "prep", "cold-start", "growth", "deepening"]
+        "prep",
+        "cold-start",
+        "growth",
+        "deepening",
+    ]
     starts = {t.stage: t.at.date() for t in tl.transitions if t.event == "started"}
     assert starts["cold-start"] - starts["prep"] == timedelta(days=6)  # prep's own work: day 0-5
     assert starts["growth"] - starts["cold-start"] == timedelta(days=30)  # duration.min
@@ -201,8 +207,9 @@ def test_reference_lifecycle_when_gates_pass():
 
 def test_failing_cold_start_goes_to_rescue_then_aborts():
     prog = Program(load_playbook(str(REFERENCE)).playbook)
-    tl = make_plan(prog, PlanOptions(start=date(2026, 12, 1), days=120,
-                                     failing=("cold-start", "rescue")))
+    tl = make_plan(
+        prog, PlanOptions(start=date(2026, 12, 1), days=120, failing=("cold-start", "rescue"))
+    )
     events = _stages(tl)
     assert ("cold-start", "deadline") in events and ("rescue", "started") in events
     assert ("rescue", "alert") in events and ("rescue", "aborted") in events
@@ -219,8 +226,9 @@ def test_all_gates_failing_extends_and_alerts():
 
 def test_optional_stage_on_request():
     prog = Program(load_playbook(str(REFERENCE)).playbook)
-    tl = make_plan(prog, PlanOptions(start=date(2026, 12, 1), days=300,
-                                     include_optional=("dissolution",)))
+    tl = make_plan(
+        prog, PlanOptions(start=date(2026, 12, 1), days=300, include_optional=("dissolution",))
+    )
     assert ("dissolution", "started") in _stages(tl)
 
 
@@ -236,10 +244,14 @@ def test_joins_per_day_gives_expected_counts():
 
 
 def test_keys_are_stable_across_runs_and_unique():
-    a = make_plan(Program(load_playbook(str(REFERENCE)).playbook),
-                  PlanOptions(start=date(2026, 12, 1), days=90))
-    b = make_plan(Program(load_playbook(str(REFERENCE)).playbook),
-                  PlanOptions(start=date(2026, 12, 1), days=90))
+    a = make_plan(
+        Program(load_playbook(str(REFERENCE)).playbook),
+        PlanOptions(start=date(2026, 12, 1), days=90),
+    )
+    b = make_plan(
+        Program(load_playbook(str(REFERENCE)).playbook),
+        PlanOptions(start=date(2026, 12, 1), days=90),
+    )
     keys = [o.key for o in a.occurrences]
     assert keys == [o.key for o in b.occurrences] and len(set(keys)) == len(keys)
 
@@ -333,20 +345,31 @@ def test_graph_formats():
 
 def test_diff_reports_changes_and_their_calendar_effect(tmp_path):
     old = REFERENCE.read_text(encoding="utf-8")
-    new = (old.replace('morning-topic: {cron: "0 8 * * *"', 'morning-topic: {cron: "30 8 * * *"')
-           .replace("      evening-chat:", "      evening-poll: {cron: \"0 19 * * 2\", do: poll,"
-                    " owner: content, text: 投票}\n      evening-chat:")
-           .replace('      icebreaker:    {day: 2, time: "20:00", do: poll, owner: content,'
-                    ' template: icebreaker, effect: {speak: 0.08, participation: 0.2}}\n', ""))
-    new = new.replace("  icebreaker: 破冰投票：你在时间管理上最大的痛点是？A拖延 B被打断 C计划太满\n", "")
+    new = (
+        old.replace('morning-topic: {cron: "0 8 * * *"', 'morning-topic: {cron: "30 8 * * *"')
+        .replace(
+            "      evening-chat:",
+            '      evening-poll: {cron: "0 19 * * 2", do: poll,'
+            " owner: content, text: 投票}\n      evening-chat:",
+        )
+        .replace(
+            '      icebreaker:    {day: 2, time: "20:00", do: poll, owner: content,'
+            " template: icebreaker, effect: {speak: 0.08, participation: 0.2}}\n",
+            "",
+        )
+    )
+    new = new.replace(
+        "  icebreaker: 破冰投票：你在时间管理上最大的痛点是？A拖延 B被打断 C计划太满\n", ""
+    )
     (tmp_path / "fragments").mkdir()
     for f in (REFERENCE.parent / "fragments").glob("*.yaml"):
         (tmp_path / "fragments" / f.name).write_text(f.read_text(encoding="utf-8"))
     a, b = tmp_path / "old.yaml", tmp_path / "new.yaml"
     a.write_text(old, encoding="utf-8")
     b.write_text(new, encoding="utf-8")
-    code, out, _ = sop("diff", str(a), str(b), "--start", "2026-12-01", "--days", "30",
-                       "--format", "json")
+    code, out, _ = sop(
+        "diff", str(a), str(b), "--start", "2026-12-01", "--days", "30", "--format", "json"
+    )
     d = json.loads(out)
     assert code == 1
     changes = {(c["kind"], c["id"], c["change"]) for c in d["changes"]}

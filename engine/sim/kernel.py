@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ..catalog import BUILTIN_METRICS, MESSAGE_KINDS
 from ..model import Action, OnEvent, Playbook, Relative, Stage
 from ..program import Lifecycle, Program, StageState
 from ..schedule import cron_instants, local_midnight
+from ..timeutil import format_duration
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
@@ -76,11 +77,22 @@ class _Pop:
     n: np.ndarray = field(init=False)
     arrays: dict[str, np.ndarray] = field(init=False)
 
-    SPEC = {
-        "alive": np.bool_, "join_day": np.int16, "hazard": np.float32, "speak": np.float32,
-        "speak7": np.uint8, "part7": np.uint8, "silent": np.int16, "ugc": np.int16,
-        "payments": np.int16, "invites": np.int16, "violations": np.int16,
-        "streak": np.int16, "tier": np.int8, "referred": np.bool_, "events": np.float32,
+    SPEC: ClassVar[dict[str, Any]] = {
+        "alive": np.bool_,
+        "join_day": np.int16,
+        "hazard": np.float32,
+        "speak": np.float32,
+        "speak7": np.uint8,
+        "part7": np.uint8,
+        "silent": np.int16,
+        "ugc": np.int16,
+        "payments": np.int16,
+        "invites": np.int16,
+        "violations": np.int16,
+        "streak": np.int16,
+        "tier": np.int8,
+        "referred": np.bool_,
+        "events": np.float32,
     }
 
     def __post_init__(self) -> None:
@@ -147,8 +159,10 @@ class Simulator:
         if not t or not t.review_cron:
             return set()
         end = self.day_start(self.days)
-        return {(x.astimezone(self.tz).date() - START).days
-                for x in cron_instants(t.review_cron, self.day_start(0), end, self.tz)}
+        return {
+            (x.astimezone(self.tz).date() - START).days
+            for x in cron_instants(t.review_cron, self.day_start(0), end, self.tz)
+        }
 
     # -- what fires today ------------------------------------------------------------------
 
@@ -162,7 +176,8 @@ class Simulator:
         if hit is not None:
             return hit
         T = len(self.tiers)
-        eff = Effects(*(np.zeros(T, dtype=np.float32) for _ in range(7)))
+        z = [np.zeros(T, dtype=np.float32) for _ in range(7)]
+        eff = Effects(z[0], z[1], z[2], z[3], z[4], z[5], z[6])
         eff.churn[:] = 1.0
         if lc.finished is None:
             t0, t1 = self.day_start(d), self.day_start(d + 1)
@@ -174,8 +189,7 @@ class Simulator:
                     continue
                 e = a.effect
                 eff.speak[mask] += e.speak
-                eff.participation[mask] = 1 - (1 - eff.participation[mask]) * (
-                    1 - e.participation)
+                eff.participation[mask] = 1 - (1 - eff.participation[mask]) * (1 - e.participation)
                 eff.churn[mask] *= 1 + e.churn
                 eff.ugc[mask] += e.ugc
                 eff.conversion[mask] += e.conversion
@@ -213,7 +227,8 @@ class Simulator:
                 rules.churn[k] = rules.churn.get(k, 1.0) * (1 + c.effect.churn)
                 rules.conversion[k] = rules.conversion.get(k, 0.0) + c.effect.conversion
             rules.messages[k] = rules.messages.get(k, 0) + sum(
-                1 for c in chain[:1] if c.kind in MESSAGE_KINDS)
+                1 for c in chain[:1] if c.kind in MESSAGE_KINDS
+            )
         self._event_cache[key] = rules
         return rules
 
@@ -227,16 +242,15 @@ class Simulator:
 
     # -- one chunk ---------------------------------------------------------------------------
 
-    def run_chunk(self, runs: int, seed: np.random.SeedSequence, first_run: int = 0
-                  ) -> ChunkResult:
+    def run_chunk(self, runs: int, seed: np.random.SeedSequence, first_run: int = 0) -> ChunkResult:
         """Simulate `runs` runs for `self.days` days."""
         rng = np.random.default_rng(seed)
-        sc, act, ret = self.sc, self.sc.activity, self.sc.retention
+        sc, act = self.sc, self.sc.activity
         D, R, T = self.days, runs, len(self.tiers)
         M = len(self.metric_names)
         mi = {m: i for i, m in enumerate(self.metric_names)}
         out = np.zeros((R, D, M), dtype=np.float32)
-        seed_users = int(round(sc.acquisition.seed_users))
+        seed_users = round(sc.acquisition.seed_users)
         pop = _Pop(R, max(256, seed_users * 2))
         lcs = [Lifecycle(self.program, self.day_start(0)) for _ in range(R)]
         joined_by_day = np.zeros((R, D + 1), dtype=np.float64)
@@ -249,15 +263,17 @@ class Simulator:
         expect_fail: list[tuple[int, int, str]] = []
         failed_runs: set[tuple[int, int]] = set()
         member_days = 0
-        period = ret.period_days
         decay_tau = act.tenure_decay_days
         inv_tau = sc.acquisition.invite_decay_days
         cap_expect = [e for e in self.pb.expect if e.max_messages_per_member_per_day]
         welcome_expect = [e for e in self.pb.expect if e.event]
         hist = np.zeros((R, D + 1))
+        opened = np.zeros(R, dtype=bool)
+        inv_mean_speak = np.float32((act.speak_alpha + act.speak_beta) / act.speak_alpha)
         ages_lut = np.arange(D + 2, dtype=np.float32)
-        decay_lut = (act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
-                     ).astype(np.float32)
+        decay_lut = (
+            act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
+        ).astype(np.float32)
 
         for d in range(D):
             effs = [self.effects_today(lc, d) for lc in lcs]
@@ -267,12 +283,13 @@ class Simulator:
             alive = pop["alive"]
             members = np.array([int(alive[r, : pop.n[r]].sum()) for r in range(R)], dtype=float)
             a_cfg = sc.acquisition
-            new = np.zeros(R, dtype=np.int64)
-            if d == 0:
-                new += seed_users
-            new += rng.poisson(a_cfg.organic_per_day, R)
+            is_open = np.array([self._open(lc) for lc in lcs])
+            new = np.where(is_open & ~opened, seed_users, 0).astype(np.int64)
+            opened |= is_open
+            new += rng.poisson(a_cfg.organic_per_day, R) * opened
             if a_cfg.market > 0 and (a_cfg.bass_p or a_cfg.bass_q):
                 step = bass_step(bass_adopters, a_cfg.market, a_cfg.bass_p, a_cfg.bass_q, rng)
+                step *= opened
                 bass_adopters += step
                 new += step.astype(np.int64)
             # referral: invitation activity decays with tenure (via the join-day histogram)
@@ -281,7 +298,7 @@ class Simulator:
             invites = (hist * weights).sum(axis=1) * a_cfg.invites_per_member_per_day
             invites += np.array([float((e.invites * 1.0).mean()) for e in effs]) * members
             ref = rng.poisson(np.maximum(invites * a_cfg.invite_conversion, 0))
-            burst = rng.poisson([e.joins for e in effs])
+            burst = rng.poisson([e.joins for e in effs]) * opened
             new += ref + burst
             referral_joins += ref
             total_joins += new
@@ -322,6 +339,8 @@ class Simulator:
             u2 = rng.random((R, n_max), dtype=np.float32)
             part_p = _gather(np.stack([e.participation for e in effs]), tier)
             if part_p.any():
+                # engaged members take part more: scaled by propensity relative to a newcomer's
+                part_p = np.minimum(part_p * p * inv_mean_speak, 1.0)
                 part = (u2 >= 1 - part_p) & alive_now
                 ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
                 if ugc_p.any():
@@ -334,7 +353,8 @@ class Simulator:
             p7 &= 0x7F
             pop["ugc"][sl] += ugc
             conv_p = sc.conversion.base_daily + _gather(
-                np.stack([e.conversion for e in effs]), tier)
+                np.stack([e.conversion for e in effs]), tier
+            )
             hz = pop["hazard"][sl] * _gather(np.stack([e.churn for e in effs]), tier)
             leave = (u2 < hz) & alive_now
             pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
@@ -344,13 +364,19 @@ class Simulator:
             if self.pb.moderation and self.pb.moderation.remove_at:
                 leave |= pop["violations"][sl] >= self.pb.moderation.remove_at
             vcount = pop["violations"][sl]
-            for ev_count in sorted({a.schedule.count for rr in rules
-                                    for a in rr.actions.get("member.violation", [])
-                                    if isinstance(a.schedule, OnEvent) and a.schedule.count}):
+            for ev_count in sorted(
+                {
+                    a.schedule.count
+                    for rr in rules
+                    for a in rr.actions.get("member.violation", [])
+                    if isinstance(a.schedule, OnEvent) and a.schedule.count
+                }
+            ):
                 hit = viol & (vcount == ev_count)
                 if hit.any():
-                    self._apply_event(pop, rules, "member.violation", hit, ev_msgs, sl,
-                                      count=ev_count)
+                    self._apply_event(
+                        pop, rules, "member.violation", hit, ev_msgs, sl, count=ev_count
+                    )
             # -- silence, streaks, anniversaries -------------------------------------------------
             self._silence_events(pop, rules, ev_msgs, sl)
             checkin = np.array([e.participation.max() > 0 for e in effs])[:, None]
@@ -394,7 +420,7 @@ class Simulator:
             paying = ((pop["payments"][sl] > 0) & alive_now).sum(axis=1)
             m[:, mi["paying_members"]] = paying
             ever = joined_by_day[:, : d + 1].sum(axis=1)
-            m[:, mi["conversion_rate"]] = _ratio(((pop["payments"][sl] > 0)).sum(axis=1), ever)
+            m[:, mi["conversion_rate"]] = _ratio((pop["payments"][sl] > 0).sum(axis=1), ever)
             m[:, mi["fission_rate"]] = _ratio(referral_joins, total_joins)
             m[:, mi["fission_multiplier"]] = _ratio(referral_joins, total_joins - referral_joins)
             lo = max(0, d - 6)
@@ -404,8 +430,21 @@ class Simulator:
             m[:, mi["community_age"]] = d
             self._custom_metrics(m, mi, custom_state, n_alive, rng)
             # -- expectations ----------------------------------------------------------------
-            self._expectations(d, effs, rules, ev_msgs, sl, tier, alive_now, joined_today,
-                               cap_expect, welcome_expect, expect_fail, failed_runs, lcs)
+            self._expectations(
+                d,
+                effs,
+                rules,
+                ev_msgs,
+                sl,
+                tier,
+                alive_now,
+                joined_today,
+                cap_expect,
+                welcome_expect,
+                expect_fail,
+                failed_runs,
+                lcs,
+            )
             # -- stages: the daily check at the next midnight ------------------------------------
             t_next = self.day_start(d + 1)
             for r, lc in enumerate(lcs):
@@ -416,6 +455,11 @@ class Simulator:
         return self._finish(out, lcs, expect_fail, member_days, first_run)
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _open(self, lc: Lifecycle) -> bool:
+        """Acquisition is open once the scenario's start stage has been entered."""
+        first = self.sc.acquisition.start_stage
+        return first is None or any(s.stage == first for s in lc.states)
 
     def _oracle(self, env: dict[str, float], day: int) -> Any:
         def gate(stage: Stage, st: StageState, now: Any) -> bool:
@@ -433,8 +477,9 @@ class Simulator:
         flat = (np.arange(pop.runs)[:, None] * (D + 1) + np.maximum(jd, 0))[al]
         return np.bincount(flat, minlength=pop.runs * (D + 1)).reshape(pop.runs, D + 1)
 
-    def _add_members(self, pop: _Pop, new: np.ndarray, ref: np.ndarray, d: int,
-                     rng: np.random.Generator) -> None:
+    def _add_members(
+        self, pop: _Pop, new: np.ndarray, ref: np.ndarray, d: int, rng: np.random.Generator
+    ) -> None:
         total = int(new.sum())
         if not total:
             return
@@ -442,7 +487,8 @@ class Simulator:
         act, ret = self.sc.activity, self.sc.retention
         theta = rng.beta(ret.alpha, ret.beta, total).astype(np.float32)
         hazard = (1 - np.power(1 - np.minimum(theta, 0.999999), 1 / ret.period_days)).astype(
-            np.float32)
+            np.float32
+        )
         speak = rng.beta(act.speak_alpha, act.speak_beta, total).astype(np.float32)
         k = 0
         for r in range(pop.runs):
@@ -458,8 +504,16 @@ class Simulator:
             pop.n[r] = b
             k += c
 
-    def _apply_event(self, pop: _Pop, rules: Sequence[EventRules], event: str,
-                     who: np.ndarray, ev_msgs: np.ndarray, sl: Any, **_: Any) -> None:
+    def _apply_event(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        event: str,
+        who: np.ndarray,
+        ev_msgs: np.ndarray,
+        sl: Any,
+        **_: Any,
+    ) -> None:
         """Apply a member event's actions to the members in `who` (masked, in place)."""
         if not any(event in rr.actions for rr in rules):
             return
@@ -475,35 +529,60 @@ class Simulator:
         if msgs.any():
             np.add(ev_msgs, msgs, out=ev_msgs, where=who)
 
-    def _silence_events(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
-                        sl: Any) -> None:
-        lengths = {int(a.schedule.silent_for.total_seconds() // 86400) for rr in rules
-                   for a in rr.actions.get("member.silent", [])
-                   if isinstance(a.schedule, OnEvent) and a.schedule.silent_for}
+    def _silence_events(
+        self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any
+    ) -> None:
+        lengths = {
+            int(a.schedule.silent_for.total_seconds() // 86400)
+            for rr in rules
+            for a in rr.actions.get("member.silent", [])
+            if isinstance(a.schedule, OnEvent) and a.schedule.silent_for
+        }
         for days in lengths:
             hit = (pop["silent"][sl] == days) & pop["alive"][sl]
             self._apply_event(pop, rules, "member.silent", hit, ev_msgs, sl)
 
-    def _streak_events(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
-                       sl: Any) -> None:
-        streaks = {a.schedule.streak for rr in rules
-                   for a in rr.actions.get("member.checkin_streak", [])
-                   if isinstance(a.schedule, OnEvent) and a.schedule.streak}
+    def _streak_events(
+        self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any
+    ) -> None:
+        streaks = {
+            a.schedule.streak
+            for rr in rules
+            for a in rr.actions.get("member.checkin_streak", [])
+            if isinstance(a.schedule, OnEvent) and a.schedule.streak
+        }
         for s in streaks:
             hit = (pop["streak"][sl] == s) & pop["alive"][sl]
             self._apply_event(pop, rules, "member.checkin_streak", hit, ev_msgs, sl)
 
-    def _anniversaries(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray,
-                       sl: Any, tenure: np.ndarray) -> None:
-        ats = {int(t.total_seconds() // 86400) for rr in rules
-               for a in rr.actions.get("member.anniversary", [])
-               if isinstance(a.schedule, OnEvent) for t in a.schedule.at}
+    def _anniversaries(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        ev_msgs: np.ndarray,
+        sl: Any,
+        tenure: np.ndarray,
+    ) -> None:
+        ats = {
+            int(t.total_seconds() // 86400)
+            for rr in rules
+            for a in rr.actions.get("member.anniversary", [])
+            if isinstance(a.schedule, OnEvent)
+            for t in a.schedule.at
+        }
         for days in ats:
             hit = (tenure == days) & pop["alive"][sl]
             self._apply_event(pop, rules, "member.anniversary", hit, ev_msgs, sl)
 
-    def _tiers(self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any,
-               d: int, tenure: np.ndarray) -> None:
+    def _tiers(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        ev_msgs: np.ndarray,
+        sl: Any,
+        d: int,
+        tenure: np.ndarray,
+    ) -> None:
         tiers = self.pb.tiers
         assert tiers is not None
         tier = pop["tier"][sl]
@@ -511,10 +590,14 @@ class Simulator:
         env = {
             "tenure_days": tenure,
             "weekly_interactions": (_POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]).astype(
-                np.float32),
-            "ugc_posts": pop["ugc"][sl], "payments": pop["payments"][sl],
-            "invites": pop["invites"][sl], "checkin_streak": pop["streak"][sl],
-            "violations": pop["violations"][sl], "silent_days": pop["silent"][sl],
+                np.float32
+            ),
+            "ugc_posts": pop["ugc"][sl],
+            "payments": pop["payments"][sl],
+            "invites": pop["invites"][sl],
+            "checkin_streak": pop["streak"][sl],
+            "violations": pop["violations"][sl],
+            "silent_days": pop["silent"][sl],
         }
         before = tier.copy()
         for rank, t in enumerate(tiers.levels):
@@ -530,21 +613,29 @@ class Simulator:
                 ok = np.asarray(ex.evaluate(t.promote.node, env), dtype=bool)
                 tier[(tier < rank) & ok] = rank
                 if tiers.hysteresis < 1:
-                    keep = np.asarray(ex.evaluate(relax(t.promote.node, tiers.hysteresis), env),
-                                      dtype=bool)
+                    keep = np.asarray(
+                        ex.evaluate(relax(t.promote.node, tiers.hysteresis), env), dtype=bool
+                    )
                     down = (tier == rank) & ~keep
                     tier[down] = rank - 1
         changed = (tier != before) & alive
         if changed.any():
             self._apply_event(pop, rules, "member.tier_changed", changed, ev_msgs, sl)
 
-    def _custom_metrics(self, m: np.ndarray, mi: dict[str, int], state: dict[str, np.ndarray],
-                        members: np.ndarray, rng: np.random.Generator) -> None:
+    def _custom_metrics(
+        self,
+        m: np.ndarray,
+        mi: dict[str, int],
+        state: dict[str, np.ndarray],
+        members: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
         for name in self.custom:
             model = self.sc.metrics.get(name)
             if model is not None:
-                state[name] = state[name] + model.per_day + model.noise * rng.standard_normal(
-                    len(members))
+                state[name] = (
+                    state[name] + model.per_day + model.noise * rng.standard_normal(len(members))
+                )
                 m[:, mi[name]] = state[name] + model.per_member * members
         for name in self.custom:  # definitions read built-ins and modelled metrics
             metric = self.pb.metrics[name]
@@ -552,11 +643,22 @@ class Simulator:
                 env = {k: m[:, i] for k, i in mi.items()}
                 m[:, mi[name]] = ex.evaluate(metric.definition.node, env)
 
-    def _expectations(self, d: int, effs: list[Effects], rules: list[EventRules],
-                      ev_msgs: np.ndarray, sl: Any, tier: np.ndarray, alive: np.ndarray,
-                      joined: np.ndarray, caps: list[Any], welcomes: list[Any],
-                      fails: list[tuple[int, int, str]], failed: set[tuple[int, int]],
-                      lcs: list[Lifecycle]) -> None:
+    def _expectations(
+        self,
+        d: int,
+        effs: list[Effects],
+        rules: list[EventRules],
+        ev_msgs: np.ndarray,
+        sl: Any,
+        tier: np.ndarray,
+        alive: np.ndarray,
+        joined: np.ndarray,
+        caps: list[Any],
+        welcomes: list[Any],
+        fails: list[tuple[int, int, str]],
+        failed: set[tuple[int, int]],
+        lcs: list[Lifecycle],
+    ) -> None:
         for i, e in enumerate(caps):
             cap = e.max_messages_per_member_per_day
             sched = np.stack([x.messages for x in effs])
@@ -565,22 +667,32 @@ class Simulator:
                 hit = (ev_msgs > 0) & alive
                 per_member = _gather(sched, tier) + ev_msgs
                 worst = np.maximum(worst, np.where(hit, per_member, 0).max(axis=1))
-            for r in np.flatnonzero(worst > cap):
+            for r in (int(x) for x in np.flatnonzero(worst > cap)):
                 if (r, 1000 + i) not in failed:
                     failed.add((r, 1000 + i))
-                    fails.append((int(r), d, f"a member received {int(worst[r])} messages"
-                                  f" (cap {cap})"))
+                    fails.append((r, d, f"a member received {int(worst[r])} messages (cap {cap})"))
         for i, e in enumerate(welcomes):
             for r, rr in enumerate(rules):
                 if (r, i) in failed or not joined[r].any() or e.event != "member.joined":
                     continue
-                ok = any(a.id == e.action and self._delay_ok(a, e.within)
-                         for a in rr.actions.get("member.joined", []))
+                if lcs[r].finished is not None:
+                    continue  # the playbook has stopped: nothing is promised any more
+                ok = any(
+                    a.id == e.action and self._delay_ok(a, e.within)
+                    for a in rr.actions.get("member.joined", [])
+                )
                 if not ok:
                     failed.add((r, i))
                     stages = ",".join(s.stage for s in lcs[r].active) or "none"
-                    fails.append((r, d, f"{int(joined[r].sum())} joiner(s) not sent"
-                                  f" `{e.action}` within {e.within} (active stages: {stages})"))
+                    within = format_duration(e.within) if e.within else "time"
+                    fails.append(
+                        (
+                            r,
+                            d,
+                            f"{int(joined[r].sum())} joiner(s) not sent"
+                            f" `{e.action}` within {within} (active stages: {stages})",
+                        )
+                    )
 
     def _delay_ok(self, a: Action, within: timedelta | None) -> bool:
         offset = timedelta(0)
@@ -595,8 +707,14 @@ class Simulator:
             offset += timedelta(minutes=(end - start) % 1440)
         return within is None or offset <= within
 
-    def _finish(self, out: np.ndarray, lcs: list[Lifecycle], fails: list[tuple[int, int, str]],
-                member_days: int, first_run: int) -> ChunkResult:
+    def _finish(
+        self,
+        out: np.ndarray,
+        lcs: list[Lifecycle],
+        fails: list[tuple[int, int, str]],
+        member_days: int,
+        first_run: int,
+    ) -> ChunkResult:
         S = len(self.stage_ids)
         entered = np.full((len(lcs), S), -1, dtype=np.int16)
         passed = np.full((len(lcs), S), -1, dtype=np.int16)
@@ -612,8 +730,16 @@ class Simulator:
                     passed[r, j] = (st.ended.astimezone(self.tz).date() - START).days
                 res[st.stage] = st.outcome
             outcomes.append(res)
-        return ChunkResult(out, self.metric_names, entered, passed, outcomes,
-                           [(first_run + r, d, w) for r, d, w in fails], member_days, first_run)
+        return ChunkResult(
+            out,
+            self.metric_names,
+            entered,
+            passed,
+            outcomes,
+            [(first_run + r, d, w) for r, d, w in fails],
+            member_days,
+            first_run,
+        )
 
 
 def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:
@@ -624,8 +750,14 @@ def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:
     return flat[tier + (np.arange(table.shape[0]) * table.shape[1])[:, None]]
 
 
-def bass_step(adopters: np.ndarray, m: float, p: float, q: float, rng: np.random.Generator,
-              dt_days: float = 1.0) -> np.ndarray:
+def bass_step(
+    adopters: np.ndarray,
+    m: float,
+    p: float,
+    q: float,
+    rng: np.random.Generator,
+    dt_days: float = 1.0,
+) -> np.ndarray:
     """One day of Bass diffusion: each non-adopter adopts with 1 - exp(-(p + q F) dt)."""
     remaining = np.maximum(m - adopters, 0)
     hazard = (p + q * adopters / m) * dt_days / 365.0
@@ -647,8 +779,14 @@ def relax(node: ex.Node, factor: float) -> ex.Node:
         return ex.Node("cmp", node.start, node.end, node.op, node.value, (node.args[0], scaled))
     if not node.args:
         return node
-    return ex.Node(node.kind, node.start, node.end, node.op, node.value,
-                   tuple(relax(a, factor) for a in node.args))
+    return ex.Node(
+        node.kind,
+        node.start,
+        node.end,
+        node.op,
+        node.value,
+        tuple(relax(a, factor) for a in node.args),
+    )
 
 
 def _ratio(a: Any, b: Any) -> np.ndarray:

@@ -65,6 +65,7 @@ class SimResult:
     member_days: int
     seconds: float
     gates: list[GateResult] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
 
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
         """(len(qs), days) percentiles of a metric across runs."""
@@ -80,9 +81,12 @@ class SimResult:
             pas = self.stage_passed[:, j]
             e, p = ent[ent >= 0], pas[pas >= 0]
             out[sid] = {
-                "entered": int(len(e)), "passed": int(len(p)), "runs": runs,
+                "entered": len(e),
+                "passed": len(p),
+                "runs": runs,
                 "p_entered": len(e) / runs if runs else 0.0,
-                "entered_day": _pcts(e), "passed_day": _pcts(p),
+                "entered_day": _pcts(e),
+                "passed_day": _pcts(p),
                 "outcomes": _count(o.get(sid, "not reached") for o in self.outcomes),
             }
         return out
@@ -93,28 +97,45 @@ class SimResult:
         return {
             "playbook": self.playbook,
             "scenario": self.scenario.as_dict(),
-            "options": {"runs": self.options.runs, "days": self.options.days,
-                        "seed": self.options.seed, "workers": self.options.workers,
-                        "executor": self.options.executor},
-            "gates": [{
-                "stage": g.stage, "gate": g.gate, "deadline_days": g.deadline_days,
-                "p_pass": round(g.probability, 4),
-                "interval95": [round(g.interval[0], 4), round(g.interval[1], 4)],
-                "p_pass_if_entered": round(g.passed / g.entered, 4) if g.entered else None,
-                "entered": g.entered, "passed": g.passed, "runs": g.runs,
-                "median_pass_day": g.median_day,
-            } for g in self.gates],
+            "options": {
+                "runs": self.options.runs,
+                "days": self.options.days,
+                "seed": self.options.seed,
+                "workers": self.options.workers,
+                "executor": self.options.executor,
+            },
+            "gates": [
+                {
+                    "stage": g.stage,
+                    "gate": g.gate,
+                    "deadline_days": g.deadline_days,
+                    "p_pass": round(g.probability, 4),
+                    "interval95": [round(g.interval[0], 4), round(g.interval[1], 4)],
+                    "p_pass_if_entered": round(g.passed / g.entered, 4) if g.entered else None,
+                    "entered": g.entered,
+                    "passed": g.passed,
+                    "runs": g.runs,
+                    "median_pass_day": g.median_day,
+                }
+                for g in self.gates
+            ],
             "stages": self.stage_timing(),
             "metrics": {
-                name: {"days": days, **{f"p{q}": [round(float(x), 4) for x in row[days]]
-                                        for q, row in zip((5, 50, 95), self.percentiles(name),
-                                                          strict=True)}}
+                name: {
+                    "days": days,
+                    **{
+                        f"p{q}": [round(float(x), 4) for x in row[days]]
+                        for q, row in zip((5, 50, 95), self.percentiles(name), strict=True)
+                    },
+                }
                 for name in self.metric_names
             },
             "expect": [{"run": r, "day": d, "failure": w} for r, d, w in self.expect_failures],
-            "performance": {"member_days": self.member_days, "seconds": round(self.seconds, 3),
-                            "member_days_per_second": round(self.member_days
-                                                            / max(self.seconds, 1e-9))},
+            "performance": {
+                "member_days": self.member_days,
+                "seconds": round(self.seconds, 3),
+                "member_days_per_second": round(self.member_days / max(self.seconds, 1e-9)),
+            },
         }
 
 
@@ -135,8 +156,14 @@ def _count(items: Iterator[str] | Any) -> dict[str, int]:
 _SIMULATORS: dict[int, Simulator] = {}
 
 
-def run_chunk(playbook: Playbook, scenario: Scenario, days: int, runs: int,
-              seed: np.random.SeedSequence, first_run: int) -> ChunkResult:
+def run_chunk(
+    playbook: Playbook,
+    scenario: Scenario,
+    days: int,
+    runs: int,
+    seed: np.random.SeedSequence,
+    first_run: int,
+) -> ChunkResult:
     """One chunk, in whatever process or Dask worker it lands on (simulator cached per process)."""
     key = hash((id(playbook), id(scenario), days))
     sim = _SIMULATORS.get(key)
@@ -151,12 +178,17 @@ def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]
     """(first_run, runs, seed) per chunk; seeds spawned per chunk from the root seed."""
     n = math.ceil(options.runs / CHUNK_RUNS)
     seeds = np.random.SeedSequence(options.seed).spawn(n)
-    return [(i * CHUNK_RUNS, min(CHUNK_RUNS, options.runs - i * CHUNK_RUNS), seeds[i])
-            for i in range(n)]
+    return [
+        (i * CHUNK_RUNS, min(CHUNK_RUNS, options.runs - i * CHUNK_RUNS), seeds[i]) for i in range(n)
+    ]
 
 
-def simulate(playbook: Playbook, scenario: Scenario, options: SimOptions,
-             progress: Callable[[int], None] | None = None) -> SimResult:
+def simulate(
+    playbook: Playbook,
+    scenario: Scenario,
+    options: SimOptions,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
     """Run the Monte Carlo and aggregate it."""
     t0 = time.perf_counter()
     plan = chunks(options)
@@ -175,8 +207,9 @@ def simulate(playbook: Playbook, scenario: Scenario, options: SimOptions,
     return aggregate(playbook, scenario, options, results, seconds)
 
 
-def _processes(args: list[tuple[Any, ...]], workers: int,
-               progress: Callable[[int], None] | None) -> list[ChunkResult]:
+def _processes(
+    args: list[tuple[Any, ...]], workers: int, progress: Callable[[int], None] | None
+) -> list[ChunkResult]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -203,22 +236,34 @@ def _dask(args: list[tuple[Any, ...]], address: str | None) -> list[ChunkResult]
         return list(client.gather(futures))
 
 
-def aggregate(playbook: Playbook, scenario: Scenario, options: SimOptions,
-              results: list[ChunkResult], seconds: float) -> SimResult:
+def aggregate(
+    playbook: Playbook,
+    scenario: Scenario,
+    options: SimOptions,
+    results: list[ChunkResult],
+    seconds: float,
+) -> SimResult:
     """Concatenate chunks in run order and compute gate statistics."""
     results = sorted(results, key=lambda r: r.first_run)
     metrics = np.concatenate([r.metrics for r in results], axis=0)
     entered = np.concatenate([r.stage_entered for r in results], axis=0)
     passed = np.concatenate([r.stage_passed for r in results], axis=0)
     res = SimResult(
-        playbook=playbook.id, scenario=scenario, options=options,
-        metric_names=results[0].metric_names, metrics=metrics,
-        stage_ids=list(playbook.stages), stage_entered=entered, stage_passed=passed,
+        playbook=playbook.id,
+        scenario=scenario,
+        options=options,
+        metric_names=results[0].metric_names,
+        metrics=metrics,
+        stage_ids=list(playbook.stages),
+        stage_entered=entered,
+        stage_passed=passed,
         outcomes=[o for r in results for o in r.stage_outcome],
         expect_failures=sorted(f for r in results for f in r.expect_failures),
-        member_days=sum(r.member_days for r in results), seconds=seconds,
+        member_days=sum(r.member_days for r in results),
+        seconds=seconds,
     )
     res.gates = gate_results(playbook, res)
+    res.units = playbook.metric_units()
     return res
 
 
@@ -241,6 +286,16 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
             ok &= (pas - ent) <= dl_days
         n_ok = int(ok.sum())
         med = float(np.median(pas[ok])) if n_ok else None
-        out.append(GateResult(sid, st.gate.text, dl_days, int((ent >= 0).sum()), n_ok, runs,
-                              wilson(n_ok, runs), med))
+        out.append(
+            GateResult(
+                sid,
+                st.gate.text,
+                dl_days,
+                int((ent >= 0).sum()),
+                n_ok,
+                runs,
+                wilson(n_ok, runs),
+                med,
+            )
+        )
     return out

@@ -1,4 +1,4 @@
-"""Simulation scenarios: parameters with defaults from the seed documents, files, `--set` overrides."""
+"""Simulation scenarios: defaults from the seed documents, scenario files, `--set` overrides."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Acquisition:
     """Seed users, organic inflow, Bass word of mouth and referral invitations."""
 
     seed_users: float = 80.0
+    start_stage: str | None = None
     organic_per_day: float = 4.0
     bass_p: float = 0.03  # per year (Bass 1969)
     bass_q: float = 0.38  # per year
@@ -88,8 +89,12 @@ class ScenarioError(Exception):
         self.diagnostics = diagnostics
 
 
-_SECTIONS = {"acquisition": Acquisition, "retention": Retention, "activity": Activity,
-             "conversion": Conversion}
+_SECTIONS = {
+    "acquisition": Acquisition,
+    "retention": Retention,
+    "activity": Activity,
+    "conversion": Conversion,
+}
 
 
 def from_data(data: dict[str, Any]) -> Scenario:
@@ -97,14 +102,18 @@ def from_data(data: dict[str, Any]) -> Scenario:
     kw: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name in data:
-            kw[name] = cls(**{k: float(v) for k, v in data[name].items()})
+            kw[name] = cls(
+                **{k: (v if isinstance(v, str) else float(v)) for k, v in data[name].items()}
+            )
     if "metrics" in data:
-        kw["metrics"] = {k: CustomMetric(**{f: float(x) for f, x in v.items()})
-                         for k, v in data["metrics"].items()}
+        kw["metrics"] = {
+            k: CustomMetric(**{f: float(x) for f, x in v.items()})
+            for k, v in data["metrics"].items()
+        }
     return Scenario(name=data.get("scenario", "custom"), **kw)
 
 
-def load_scenario(path: str | None, overrides: list[str] = ()) -> Scenario:  # type: ignore[assignment]
+def load_scenario(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """Load and validate a scenario file (or the defaults), then apply `path=value` overrides."""
     from ..schema import validator
 
