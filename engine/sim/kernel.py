@@ -315,9 +315,11 @@ class Simulator:
             ev_msgs = np.zeros((R, n_max), dtype=np.float32)
             self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
-            tenure = d - pop["join_day"][sl]  # empty slots read d + 1: they are never alive
+            jd = pop["join_day"][sl]
             tier = pop["tier"][sl].astype(np.intp)
-            p = pop["speak"][sl] * decay_lut[np.minimum(tenure, D)]
+            # tenure decay by join day: index -1 (empty slots) reads the last entry, harmless
+            by_join = decay_lut[np.clip(d - np.arange(D + 1), 0, D + 1)]
+            p = pop["speak"][sl] * by_join[jd]
             p += _gather(np.stack([e.speak for e in effs]), tier)
             ev_lift = pop["events"][sl]
             p += ev_lift
@@ -385,7 +387,7 @@ class Simulator:
                 st += part
                 st *= part | ~checkin  # a check-in day without taking part breaks the streak
             self._streak_events(pop, rules, ev_msgs, sl)
-            self._anniversaries(pop, rules, ev_msgs, sl, tenure)
+            self._anniversaries(pop, rules, ev_msgs, sl, d, jd)
             # -- departures --------------------------------------------------------------------
             alive[sl] &= ~leave
             rows, cols = np.nonzero(leave)
@@ -395,7 +397,7 @@ class Simulator:
             ugc_by_day[:, d] = ugc.sum(axis=1)
             # -- tiers ---------------------------------------------------------------------------
             if self.pb.tiers:
-                self._tiers(pop, rules, ev_msgs, sl, d, tenure)
+                self._tiers(pop, rules, ev_msgs, sl, d, jd)
             # -- metrics -----------------------------------------------------------------------
             alive_now = alive[sl]
             n_alive = alive_now.sum(axis=1).astype(float)
@@ -561,7 +563,8 @@ class Simulator:
         rules: Sequence[EventRules],
         ev_msgs: np.ndarray,
         sl: Any,
-        tenure: np.ndarray,
+        d: int,
+        join_day: np.ndarray,
     ) -> None:
         ats = {
             int(t.total_seconds() // 86400)
@@ -571,7 +574,9 @@ class Simulator:
             for t in a.schedule.at
         }
         for days in ats:
-            hit = (tenure == days) & pop["alive"][sl]
+            if d - days < 0:
+                continue
+            hit = (join_day == d - days) & pop["alive"][sl]
             self._apply_event(pop, rules, "member.anniversary", hit, ev_msgs, sl)
 
     def _tiers(
@@ -581,32 +586,36 @@ class Simulator:
         ev_msgs: np.ndarray,
         sl: Any,
         d: int,
-        tenure: np.ndarray,
+        join_day: np.ndarray,
     ) -> None:
         tiers = self.pb.tiers
         assert tiers is not None
         tier = pop["tier"][sl]
         alive = pop["alive"][sl]
-        env = {
-            "tenure_days": tenure,
-            "weekly_interactions": (_POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]).astype(
-                np.float32
-            ),
-            "ugc_posts": pop["ugc"][sl],
-            "payments": pop["payments"][sl],
-            "invites": pop["invites"][sl],
-            "checkin_streak": pop["streak"][sl],
-            "violations": pop["violations"][sl],
-            "silent_days": pop["silent"][sl],
-        }
-        before = tier.copy()
+        changed = np.zeros_like(alive)
+        silent = pop["silent"][sl]
         for rank, t in enumerate(tiers.levels):
-            if t.demote_silent_for is not None:
+            if t.demote_silent_for is not None and rank > 0:
                 days = t.demote_silent_for.total_seconds() / 86400
-                down = (tier == rank) & (pop["silent"][sl] >= days)
-                target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
-                tier[down] = max(target, 0)
+                down = (tier == rank) & (silent >= days)
+                if down.any():
+                    target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
+                    tier[down] = max(target, 0)
+                    changed |= down
         if d in self._review_days:
+            env = {
+                "tenure_days": d - join_day,
+                "weekly_interactions": (_POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]).astype(
+                    np.float32
+                ),
+                "ugc_posts": pop["ugc"][sl],
+                "payments": pop["payments"][sl],
+                "invites": pop["invites"][sl],
+                "checkin_streak": pop["streak"][sl],
+                "violations": pop["violations"][sl],
+                "silent_days": silent,
+            }
+            before = tier.copy()
             for rank, t in enumerate(tiers.levels):
                 if t.promote is None or t.promote.node is None:
                     continue
@@ -616,9 +625,9 @@ class Simulator:
                     keep = np.asarray(
                         ex.evaluate(relax(t.promote.node, tiers.hysteresis), env), dtype=bool
                     )
-                    down = (tier == rank) & ~keep
-                    tier[down] = rank - 1
-        changed = (tier != before) & alive
+                    tier[(tier == rank) & ~keep] = rank - 1
+            changed |= tier != before
+        changed &= alive
         if changed.any():
             self._apply_event(pop, rules, "member.tier_changed", changed, ev_msgs, sl)
 
