@@ -339,6 +339,26 @@ def test_calibrate_acquisition_recovers_bass(tmp_path) -> None:
     assert abs(fit["scenario"]["acquisition"]["bass_q"] - 0.04 * 365) < 0.1
 
 
+@pytest.mark.parametrize(
+    ("model", "csv_name", "extra"),
+    [
+        ("retention", "retention-cohort.csv", ["--period-days", "365"]),
+        ("acquisition", "acquisition-joins.csv", []),
+        ("activity", "activity-members.csv", ["--period-days", "7"]),
+    ],
+)
+def test_calibrated_fragments_make_valid_scenarios(tmp_path, model, csv_name, extra) -> None:
+    code, out = sop("calibrate", model, str(PLAYBOOKS / "data" / csv_name), *extra)
+    assert code == 0 and out.startswith("# ")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("scenario: calibrated\n" + out, encoding="utf-8")
+    assert sop("validate", str(scenario))[0] == 0
+    code, _ = sop(
+        "simulate", str(REFERENCE), "--scenario", str(scenario), "--runs", "2", "--days", "20"
+    )
+    assert code == 0
+
+
 def test_calibrate_rejects_bad_csv_with_the_line(tmp_path) -> None:
     f = tmp_path / "bad.csv"
     f.write_text("period,survivors\n0,1000\n1,abc\n")

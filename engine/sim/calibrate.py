@@ -32,6 +32,19 @@ class Fit:
     fragment: dict[str, Any]
     n: int
 
+    def __post_init__(self) -> None:
+        # plain Python numbers only: fragments are dumped as YAML and JSON
+        object.__setattr__(self, "params", _plain(self.params))
+        object.__setattr__(self, "fragment", _plain(self.fragment))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
 
 def read_csv(path: str, columns: tuple[str, ...]) -> np.ndarray:
     """Numeric columns of a CSV with a header row; errors name the line."""
