@@ -96,6 +96,10 @@ def _fail(code: str, file: str, line: int, col: int, message: str, hint: str = "
     )
 
 
+def _fail_at(code: str, file: str, mark: Any, message: str) -> LoadError:
+    return _fail(code, file, mark.line + 1, mark.column + 1, message)
+
+
 def read_text(path: str) -> str:
     """Read a file as UTF-8 with size, binary and encoding checks."""
     try:
@@ -197,8 +201,7 @@ def _scalar(ev: Any, file: str) -> Any:
     tag = ev.tag
     if tag and tag != "!":
         if tag not in _STD_TAGS:
-            m = ev.start_mark
-            raise _fail("SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {tag}")
+            raise _fail_at("SOP009", file, ev.start_mark, f"unsupported tag {tag}")
         kind = tag.rsplit(":", 1)[1]
         if kind == "str":
             return v
@@ -210,8 +213,7 @@ def _scalar(ev: Any, file: str) -> Any:
             "null": resolved is None,
         }.get(kind, False)
         if not ok:
-            m = ev.start_mark
-            raise _fail("SOP009", file, m.line + 1, m.column + 1, f"{v!r} is not a valid !!{kind}")
+            raise _fail_at("SOP009", file, ev.start_mark, f"{v!r} is not a valid !!{kind}")
         return float(resolved) if kind == "float" else resolved
     if ev.style or tag == "!":
         return v
@@ -342,12 +344,10 @@ def _build(doc: Document) -> None:
         nonlocal nodes
         nodes += n
         if nodes > MAX_NODES:
-            m = ev.start_mark
-            raise _fail(
+            raise _fail_at(
                 "SOP003",
                 file,
-                m.line + 1,
-                m.column + 1,
+                ev.start_mark,
                 f"document expands to more than {MAX_NODES:,} values (alias bomb?)",
             )
 
@@ -393,24 +393,13 @@ def _build(doc: Document) -> None:
             elif et is yaml.MappingStartEvent or et is yaml.SequenceStartEvent:
                 count(ev)
                 if len(stack) >= MAX_DEPTH:
-                    m = ev.start_mark
-                    raise _fail(
-                        "SOP003",
-                        file,
-                        m.line + 1,
-                        m.column + 1,
-                        f"nesting deeper than {MAX_DEPTH} levels",
+                    raise _fail_at(
+                        "SOP003", file, ev.start_mark, f"nesting deeper than {MAX_DEPTH} levels"
                     )
                 if ev.tag and ev.tag not in _STD_TAGS and ev.tag != "!":
-                    m = ev.start_mark
-                    raise _fail(
-                        "SOP009", file, m.line + 1, m.column + 1, f"unsupported tag {ev.tag}"
-                    )
+                    raise _fail_at("SOP009", file, ev.start_mark, f"unsupported tag {ev.tag}")
                 if stack and isinstance(stack[-1].container, dict) and stack[-1].key is None:
-                    m = ev.start_mark
-                    raise _fail(
-                        "SOP001", file, m.line + 1, m.column + 1, "a mapping key must be a scalar"
-                    )
+                    raise _fail_at("SOP001", file, ev.start_mark, "a mapping key must be a scalar")
                 container: Any = {} if et is yaml.MappingStartEvent else []
                 stack.append(_Frame(container, child_path(), _span(ev), ev.anchor, nodes))
             elif et is yaml.MappingEndEvent or et is yaml.SequenceEndEvent:

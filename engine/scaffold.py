@@ -49,8 +49,15 @@ class ScaffoldError(Exception):
 
 
 def playbooks_dir() -> Path:
-    """The shipped playbooks (source tree)."""
-    return Path(__file__).resolve().parent.parent / "playbooks"
+    """The shipped playbooks: the source tree, else the installed package data."""
+    local = Path(__file__).resolve().parent.parent / "playbooks"
+    if local.is_dir():
+        return local
+    from importlib.util import find_spec
+
+    spec = find_spec("engine.playbooks")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else local
 
 
 def scaffold(name: str, template: str, directory: str, *, force: bool = False) -> str:

@@ -309,6 +309,15 @@ def test_scenario_errors_are_located(tmp_path) -> None:
     assert r.exit_code == 2 and "unknown key `gamma`" in r.output
 
 
+def test_unmodelled_custom_metric_is_a_warning() -> None:
+    code, out = sop("simulate", str(REFERENCE), "--runs", "2", "--days", "10", "--format", "json")
+    warnings = json.loads(out)["warnings"]
+    assert code == 0 and any("survey_responses" in w for w in warnings)
+    code, out = sop("simulate", str(REFERENCE), "--scenario", str(SCENARIO), "--runs", "2",
+                    "--days", "10", "--format", "json")
+    assert json.loads(out)["warnings"] == []
+
+
 def test_scenarios_validate_with_the_playbooks() -> None:
     code, out = sop("validate", str(SCENARIO))
     assert code == 0, out

@@ -8,8 +8,9 @@ passes on that run's own metrics (`Lifecycle.step`). Equations: docs/simulation.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -366,28 +367,18 @@ class Simulator:
             if self.pb.moderation and self.pb.moderation.remove_at:
                 leave |= pop["violations"][sl] >= self.pb.moderation.remove_at
             vcount = pop["violations"][sl]
-            for ev_count in sorted(
-                {
-                    a.schedule.count
-                    for rr in rules
-                    for a in rr.actions.get("member.violation", [])
-                    if isinstance(a.schedule, OnEvent) and a.schedule.count
-                }
-            ):
-                hit = viol & (vcount == ev_count)
-                if hit.any():
-                    self._apply_event(
-                        pop, rules, "member.violation", hit, ev_msgs, sl, count=ev_count
-                    )
+            fire = functools.partial(self._fire_when, pop, rules, ev_msgs, sl)
+            fire("member.violation", _violation_counts, vcount, viol)
             # -- silence, streaks, anniversaries -------------------------------------------------
-            self._silence_events(pop, rules, ev_msgs, sl)
+            fire("member.silent", _silence_days, pop["silent"][sl])
             checkin = np.array([e.participation.max() > 0 for e in effs])[:, None]
             if checkin.any():
                 st = pop["streak"][sl]
                 st += part
                 st *= part | ~checkin  # a check-in day without taking part breaks the streak
-            self._streak_events(pop, rules, ev_msgs, sl)
-            self._anniversaries(pop, rules, ev_msgs, sl, d, jd)
+            fire("member.checkin_streak", _streaks, pop["streak"][sl])
+            if any("member.anniversary" in rr.actions for rr in rules):
+                fire("member.anniversary", _anniversary_days, d - jd)
             # -- departures --------------------------------------------------------------------
             alive[sl] &= ~leave
             rows, cols = np.nonzero(leave)
@@ -531,53 +522,31 @@ class Simulator:
         if msgs.any():
             np.add(ev_msgs, msgs, out=ev_msgs, where=who)
 
-    def _silence_events(
-        self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any
-    ) -> None:
-        lengths = {
-            int(a.schedule.silent_for.total_seconds() // 86400)
-            for rr in rules
-            for a in rr.actions.get("member.silent", [])
-            if isinstance(a.schedule, OnEvent) and a.schedule.silent_for
-        }
-        for days in lengths:
-            hit = (pop["silent"][sl] == days) & pop["alive"][sl]
-            self._apply_event(pop, rules, "member.silent", hit, ev_msgs, sl)
-
-    def _streak_events(
-        self, pop: _Pop, rules: Sequence[EventRules], ev_msgs: np.ndarray, sl: Any
-    ) -> None:
-        streaks = {
-            a.schedule.streak
-            for rr in rules
-            for a in rr.actions.get("member.checkin_streak", [])
-            if isinstance(a.schedule, OnEvent) and a.schedule.streak
-        }
-        for s in streaks:
-            hit = (pop["streak"][sl] == s) & pop["alive"][sl]
-            self._apply_event(pop, rules, "member.checkin_streak", hit, ev_msgs, sl)
-
-    def _anniversaries(
+    def _fire_when(
         self,
         pop: _Pop,
         rules: Sequence[EventRules],
         ev_msgs: np.ndarray,
         sl: Any,
-        d: int,
-        join_day: np.ndarray,
+        event: str,
+        params: Callable[[OnEvent], Iterable[int]],
+        attribute: np.ndarray,
+        among: np.ndarray | None = None,
     ) -> None:
-        ats = {
-            int(t.total_seconds() // 86400)
+        """Fire `event` for members whose `attribute` equals a value some rule listens for."""
+        values = {
+            v
             for rr in rules
-            for a in rr.actions.get("member.anniversary", [])
+            for a in rr.actions.get(event, [])
             if isinstance(a.schedule, OnEvent)
-            for t in a.schedule.at
+            for v in params(a.schedule)
         }
-        for days in ats:
-            if d - days < 0:
-                continue
-            hit = (join_day == d - days) & pop["alive"][sl]
-            self._apply_event(pop, rules, "member.anniversary", hit, ev_msgs, sl)
+        for v in sorted(values):
+            hit = attribute == v
+            if among is not None:
+                hit &= among
+            if hit.any():
+                self._apply_event(pop, rules, event, hit & pop["alive"][sl], ev_msgs, sl)
 
     def _tiers(
         self,
@@ -749,6 +718,26 @@ class Simulator:
             member_days,
             first_run,
         )
+
+
+def _days(td: timedelta) -> int:
+    return int(td.total_seconds() // 86400)
+
+
+def _violation_counts(e: OnEvent) -> list[int]:
+    return [e.count] if e.count else []
+
+
+def _silence_days(e: OnEvent) -> list[int]:
+    return [_days(e.silent_for)] if e.silent_for else []
+
+
+def _streaks(e: OnEvent) -> list[int]:
+    return [e.streak] if e.streak else []
+
+
+def _anniversary_days(e: OnEvent) -> list[int]:
+    return [_days(t) for t in e.at]
 
 
 def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:

@@ -66,6 +66,7 @@ class SimResult:
     seconds: float
     gates: list[GateResult] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
         """(len(qs), days) percentiles of a metric across runs."""
@@ -131,6 +132,7 @@ class SimResult:
                 for name in self.metric_names
             },
             "expect": [{"run": r, "day": d, "failure": w} for r, d, w in self.expect_failures],
+            "warnings": self.warnings,
             "performance": {
                 "member_days": self.member_days,
                 "seconds": round(self.seconds, 3),
@@ -264,6 +266,12 @@ def aggregate(
     )
     res.gates = gate_results(playbook, res)
     res.units = playbook.metric_units()
+    res.warnings = [
+        f"metric `{m.id}` has neither a definition nor a model in scenario `{scenario.name}`:"
+        " it stays 0 (add it under `metrics:` in the scenario)"
+        for m in playbook.metrics.values()
+        if m.definition is None and m.id not in scenario.metrics
+    ]
     return res
 
 

@@ -82,6 +82,8 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
             console.print(f"  run {r}, day {d}: {w}")
     else:
         console.print("expectations: all held on every run")
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
     rate = res.member_days / max(res.seconds, 1e-9)
     console.print(f"{res.member_days:,} member-days in {res.seconds:.2f} s ({rate:,.0f}/s)")
 
