@@ -384,7 +384,11 @@ def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--days", default=180, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Local worker processes (default: one per CPU; results do not depend on it).",
+)
 @click.option("--set", "sets", multiple=True, help="Override a scenario value: section.key=value.")
 @click.option("--sweep", "sweeps", multiple=True, help="name=v1,v2,... (one or two).")
 @click.option(
@@ -404,7 +408,7 @@ def simulate(
     runs: int,
     days: int,
     seed: int,
-    workers: int,
+    workers: int | None,
     sets: tuple[str, ...],
     sweeps: tuple[str, ...],
     executor: str,
@@ -423,7 +427,12 @@ def simulate(
     if executor == "dask" and not address:
         _fail("--executor dask needs --address tcp://HOST:PORT")
     opts = SimOptions(
-        runs=runs, days=days, seed=seed, workers=workers, executor=executor, address=address
+        runs=runs,
+        days=days,
+        seed=seed,
+        workers=workers or os.cpu_count() or 1,
+        executor=executor,
+        address=address,
     )
     if sweeps:
         rows = []

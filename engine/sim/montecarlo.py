@@ -197,8 +197,8 @@ def simulate(
     args = [(playbook, scenario, options.days, n, s, first) for first, n, s in plan]
     if options.executor == "dask":
         results = _dask(args, options.address)
-    elif options.workers > 1:
-        results = _processes(args, options.workers, progress)
+    elif options.workers > 1 and len(args) > 1:
+        results = _processes(args, min(options.workers, len(args)), progress)
     else:
         results = []
         for a in args:
