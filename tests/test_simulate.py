@@ -313,8 +313,18 @@ def test_unmodelled_custom_metric_is_a_warning() -> None:
     code, out = sop("simulate", str(REFERENCE), "--runs", "2", "--days", "10", "--format", "json")
     warnings = json.loads(out)["warnings"]
     assert code == 0 and any("survey_responses" in w for w in warnings)
-    code, out = sop("simulate", str(REFERENCE), "--scenario", str(SCENARIO), "--runs", "2",
-                    "--days", "10", "--format", "json")
+    code, out = sop(
+        "simulate",
+        str(REFERENCE),
+        "--scenario",
+        str(SCENARIO),
+        "--runs",
+        "2",
+        "--days",
+        "10",
+        "--format",
+        "json",
+    )
     assert json.loads(out)["warnings"] == []
 
 

@@ -194,8 +194,8 @@ def to_html(res: SimResult, pb: Playbook) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <title>sop simulate · {e(pb.title)}</title>
 <style>
-body{{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;margin:2rem;
-max-width:70rem;color:#111}} table{{border-collapse:collapse;margin:1rem 0}}
+body{{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",
+sans-serif;margin:2rem;max-width:70rem;color:#111}} table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;font-size:.9rem}}
 figure{{display:inline-block;margin:.5rem}} code{{font-size:.85rem}}
 </style></head><body>
