@@ -317,7 +317,7 @@ class Simulator:
             self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
             jd = pop["join_day"][sl]
-            tier = pop["tier"][sl].astype(np.intp)
+            tier = pop["tier"][sl]
             # tenure decay by join day: index -1 (empty slots) reads the last entry, harmless
             by_join = decay_lut[np.clip(d - np.arange(D + 1), 0, D + 1)]
             p = pop["speak"][sl] * by_join[jd]
@@ -510,17 +510,18 @@ class Simulator:
         """Apply a member event's actions to the members in `who` (masked, in place)."""
         if not any(event in rr.actions for rr in rules):
             return
-        col = np.s_[:, None]
-        mult = np.array([rr.churn.get(event, 1.0) for rr in rules], dtype=np.float32)[col]
-        lift = np.array([rr.speak.get(event, 0.0) for rr in rules], dtype=np.float32)[col]
-        msgs = np.array([rr.messages.get(event, 0) for rr in rules], dtype=np.float32)[col]
-        h = pop["hazard"][sl]
-        np.multiply(h, mult, out=h, where=who)
+        mult = np.array([rr.churn.get(event, 1.0) for rr in rules], dtype=np.float32)
+        lift = np.array([rr.speak.get(event, 0.0) for rr in rules], dtype=np.float32)
+        msgs = np.array([rr.messages.get(event, 0) for rr in rules], dtype=np.float32)
+        rows, cols = np.nonzero(who)  # events touch few members: update them sparsely
+        if not len(rows):
+            return
+        if (mult != 1).any():
+            pop["hazard"][sl][rows, cols] *= mult[rows]
         if lift.any():
-            e = pop["events"][sl]
-            np.add(e, lift, out=e, where=who)
+            pop["events"][sl][rows, cols] += lift[rows]
         if msgs.any():
-            np.add(ev_msgs, msgs, out=ev_msgs, where=who)
+            ev_msgs[rows, cols] += msgs[rows]
 
     def _fire_when(
         self,
@@ -745,7 +746,7 @@ def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:
     if table.shape[1] == 1 or (table == table[:, :1]).all():
         return table[:, :1]
     flat = table.ravel()
-    return flat[tier + (np.arange(table.shape[0]) * table.shape[1])[:, None]]
+    return flat[tier.astype(np.intp) + (np.arange(table.shape[0]) * table.shape[1])[:, None]]
 
 
 def bass_step(
