@@ -66,6 +66,7 @@ class Document:
     spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
     key_spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
     styles: dict[Path, str] = field(default_factory=dict)  # non-plain scalars only
+    _lines: list[str] | None = field(default=None, repr=False, compare=False)
 
     def span(self, path: Path) -> Span:
         """The span of the value at `path`, or of its nearest located ancestor."""
@@ -85,7 +86,9 @@ class Document:
 
     def line(self, n: int) -> str:
         """Source line `n` (1-based), '' when out of range."""
-        lines = self.text.splitlines()
+        lines = self._lines
+        if lines is None:
+            lines = self._lines = self.text.splitlines()
         return lines[n - 1] if 0 < n <= len(lines) else ""
 
 
@@ -362,6 +365,32 @@ def _build(doc: Document) -> None:
             if et is scalar_event:
                 nodes += 1
                 top = stack[-1] if stack else None
+                if (
+                    top is not None
+                    and top.key is None
+                    and type(top.container) is dict
+                    and not ev.tag
+                    and not ev.anchor
+                    and ev.value != "<<"
+                ):
+                    # hot path: a mapping key
+                    key = ev.value
+                    sm, em = ev.start_mark, ev.end_mark
+                    kspan = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
+                    first = top.seen.get(key)
+                    if first is not None:
+                        raise _fail(
+                            "SOP002",
+                            file,
+                            kspan[0],
+                            kspan[1],
+                            f"duplicate key {key!r} (first defined at line {first[0]}, column "
+                            f"{first[1]})",
+                        )
+                    top.seen[key] = kspan
+                    top.key = key
+                    top.key_span = kspan
+                    continue
                 if (
                     top is not None
                     and top.key is not None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 
 _DURATION = re.compile(r"^(?=\d)(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 
 
+@lru_cache(maxsize=4096)
 def parse_duration(text: str) -> timedelta:
     """`1w2d3h4m` -> timedelta; raises ValueError on anything else."""
     m = _DURATION.match(text)
@@ -29,6 +31,13 @@ def format_duration(td: timedelta) -> str:
     return sign + (out or "0m")
 
 
+@lru_cache(maxsize=1024)
+def _parse_window(text: str) -> Window:
+    a, b = text.split("-")
+    return Window(parse_clock(a), parse_clock(b))
+
+
+@lru_cache(maxsize=4096)
 def parse_clock(text: str) -> time:
     """`HH:MM` -> time."""
     h, m = text.split(":")
@@ -45,8 +54,7 @@ class Window:
     @classmethod
     def parse(cls, text: str) -> Window:
         """`22:00-08:00` -> Window."""
-        a, b = text.split("-")
-        return cls(parse_clock(a), parse_clock(b))
+        return _parse_window(text)
 
     def contains(self, t: time) -> bool:
         """True if local time-of-day `t` lies inside the window (start inclusive, end exclusive)."""
