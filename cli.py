@@ -260,11 +260,13 @@ def plan(
 
 
 def _table_text(tl: Any) -> str:
+    import io
+
     from rich.console import Console
 
     from engine import render_plan
 
-    console = Console(record=True, width=120, file=open(os.devnull, "w"))  # noqa: SIM115
+    console = Console(record=True, width=120, file=io.StringIO())
     render_plan.to_table(tl, console)
     return console.export_text()
 

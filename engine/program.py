@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo
 
 from .catalog import MESSAGE_KINDS
@@ -24,9 +24,13 @@ def occurrence_key(
     playbook: str, action: str, scheduled: datetime, member: str | None = None
 ) -> str:
     """The idempotency key of one occurrence: the same in plan, simulate and run."""
-    instant = scheduled.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    key = f"{playbook}/{action}/{instant}"
+    key = f"{playbook}/{action}/{_utc_text(scheduled)}"
     return f"{key}/{member}" if member else key
+
+
+@lru_cache(maxsize=262144)
+def _utc_text(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class Program:
         for a in playbook.actions.values():
             by_stage.setdefault(a.stage, []).append(a)
         self.actions_by_stage = {k: tuple(v) for k, v in by_stage.items()}
+        self._occurrences: dict[tuple[str, datetime], Occurrence] = {}
         # every scheduled action resolved to (root action, total offset from the root)
         self.roots: dict[str, tuple[Action, timedelta]] = {}
         for a in playbook.actions.values():
@@ -162,6 +167,18 @@ class Program:
         return []
 
     def _occurrence(self, a: Action, scheduled: datetime, member: str | None = None) -> Occurrence:
+        if member is None:
+            # an occurrence depends only on its action and instant: plans of many communities
+            # and the days of a simulation ask for the same ones again and again
+            cached = self._occurrences.get((a.id, scheduled))
+            if cached is None:
+                if len(self._occurrences) > 500_000:
+                    self._occurrences.clear()
+                cached = self._occurrences[(a.id, scheduled)] = self._make(a, scheduled, None)
+            return cached
+        return self._make(a, scheduled, member)
+
+    def _make(self, a: Action, scheduled: datetime, member: str | None) -> Occurrence:
         window = a.quiet_hours if a.kind in MESSAGE_KINDS else None
         at, reason = apply_quiet_hours(scheduled, window, self.tz)
         return Occurrence(

@@ -125,17 +125,20 @@ def local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
 
 def cron_instants(expr: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
     """Every firing of a cron in [start, end), as aware datetimes in `tz`."""
-    spec = parse_cron(expr)
     out: list[datetime] = []
     for d in local_dates(start, end, tz):
-        if not spec.fires_on(d):
-            continue
-        for t in spec.times:
-            at = to_instant(d, t, tz)
-            if start <= at < end:
-                out.append(at)
+        out.extend(at for at in cron_day(expr, d, tz) if start <= at < end)
     # a nonexistent time and the next valid one can coincide: fire once
     return sorted(set(out))
+
+
+@lru_cache(maxsize=262144)
+def cron_day(expr: str, d: date, tz: ZoneInfo) -> tuple[datetime, ...]:
+    """The firings of a cron on one local date (cached: plans and runs revisit dates)."""
+    spec = parse_cron(expr)
+    if not spec.fires_on(d):
+        return ()
+    return tuple(to_instant(d, t, tz) for t in spec.times)
 
 
 def local_midnight(d: date, tz: ZoneInfo) -> datetime:
