@@ -20,8 +20,12 @@ from .diagnostics import Diagnostic, Severity, Span, rule
 
 try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
     from yaml import CSafeLoader as _Parser
+
+    _C_PARSER = True
 except ImportError:  # pragma: no cover - depends on the wheel
     from yaml import SafeLoader as _Parser  # type: ignore[assignment]
+
+    _C_PARSER = False
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
@@ -134,6 +138,11 @@ def decode(raw: bytes, file: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        if 0 <= nul < e.start:
+            line, col = _position(raw, nul)
+            raise _fail(
+                "SOP004", file, line, col, "NUL byte: this looks like a binary file"
+            ) from None
         line, col = _position(raw, e.start)
         raise _fail(
             "SOP004", file, line, col, f"invalid UTF-8 byte 0x{raw[e.start]:02x}; not a text file?"
@@ -169,6 +178,16 @@ def load_text(text: str, file: str = "<string>") -> Document:
         if e.context:
             msg = f"{msg} ({e.context})"
         raise _fail("SOP001", file, line, col, msg) from None
+    except yaml.reader.ReaderError as e:
+        pos = max(int(e.position), 0)
+        if _C_PARSER:  # libyaml counts bytes of the UTF-8 encoding
+            pos = len(text.encode("utf-8")[:pos].decode("utf-8", "ignore"))
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = e.character if isinstance(e.character, str) else chr(e.character)
+        raise _fail(
+            "SOP004", file, line, col, f"control character U+{ord(char):04X} is not allowed in YAML"
+        ) from None
     except yaml.YAMLError as e:
         raise _fail("SOP001", file, 1, 1, str(e)) from None
     finally:

@@ -87,15 +87,22 @@ def test_alias_bomb_is_stopped_quickly_with_little_memory(tmp_path) -> None:
     elapsed = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert err.diagnostic.code == "SOP003" and "alias" in err.diagnostic.message
+    d = err.diagnostic
+    assert d.code == "SOP003" and "alias" in d.message
+    assert (d.line, d.column) == (7, 10)  # the first `*a5`: where the expansion passes the limit
     assert elapsed < 1.0 and peak < 50 * 2**20
 
 
 def test_ten_thousand_deep_nesting(tmp_path) -> None:
     t = time.perf_counter()
+    tracemalloc.start()
     err = _error("a: " + "[" * 10_000 + "]" * 10_000 + "\n", tmp_path)
-    assert err.diagnostic.code == "SOP003" and "nesting" in err.diagnostic.message
-    assert err.diagnostic.line == 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    d = err.diagnostic
+    assert d.code == "SOP003" and "nesting" in d.message
+    assert (d.line, d.column) == (1, 4 + loader.MAX_DEPTH - 1)  # the bracket that is one too deep
+    assert peak < 10 * 2**20
     assert time.perf_counter() - t < 1.0
 
 
@@ -114,19 +121,32 @@ def test_fifty_megabyte_file_is_refused_without_reading_it(tmp_path) -> None:
         load_file(str(p))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert info.value.diagnostic.code == "SOP003" and "MiB" in info.value.diagnostic.message
+    d = info.value.diagnostic
+    assert d.code == "SOP003" and "MiB" in d.message and (d.line, d.column) == (1, 1)
     assert time.perf_counter() - t < 1.0 and peak < 5 * 2**20
 
 
 def test_binary_bytes(tmp_path) -> None:
-    err = _error(b"playbook: t\n\x00\x01\x02\xff", tmp_path)
-    assert err.diagnostic.code == "SOP004" and err.diagnostic.line == 2
+    err = _error(b"playbook: t\nab\x00\x01\x02\xff", tmp_path)
+    d = err.diagnostic
+    assert d.code == "SOP004" and (d.line, d.column) == (2, 3)
 
 
 def test_invalid_utf8_is_located(tmp_path) -> None:
     err = _error(b"playbook: t\ntitle: ok\n" + b"x: \xc3\x28\n", tmp_path)
     d = err.diagnostic
     assert (d.code, d.line, d.column) == ("SOP004", 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col"),
+    [("a: b\x01c\n", 1, 5), ("x: 1\ny: \x07\n", 2, 4), ("名字: 值\x01\n", 1, 6)],
+)
+def test_control_characters_are_located(text: str, line: int, col: int) -> None:
+    with pytest.raises(LoadError) as info:
+        load_text(text)
+    d = info.value.diagnostic
+    assert (d.code, d.line, d.column) == ("SOP004", line, col) and "U+00" in d.message
 
 
 def test_utf8_bom_is_accepted(tmp_path) -> None:
@@ -154,7 +174,8 @@ def test_second_document_is_an_error(tmp_path) -> None:
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(LoadError) as info:
         load_file(str(tmp_path / "nope.yaml"))
-    assert info.value.diagnostic.code == "SOP006"
+    d = info.value.diagnostic
+    assert d.code == "SOP006" and (d.line, d.column) == (1, 1) and "nope.yaml" in d.file
 
 
 def test_unsupported_tags_are_refused() -> None:
