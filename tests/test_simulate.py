@@ -423,3 +423,58 @@ def test_dask_executor_on_a_real_local_cluster() -> None:
 def test_dask_executor_needs_an_address() -> None:
     code, _ = sop("simulate", str(REFERENCE), "--executor", "dask")
     assert code == 2
+
+
+STREAK = """\
+    playbook: streak
+    timezone: UTC
+    roles: {ops: {headcount: 1}}
+    defaults: {owner: ops}
+    routines:
+      checkin: {cron: "0 21 * * *", do: checkin, text: 打卡, effect: {participation: 1.0}}
+    stages:
+      only: {}
+    """
+
+
+def test_checkin_streak_rewards_fire(tmp_path) -> None:
+    """A 7-day streak reward that stops churn keeps visibly more members than none."""
+    reward = STREAK.replace(
+        "    stages:",
+        "      reward: {on: member.checkin_streak, streak: 7, do: reward, to: member, text: 奖励,"
+        " effect: {churn: -1.0}}\n    stages:",
+    )
+    sc = Scenario(
+        acquisition=Acquisition(
+            seed_users=3000, organic_per_day=0, bass_p=0, bass_q=0, invites_per_member_per_day=0
+        ),
+        retention=Retention(alpha=1.0, beta=1.0, period_days=30),
+    )
+    plain, _ = _pb(tmp_path, STREAK)
+    with_reward, _ = _pb(tmp_path, reward)
+    a = simulate(plain, sc, SimOptions(runs=2, days=60, seed=4)).percentiles("members", (50,))
+    b = simulate(with_reward, sc, SimOptions(runs=2, days=60, seed=4)).percentiles("members", (50,))
+    assert b[0][-1] > a[0][-1] * 1.2
+
+
+def test_referrals_credit_inviters_for_tier_rules(tmp_path) -> None:
+    text = STREAK.replace(
+        "    stages:",
+        '    tiers:\n      review: {cron: "0 1 * * *"}\n'
+        "      levels: {fan: {}, advocate: {promote: invites >= 1}}\n"
+        "    stages:",
+    )
+    pb, _ = _pb(tmp_path, text)
+    sc = Scenario(
+        acquisition=Acquisition(
+            seed_users=200,
+            organic_per_day=0,
+            bass_p=0,
+            bass_q=0,
+            invites_per_member_per_day=0.5,
+            invite_conversion=0.5,
+        )
+    )
+    res = simulate(pb, sc, SimOptions(runs=2, days=20, seed=1))
+    core = res.percentiles("core_members", (50,))[0]
+    assert core[0] == 0 and core[-1] > 20

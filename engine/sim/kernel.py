@@ -42,6 +42,7 @@ class Effects:
     invites: np.ndarray
     messages: np.ndarray
     joins: float = 0.0
+    checkin: bool = False  # a check-in is due today
 
 
 @dataclass
@@ -198,6 +199,7 @@ class Simulator:
                 if a.kind in MESSAGE_KINDS:
                     eff.messages[mask] += 1
                 eff.joins += e.joins
+                eff.checkin |= a.kind == "checkin"
         self._due_cache[key] = eff
         return eff
 
@@ -303,6 +305,7 @@ class Simulator:
             new += ref + burst
             referral_joins += ref
             total_joins += new
+            self._credit_referrers(pop, ref, rng)
             self._add_members(pop, new, ref, d, rng)
             joined_by_day[:, d] = new
             hist[:, d] += new
@@ -371,7 +374,7 @@ class Simulator:
             fire("member.violation", _violation_counts, vcount, viol)
             # -- silence, streaks, anniversaries -------------------------------------------------
             fire("member.silent", _silence_days, pop["silent"][sl])
-            checkin = np.array([e.participation.max() > 0 for e in effs])[:, None]
+            checkin = np.array([e.checkin for e in effs])[:, None]
             if checkin.any():
                 st = pop["streak"][sl]
                 st += part
@@ -469,6 +472,14 @@ class Simulator:
         al = pop["alive"][:, :n_max]
         flat = (np.arange(pop.runs)[:, None] * (D + 1) + np.maximum(jd, 0))[al]
         return np.bincount(flat, minlength=pop.runs * (D + 1)).reshape(pop.runs, D + 1)
+
+    def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: np.random.Generator) -> None:
+        """Each referral join counts as an invite of a current member (for tier rules)."""
+        for r in np.flatnonzero(ref):
+            living = np.flatnonzero(pop["alive"][r, : pop.n[r]])
+            if len(living):
+                who = rng.choice(living, size=int(ref[r]))
+                np.add.at(pop["invites"][r], who, 1)
 
     def _add_members(
         self, pop: _Pop, new: np.ndarray, ref: np.ndarray, d: int, rng: np.random.Generator
