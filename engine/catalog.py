@@ -44,7 +44,11 @@ BUILTIN_METRICS: dict[str, MetricInfo] = {
         MetricInfo("conversion_rate", "ratio", "paying members / members ever joined"),
         MetricInfo("fission_rate", "ratio", "joins by referral / all joins"),
         MetricInfo("fission_multiplier", "ratio", "new members per referring member (K-factor)"),
-        MetricInfo("churn_rate", "ratio", "members who left in the last 7 days / members"),
+        MetricInfo(
+            "churn_rate",
+            "ratio",
+            "members who left in the last 7 days / (members + those who left)",
+        ),
         MetricInfo("ugc_posts", "count", "user-generated posts in the last 7 days"),
         MetricInfo("groups", "count", "chat groups in use (a full group opens a new one)"),
         MetricInfo("days_in_stage", "days", "days since the current stage started"),

@@ -420,7 +420,8 @@ class Simulator:
             m[:, mi["fission_rate"]] = _ratio(referral_joins, total_joins)
             m[:, mi["fission_multiplier"]] = _ratio(referral_joins, total_joins - referral_joins)
             lo = max(0, d - 6)
-            m[:, mi["churn_rate"]] = _ratio(left_by_day[:, lo : d + 1].sum(axis=1), n_alive)
+            left_week = left_by_day[:, lo : d + 1].sum(axis=1)
+            m[:, mi["churn_rate"]] = _ratio(left_week, n_alive + left_week)
             m[:, mi["ugc_posts"]] = ugc_by_day[:, lo : d + 1].sum(axis=1)
             m[:, mi["groups"]] = np.ceil(n_alive / self.capacity)
             m[:, mi["community_age"]] = d
