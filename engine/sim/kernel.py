@@ -26,6 +26,7 @@ from ..timeutil import format_duration
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
+SILENT_NEVER = -30000  # silence counter of empty slots and departed members
 _POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 START = date(2027, 1, 4)  # calendar anchor of simulated day 0 (weekday pattern of a Monday)
 
@@ -101,6 +102,7 @@ class _Pop:
         self.n = np.zeros(self.runs, dtype=np.int64)
         self.arrays = {k: np.zeros((self.runs, self.cap), dtype=t) for k, t in self.SPEC.items()}
         self.arrays["join_day"][:] = -1
+        self.arrays["silent"][:] = SILENT_NEVER
 
     def __getitem__(self, k: str) -> np.ndarray:
         return self.arrays[k]
@@ -113,6 +115,8 @@ class _Pop:
             b = np.zeros((self.runs, cap), dtype=a.dtype)
             if k == "join_day":
                 b[:] = -1
+            elif k == "silent":
+                b[:] = SILENT_NEVER
             b[:, : self.cap] = a
             self.arrays[k] = b
         self.cap = cap
@@ -128,7 +132,7 @@ class _Pop:
                 continue
             for k, a in self.arrays.items():
                 a[r, :m] = a[r, keep]
-                a[r, m:n] = -1 if k == "join_day" else 0
+                a[r, m:n] = {"join_day": -1, "silent": SILENT_NEVER}.get(k, 0)
             self.n[r] = m
 
 
@@ -271,6 +275,7 @@ class Simulator:
         cap_expect = [e for e in self.pb.expect if e.max_messages_per_member_per_day]
         welcome_expect = [e for e in self.pb.expect if e.event]
         hist = np.zeros((R, D + 1))
+        n_alive_prev = np.zeros(R)
         opened = np.zeros(R, dtype=bool)
         inv_mean_speak = np.float32((act.speak_alpha + act.speak_beta) / act.speak_alpha)
         ages_lut = np.arange(D + 2, dtype=np.float32)
@@ -284,7 +289,7 @@ class Simulator:
             # -- acquisition ----------------------------------------------------------------
             n_before = pop.n.copy()
             alive = pop["alive"]
-            members = np.array([int(alive[r, : pop.n[r]].sum()) for r in range(R)], dtype=float)
+            members = n_alive_prev
             a_cfg = sc.acquisition
             is_open = np.array([self._open(lc) for lc in lcs])
             new = np.where(is_open & ~opened, seed_users, 0).astype(np.int64)
@@ -316,7 +321,7 @@ class Simulator:
             joined_today = np.zeros((R, n_max), dtype=bool)
             for r in range(R):
                 joined_today[r, n_before[r] : pop.n[r]] = True
-            ev_msgs = np.zeros((R, n_max), dtype=np.float32)
+            ev_msgs = np.zeros((R, n_max), dtype=np.uint8)
             self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
             jd = pop["join_day"][sl]
@@ -329,10 +334,11 @@ class Simulator:
             p += ev_lift
             ev_lift *= 0.9  # event-action lifts fade: about a week's half-life
             np.clip(p, 0, 1, out=p)
-            u = rng.random((R, n_max), dtype=np.float32)
             alive_now = alive[sl]
-            speak = (u < p) & alive_now
-            ugc = (u < p * act.ugc_per_speak) & alive_now
+            p *= alive_now  # p = 0 for the departed: every `u < p` below is False for them
+            u = rng.random((R, n_max), dtype=np.float32)
+            speak = u < p
+            ugc = u < p * act.ugc_per_speak
             viol = (u >= p * (1 - act.violation_per_speak)) & speak
             s7 = pop["speak7"][sl]
             s7 <<= 1
@@ -347,7 +353,7 @@ class Simulator:
             if part_p.any():
                 # engaged members take part more: scaled by propensity relative to a newcomer's
                 part_p = np.minimum(part_p * p * inv_mean_speak, 1.0)
-                part = (u2 >= 1 - part_p) & alive_now
+                part = u2 >= 1 - part_p  # part_p is 0 for the departed (p is)
                 ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
                 if ugc_p.any():
                     ugc |= part & (u2 >= 1 - part_p * ugc_p)
@@ -373,7 +379,7 @@ class Simulator:
             fire = functools.partial(self._fire_when, pop, rules, ev_msgs, sl)
             fire("member.violation", _violation_counts, vcount, viol)
             # -- silence, streaks, anniversaries -------------------------------------------------
-            fire("member.silent", _silence_days, pop["silent"][sl])
+            fire("member.silent", _silence_days, pop["silent"][sl], living_only=True)
             checkin = np.array([e.checkin for e in effs])[:, None]
             if checkin.any():
                 st = pop["streak"][sl]
@@ -384,9 +390,10 @@ class Simulator:
                 fire("member.anniversary", _anniversary_days, d - jd)
             # -- departures --------------------------------------------------------------------
             alive[sl] &= ~leave
-            rows, cols = np.nonzero(leave)
+            rows, cols = _nonzero2d(leave)
             if len(rows):
                 np.subtract.at(hist, (rows, pop["join_day"][sl][rows, cols].astype(np.intp)), 1)
+                pop["silent"][sl][rows, cols] = SILENT_NEVER  # the departed never "fall silent"
             left_by_day[:, d] = np.bincount(rows, minlength=R)
             ugc_by_day[:, d] = ugc.sum(axis=1)
             # -- tiers ---------------------------------------------------------------------------
@@ -395,6 +402,7 @@ class Simulator:
             # -- metrics -----------------------------------------------------------------------
             alive_now = alive[sl]
             n_alive = alive_now.sum(axis=1).astype(float)
+            n_alive_prev = n_alive
             member_days += int(n_alive.sum())
             m = out[:, d, :]
             m[:, mi["members"]] = n_alive
@@ -503,6 +511,7 @@ class Simulator:
             a, b = int(pop.n[r]), int(pop.n[r]) + c
             pop["alive"][r, a:b] = True
             pop["join_day"][r, a:b] = d
+            pop["silent"][r, a:b] = 0
             pop["hazard"][r, a:b] = hazard[k : k + c]
             pop["speak"][r, a:b] = speak[k : k + c]
             pop["referred"][r, b - int(ref[r]) : b] = True
@@ -525,7 +534,7 @@ class Simulator:
         mult = np.array([rr.churn.get(event, 1.0) for rr in rules], dtype=np.float32)
         lift = np.array([rr.speak.get(event, 0.0) for rr in rules], dtype=np.float32)
         msgs = np.array([rr.messages.get(event, 0) for rr in rules], dtype=np.float32)
-        rows, cols = np.nonzero(who)  # events touch few members: update them sparsely
+        rows, cols = _nonzero2d(who)  # events touch few members: update them sparsely
         if not len(rows):
             return
         if (mult != 1).any():
@@ -533,7 +542,7 @@ class Simulator:
         if lift.any():
             pop["events"][sl][rows, cols] += lift[rows]
         if msgs.any():
-            ev_msgs[rows, cols] += msgs[rows]
+            ev_msgs[rows, cols] += msgs[rows].astype(np.uint8)
 
     def _fire_when(
         self,
@@ -545,8 +554,12 @@ class Simulator:
         params: Callable[[OnEvent], Iterable[int]],
         attribute: np.ndarray,
         among: np.ndarray | None = None,
+        living_only: bool = False,
     ) -> None:
-        """Fire `event` for members whose `attribute` equals a value some rule listens for."""
+        """Fire `event` for members whose `attribute` equals a value some rule listens for.
+
+        `living_only` says the attribute can only match living members (no mask needed).
+        """
         values = {
             v
             for rr in rules
@@ -558,8 +571,9 @@ class Simulator:
             hit = attribute == v
             if among is not None:
                 hit &= among
-            if hit.any():
-                self._apply_event(pop, rules, event, hit & pop["alive"][sl], ev_msgs, sl)
+            if not living_only:  # the attribute may match departed members: mask them out
+                hit &= pop["alive"][sl]
+            self._apply_event(pop, rules, event, hit, ev_msgs, sl)
 
     def _tiers(
         self,
@@ -653,11 +667,10 @@ class Simulator:
         for i, e in enumerate(caps):
             cap = e.max_messages_per_member_per_day
             sched = np.stack([x.messages for x in effs])
-            worst = sched.max(axis=1)
-            if ev_msgs.any():
-                hit = (ev_msgs > 0) & alive
-                per_member = _gather(sched, tier) + ev_msgs
-                worst = np.maximum(worst, np.where(hit, per_member, 0).max(axis=1))
+            if (sched == sched[:, :1]).all():  # every tier gets the same scheduled messages
+                worst = sched[:, 0] + ev_msgs.max(axis=1, initial=0)
+            else:  # events only reach the living, so no mask is needed here
+                worst = (_gather(sched, tier) + ev_msgs).max(axis=1, initial=0)
             for r in (int(x) for x in np.flatnonzero(worst > cap)):
                 if (r, 1000 + i) not in failed:
                     failed.add((r, 1000 + i))
@@ -731,6 +744,12 @@ class Simulator:
             member_days,
             first_run,
         )
+
+
+def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.nonzero of a 2-D mask, several times faster via the flat index."""
+    flat = np.flatnonzero(mask)
+    return np.divmod(flat, mask.shape[1])
 
 
 def _days(td: timedelta) -> int:
