@@ -107,6 +107,18 @@ def _fail_at(code: str, file: str, mark: Any, message: str) -> LoadError:
     return _fail(code, file, mark.line + 1, mark.column + 1, message)
 
 
+def _duplicate(
+    file: str, key: str, span: tuple[int, int, int, int], first: tuple[int, int, int, int]
+) -> LoadError:
+    return _fail(
+        "SOP002",
+        file,
+        span[0],
+        span[1],
+        f"duplicate key {key!r} (first defined at line {first[0]}, column {first[1]})",
+    )
+
+
 def read_text(path: str) -> str:
     """Read a file as UTF-8 with size, binary and encoding checks."""
     try:
@@ -332,13 +344,7 @@ def _build(doc: Document) -> None:
                 return None
             first = top.seen.get(key)
             if first is not None:
-                raise _fail(
-                    "SOP002",
-                    file,
-                    span[0],
-                    span[1],
-                    f"duplicate key {key!r} (first defined at line {first[0]}, column {first[1]})",
-                )
+                raise _duplicate(file, key, span, first)
             top.seen[key] = span
             top.key = key
             top.key_span = span
@@ -398,14 +404,7 @@ def _build(doc: Document) -> None:
                     kspan = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
                     first = top.seen.get(key)
                     if first is not None:
-                        raise _fail(
-                            "SOP002",
-                            file,
-                            kspan[0],
-                            kspan[1],
-                            f"duplicate key {key!r} (first defined at line {first[0]}, column "
-                            f"{first[1]})",
-                        )
+                        raise _duplicate(file, key, kspan, first)
                     top.seen[key] = kspan
                     top.key = key
                     top.key_span = kspan

@@ -33,6 +33,11 @@ def sop(*args: str) -> tuple[int, str]:
     return r.exit_code, r.output
 
 
+def sim(*args: str) -> tuple[int, str]:
+    """`sop simulate` on the reference playbook and scenario."""
+    return sop("simulate", str(REFERENCE), "--scenario", str(SCENARIO), *args)
+
+
 # -- fidelity --------------------------------------------------------------------------------
 
 
@@ -220,11 +225,7 @@ def test_message_cap_expectation(tmp_path) -> None:
 
 
 def test_simulate_json_carries_gates_stages_and_metric_percentiles() -> None:
-    code, out = sop(
-        "simulate",
-        str(REFERENCE),
-        "--scenario",
-        str(SCENARIO),
+    code, out = sim(
         "--runs",
         "12",
         "--days",
@@ -253,11 +254,7 @@ def test_simulate_json_carries_gates_stages_and_metric_percentiles() -> None:
 
 def test_simulate_text_and_html_report(tmp_path) -> None:
     report = tmp_path / "sim.html"
-    code, out = sop(
-        "simulate",
-        str(REFERENCE),
-        "--scenario",
-        str(SCENARIO),
+    code, out = sim(
         "--runs",
         "8",
         "--days",
@@ -276,11 +273,7 @@ def test_simulate_text_and_html_report(tmp_path) -> None:
 
 
 def test_sweep_gives_a_row_per_value() -> None:
-    code, out = sop(
-        "simulate",
-        str(REFERENCE),
-        "--scenario",
-        str(SCENARIO),
+    code, out = sim(
         "--runs",
         "8",
         "--days",
@@ -313,11 +306,7 @@ def test_unmodelled_custom_metric_is_a_warning() -> None:
     code, out = sop("simulate", str(REFERENCE), "--runs", "2", "--days", "10", "--format", "json")
     warnings = json.loads(out)["warnings"]
     assert code == 0 and any("survey_responses" in w for w in warnings)
-    code, out = sop(
-        "simulate",
-        str(REFERENCE),
-        "--scenario",
-        str(SCENARIO),
+    code, out = sim(
         "--runs",
         "2",
         "--days",
@@ -397,11 +386,7 @@ def test_dask_executor_on_a_real_local_cluster() -> None:
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:
-        code, out = sop(
-            "simulate",
-            str(REFERENCE),
-            "--scenario",
-            str(SCENARIO),
+        code, out = sim(
             "--runs",
             "16",
             "--days",
