@@ -80,10 +80,20 @@ def validate(
 
 @main.command()
 @click.option(
-    "--kind", type=click.Choice(["playbook", "fragment"]), default="playbook", show_default=True
+    "--kind",
+    type=click.Choice(["playbook", "fragment", "scenario"]),
+    default="playbook",
+    show_default=True,
 )
-def schema(kind: str) -> None:
-    """Print the JSON Schema of playbooks (or fragments)."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json"]),
+    default="json",
+    help="The schema is JSON (the option exists for symmetry with the other commands).",
+)
+def schema(kind: str, fmt: str) -> None:
+    """Print the JSON Schema of playbooks (or fragments, or simulation scenarios)."""
     from engine.schema import schema_text
 
     click.echo(schema_text(f"{kind}.schema.json"), nl=False)
