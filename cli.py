@@ -391,7 +391,8 @@ def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
     "--scenario",
     "scenario_path",
     type=click.Path(dir_okay=False),
-    help="Scenario file (default: built-in seed-document figures).",
+    help="Scenario file (default: scenarios/<playbook file> beside the playbook if present,"
+    " else the built-in seed-document figures).",
 )
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--days", default=180, show_default=True, type=click.IntRange(1, 3650))
@@ -438,6 +439,12 @@ def simulate(
     pb = _load(playbook)
     if executor == "dask" and not address:
         _fail("--executor dask needs --address tcp://HOST:PORT")
+    if scenario_path is None:
+        # convention: scenarios/<playbook file name> beside the playbook
+        beside = os.path.join(os.path.dirname(playbook), "scenarios", os.path.basename(playbook))
+        if os.path.isfile(beside):
+            scenario_path = beside
+            click.echo(f"using scenario {beside}", err=True)
     opts = SimOptions(
         runs=runs,
         days=days,

@@ -302,19 +302,24 @@ def test_scenario_errors_are_located(tmp_path) -> None:
     assert r.exit_code == 2 and "unknown key `gamma`" in r.output
 
 
-def test_unmodelled_custom_metric_is_a_warning() -> None:
-    code, out = sop("simulate", str(REFERENCE), "--runs", "2", "--days", "10", "--format", "json")
+def test_unmodelled_custom_metric_is_a_warning(tmp_path) -> None:
+    import shutil
+
+    shutil.copy(REFERENCE, tmp_path / REFERENCE.name)
+    shutil.copytree(PLAYBOOKS / "fragments", tmp_path / "fragments")
+    lone = str(tmp_path / REFERENCE.name)  # no scenarios/ beside it
+    code, out = sop("simulate", lone, "--runs", "2", "--days", "10", "--format", "json")
     warnings = json.loads(out)["warnings"]
     assert code == 0 and any("survey_responses" in w for w in warnings)
-    code, out = sim(
-        "--runs",
-        "2",
-        "--days",
-        "10",
-        "--format",
-        "json",
+
+
+def test_scenario_beside_the_playbook_is_used_by_default() -> None:
+    r = CliRunner().invoke(
+        main, ["simulate", str(REFERENCE), "--runs", "2", "--days", "10", "--format", "json"]
     )
-    assert json.loads(out)["warnings"] == []
+    data = json.loads(r.stdout)
+    assert r.exit_code == 0 and data["scenario"]["name"] == "seed-typical"
+    assert data["warnings"] == [] and "using scenario" in r.stderr
 
 
 def test_scenarios_validate_with_the_playbooks() -> None:
