@@ -342,12 +342,7 @@ def _build(doc: Document) -> None:
                 top.key = _MERGE
                 top.key_span = span
                 return None
-            first = top.seen.get(key)
-            if first is not None:
-                raise _duplicate(file, key, span, first)
-            top.seen[key] = span
-            top.key = key
-            top.key_span = span
+            _set_key(top, key, span, file)
             return None
         key = top.key
         top.key = None
@@ -402,12 +397,7 @@ def _build(doc: Document) -> None:
                     key = ev.value
                     sm, em = ev.start_mark, ev.end_mark
                     kspan = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)
-                    first = top.seen.get(key)
-                    if first is not None:
-                        raise _duplicate(file, key, kspan, first)
-                    top.seen[key] = kspan
-                    top.key = key
-                    top.key_span = kspan
+                    _set_key(top, key, kspan, file)
                     continue
                 if (
                     top is not None
@@ -487,6 +477,16 @@ def _build(doc: Document) -> None:
             dispose()
     if not root_set:
         doc.data = None
+
+
+def _set_key(top: _Frame, key: str, span: tuple[int, int, int, int], file: str) -> None:
+    """Record the next key of a mapping; a key seen before is an error at the second one."""
+    first = top.seen.get(key)
+    if first is not None:
+        raise _duplicate(file, key, span, first)
+    top.seen[key] = span
+    top.key = key
+    top.key_span = span
 
 
 def _apply_merges(frame: _Frame, file: str) -> None:

@@ -29,17 +29,11 @@ ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
 DURATION_PATTERN = r"^(?=\d)(\d+w)?(\d+d)?(\d+h)?(\d+m)?$"
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 WINDOW_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
-PARAM_PATTERN = r"^\$\{[a-z_][a-z0-9_]*\}$"
 
 
 def p(desc: str, examples: list[Any], **kw: Any) -> J:
     """A property: its description and examples are mandatory."""
     return {"description": desc, "examples": examples, **kw}
-
-
-def ref(name: str, desc: str, examples: list[Any]) -> J:
-    """A property whose shape is a shared definition."""
-    return {"description": desc, "examples": examples, "allOf": [{"$ref": f"#/definitions/{name}"}]}
 
 
 def obj(props: J, required: list[str] | None = None, **kw: Any) -> J:
@@ -68,10 +62,6 @@ def dur(desc: str, examples: list[Any] | None = None) -> J:
 
 def ident(desc: str, examples: list[Any]) -> J:
     return p(desc, examples, type="string", pattern=ID_PATTERN)
-
-
-def num_or_param(desc: str, examples: list[Any], **kw: Any) -> J:
-    return p(desc, examples, type=["integer", "number"], **kw)
 
 
 def expr(desc: str, examples: list[Any]) -> J:

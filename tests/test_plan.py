@@ -392,3 +392,35 @@ def test_diff_reports_changes_and_their_calendar_effect(tmp_path):
 def test_diff_of_identical_files_exits_0():
     code, out, _ = sop("diff", str(REFERENCE), str(REFERENCE))
     assert code == 0 and "0 added, 0 removed, 0 moved" in out
+
+
+def test_member_events_use_the_same_rules_and_keys(tmp_path):
+    from datetime import datetime
+
+    prog = program(
+        tmp_path,
+        """\
+        playbook: ev
+        timezone: Asia/Shanghai
+        roles: {ops: {headcount: 1}}
+        defaults: {owner: ops, quiet_hours: "22:00-08:00"}
+        routines:
+          welcome: {on: member.joined, within: 24h, do: message, to: member, text: hi}
+          follow-up: {after: welcome, delay: 1d, do: message, to: member, text: again}
+        stages:
+          s:
+            actions:
+              nudge: {on: member.silent, for: 72h, do: message, to: member, text: hey}
+        """,
+    )
+    at = datetime(2027, 1, 4, 23, 15, tzinfo=prog.tz)
+    occ = prog.on_event(["s"], "member.joined", "m42", at)
+    assert [o.action for o in occ] == ["welcome", "follow-up"]
+    assert occ[0].key == "ev/welcome/2027-01-04T15:15:00Z/m42"
+    assert occ[0].at.isoformat() == "2027-01-05T08:00:00+08:00"  # quiet hours apply
+    assert occ[1].scheduled == at + timedelta(days=1)
+    assert prog.on_event([], "member.silent", "m42", at, silent_for=timedelta(hours=72)) == []
+    assert [
+        o.action
+        for o in prog.on_event(["s"], "member.silent", "m42", at, silent_for=timedelta(hours=72))
+    ] == ["nudge"]

@@ -475,13 +475,6 @@ class Simulator:
 
         return gate
 
-    def _alive_by_join_day(self, pop: _Pop, D: int) -> np.ndarray:
-        n_max = int(pop.n.max()) if pop.runs else 0
-        jd = pop["join_day"][:, :n_max].astype(np.int64)
-        al = pop["alive"][:, :n_max]
-        flat = (np.arange(pop.runs)[:, None] * (D + 1) + np.maximum(jd, 0))[al]
-        return np.bincount(flat, minlength=pop.runs * (D + 1)).reshape(pop.runs, D + 1)
-
     def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: np.random.Generator) -> None:
         """Each referral join counts as an invite of a current member (for tier rules)."""
         for r in np.flatnonzero(ref):
