@@ -54,7 +54,7 @@ def xml_text(text: str) -> str:
 
 
 def finite(value: Any) -> Any:
-    """`value` with every NaN or infinite float (nested in dicts, lists, tuples) turned into None."""
+    """`value` with every NaN or infinite float (also nested) turned into None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
