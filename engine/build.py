@@ -11,6 +11,7 @@ from typing import Any
 
 from .diagnostics import Collector, Span
 from .expr import ExprSyntaxError, parse
+from .files import FileRefused, default_root, resolve_include
 from .loader import Document, LoadError, Path, load_file
 from .model import (
     Action,
@@ -56,6 +57,8 @@ class Sources:
 
     main: Document
     fragments: list[Fragment] = field(default_factory=list)
+    # fragments read within limits that did not parse: kept so a report can quote their lines
+    unparsed: list[Document] = field(default_factory=list)
 
     def documents(self) -> list[Document]:
         """Main document first, then fragments."""
@@ -119,10 +122,21 @@ def param_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_sources(
-    path: str, out: Collector, overrides: dict[str, Any] | None = None, main: Document | None = None
+    path: str,
+    out: Collector,
+    overrides: dict[str, Any] | None = None,
+    main: Document | None = None,
+    *,
+    root: str | None = None,
 ) -> Sources:
-    """Load a playbook and its fragments, substitute parameters, and check both schemas."""
-    main = main or load_file(path)
+    """Load a playbook and its fragments, substitute parameters, and check both schemas.
+
+    Every file is read confined to `root` (default: the playbook's folder): an include that
+    leaves it, an absolute path, or a symlink out is a located SOP007 and is never opened.
+    """
+    if root is None:
+        root = default_root(path)
+    main = main or load_file(path, root=root)
     values = {**param_defaults(main.data), **(overrides or {})}
     substitute(main, values, out)
     validator("playbook.schema.json").validate(main, out)
@@ -134,27 +148,36 @@ def load_sources(
         if not isinstance(stage, dict):
             continue
         for inc_path, rel, with_values in _includes(stage, sid):
-            span = main.span(inc_path)
-            target = os.path.join(os.path.dirname(path), rel)
-            try:
-                frag = load_file(target)
-            except LoadError as e:
-                d = e.diagnostic
-                if d.code == "SOP006":
-                    out.add(
-                        "SOP007",
-                        span,
-                        f"cannot include {rel!r}: {d.message}",
-                        json_path=json_path(inc_path),
-                    )
-                else:
-                    out.items.append(d)
+            frag = _include(path, rel, root, main.span(inc_path), json_path(inc_path), sources, out)
+            if frag is None:
                 continue
             fvalues = {**param_defaults(frag.data), **values, **with_values}
             substitute(frag, fvalues, out)
             validator("fragment.schema.json").validate(frag, out)
             sources.fragments.append(Fragment(sid, frag))
     return sources
+
+
+def _include(
+    path: str, rel: str, root: str, span: Span, jpath: str, sources: Sources, out: Collector
+) -> Document | None:
+    """Load one fragment inside `root`; a refusal or an unreadable file is SOP007 at the include."""
+    try:
+        target = resolve_include(os.path.dirname(path), rel, root)
+        return load_file(target, root=root)
+    except FileRefused as e:
+        message = e.message
+    except LoadError as e:
+        d = e.diagnostic
+        if d.code != "SOP006":
+            out.items.append(d)  # located in the fragment, which was read within limits
+            if e.document is not None:
+                sources.unparsed.append(e.document)
+            return None
+        message = d.message
+    # The message names the path as written in the playbook, never the file's content.
+    out.add("SOP007", span, f"cannot include {rel!r}: {message}", json_path=jpath)
+    return None
 
 
 def _includes(stage: dict[str, Any], sid: str) -> list[tuple[Path, str, dict[str, Any]]]:
@@ -378,6 +401,8 @@ def build(sources: Sources, out: Collector) -> Playbook:
     spans = _spans(doc, (), d)
     for k in d.get("limits") or {}:
         spans[f"limits.{k}"] = doc.span(("limits", k))
+    for k in d.get("metrics") or {}:  # where each custom metric is named (SOP270)
+        spans[f"metrics.{k}"] = doc.key_span(("metrics", k))
     return Playbook(
         id=d["playbook"],
         title=d.get("title") or d["playbook"],

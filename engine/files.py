@@ -41,6 +41,20 @@ def is_inside(path: str, root: str) -> bool:
         return False
 
 
+def default_root(path: str) -> str:
+    """The root of a file named on its own: the folder that holds it (symlinks not resolved)."""
+    return os.path.dirname(os.path.abspath(path))
+
+
+def is_inside_by_name(path: str, root: str) -> bool:
+    """True when `path` lies inside `root` by its spelling alone (symlinks not followed)."""
+    name, base = os.path.abspath(path), os.path.abspath(root)
+    try:
+        return os.path.commonpath([name, base]) == base
+    except ValueError:  # different drives (Windows)
+        return False
+
+
 def resolve_include(base_dir: str, relative: str, root: str) -> str:
     """The path of `relative` seen from `base_dir`, refused unless it stays inside `root`."""
     _check_name(relative)
@@ -50,6 +64,12 @@ def resolve_include(base_dir: str, relative: str, root: str) -> str:
         )
     target = os.path.normpath(os.path.join(base_dir, relative))
     if not is_inside(target, root):
+        if is_inside_by_name(target, root):
+            raise FileRefused(
+                "SOP006",
+                f"a symlink on the path leads outside the root folder {root!r}; widen it with"
+                " --root if this is intended",
+            )
         raise FileRefused(
             "SOP006",
             f"the path leaves the root folder {root!r}; widen it with --root if this is intended",
@@ -72,7 +92,7 @@ def read_bytes(path: str, *, limit: int = MAX_BYTES, root: str | None = None) ->
     """
     _check_name(path)
     if root is None:
-        root = os.path.dirname(os.path.abspath(path))
+        root = default_root(path)
     if not is_inside(path, root):
         raise FileRefused(
             "SOP006",

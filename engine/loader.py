@@ -9,7 +9,6 @@ documents never hit Python's recursion limit.
 from __future__ import annotations
 
 import gc
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import yaml
 
 from .diagnostics import Diagnostic, Severity, Span, rule
+from .files import MAX_BYTES as _FILE_LIMIT
+from .files import FileRefused, read_bytes
 
 try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
     from yaml import CSafeLoader as _Parser
@@ -27,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the wheel
 
     _C_PARSER = False
 
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = _FILE_LIMIT  # one limit for every input file, kept in engine/files.py
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000  # after alias expansion: stops "billion laughs"
 MAX_ALIASES = 10_000
@@ -57,6 +58,8 @@ class LoadError(Exception):
     def __init__(self, diagnostic: Diagnostic) -> None:
         super().__init__(diagnostic.message)
         self.diagnostic = diagnostic
+        # the text read within limits, when there was one (set by load_file)
+        self.document: Document | None = None
 
 
 @dataclass
@@ -119,26 +122,15 @@ def _duplicate(
     )
 
 
-def read_text(path: str) -> str:
-    """Read a file as UTF-8 with size, binary and encoding checks."""
+def read_text(path: str, *, root: str | None = None) -> str:
+    """Read a file as UTF-8 through engine.files: confined to `root`, bounded, regular files only.
+
+    `root` defaults to the folder holding `path`, so a symlink cannot lead out of it.
+    """
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise _fail("SOP006", path, 1, 1, f"cannot read file: {e.strerror or e}") from None
-    if size > MAX_BYTES:
-        raise _fail(
-            "SOP003",
-            path,
-            1,
-            1,
-            f"file is {size / 1048576:.1f} MiB; playbooks are limited to"
-            f" {MAX_BYTES // 1048576} MiB",
-        )
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as e:
-        raise _fail("SOP006", path, 1, 1, f"cannot read file: {e.strerror or e}") from None
+        raw = read_bytes(path, limit=MAX_BYTES, root=root)
+    except FileRefused as e:
+        raise _fail(e.code, path, 1, 1, e.message) from None
     return decode(raw, path)
 
 
@@ -171,9 +163,18 @@ def _position(raw: bytes, offset: int) -> tuple[int, int]:
     return line, len(raw[start:offset].decode("utf-8", "replace")) + 1
 
 
-def load_file(path: str) -> Document:
-    """Load a playbook or fragment file; raises LoadError with a located diagnostic."""
-    return load_text(read_text(path), path)
+def load_file(path: str, *, root: str | None = None) -> Document:
+    """Load a playbook or fragment file confined to `root`; raises LoadError, located.
+
+    When the text was read but does not parse, the LoadError carries it as `.document` (data
+    None), so a report may quote the offending line without opening the file again.
+    """
+    text = read_text(path, root=root)
+    try:
+        return load_text(text, path)
+    except LoadError as e:
+        e.document = Document(file=path, text=text, data=None)
+        raise
 
 
 def load_text(text: str, file: str = "<string>") -> Document:

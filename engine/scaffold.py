@@ -61,25 +61,26 @@ def playbooks_dir() -> Path:
 
 
 def scaffold(name: str, template: str, directory: str, *, force: bool = False) -> str:
-    """Write NAME.yaml into `directory` and return its path."""
+    """Write NAME.yaml (and the fragments it includes) into `directory`; return its path.
+
+    Every check happens before the first byte is written, so a refusal leaves nothing behind.
+    """
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise ScaffoldError(f"{name!r} is not a playbook id: use lower-case letters, digits, - _")
     if template != "minimal" and template not in TEMPLATES:
         raise ScaffoldError(
             f"unknown template {template!r}; choose minimal or " + ", ".join(TEMPLATES)
         )
-    os.makedirs(directory, exist_ok=True)
-    target = Path(directory) / f"{name}.yaml"
-    if target.exists() and not force:
-        raise ScaffoldError(f"{target} exists; use --force to overwrite")
-    schema = _schema_ref(Path(directory))
+    folder = Path(directory)
+    _check_folder(folder, "--dir")
+    target = folder / f"{name}.yaml"
+    _check_target(target, force)
+    schema = _schema_ref(folder)
+    files: dict[Path, str] = {}
     if template == "minimal":
         text = MINIMAL.format(name=name, schema=schema)
     else:
-        src = playbooks_dir() / TEMPLATES[template]
-        if not src.is_file():
-            raise ScaffoldError(f"template file {src} is missing from this installation")
-        text = src.read_text(encoding="utf-8")
+        text = _shipped(playbooks_dir() / TEMPLATES[template])
         text = re.sub(
             r"^# yaml-language-server: \$schema=.*$",
             f"# yaml-language-server: $schema={schema}",
@@ -88,12 +89,85 @@ def scaffold(name: str, template: str, directory: str, *, force: bool = False) -
             flags=re.M,
         )
         text = re.sub(r"^playbook: .*$", f"playbook: {name}", text, count=1, flags=re.M)
-        if "fragment: fragments/" in text:
-            # keep includes working from the new location
-            rel = os.path.relpath(playbooks_dir() / "fragments", Path(directory).resolve())
-            text = text.replace("fragment: fragments/", f"fragment: {rel}/")
-    target.write_text(text, encoding="utf-8")
+        # Includes stay inside the new playbook's folder (its default root): copy the fragments.
+        for rel in sorted(set(re.findall(r"fragment: (fragments/[A-Za-z0-9_.-]+)", text))):
+            frag = folder / rel
+            body = _shipped(playbooks_dir() / rel)
+            if _differs(frag, body, force):
+                files[frag] = body
+        if files:
+            _check_folder(folder / "fragments", "fragments folder", missing_ok=True)
+    files[target] = text
+    for path, body in files.items():
+        _write(path, body)
     return str(target)
+
+
+def _check_folder(folder: Path, what: str, *, missing_ok: bool = False) -> None:
+    if folder.is_dir():
+        return
+    if os.path.lexists(folder):
+        raise ScaffoldError(f"{what} {str(folder)!r} is not a folder")
+    if missing_ok:
+        return
+    above = folder.absolute().parent
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ScaffoldError(f"{what} {str(folder)!r} is under {str(above)!r}, which is a file")
+    raise ScaffoldError(f"{what} {str(folder)!r} does not exist; create it first")
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if target.is_symlink() or not os.path.lexists(target):
+        return  # a symlink is replaced, never written through
+    if target.is_dir():
+        raise ScaffoldError(f"{target} exists and is a folder")
+    if not target.is_file():
+        raise ScaffoldError(f"{target} exists and is not a regular file")
+    if not force:
+        raise ScaffoldError(f"{target} exists; use --force to overwrite")
+
+
+def _differs(path: Path, body: str, force: bool) -> bool:
+    """True when `path` must be written; an existing different file needs --force."""
+    if not os.path.lexists(path):
+        return True
+    if path.is_file() and not path.is_symlink():
+        try:
+            if path.read_text(encoding="utf-8") == body:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+    _check_target(path, force)
+    return True
+
+
+def _shipped(src: Path) -> str:
+    if not src.is_file():
+        raise ScaffoldError(f"template file {src} is missing from this installation")
+    return src.read_text(encoding="utf-8")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: never through a symlink, never half a file."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a scaffold is an ordinary file
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise ScaffoldError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _schema_ref(directory: Path) -> str:

@@ -13,12 +13,21 @@ import math
 import re
 from typing import Any
 
-# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides that
-# terminals and log viewers act on; tab is kept (it is harmless and common in messages).
+# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi controls that
+# terminals and log viewers act on; tab is kept (it is harmless and common in messages). Lone
+# surrogates too: they come from file names that are not UTF-8 (surrogateescape) and cannot be
+# written to a UTF-8 stream at all.
 _CONTROL = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]"
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(o: int) -> str:
+    # U+DC80..U+DCFF is how Python spells an undecodable byte 0x80..0xFF of a file name
+    return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}"
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -27,7 +36,16 @@ def _escape_char(m: re.Match[str]) -> str:
     if named is not None:
         return named
     o = ord(c)
+    if 0xD800 <= o <= 0xDFFF:
+        return _escape_surrogate(o)
     return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def utf8(text: str) -> str:
+    """`text` that encodes as UTF-8: a lone surrogate (an undecodable file-name byte) as `\\xNN`."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: _escape_surrogate(ord(m.group(0))), text)
 
 
 def terminal(text: str) -> str:
@@ -64,6 +82,28 @@ def finite(value: Any) -> Any:
     return value
 
 
+# Characters json.dumps(ensure_ascii=False) writes raw although a terminal acts on them (DEL, C1
+# controls, line separators, bidi controls), and lone surrogates, which UTF-8 cannot carry. They
+# only ever occur inside JSON strings, so replacing them in the serialised text is safe.
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u061c\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _json_char(m: re.Match[str]) -> str:
+    o = ord(m.group(0))
+    if 0xD800 <= o <= 0xDFFF:  # the JSON text of the string `\xNN`, as utf8() shows it
+        return "\\" + _escape_surrogate(o)
+    return f"\\u{o:04x}"  # the same character, written as a JSON escape
+
+
 def dumps(value: Any, *, indent: int | None = 2) -> str:
-    """Strict JSON (RFC 8259): no NaN or Infinity tokens; non-finite numbers become null."""
-    return json.dumps(finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
+    """Strict JSON (RFC 8259): no NaN or Infinity tokens; non-finite numbers become null.
+
+    The text is valid UTF-8 and safe on a terminal: control and bidi characters are `\\uXXXX`
+    escapes (the same string to a JSON reader), a lone surrogate is the string `\\xNN`.
+    """
+    text = json.dumps(finite(value), ensure_ascii=False, indent=indent, allow_nan=False)
+    if _JSON_UNSAFE.search(text) is None:
+        return text
+    return _JSON_UNSAFE.sub(_json_char, text)

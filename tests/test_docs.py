@@ -46,7 +46,8 @@ def test_language_examples_validate(tmp_path: Path, snippet: str) -> None:
     (tmp_path / "docs").mkdir()
     path = tmp_path / "docs" / "example.yaml"
     path.write_text(_complete(snippet), encoding="utf-8")
-    res = validate_file(str(path), Options(plan_checks=False))
+    # the examples include ../playbooks/fragments: validated as `sop validate --root .` would
+    res = validate_file(str(path), Options(plan_checks=False, root=str(tmp_path)))
     assert [(d.code, d.message) for d in res.diagnostics if d.code != "SOP210"] == []
 
 
