@@ -9,9 +9,10 @@ from datetime import timedelta
 from functools import lru_cache
 
 from . import expr as ex
-from .catalog import MEMBER_ATTRIBUTES
+from .catalog import BUILTIN_METRICS, MEMBER_ATTRIBUTES
 from .diagnostics import Collector, Span
 from .model import Action, Cron, DayOffset, Expression, OnEvent, Playbook, Relative, Template
+from .schema_source import MAX_DURATION_DAYS
 from .timeutil import format_duration
 
 Check = Callable[[Playbook, Collector], None]
@@ -313,6 +314,9 @@ def cron_problem(expr_text: str) -> str | None:
     if spec.nth and (spec.doms is not None or spec.last_dom):
         # cron implementations disagree on what this means; refuse rather than guess
         return f"`{expr_text}` combines a day of month with an nth weekday (`#`); use one of them"
+    if spec.nearest and spec.dows is not None:
+        # likewise for W: cron implementations disagree on whether W with a weekday is OR or AND
+        return f"`{expr_text}` combines a nearest weekday (`W`) with a day of week; use one of them"
     return None
 
 
@@ -323,23 +327,39 @@ def cron_times_of_day(expr_text: str) -> tuple[tuple[int, int], ...]:
     return parse_cron(expr_text).minutes_hours
 
 
+# The shape of every IANA name (`UTC`, `Asia/Shanghai`, `America/Argentina/Buenos_Aires`,
+# `Etc/GMT+8`): anything else is refused before ZoneInfo sees it, since ZoneInfo raises OSError,
+# RecursionError and more on long or odd names instead of ZoneInfoNotFoundError.
+_TZ_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,30}(/[A-Za-z0-9_+-]{1,30}){0,3}")
+
+
+def timezone_problem(name: object) -> bool:
+    """True when `name` is not a time zone this machine knows."""
+    from zoneinfo import ZoneInfo
+
+    if not isinstance(name, str) or not _TZ_NAME.fullmatch(name):
+        return True
+    try:
+        ZoneInfo(name)
+    except Exception:  # ZoneInfoNotFoundError, ValueError, OSError, ...: all mean "unknown"
+        return True
+    return False
+
+
 @check
 def times(pb: Playbook, out: Collector) -> None:
     """Time zone, cron syntax, and crons that fire only inside quiet hours."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        if not pb.timezone or pb.timezone != pb.timezone.strip():
-            raise ValueError
-        ZoneInfo(pb.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if timezone_problem(pb.timezone):
         from zoneinfo import available_timezones
 
+        shown = pb.timezone if len(pb.timezone) <= 40 else pb.timezone[:37] + "..."
         out.add(
             "SOP231",
             pb.spans["timezone"],
-            f"unknown time zone `{pb.timezone}`",
-            hint=_did_you_mean(pb.timezone, available_timezones()),
+            f"unknown time zone `{shown}`",
+            hint=_did_you_mean(pb.timezone, available_timezones())
+            if len(pb.timezone) <= 64
+            else None,
         )
     crons: list[tuple[str, Span, Action | None]] = [
         (a.schedule.expr, a.spans["cron"], a)
@@ -425,6 +445,97 @@ def stage_windows(pb: Playbook, out: Collector) -> None:
             )
 
 
+# -- bounds ----------------------------------------------------------------------------------
+
+MAX_DURATION = timedelta(days=MAX_DURATION_DAYS)
+MAX_CHAIN = 32  # actions chained by `after`/`before` behind one another
+
+
+def _durations(pb: Playbook) -> Iterable[tuple[timedelta | None, Span | None, str]]:
+    """Every duration of the playbook with the span of its value and a name for it."""
+    for s in pb.stages.values():
+        yield s.min_duration, s.spans.get("duration.min"), f"stage `{s.id}`: `duration.min`"
+        yield s.max_duration, s.spans.get("duration.max"), f"stage `{s.id}`: `duration.max`"
+        dl = s.deadline
+        if dl:
+            yield dl.after, dl.spans.get("after"), f"stage `{s.id}`: deadline `after`"
+            yield dl.extend, dl.spans.get("then.extend"), f"stage `{s.id}`: deadline `extend`"
+    for a in pb.actions.values():
+        sch = a.schedule  # `delay`/`by` are measured with their chain (action_chains)
+        if isinstance(sch, OnEvent):
+            yield sch.within, a.spans.get("within"), f"action `{a.id}`: `within`"
+            yield sch.silent_for, a.spans.get("for"), f"action `{a.id}`: `for`"
+            for tenure in sch.at:
+                yield tenure, a.spans.get("at"), f"action `{a.id}`: `at`"
+    if pb.tiers:
+        for t in pb.tiers.levels:
+            span = t.spans.get("demote.silent_for")
+            yield t.demote_silent_for, span, f"tier `{t.id}`: `demote.silent_for`"
+    if pb.moderation:
+        span = pb.moderation.spans.get("violations.window")
+        yield pb.moderation.window, span, "moderation: `violations.window`"
+    for inc in pb.incidents.values():
+        for i, st in enumerate(inc.steps):
+            key = "within" if st.kind == "alert" else "after"
+            yield st.delay, st.spans.get(key), f"incident `{inc.id}`, step {i + 1}: `{key}`"
+    for e in pb.expect:
+        yield e.within, e.spans.get("within"), "expect: `within`"
+
+
+@check
+def durations(pb: Playbook, out: Collector) -> None:
+    """No duration is longer than 10 years: date arithmetic stays far from its limits."""
+    for td, span, what in _durations(pb):
+        if td is not None and td > MAX_DURATION and span is not None:
+            out.add(
+                "SOP251",
+                span,
+                f"{what} is {format_duration(td)}; at most {MAX_DURATION_DAYS}d (10 years)",
+            )
+
+
+@check
+def action_chains(pb: Playbook, out: Collector) -> None:
+    """Chains of `after`/`before` are at most MAX_CHAIN long and span at most 10 years."""
+    depth: dict[str, int] = {}
+    offset: dict[str, timedelta] = {}
+    for start in pb.actions.values():
+        # walk up to the first action already measured (or the root), then measure back down
+        path: list[Action] = []
+        on_path: set[str] = set()
+        a = start
+        while (
+            a.id not in depth
+            and isinstance(a.schedule, Relative)
+            and a.schedule.anchor in pb.actions
+            and a.id not in on_path  # a cycle (SOP221): measured as if it ended here
+        ):
+            path.append(a)
+            on_path.add(a.id)
+            a = pb.actions[a.schedule.anchor]
+        below_depth, below_offset = depth.get(a.id, 0), offset.get(a.id, timedelta(0))
+        for b in reversed(path):
+            assert isinstance(b.schedule, Relative)
+            below_depth, below_offset = below_depth + 1, below_offset + b.schedule.offset
+            depth[b.id], offset[b.id] = below_depth, below_offset
+            key = "after" if "after" in b.spans else "before"
+            if below_depth == MAX_CHAIN + 1:
+                out.add(
+                    "SOP252",
+                    b.spans[key],
+                    f"action `{b.id}` makes a chain of {below_depth} actions, each `after` or"
+                    f" `before` the next; at most {MAX_CHAIN} are allowed",
+                )
+            elif abs(below_offset) > MAX_DURATION >= abs(below_offset - b.schedule.offset):
+                out.add(
+                    "SOP251",
+                    b.spans.get("delay" if key == "after" else "by", b.spans[key]),
+                    f"action `{b.id}` falls {format_duration(abs(below_offset))}"
+                    f" {'after' if below_offset > timedelta(0) else 'before'} the start of its"
+                    f" chain; at most {MAX_DURATION_DAYS}d (10 years)",
+                )
+
+
 def stage_end_bound(s: object) -> timedelta | None:
     """The latest a stage can last: its deadline plus extension, else its max duration."""
     from .model import Stage
@@ -480,6 +591,19 @@ def expressions(pb: Playbook, out: Collector) -> None:
         for t in pb.tiers.levels:
             _check_expr(t.promote, attrs, out, f"promotion of tier `{t.id}`", attr_hint)
             _check_expr(t.demote_when, attrs, out, f"demotion of tier `{t.id}`", attr_hint)
+
+
+@check
+def builtin_metric_names(pb: Playbook, out: Collector) -> None:
+    """A custom metric may not reuse a built-in's name: it would mean two different numbers."""
+    for mid in pb.metrics:
+        if mid in BUILTIN_METRICS:
+            out.add(
+                "SOP270",
+                pb.spans.get(f"metrics.{mid}", pb.spans[""]),
+                f"`{mid}` is a built-in metric ({BUILTIN_METRICS[mid].description});"
+                " it cannot be declared under `metrics:`",
+            )
 
 
 # -- templates -------------------------------------------------------------------------------

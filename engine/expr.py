@@ -3,6 +3,8 @@
 A tiny Pratt parser to an allow-listed AST: numbers (`60%` is 0.6), metric names, true/false,
 + - * /, comparisons, and/or/not, parentheses. No calls, attributes, indexing or strings, and
 nothing ever reaches `eval`. Every node keeps its character offsets so errors point at a column.
+Length, tokens, nesting and tree depth are bounded (MAX_* below, SOP250) and checked before the
+recursive parts run, so no condition reaches Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 COMPARISONS = ("<=", ">=", "==", "!=", "<", ">")
+
+# Limits of the language, checked before any recursion so no input reaches Python's recursion
+# limit: a real gate or tier rule is a line or two; a metric definition may sum a few dozen names.
+MAX_LENGTH = 2000  # characters of one expression
+MAX_TOKENS = 400  # tokens of one expression
+MAX_NESTING = 32  # parentheses, `not` and unary `-` inside each other
+MAX_DEPTH = 64  # levels of the parsed tree (a chain `a + b + c ...` is one level per operator)
+MAX_NUMBER = 1e15  # largest number literal: beyond it floats lose integer precision
+LIMIT_CODE = "SOP250"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +42,7 @@ class Node:
 class ExprProblem:
     """A located problem in an expression."""
 
-    code: str  # SOP240 syntax, SOP241 unknown name, SOP242 type, SOP243 ratio range
+    code: str  # SOP240 syntax, SOP241 unknown name, SOP242 type, SOP243 ratio range, SOP250 limit
     message: str
     start: int
     end: int
@@ -59,7 +70,17 @@ class _Tok:
     end: int
 
 
+def _limit(msg: str, start: int, end: int) -> ExprSyntaxError:
+    return ExprSyntaxError(ExprProblem(LIMIT_CODE, msg, start, max(end, start + 1)))
+
+
 def _tokens(src: str) -> list[_Tok]:
+    if len(src) > MAX_LENGTH:
+        raise _limit(
+            f"expression is longer than {MAX_LENGTH} characters; define parts of it as metrics",
+            MAX_LENGTH,
+            len(src),
+        )
     out: list[_Tok] = []
     pos = 0
     while pos < len(src):
@@ -84,9 +105,29 @@ def _tokens(src: str) -> list[_Tok]:
             }.get(text, "")
             msg = f"unexpected character {text!r}" + (f": {hint}" if hint else "")
             raise ExprSyntaxError(ExprProblem("SOP240", msg, start, start + 1))
+        if len(out) >= MAX_TOKENS:
+            raise _limit(
+                f"expression has more than {MAX_TOKENS} tokens; define parts of it as metrics",
+                start,
+                len(src),
+            )
+        if kind == "num" and _number(text) > MAX_NUMBER:
+            raise _limit(
+                f"number {text if len(text) <= 24 else text[:20] + '...'} is too large"
+                f" (at most {MAX_NUMBER:.0e})",
+                start,
+                start + len(text),
+            )
         out.append(_Tok(kind, text, start, start + len(text)))
     out.append(_Tok("end", "", len(src), len(src)))
     return out
+
+
+def _number(text: str) -> float:
+    """The value of a number token: `60%` is 0.6."""
+    if text.endswith("%"):
+        return float(text[:-1]) / 100
+    return float(text)
 
 
 class _Parser:
@@ -94,6 +135,7 @@ class _Parser:
         self.src = src
         self.toks = _tokens(src)
         self.i = 0
+        self.nesting = 0  # parentheses, `not` and unary `-` open around the current token
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -109,6 +151,15 @@ class _Parser:
     def is_word(self, word: str) -> bool:
         t = self.peek()
         return t.kind == "name" and t.text == word
+
+    def enter(self, tok: _Tok) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise _limit(
+                f"expression nests more than {MAX_NESTING} deep (parentheses, `not`, `-`)",
+                tok.start,
+                tok.end,
+            )
 
     def parse(self) -> Node:
         if self.peek().kind == "end":
@@ -142,7 +193,9 @@ class _Parser:
     def not_(self) -> Node:
         if self.is_word("not"):
             t = self.take()
+            self.enter(t)
             operand = self.not_()
+            self.nesting -= 1
             return Node("not", t.start, operand.end, args=(operand,))
         return self.cmp()
 
@@ -175,16 +228,16 @@ class _Parser:
         t = self.peek()
         if t.kind == "op" and t.text == "-":
             self.take()
+            self.enter(t)
             operand = self.unary()
+            self.nesting -= 1
             return Node("neg", t.start, operand.end, args=(operand,))
         return self.atom()
 
     def atom(self) -> Node:
         t = self.take()
         if t.kind == "num":
-            if t.text.endswith("%"):
-                return Node("num", t.start, t.end, value=float(t.text[:-1]) / 100)
-            return Node("num", t.start, t.end, value=float(t.text))
+            return Node("num", t.start, t.end, value=_number(t.text))
         if t.kind == "name":
             if t.text in ("and", "or", "not"):
                 raise self.fail(f"`{t.text}` needs a condition before it", t)
@@ -192,7 +245,9 @@ class _Parser:
                 return Node("bool", t.start, t.end, value=t.text == "true")
             return Node("name", t.start, t.end, value=t.text)
         if t.text == "(":
+            self.enter(t)
             inner = self.or_()
+            self.nesting -= 1
             close = self.take()
             if close.text != ")":
                 raise self.fail("missing `)`", close)
@@ -204,7 +259,26 @@ class _Parser:
 
 def parse(src: str) -> Node:
     """Parse an expression; raises ExprSyntaxError with a located problem."""
-    return _Parser(src).parse()
+    node = _Parser(src).parse()
+    deep = _too_deep(node)
+    if deep is not None:
+        raise _limit(
+            f"expression is more than {MAX_DEPTH} operators deep; define parts of it as metrics",
+            deep.start,
+            deep.end,
+        )
+    return node
+
+
+def _too_deep(root: Node) -> Node | None:
+    """The first node below MAX_DEPTH levels, found without recursion (None if none is)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((a, depth + 1) for a in reversed(node.args))  # leftmost first
+    return None
 
 
 def names(node: Node) -> list[Node]:

@@ -4,7 +4,8 @@ The schemas are draft-07 JSON Schema files (for editors and other tools). Valida
 the subset of keywords those files use into closures: it starts in microseconds where `jsonschema`
 costs ~140 ms of imports on every `sop validate`, and it reports unknown keys at the key, missing
 keys at their parent's key, and "exactly one schedule" in words. A differential test checks that it
-accepts exactly what `jsonschema.Draft7Validator` accepts.
+accepts exactly what `jsonschema.Draft7Validator` accepts, with one deliberate difference: a NaN
+(`.nan` in YAML) fails every range here, where JSON Schema lets it pass every comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from typing import Any
 
 from .diagnostics import Collector
 from .loader import Document, Path
+from .schema_source import (
+    DATE_PATTERN,
+    DURATION_PATTERN,
+    ID_PATTERN,
+    PARAM_PATTERN,
+    TIME_PATTERN,
+    WINDOW_PATTERN,
+)
 
 SUPPORTED = frozenset(
     {
@@ -38,11 +47,13 @@ SUPPORTED = frozenset(
         "required",
         "enum",
         "pattern",
+        "format",
         "minimum",
         "maximum",
         "exclusiveMinimum",
         "minLength",
         "minItems",
+        "maxItems",
         "minProperties",
         "items",
         "oneOf",
@@ -55,12 +66,12 @@ SUPPORTED = frozenset(
 Check = Callable[[Any, Path, "_Ctx"], None]
 
 _PATTERN_NAMES = {
-    r"^(?=\d)(\d+w)?(\d+d)?(\d+h)?(\d+m)?$": "a duration such as 30m, 24h, 3d or 2w",
-    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": 'a local time such as "08:00"',
-    r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$": "a window such as "
-    '"22:00-08:00"',
-    r"^[a-z][a-z0-9_-]*$": "an id: lower-case letters, digits, - and _, starting with a letter",
-    r"^\d{4}-\d{2}-\d{2}$": "a date such as 2026-12-01",
+    DURATION_PATTERN: "a duration such as 30m, 24h, 3d or 2w, of at most 10 years",
+    TIME_PATTERN: 'a local time such as "08:00"',
+    WINDOW_PATTERN: 'a window such as "22:00-08:00"',
+    ID_PATTERN: "an id: up to 64 lower-case letters, digits, - and _, starting with a letter",
+    PARAM_PATTERN: "a parameter name: up to 64 lower-case letters, digits and _",
+    DATE_PATTERN: "a date such as 2026-12-01 (years 1970 to 2199)",
 }
 
 
@@ -196,6 +207,8 @@ class Validator:
             checks.append(self._enum_check(s["enum"]))
         if "pattern" in s or "minLength" in s:
             checks.append(self._string_check(s.get("pattern"), s.get("minLength")))
+        if s.get("format") == "date":
+            checks.append(self._date_check())
         if {"minimum", "maximum", "exclusiveMinimum"} & set(s):
             checks.append(
                 self._range_check(s.get("minimum"), s.get("maximum"), s.get("exclusiveMinimum"))
@@ -209,8 +222,8 @@ class Validator:
             "minProperties",
         } & set(s):
             checks.append(self._object_check(s))
-        if "items" in s or "minItems" in s:
-            checks.append(self._array_check(s.get("items"), s.get("minItems")))
+        if {"items", "minItems", "maxItems"} & set(s):
+            checks.append(self._array_check(s.get("items"), s.get("minItems"), s.get("maxItems")))
         if "oneOf" in s:
             checks.append(self._one_of(s["oneOf"]))
         if "anyOf" in s:
@@ -287,12 +300,33 @@ class Validator:
 
         return check
 
+    def _date_check(self) -> Check:
+        """`format: date`: the day exists (2026-02-30 does not); the pattern checks the shape."""
+        from datetime import date
+
+        def check(v: Any, p: Path, c: _Ctx) -> None:
+            if not isinstance(v, str):
+                return
+            try:
+                date.fromisoformat(v)
+            except ValueError as e:
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)}: {_show(v)} is not a real date ({e})",
+                    json_path=json_path(p),
+                )
+
+        return check
+
     def _range_check(self, lo: float | None, hi: float | None, xlo: float | None) -> Check:
         def check(v: Any, p: Path, c: _Ctx) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return
             bad = None
-            if lo is not None and v < lo:
+            if v != v:  # NaN passes every comparison (and jsonschema): refuse it here
+                bad = "a number"
+            elif lo is not None and v < lo:
                 bad = f"at least {lo}"
             elif xlo is not None and v <= xlo:
                 bad = f"more than {xlo}"
@@ -382,7 +416,9 @@ class Validator:
 
         return check
 
-    def _array_check(self, items: dict[str, Any] | None, min_items: int | None) -> Check:
+    def _array_check(
+        self, items: dict[str, Any] | None, min_items: int | None, max_items: int | None = None
+    ) -> Check:
         item_check = self._compile(items) if items else None
 
         def check(v: Any, p: Path, c: _Ctx) -> None:
@@ -395,6 +431,14 @@ class Validator:
                     f"{describe(p)} needs at least {min_items} item(s)",
                     json_path=json_path(p),
                 )
+            if max_items is not None and len(v) > max_items:
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)} has {len(v)} items; at most {max_items} are allowed",
+                    json_path=json_path(p),
+                )
+                return
             if item_check is not None:
                 for i, item in enumerate(v):
                     item_check(item, (*p, i), c)

@@ -1,55 +1,135 @@
-"""Jinja2 templates, only ever in the sandbox: static checks and rendering."""
+"""Jinja2 templates, only ever in the sandbox: parsed (never evaluated) to check, bounded to render.
+
+`validate` only parses a template and walks the tree itself: `jinja2.meta` would run Jinja's code
+generator, whose constant folding evaluates `{{ 'a' * 10**9 }}` while collecting names. Rendering
+happens in `engine.sandbox.BoundedSandbox`, whose limits are listed there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache, lru_cache
 from typing import Any
 
 from .catalog import TEMPLATE_GLOBALS, TEMPLATE_MEMBER_ATTRS
 
 Problem = tuple[str, int, str, str]  # code, line offset in the template, text to point at, message
 
+# Names bound implicitly inside loops, macros and call blocks.
+_IMPLICIT = {"For": {"loop"}, "Macro": {"caller", "varargs", "kwargs"}, "CallBlock": {"caller"}}
+
+
+class RenderError(Exception):
+    """A template could not be rendered; `line` is its 1-based line in the template, if known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
 
 @cache
 def environment() -> Any:
-    """The one sandboxed environment; undefined variables are errors, not empty strings."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """The one sandboxed environment: undefined variables are errors, work and sizes are bounded."""
+    from .sandbox import BoundedSandbox
 
-    return ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
+    return BoundedSandbox()
+
+
+def _parse(text: str) -> Any:
+    """The template's tree; raises TemplateSyntaxError, or RenderError when Jinja gives up."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        return environment().parse(text)
+    except TemplateSyntaxError:
+        raise
+    except RecursionError:
+        raise RenderError("the template nests too deeply") from None
+    except (ValueError, OverflowError, MemoryError) as e:  # e.g. an integer of 5,000 digits
+        raise RenderError(f"the template cannot be read: {str(e)[:120]}") from None
+
+
+def _walk(ast: Any) -> Iterator[Any]:
+    """Every node of a parsed template, without recursion (a deep tree cannot overflow)."""
+    from jinja2 import nodes
+
+    stack = [ast]
+    while stack:
+        node = stack.pop()
+        yield node
+        children = [c for c in node.iter_child_nodes() if isinstance(c, nodes.Node)]
+        stack.extend(reversed(children))
+
+
+def _declared(ast: Any) -> set[str]:
+    """Names the template binds itself (set, for, macro, with, import, call-block arguments)."""
+    from jinja2 import nodes
+
+    out = set(environment().globals)
+    for node in _walk(ast):
+        if (isinstance(node, nodes.Name) and node.ctx in ("store", "param")) or isinstance(
+            node, nodes.Macro
+        ):
+            out.add(node.name)
+        elif isinstance(node, nodes.Import):
+            out.add(node.target)
+        elif isinstance(node, nodes.FromImport):
+            out.update(n[1] if isinstance(n, tuple) else n for n in node.names)
+        out |= _IMPLICIT.get(type(node).__name__, set())
+    return out
+
+
+def _unbound_reads(ast: Any) -> list[Any]:
+    """Name nodes that read a variable the template does not bind, in source order."""
+    from jinja2 import nodes
+
+    declared = _declared(ast)
+    return [
+        n
+        for n in _walk(ast)
+        if isinstance(n, nodes.Name) and n.ctx == "load" and n.name not in declared
+    ]
 
 
 def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
     """Syntax errors and reads of unknown variables, each with its line within the template."""
-    from jinja2 import TemplateSyntaxError, meta, nodes
+    from jinja2 import TemplateSyntaxError, nodes
 
-    env = environment()
+    from .sandbox import GROWING_METHODS
+
     try:
-        ast = env.parse(text)
+        ast = _parse(text)
     except TemplateSyntaxError as e:
         return [("SOP208", max((e.lineno or 1) - 1, 0), "", e.message or str(e))]
+    except RenderError as e:
+        return [("SOP208", 0, "", e.message)]
     problems: list[Problem] = []
-    undeclared = meta.find_undeclared_variables(ast)
-    for name_node in ast.find_all(nodes.Name):
-        if (
-            name_node.ctx == "load"
-            and name_node.name in undeclared
-            and (name_node.name not in TEMPLATE_GLOBALS)
-        ):
-            undeclared.discard(name_node.name)
+    reported: set[str] = set()
+    for name_node in _unbound_reads(ast):
+        name = name_node.name
+        if name in TEMPLATE_GLOBALS or name in reported:
+            continue
+        reported.add(name)
+        problems.append(("SOP209", name_node.lineno - 1, name, f"unknown variable `{name}`"))
+    for node in _walk(ast):
+        callee = node.node if isinstance(node, nodes.Call) else None
+        on_params = isinstance(callee, nodes.Getattr) and (
+            isinstance(callee.node, nodes.Name) and callee.node.name == "params"
+        )
+        if isinstance(callee, nodes.Getattr) and callee.attr in GROWING_METHODS and not on_params:
             problems.append(
                 (
-                    "SOP209",
-                    name_node.lineno - 1,
-                    name_node.name,
-                    f"unknown variable `{name_node.name}`",
+                    "SOP208",
+                    callee.lineno - 1,
+                    callee.attr,
+                    f"`.{callee.attr}()` is not available in templates (it can grow text"
+                    " without bound); use the filter of the same name or `format`",
                 )
             )
-    for ga in ast.find_all(nodes.Getattr):
-        if isinstance(ga.node, nodes.Name):
+    for ga in _walk(ast):
+        if isinstance(ga, nodes.Getattr) and isinstance(ga.node, nodes.Name):
             owner, attr = ga.node.name, ga.attr
             allowed: Any = {"member": TEMPLATE_MEMBER_ATTRS, "params": params}.get(owner)
             if allowed is not None and attr not in allowed:
@@ -59,14 +139,79 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
     return problems
 
 
-def render(text: str, context: Mapping[str, Any]) -> str:
-    """Render in the sandbox; raises jinja2 errors for missing data."""
-    return str(environment().from_string(text).render(**context))
-
-
 def needs_member(text: str) -> bool:
     """True when a template reads member or event data (rendered per member at run time)."""
-    from jinja2 import meta
+    try:
+        ast = _parse(text)
+    except Exception:
+        return True  # not renderable without a member either; the caller skips it
+    return any(n.name in ("member", "event") for n in _unbound_reads(ast))
 
-    names = meta.find_undeclared_variables(environment().parse(text))
-    return bool(names & {"member", "event"})
+
+@contextmanager
+def shared_budget() -> Iterator[None]:
+    """Renders inside this block share one work budget (a plan renders many templates)."""
+    from .sandbox import end_budget, start_budget
+
+    token = start_budget()
+    try:
+        yield
+    finally:
+        end_budget(token)
+
+
+@lru_cache(maxsize=256)
+def _compiled(text: str) -> Any:
+    from .sandbox import bound_ast
+
+    env = environment()
+    return env.from_string(bound_ast(env.parse(text)))
+
+
+def render(text: str, context: Mapping[str, Any]) -> str:
+    """Render in the bounded sandbox; raises RenderError (missing data, a limit, a bad template)."""
+    from jinja2 import TemplateError
+
+    from .sandbox import MAX_TEXT, TemplateLimitError, end_budget, start_budget
+
+    token = start_budget()
+    try:
+        out: list[str] = []
+        size = 0
+        for chunk in _compiled(text).generate(**context):
+            size += len(chunk)
+            if size > MAX_TEXT:
+                raise TemplateLimitError(f"the rendered text is longer than {MAX_TEXT} characters")
+            out.append(chunk)
+        return "".join(out)
+    except RenderError:
+        raise
+    except (TemplateError, TemplateLimitError) as e:
+        raise RenderError(_describe(e), _template_line(e)) from None
+    except RecursionError:
+        raise RenderError("the template recurses too deeply") from None
+    except MemoryError:
+        raise RenderError("the template needs too much memory") from None
+    except Exception as e:  # any Python error a template can provoke (1/0, int('x') ...)
+        raise RenderError(_describe(e), _template_line(e)) from None
+    finally:
+        end_budget(token)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _template_line(e: BaseException) -> int | None:
+    """The template line the error happened on: Jinja rewrites tracebacks to template lines."""
+    lineno = getattr(e, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
+    line = None
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

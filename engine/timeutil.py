@@ -12,12 +12,17 @@ _DURATION = re.compile(r"^(?=\d)(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 
 @lru_cache(maxsize=4096)
 def parse_duration(text: str) -> timedelta:
-    """`1w2d3h4m` -> timedelta; raises ValueError on anything else."""
-    m = _DURATION.match(text)
+    """`1w2d3h4m` -> timedelta; raises ValueError on anything else, or one too long to hold."""
+    m = _DURATION.fullmatch(text)
     if not m:
         raise ValueError(f"not a duration: {text!r}")
+    if len(text) > 32:  # the schema allows far fewer digits; this keeps int() and timedelta safe
+        raise ValueError(f"duration too long: {text[:32]!r}...")
     w, d, h, mi = (int(g) if g else 0 for g in m.groups())
-    return timedelta(weeks=w, days=d, hours=h, minutes=mi)
+    try:
+        return timedelta(weeks=w, days=d, hours=h, minutes=mi)
+    except OverflowError:
+        raise ValueError(f"duration too long: {text!r}") from None
 
 
 def format_duration(td: timedelta) -> str:
