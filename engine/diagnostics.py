@@ -249,6 +249,45 @@ _rule(
     "Ratio compared with a value above 1",
     "Ratios are fractions: write 0.6 or 60%, not 60.",
 )
+# Bounds of the language (engine/expr.py limits, checks.durations, checks.action_chains).
+_rule(
+    "SOP250",
+    "expr-too-complex",
+    E,
+    "Expression beyond the language's limits",
+    "At most 2000 characters, 400 tokens, 32 nested parentheses/not/-, 64 levels of operators,"
+    " numbers up to 1e15; define parts as metrics under `metrics:`.",
+)
+_rule(
+    "SOP251",
+    "duration-too-long",
+    E,
+    "Duration or offset longer than 10 years",
+    "Durations, delays and chains of `after`/`before` span at most 3660d (10 years).",
+)
+_rule(
+    "SOP252",
+    "action-chain-too-deep",
+    E,
+    "Too many actions chained by `after`/`before`",
+    "Anchor actions on one common action instead of each on the one before it (at most 32).",
+)
+# Bounds of the plan-based checks (engine/plan_checks.py).
+_rule(
+    "SOP260",
+    "plan-too-dense",
+    W,
+    "Too many scheduled occurrences for the plan-based checks",
+    "A cron every few minutes is rarely meant: fire less often, or check a shorter `--days`.",
+)
+# Metrics and the simulator.
+_rule(
+    "SOP270",
+    "builtin-metric-redeclared",
+    E,
+    "A custom metric takes the name of a built-in metric",
+    "Built-in metrics need no entry under `metrics:`; give a custom metric another name.",
+)
 # Plan-based checks (built on the compiled Program).
 _rule(
     "SOP301",

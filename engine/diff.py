@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from .model import Action, Playbook
 from .plan import PlanOptions, make_plan
 from .program import Occurrence, Program
+from .textsafe import terminal
 from .words import schedule_words
 
 
@@ -112,14 +114,14 @@ def plan_delta(old: list[Occurrence], new: list[Occurrence]) -> PlanDelta:
     removed = [o for k, o in ok.items() if k not in nk]
     added = [o for k, o in nk.items() if k not in ok]
     moved = []
-    by_action: dict[str, list[Occurrence]] = {}
+    by_action: dict[str, deque[Occurrence]] = {}  # a deque: pairing many stays linear
     for o in added:
-        by_action.setdefault(o.action, []).append(o)
+        by_action.setdefault(o.action, deque()).append(o)
     still_removed = []
     for o in removed:
         cands = by_action.get(o.action)
         if cands:
-            moved.append((o, cands.pop(0)))
+            moved.append((o, cands.popleft()))
         else:
             still_removed.append(o)
     moved_new = {id(n) for _, n in moved}
@@ -154,22 +156,25 @@ def diff_dict(d: Diff) -> dict[str, Any]:
 
 
 def diff_text(d: Diff) -> str:
-    """A readable report."""
+    """A readable report; playbook text on one line each, control characters shown escaped."""
     sign = {"added": "+", "removed": "-", "changed": "~"}
+    t = terminal
     lines = []
     for c in d.changes:
-        lines.append(f"{sign[c.change]} {c.kind} {c.id} {c.change}")
+        lines.append(f"{sign[c.change]} {c.kind} {t(c.id)} {c.change}")
         for k, (a, b) in c.fields.items():
-            lines.append(f"    {k}: {a} → {b}")
+            lines.append(f"    {k}: {t(a)} → {t(b)}")
     p = d.plan
     lines.append(
         f"next {d.days} days: {len(p.added)} added, {len(p.removed)} removed,"
         f" {len(p.moved)} moved, {p.unchanged} unchanged occurrences"
     )
     for o in p.added[:20]:
-        lines.append(f"  + {o.at:%Y-%m-%d %H:%M} {o.action}")
+        lines.append(f"  + {o.at:%Y-%m-%d %H:%M} {t(o.action)}")
     for o in p.removed[:20]:
-        lines.append(f"  - {o.at:%Y-%m-%d %H:%M} {o.action}")
+        lines.append(f"  - {o.at:%Y-%m-%d %H:%M} {t(o.action)}")
     for before, after in p.moved[:20]:
-        lines.append(f"  ~ {before.action}: {before.at:%Y-%m-%d %H:%M} → {after.at:%Y-%m-%d %H:%M}")
+        lines.append(
+            f"  ~ {t(before.action)}: {before.at:%Y-%m-%d %H:%M} → {after.at:%Y-%m-%d %H:%M}"
+        )
     return "\n".join(lines) + "\n"

@@ -1,15 +1,57 @@
-"""Stage and action graphs as Mermaid or Graphviz DOT text."""
+"""Stage and action graphs as Mermaid or Graphviz DOT text, and as a JSON document.
+
+Titles and gates are playbook text: each format gets them escaped its own way (Mermaid entity
+codes, DOT string escapes), after control characters and newlines are made visible.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from .model import Playbook, Relative
+from .textsafe import terminal
 from .timeutil import format_duration
+
+# Words a Mermaid flowchart reads as syntax when they stand alone as a node id.
+_MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "click", "style", "class", "classdef"}
 
 
 def _id(*parts: str | None) -> str:
-    return "_".join(re.sub(r"[^A-Za-z0-9]", "_", p or "routines") for p in parts)
+    out = "_".join(re.sub(r"[^A-Za-z0-9]", "_", p or "routines") for p in parts)
+    return out + "_" if out.lower() in _MERMAID_WORDS else out
+
+
+# Characters that end a quoted Mermaid label or that it reads as an entity, HTML or markdown.
+_MERMAID_SPECIAL = re.compile(r'["#&<>`]')
+
+
+def _mtext(text: str) -> str:
+    """Text inside a Mermaid `["..."]` label: specials as `#NN;` entity codes, on one line."""
+    return _MERMAID_SPECIAL.sub(lambda m: f"#{ord(m.group(0))};", terminal(text))
+
+
+def _dtext(text: str) -> str:
+    """Text inside a DOT quoted string: one line, and backslashes shown, not read as escapes."""
+    return terminal(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def graph_dict(pb: Playbook) -> dict[str, Any]:
+    """The JSON document of the stage graph."""
+    return {
+        "stages": [
+            {
+                "id": s.id,
+                "title": s.title,
+                "after": list(s.after),
+                "gate": s.gate.text if s.gate else None,
+                "goto": s.goto,
+                "deadline_goto": s.deadline.goto if s.deadline else None,
+                "actions": list(s.actions),
+            }
+            for s in pb.stages.values()
+        ],
+    }
 
 
 def _edges(pb: Playbook) -> list[tuple[str, str, str, str]]:
@@ -46,12 +88,11 @@ def mermaid(pb: Playbook, actions: bool = True) -> str:
     """A Mermaid flowchart."""
     lines = ["flowchart LR"]
     for s in pb.stages.values():
-        label = s.title + (f"<br/>gate: {s.gate.text}" if s.gate else "")
+        label = _mtext(s.title) + (f"<br/>gate: {_mtext(s.gate.text)}" if s.gate else "")
         label += " (optional)" if s.optional else " (rescue)" if s.rescue else ""
-        label = label.replace('"', "'")
         if actions and s.actions:
             lines.append(f'  subgraph {_id(s.id)}["{label}"]')
-            lines += [f'    {_id(s.id, a)}["{a}"]' for a in s.actions]
+            lines += [f'    {_id(s.id, a)}["{_mtext(a)}"]' for a in s.actions]
             lines.append("  end")
         else:
             lines.append(f'  {_id(s.id)}["{label}"]')
@@ -66,7 +107,7 @@ def mermaid(pb: Playbook, actions: bool = True) -> str:
 
 
 def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f'"{_dtext(s)}"'
 
 
 def dot(pb: Playbook, actions: bool = True) -> str:
@@ -78,15 +119,16 @@ def dot(pb: Playbook, actions: bool = True) -> str:
         "  node [shape=box, style=rounded];",
     ]
     for s in pb.stages.values():
-        label = s.title + (f"\\ngate: {s.gate.text}" if s.gate else "")
+        # `\n` between the escaped parts: DOT's own line break
+        label = '"' + _dtext(s.title) + (f"\\ngate: {_dtext(s.gate.text)}" if s.gate else "") + '"'
         if actions and s.actions:
             lines.append(f"  subgraph cluster_{_id(s.id)} {{")
-            lines.append(f"    label={_q(label)};")
+            lines.append(f"    label={label};")
             lines.append(f"    {_id(s.id)} [shape=point, style=invis];")
             lines += [f"    {_id(s.id, a)} [label={_q(a)}];" for a in s.actions]
             lines.append("  }")
         else:
-            lines.append(f"  {_id(s.id)} [label={_q(label)}];")
+            lines.append(f"  {_id(s.id)} [label={label}];")
     for a, b, label, style in _edges(pb):
         lines.append(f"  {_id(a)} -> {_id(b)} [style={style}, label={_q(label)}];")
     if actions:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from .model import Action, OnEvent, Playbook
 from .program import (
+    Lifecycle,
     Occurrence,
     Program,
     StageWindow,
@@ -19,6 +22,17 @@ from .program import (
 from .schedule import local_midnight
 
 DEFAULT_START = date(2027, 1, 4)  # a Monday; used when neither --start nor community.start is set
+# The dates a plan may start on: those `community.start` accepts (schemas: 1970 to 2199).
+FIRST_START, LAST_START = date(1970, 1, 1), date(2199, 12, 31)
+MAX_DAYS = 3660  # ten years: the longest horizon any verb plans
+# The most occurrences one plan holds: far above a real community's year (about a thousand), low
+# enough that planning, rendering and diffing stay within seconds and a few hundred MB.
+MAX_OCCURRENCES = 100_000
+MAX_JOINS_PER_DAY = 1_000_000
+
+
+class PlanError(ValueError):
+    """A plan that cannot be made as asked: a start out of range, or one too large to hold."""
 
 
 @dataclass(frozen=True)
@@ -65,38 +79,80 @@ class Timeline:
 
 def start_date(pb: Playbook, start: date | None) -> date:
     """The planning start: explicit, else community.start, else a fixed Monday."""
-    if start is not None:
-        return start
-    if pb.community.start:
-        return date.fromisoformat(pb.community.start)
-    return DEFAULT_START
+    if start is None and pb.community.start:
+        try:
+            start = date.fromisoformat(pb.community.start)
+        except ValueError:
+            raise PlanError(
+                f"community.start {pb.community.start!r} is not a real date (YYYY-MM-DD)"
+            ) from None
+    if start is None:
+        return DEFAULT_START
+    if not FIRST_START <= start <= LAST_START:
+        raise PlanError(f"the plan must start between {FIRST_START} and {LAST_START}, not {start}")
+    return start
 
 
-def make_plan(program: Program, options: PlanOptions) -> Timeline:
-    """Plan `options.days` days from the start date."""
-    pb = program.playbook
-    d0 = start_date(pb, options.start)
+def lifecycle(program: Program, options: PlanOptions) -> tuple[datetime, datetime, Lifecycle]:
+    """The plan's first and end instants and its stage lifecycle (gates as assumed)."""
+    if not 1 <= options.days <= MAX_DAYS:
+        raise PlanError(f"a plan covers 1 to {MAX_DAYS} days, not {options.days}")
+    d0 = start_date(program.playbook, options.start)
     start = local_midnight(d0, program.tz)
     end = local_midnight(d0 + timedelta(days=options.days), program.tz)
     gate = assumed_gate(program, options.assume_gates, frozenset(options.failing))
-    lc = run_lifecycle(program, start, options.days, gate, options.include_optional)
+    # a `before` action goes out ahead of its anchor: step the stages that far past the horizon,
+    # so no occurrence stands whose anchor would fall after its stage has ended (and a longer
+    # plan extends a shorter one)
+    ahead = max((-off for _, off in program.roots.values()), default=timedelta(0))
+    extra = min(MAX_DAYS, max(0, math.ceil(ahead / timedelta(days=1))))
+    lc = run_lifecycle(program, start, options.days + extra, gate, options.include_optional)
+    return start, end, lc
+
+
+def _as_of(windows: list[StageWindow], end: datetime) -> list[StageWindow]:
+    """Windows as the plan shows them: one that ends after the horizon is still running."""
+    return [w if w.end is None or w.end <= end else replace(w, end=None) for w in windows]
+
+
+def make_plan(program: Program, options: PlanOptions) -> Timeline:
+    """Plan `options.days` days from the start date (PlanError beyond MAX_OCCURRENCES)."""
+    jpd = options.joins_per_day
+    if jpd is not None and not (math.isfinite(jpd) and 0 <= jpd <= MAX_JOINS_PER_DAY):
+        raise PlanError(f"joins per day must be between 0 and {MAX_JOINS_PER_DAY:,}, not {jpd}")
+    start, end, lc = lifecycle(program, options)
     windows = lc.windows(end)
-    occ = program.due(windows, start, end)
-    if options.role:
-        occ = [o for o in occ if o.owner == options.role]
-    if options.stage:
-        occ = [o for o in occ if o.stage == options.stage]
+
+    def wanted(a: Action) -> bool:
+        return (not options.role or a.owner == options.role) and (
+            not options.stage or a.stage == options.stage
+        )
+
+    # count first (cheap: no occurrences built), so a plan too large is refused quickly
+    n = 0
+    for firings in program.firings_by_day(windows, start, end, wanted):
+        n += sum(1 for _ in firings)
+        if n > MAX_OCCURRENCES:
+            raise PlanError(
+                f"the plan has more than {MAX_OCCURRENCES:,} occurrences in {options.days} days;"
+                " plan fewer days or filter with --role/--stage"
+            )
+    occ = [o for day in program.iter_due(windows, start, end, wanted) for o in day]
     stages = [w.stage for w in windows if w.stage]
     rules = program.event_rules(stages)
     if options.role:
         rules = [a for a in rules if a.owner == options.role]
     if options.stage:
         rules = [a for a in rules if a.stage in (options.stage, None)]
-    tl = Timeline(
-        program, start, end, occ, [t for t in lc.transitions if t.at < end], windows, rules
-    )
-    if options.joins_per_day is not None:
-        tl.expected = expected_counts(tl, options.joins_per_day)
+    transitions = [t for t in lc.transitions if t.at < end]
+    tl = Timeline(program, start, end, occ, transitions, _as_of(windows, end), rules)
+    if jpd is not None:
+        if len(rules) * options.days > MAX_OCCURRENCES:
+            raise PlanError(
+                f"{len(rules)} event rules × {options.days} days of expected counts exceed"
+                f" {MAX_OCCURRENCES:,}; plan fewer days"
+            )
+        tl.expected = expected_counts(tl, jpd)
     return tl
 
 
@@ -106,14 +162,22 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
     tz = tl.program.tz
     d0 = tl.start.astimezone(tz).date()
     days = (tl.end - tl.start).days
+    noons = [local_midnight(d0 + timedelta(days=i), tz) + timedelta(hours=12) for i in range(days)]
+    # the days each stage is active at noon, found once per window (not per rule and day)
+    active: dict[str, set[int]] = defaultdict(set)
+    for w in tl.windows:
+        if w.stage:
+            i = bisect_left(noons, w.start)
+            while i < days and (w.end is None or noons[i] < w.end):
+                active[w.stage].add(i)
+                i += 1
     for a in tl.event_rules:
         s = a.schedule
         assert isinstance(s, OnEvent)
         counts: dict[date, float] = defaultdict(float)
         for i in range(days):
             day = d0 + timedelta(days=i)
-            noon = local_midnight(day, tz) + timedelta(hours=12)
-            if a.stage is not None and a.stage not in tl.stage_of(noon):
+            if a.stage is not None and i not in active[a.stage]:
                 continue
             if s.event == "member.joined":
                 counts[day] += joins_per_day
@@ -128,22 +192,25 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
 
 def render_messages(tl: Timeline) -> dict[str, str | None]:
     """The text of each action whose template needs no member data (None otherwise)."""
-    from .templates import needs_member, render
+    from .templates import RenderError, needs_member, render, shared_budget
 
     pb = tl.playbook
     cache: dict[str, str | None] = {}
-    for o in tl.occurrences:
-        if o.action in cache:
-            continue
-        a = pb.actions[o.action]
-        text = pb.templates[a.template].text if a.template else (a.text.text if a.text else None)
-        if text is None or needs_member(text):
-            cache[o.action] = None
-            continue
-        try:
-            cache[o.action] = render(text, context(pb, a))
-        except Exception:
-            cache[o.action] = None
+    with shared_budget():  # all templates of a plan share one work budget (engine/sandbox.py)
+        for o in tl.occurrences:
+            if o.action in cache:
+                continue
+            a = pb.actions[o.action]
+            text = (
+                pb.templates[a.template].text if a.template else (a.text.text if a.text else None)
+            )
+            if text is None or needs_member(text):
+                cache[o.action] = None
+                continue
+            try:
+                cache[o.action] = render(text, context(pb, a))
+            except RenderError:  # missing data or a sandbox limit: the plan shows no text
+                cache[o.action] = None
     tl.messages = cache
     return cache
 

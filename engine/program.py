@@ -7,7 +7,7 @@ an assumption (plan), simulated metrics (simulate) or live metrics (run).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from .catalog import MESSAGE_KINDS
 from .model import Action, Cron, DayOffset, OnEvent, Playbook, Relative, Stage
-from .schedule import apply_quiet_hours, cron_instants, local_midnight, to_instant
+from .schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
+from .timeutil import Window
 
 DAY = timedelta(days=1)
 
@@ -48,6 +49,32 @@ class Occurrence:
     backend: str | None
     reason: str = ""
     member: str | None = None
+
+
+# (goes out at, action id, scheduled, action): one firing of a scheduled action, before it
+# becomes an Occurrence; plan checks count these without building occurrences
+Firing = tuple[datetime, str, datetime, Action]
+
+
+def _firing_order(f: Firing) -> tuple[datetime, str]:
+    return f[0], f[1]
+
+
+def _over(w: StageWindow, at: datetime) -> bool:
+    return w.end is not None and w.end <= at
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One scheduled action, its root and its stage's windows, while firings are produced."""
+
+    action: Action
+    base: Action
+    offset: timedelta
+    quiet: Window | None
+    windows: list[StageWindow]
+    ordered: bool  # windows sorted by start: stop at the first one that starts later
+    first: int = 0  # windows before this one are over
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,78 +120,178 @@ class Program:
         self.playbook = playbook
         self.tz = ZoneInfo(playbook.timezone)
         by_stage: dict[str | None, list[Action]] = {}
+        children: dict[str, list[Action]] = {}
         for a in playbook.actions.values():
             by_stage.setdefault(a.stage, []).append(a)
+            if isinstance(a.schedule, Relative):
+                children.setdefault(a.schedule.anchor, []).append(a)
         self.actions_by_stage = {k: tuple(v) for k, v in by_stage.items()}
+        self.children = {k: tuple(v) for k, v in children.items()}
         self._occurrences: dict[tuple[str, datetime], Occurrence] = {}
+        self._chains: dict[str, tuple[tuple[Action, timedelta], ...]] = {}
         # every scheduled action resolved to (root action, total offset from the root)
-        self.roots: dict[str, tuple[Action, timedelta]] = {}
-        for a in playbook.actions.values():
-            root = self._root(a)
-            if root is not None:
-                self.roots[a.id] = root
+        self.roots: dict[str, tuple[Action, timedelta]] = {
+            k: v for k, v in self._resolve_roots().items() if v is not None
+        }
 
-    def _root(self, a: Action) -> tuple[Action, timedelta] | None:
-        offset = timedelta(0)
-        seen = set()
-        while isinstance(a.schedule, Relative):
-            if a.id in seen or a.schedule.anchor not in self.playbook.actions:
-                return None
-            seen.add(a.id)
-            offset += a.schedule.offset
-            a = self.playbook.actions[a.schedule.anchor]
-        if isinstance(a.schedule, OnEvent):
-            return None  # relative to a member event: scheduled per member by on_event()
-        return a, offset
+    def _resolve_roots(self) -> dict[str, tuple[Action, timedelta] | None]:
+        """Each action's root and offset, walking every chain once (long chains stay linear)."""
+        actions = self.playbook.actions
+        memo: dict[str, tuple[Action, timedelta] | None] = {}
+        for a in actions.values():
+            path: list[Action] = []
+            on_path: set[str] = set()
+            cur = a
+            while True:
+                if cur.id in memo:
+                    result = memo[cur.id]
+                    break
+                s = cur.schedule
+                if not isinstance(s, Relative):
+                    # relative to a member event: scheduled per member by on_event()
+                    result = None if isinstance(s, OnEvent) else (cur, timedelta(0))
+                    memo[cur.id] = result
+                    break
+                if cur.id in on_path or s.anchor not in actions:
+                    result = None  # a cycle or a dangling anchor (validate reports both)
+                    break
+                on_path.add(cur.id)
+                path.append(cur)
+                cur = actions[s.anchor]
+            for node in reversed(path):
+                assert isinstance(node.schedule, Relative)
+                if result is not None:
+                    result = (result[0], result[1] + node.schedule.offset)
+                memo[node.id] = result
+        return memo
 
     # -- scheduled actions -----------------------------------------------------------------
 
     def due(self, windows: Sequence[StageWindow], t0: datetime, t1: datetime) -> list[Occurrence]:
         """Every scheduled occurrence going out in [t0, t1) while its stage is active."""
+        return [o for day in self.iter_due(windows, t0, t1) for o in day]
+
+    def iter_due(
+        self,
+        windows: Sequence[StageWindow],
+        t0: datetime,
+        t1: datetime,
+        select: Callable[[Action], bool] | None = None,
+    ) -> Iterator[list[Occurrence]]:
+        """`due()` one local day at a time: each list sorted, the days in order."""
+        for day in self.firings_by_day(windows, t0, t1, select):
+            items = sorted(day, key=_firing_order)
+            yield [self._occurrence(a, scheduled) for _, _, scheduled, a in items]
+
+    def firings_by_day(
+        self,
+        windows: Sequence[StageWindow],
+        t0: datetime,
+        t1: datetime,
+        select: Callable[[Action], bool] | None = None,
+    ) -> Iterator[Iterator[Firing]]:
+        """Scheduled firings going out in [t0, t1), grouped by the local day they go out on.
+
+        A day's firings come unsorted and are computed as they are read, so a consumer that only
+        counts never holds more than the sends quiet hours carry past midnight. Each day's iterator
+        must be read (or is drained) before the next day is asked for.
+        """
+        plans = self._plans(windows, select)
+        pending: list[Firing] = []  # moved by quiet hours past the day being read
+        bounds = [t0 - DAY, t0]  # the day before t0: sends that quiet hours move into [t0, t1)
+        d = t0.astimezone(self.tz).date() + DAY
+        while (m := local_midnight(d, self.tz)) < t1:
+            if m > bounds[-1]:
+                bounds.append(m)
+            d += DAY
+        bounds.append(t1)
+        for i in range(len(bounds) - 1):
+            day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, pending)
+            if i == 0:
+                for _ in day:  # only feeds `pending`: nothing of it goes out before t0
+                    pass
+                continue
+            yield day
+            for _ in day:  # drain what the consumer left, so `pending` is complete
+                pass
+
+    def _plans(
+        self, windows: Sequence[StageWindow], select: Callable[[Action], bool] | None
+    ) -> list[_Plan]:
         by_stage: dict[str | None, list[StageWindow]] = {}
         for w in windows:
             by_stage.setdefault(w.stage, []).append(w)
-        out: list[Occurrence] = []
-        lo = t0 - DAY  # quiet hours move a send by less than a day
+        plans = []
         for stage, ws in by_stage.items():
+            ordered = all(ws[i].start <= ws[i + 1].start for i in range(len(ws) - 1))
             for a in self.actions_by_stage.get(stage, ()):
                 root = self.roots.get(a.id)
-                if root is None:
+                if root is None or (select is not None and not select(a)):
                     continue
                 base, offset = root
-                for w in ws:
-                    start = max(lo, w.start)
-                    end = t1 if w.end is None else min(t1, w.end)
-                    if start >= end:
+                if base.stage != stage:
+                    continue  # anchors live in the same stage (checked by validate)
+                quiet = a.quiet_hours if a.kind in MESSAGE_KINDS else None
+                plans.append(_Plan(a, base, offset, quiet, ws, ordered))
+        return plans
+
+    def _firings_between(
+        self,
+        plans: list[_Plan],
+        c0: datetime,
+        c1: datetime,
+        t0: datetime,
+        pending: list[Firing],
+    ) -> Iterator[Firing]:
+        """Firings going out in [c0, c1): those carried over, then those whose own time is here."""
+        keep = [f for f in pending if f[0] >= c1]
+        for f in pending:
+            if f[0] < c1:
+                yield f
+        pending[:] = keep
+        tz = self.tz
+        for p in plans:
+            a, offset, quiet, ws = p.action, p.offset, p.quiet, p.windows
+            while p.first < len(ws) and _over(ws[p.first], c0):
+                p.first += 1  # windows over before this day never fire again
+            for i in range(p.first, len(ws)):
+                w = ws[i]
+                if w.start >= c1:
+                    if p.ordered:
+                        break
+                    continue
+                start = max(c0, w.start)
+                end = c1 if w.end is None else min(c1, w.end)
+                if start >= end:
+                    continue
+                for sched in self._instants(p.base, w, start - offset, end - offset):
+                    at = sched + offset
+                    if not (start <= at < end):
                         continue
-                    for sched in self._instants(base, w, start - offset, end - offset):
-                        at = sched + offset
-                        if not (start <= at < end):
-                            continue
-                        occ = self._occurrence(a, at)
-                        if t0 <= occ.at < t1:
-                            out.append(occ)
-        out.sort(key=lambda o: (o.at, o.action))
-        return out
+                    moved = quiet_move(at, quiet, tz) if quiet else at
+                    out = moved.astimezone(tz)
+                    if out < c1:
+                        if out >= t0:
+                            yield (out, a.id, at, a)
+                    else:
+                        pending.append((out, a.id, at, a))
 
     def _instants(
         self, base: Action, w: StageWindow, start: datetime, end: datetime
-    ) -> list[datetime]:
+    ) -> Iterable[datetime]:
         """Firings of a root action in [start, end), inside its own stage window."""
         own = w
-        if base.stage != w.stage:
-            return []  # anchors live in the same stage (checked by validate)
         s = base.schedule
         if isinstance(s, Cron):
             lo = max(start, own.start)
             hi = end if own.end is None else min(end, own.end)
-            return cron_instants(s.expr, lo, hi, self.tz) if lo < hi else []
+            return cron_between(s.expr, lo, hi, self.tz) if lo < hi else ()
         if isinstance(s, DayOffset):
             d: date = own.start.astimezone(self.tz).date() + timedelta(days=s.day)
             at = to_instant(d, s.at, self.tz)
             inside = own.start <= at and (own.end is None or at < own.end)
-            return [at] if inside and start <= at < end else []
-        return []
+            return (at,) if inside and start <= at < end else ()
+        return ()
 
     def _occurrence(self, a: Action, scheduled: datetime, member: str | None = None) -> Occurrence:
         if member is None:
@@ -217,17 +344,37 @@ class Program:
             if s.event != event or not _event_matches(s, facts):
                 continue
             out.append(self._occurrence(a, at, member))
-            out.extend(self._chained(a, at, member))
+            out.extend(self._occurrence(c, at + off, member) for c, off in self.chain(a.id))
         return out
 
-    def _chained(self, anchor: Action, at: datetime, member: str) -> list[Occurrence]:
-        out = []
-        for a in self.playbook.actions.values():
-            if isinstance(a.schedule, Relative) and a.schedule.anchor == anchor.id:
-                when = at + a.schedule.offset
-                out.append(self._occurrence(a, when, member))
-                out.extend(self._chained(a, when, member))
-        return out
+    def chain(self, anchor: str) -> tuple[tuple[Action, timedelta], ...]:
+        """Actions after/before `anchor`, depth first, each with its offset from `anchor`.
+
+        Iterative with a path guard: a long (or, unvalidated, cyclic) chain can neither exhaust
+        the recursion limit nor loop.
+        """
+        cached = self._chains.get(anchor)
+        if cached is not None:
+            return cached
+        out: list[tuple[Action, timedelta]] = []
+        path = [anchor]
+        stack = [(iter(self.children.get(anchor, ())), timedelta(0))]
+        while stack:
+            it, base = stack[-1]
+            a = next(it, None)
+            if a is None:
+                stack.pop()
+                path.pop()
+                continue
+            if a.id in path:
+                continue
+            assert isinstance(a.schedule, Relative)
+            off = base + a.schedule.offset
+            out.append((a, off))
+            path.append(a.id)
+            stack.append((iter(self.children.get(a.id, ())), off))
+        result = self._chains[anchor] = tuple(out)
+        return result
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -316,7 +463,10 @@ class Lifecycle:
         pb = self.program.playbook
         if goto:
             self.transitions.append(Transition(at, st.stage, "goto", goto))
-            self._enter(goto, at)
+            # a goto into a stage that is running joins it: one window per stage at a time, so
+            # an occurrence's key (action + scheduled instant) never repeats (docs/time.md)
+            if not any(x.stage == goto and x.ended is None for x in self.states):
+                self._enter(goto, at)
             return
         for nxt in self.program.successors.get(st.stage, []):
             s = pb.stages[nxt]

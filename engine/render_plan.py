@@ -1,21 +1,44 @@
-"""Timeline renderers: table (rich), json, csv, ics (iCalendar), markdown (the SOP handbook)."""
+"""Timeline renderers: table (rich), json, csv, ics (iCalendar), markdown (the SOP handbook).
+
+Each format is written to a stream as it is produced, occurrence by occurrence, so no renderer
+holds the whole document as one string. Playbook text is untrusted: the table escapes it for rich
+and the terminal, markdown shows control characters escaped, ICS replaces the characters
+iCalendar cannot carry, JSON is strict and CSV relies on its own quoting.
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import json
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, timedelta
-from typing import Any
+from typing import IO, Any
 
 from .model import Action
 from .plan import Timeline, render_messages
+from .program import Occurrence
+from .textsafe import dumps, markup, terminal
 from .timeutil import format_duration
 from .words import schedule_words
 
 DURATIONS = {"task": 30, "live": 90, "meetup": 180}  # minutes on a calendar
+# Formats slower per occurrence than the plan's own bound (a rich table row or an icalendar event
+# costs about a millisecond): beyond these, csv and json carry the plan in seconds.
+MAX_ROWS = {"table": 5_000, "ics": 10_000}
+
+
+def too_large(tl: Timeline, fmt: str) -> str | None:
+    """Why the plan is too large to render as `fmt`, or None."""
+    limit = MAX_ROWS.get(fmt)
+    if limit is None or len(tl.occurrences) <= limit:
+        return None
+    return (
+        f"the plan has {len(tl.occurrences):,} occurrences; --format {fmt} shows at most"
+        f" {limit:,} (plan fewer days, filter with --role/--stage, or use --format csv or json)"
+    )
 
 
 def _title(tl: Timeline, action: str) -> str:
@@ -26,6 +49,13 @@ def _title(tl: Timeline, action: str) -> str:
 def plan_dict(tl: Timeline) -> dict[str, Any]:
     """The JSON document of a plan."""
     msgs = render_messages(tl)
+    doc = _head(tl)
+    doc["occurrences"] = [_occurrence_dict(o, msgs) for o in tl.occurrences]
+    doc["event_rules"] = _event_rules(tl)
+    return doc
+
+
+def _head(tl: Timeline) -> dict[str, Any]:
     pb = tl.playbook
     return {
         "playbook": pb.id,
@@ -52,47 +82,77 @@ def plan_dict(tl: Timeline) -> dict[str, Any]:
             }
             for t in tl.transitions
         ],
-        "occurrences": [
-            {
-                "key": o.key,
-                "action": o.action,
-                "stage": o.stage,
-                "kind": o.kind,
-                "at": o.at.isoformat(),
-                "scheduled": o.scheduled.isoformat(),
-                "owner": o.owner,
-                "audience": o.audience,
-                "backend": o.backend,
-                "reason": o.reason or None,
-                "message": msgs.get(o.action),
-            }
-            for o in tl.occurrences
-        ],
-        "event_rules": [
-            {
-                "action": a.id,
-                "stage": a.stage,
-                "kind": a.kind,
-                "owner": a.owner,
-                "rule": schedule_words(a),
-                "expected_per_day": {
-                    d.isoformat(): round(n, 2) for d, n in sorted(tl.expected.get(a.id, {}).items())
-                },
-            }
-            for a in tl.event_rules
-        ],
     }
+
+
+def _occurrence_dict(o: Occurrence, msgs: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "key": o.key,
+        "action": o.action,
+        "stage": o.stage,
+        "kind": o.kind,
+        "at": o.at.isoformat(),
+        "scheduled": o.scheduled.isoformat(),
+        "owner": o.owner,
+        "audience": o.audience,
+        "backend": o.backend,
+        "reason": o.reason or None,
+        "message": msgs.get(o.action),
+    }
+
+
+def _event_rules(tl: Timeline) -> list[dict[str, Any]]:
+    return [
+        {
+            "action": a.id,
+            "stage": a.stage,
+            "kind": a.kind,
+            "owner": a.owner,
+            "rule": schedule_words(a),
+            "expected_per_day": {
+                d.isoformat(): round(n, 2) for d, n in sorted(tl.expected.get(a.id, {}).items())
+            },
+        }
+        for a in tl.event_rules
+    ]
+
+
+def write_json(tl: Timeline, out: IO[str]) -> None:
+    """Plan as strict JSON, the occurrences written one at a time (same text as plan_dict)."""
+    msgs = render_messages(tl)
+    head = dumps(_head(tl))
+    out.write(head[: -len("\n}")] + ',\n  "occurrences": ')
+    if not tl.occurrences:
+        out.write("[]")
+    for i, o in enumerate(tl.occurrences):
+        # an item of a list inside the document: indented by two levels, as json.dumps would
+        text = dumps(_occurrence_dict(o, msgs)).replace("\n", "\n    ")
+        out.write(("[\n    " if i == 0 else ",\n    ") + text)
+    if tl.occurrences:
+        out.write("\n  ]")
+    rules = dumps(_event_rules(tl)).replace("\n", "\n  ")
+    out.write(',\n  "event_rules": ' + rules + "\n}\n")
 
 
 def to_json(tl: Timeline) -> str:
     """Plan as JSON."""
-    return json.dumps(plan_dict(tl), ensure_ascii=False, indent=2) + "\n"
+    return _text(write_json, tl)
+
+
+def _text(writer: Callable[[Timeline, IO[str]], None], tl: Timeline) -> str:
+    buf = io.StringIO()
+    writer(tl, buf)
+    return buf.getvalue()
 
 
 def to_csv(tl: Timeline) -> str:
     """One row per occurrence."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    return _text(write_csv, tl)
+
+
+def write_csv(tl: Timeline, out: IO[str]) -> None:
+    """One row per occurrence, written as it goes (the csv module quotes every field)."""
+    w = csv.writer(out, lineterminator="\n")
     w.writerow(["key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason"])
     for o in tl.occurrences:
         w.writerow(
@@ -108,7 +168,6 @@ def to_csv(tl: Timeline) -> str:
                 o.reason,
             ]
         )
-    return buf.getvalue()
 
 
 def uid(key: str) -> str:
@@ -116,122 +175,131 @@ def uid(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:32] + "@sop"
 
 
+# iCalendar TEXT cannot carry control characters (RFC 5545 §3.3.11); icalendar escapes newlines,
+# commas, semicolons and backslashes itself but passes these through.
+_ICS_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _ics_text(text: str) -> str:
+    """Multi-line text for iCalendar: newlines kept, other control characters replaced."""
+    return _ICS_CONTROL.sub("\ufffd", text.replace("\r\n", "\n"))
+
+
 def to_ics(tl: Timeline) -> bytes:
     """iCalendar with VTIMEZONE, one VEVENT per occurrence, owner role as category."""
-    from icalendar import Calendar, Event
+    buf = io.BytesIO()
+    write_ics(tl, buf)
+    return buf.getvalue()
+
+
+def write_ics(tl: Timeline, out: IO[bytes]) -> None:
+    """iCalendar written event by event: the calendar's head (with the VTIMEZONE its events
+    need), then each VEVENT, then its end — the same bytes as one Calendar.to_ical()."""
+    from icalendar import Calendar
 
     pb = tl.playbook
     msgs = render_messages(tl)
     cal = Calendar()
     cal.add("prodid", "-//sop//playbook plan//EN")
     cal.add("version", "2.0")
-    cal.add("x-wr-calname", f"{pb.title} ({pb.id})")
+    cal.add("x-wr-calname", terminal(f"{pb.title} ({pb.id})"))
     cal.add("x-wr-timezone", pb.timezone)
     stamp = tl.start.astimezone(UTC)  # deterministic: re-exports are byte-identical
-    for o in tl.occurrences:
-        ev = Event()
-        ev.add("uid", uid(o.key))
-        ev.add("dtstamp", stamp)
-        ev.add("dtstart", o.at)
-        ev.add("dtend", o.at + timedelta(minutes=DURATIONS.get(o.kind, 15)))
-        stage = pb.stages[o.stage].title if o.stage else "routine"
-        ev.add("summary", f"[{stage}] {_title(tl, o.action)}")
-        desc = [
-            f"action: {o.action} ({o.kind})",
-            f"audience: {o.audience}",
-            f"backend: {o.backend or '-'}",
-            f"key: {o.key}",
-        ]
-        if o.reason:
-            desc.append(o.reason)
-        if msgs.get(o.action):
-            desc += ["", str(msgs[o.action])]
-        ev.add("description", "\n".join(desc))
-        if o.owner:
-            ev.add("categories", [o.owner])
-        cal.add_component(ev)
-    cal.add_missing_timezones()
-    return bytes(cal.to_ical())
+    events = (_event(tl, o, msgs, stamp) for o in tl.occurrences)
+    first = next(events, None)
+    if first is not None:
+        cal.add_component(first)
+        cal.add_missing_timezones()  # every event has the playbook's zone: the first tells
+    end = b"END:VCALENDAR\r\n"
+    head = bytes(cal.to_ical())
+    assert head.endswith(end)
+    out.write(head[: -len(end)])
+    for ev in events:
+        out.write(bytes(ev.to_ical()))
+    out.write(end)
+
+
+def _event(tl: Timeline, o: Occurrence, msgs: dict[str, str | None], stamp: Any) -> Any:
+    from icalendar import Event
+
+    pb = tl.playbook
+    ev = Event()
+    ev.add("uid", uid(o.key))
+    ev.add("dtstamp", stamp)
+    ev.add("dtstart", o.at)
+    ev.add("dtend", o.at + timedelta(minutes=DURATIONS.get(o.kind, 15)))
+    stage = pb.stages[o.stage].title if o.stage else "routine"
+    ev.add("summary", terminal(f"[{stage}] {_title(tl, o.action)}"))
+    desc = [
+        f"action: {o.action} ({o.kind})",
+        f"audience: {o.audience}",
+        f"backend: {o.backend or '-'}",
+        f"key: {o.key}",
+    ]
+    if o.reason:
+        desc.append(o.reason)
+    if msgs.get(o.action):
+        desc += ["", str(msgs[o.action])]
+    ev.add("description", _ics_text("\n".join(desc)))
+    if o.owner:
+        ev.add("categories", [terminal(o.owner)])
+    return ev
+
+
+def _cell(text: str) -> str:
+    """User text in a markdown table cell: one line, and a `|` cannot open another cell."""
+    return terminal(text).replace("|", "\\|")
 
 
 def to_markdown(tl: Timeline) -> str:
     """The printable SOP handbook: per stage, per role, what to do and when."""
+    return _text(write_markdown, tl)
+
+
+def write_markdown(tl: Timeline, out: IO[str]) -> None:
+    """The SOP handbook, section by section; user text on one line, control characters escaped."""
     pb = tl.playbook
+    t = terminal
     counts: dict[str, int] = defaultdict(int)
     for o in tl.occurrences:
         counts[o.action] += 1
     lines = [
-        f"# {pb.title}",
+        f"# {t(pb.title)}",
         "",
-        f"SOP handbook for `{pb.id}` v{pb.version}, time zone"
+        f"SOP handbook for `{pb.id}` v{t(pb.version)}, time zone"
         f" {pb.timezone}. Plan from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}.",
         "",
     ]
     if pb.roles:
         lines += ["## Team", "", "| role | title | headcount |", "|---|---|---|"]
-        lines += [f"| {r.id} | {r.title} | {r.headcount} |" for r in pb.roles.values()]
+        lines += [f"| {r.id} | {_cell(r.title)} | {r.headcount} |" for r in pb.roles.values()]
         lines.append("")
     timeline = {w.stage: w for w in tl.windows if w.stage}
+    written = ""
     sections: list[tuple[str, str | None]] = [("Routines (every stage)", None)]
-    sections += [(f"Stage: {s.title} (`{s.id}`)", s.id) for s in pb.stages.values()]
+    sections += [(f"Stage: {t(s.title)} (`{s.id}`)", s.id) for s in pb.stages.values()]
     for heading, sid in sections:
         actions = [a for a in pb.actions.values() if a.stage == sid]
         if not actions:
             continue
         lines += [f"## {heading}", ""]
         if sid:
-            s = pb.stages[sid]
-            w = timeline.get(sid)
-            when = (
-                f"{w.start:%Y-%m-%d} → {w.end:%Y-%m-%d}"
-                if w and w.end
-                else f"from {w.start:%Y-%m-%d}"
-                if w
-                else "not reached in this plan"
-            )
-            facts = [f"- **When**: {when}"]
-            if s.after:
-                facts.append(f"- **After**: {', '.join(s.after)}")
-            if s.min_duration or s.max_duration:
-                facts.append(
-                    "- **Duration**: "
-                    + ", ".join(
-                        f"{k} {format_duration(v)}"
-                        for k, v in (("min", s.min_duration), ("max", s.max_duration))
-                        if v
-                    )
-                )
-            if s.gate:
-                facts.append(f"- **Exit gate**: `{s.gate.text}`")
-            if s.deadline:
-                d = s.deadline
-                then = ", ".join(
-                    x
-                    for x in (
-                        f"extend {format_duration(d.extend)}" if d.extend else "",
-                        f"go to {d.goto}" if d.goto else "",
-                        f"alert {d.alert}" if d.alert else "",
-                        "abort" if d.abort else "",
-                    )
-                    if x
-                )
-                facts.append(f"- **Deadline**: {format_duration(d.after)} → {then}")
-            lines += [*facts, ""]
+            lines += [*_stage_facts(tl, sid, timeline.get(sid)), ""]
         by_role: dict[str, list[Action]] = defaultdict(list)
         for a in actions:
             by_role[a.owner or "(unassigned)"].append(a)
         for role, acts in sorted(by_role.items()):
             title = pb.roles[role].title if role in pb.roles else role
             lines += [
-                f"### {title} (`{role}`)",
+                f"### {t(title)} (`{role}`)",
                 "",
                 "| action | kind | when | to | times |",
                 "|---|---|---|---|---|",
             ]
             for a in acts:
                 lines.append(
-                    f"| {_title(tl, a.id)} | {a.kind} | {schedule_words(a)} |"
-                    f" {a.audience} | {counts.get(a.id, '—')} |"
+                    f"| {_cell(_title(tl, a.id))} | {a.kind} | {_cell(schedule_words(a))} |"
+                    f" {_cell(a.audience)} | {counts.get(a.id, '—')} |"
                 )
             lines.append("")
             for a in acts:
@@ -239,17 +307,60 @@ def to_markdown(tl: Timeline) -> str:
                     pb.templates[a.template].text if a.template else (a.text.text if a.text else "")
                 )
                 if text:
-                    quoted = "\n".join("> " + ln for ln in text.strip().splitlines())
-                    lines += [f"**{_title(tl, a.id)}**", "", quoted, ""]
-    return "\n".join(lines).rstrip() + "\n"
+                    quoted = "\n".join("> " + t(ln) for ln in text.strip().splitlines())
+                    lines += [f"**{t(_title(tl, a.id))}**", "", quoted, ""]
+        # a section goes out once the next one starts; the last one ends with one newline
+        out.write(written)
+        written, lines = "\n".join(lines) + "\n", []
+    out.write((written + "\n".join(lines)).rstrip() + "\n")
+
+
+def _stage_facts(tl: Timeline, sid: str, w: Any) -> list[str]:
+    s = tl.playbook.stages[sid]
+    when = (
+        f"{w.start:%Y-%m-%d} → {w.end:%Y-%m-%d}"
+        if w and w.end
+        else f"from {w.start:%Y-%m-%d}"
+        if w
+        else "not reached in this plan"
+    )
+    facts = [f"- **When**: {when}"]
+    if s.after:
+        facts.append(f"- **After**: {', '.join(s.after)}")
+    if s.min_duration or s.max_duration:
+        facts.append(
+            "- **Duration**: "
+            + ", ".join(
+                f"{k} {format_duration(v)}"
+                for k, v in (("min", s.min_duration), ("max", s.max_duration))
+                if v
+            )
+        )
+    if s.gate:
+        facts.append(f"- **Exit gate**: `{terminal(s.gate.text)}`")
+    if s.deadline:
+        d = s.deadline
+        then = ", ".join(
+            x
+            for x in (
+                f"extend {format_duration(d.extend)}" if d.extend else "",
+                f"go to {d.goto}" if d.goto else "",
+                f"alert {d.alert}" if d.alert else "",
+                "abort" if d.abort else "",
+            )
+            if x
+        )
+        facts.append(f"- **Deadline**: {format_duration(d.after)} → {then}")
+    return facts
 
 
 def to_table(tl: Timeline, console: Any) -> None:
-    """A rich table per day: time, stage, action, owner, audience, backend."""
+    """A rich table per day: time, stage, action, owner, audience, backend (user text escaped)."""
     from rich.table import Table
 
     pb = tl.playbook
     tz = tl.program.tz
+    m = markup
     by_day: dict[Any, list[Any]] = defaultdict(list)
     for o in tl.occurrences:
         by_day[o.at.astimezone(tz).date()].append(o)
@@ -261,26 +372,26 @@ def to_table(tl: Timeline, console: Any) -> None:
         for col in ("time", "stage", "action", "kind", "owner", "audience", "backend"):
             table.add_column(col)
         for t in trans.get(day, []):
-            who = f" → {t.role}" if t.role else ""
+            who = f" → {m(t.role)}" if t.role else ""
             table.add_row(
                 f"{t.at.astimezone(tz):%H:%M}",
-                pb.stages[t.stage].title,
-                f"[bold]stage {t.event}[/] {t.detail}{who}",
+                m(pb.stages[t.stage].title),
+                f"[bold]stage {t.event}[/] {m(t.detail)}{who}",
                 "",
                 "",
                 "",
                 "",
             )
-        for o in by_day.get(day, []):
+        for o in by_day.pop(day, []):
             note = " ⏰" if o.reason else ""
             table.add_row(
                 f"{o.at.astimezone(tz):%H:%M}{note}",
-                pb.stages[o.stage].title if o.stage else "routine",
-                _title(tl, o.action),
+                m(pb.stages[o.stage].title) if o.stage else "routine",
+                m(_title(tl, o.action)),
                 o.kind,
-                o.owner or "",
-                o.audience,
-                o.backend or "",
+                m(o.owner or ""),
+                m(o.audience),
+                m(o.backend or ""),
             )
         console.print(table)
     if tl.event_rules:
@@ -290,7 +401,7 @@ def to_table(tl: Timeline, console: Any) -> None:
         for a in tl.event_rules:
             exp = tl.expected.get(a.id)
             avg = f"{sum(exp.values()) / max(len(exp), 1):.1f}" if exp else "—"
-            table.add_row(a.id, a.stage or "routine", schedule_words(a), a.owner or "", avg)
+            table.add_row(a.id, a.stage or "routine", m(schedule_words(a)), m(a.owner or ""), avg)
         console.print(table)
     console.print(
         f"{len(tl.occurrences)} occurrences from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}"

@@ -10,6 +10,8 @@ time is then mapped to an instant with the documented DST rules (docs/time.md):
 from __future__ import annotations
 
 import calendar
+from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
@@ -28,7 +30,13 @@ class CronSpec:
     last_dom: bool
     months: frozenset[int] | None
     dows: frozenset[int] | None  # cron numbering: 0 = Sunday
-    nth: dict[int, frozenset[int]]
+    nth: dict[int, frozenset[int | str]]  # weekday -> which of the month (1-5, or "l" = last)
+    nearest: frozenset[int] = frozenset()  # `15W`: the weekday nearest the 15th
+
+    @property
+    def day_restricted(self) -> bool:
+        """True when the day-of-month field is not `*`."""
+        return self.doms is not None or self.last_dom or bool(self.nearest)
 
     def fires_on(self, d: date) -> bool:
         """True if the cron fires on local date `d` (Vixie cron: day-of-month OR day-of-week)."""
@@ -36,16 +44,18 @@ class CronSpec:
             return False
         dom_ok = self._dom_ok(d)
         dow_ok = self._dow_ok(d)
-        if self.doms is not None or self.last_dom:
+        if self.day_restricted:
             if self.dows is not None:
                 return dom_ok or dow_ok
             return dom_ok
         return dow_ok
 
     def _dom_ok(self, d: date) -> bool:
-        if self.doms is None and not self.last_dom:
+        if not self.day_restricted:
             return True
         if self.doms is not None and d.day in self.doms:
+            return True
+        if any(nearest_weekday(d.year, d.month, w) == d.day for w in self.nearest):
             return True
         return self.last_dom and d.day == calendar.monthrange(d.year, d.month)[1]
 
@@ -56,7 +66,22 @@ class CronSpec:
         if dow not in self.dows:
             return False
         nth = self.nth.get(dow)
-        return nth is None or (d.day - 1) // 7 + 1 in nth
+        if nth is None:
+            return True
+        last = d.day + 7 > calendar.monthrange(d.year, d.month)[1]
+        return (d.day - 1) // 7 + 1 in nth or ("l" in nth and last)
+
+
+def nearest_weekday(year: int, month: int, day: int) -> int:
+    """The day `W` fires: the weekday nearest `day`, never leaving the month (croniter's rule)."""
+    last = calendar.monthrange(year, month)[1]
+    day = min(day, last)
+    wd = calendar.weekday(year, month, day)  # 0 = Monday
+    if wd < 5:
+        return day
+    if wd == 5:  # Saturday: the Friday before, or the Monday after when that leaves the month
+        return day - 1 if day > 1 else day + 2
+    return day + 1 if day < last else day - 2  # Sunday: the Monday after, or the Friday before
 
 
 @cache
@@ -70,7 +95,11 @@ def parse_cron(expr: str) -> CronSpec:
     ms = list(range(60)) if minutes == all_ else [int(m) for m in minutes]
     hs = list(range(24)) if hours == all_ else [int(h) for h in hours]
     last = "l" in doms
+    # croniter keeps `15W` as 15 in the expanded field and the W day apart: fire only on the W day
+    nearest = frozenset(int(x) for x in getattr(it, "nearest_weekday", None) or ())
     dom_set = None if doms == all_ else frozenset(int(x) for x in doms if x != "l")
+    if dom_set is not None and nearest:
+        dom_set = dom_set - nearest or None
     if last and dom_set is not None and not dom_set:
         dom_set = None
     dow_set = None if dows == all_ else frozenset(int(x) % 7 for x in dows)
@@ -86,6 +115,7 @@ def parse_cron(expr: str) -> CronSpec:
         months=None if months == all_ else frozenset(int(x) for x in months),
         dows=dow_set,
         nth=nth,
+        nearest=nearest,
     )
 
 
@@ -125,20 +155,38 @@ def local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
 
 def cron_instants(expr: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
     """Every firing of a cron in [start, end), as aware datetimes in `tz`."""
-    out: list[datetime] = []
+    return list(cron_between(expr, start, end, tz))
+
+
+def cron_between(expr: str, start: datetime, end: datetime, tz: ZoneInfo) -> Iterator[datetime]:
+    """The firings of a cron in [start, end) in order, one day's slice at a time (no list)."""
+    if not start < end:
+        return
+    prev: datetime | None = None
     for d in local_dates(start, end, tz):
-        out.extend(at for at in cron_day(expr, d, tz) if start <= at < end)
-    # a nonexistent time and the next valid one can coincide: fire once
-    return sorted(set(out))
+        day = cron_day(expr, d, tz)
+        # bisect with the same comparisons as `start <= at < end`
+        for i in range(bisect_left(day, start), bisect_left(day, end)):
+            at = day[i]
+            if prev is None or at != prev:  # a skipped time and the next valid one: fire once
+                yield at
+            prev = at
 
 
-@lru_cache(maxsize=262144)
+# Up to 1,440 instants per entry: the bound keeps an every-minute cron over a long plan from
+# holding every day it ever visited (plans walk forward; a run revisits a few recent days).
+@lru_cache(maxsize=512)
 def cron_day(expr: str, d: date, tz: ZoneInfo) -> tuple[datetime, ...]:
-    """The firings of a cron on one local date (cached: plans and runs revisit dates)."""
+    """The firings of a cron on one local date, in order and without repeats."""
     spec = parse_cron(expr)
     if not spec.fires_on(d):
         return ()
-    return tuple(to_instant(d, t, tz) for t in spec.times)
+    out: list[datetime] = []
+    for t in spec.times:
+        at = to_instant(d, t, tz)
+        if not out or at != out[-1]:  # skipped times all move to the transition: fire once
+            out.append(at)
+    return tuple(out)
 
 
 def local_midnight(d: date, tz: ZoneInfo) -> datetime:
@@ -150,9 +198,17 @@ def apply_quiet_hours(at: datetime, window: Window | None, tz: ZoneInfo) -> tupl
     """Move an instant inside quiet hours to the window's next opening; returns (at, reason)."""
     if window is None:
         return at, ""
-    local = at.astimezone(tz)
-    if not window.contains(local.time().replace(second=0, microsecond=0)):
+    opened = quiet_move(at, window, tz)
+    if opened is at:
         return at, ""
-    opened = window.next_opening(local.replace(tzinfo=None).replace(tzinfo=tz))
-    opened = to_instant(opened.date(), opened.time(), tz)
+    local = at.astimezone(tz)
     return opened, f"quiet hours {window}: moved from {local:%H:%M} to {opened:%H:%M}"
+
+
+def quiet_move(at: datetime, window: Window, tz: ZoneInfo) -> datetime:
+    """`at` itself when outside quiet hours, else the window's next opening (no reason text)."""
+    local = at.astimezone(tz)
+    if not window.contains(time(local.hour, local.minute)):
+        return at
+    opened = window.next_opening(local.replace(tzinfo=None).replace(tzinfo=tz))
+    return to_instant(opened.date(), opened.time(), tz)
