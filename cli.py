@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -23,6 +24,55 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+_ROOT_HELP = (
+    "Folder that every file read (includes, scenario) must stay inside"
+    " (default: the playbook's folder; for a folder argument of validate, that folder)."
+)
+
+
+def _root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--root", "root", metavar="DIR", help=_ROOT_HELP)(fn)
+
+
+def _check_root(root: str | None, paths: tuple[str, ...]) -> str | None:
+    """`--root` must be a folder, and the paths named on the command line must lie in it."""
+    if root is None:
+        return None
+    if not os.path.isdir(root):
+        _fail(f"--root {root!r} is not a folder")
+    from engine.files import is_inside_by_name
+
+    for p in paths:
+        if not is_inside_by_name(p, root):
+            _fail(f"{p!r} is outside --root {root!r}")
+    return root
+
+
+def _check_output(path: str | None, option: str) -> None:
+    """An output path must be writable as a file: checked before any work starts."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"{option} {path!r} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        _fail(f"{option} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(f"{option} {path!r} is not writable")
+
+
+def _write_file(path: str, data: str | bytes, option: str) -> None:
+    try:
+        if isinstance(data, bytes):
+            with open(path, "wb") as fb:
+                fb.write(data)
+        else:
+            with open(path, "w", encoding="utf-8") as ft:
+                ft.write(data)
+    except OSError as e:
+        _fail(f"{option} {path!r}: {e.strerror or e}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="sop")
 def main() -> None:
@@ -39,8 +89,15 @@ def main() -> None:
 )
 @click.option("--strict", is_flag=True, help="Warnings fail too.")
 @click.option("--no-plan-checks", is_flag=True, help="Skip workload/rate/frequency checks.")
-@click.option("--days", default=90, show_default=True, help="Horizon of the plan-based checks.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+@click.option(
+    "--days",
+    default=90,
+    show_default=True,
+    type=click.IntRange(1, 3660),
+    help="Horizon of the plan-based checks, 1 to 3660 days.",
+)
+@click.option("-o", "--output", type=click.Path(), help="Write to a file.")
+@_root_option
 def validate(
     paths: tuple[str, ...],
     fmt: str | None,
@@ -48,6 +105,7 @@ def validate(
     no_plan_checks: bool,
     days: int,
     output: str | None,
+    root: str | None,
 ) -> None:
     """Check playbooks (files or folders) and report located diagnostics."""
     import gc
@@ -57,12 +115,19 @@ def validate(
     from engine.status import validation_exit
     from engine.validate import Options, validate_paths
 
+    _check_output(output, "--output")
+    root = _check_root(root, paths)
     if fmt is None:
         fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-    results = validate_paths(paths, Options(plan_checks=not no_plan_checks, plan_days=days))
+    results = validate_paths(
+        paths, Options(plan_checks=not no_plan_checks, plan_days=days, root=root)
+    )
     if not results:
         _fail("no .yaml/.yml files found in " + ", ".join(paths))
-    stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    try:
+        stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as e:
+        _fail(f"--output {output!r}: {e.strerror or e}")
     try:
         RENDERERS[fmt](results, stream, fmt == "text" and _color(stream))
     finally:
@@ -103,14 +168,13 @@ def schema(kind: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def rules(fmt: str) -> None:
     """List every diagnostic code with its meaning and hint."""
-    import json
-
     from engine.diagnostics import all_rules
+    from engine.textsafe import dumps
 
     rs = all_rules()
     if fmt == "json":
         click.echo(
-            json.dumps(
+            dumps(
                 [
                     {
                         "code": r.code,
@@ -121,8 +185,6 @@ def rules(fmt: str) -> None:
                     }
                     for r in rs
                 ],
-                ensure_ascii=False,
-                indent=2,
             )
         )
         return
@@ -143,33 +205,32 @@ def rules(fmt: str) -> None:
     "--dir",
     "directory",
     default=".",
-    type=click.Path(file_okay=False),
-    help="Where to write NAME.yaml.",
+    type=click.Path(),
+    help="Existing folder where NAME.yaml (and fragments/ it includes) is written.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def init(name: str, template: str, directory: str, force: bool, fmt: str) -> None:
     """Scaffold a playbook NAME.yaml with the editor schema modeline."""
-    import json
-
     from engine.scaffold import ScaffoldError, scaffold
+    from engine.textsafe import dumps
 
     try:
         path = scaffold(name, template, directory, force=force)
     except ScaffoldError as e:
         _fail(str(e))
     if fmt == "json":
-        click.echo(json.dumps({"path": path, "template": template}))
+        click.echo(dumps({"path": path, "template": template}, indent=None))
     else:
         click.echo(f"wrote {path}; next: sop validate {path}")
 
 
-def _load(path: str, params: dict[str, Any] | None = None) -> Any:
-    """A valid Playbook, or its diagnostics on stderr and exit 2."""
+def _load(path: str, params: dict[str, Any] | None = None, root: str | None = None) -> Any:
+    """A valid Playbook (files read inside `root`), or its diagnostics on stderr and exit 2."""
     from engine.report import render_text
     from engine.validate import load_playbook
 
-    res = load_playbook(path, params)
+    res = load_playbook(path, params, root=root)
     if res.playbook is None:
         render_text([res], sys.stderr, _color(sys.stderr))
         click.echo(
@@ -190,6 +251,14 @@ def _date(value: str | None) -> Any:
         _fail(f"--start must be a date such as 2026-12-01, not {value!r}")
 
 
+def _joins(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and 0 <= value <= 1_000_000):
+        _fail(f"--joins-per-day must be a number from 0 to 1,000,000, not {value}")
+    return value
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -198,8 +267,14 @@ def _console() -> Any:
 
 @main.command()
 @click.argument("playbook", type=click.Path(dir_okay=False))
-@click.option("--start", help="First day (YYYY-MM-DD; default community.start).")
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660))
+@click.option("--start", help="First day (YYYY-MM-DD, 1970 to 2199; default community.start).")
+@click.option(
+    "--days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3660),
+    help="Days to plan, 1 to 3660 (a plan holds at most 100,000 occurrences).",
+)
 @click.option("--role", help="Only this role's actions.")
 @click.option("--stage", help="Only this stage's actions.")
 @click.option(
@@ -210,7 +285,12 @@ def _console() -> Any:
     help="Gates open as soon as allowed, or never (deadlines apply).",
 )
 @click.option("--fail", "failing", multiple=True, help="Gate of this stage fails (repeatable).")
-@click.option("--joins-per-day", type=float, help="Expected joins a day, for event-rule counts.")
+@click.option(
+    "--joins-per-day",
+    type=float,
+    callback=lambda ctx, param, value: _joins(value),
+    help="Expected joins a day, for event-rule counts (0 to 1,000,000).",
+)
 @click.option("--include-optional", multiple=True, help="Enter this optional stage.")
 @click.option(
     "--format",
@@ -219,7 +299,8 @@ def _console() -> Any:
     show_default=True,
     type=click.Choice(["table", "json", "csv", "ics", "markdown"]),
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file.")
+@click.option("-o", "--output", type=click.Path(), help="Write to a file.")
+@_root_option
 def plan(
     playbook: str,
     start: str | None,
@@ -232,13 +313,15 @@ def plan(
     include_optional: tuple[str, ...],
     fmt: str,
     output: str | None,
+    root: str | None,
 ) -> None:
     """The calendar of every action and staff task."""
     from engine import render_plan
-    from engine.plan import PlanOptions, make_plan
+    from engine.plan import PlanError, PlanOptions, make_plan
     from engine.program import Program
 
-    pb = _load(playbook)
+    _check_output(output, "--output")
+    pb = _load(playbook, root=_check_root(root, (playbook,)))
     for name, value, known in (("--role", role, pb.roles), ("--stage", stage, pb.stages)):
         if value is not None and value not in known:
             _fail(f"{name} {value!r} is not in the playbook (known: {', '.join(known)})")
@@ -255,45 +338,82 @@ def plan(
         include_optional=include_optional,
         failing=failing,
     )
-    tl = make_plan(Program(pb), opts)
+    try:
+        tl = make_plan(Program(pb), opts)
+    except PlanError as e:
+        _fail(str(e))
+    problem = render_plan.too_large(tl, fmt)
+    if problem:
+        _fail(problem)
     if fmt == "table" and not output:
-        render_plan.to_table(tl, _console())
+        with _stdout_errors():
+            render_plan.to_table(tl, _console())
         return
-    renderers: dict[str, Callable[[], str | bytes]] = {
-        "table": lambda: _table_text(tl),
-        "json": lambda: render_plan.to_json(tl),
-        "csv": lambda: render_plan.to_csv(tl),
-        "ics": lambda: render_plan.to_ics(tl),
-        "markdown": lambda: render_plan.to_markdown(tl),
-    }
-    _emit(renderers[fmt](), output)
+    _write_plan(tl, fmt, output)
 
 
-def _table_text(tl: Any) -> str:
-    import io
-
-    from rich.console import Console
-
+def _write_plan(tl: Any, fmt: str, output: str | None) -> None:
+    """Write the plan to the file or stdout as it is rendered (never one string of it all)."""
     from engine import render_plan
 
-    console = Console(record=True, width=120, file=io.StringIO())
-    render_plan.to_table(tl, console)
-    return console.export_text()
+    def render(stream: Any) -> None:
+        if fmt == "table":
+            from rich.console import Console
 
-
-def _emit(data: str | bytes, output: str | None) -> None:
-    if output:
-        if isinstance(data, bytes):
-            with open(output, "wb") as fb:
-                fb.write(data)
+            # not a terminal: plain text, as wide as a page
+            render_plan.to_table(tl, Console(file=stream, width=120, color_system=None))
         else:
-            with open(output, "w", encoding="utf-8") as ft:
-                ft.write(data)
+            writers: dict[str, Callable[[Any, Any], None]] = {
+                "json": render_plan.write_json,
+                "csv": render_plan.write_csv,
+                "ics": render_plan.write_ics,
+                "markdown": render_plan.write_markdown,
+            }
+            writers[fmt](tl, stream)
+
+    binary = fmt == "ics"
+    if output:
+        try:
+            with _open_output(output, binary) as f:
+                render(f)
+        except OSError as e:
+            _fail(f"--output {output!r}: {e.strerror or e}")
         click.echo(f"wrote {output}", err=True)
-    elif isinstance(data, bytes):
-        sys.stdout.buffer.write(data)
-    else:
-        click.echo(data, nl=False)
+        return
+    with _stdout_errors():
+        render(sys.stdout.buffer if binary else sys.stdout)
+
+
+def _open_output(path: str, binary: bool) -> Any:
+    """The output file, opened without blocking: a FIFO or socket is refused, never waited on."""
+    import stat
+
+    def refuse(mode: int) -> bool:  # a file, or a device such as /dev/null, is fine
+        return not (stat.S_ISREG(mode) or stat.S_ISCHR(mode))
+
+    if os.path.exists(path) and refuse(os.stat(path).st_mode):
+        raise OSError(0, "not a regular file")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666)
+    if refuse(os.fstat(fd).st_mode):  # replaced since the check above
+        os.close(fd)
+        raise OSError(0, "not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _stdout_errors() -> Iterator[None]:
+    """A stdout that fails (a closed pipe, a full disk) ends the command cleanly, no traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as e:
+        # nothing more can go there, not even when Python flushes it again at exit
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(e, BrokenPipeError):
+            raise SystemExit(1) from None  # the reader went away (`sop plan | head`)
+        _fail(f"cannot write to stdout: {e.strerror or e}")
 
 
 @main.command()
@@ -306,68 +426,67 @@ def _emit(data: str | bytes, output: str | None) -> None:
     type=click.Choice(["mermaid", "dot", "json"]),
 )
 @click.option("--no-actions", is_flag=True, help="Stages only.")
-def graph(playbook: str, fmt: str, no_actions: bool) -> None:
+@_root_option
+def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
     """The stage graph (gates, goto edges) and action dependencies."""
-    import json
-
     from engine import graph as g
+    from engine.textsafe import dumps
 
-    pb = _load(playbook)
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "stages": [
-                        {
-                            "id": s.id,
-                            "title": s.title,
-                            "after": list(s.after),
-                            "gate": s.gate.text if s.gate else None,
-                            "goto": s.goto,
-                            "deadline_goto": s.deadline.goto if s.deadline else None,
-                            "actions": list(s.actions),
-                        }
-                        for s in pb.stages.values()
-                    ],
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
-        return
-    click.echo((g.mermaid if fmt == "mermaid" else g.dot)(pb, not no_actions), nl=False)
+    pb = _load(playbook, root=_check_root(root, (playbook,)))
+    with _stdout_errors():
+        if fmt == "json":
+            click.echo(dumps(g.graph_dict(pb)))
+        else:
+            click.echo((g.mermaid if fmt == "mermaid" else g.dot)(pb, not no_actions), nl=False)
 
 
 @main.command()
 @click.argument("old", type=click.Path(dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False))
-@click.option("--start", help="First day of the compared plans (default community.start).")
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3660))
+@click.option(
+    "--start", help="First day of the compared plans (1970 to 2199; default community.start)."
+)
+@click.option(
+    "--days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3660),
+    help="Days of each plan compared, 1 to 3660.",
+)
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
-def diff(old: str, new: str, start: str | None, days: int, fmt: str) -> None:
+@_root_option
+def diff(old: str, new: str, start: str | None, days: int, fmt: str, root: str | None) -> None:
     """Semantic diff of two playbook versions and its effect on the calendar (exit 1 if any)."""
-    import json
-
     from engine.diff import diff as make_diff
     from engine.diff import diff_dict, diff_text
+    from engine.plan import PlanError
+    from engine.textsafe import dumps
 
-    d = make_diff(_load(old), _load(new), _date(start), days)
-    if fmt == "json":
-        click.echo(json.dumps(diff_dict(d), ensure_ascii=False, indent=2))
-    else:
-        click.echo(diff_text(d), nl=False)
+    root = _check_root(root, (old, new))
+    try:
+        d = make_diff(_load(old, root=root), _load(new, root=root), _date(start), days)
+    except PlanError as e:
+        _fail(str(e))
+    with _stdout_errors():
+        if fmt == "json":
+            click.echo(dumps(diff_dict(d)))
+        else:
+            click.echo(diff_text(d), nl=False)
     raise SystemExit(0 if d.empty else 1)
 
 
-def _scenario(path: str | None, sets: tuple[str, ...]) -> Any:
+def _scenario(path: str | None, sets: tuple[str, ...], root: str | None = None) -> Any:
     from engine.report import render_text
     from engine.sim.scenario import ScenarioError, load_scenario
     from engine.validate import FileResult
 
     try:
-        return load_scenario(path, list(sets))
+        return load_scenario(path, list(sets), root=root)
     except ScenarioError as e:
-        render_text([FileResult(path or "--set", e.diagnostics)], sys.stderr, _color(sys.stderr))
+        res = FileResult(path or "--set", e.diagnostics)
+        if e.document is not None:
+            res.documents[e.document.file] = e.document
+        render_text([res], sys.stderr, _color(sys.stderr))
         raise SystemExit(2) from None
 
 
@@ -396,7 +515,13 @@ def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
 )
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--days", default=180, show_default=True, type=click.IntRange(1, 3650))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2**63 - 1),
+    help="Root seed of the runs (0 to 2^63-1); the same seed gives the same result.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 256),
@@ -407,14 +532,28 @@ def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
 @click.option(
     "--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True
 )
-@click.option("--address", help="Dask scheduler, tcp://HOST:PORT (with --executor dask).")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report here.")
+@click.option(
+    "--address",
+    callback=lambda _c, _p, v: _dask_address(v),
+    help="Dask scheduler, tcp://HOST:PORT (with --executor dask).",
+)
+@click.option(
+    "--max-memory-mib",
+    type=click.IntRange(64, 1 << 20),
+    default=1536,
+    show_default=True,
+    envvar="SOP_MAX_MEMORY_MIB",
+    help="Memory budget of each worker and of the collected results, in MiB (env"
+    " SOP_MAX_MEMORY_MIB); a simulation estimated to need more stops before it starts.",
+)
+@click.option("--report", type=click.Path(), help="Write an HTML report here.")
 @click.option(
     "--min-probability",
     type=click.FloatRange(0, 1),
     help="Exit 1 if any gate's P(pass) is below this.",
 )
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+@_root_option
 def simulate(
     playbook: str,
     scenario_path: str | None,
@@ -429,21 +568,28 @@ def simulate(
     report: str | None,
     min_probability: float | None,
     fmt: str,
+    root: str | None,
+    max_memory_mib: int,
 ) -> None:
     """Monte Carlo forecast of the metrics and of every gate's pass probability."""
-    import json
-
     from engine.sim.montecarlo import SimOptions
     from engine.sim.montecarlo import simulate as run_sim
+    from engine.textsafe import dumps
 
-    pb = _load(playbook)
+    _check_output(report, "--report")
+    root = _check_root(root, (playbook,) + ((scenario_path,) if scenario_path else ()))
+    pb = _load(playbook, root=root)
     if executor == "dask" and not address:
         _fail("--executor dask needs --address tcp://HOST:PORT")
+    scenario_root = root  # a --scenario named on the command line: its own folder by default
     if scenario_path is None:
-        # convention: scenarios/<playbook file name> beside the playbook
+        # convention: scenarios/<playbook file name> beside the playbook, inside its root
         beside = os.path.join(os.path.dirname(playbook), "scenarios", os.path.basename(playbook))
         if os.path.isfile(beside):
             scenario_path = beside
+            from engine.files import default_root
+
+            scenario_root = root or default_root(playbook)
             click.echo(f"using scenario {beside}", err=True)
     opts = SimOptions(
         runs=runs,
@@ -452,34 +598,31 @@ def simulate(
         workers=workers or os.cpu_count() or 1,
         executor=executor,
         address=address,
+        memory_budget_mib=max_memory_mib,
     )
     if sweeps:
-        rows = []
+        # every swept scenario is read and its memory estimated before the first run starts
+        swept = []
         for values in _sweep_values(sweeps):
-            sc = _scenario(scenario_path, (*sets, *(f"{k}={v}" for k, v in values.items())))
-            rows.append((values, _run_sim(run_sim, pb, sc, opts, fmt)))
+            more = (*sets, *(f"{k}={v}" for k, v in values.items()))
+            swept.append((values, _sim_scenario(pb, scenario_path, more, scenario_root, opts)))
+        rows = [(values, _run_sim(run_sim, pb, sc, opts, fmt)) for values, sc in swept]
         if fmt == "json":
-            click.echo(
-                json.dumps(
-                    [{"values": v, **{"gates": r.to_dict()["gates"]}} for v, r in rows],
-                    ensure_ascii=False,
-                    indent=2,
-                )
-            )
+            click.echo(dumps([{"values": v, **{"gates": r.to_dict()["gates"]}} for v, r in rows]))
         else:
             from engine.sim.render import sweep_table
 
             sweep_table(rows, _console())
         return
-    res = _run_sim(run_sim, pb, _scenario(scenario_path, sets), opts, fmt)
+    sc = _sim_scenario(pb, scenario_path, sets, scenario_root, opts)
+    res = _run_sim(run_sim, pb, sc, opts, fmt)
     if report:
         from engine.sim.render import to_html
 
-        with open(report, "w", encoding="utf-8") as fh:
-            fh.write(to_html(res, pb))
+        _write_file(report, to_html(res, pb), "--report")
         click.echo(f"wrote {report}", err=True)
     if fmt == "json":
-        click.echo(json.dumps(res.to_dict(), ensure_ascii=False))
+        click.echo(dumps(res.to_dict(), indent=None))
     else:
         from engine.sim.render import to_text
 
@@ -488,7 +631,36 @@ def simulate(
     raise SystemExit(1 if res.expect_failures or low else 0)
 
 
+def _dask_address(value: str | None) -> str | None:
+    """A Dask scheduler address `tcp://HOST:PORT` (or tls://), checked before anything runs."""
+    import re
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})", value)
+    if m is None or not 1 <= int(m.group(3)) <= 65535:
+        raise click.BadParameter(f"{value!r} is not tcp://HOST:PORT (a port from 1 to 65535)")
+    return value
+
+
+def _sim_scenario(
+    pb: Any, path: str | None, sets: tuple[str, ...], root: str | None, opts: Any
+) -> Any:
+    """The scenario, checked against the memory budget before any simulation starts."""
+    from engine.sim.kernel import SimulationTooLarge
+    from engine.sim.montecarlo import check_memory
+
+    sc = _scenario(path, sets, root)
+    try:
+        check_memory(pb, sc, opts)
+    except SimulationTooLarge as e:
+        _fail(str(e))
+    return sc
+
+
 def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
+    from engine.sim.kernel import SimulationTooLarge
+
     show = fmt == "text" and sys.stderr.isatty() and opts.runs * opts.days >= 20_000
     try:
         if not show:
@@ -498,6 +670,8 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
         with Progress(transient=True) as bar:
             task = bar.add_task(f"simulating {opts.runs} runs", total=opts.runs)
             return run_sim(pb, sc, opts, progress=lambda n: bar.advance(task, n))
+    except SimulationTooLarge as e:  # a run outgrew the budget the estimate foresaw
+        _fail(str(e))
     except RuntimeError as e:  # executor problems: missing extra, unreachable scheduler
         _fail(str(e))
     except OSError as e:
@@ -509,24 +683,24 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
 @click.argument("csv_file", type=click.Path(dir_okay=False))
 @click.option(
     "--period-days",
-    type=float,
-    help="Length of one period in the CSV, in days (default: 30 for retention, 1 otherwise).",
+    type=click.FloatRange(0, 3650, min_open=True),
+    help="Length of one period in the CSV, in days, more than 0 and at most 3650"
+    " (default: 30 for retention, 1 otherwise).",
 )
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
 def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) -> None:
     """Fit a model to exported history and print a scenario fragment."""
-    import json
-
     from engine.sim.calibrate import CALIBRATORS, CalibrationError
+    from engine.textsafe import dumps
 
-    period = period_days or (30.0 if model == "retention" else 1.0)
+    period = period_days if period_days is not None else (30.0 if model == "retention" else 1.0)
     try:
         fit = CALIBRATORS[model](csv_file, period)
     except CalibrationError as e:
         _fail(str(e))
     if fmt == "json":
         click.echo(
-            json.dumps(
+            dumps(
                 {
                     "model": fit.model,
                     "params": fit.params,

@@ -25,10 +25,38 @@ J = dict[str, Any]
 DRAFT = "http://json-schema.org/draft-07/schema#"
 BASE = "https://sop.dev/schemas/"
 
-ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
-DURATION_PATTERN = r"^(?=\d)(\d+w)?(\d+d)?(\d+h)?(\d+m)?$"
-TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-WINDOW_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+# `$` alone also matches before a final newline in Python's `re.search` (which jsonschema and our
+# validator use), so "ops\n" would pass as an id and put a newline into idempotency keys; END
+# refuses that and means the same as `$` in the ECMA regexes editors use.
+END = r"$(?!\n)"
+ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}" + END
+PARAM_PATTERN = r"^[a-z_][a-z0-9_]{0,63}" + END
+# Each number has a bounded count of digits so no duration overflows date arithmetic; `validate`
+# also refuses any duration above MAX_DURATION_DAYS (checks.durations).
+DURATION_PATTERN = r"^(?=\d)(\d{1,3}w)?(\d{1,4}d)?(\d{1,5}h)?(\d{1,6}m)?" + END
+TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]" + END
+WINDOW_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]" + END
+# Years 1970-2199; that the day exists in its month is checked by `validate` (SOP250).
+DATE_PATTERN = r"^(19[7-9][0-9]|2[01][0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])" + END
+
+# Ranges of the playbook language: generous for a real community, small enough that no value
+# overflows date arithmetic or makes the simulator's work explode.
+MAX_DURATION_DAYS = 3660  # 10 years: any duration, `day` offset, or chain of after/before
+DURATION_BOUND = "At most 10 years (3660d); weeks, days, hours, minutes, e.g. 1w2d or 36h."
+MAX_COUNT = 1000  # violations, strikes, messages or tasks a day
+MAX_POINTS = 1_000_000
+MAX_HEADCOUNT = 10_000  # staff in one role
+MAX_GROUP = 1_000_000  # members of one group
+MAX_RATE = 100_000  # messages a minute
+MAX_JOINS = 10_000  # members one action brings
+MAX_INVITES = 100  # invitations per reached member
+MAX_INTERACTIONS = 1000  # extra interactions per participating member
+MAX_METRIC = 1e15  # a metric target
+
+# Scenario ranges (the simulator's memory budget is checked separately, before a run starts).
+MAX_POPULATION = 5_000_000  # seed members of one community
+MAX_MARKET = 100_000_000  # people who could ever join
+MAX_DAYS = 36_500  # time constants, in days
 
 
 def p(desc: str, examples: list[Any], **kw: Any) -> J:
@@ -57,7 +85,10 @@ def id_map(value: J, desc: str, examples: list[Any]) -> J:
 
 
 def dur(desc: str, examples: list[Any] | None = None) -> J:
-    return p(desc, examples or ["24h"], type="string", pattern=DURATION_PATTERN)
+    """A duration such as `24h`, bounded (see DURATION_BOUND)."""
+    return p(
+        f"{desc} {DURATION_BOUND}", examples or ["24h"], type="string", pattern=DURATION_PATTERN
+    )
 
 
 def ident(desc: str, examples: list[Any]) -> J:
@@ -79,57 +110,63 @@ def definitions() -> J:
     effect = obj(
         {
             "speak": p(
-                "Absolute lift of each reached member's probability of speaking that day.",
+                "Absolute lift of each reached member's probability of speaking that day"
+                " (-1 to 1).",
                 [0.04],
                 type="number",
                 minimum=-1,
                 maximum=1,
             ),
             "participation": p(
-                "Share of reached members who take part in the activity.",
+                "Share of reached members who take part in the activity (0 to 1).",
                 [0.15],
                 type="number",
                 minimum=0,
                 maximum=1,
             ),
             "churn": p(
-                "Relative change of the reached member's churn hazard (-0.05 = 5 % less).",
+                "Relative change of the reached member's churn hazard (-0.05 = 5 % less; -1 to 1).",
                 [-0.05],
                 type="number",
                 minimum=-1,
                 maximum=1,
             ),
             "interactions": p(
-                "Extra interactions per participating member (feed tier rules).",
+                f"Extra interactions per participating member (feed tier rules); at most"
+                f" {MAX_INTERACTIONS}.",
                 [1],
                 type="number",
                 minimum=0,
+                maximum=MAX_INTERACTIONS,
             ),
             "ugc": p(
-                "Probability that a participant writes a UGC post.",
+                "Probability that a participant writes a UGC post (0 to 1).",
                 [0.02],
                 type="number",
                 minimum=0,
                 maximum=1,
             ),
             "conversion": p(
-                "Probability that a reached member pays (conversion funnel).",
+                "Probability that a reached member pays (conversion funnel; 0 to 1).",
                 [0.01],
                 type="number",
                 minimum=0,
                 maximum=1,
             ),
             "invites": p(
-                "Invitations sent per reached member (referral, K-factor).",
+                f"Invitations sent per reached member (referral, K-factor); at most {MAX_INVITES}.",
                 [0.5],
                 type="number",
                 minimum=0,
+                maximum=MAX_INVITES,
             ),
             "joins": p(
-                "Members who join because of this action (a KOL post, a campaign burst).",
+                "Members who join because of this action (a KOL post, a campaign burst); at"
+                f" most {MAX_JOINS:,} each time it runs.",
                 [50],
                 type="number",
                 minimum=0,
+                maximum=MAX_JOINS,
             ),
         },
         description="What the simulator assumes this action does; see docs/simulation.md.",
@@ -146,7 +183,7 @@ def definitions() -> J:
             "Audience: everyone, member (who triggered the event), staff, referrer, or tier:<id>.",
             ["everyone", "tier:core"],
             type="string",
-            pattern=r"^(" + "|".join(AUDIENCES_FIXED) + r"|tier:[a-z][a-z0-9_-]*)$",
+            pattern=r"^(" + "|".join(AUDIENCES_FIXED) + r"|tier:[a-z][a-z0-9_-]{0,63})" + END,
         ),
         "template": ident("Id of a template under `templates:`.", ["welcome"]),
         "text": p(
@@ -162,16 +199,30 @@ def definitions() -> J:
             pattern=WINDOW_PATTERN,
         ),
         "retries": p(
-            "Delivery attempts after the first failure.", [3], type="integer", minimum=0, maximum=20
+            "Delivery attempts after the first failure (0 to 20).",
+            [3],
+            type="integer",
+            minimum=0,
+            maximum=20,
         ),
         "if": expr("Fire only when this condition holds at the due time.", ["members >= 100"]),
         "reward": obj(
             {
                 "streak": p(
-                    "Check-in streak that earns it, in days.", [7], type="integer", minimum=1
+                    f"Check-in streak that earns it, in days (1 to {MAX_DURATION_DAYS}).",
+                    [7],
+                    type="integer",
+                    minimum=1,
+                    maximum=MAX_DURATION_DAYS,
                 ),
                 "item": p("What is given.", ["效率手册"], type="string"),
-                "points": p("Points awarded.", [50], type="integer", minimum=0),
+                "points": p(
+                    f"Points awarded (0 to {MAX_POINTS:,}).",
+                    [50],
+                    type="integer",
+                    minimum=0,
+                    maximum=MAX_POINTS,
+                ),
             },
             description="A reward attached to a check-in or contest.",
             examples=[{"streak": 7}],
@@ -182,10 +233,12 @@ def definitions() -> J:
             "Recurring local time, five cron fields.", ["0 8 * * *", "0 20 * * 1,5"], type="string"
         ),
         "day": p(
-            "Offset from the stage start, in days (0 = first day).",
+            f"Offset from the stage start, in days (0 = first day; at most {MAX_DURATION_DAYS},"
+            " 10 years).",
             [0, 7],
             type="integer",
             minimum=0,
+            maximum=MAX_DURATION_DAYS,
         ),
         "time": p(
             "Local time of day for `day` (default 09:00).",
@@ -206,18 +259,28 @@ def definitions() -> J:
         "within": dur("Deadline after the event (a send window, checked by `expect`).", ["24h"]),
         "for": dur("For member.silent: how long the member has been silent.", ["72h"]),
         "count": p(
-            "For member.violation: which violation (3 = the third).", [3], type="integer", minimum=1
+            f"For member.violation: which violation (3 = the third; at most {MAX_COUNT}).",
+            [3],
+            type="integer",
+            minimum=1,
+            maximum=MAX_COUNT,
         ),
         "at": p(
-            "For member.anniversary: the tenures that trigger it.",
+            "For member.anniversary: the tenures that trigger it (at most 100, each at most"
+            " 10 years).",
             [["30d", "90d", "365d"]],
             type="array",
             minItems=1,
+            maxItems=100,
             items={"type": "string", "pattern": DURATION_PATTERN},
         ),
         "tier": ident("For member.tier_changed: the new tier.", ["core"]),
         "streak": p(
-            "For member.checkin_streak: the streak length in days.", [7], type="integer", minimum=1
+            f"For member.checkin_streak: the streak length in days (1 to {MAX_DURATION_DAYS}).",
+            [7],
+            type="integer",
+            minimum=1,
+            maximum=MAX_DURATION_DAYS,
         ),
     }
     action = obj(
@@ -248,7 +311,7 @@ def definitions() -> J:
         "Parameters with defaults; use them in any string as ${name}.",
         [{"invite_target": {"default": 3}}],
         type="object",
-        propertyNames={"pattern": r"^[a-z_][a-z0-9_]*$"},
+        propertyNames={"pattern": PARAM_PATTERN},
         additionalProperties=obj(
             {
                 "default": p("Value used when no `with:` gives one.", [3]),
@@ -420,16 +483,19 @@ def playbook_schema() -> J:
                         "Where it lives.", ["wecom-group"], type="string", enum=PLATFORMS
                     ),
                     "capacity": p(
-                        "Members per group; a full group opens a new one.",
+                        f"Members per group (1 to {MAX_GROUP:,}); a full group opens a new one.",
                         [500],
                         type="integer",
                         minimum=1,
+                        maximum=MAX_GROUP,
                     ),
                     "start": p(
-                        "Launch date (YYYY-MM-DD); `sop plan --start` overrides.",
+                        "Launch date (YYYY-MM-DD, a real date from 1970 to 2199);"
+                        " `sop plan --start` overrides.",
                         ["2026-12-01"],
                         type="string",
-                        pattern=r"^\d{4}-\d{2}-\d{2}$",
+                        pattern=DATE_PATTERN,
+                        format="date",
                     ),
                 },
                 description="The community.",
@@ -439,12 +505,19 @@ def playbook_schema() -> J:
                 obj(
                     {
                         "title": p("Role title.", ["社群运营"], type="string"),
-                        "headcount": p("People in the role.", [2], type="integer", minimum=1),
+                        "headcount": p(
+                            f"People in the role (1 to {MAX_HEADCOUNT:,}).",
+                            [2],
+                            type="integer",
+                            minimum=1,
+                            maximum=MAX_HEADCOUNT,
+                        ),
                         "capacity": p(
-                            "Tasks one person can do in a day (default 8).",
+                            f"Tasks one person can do in a day (default 8, at most {MAX_COUNT}).",
                             [8],
                             type="integer",
                             minimum=1,
+                            maximum=MAX_COUNT,
                         ),
                     },
                     required=["headcount"],
@@ -472,10 +545,11 @@ def playbook_schema() -> J:
                             type="string",
                         ),
                         "rate": p(
-                            "Messages a minute the platform accepts.",
+                            f"Messages a minute the platform accepts (1 to {MAX_RATE:,}).",
                             [20],
                             type="integer",
                             minimum=1,
+                            maximum=MAX_RATE,
                         ),
                         "notify": ident("For tasks: the backend that reminds staff.", ["console"]),
                         "path": p("For jsonl: output file.", ["out/messages.jsonl"], type="string"),
@@ -498,7 +572,9 @@ def playbook_schema() -> J:
                         type="string",
                         pattern=WINDOW_PATTERN,
                     ),
-                    "retries": p("Default retries.", [3], type="integer", minimum=0, maximum=20),
+                    "retries": p(
+                        "Default retries (0 to 20).", [3], type="integer", minimum=0, maximum=20
+                    ),
                     "to": p("Default audience.", ["everyone"], type="string"),
                 },
                 description="Defaults for every action.",
@@ -507,10 +583,18 @@ def playbook_schema() -> J:
             "limits": obj(
                 {
                     "member_messages_per_day": p(
-                        "Most messages one member should get a day.", [3], type="integer", minimum=1
+                        f"Most messages one member should get a day (1 to {MAX_COUNT}).",
+                        [3],
+                        type="integer",
+                        minimum=1,
+                        maximum=MAX_COUNT,
                     ),
                     "staff_tasks_per_day": p(
-                        "Default tasks one person can do a day.", [8], type="integer", minimum=1
+                        f"Default tasks one person can do a day (1 to {MAX_COUNT}).",
+                        [8],
+                        type="integer",
+                        minimum=1,
+                        maximum=MAX_COUNT,
                     ),
                 },
                 description="Budgets the plan checks.",
@@ -529,7 +613,13 @@ def playbook_schema() -> J:
                         "definition": expr(
                             "Computed from other metrics.", ["paying_members / members"]
                         ),
-                        "target": p("The number the team aims for.", [300], type="number"),
+                        "target": p(
+                            f"The number the team aims for (at most {MAX_METRIC:.0e} either way).",
+                            [300],
+                            type="number",
+                            minimum=-MAX_METRIC,
+                            maximum=MAX_METRIC,
+                        ),
                     }
                 ),
                 "Custom metrics; built-ins need no entry.",
@@ -544,7 +634,8 @@ def playbook_schema() -> J:
                         examples=[{"cron": "0 10 1 * *"}],
                     ),
                     "hysteresis": p(
-                        "Demote only below this fraction of a promotion threshold.",
+                        "Demote only below this fraction of a promotion threshold (above 0, at"
+                        " most 1).",
                         [0.9],
                         type="number",
                         exclusiveMinimum=0,
@@ -604,16 +695,18 @@ def playbook_schema() -> J:
                     "violations": obj(
                         {
                             "warn_at": p(
-                                "Violation count that triggers a warning.",
+                                f"Violation count that triggers a warning (1 to {MAX_COUNT}).",
                                 [1],
                                 type="integer",
                                 minimum=1,
+                                maximum=MAX_COUNT,
                             ),
                             "remove_at": p(
-                                "Violation count that removes the member.",
+                                f"Violation count that removes the member (1 to {MAX_COUNT}).",
                                 [3],
                                 type="integer",
                                 minimum=1,
+                                maximum=MAX_COUNT,
                             ),
                             "window": dur("Violations older than this are forgotten.", ["90d"]),
                             "warn": ident("Warning template.", ["warning"]),
@@ -682,10 +775,12 @@ def playbook_schema() -> J:
                         obj(
                             {
                                 "max_messages_per_member_per_day": p(
-                                    "Cap on messages one member receives a day.",
+                                    f"Cap on messages one member receives a day (1 to"
+                                    f" {MAX_COUNT}).",
                                     [3],
                                     type="integer",
                                     minimum=1,
+                                    maximum=MAX_COUNT,
                                 )
                             },
                             required=["max_messages_per_member_per_day"],
@@ -731,6 +826,11 @@ def scenario_schema() -> J:
     def num(desc: str, ex: float, **kw: Any) -> J:
         return p(desc, [ex], type="number", **kw)
 
+    # Ranges a real community can need; every number is bounded, so no value is infinite and
+    # the simulator's arrays stay within reach (`simulate` also checks its memory budget).
+    SHAPE = {"minimum": 0.001, "maximum": 1_000_000}  # Beta shape parameters
+    METRIC_VALUE = {"minimum": -1e12, "maximum": 1e12}
+
     return {
         "$schema": DRAFT,
         "$id": BASE + "scenario.schema.json",
@@ -743,20 +843,34 @@ def scenario_schema() -> J:
             "description": p("What the scenario assumes.", ["保守估计"], type="string"),
             "acquisition": obj(
                 {
-                    "seed_users": num("Members who join when acquisition opens.", 80, minimum=0),
+                    "seed_users": num(
+                        "Members who join when acquisition opens.",
+                        80,
+                        minimum=0,
+                        maximum=MAX_POPULATION,
+                    ),
                     "start_stage": ident(
                         "Acquisition opens when this stage starts (default: at"
                         " once); earlier stages are preparation.",
                         ["cold-start"],
                     ),
-                    "organic_per_day": num("Mean organic joins a day (Poisson).", 4, minimum=0),
-                    "bass_p": num("Bass innovation coefficient, per year.", 0.03, minimum=0),
-                    "bass_q": num("Bass imitation coefficient, per year.", 0.38, minimum=0),
+                    "organic_per_day": num(
+                        "Mean organic joins a day (Poisson).", 4, minimum=0, maximum=100_000
+                    ),
+                    "bass_p": num(
+                        "Bass innovation coefficient, per year.", 0.03, minimum=0, maximum=2000
+                    ),
+                    "bass_q": num(
+                        "Bass imitation coefficient, per year.", 0.38, minimum=0, maximum=2000
+                    ),
                     "market": num(
-                        "Bass market potential m (people who could ever join).", 5000, minimum=0
+                        "Bass market potential m (people who could ever join).",
+                        5000,
+                        minimum=0,
+                        maximum=MAX_MARKET,
                     ),
                     "invites_per_member_per_day": num(
-                        "Baseline invitations a member sends a day.", 0.01, minimum=0
+                        "Baseline invitations a member sends a day.", 0.01, minimum=0, maximum=100
                     ),
                     "invite_conversion": num(
                         "Share of invitations that join (K = invites x this).",
@@ -768,6 +882,7 @@ def scenario_schema() -> J:
                         "Invitation activity decays with tenure (e-folding).",
                         30,
                         exclusiveMinimum=0,
+                        maximum=MAX_DAYS,
                     ),
                 },
                 description="Where members come from.",
@@ -778,22 +893,28 @@ def scenario_schema() -> J:
                     "alpha": num(
                         "sBG: churn probability per period ~ Beta(alpha, beta).",
                         1.0,
-                        exclusiveMinimum=0,
+                        **SHAPE,
                     ),
-                    "beta": num("sBG beta.", 4.0, exclusiveMinimum=0),
-                    "period_days": num("Length of the sBG period in days.", 30, exclusiveMinimum=0),
+                    "beta": num("sBG beta.", 4.0, **SHAPE),
+                    "period_days": num(
+                        "Length of the sBG period in days.",
+                        30,
+                        exclusiveMinimum=0,
+                        maximum=MAX_DAYS,
+                    ),
                 },
                 description="Heterogeneous churn (shifted-beta-geometric).",
                 examples=[{"alpha": 1.0, "beta": 4.0}],
             ),
             "activity": obj(
                 {
-                    "speak_alpha": num(
-                        "Daily speaking probability ~ Beta(a, b): a.", 1.2, exclusiveMinimum=0
-                    ),
-                    "speak_beta": num("Beta b.", 4.0, exclusiveMinimum=0),
+                    "speak_alpha": num("Daily speaking probability ~ Beta(a, b): a.", 1.2, **SHAPE),
+                    "speak_beta": num("Beta b.", 4.0, **SHAPE),
                     "tenure_decay_days": num(
-                        "Speaking decays with tenure (e-folding days).", 120, exclusiveMinimum=0
+                        "Speaking decays with tenure (e-folding days).",
+                        120,
+                        exclusiveMinimum=0,
+                        maximum=MAX_DAYS,
                     ),
                     "decay_floor": num(
                         "Share of the initial propensity kept for good.", 0.4, minimum=0, maximum=1
@@ -830,10 +951,17 @@ def scenario_schema() -> J:
                 propertyNames={"pattern": ID_PATTERN},
                 additionalProperties=obj(
                     {
-                        "start": num("Value on day 0.", 0),
-                        "per_day": num("Mean change a day.", 40),
-                        "noise": num("Standard deviation of the daily change.", 5, minimum=0),
-                        "per_member": num("Added per current member (e.g. a rate).", 0.0),
+                        "start": num("Value on day 0.", 0, **METRIC_VALUE),
+                        "per_day": num("Mean change a day.", 40, **METRIC_VALUE),
+                        "noise": num(
+                            "Standard deviation of the daily change.",
+                            5,
+                            minimum=0,
+                            maximum=METRIC_VALUE["maximum"],
+                        ),
+                        "per_member": num(
+                            "Added per current member (e.g. a rate).", 0.0, **METRIC_VALUE
+                        ),
                     }
                 ),
             ),

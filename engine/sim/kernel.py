@@ -19,16 +19,27 @@ import numpy as np
 
 from .. import expr as ex
 from ..catalog import BUILTIN_METRICS, MESSAGE_KINDS
-from ..model import Action, OnEvent, Playbook, Relative, Stage
+from ..model import Action, Expression, OnEvent, Playbook, Relative, Stage
 from ..program import Lifecycle, Program, StageState
 from ..schedule import cron_instants, local_midnight
 from ..timeutil import format_duration
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
+_NONE: frozenset[str] = frozenset()  # no guard failed
 SILENT_NEVER = -30000  # silence counter of empty slots and departed members
 _POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 START = date(2027, 1, 4)  # calendar anchor of simulated day 0 (weekday pattern of a Monday)
+# Bytes one member costs during a simulated day: the arrays of _Pop.SPEC (32 a slot, with slack
+# slots as the arrays grow), the day's temporaries (uniform draws, propensities, masks, message
+# counts) and the copy made while the arrays grow. tracemalloc measured 103-109 bytes a member
+# at the peak (8 runs of 100,000-200,000 members, the reference playbook and a bare one); 160
+# leaves room for what it does not see (allocator slack, the Python objects of a run).
+BYTES_PER_MEMBER = 160
+
+
+class SimulationTooLarge(Exception):
+    """A run outgrew the memory budget; the message says where and what to change."""
 
 
 @dataclass
@@ -58,6 +69,33 @@ class EventRules:
 
 
 @dataclass
+class GuardEnv:
+    """What the `if:` guards of one run read on one day; each guard is evaluated once."""
+
+    metrics: dict[str, float]
+    lc: Lifecycle
+    day: int
+    sim: Simulator
+    _seen: dict[str, bool] = field(default_factory=dict)
+
+    def holds(self, a: Action) -> bool:
+        """Whether `a`'s own `if:` holds (True without one)."""
+        hit = self._seen.get(a.id)
+        if hit is None:
+            guard: Expression | None = a.guard
+            if guard is None or guard.node is None:
+                hit = True
+            else:
+                env = {
+                    **self.metrics,
+                    "days_in_stage": self.sim._days_in_stage(self.lc, a.stage, self.day),
+                }
+                hit = bool(ex.evaluate(guard.node, env))
+            self._seen[a.id] = hit
+        return hit
+
+
+@dataclass
 class ChunkResult:
     """What one chunk of runs produced."""
 
@@ -77,6 +115,7 @@ class _Pop:
 
     runs: int
     cap: int
+    max_cap: int = 1 << 62  # members a run may reach within the memory budget
     n: np.ndarray = field(init=False)
     arrays: dict[str, np.ndarray] = field(init=False)
 
@@ -90,7 +129,7 @@ class _Pop:
         "silent": np.int16,
         "ugc": np.int16,
         "payments": np.int16,
-        "invites": np.int16,
+        "invites": np.int32,
         "violations": np.int16,
         "streak": np.int16,
         "tier": np.int8,
@@ -99,6 +138,7 @@ class _Pop:
     }
 
     def __post_init__(self) -> None:
+        self.cap = min(self.cap, self.max_cap)
         self.n = np.zeros(self.runs, dtype=np.int64)
         self.arrays = {k: np.zeros((self.runs, self.cap), dtype=t) for k, t in self.SPEC.items()}
         self.arrays["join_day"][:] = -1
@@ -110,7 +150,12 @@ class _Pop:
     def grow(self, need: int) -> None:
         if need <= self.cap:
             return
-        cap = max(need, int(self.cap * 1.6) + 64)
+        if need > self.max_cap:
+            raise SimulationTooLarge(
+                f"a run reached {need:,} members, more than the memory budget allows"
+                f" ({self.max_cap:,} members a run)"
+            )
+        cap = min(max(need, int(self.cap * 1.6) + 64), self.max_cap)
         for k, a in self.arrays.items():
             b = np.zeros((self.runs, cap), dtype=a.dtype)
             if k == "join_day":
@@ -139,20 +184,37 @@ class _Pop:
 class Simulator:
     """Runs chunks of the model for one playbook and scenario."""
 
-    def __init__(self, playbook: Playbook, scenario: Scenario, days: int) -> None:
+    def __init__(
+        self, playbook: Playbook, scenario: Scenario, days: int, memory_budget: int | None = None
+    ) -> None:
         self.pb = playbook
         self.sc = scenario
         self.days = days
+        self.memory_budget = memory_budget
         self.program = Program(playbook)
         self.tz = self.program.tz
         self.tiers = [t.id for t in playbook.tiers.levels] if playbook.tiers else ["all"]
-        self.custom = [m for m in playbook.metrics]
+        # a built-in name keeps its built-in meaning (validate refuses redeclaring it: SOP270);
+        # one column per name, so the report and the gates read the same number
+        self.custom = [m for m in playbook.metrics if m not in BUILTIN_METRICS]
         self.metric_names = [*METRICS, *self.custom]
         self.stage_ids = list(playbook.stages)
-        self._due_cache: dict[tuple[Any, ...], Effects] = {}
+        self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._effects_cache: dict[tuple[Any, ...], Effects] = {}
         self._event_cache: dict[tuple[Any, ...], EventRules] = {}
+        self._event_base: dict[tuple[Any, ...], tuple[list[Action], tuple[Action, ...]]] = {}
         self._review_days = self._tier_review_days()
         self.capacity = playbook.community.capacity or 500
+        # `if:` guards of each action and of the anchors it is chained after: a chained action
+        # does not fire when its anchor did not
+        self._guards: dict[str, tuple[Action, ...]] = {
+            a.id: self._guard_chain(a) for a in playbook.actions.values()
+        }
+        self.has_guards = any(self._guards.values())
+        self._children_of: dict[str, list[Action]] = {}
+        for a in playbook.actions.values():
+            if isinstance(a.schedule, Relative):
+                self._children_of.setdefault(a.schedule.anchor, []).append(a)
 
     # -- calendar --------------------------------------------------------------------------
 
@@ -175,24 +237,66 @@ class Simulator:
     def _key(self, lc: Lifecycle) -> tuple[Any, ...]:
         return tuple(sorted((s.stage, s.started) for s in lc.active))
 
-    def effects_today(self, lc: Lifecycle, d: int) -> Effects:
-        """Aggregated effects of the scheduled actions due today in this run's state."""
+    # -- `if:` guards --------------------------------------------------------------------------
+
+    def _guard_chain(self, a: Action) -> tuple[Action, ...]:
+        out: list[Action] = []
+        seen: set[str] = set()
+        x: Action | None = a
+        while x is not None and x.id not in seen:
+            seen.add(x.id)
+            if x.guard is not None and x.guard.node is not None:
+                out.append(x)
+            anchor = x.schedule.anchor if isinstance(x.schedule, Relative) else None
+            x = self.pb.actions.get(anchor) if anchor else None
+        return tuple(out)
+
+    def guard_env(self, lc: Lifecycle, prev: dict[str, float], d: int) -> GuardEnv:
+        """What an `if:` reads on day `d`: the run's metrics at the close of day d-1."""
+        return GuardEnv(prev, lc, d, self)
+
+    def _holds(self, a: Action, env: GuardEnv | None) -> bool:
+        """Whether `a` and every guarded anchor before it pass their `if:` today."""
+        chain = self._guards.get(a.id, ())
+        if not chain or env is None:
+            return True
+        return all(env.holds(x) for x in chain)
+
+    def _due_today(self, lc: Lifecycle, d: int) -> tuple[str, ...]:
+        """Ids of the scheduled actions due today in this run's state (with repeats)."""
         key = (d, self._key(lc), lc.finished is None)
         hit = self._due_cache.get(key)
+        if hit is not None:
+            return hit
+        due: tuple[str, ...] = ()
+        if lc.finished is None:
+            t0, t1 = self.day_start(d), self.day_start(d + 1)
+            windows = [w for w in lc.windows(t1) if w.end is None]
+            due = tuple(occ.action for occ in self.program.due(windows, t0, t1))
+        self._due_cache[key] = due
+        return due
+
+    def effects_today(self, lc: Lifecycle, d: int, env: GuardEnv | None = None) -> Effects:
+        """Aggregated effects of the scheduled actions due today whose `if:` holds."""
+        due = self._due_today(lc, d)
+        failed = _NONE
+        if self.has_guards:
+            guarded = {aid for aid in due if self._guards[aid]}
+            failed = frozenset(a for a in guarded if not self._holds(self.pb.actions[a], env))
+        key = (d, self._key(lc), lc.finished is None, failed)
+        hit = self._effects_cache.get(key)
         if hit is not None:
             return hit
         T = len(self.tiers)
         z = [np.zeros(T, dtype=np.float32) for _ in range(7)]
         eff = Effects(z[0], z[1], z[2], z[3], z[4], z[5], z[6])
         eff.churn[:] = 1.0
-        if lc.finished is None:
-            t0, t1 = self.day_start(d), self.day_start(d + 1)
-            windows = [w for w in lc.windows(t1) if w.end is None]
-            for occ in self.program.due(windows, t0, t1):
-                a = self.pb.actions[occ.action]
-                mask = self._audience(a.audience)
-                if mask is None:
-                    continue
+        for aid in due:
+            if aid in failed:
+                continue
+            a = self.pb.actions[aid]
+            mask = self._audience(a.audience)
+            if mask is not None:
                 e = a.effect
                 eff.speak[mask] += e.speak
                 eff.participation[mask] = 1 - (1 - eff.participation[mask]) * (1 - e.participation)
@@ -204,7 +308,7 @@ class Simulator:
                     eff.messages[mask] += 1
                 eff.joins += e.joins
                 eff.checkin |= a.kind == "checkin"
-        self._due_cache[key] = eff
+        self._effects_cache[key] = eff
         return eff
 
     def _audience(self, audience: str) -> np.ndarray | None:
@@ -215,19 +319,34 @@ class Simulator:
             return np.array([t == audience[5:] for t in self.tiers])
         return None  # staff, member (events), referrer: no scheduled effect on members
 
-    def event_rules(self, lc: Lifecycle) -> EventRules:
-        """Member-event actions active in this run's stages, aggregated per event."""
-        key = self._key(lc)
+    def event_rules(self, lc: Lifecycle, env: GuardEnv | None = None) -> EventRules:
+        """Member-event actions active in this run's stages whose `if:` holds, per event."""
+        base = (self._key(lc), lc.finished is None)
+        known = self._event_base.get(base)
+        if known is None:
+            active = [s.stage for s in lc.active] if lc.finished is None else []
+            found = self.program.event_rules(active) if lc.finished is None else []
+            guarded = tuple(
+                x
+                for a in found
+                for x in (a, *self._chained(a, lambda _: True))
+                if self._guards.get(x.id)
+            )
+            known = self._event_base[base] = (found, guarded)
+        candidates, guarded = known
+        failed = frozenset(x.id for x in guarded if not self._holds(x, env)) if guarded else _NONE
+        key = (*base, failed)
         hit = self._event_cache.get(key)
         if hit is not None:
             return hit
         rules = EventRules({}, {}, {}, {}, {})
-        active = [s.stage for s in lc.active] if lc.finished is None else []
-        for a in self.program.event_rules(active) if lc.finished is None else []:
+        for a in candidates:
+            if a.id in failed:
+                continue  # its `if:` does not hold today: neither it nor its chain fires
             ev = a.schedule
             assert isinstance(ev, OnEvent)
             k = ev.event
-            chain = [a, *self._chained(a)]
+            chain = [a, *self._chained(a, lambda x: x.id not in failed)]
             rules.actions.setdefault(k, []).extend(chain)
             for c in chain:
                 rules.speak[k] = rules.speak.get(k, 0.0) + c.effect.speak
@@ -239,13 +358,34 @@ class Simulator:
         self._event_cache[key] = rules
         return rules
 
-    def _chained(self, anchor: Action) -> list[Action]:
-        out = []
-        for a in self.pb.actions.values():
-            if isinstance(a.schedule, Relative) and a.schedule.anchor == anchor.id:
-                out.append(a)
-                out.extend(self._chained(a))
+    def _chained(self, anchor: Action, fires: Callable[[Action], bool]) -> list[Action]:
+        """Actions chained after `anchor` (transitively) that fire; skipping one skips its chain."""
+        out: list[Action] = []
+        seen = {anchor.id}
+        # depth first in declaration order, iteratively: a long `after:` chain must not reach
+        # the recursion limit
+        stack = [iter(self._children(anchor.id))]
+        while stack:
+            a = next(stack[-1], None)
+            if a is None:
+                stack.pop()
+            elif a.id not in seen:
+                seen.add(a.id)
+                if fires(a):
+                    out.append(a)
+                    stack.append(iter(self._children(a.id)))
         return out
+
+    def _children(self, anchor: str) -> list[Action]:
+        return self._children_of.get(anchor, [])
+
+    def _days_in_stage(self, lc: Lifecycle, stage: str | None, d: int) -> int:
+        """Days since `stage` started in this run (a routine: since the latest stage started)."""
+        states = [s for s in lc.active if stage is None or s.stage == stage]
+        if not states:
+            return 0
+        started = max(s.started for s in states)
+        return d - (started.astimezone(self.tz).date() - START).days
 
     # -- one chunk ---------------------------------------------------------------------------
 
@@ -258,7 +398,10 @@ class Simulator:
         mi = {m: i for i, m in enumerate(self.metric_names)}
         out = np.zeros((R, D, M), dtype=np.float32)
         seed_users = round(sc.acquisition.seed_users)
-        pop = _Pop(R, max(256, seed_users * 2))
+        max_cap = 1 << 62
+        if self.memory_budget is not None:
+            max_cap = max(1, self.memory_budget // (R * BYTES_PER_MEMBER))
+        pop = _Pop(R, max(256, seed_users * 2), max_cap)
         lcs = [Lifecycle(self.program, self.day_start(0)) for _ in range(R)]
         joined_by_day = np.zeros((R, D + 1), dtype=np.float64)
         left_by_day = np.zeros((R, D + 1), dtype=np.float64)
@@ -283,9 +426,14 @@ class Simulator:
             act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
         ).astype(np.float32)
 
+        prev: list[dict[str, float]] = [dict.fromkeys(self.metric_names, 0.0) for _ in lcs]
         for d in range(D):
-            effs = [self.effects_today(lc, d) for lc in lcs]
-            rules = [self.event_rules(lc) for lc in lcs]
+            envs = [
+                self.guard_env(lc, prev[r], d) if self.has_guards else None
+                for r, lc in enumerate(lcs)
+            ]
+            effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
+            rules = [self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)]
             # -- acquisition ----------------------------------------------------------------
             n_before = pop.n.copy()
             alive = pop["alive"]
@@ -305,8 +453,9 @@ class Simulator:
             weights = np.where(ages >= 0, np.exp(-np.maximum(ages, 0) / inv_tau), 0.0)
             invites = (hist * weights).sum(axis=1) * a_cfg.invites_per_member_per_day
             invites += np.array([float((e.invites * 1.0).mean()) for e in effs]) * members
-            ref = rng.poisson(np.maximum(invites * a_cfg.invite_conversion, 0))
-            burst = rng.poisson([e.joins for e in effs]) * opened
+            ref = _poisson(rng, invites * a_cfg.invite_conversion, pop.max_cap, d, "referral")
+            burst = _poisson(rng, np.array([e.joins for e in effs]), pop.max_cap, d, "action")
+            burst *= opened
             new += ref + burst
             referral_joins += ref
             total_joins += new
@@ -321,7 +470,8 @@ class Simulator:
             joined_today = np.zeros((R, n_max), dtype=bool)
             for r in range(R):
                 joined_today[r, n_before[r] : pop.n[r]] = True
-            ev_msgs = np.zeros((R, n_max), dtype=np.uint8)
+            # int32: a uint8 wrapped at 256, so 300 messages passed a cap of 100
+            ev_msgs = np.zeros((R, n_max), dtype=np.int32)
             self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
             jd = pop["join_day"][sl]
@@ -454,6 +604,7 @@ class Simulator:
             t_next = self.day_start(d + 1)
             for r, lc in enumerate(lcs):
                 env = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
+                prev[r] = env
                 lc.step(t_next, self._oracle(env, d + 1))
             if d % 7 == 6 and pop.n.sum() and alive.sum() < 0.5 * pop.n.sum():
                 pop.compact()
@@ -535,7 +686,7 @@ class Simulator:
         if lift.any():
             pop["events"][sl][rows, cols] += lift[rows]
         if msgs.any():
-            ev_msgs[rows, cols] += msgs[rows].astype(np.uint8)
+            ev_msgs[rows, cols] += msgs[rows].astype(np.int32)
 
     def _fire_when(
         self,
@@ -615,6 +766,17 @@ class Simulator:
                         ex.evaluate(relax(t.promote.node, tiers.hysteresis), env), dtype=bool
                     )
                     tier[(tier == rank) & ~keep] = rank - 1
+            # `demote.when` after promotion, from the tiers as reviewed: a member who meets
+            # both falls, and falls one rule (not a cascade) per review
+            reviewed = tier.copy()
+            for rank, t in enumerate(tiers.levels):
+                if rank == 0 or t.demote_when is None or t.demote_when.node is None:
+                    continue
+                hit = np.asarray(ex.evaluate(t.demote_when.node, env), dtype=bool)
+                down = (reviewed == rank) & hit
+                if down.any():
+                    target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
+                    tier[down] = max(target, 0)
             changed |= tier != before
         changed &= alive
         if changed.any():
@@ -639,7 +801,8 @@ class Simulator:
             metric = self.pb.metrics[name]
             if metric.definition and metric.definition.node:
                 env = {k: m[:, i] for k, i in mi.items()}
-                m[:, mi[name]] = ex.evaluate(metric.definition.node, env)
+                with np.errstate(all="ignore"):  # an absurd definition overflows to inf, quietly
+                    m[:, mi[name]] = ex.evaluate(metric.definition.node, env)
 
     def _expectations(
         self,
@@ -737,6 +900,18 @@ class Simulator:
             member_days,
             first_run,
         )
+
+
+def _poisson(rng: np.random.Generator, lam: np.ndarray, limit: int, d: int, what: str) -> Any:
+    """Poisson joins, refused (not drawn) when their mean alone exceeds the members budget."""
+    lam = np.maximum(np.nan_to_num(np.asarray(lam, dtype=float), nan=0.0, posinf=np.inf), 0)
+    worst = float(lam.max(initial=0.0))
+    if worst > limit:
+        raise SimulationTooLarge(
+            f"day {d}: {worst:.3g} {what} joins expected in one day, more than the memory"
+            f" budget allows ({limit:,} members a run)"
+        )
+    return rng.poisson(lam)
 
 
 def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

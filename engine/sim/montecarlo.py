@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Playbook
-from .kernel import ChunkResult, Simulator, wilson
+from .. import expr as ex
+from ..model import OnEvent, Playbook
+from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator, wilson
 from .scenario import Scenario
 
 CHUNK_RUNS = 8  # fixed: the seed of chunk i never depends on how many workers there are
+MEMORY_BUDGET_MIB = 1536  # default budget of each worker process and of the collected results
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,73 @@ class SimOptions:
     workers: int = 1
     executor: str = "local"  # local | dask
     address: str | None = None
+    memory_budget_mib: int = MEMORY_BUDGET_MIB
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a simulation will need, estimated before it starts."""
+
+    members: int  # expected peak members of one run
+    runs_in_flight: int  # runs one worker holds at once (a chunk)
+    per_worker: int  # bytes of one worker's member arrays and metrics
+    results: int  # bytes of the collected metrics in the main process
+
+    def problem(self, budget_mib: int) -> str | None:
+        """Why this does not fit in `budget_mib` MiB (per worker and for the results), or None."""
+        budget = budget_mib * MIB
+        if self.per_worker > budget:
+            return (
+                f"the simulation needs about {self.per_worker / MIB:,.0f} MiB per worker"
+                f" (~{self.members:,} members a run x {self.runs_in_flight} runs in flight x"
+                f" {BYTES_PER_MEMBER} bytes), more than the memory budget of {budget_mib:,} MiB;"
+                " lower the scenario's population (seed_users, organic_per_day, market) or"
+                " --days, or raise --max-memory-mib"
+            )
+        if self.results > budget:
+            return (
+                f"the collected metrics need about {self.results / MIB:,.0f} MiB, more than the"
+                f" memory budget of {budget_mib:,} MiB; lower --runs or --days, or raise"
+                " --max-memory-mib"
+            )
+        return None
+
+
+def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions) -> MemoryEstimate:
+    """Expected peak members a run x runs in flight x bytes a member, and the results' size.
+
+    Joins a day (organic, and `effect.joins` of actions counted once a day) survive on the
+    scenario's sBG curve; word of mouth brings the Bass curve's share of `market` (nobody
+    leaves); the seed joins at once.
+    Referral cascades are not foreseen here: the kernel stops a run that outgrows the budget.
+    """
+    from .kernel import bass_cdf, sbg_survival
+
+    a, ret = scenario.acquisition, scenario.retention
+    days = options.days
+    survival = float(sbg_survival(ret.alpha, ret.beta, np.arange(days) / ret.period_days).sum())
+    daily = a.organic_per_day + sum(
+        x.effect.joins for x in playbook.actions.values() if not isinstance(x.schedule, OnEvent)
+    )
+    # word of mouth: the Bass curve's adopters by the horizon (none start without innovators)
+    bass = (
+        float(a.market * bass_cdf(np.array(days / 365.0), a.bass_p, a.bass_q)) if a.bass_p else 0.0
+    )
+    members = a.seed_users + daily * survival + bass
+    members = int(min(members, 1e18))
+    in_flight = min(CHUNK_RUNS, options.runs)
+    n_metrics = len(METRICS) + len(playbook.metrics)
+    per_worker = in_flight * (max(members, 256) * BYTES_PER_MEMBER + days * n_metrics * 4)
+    # chunks and their concatenation (float32) live together, and percentiles copy a metric
+    results = options.runs * days * (n_metrics * 8 + 16)
+    return MemoryEstimate(members, in_flight, per_worker, results)
+
+
+def check_memory(playbook: Playbook, scenario: Scenario, options: SimOptions) -> None:
+    """Raise SimulationTooLarge when the estimate exceeds the budget, before any work."""
+    problem = estimate_memory(playbook, scenario, options).problem(options.memory_budget_mib)
+    if problem:
+        raise SimulationTooLarge(problem)
 
 
 @dataclass
@@ -71,7 +141,8 @@ class SimResult:
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
         """(len(qs), days) percentiles of a metric across runs."""
         i = self.metric_names.index(metric)
-        return np.percentile(self.metrics[:, :, i], qs, axis=0)
+        with np.errstate(invalid="ignore"):  # inf - inf between infinite runs is NaN: fine
+            return np.percentile(self.metrics[:, :, i], qs, axis=0)
 
     def stage_timing(self) -> dict[str, dict[str, Any]]:
         """Per stage: how often it is entered and passed, and on which days."""
@@ -165,12 +236,13 @@ def run_chunk(
     runs: int,
     seed: np.random.SeedSequence,
     first_run: int,
+    memory_budget: int | None = None,
 ) -> ChunkResult:
     """One chunk, in whatever process or Dask worker it lands on (simulator cached per process)."""
-    key = hash((id(playbook), id(scenario), days))
+    key = hash((id(playbook), id(scenario), days, memory_budget))
     sim = _SIMULATORS.get(key)
     if sim is None or sim.pb is not playbook:
-        sim = Simulator(playbook, scenario, days)
+        sim = Simulator(playbook, scenario, days, memory_budget)
         _SIMULATORS.clear()
         _SIMULATORS[key] = sim
     return sim.run_chunk(runs, seed, first_run)
@@ -192,9 +264,11 @@ def simulate(
     progress: Callable[[int], None] | None = None,
 ) -> SimResult:
     """Run the Monte Carlo and aggregate it."""
+    check_memory(playbook, scenario, options)
     t0 = time.perf_counter()
     plan = chunks(options)
-    args = [(playbook, scenario, options.days, n, s, first) for first, n, s in plan]
+    budget = options.memory_budget_mib * MIB
+    args = [(playbook, scenario, options.days, n, s, first, budget) for first, n, s in plan]
     if options.executor == "dask":
         results = _dask(args, options.address)
     elif options.workers > 1 and len(args) > 1:
@@ -266,13 +340,33 @@ def aggregate(
     )
     res.gates = gate_results(playbook, res)
     res.units = playbook.metric_units()
-    res.warnings = [
-        f"metric `{m.id}` has neither a definition nor a model in scenario `{scenario.name}`:"
-        " it stays 0 (add it under `metrics:` in the scenario)"
+    res.warnings = unmodelled_warnings(playbook, scenario)
+    return res
+
+
+def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
+    """What the simulation cannot know: custom metrics with no definition and no model, and
+    the `if:` guards that read them (they read 0, so the guard is decided by a made-up 0)."""
+    unknown = [
+        m.id
         for m in playbook.metrics.values()
         if m.definition is None and m.id not in scenario.metrics
     ]
-    return res
+    out = [
+        f"metric `{m}` has neither a definition nor a model in scenario `{scenario.name}`:"
+        " it stays 0 (add it under `metrics:` in the scenario)"
+        for m in unknown
+    ]
+    for a in playbook.actions.values():
+        if a.guard is None or a.guard.node is None:
+            continue
+        read = sorted({str(n.value) for n in ex.names(a.guard.node)} & set(unknown))
+        if read:
+            out.append(
+                f"the `if:` of action `{a.id}` reads {', '.join(f'`{m}`' for m in read)}, which"
+                " the simulation does not model: it is decided as if the value were 0"
+            )
+    return out
 
 
 def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..expr import thresholds
 from ..model import Playbook
+from ..textsafe import markup
 from .montecarlo import SimResult
 
 KEY_METRICS = ("members", "daily_speak_rate", "retention_d30", "core_members")
@@ -22,17 +23,18 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
     from rich.table import Table
 
     o = res.options
+    # every string from the playbook or scenario goes through `markup`: literal, on one line
     console.print(
-        f"[bold]{res.playbook}[/] · scenario [bold]{res.scenario.name}[/] · {o.runs}"
-        f" runs × {o.days} days · seed {o.seed}"
+        f"[bold]{markup(res.playbook)}[/] · scenario [bold]{markup(res.scenario.name)}[/]"
+        f" · {o.runs} runs × {o.days} days · seed {o.seed}"
     )
     t = Table(title="gates: P(pass by the deadline)", title_justify="left")
     for col in ("stage", "gate", "deadline", "P(pass)", "95% interval", "if entered", "median day"):
         t.add_column(col)
     for g in res.gates:
         t.add_row(
-            g.stage,
-            g.gate,
+            markup(g.stage),
+            markup(g.gate),
             f"{g.deadline_days}d" if g.deadline_days else "—",
             _pct(g.probability),
             f"{_pct(g.interval[0])}–{_pct(g.interval[1])}",
@@ -53,12 +55,12 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
     for sid, s in res.stage_timing().items():
         e, p = s["entered_day"], s["passed_day"]
         t.add_row(
-            sid,
+            markup(sid),
             _pct(s["p_entered"]),
             "/".join("—" if e[k] is None else f"{e[k]:.0f}" for k in ("p5", "p50", "p95")),
             str(s["passed"]),
             "—" if p["p50"] is None else f"{p['p50']:.0f}",
-            ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()),
+            markup(", ".join(f"{k} {v}" for k, v in s["outcomes"].items())),
         )
     console.print(t)
     days = [d for d in checkpoints if d <= o.days]
@@ -74,16 +76,16 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
         for d in days:
             i = min(d, o.days) - 1
             cells.append(f"{_fmt(q[1][i], u)} [{_fmt(q[0][i], u)}–{_fmt(q[2][i], u)}]")
-        t.add_row(name, *cells)
+        t.add_row(markup(name), *cells)
     console.print(t)
     if res.expect_failures:
         console.print(f"[bold red]{len(res.expect_failures)} expectation failure(s)[/]")
         for r, d, w in res.expect_failures[:10]:
-            console.print(f"  run {r}, day {d}: {w}")
+            console.print(f"  run {r}, day {d}: {markup(w)}")
     else:
         console.print("expectations: all held on every run")
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {markup(w)}")
     rate = res.member_days / max(res.seconds, 1e-9)
     console.print(f"{res.member_days:,} member-days in {res.seconds:.2f} s ({rate:,.0f}/s)")
 
@@ -224,12 +226,12 @@ def sweep_table(rows: list[tuple[dict[str, Any], SimResult]], console: Any) -> N
     t = Table(title="sweep: P(gate passes by its deadline)", title_justify="left")
     names = list(rows[0][0])
     for n in names:
-        t.add_column(n)
+        t.add_column(markup(n))
     for g in rows[0][1].gates:
-        t.add_column(g.stage)
+        t.add_column(markup(g.stage))
     for values, res in rows:
         t.add_row(
-            *(str(values[n]) for n in names),
+            *(markup(str(values[n])) for n in names),
             *(
                 f"{_pct(g.probability)} [{_pct(g.interval[0])}–{_pct(g.interval[1])}]"
                 for g in res.gates

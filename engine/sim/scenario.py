@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..diagnostics import Collector, Diagnostic
-from ..loader import LoadError, load_file
+from ..loader import Document, LoadError, load_file
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,11 @@ class Scenario:
 class ScenarioError(Exception):
     """A scenario file or override is invalid; carries located diagnostics."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], document: Document | None = None) -> None:
         super().__init__("; ".join(d.message for d in diagnostics))
         self.diagnostics = diagnostics
+        # the scenario text read within limits, when there was one: its lines may be quoted
+        self.document = document
 
 
 _SECTIONS = {
@@ -113,26 +115,29 @@ def from_data(data: dict[str, Any]) -> Scenario:
     return Scenario(name=data.get("scenario", "custom"), **kw)
 
 
-def load_scenario(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Load and validate a scenario file (or the defaults), then apply `path=value` overrides."""
+def load_scenario(
+    path: str | None, overrides: list[str] | tuple[str, ...] = (), *, root: str | None = None
+) -> Scenario:
+    """Load and validate a scenario file (or the defaults), then apply `path=value` overrides.
+
+    The file is read through engine.files, confined to `root` (default: its own folder).
+    """
     from ..schema import validator
 
     data: dict[str, Any] = {}
     if path:
         try:
-            doc = load_file(path)
+            doc = load_file(path, root=root)
         except LoadError as e:
-            raise ScenarioError([e.diagnostic]) from None
+            raise ScenarioError([e.diagnostic], e.document) from None
         out = Collector()
         validator("scenario.schema.json").validate(doc, out)
         if out.items:
-            raise ScenarioError(out.items)
+            raise ScenarioError(out.items, doc)
         data = doc.data
     for item in overrides:
         data = _override(data, item)
     out = Collector()
-    from ..loader import Document
-
     validator("scenario.schema.json").validate(Document("--set", "", data), out)
     if out.items:
         raise ScenarioError(out.items)
@@ -154,7 +159,10 @@ def _override(data: dict[str, Any], item: str) -> dict[str, Any]:
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     node = out
     for k in keys[:-1]:
-        node[k] = dict(node.get(k) or {})
+        inner = node.get(k)
+        # a section given a scalar (`--set acquisition=5`) is replaced, and the schema then
+        # reports whatever is wrong with the result, located at --set
+        node[k] = dict(inner) if isinstance(inner, dict) else {}
         node = node[k]
     node[keys[-1]] = value
     return out
