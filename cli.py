@@ -63,17 +63,21 @@ def _check_output(path: str | None, option: str) -> None:
 
 def _write_file(path: str, data: str | bytes, option: str) -> None:
     try:
-        if isinstance(data, bytes):
-            with open(path, "wb") as fb:
-                fb.write(data)
-        else:
-            with open(path, "w", encoding="utf-8") as ft:
-                ft.write(data)
+        with _open_output(path, isinstance(data, bytes)) as f:
+            f.write(data)
     except OSError as e:
         _fail(f"{option} {path!r}: {e.strerror or e}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The `sop` group: an output that fails (full disk, closed pipe) ends any verb cleanly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _stdout_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="sop")
 def main() -> None:
     """Community-operations playbooks as code: validate, plan, simulate and run SOPs."""
@@ -124,15 +128,15 @@ def validate(
     )
     if not results:
         _fail("no .yaml/.yml files found in " + ", ".join(paths))
-    try:
-        stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-    except OSError as e:
-        _fail(f"--output {output!r}: {e.strerror or e}")
-    try:
-        RENDERERS[fmt](results, stream, fmt == "text" and _color(stream))
-    finally:
-        if output:
-            stream.close()
+    if output:
+        try:
+            with _open_output(output, False) as stream:
+                RENDERERS[fmt](results, stream, False)
+        except OSError as e:
+            _fail(f"--output {output!r}: {e.strerror or e}")
+    else:
+        with _stdout_errors():
+            RENDERERS[fmt](results, sys.stdout, fmt == "text" and _color(sys.stdout))
     diags = [d for r in results for d in r.diagnostics]
     code = validation_exit(
         sum(r.errors for r in results),
@@ -408,6 +412,8 @@ def _stdout_errors() -> Iterator[None]:
         yield
         sys.stdout.flush()
     except OSError as e:
+        if e.filename is not None:  # a named file, not the output stream
+            _fail(f"{e.filename}: {e.strerror or e}")
         # nothing more can go there, not even when Python flushes it again at exit
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
