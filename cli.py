@@ -52,13 +52,11 @@ def _check_output(path: str | None, option: str) -> None:
     """An output path must be writable as a file: checked before any work starts."""
     if path is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        _fail(f"{option} {path!r} is a folder; give a file name")
-    if not os.path.isdir(folder):
-        _fail(f"{option} {path!r}: the folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        _fail(f"{option} {path!r} is not writable")
+    from engine.files import output_problem
+
+    problem = output_problem(path)
+    if problem:
+        _fail(f"{option} {path!r}: {problem}")
 
 
 def _write_file(path: str, data: str | bytes, option: str) -> None:
@@ -389,20 +387,9 @@ def _write_plan(tl: Any, fmt: str, output: str | None) -> None:
 
 
 def _open_output(path: str, binary: bool) -> Any:
-    """The output file, opened without blocking: a FIFO or socket is refused, never waited on."""
-    import stat
+    from engine.files import open_output
 
-    def refuse(mode: int) -> bool:  # a file, or a device such as /dev/null, is fine
-        return not (stat.S_ISREG(mode) or stat.S_ISCHR(mode))
-
-    if os.path.exists(path) and refuse(os.stat(path).st_mode):
-        raise OSError(0, "not a regular file")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666)
-    if refuse(os.fstat(fd).st_mode):  # replaced since the check above
-        os.close(fd)
-        raise OSError(0, "not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+    return open_output(path, binary=binary)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,10 @@ read through this module, so the guarantees of docs/security.md hold in one plac
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from typing import Any
 
 MAX_BYTES = 10 * 1024 * 1024
 _CHUNK = 1 << 20
@@ -138,3 +140,58 @@ def _too_large(size: int | None, limit: int) -> str:
     if size is None:
         return f"file is larger than {mib}, the limit for input files"
     return f"file is {size / 1048576:.1f} MiB; input files are limited to {mib}"
+
+
+def open_output(path: str, *, binary: bool = False) -> Any:
+    """`path` opened for writing, refusing what would write elsewhere or block.
+
+    A symlink is refused (a checkout can carry `report.sarif -> ~/.bashrc`; following it would
+    overwrite the target), and so is a FIFO or socket (it would block, or feed another process);
+    a regular file or a character device such as /dev/null is fine. Raises OSError.
+    """
+    _check_output_name(path)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, "is a symlink; sop does not write through symlinks") from None
+        raise
+    st = os.fstat(fd)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    if stat.S_ISREG(st.st_mode):
+        os.ftruncate(fd, 0)  # only now: a refused target is never truncated
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+
+
+def _check_output_name(path: str) -> None:
+    if "\x00" in path:
+        raise OSError(errno.EINVAL, "the path contains a NUL character")
+    if os.path.islink(path):
+        raise OSError(errno.ELOOP, "is a symlink; sop does not write through symlinks")
+
+
+def output_problem(path: str) -> str | None:
+    """Why `path` cannot be written as an output file, or None: checked before work starts."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if "\x00" in path:
+        return "the path contains a NUL character"
+    if os.path.islink(path):
+        return "is a symlink; sop does not write through symlinks"
+    if os.path.isdir(path):
+        return "is a folder; give a file name"
+    if not os.path.isdir(folder):
+        return f"the folder {folder!r} does not exist"
+    if os.path.exists(path):
+        st = os.stat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            return "not a regular file"
+        if not os.access(path, os.W_OK):
+            return "is not writable"
+    elif not os.access(folder, os.W_OK):
+        return "is not writable"
+    return None

@@ -349,6 +349,40 @@ def test_an_unwritable_output_fails_before_any_work(tmp_path, args) -> None:
     assert result.stderr.startswith("sop: error: ")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", str(REFERENCE), "-o", "{out}"],
+        ["validate", str(REFERENCE), "--format", "sarif", "-o", "{out}"],
+        ["plan", str(REFERENCE), "--format", "csv", "-o", "{out}"],
+        ["simulate", str(REFERENCE), "--runs", "5", "--days", "5", "--report", "{out}"],
+    ],
+    ids=["validate", "validate-sarif", "plan", "simulate-report"],
+)
+def test_an_output_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path, args) -> None:
+    # a checkout can carry `report.sarif -> ~/.bashrc`: following it would overwrite the target
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("precious", encoding="utf-8")
+    link = tmp_path / "report.out"
+    link.symlink_to(target)
+    result = CliRunner().invoke(main, [a.format(out=link) for a in args])
+    assert result.exit_code == 2 and "symlink" in result.stderr
+    assert target.read_text(encoding="utf-8") == "precious"
+
+
+def test_an_output_fifo_is_refused_without_waiting(tmp_path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "validate", str(REFERENCE), "-o", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+
+
 # -- sop init ----------------------------------------------------------------------------------
 
 
