@@ -350,8 +350,12 @@ def plan(
     if fmt == "table" and not output:
         with _stdout_errors():
             render_plan.to_table(tl, _console())
-        return
-    _write_plan(tl, fmt, output)
+    else:
+        _write_plan(tl, fmt, output)
+    from engine.textsafe import terminal
+
+    for action, why in sorted(tl.message_errors.items()):
+        click.echo(terminal(f"sop: warning: {action}: text not rendered: {why}"), err=True)
 
 
 def _write_plan(tl: Any, fmt: str, output: str | None) -> None:

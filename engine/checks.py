@@ -628,6 +628,24 @@ def templates(pb: Playbook, out: Collector) -> None:
     for t in pb.templates.values():
         if t.id not in used:
             out.add("SOP210", t.span, f"template `{t.id}` is never used")
+    if not any(d.code in ("SOP208", "SOP209") for d in out.items):
+        _render_static_texts(pb, out)
+
+
+def _render_static_texts(pb: Playbook, out: Collector) -> None:
+    """Texts that need no member data render within the sandbox's limits, as plan will."""
+    from .templates import RenderError, action_context, needs_member, render, shared_budget
+
+    with shared_budget():  # the same budget plan shares across its messages
+        for a in pb.actions.values():
+            t = pb.templates.get(a.template) if a.template else a.text
+            if t is None or needs_member(t.text):
+                continue
+            try:
+                render(t.text, action_context(pb, a))
+            except RenderError as e:
+                span = _locate(t, (e.line or 1) - 1, "")
+                out.add("SOP253", span, f"`{a.id}`: its text cannot be rendered: {e.message}")
 
 
 def _locate(t: Template, line_offset: int, needle: str) -> Span:

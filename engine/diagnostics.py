@@ -272,6 +272,13 @@ _rule(
     "Too many actions chained by `after`/`before`",
     "Anchor actions on one common action instead of each on the one before it (at most 32).",
 )
+_rule(
+    "SOP253",
+    "template-render",
+    W,
+    "Text cannot be rendered",
+    "Keep templates within the sandbox's limits (docs/security.md) and the data they read.",
+)
 # Bounds of the plan-based checks (engine/plan_checks.py).
 _rule(
     "SOP260",

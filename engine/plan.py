@@ -7,7 +7,6 @@ from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from .model import Action, OnEvent, Playbook
 from .program import (
@@ -62,6 +61,8 @@ class Timeline:
     event_rules: list[Action]
     expected: dict[str, dict[date, float]] = field(default_factory=dict)
     messages: dict[str, str | None] = field(default_factory=dict)
+    # why an action's text could not be rendered (missing data, a sandbox limit), by action id
+    message_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def playbook(self) -> Playbook:
@@ -192,7 +193,7 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
 
 def render_messages(tl: Timeline) -> dict[str, str | None]:
     """The text of each action whose template needs no member data (None otherwise)."""
-    from .templates import RenderError, needs_member, render, shared_budget
+    from .templates import RenderError, action_context, needs_member, render, shared_budget
 
     pb = tl.playbook
     cache: dict[str, str | None] = {}
@@ -208,26 +209,10 @@ def render_messages(tl: Timeline) -> dict[str, str | None]:
                 cache[o.action] = None
                 continue
             try:
-                cache[o.action] = render(text, context(pb, a))
-            except RenderError:  # missing data or a sandbox limit: the plan shows no text
+                cache[o.action] = render(text, action_context(pb, a))
+            except RenderError as e:  # missing data or a sandbox limit: no text, and why
                 cache[o.action] = None
+                where = f" (template line {e.line})" if e.line else ""
+                tl.message_errors[o.action] = f"{e.message}{where}"
     tl.messages = cache
     return cache
-
-
-def context(pb: Playbook, a: Action, **extra: Any) -> dict[str, Any]:
-    """The template context every interpreter uses for an action."""
-    stage = pb.stages.get(a.stage) if a.stage else None
-    return {
-        "playbook": {"id": pb.id, "title": pb.title, "version": pb.version},
-        "community": {
-            "type": pb.community.type,
-            "platform": pb.community.platform,
-            "title": pb.title,
-        },
-        "stage": {"id": stage.id, "title": stage.title} if stage else {"id": "", "title": ""},
-        "action": {"id": a.id, "title": a.title, "kind": a.kind},
-        "params": dict(pb.params),
-        "reward": {"item": a.reward_item, "streak": a.reward_streak, "points": a.reward_points},
-        **extra,
-    }

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import TEMPLATE_GLOBALS, TEMPLATE_MEMBER_ATTRS
+
+if TYPE_CHECKING:
+    from .model import Action, Playbook
 
 Problem = tuple[str, int, str, str]  # code, line offset in the template, text to point at, message
 
@@ -215,3 +218,21 @@ def _template_line(e: BaseException) -> int | None:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
+
+
+def action_context(pb: Playbook, a: Action, **extra: Any) -> dict[str, Any]:
+    """The template context every interpreter uses for an action."""
+    stage = pb.stages.get(a.stage) if a.stage else None
+    return {
+        "playbook": {"id": pb.id, "title": pb.title, "version": pb.version},
+        "community": {
+            "type": pb.community.type,
+            "platform": pb.community.platform,
+            "title": pb.title,
+        },
+        "stage": {"id": stage.id, "title": stage.title} if stage else {"id": "", "title": ""},
+        "action": {"id": a.id, "title": a.title, "kind": a.kind},
+        "params": dict(pb.params),
+        "reward": {"item": a.reward_item, "streak": a.reward_streak, "points": a.reward_points},
+        **extra,
+    }

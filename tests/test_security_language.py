@@ -580,3 +580,21 @@ def test_every_range_is_documented_in_its_description() -> None:
     for name in ("playbook.schema.json", "fragment.schema.json"):
         walk(load_schema(name), name)
     assert undocumented == []
+
+
+def test_a_text_that_hits_a_sandbox_limit_is_a_located_warning_and_plan_says_why(
+    check, tmp_path
+) -> None:
+    res, src = check(STAGE.replace("text: hi", "text: \"{{ 'a' * 100000 }}\""))
+    line, col = position(src, "{{ 'a'")
+    assert [(d.code, d.line, d.column) for d in res.diagnostics] == [("SOP253", line, col)]
+    assert "at most 65536" in res.diagnostics[0].message
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "plan", str(tmp_path / "p.yaml"), "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    assert "sop: warning: a1: text not rendered:" in proc.stderr
