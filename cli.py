@@ -40,7 +40,7 @@ def _check_root(root: str | None, paths: tuple[str, ...]) -> str | None:
         return None
     if not os.path.isdir(root):
         _fail(f"--root {root!r} is not a folder")
-    from engine.files import is_inside_by_name
+    from sop.engine.core.files import is_inside_by_name
 
     for p in paths:
         if not is_inside_by_name(p, root):
@@ -52,7 +52,7 @@ def _check_output(path: str | None, option: str) -> None:
     """An output path must be writable as a file: checked before any work starts."""
     if path is None:
         return
-    from engine.files import output_problem
+    from sop.engine.core.files import output_problem
 
     problem = output_problem(path)
     if problem:
@@ -113,9 +113,9 @@ def validate(
     import gc
 
     gc.set_threshold(200_000, 20, 20)  # a short-lived process building acyclic trees
-    from engine.report import RENDERERS
-    from engine.status import validation_exit
-    from engine.validate import Options, validate_paths
+    from sop.engine.core.status import validation_exit
+    from sop.engine.report import RENDERERS
+    from sop.engine.validate import Options, validate_paths
 
     _check_output(output, "--output")
     root = _check_root(root, paths)
@@ -161,7 +161,7 @@ def validate(
 )
 def schema(kind: str, fmt: str) -> None:
     """Print the JSON Schema of playbooks (or fragments, or simulation scenarios)."""
-    from engine.schema import schema_text
+    from sop.engine.lang.schema import schema_text
 
     click.echo(schema_text(f"{kind}.schema.json"), nl=False)
 
@@ -170,8 +170,8 @@ def schema(kind: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def rules(fmt: str) -> None:
     """List every diagnostic code with its meaning and hint."""
-    from engine.diagnostics import all_rules
-    from engine.textsafe import dumps
+    from sop.engine.core.diagnostics import all_rules
+    from sop.engine.core.textsafe import dumps
 
     rs = all_rules()
     if fmt == "json":
@@ -214,8 +214,8 @@ def rules(fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def init(name: str, template: str, directory: str, force: bool, fmt: str) -> None:
     """Scaffold a playbook NAME.yaml with the editor schema modeline."""
-    from engine.scaffold import ScaffoldError, scaffold
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.lang.scaffold import ScaffoldError, scaffold
 
     try:
         path = scaffold(name, template, directory, force=force)
@@ -229,8 +229,8 @@ def init(name: str, template: str, directory: str, force: bool, fmt: str) -> Non
 
 def _load(path: str, params: dict[str, Any] | None = None, root: str | None = None) -> Any:
     """A valid Playbook (files read inside `root`), or its diagnostics on stderr and exit 2."""
-    from engine.report import render_text
-    from engine.validate import load_playbook
+    from sop.engine.report import render_text
+    from sop.engine.validate import load_playbook
 
     res = load_playbook(path, params, root=root)
     if res.playbook is None:
@@ -318,9 +318,9 @@ def plan(
     root: str | None,
 ) -> None:
     """The calendar of every action and staff task."""
-    from engine import render_plan
-    from engine.plan import PlanError, PlanOptions, make_plan
-    from engine.program import Program
+    from sop.engine.plan import render as render_plan
+    from sop.engine.plan.timeline import PlanError, PlanOptions, make_plan
+    from sop.engine.program.program import Program
 
     _check_output(output, "--output")
     pb = _load(playbook, root=_check_root(root, (playbook,)))
@@ -352,7 +352,7 @@ def plan(
             render_plan.to_table(tl, _console())
     else:
         _write_plan(tl, fmt, output)
-    from engine.textsafe import terminal
+    from sop.engine.core.textsafe import terminal
 
     for action, why in sorted(tl.message_errors.items()):
         click.echo(terminal(f"sop: warning: {action}: text not rendered: {why}"), err=True)
@@ -360,7 +360,7 @@ def plan(
 
 def _write_plan(tl: Any, fmt: str, output: str | None) -> None:
     """Write the plan to the file or stdout as it is rendered (never one string of it all)."""
-    from engine import render_plan
+    from sop.engine.plan import render as render_plan
 
     def render(stream: Any) -> None:
         if fmt == "table":
@@ -391,7 +391,7 @@ def _write_plan(tl: Any, fmt: str, output: str | None) -> None:
 
 
 def _open_output(path: str, binary: bool) -> Any:
-    from engine.files import open_output
+    from sop.engine.core.files import open_output
 
     return open_output(path, binary=binary)
 
@@ -426,8 +426,8 @@ def _stdout_errors() -> Iterator[None]:
 @_root_option
 def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
     """The stage graph (gates, goto edges) and action dependencies."""
-    from engine import graph as g
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.plan import graph as g
 
     pb = _load(playbook, root=_check_root(root, (playbook,)))
     with _stdout_errors():
@@ -454,10 +454,10 @@ def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
 @_root_option
 def diff(old: str, new: str, start: str | None, days: int, fmt: str, root: str | None) -> None:
     """Semantic diff of two playbook versions and its effect on the calendar (exit 1 if any)."""
-    from engine.diff import diff as make_diff
-    from engine.diff import diff_dict, diff_text
-    from engine.plan import PlanError
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.plan.diff import diff as make_diff
+    from sop.engine.plan.diff import diff_dict, diff_text
+    from sop.engine.plan.timeline import PlanError
 
     root = _check_root(root, (old, new))
     try:
@@ -473,9 +473,9 @@ def diff(old: str, new: str, start: str | None, days: int, fmt: str, root: str |
 
 
 def _scenario(path: str | None, sets: tuple[str, ...], root: str | None = None) -> Any:
-    from engine.report import render_text
-    from engine.sim.scenario import ScenarioError, load_scenario
-    from engine.validate import FileResult
+    from sop.engine.report import render_text
+    from sop.engine.sim.scenario import ScenarioError, load_scenario
+    from sop.engine.validate import FileResult
 
     try:
         return load_scenario(path, list(sets), root=root)
@@ -569,9 +569,9 @@ def simulate(
     max_memory_mib: int,
 ) -> None:
     """Monte Carlo forecast of the metrics and of every gate's pass probability."""
-    from engine.sim.montecarlo import SimOptions
-    from engine.sim.montecarlo import simulate as run_sim
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.sim.montecarlo import SimOptions
+    from sop.engine.sim.montecarlo import simulate as run_sim
 
     _check_output(report, "--report")
     root = _check_root(root, (playbook,) + ((scenario_path,) if scenario_path else ()))
@@ -584,7 +584,7 @@ def simulate(
         beside = os.path.join(os.path.dirname(playbook), "scenarios", os.path.basename(playbook))
         if os.path.isfile(beside):
             scenario_path = beside
-            from engine.files import default_root
+            from sop.engine.core.files import default_root
 
             scenario_root = root or default_root(playbook)
             click.echo(f"using scenario {beside}", err=True)
@@ -607,21 +607,21 @@ def simulate(
         if fmt == "json":
             click.echo(dumps([{"values": v, **{"gates": r.to_dict()["gates"]}} for v, r in rows]))
         else:
-            from engine.sim.render import sweep_table
+            from sop.engine.sim.render import sweep_table
 
             sweep_table(rows, _console())
         return
     sc = _sim_scenario(pb, scenario_path, sets, scenario_root, opts)
     res = _run_sim(run_sim, pb, sc, opts, fmt)
     if report:
-        from engine.sim.render import to_html
+        from sop.engine.sim.render import to_html
 
         _write_file(report, to_html(res, pb), "--report")
         click.echo(f"wrote {report}", err=True)
     if fmt == "json":
         click.echo(dumps(res.to_dict(), indent=None))
     else:
-        from engine.sim.render import to_text
+        from sop.engine.sim.render import to_text
 
         to_text(res, _console())
     low = min_probability is not None and any(g.probability < min_probability for g in res.gates)
@@ -644,8 +644,8 @@ def _sim_scenario(
     pb: Any, path: str | None, sets: tuple[str, ...], root: str | None, opts: Any
 ) -> Any:
     """The scenario, checked against the memory budget before any simulation starts."""
-    from engine.sim.kernel import SimulationTooLarge
-    from engine.sim.montecarlo import check_memory
+    from sop.engine.sim.kernel import SimulationTooLarge
+    from sop.engine.sim.montecarlo import check_memory
 
     sc = _scenario(path, sets, root)
     try:
@@ -656,7 +656,7 @@ def _sim_scenario(
 
 
 def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
-    from engine.sim.kernel import SimulationTooLarge
+    from sop.engine.sim.kernel import SimulationTooLarge
 
     show = fmt == "text" and sys.stderr.isatty() and opts.runs * opts.days >= 20_000
     try:
@@ -687,8 +687,8 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
 def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) -> None:
     """Fit a model to exported history and print a scenario fragment."""
-    from engine.sim.calibrate import CALIBRATORS, CalibrationError
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.sim.calibrate import CALIBRATORS, CalibrationError
 
     period = period_days if period_days is not None else (30.0 if model == "retention" else 1.0)
     try:

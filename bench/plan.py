@@ -15,11 +15,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from croniter import croniter
-
-from engine.model import Cron
-from engine.plan import PlanOptions, make_plan
-from engine.program import Program
-from engine.validate import load_playbook
+from sop.engine.lang.model import Cron
+from sop.engine.plan.timeline import PlanOptions, make_plan
+from sop.engine.program.program import Program
+from sop.engine.validate import load_playbook
 
 REFERENCE = Path(__file__).resolve().parent.parent / "playbooks" / "community-lifecycle.yaml"
 

@@ -31,9 +31,9 @@ SCENARIO = ROOT / "playbooks" / "scenarios" / "community-lifecycle.yaml"
 
 def full_model(members: int, runs: int, days: int, workers: int) -> tuple[float, int]:
     """Member-days/s of `sop simulate` on the reference playbook with `members` seed users."""
-    from engine.sim.montecarlo import SimOptions, simulate
-    from engine.sim.scenario import load_scenario
-    from engine.validate import load_playbook
+    from sop.engine.sim.montecarlo import SimOptions, simulate
+    from sop.engine.sim.scenario import load_scenario
+    from sop.engine.validate import load_playbook
 
     pb = load_playbook(str(PLAYBOOK)).playbook
     sc = load_scenario(

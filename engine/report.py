@@ -10,8 +10,8 @@ import unicodedata
 from collections.abc import Callable
 from typing import TextIO
 
-from .diagnostics import Diagnostic, Severity, all_rules
-from .textsafe import dumps, terminal, utf8, xml_text
+from .core.diagnostics import Diagnostic, Severity, all_rules
+from .core.textsafe import dumps, terminal, utf8, xml_text
 from .validate import FileResult
 
 Renderer = Callable[[list[FileResult], TextIO, bool], None]

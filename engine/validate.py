@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .diagnostics import Collector, Diagnostic, Severity, sort_key
-from .files import default_root
-from .loader import Document, LoadError
-from .model import Playbook
+from .core.diagnostics import Collector, Diagnostic, Severity, sort_key
+from .core.files import default_root
+from .lang.loader import Document, LoadError
+from .lang.model import Playbook
 
 
 @dataclass
@@ -74,9 +74,9 @@ def expand(paths: Iterable[str]) -> list[str]:
 
 def validate_file(path: str, options: Options = Options()) -> FileResult:
     """Validate one playbook (or fragment) file."""
-    from .build import build, load_sources, param_defaults, substitute
-    from .loader import load_file
-    from .schema import validator
+    from .lang.build import build, load_sources, param_defaults, substitute
+    from .lang.loader import load_file
+    from .lang.schema import validator
 
     out = Collector()
     result = FileResult(path, out.items)
@@ -101,14 +101,14 @@ def validate_file(path: str, options: Options = Options()) -> FileResult:
             result.documents[path] = e.document
         return _finish(result)
     if sources is not None and not _has_errors(out.items):
-        from .checks import run_checks
+        from .lang.checks import run_checks
 
         pb = build(sources, out)
         result.playbook = pb
         if not _has_errors(out.items):
             run_checks(pb, out)
         if options.plan_checks and not _has_errors(out.items):
-            from .plan_checks import run_plan_checks
+            from .plan.checks import run_plan_checks
 
             run_plan_checks(pb, out, days=options.plan_days)
     return _finish(result)

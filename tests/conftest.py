@@ -6,8 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from engine.validate import FileResult, Options, validate_file
+from sop.engine.validate import FileResult, Options, validate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"

@@ -296,7 +296,12 @@ def _entry(spec: str) -> Any:
 
 
 def _run_one(
-    case: Case, base: Path, secret: str, passwd: list[str], timeout: float, entry: str = "cli:main"
+    case: Case,
+    base: Path,
+    secret: str,
+    passwd: list[str],
+    timeout: float,
+    entry: str = "sop.cli:main",
 ) -> dict[str, Any]:
     """Run one case in this process; a dict of Outcome fields."""
     import gc
@@ -398,18 +403,17 @@ def _preimport() -> None:
     import rich.table  # noqa: F401
     import scipy.optimize
     import scipy.special  # noqa: F401
-
-    import cli  # noqa: F401
-    import engine.diff
-    import engine.graph
-    import engine.plan
-    import engine.render_plan
-    import engine.report
-    import engine.scaffold
-    import engine.sim.calibrate
-    import engine.sim.montecarlo
-    import engine.sim.render
-    import engine.validate  # noqa: F401
+    import sop.cli
+    import sop.engine.lang.scaffold
+    import sop.engine.plan.diff
+    import sop.engine.plan.graph
+    import sop.engine.plan.render
+    import sop.engine.plan.timeline
+    import sop.engine.report
+    import sop.engine.sim.calibrate
+    import sop.engine.sim.montecarlo
+    import sop.engine.sim.render
+    import sop.engine.validate  # noqa: F401
 
 
 def worker_main() -> None:
@@ -439,7 +443,7 @@ def worker_main() -> None:
     fsize = config["fsize_bytes"]
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     try:
-        if config["entry"] == "cli:main":
+        if config["entry"] == "sop.cli:main":
             _preimport()
         _entry(config["entry"])
     except BaseException:
@@ -479,7 +483,7 @@ class Limits:
     timeout: float = 10.0
     fsize_mb: int = 256
     recycle_every: int = 500
-    entry: str = "cli:main"  # the click command under test
+    entry: str = "sop.cli:main"  # the click command under test
 
 
 class Worker:

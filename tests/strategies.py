@@ -1193,8 +1193,7 @@ def _option_pair(verb: str, name: str) -> tuple[st.SearchStrategy[str], st.Searc
 def verb_options(verb: str) -> tuple[tuple[str, str, bool, bool, Any], ...]:
     """(name, flag, is_flag, multiple, param) of each option of `sop VERB`, read from the CLI."""
     import click
-
-    import cli
+    import sop.cli as cli
 
     out = []
     for p in cli.main.commands[verb].params:

@@ -12,8 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from sop.cli import main
 
-from cli import main
 from tests.conftest import PLAYBOOKS, REFERENCE, ROOT
 
 BROKEN = """\

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sop.engine.validate import Options, validate_file
 
-from engine.validate import Options, validate_file
 from tests.conftest import PLAYBOOKS, ROOT
 
 LANGUAGE = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")

@@ -6,9 +6,8 @@ import time
 import tracemalloc
 
 import pytest
-
-from engine import loader
-from engine.loader import LoadError, load_file, load_text
+from sop.engine.lang import loader
+from sop.engine.lang.loader import LoadError, load_file, load_text
 
 
 def _error(text: str | bytes, tmp_path) -> LoadError:

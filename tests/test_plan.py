@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sop.cli import main
+from sop.engine.core.schedule import cron_instants
+from sop.engine.lang.checks import cron_problem
+from sop.engine.plan.timeline import PlanOptions, make_plan
+from sop.engine.program.program import Program
+from sop.engine.validate import load_playbook
 
-from cli import main
-from engine.checks import cron_problem
-from engine.plan import PlanOptions, make_plan
-from engine.program import Program
-from engine.schedule import cron_instants
-from engine.validate import load_playbook
 from tests.conftest import REFERENCE
 
 

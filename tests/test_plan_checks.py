@@ -110,7 +110,8 @@ stages:
 
 
 def test_reference_playbooks_have_no_plan_warnings(check) -> None:
-    from engine.validate import Options, validate_paths
+    from sop.engine.validate import Options, validate_paths
+
     from tests.conftest import PLAYBOOKS
 
     results = validate_paths([str(PLAYBOOKS)], Options(plan_days=365))

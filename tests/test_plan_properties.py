@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from engine.catalog import MESSAGE_KINDS
-from engine.plan import PlanOptions, make_plan
-from engine.program import Program
-from engine.sim.montecarlo import SimOptions, simulate
-from engine.sim.scenario import Scenario
-from engine.validate import load_playbook
+from sop.engine.core.catalog import MESSAGE_KINDS
+from sop.engine.plan.timeline import PlanOptions, make_plan
+from sop.engine.program.program import Program
+from sop.engine.sim.montecarlo import SimOptions, simulate
+from sop.engine.sim.scenario import Scenario
+from sop.engine.validate import load_playbook
 
 ZONES = ["Asia/Shanghai", "Europe/Berlin", "America/New_York", "UTC"]
 KINDS = ["post", "task", "poll", "live", "message", "digest"]
@@ -125,7 +124,7 @@ def test_a_longer_plan_extends_a_shorter_one(tmp_path, text, start) -> None:
     seeds=st.integers(0, 300),
 )
 def test_simulated_metrics_stay_in_range(tmp_path, text, seed, alpha, beta, seeds) -> None:
-    from engine.sim.scenario import Acquisition, Retention
+    from sop.engine.sim.scenario import Acquisition, Retention
 
     prog = _load(tmp_path, text)
     sc = Scenario(

@@ -17,11 +17,11 @@ import jsonschema
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sop.engine.core.status import validation_exit
+from sop.engine.lang.loader import load_text
+from sop.engine.lang.schema import load_schema, validator
+from sop.engine.validate import Options, validate_file
 
-from engine.loader import load_text
-from engine.schema import load_schema, validator
-from engine.status import validation_exit
-from engine.validate import Options, validate_file
 from tests.conftest import PLAYBOOKS
 
 REFERENCE_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in PLAYBOOKS.glob("*.yaml")}

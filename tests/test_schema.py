@@ -7,9 +7,9 @@ from typing import Any
 
 import jsonschema
 import pytest
+from sop.engine.lang.schema import SUPPORTED, load_schema
+from sop.engine.lang.schema_source import SCHEMAS, render
 
-from engine.schema import SUPPORTED, load_schema
-from engine.schema_source import SCHEMAS, render
 from tests.conftest import PLAYBOOKS, ROOT
 
 

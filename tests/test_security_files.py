@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sop.cli import main
+from sop.engine.core.diagnostics import Diagnostic, Severity
+from sop.engine.core.files import FileRefused, read_bytes
+from sop.engine.report import RENDERERS
+from sop.engine.sim.scenario import ScenarioError, load_scenario
+from sop.engine.validate import FileResult, Options, validate_file, validate_paths
 
-from cli import main
-from engine.diagnostics import Diagnostic, Severity
-from engine.files import FileRefused, read_bytes
-from engine.report import RENDERERS
-from engine.sim.scenario import ScenarioError, load_scenario
-from engine.validate import FileResult, Options, validate_file, validate_paths
 from tests.conftest import BASE, REFERENCE, ROOT, position
 
 OUTSIDE_TOKEN = "TOKEN_OUTSIDE_ROOT_7f3a"  # written in a file outside the root: must never show
@@ -92,7 +92,7 @@ def _limits() -> None:
 def _sop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, under 1 GiB of address space and a timeout."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "sop.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -374,7 +374,7 @@ def test_an_output_fifo_is_refused_without_waiting(tmp_path) -> None:
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
     proc = subprocess.run(
-        [sys.executable, "-m", "cli", "validate", str(REFERENCE), "-o", str(fifo)],
+        [sys.executable, "-m", "sop.cli", "validate", str(REFERENCE), "-o", str(fifo)],
         capture_output=True,
         text=True,
         timeout=30,

@@ -18,10 +18,16 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sop.engine.core import expr as ex
+from sop.engine.lang.schema import load_schema, validator
+from sop.engine.lang.templates import (
+    RenderError,
+    environment,
+    needs_member,
+    render,
+    template_problems,
+)
 
-from engine import expr as ex
-from engine.schema import load_schema, validator
-from engine.templates import RenderError, environment, needs_member, render, template_problems
 from tests.conftest import BASE, PLAYBOOKS, ROOT, position
 
 STAGE = (
@@ -82,8 +88,8 @@ TEMPLATE_BOMBS = {
 
 BOMB_SCRIPT = r"""
 import json, sys
-from engine.templates import RenderError, render, template_problems
-from engine.validate import Options, validate_file
+from sop.engine.lang.templates import RenderError, render, template_problems
+from sop.engine.validate import Options, validate_file
 bombs = json.loads(sys.argv[1])
 out = {"problems": {}, "render": {}}
 for name, text in bombs.items():
@@ -234,7 +240,7 @@ def test_render_refuses_work_beyond_the_limits(text: str, reason: str) -> None:
 
 
 def test_parse_duration_refuses_what_timedelta_cannot_hold() -> None:
-    from engine.timeutil import parse_duration
+    from sop.engine.core.timeutil import parse_duration
 
     assert parse_duration("999w9999d99999h999999m").days == 21853
     for text in ("99999999999999w", "1" * 40 + "m", "3d\n"):
@@ -554,7 +560,7 @@ def test_our_validator_and_jsonschema_agree_on_the_new_ranges() -> None:
 
 
 def test_shipped_playbooks_and_fragments_stay_valid_under_the_ranges() -> None:
-    from engine.validate import validate_paths
+    from sop.engine.validate import validate_paths
 
     results = validate_paths([str(PLAYBOOKS)])
     assert results and all(r.errors == 0 for r in results), [
@@ -590,7 +596,7 @@ def test_a_text_that_hits_a_sandbox_limit_is_a_located_warning_and_plan_says_why
     assert [(d.code, d.line, d.column) for d in res.diagnostics] == [("SOP253", line, col)]
     assert "at most 65536" in res.diagnostics[0].message
     proc = subprocess.run(
-        [sys.executable, "-m", "cli", "plan", str(tmp_path / "p.yaml"), "--format", "json"],
+        [sys.executable, "-m", "sop.cli", "plan", str(tmp_path / "p.yaml"), "--format", "json"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 
 import jsonschema
 import pytest
+from sop.engine.core import textsafe
 
-from engine import textsafe
 from tests.conftest import ROOT
 
 FORMATS = ["text", "json", "github", "sarif", "junit"]
@@ -150,9 +150,9 @@ def test_junit_parses_whatever_the_message_holds(hostile: Path) -> None:
 
 
 def test_junit_replaces_characters_xml_cannot_carry(tmp_path: Path) -> None:
-    from engine.diagnostics import Diagnostic, Severity
-    from engine.report import render_junit
-    from engine.validate import FileResult
+    from sop.engine.core.diagnostics import Diagnostic, Severity
+    from sop.engine.report import render_junit
+    from sop.engine.validate import FileResult
 
     message = "bad \x01 \x1b[2J \ufffe \uffff \ud800 end"
     d = Diagnostic("p\x02.yaml", 1, 1, 1, 2, "SOP103", Severity.ERROR, message, "hint \x0b")

@@ -21,15 +21,15 @@ from click.testing import CliRunner
 from croniter import croniter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sop.cli import main
+from sop.engine.core.catalog import MESSAGE_KINDS
+from sop.engine.core.schedule import cron_instants
+from sop.engine.plan import render as render_plan
+from sop.engine.plan.diff import diff, diff_text
+from sop.engine.plan.timeline import PlanError, PlanOptions, lifecycle, make_plan
+from sop.engine.program.program import Occurrence, Program, StageWindow
+from sop.engine.validate import Options, load_playbook, validate_file
 
-from cli import main
-from engine import render_plan
-from engine.catalog import MESSAGE_KINDS
-from engine.diff import diff, diff_text
-from engine.plan import PlanError, PlanOptions, lifecycle, make_plan
-from engine.program import Occurrence, Program, StageWindow
-from engine.schedule import cron_instants
-from engine.validate import Options, load_playbook, validate_file
 from tests.conftest import REFERENCE, ROOT, position
 from tests.test_plan_properties import playbooks
 
@@ -271,7 +271,7 @@ def test_plan_checks_of_an_every_minute_cron_stay_in_bounded_memory(tmp_path):
     # 31 actions a minute for 90 days are 4 million occurrences: materialised, far beyond 700 MB
     path = write(tmp_path, _dense(30))
     code = (
-        "import sys, engine.plan_checks as pc; pc.CHECK_BUDGET = 20_000;"
+        "import sys, sop.engine.plan.checks as pc; pc.CHECK_BUDGET = 20_000;"
         " from cli import main; main(['validate', sys.argv[1], '--format', 'json'])"
     )
     r = subprocess.run(
@@ -290,7 +290,7 @@ def test_plan_checks_of_an_every_minute_cron_stay_in_bounded_memory(tmp_path):
 
 
 def test_SOP260_points_at_the_cron_that_fires_too_often(check, monkeypatch):
-    import engine.plan_checks as pc
+    import sop.engine.plan.checks as pc
 
     monkeypatch.setattr(pc, "CHECK_BUDGET", 2_000)
     res, text = check(_dense(3))
@@ -341,9 +341,9 @@ def test_an_invalid_community_start_is_a_plan_error_not_a_traceback(tmp_path):
 
 
 def test_a_plan_beyond_the_occurrence_bound_is_refused_before_output(tmp_path, monkeypatch):
-    import engine.plan
+    from sop.engine.plan import timeline
 
-    monkeypatch.setattr(engine.plan, "MAX_OCCURRENCES", 500)
+    monkeypatch.setattr(timeline, "MAX_OCCURRENCES", 500)
     path = write(tmp_path, _dense(0))
     out = tmp_path / "plan.json"
     code, text = sop("plan", str(path), "--days", "30", "--format", "json", "-o", str(out))

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sop.cli import main
+from sop.engine.sim.montecarlo import SimOptions, simulate
+from sop.engine.sim.scenario import Acquisition, Scenario
+from sop.engine.validate import load_playbook
 
-from cli import main
-from engine.sim.montecarlo import SimOptions, simulate
-from engine.sim.scenario import Acquisition, Scenario
-from engine.validate import load_playbook
 from tests.conftest import REFERENCE, ROOT, position
 
 # No one joins by themselves: every member in these runs comes from the playbook's actions.
@@ -51,7 +51,7 @@ def _limits() -> None:
 def _child(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, under 2 GiB of address space and a timeout."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "sop.cli", *args],
         cwd=ROOT,
         env={**os.environ, "NO_COLOR": "1", "OPENBLAS_NUM_THREADS": "1", **env},
         capture_output=True,
@@ -334,7 +334,7 @@ def test_a_long_table_the_model_cannot_fit_ends_quickly_with_a_clear_error(tmp_p
 
 
 def test_identical_activity_rows_are_fitted_once_with_their_weight() -> None:
-    from engine.sim.calibrate import _BgnbdData, fit_bgnbd, simulate_bgnbd
+    from sop.engine.sim.calibrate import _BgnbdData, fit_bgnbd, simulate_bgnbd
 
     rng = np.random.default_rng(5)
     x = simulate_bgnbd(300, 39.0, 0.5, 4.0, 0.8, 2.5, rng).astype(float)
@@ -354,8 +354,7 @@ def test_identical_activity_rows_are_fitted_once_with_their_weight() -> None:
 
 def test_text_output_prints_user_text_literally_on_one_line(tmp_path) -> None:
     from rich.console import Console
-
-    from engine.sim.render import to_text
+    from sop.engine.sim.render import to_text
 
     pb = _pb(tmp_path, BURST.replace("GUARD", ""))
     res = simulate(pb, QUIET, SimOptions(runs=1, days=3, seed=1))
@@ -369,7 +368,7 @@ def test_text_output_prints_user_text_literally_on_one_line(tmp_path) -> None:
 
 
 def test_html_report_escapes_titles(tmp_path) -> None:
-    from engine.sim.render import to_html
+    from sop.engine.sim.render import to_html
 
     text = BURST.replace("GUARD", "").replace(
         "timezone: UTC", 'timezone: UTC\n    title: "<script>alert(1)</script>"'
@@ -380,7 +379,7 @@ def test_html_report_escapes_titles(tmp_path) -> None:
 
 
 def test_simulation_json_has_no_bare_nan(tmp_path) -> None:
-    from engine.textsafe import dumps
+    from sop.engine.core.textsafe import dumps
 
     pb = _pb(tmp_path, BURST.replace("GUARD", ""))
     res = simulate(pb, QUIET, SimOptions(runs=1, days=3, seed=1))

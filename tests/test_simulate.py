@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from cli import main
-from engine.sim.calibrate import (
+from sop.cli import main
+from sop.engine.sim.calibrate import (
     bgnbd_expected,
     fit_bgnbd,
     fit_sbg,
     simulate_bgnbd,
 )
-from engine.sim.kernel import bass_cdf, bass_step, sbg_survival
-from engine.sim.montecarlo import SimOptions, simulate
-from engine.sim.scenario import Acquisition, Retention, Scenario
-from engine.validate import load_playbook
+from sop.engine.sim.kernel import bass_cdf, bass_step, sbg_survival
+from sop.engine.sim.montecarlo import SimOptions, simulate
+from sop.engine.sim.scenario import Acquisition, Retention, Scenario
+from sop.engine.validate import load_playbook
+
 from tests.conftest import PLAYBOOKS, REFERENCE
 
 SCENARIO = PLAYBOOKS / "scenarios" / "community-lifecycle.yaml"
@@ -139,7 +139,7 @@ def _strip(d: dict) -> dict:
 
 
 def test_same_seed_same_result_for_1_and_2_workers() -> None:
-    from engine.sim.scenario import load_scenario
+    from sop.engine.sim.scenario import load_scenario
 
     sc = load_scenario(str(SCENARIO))
     one = simulate(_reference(), sc, SimOptions(runs=20, days=60, seed=42, workers=1))
@@ -337,7 +337,7 @@ def test_calibrate_retention_from_csv(tmp_path) -> None:
 
 def test_calibrate_acquisition_recovers_bass(tmp_path) -> None:
     t = np.arange(0, 200)
-    from engine.sim.calibrate import bass_cumulative
+    from sop.engine.sim.calibrate import bass_cumulative
 
     y = bass_cumulative(t.astype(float), 0.002, 0.04, 5000)
     f = tmp_path / "joins.csv"
@@ -384,7 +384,7 @@ def test_calibrate_rejects_bad_csv_with_the_line(tmp_path) -> None:
 
 def test_dask_executor_on_a_real_local_cluster() -> None:
     distributed = pytest.importorskip("distributed")
-    from engine.sim.scenario import load_scenario
+    from sop.engine.sim.scenario import load_scenario
 
     sc = load_scenario(str(SCENARIO))
     local = simulate(_reference(), sc, SimOptions(runs=16, days=30, seed=9))

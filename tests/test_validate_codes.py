@@ -7,8 +7,8 @@ Each case is (code, YAML, token): the diagnostic must start where `token` first 
 from __future__ import annotations
 
 import pytest
+from sop.engine.core.diagnostics import all_rules
 
-from engine.diagnostics import all_rules
 from tests.conftest import BASE, position
 
 STAGE = (

@@ -22,7 +22,7 @@ class CalibrationError(Exception):
     """The input cannot be fitted; the message says why and where (`FILE:LINE: ...`)."""
 
 
-# Bounds of what an export can hold. The CSV is untrusted: it is read through engine.files
+# Bounds of what an export can hold. The CSV is untrusted: it is read through sop.engine.core.files
 # (regular files only, at most CSV_BYTES), and every value must be finite and in range, so a fit
 # never sees NaN, infinities or magnitudes that overflow its special functions.
 CSV_BYTES = 48 * 1024 * 1024  # a million members of activity data is about 25 MB
@@ -77,14 +77,14 @@ class Table:
 
 def _quote(field: str) -> str:
     """A short, terminal-safe rendering of a CSV field for an error message."""
-    from ..textsafe import terminal
+    from ..core.textsafe import terminal
 
     return repr(terminal(field[:40] + ("…" if len(field) > 40 else "")))
 
 
 def read_csv(path: str, columns: tuple[str, ...], *, root: str | None = None) -> Table:
     """Numeric columns of a CSV with a header row; every error names the file and line."""
-    from ..files import FileRefused, read_bytes
+    from ..core.files import FileRefused, read_bytes
 
     try:
         raw = read_bytes(path, limit=CSV_BYTES, root=root)
@@ -182,9 +182,9 @@ def check_period_days(period_days: float) -> None:
 
 def _checked(path: str, fit: Fit) -> Fit:
     """The fit, if its parameters are finite and its fragment is a valid scenario."""
-    from ..diagnostics import Collector
-    from ..loader import Document
-    from ..schema import validator
+    from ..core.diagnostics import Collector
+    from ..lang.loader import Document
+    from ..lang.schema import validator
 
     bad = [k for k, v in fit.params.items() if not math.isfinite(v)]
     if bad:

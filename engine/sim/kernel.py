@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import expr as ex
-from ..catalog import BUILTIN_METRICS, MESSAGE_KINDS
-from ..model import Action, Expression, OnEvent, Playbook, Relative, Stage
-from ..program import Lifecycle, Program, StageState
-from ..schedule import cron_instants, local_midnight
-from ..timeutil import format_duration
+from ..core import expr as ex
+from ..core.catalog import BUILTIN_METRICS, MESSAGE_KINDS
+from ..core.schedule import cron_instants, local_midnight
+from ..core.timeutil import format_duration
+from ..lang.model import Action, Expression, OnEvent, Playbook, Relative, Stage
+from ..program.program import Lifecycle, Program, StageState
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import expr as ex
-from ..model import OnEvent, Playbook
+from ..core import expr as ex
+from ..lang.model import OnEvent, Playbook
 from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator, wilson
 from .scenario import Scenario
 
@@ -371,7 +371,7 @@ def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
 
 def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
     """For every gate: P(it passes by its stage's deadline), its interval and median day."""
-    from ..program import deadline_of
+    from ..program.program import deadline_of
 
     out = []
     runs = res.metrics.shape[0]

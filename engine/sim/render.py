@@ -6,9 +6,9 @@ import html
 import io
 from typing import Any
 
-from ..expr import thresholds
-from ..model import Playbook
-from ..textsafe import markup
+from ..core.expr import thresholds
+from ..core.textsafe import markup
+from ..lang.model import Playbook
 from .montecarlo import SimResult
 
 KEY_METRICS = ("members", "daily_speak_rate", "retention_d30", "core_members")

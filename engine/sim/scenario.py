@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..diagnostics import Collector, Diagnostic
-from ..loader import Document, LoadError, load_file
+from ..core.diagnostics import Collector, Diagnostic
+from ..lang.loader import Document, LoadError, load_file
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,9 @@ def load_scenario(
 ) -> Scenario:
     """Load and validate a scenario file (or the defaults), then apply `path=value` overrides.
 
-    The file is read through engine.files, confined to `root` (default: its own folder).
+    The file is read through sop.engine.core.files, confined to `root` (default: its own folder).
     """
-    from ..schema import validator
+    from ..lang.schema import validator
 
     data: dict[str, Any] = {}
     if path:
@@ -146,7 +146,7 @@ def load_scenario(
 
 def _override(data: dict[str, Any], item: str) -> dict[str, Any]:
     """Apply `section.key=value` (or `metrics.name.key=value`)."""
-    from ..loader import load_text
+    from ..lang.loader import load_text
 
     if "=" not in item:
         raise ScenarioError([_usage(f"--set {item!r}: expected path=value")])
@@ -169,6 +169,6 @@ def _override(data: dict[str, Any], item: str) -> dict[str, Any]:
 
 
 def _usage(message: str) -> Diagnostic:
-    from ..diagnostics import Severity
+    from ..core.diagnostics import Severity
 
     return Diagnostic("--set", 1, 1, 1, 1, "SOP103", Severity.ERROR, message, "")

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 
-from . import expr as ex
-from .catalog import BUILTIN_METRICS, MEMBER_ATTRIBUTES
-from .diagnostics import Collector, Span
+from ..core import expr as ex
+from ..core.catalog import BUILTIN_METRICS, MEMBER_ATTRIBUTES
+from ..core.diagnostics import Collector, Span
+from ..core.timeutil import format_duration
 from .model import Action, Cron, DayOffset, Expression, OnEvent, Playbook, Relative, Template
 from .schema_source import MAX_DURATION_DAYS
-from .timeutil import format_duration
 
 Check = Callable[[Playbook, Collector], None]
 CHECKS: list[Check] = []
@@ -308,7 +308,7 @@ def cron_problem(expr_text: str) -> str | None:
         croniter(expr_text)
     except (ValueError, KeyError, TypeError) as e:
         return f"invalid cron `{expr_text}`: {e}"
-    from .schedule import parse_cron
+    from ..core.schedule import parse_cron
 
     spec = parse_cron(expr_text)
     if spec.nth and (spec.doms is not None or spec.last_dom):
@@ -322,7 +322,7 @@ def cron_problem(expr_text: str) -> str | None:
 
 def cron_times_of_day(expr_text: str) -> tuple[tuple[int, int], ...]:
     """Every (hour, minute) at which a valid cron can fire."""
-    from .schedule import parse_cron
+    from ..core.schedule import parse_cron
 
     return parse_cron(expr_text).minutes_hours
 

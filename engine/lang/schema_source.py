@@ -1,4 +1,4 @@
-"""The single source of the JSON Schemas in `schemas/`; run `python -m engine.schema_source`.
+"""The one source of the JSON Schemas in `schemas/`; `python -m sop.engine.lang.schema_source`.
 
 Written in Python so every property carries a description and examples by construction; the
 generated draft-07 files are what editors (yaml-language-server) and `sop schema` use, and a test
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .catalog import (
+from ..core.catalog import (
     ACTION_KINDS,
     AUDIENCES_FIXED,
     BACKEND_TYPES,
@@ -983,7 +983,9 @@ def render(name: str) -> str:
 
 def main() -> None:
     """Write every schema into `schemas/`."""
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent.parent / "schemas"
+    out = (
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "schemas"
+    )
     for name in SCHEMAS:
         (out / name).write_text(render(name), encoding="utf-8")
         print(f"wrote {out / name}")

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 
-from .diagnostics import Span
-from .expr import Node
-from .timeutil import Window
+from ..core.diagnostics import Span
+from ..core.expr import Node
+from ..core.timeutil import Window
 
 Spans = Mapping[str, Span]  # field name -> span of its value; "" -> span of the object's key
 
@@ -299,7 +299,7 @@ class Playbook:
 
     def metric_units(self) -> dict[str, str]:
         """Every metric name a gate may read, with its unit."""
-        from .catalog import BUILTIN_METRICS
+        from ..core.catalog import BUILTIN_METRICS
 
         units = {m.name: m.unit for m in BUILTIN_METRICS.values()}
         units.update({m.id: m.unit for m in self.metrics.values()})

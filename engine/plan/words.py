@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .model import Action, Cron, DayOffset, OnEvent, Relative
-from .schedule import parse_cron
-from .timeutil import format_duration
+from ..core.schedule import parse_cron
+from ..core.timeutil import format_duration
+from ..lang.model import Action, Cron, DayOffset, OnEvent, Relative
 
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 _MON = ["", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any
 
-from .diagnostics import Collector, Span
-from .expr import ExprSyntaxError, parse
-from .files import FileRefused, default_root, resolve_include
+from ..core.diagnostics import Collector, Span
+from ..core.expr import ExprSyntaxError, parse
+from ..core.files import FileRefused, default_root, resolve_include
+from ..core.timeutil import Window, parse_clock, parse_duration
 from .loader import Document, LoadError, Path, load_file
 from .model import (
     Action,
@@ -37,7 +38,6 @@ from .model import (
     Tiers,
 )
 from .schema import json_path, validator
-from .timeutil import Window, parse_clock, parse_duration
 
 _PARAM = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 DEFAULT_TIME = time(9, 0)

@@ -50,12 +50,12 @@ class ScaffoldError(Exception):
 
 def playbooks_dir() -> Path:
     """The shipped playbooks: the source tree, else the installed package data."""
-    local = Path(__file__).resolve().parent.parent / "playbooks"
+    local = Path(__file__).resolve().parents[2] / "playbooks"
     if local.is_dir():
         return local
     from importlib.util import find_spec
 
-    spec = find_spec("engine.playbooks")
+    spec = find_spec("sop.engine.playbooks")
     locations = list(spec.submodule_search_locations or []) if spec else []
     return Path(locations[0]) if locations else local
 
@@ -75,8 +75,15 @@ def scaffold(name: str, template: str, directory: str, *, force: bool = False) -
     _check_folder(folder, "--dir")
     target = folder / f"{name}.yaml"
     _check_target(target, force)
-    schema = _schema_ref(folder)
+    # The schemas go beside the playbook, so the modelines resolve wherever the folder is moved.
+    from .schema import schema_text
+
+    schema = "playbook.schema.json"
     files: dict[Path, str] = {}
+    for kind in ("playbook", "fragment"):
+        body = schema_text(f"{kind}.schema.json")
+        if _differs(folder / f"{kind}.schema.json", body, force=True):
+            files[folder / f"{kind}.schema.json"] = body
     if template == "minimal":
         text = MINIMAL.format(name=name, schema=schema)
     else:
@@ -92,7 +99,13 @@ def scaffold(name: str, template: str, directory: str, *, force: bool = False) -
         # Includes stay inside the new playbook's folder (its default root): copy the fragments.
         for rel in sorted(set(re.findall(r"fragment: (fragments/[A-Za-z0-9_.-]+)", text))):
             frag = folder / rel
-            body = _shipped(playbooks_dir() / rel)
+            body = re.sub(
+                r"^# yaml-language-server: \$schema=.*$",
+                "# yaml-language-server: $schema=../fragment.schema.json",
+                _shipped(playbooks_dir() / rel),
+                count=1,
+                flags=re.M,
+            )
             if _differs(frag, body, force):
                 files[frag] = body
         if files:
@@ -168,14 +181,3 @@ def _write(path: Path, text: str) -> None:
             raise
     except OSError as e:
         raise ScaffoldError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _schema_ref(directory: Path) -> str:
-    """A relative path to the schema when it is on disk nearby, else the published URL."""
-    local = Path(__file__).resolve().parent.parent / "schemas" / "playbook.schema.json"
-    if local.is_file():
-        try:
-            return os.path.relpath(local, directory.resolve())
-        except ValueError:
-            return str(local)
-    return "https://sop.dev/schemas/playbook.schema.json"

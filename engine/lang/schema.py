@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path as PathLib
 from typing import Any
 
-from .diagnostics import Collector
+from ..core.diagnostics import Collector
 from .loader import Document, Path
 from .schema_source import (
     DATE_PATTERN,
@@ -503,10 +503,10 @@ class Validator:
 
 def schema_text(name: str = "playbook.schema.json") -> str:
     """The text of a shipped schema: from the source tree, else from the installed package."""
-    local = PathLib(__file__).resolve().parent.parent / "schemas" / name
+    local = PathLib(__file__).resolve().parents[2] / "schemas" / name
     if local.is_file():
         return local.read_text(encoding="utf-8")
-    return resources.files("engine.schemas").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("sop.engine.schemas").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache

@@ -249,7 +249,7 @@ _rule(
     "Ratio compared with a value above 1",
     "Ratios are fractions: write 0.6 or 60%, not 60.",
 )
-# Bounds of the language (engine/expr.py limits, checks.durations, checks.action_chains).
+# Bounds of the language (engine/core/expr.py limits, checks.durations, checks.action_chains).
 _rule(
     "SOP250",
     "expr-too-complex",
@@ -279,7 +279,7 @@ _rule(
     "Text cannot be rendered",
     "Keep templates within the sandbox's limits (docs/security.md) and the data they read.",
 )
-# Bounds of the plan-based checks (engine/plan_checks.py).
+# Bounds of the plan-based checks (engine/plan/checks.py).
 _rule(
     "SOP260",
     "plan-too-dense",

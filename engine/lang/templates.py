@@ -2,7 +2,7 @@
 
 `validate` only parses a template and walks the tree itself: `jinja2.meta` would run Jinja's code
 generator, whose constant folding evaluates `{{ 'a' * 10**9 }}` while collecting names. Rendering
-happens in `engine.sandbox.BoundedSandbox`, whose limits are listed there.
+happens in `sop.engine.lang.sandbox.BoundedSandbox`, whose limits are listed there.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .catalog import TEMPLATE_GLOBALS, TEMPLATE_MEMBER_ATTRS
+from ..core.catalog import TEMPLATE_GLOBALS, TEMPLATE_MEMBER_ATTRS
 
 if TYPE_CHECKING:
     from .model import Action, Playbook

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import IO, Any
 
-from .model import Action
-from .plan import Timeline, render_messages
-from .program import Occurrence
-from .textsafe import dumps, markup, terminal
-from .timeutil import format_duration
+from ..core.textsafe import dumps, markup, terminal
+from ..core.timeutil import format_duration
+from ..lang.model import Action
+from ..program.program import Occurrence
+from .timeline import Timeline, render_messages
 from .words import schedule_words
 
 DURATIONS = {"task": 30, "live": 90, "meetup": 180}  # minutes on a calendar

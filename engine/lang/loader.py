@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .diagnostics import Diagnostic, Severity, Span, rule
-from .files import MAX_BYTES as _FILE_LIMIT
-from .files import FileRefused, read_bytes
+from ..core.diagnostics import Diagnostic, Severity, Span, rule
+from ..core.files import MAX_BYTES as _FILE_LIMIT
+from ..core.files import FileRefused, read_bytes
 
 try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
     from yaml import CSafeLoader as _Parser
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the wheel
 
     _C_PARSER = False
 
-MAX_BYTES = _FILE_LIMIT  # one limit for every input file, kept in engine/files.py
+MAX_BYTES = _FILE_LIMIT  # one limit for every input file, kept in engine/core/files.py
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000  # after alias expansion: stops "billion laughs"
 MAX_ALIASES = 10_000
@@ -123,7 +123,7 @@ def _duplicate(
 
 
 def read_text(path: str, *, root: str | None = None) -> str:
-    """Read a file as UTF-8 through engine.files: confined to `root`, bounded, regular files only.
+    """Read a file as UTF-8 through engine/core/files.py: confined, bounded, regular files only.
 
     `root` defaults to the folder holding `path`, so a symlink cannot lead out of it.
     """

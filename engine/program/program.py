@@ -13,10 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo
 
-from .catalog import MESSAGE_KINDS
-from .model import Action, Cron, DayOffset, OnEvent, Playbook, Relative, Stage
-from .schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
-from .timeutil import Window
+from ..core.catalog import MESSAGE_KINDS
+from ..core.schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
+from ..core.timeutil import Window
+from ..lang.model import Action, Cron, DayOffset, OnEvent, Playbook, Relative, Stage
 
 DAY = timedelta(days=1)
 

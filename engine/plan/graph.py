@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import Playbook, Relative
-from .textsafe import terminal
-from .timeutil import format_duration
+from ..core.textsafe import terminal
+from ..core.timeutil import format_duration
+from ..lang.model import Playbook, Relative
 
 # Words a Mermaid flowchart reads as syntax when they stand alone as a node id.
 _MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "click", "style", "class", "classdef"}

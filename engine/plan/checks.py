@@ -12,11 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from .catalog import DEFAULT_RATES, MESSAGE_KINDS
-from .diagnostics import Collector
-from .model import Action, Playbook
-from .plan import PlanError, PlanOptions, lifecycle
-from .program import Firing, Program, StageWindow
+from ..core.catalog import DEFAULT_RATES, MESSAGE_KINDS
+from ..core.diagnostics import Collector
+from ..lang.model import Action, Playbook
+from ..program.program import Firing, Program, StageWindow
+from .timeline import PlanError, PlanOptions, lifecycle
 
 # Firings examined at most: a 90-day plan of a busy real community holds a few thousand; this
 # many take about a second to count.
@@ -166,7 +166,7 @@ def check_member_frequency(
     """SOP303: one member would receive more than the daily cap (on the first such day)."""
     from datetime import timedelta
 
-    from .schedule import local_midnight
+    from ..core.schedule import local_midnight
 
     t0 = local_midnight(day, program.tz)
     t1 = local_midnight(day + timedelta(days=1), program.tz)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .model import Action, Playbook
-from .plan import PlanOptions, make_plan
-from .program import Occurrence, Program
-from .textsafe import terminal
+from ..core.textsafe import terminal
+from ..lang.model import Action, Playbook
+from ..program.program import Occurrence, Program
+from .timeline import PlanOptions, make_plan
 from .words import schedule_words
 
 

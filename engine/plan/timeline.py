@@ -8,8 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from .model import Action, OnEvent, Playbook
-from .program import (
+from ..core.schedule import local_midnight
+from ..lang.model import Action, OnEvent, Playbook
+from ..program.program import (
     Lifecycle,
     Occurrence,
     Program,
@@ -18,7 +19,6 @@ from .program import (
     assumed_gate,
     run_lifecycle,
 )
-from .schedule import local_midnight
 
 DEFAULT_START = date(2027, 1, 4)  # a Monday; used when neither --start nor community.start is set
 # The dates a plan may start on: those `community.start` accepts (schemas: 1970 to 2199).
@@ -193,11 +193,11 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
 
 def render_messages(tl: Timeline) -> dict[str, str | None]:
     """The text of each action whose template needs no member data (None otherwise)."""
-    from .templates import RenderError, action_context, needs_member, render, shared_budget
+    from ..lang.templates import RenderError, action_context, needs_member, render, shared_budget
 
     pb = tl.playbook
     cache: dict[str, str | None] = {}
-    with shared_budget():  # all templates of a plan share one work budget (engine/sandbox.py)
+    with shared_budget():  # all templates of a plan share one work budget (engine/lang/sandbox.py)
         for o in tl.occurrences:
             if o.action in cache:
                 continue
