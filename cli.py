@@ -9,10 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-
-FORMATS_VALIDATE = ["text", "json", "github", "sarif", "junit"]
-# Diagnostics that mean "could not read the input" rather than "the playbook is wrong".
-UNREADABLE = {"SOP003", "SOP004", "SOP006"}
+from sop.engine.core.formats import GraphFormat, PlanFormat, TextOrJson, ValidateFormat, choices
 
 
 def _color(stream: Any) -> bool:
@@ -20,8 +17,30 @@ def _color(stream: Any) -> bool:
 
 
 def _fail(message: str) -> None:
+    from sop.engine.core.status import ExitCode
+
     click.echo(f"sop: error: {message}", err=True)
-    raise SystemExit(2)
+    raise SystemExit(ExitCode.USAGE)
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """An engine UsageError (an option or input it cannot use) ends as `sop: error:`, exit 2."""
+    from sop.engine.core.status import UsageError
+
+    try:
+        yield
+    except UsageError as e:
+        _fail(e.message)
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from sop.engine.core.version import version
+
+    click.echo(f"sop, version {version()}")
+    ctx.exit()
 
 
 _ROOT_HELP = (
@@ -76,17 +95,24 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="sop")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """Community-operations playbooks as code: validate, plan, simulate and run SOPs."""
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMATS_VALIDATE),
+    type=click.Choice(choices(ValidateFormat)),
     help="Output format (default: text, or github when GITHUB_ACTIONS=true).",
 )
 @click.option("--strict", is_flag=True, help="Warnings fail too.")
@@ -109,40 +135,36 @@ def validate(
     output: str | None,
     root: str | None,
 ) -> None:
-    """Check playbooks (files or folders) and report located diagnostics."""
+    """Check playbooks (files, folders, or - for standard input) and report located diagnostics.
+
+    In a folder, YAML files that are not playbooks, fragments or scenarios are skipped.
+    """
     import gc
 
     gc.set_threshold(200_000, 20, 20)  # a short-lived process building acyclic trees
-    from sop.engine.core.status import validation_exit
+    from sop.engine.core.formats import default_validate_format
     from sop.engine.report import RENDERERS
-    from sop.engine.validate import Options, validate_paths
+    from sop.engine.validate import ValidateOptions, validate_report
 
     _check_output(output, "--output")
-    root = _check_root(root, paths)
-    if fmt is None:
-        fmt = "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text"
-    results = validate_paths(
-        paths, Options(plan_checks=not no_plan_checks, plan_days=days, root=root)
-    )
-    if not results:
-        _fail("no .yaml/.yml files found in " + ", ".join(paths))
+    root = _check_root(root, tuple(p for p in paths if p != "-"))
+    fmt = fmt or default_validate_format(os.environ)
+    opts = ValidateOptions(plan_checks=not no_plan_checks, plan_days=days, root=root, strict=strict)
+    with _usage_errors():
+        report = validate_report(paths, opts)
     if output:
         try:
             with _open_output(output, False) as stream:
-                RENDERERS[fmt](results, stream, False)
+                RENDERERS[fmt](report.results, stream, False)
         except OSError as e:
             _fail(f"--output {output!r}: {e.strerror or e}")
     else:
         with _stdout_errors():
-            RENDERERS[fmt](results, sys.stdout, fmt == "text" and _color(sys.stdout))
-    diags = [d for r in results for d in r.diagnostics]
-    code = validation_exit(
-        sum(r.errors for r in results),
-        sum(r.warnings for r in results),
-        strict=strict,
-        unreadable=any(d.code in UNREADABLE for d in diags),
-    )
-    raise SystemExit(int(code))
+            RENDERERS[fmt](report.results, sys.stdout, fmt == "text" and _color(sys.stdout))
+    note = report.skipped_note()
+    if note:
+        click.echo(f"sop: note: {note}", err=True)
+    raise SystemExit(report.exit_code)
 
 
 @main.command()
@@ -167,7 +189,7 @@ def schema(kind: str, fmt: str) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--format", "fmt", type=click.Choice(choices(TextOrJson)), default="text")
 def rules(fmt: str) -> None:
     """List every diagnostic code with its meaning and hint."""
     from sop.engine.core.diagnostics import all_rules
@@ -175,23 +197,20 @@ def rules(fmt: str) -> None:
 
     rs = all_rules()
     if fmt == "json":
-        click.echo(
-            dumps(
-                [
-                    {
-                        "code": r.code,
-                        "name": r.name,
-                        "severity": str(r.severity),
-                        "summary": r.summary,
-                        "hint": r.hint,
-                    }
-                    for r in rs
-                ],
-            )
-        )
+        click.echo(dumps([r.as_dict() for r in rs]))
         return
     for r in rs:
         click.echo(f"{r.code}  {r.severity:<7}  {r.name:<22}  {r.summary}")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(choices(TextOrJson)), default="text")
+def metrics(fmt: str) -> None:
+    """List every built-in metric: meaning, unit, range and when it is undefined."""
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.program import metrics as defs
+
+    click.echo(dumps(defs.table()) if fmt == "json" else defs.text_table(), nl=fmt == "json")
 
 
 @main.command()
@@ -211,7 +230,7 @@ def rules(fmt: str) -> None:
     help="Existing folder where NAME.yaml (and fragments/ it includes) is written.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--format", "fmt", type=click.Choice(choices(TextOrJson)), default="text")
 def init(name: str, template: str, directory: str, force: bool, fmt: str) -> None:
     """Scaffold a playbook NAME.yaml with the editor schema modeline."""
     from sop.engine.core.textsafe import dumps
@@ -229,6 +248,7 @@ def init(name: str, template: str, directory: str, force: bool, fmt: str) -> Non
 
 def _load(path: str, params: dict[str, Any] | None = None, root: str | None = None) -> Any:
     """A valid Playbook (files read inside `root`), or its diagnostics on stderr and exit 2."""
+    from sop.engine.core.status import ExitCode
     from sop.engine.report import render_text
     from sop.engine.validate import load_playbook
 
@@ -238,7 +258,7 @@ def _load(path: str, params: dict[str, Any] | None = None, root: str | None = No
         click.echo(
             f"sop: error: {path} is not a valid playbook (run `sop validate {path}`)", err=True
         )
-        raise SystemExit(2)
+        raise SystemExit(ExitCode.USAGE)
     return res.playbook
 
 
@@ -299,7 +319,7 @@ def _console() -> Any:
     "fmt",
     default="table",
     show_default=True,
-    type=click.Choice(["table", "json", "csv", "ics", "markdown"]),
+    type=click.Choice(choices(PlanFormat)),
 )
 @click.option("-o", "--output", type=click.Path(), help="Write to a file.")
 @_root_option
@@ -320,16 +340,16 @@ def plan(
     """The calendar of every action and staff task."""
     from sop.engine.plan import render as render_plan
     from sop.engine.plan.timeline import PlanError, PlanOptions, make_plan
-    from sop.engine.program.program import Program
+    from sop.engine.program import Program
 
     _check_output(output, "--output")
+    from sop.engine.validate import check_plan_options
+
     pb = _load(playbook, root=_check_root(root, (playbook,)))
-    for name, value, known in (("--role", role, pb.roles), ("--stage", stage, pb.stages)):
-        if value is not None and value not in known:
-            _fail(f"{name} {value!r} is not in the playbook (known: {', '.join(known)})")
-    for sid in (*failing, *include_optional):
-        if sid not in pb.stages:
-            _fail(f"unknown stage {sid!r} (known: {', '.join(pb.stages)})")
+    with _usage_errors():
+        check_plan_options(
+            pb, role=role, stage=stage, failing=failing, include_optional=include_optional
+        )
     opts = PlanOptions(
         start=_date(start),
         days=days,
@@ -409,7 +429,10 @@ def _stdout_errors() -> Iterator[None]:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if isinstance(e, BrokenPipeError):
-            raise SystemExit(1) from None  # the reader went away (`sop plan | head`)
+            from sop.engine.core.status import ExitCode
+
+            # the reader went away (`sop plan | head`): the output is incomplete, not an error
+            raise SystemExit(ExitCode.FINDINGS) from None
         _fail(f"cannot write to stdout: {e.strerror or e}")
 
 
@@ -420,7 +443,7 @@ def _stdout_errors() -> Iterator[None]:
     "fmt",
     default="mermaid",
     show_default=True,
-    type=click.Choice(["mermaid", "dot", "json"]),
+    type=click.Choice(choices(GraphFormat)),
 )
 @click.option("--no-actions", is_flag=True, help="Stages only.")
 @_root_option
@@ -450,13 +473,13 @@ def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
     type=click.IntRange(1, 3660),
     help="Days of each plan compared, 1 to 3660.",
 )
-@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 @_root_option
 def diff(old: str, new: str, start: str | None, days: int, fmt: str, root: str | None) -> None:
     """Semantic diff of two playbook versions and its effect on the calendar (exit 1 if any)."""
     from sop.engine.core.textsafe import dumps
     from sop.engine.plan.diff import diff as make_diff
-    from sop.engine.plan.diff import diff_dict, diff_text
+    from sop.engine.plan.diff import diff_text
     from sop.engine.plan.timeline import PlanError
 
     root = _check_root(root, (old, new))
@@ -466,39 +489,32 @@ def diff(old: str, new: str, start: str | None, days: int, fmt: str, root: str |
         _fail(str(e))
     with _stdout_errors():
         if fmt == "json":
-            click.echo(dumps(diff_dict(d)))
+            click.echo(dumps(d.as_dict()))
         else:
             click.echo(diff_text(d), nl=False)
-    raise SystemExit(0 if d.empty else 1)
+    raise SystemExit(d.exit_code)
 
 
-def _scenario(path: str | None, sets: tuple[str, ...], root: str | None = None) -> Any:
+def _scenario(pb: Any, path: str | None, sets: tuple[str, ...], root: str | None = None) -> Any:
+    """The scenario, checked against the playbook: its diagnostics on stderr and exit 2."""
+    from sop.engine.core.diagnostics import Diagnostic
+    from sop.engine.core.status import ExitCode
     from sop.engine.report import render_text
     from sop.engine.sim.scenario import ScenarioError, load_scenario
     from sop.engine.validate import FileResult
 
+    warnings: list[Diagnostic] = []
     try:
-        return load_scenario(path, list(sets), root=root)
+        sc = load_scenario(path, list(sets), root=root, playbook=pb, warnings=warnings)
     except ScenarioError as e:
         res = FileResult(path or "--set", e.diagnostics)
         if e.document is not None:
             res.documents[e.document.file] = e.document
         render_text([res], sys.stderr, _color(sys.stderr))
-        raise SystemExit(2) from None
-
-
-def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
-    import itertools
-
-    if len(specs) > 2:
-        _fail("--sweep takes one or two parameters")
-    axes = []
-    for spec in specs:
-        name, _, values = spec.partition("=")
-        if not name or not values:
-            _fail(f"--sweep {spec!r}: expected name=v1,v2,...")
-        axes.append([(name, v) for v in values.split(",")])
-    return [dict(combo) for combo in itertools.product(*axes)]
+        raise SystemExit(ExitCode.USAGE) from None
+    if warnings:
+        render_text([FileResult(path or "--set", warnings)], sys.stderr, _color(sys.stderr))
+    return sc
 
 
 @main.command()
@@ -549,7 +565,7 @@ def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
     type=click.FloatRange(0, 1),
     help="Exit 1 if any gate's P(pass) is below this.",
 )
-@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 @_root_option
 def simulate(
     playbook: str,
@@ -580,14 +596,13 @@ def simulate(
         _fail("--executor dask needs --address tcp://HOST:PORT")
     scenario_root = root  # a --scenario named on the command line: its own folder by default
     if scenario_path is None:
-        # convention: scenarios/<playbook file name> beside the playbook, inside its root
-        beside = os.path.join(os.path.dirname(playbook), "scenarios", os.path.basename(playbook))
-        if os.path.isfile(beside):
-            scenario_path = beside
-            from sop.engine.core.files import default_root
+        from sop.engine.core.files import default_root
+        from sop.engine.sim.scenario import scenario_beside
 
+        scenario_path = scenario_beside(playbook)
+        if scenario_path is not None:  # read inside the playbook's root, as the playbook is
             scenario_root = root or default_root(playbook)
-            click.echo(f"using scenario {beside}", err=True)
+            click.echo(f"using scenario {scenario_path}", err=True)
     opts = SimOptions(
         runs=runs,
         days=days,
@@ -598,19 +613,24 @@ def simulate(
         memory_budget_mib=max_memory_mib,
     )
     if sweeps:
+        from sop.engine.sim.montecarlo import Sweep
+        from sop.engine.sim.scenario import sweep_values
+
         # every swept scenario is read and its memory estimated before the first run starts
         swept = []
-        for values in _sweep_values(sweeps):
+        with _usage_errors():
+            combos = sweep_values(sweeps)
+        for values in combos:
             more = (*sets, *(f"{k}={v}" for k, v in values.items()))
             swept.append((values, _sim_scenario(pb, scenario_path, more, scenario_root, opts)))
-        rows = [(values, _run_sim(run_sim, pb, sc, opts, fmt)) for values, sc in swept]
+        sweep = Sweep([(values, _run_sim(run_sim, pb, sc, opts, fmt)) for values, sc in swept])
         if fmt == "json":
-            click.echo(dumps([{"values": v, **{"gates": r.to_dict()["gates"]}} for v, r in rows]))
+            click.echo(dumps(sweep.as_dict()))
         else:
             from sop.engine.sim.render import sweep_table
 
-            sweep_table(rows, _console())
-        return
+            sweep_table(sweep.rows, _console())
+        raise SystemExit(sweep.exit_code(min_probability))
     sc = _sim_scenario(pb, scenario_path, sets, scenario_root, opts)
     res = _run_sim(run_sim, pb, sc, opts, fmt)
     if report:
@@ -619,13 +639,12 @@ def simulate(
         _write_file(report, to_html(res, pb), "--report")
         click.echo(f"wrote {report}", err=True)
     if fmt == "json":
-        click.echo(dumps(res.to_dict(), indent=None))
+        click.echo(dumps(res.as_dict(), indent=None))
     else:
         from sop.engine.sim.render import to_text
 
         to_text(res, _console())
-    low = min_probability is not None and any(g.probability < min_probability for g in res.gates)
-    raise SystemExit(1 if res.expect_failures or low else 0)
+    raise SystemExit(res.exit_code(min_probability))
 
 
 def _dask_address(value: str | None) -> str | None:
@@ -647,7 +666,7 @@ def _sim_scenario(
     from sop.engine.sim.kernel import SimulationTooLarge
     from sop.engine.sim.montecarlo import check_memory
 
-    sc = _scenario(path, sets, root)
+    sc = _scenario(pb, path, sets, root)
     try:
         check_memory(pb, sc, opts)
     except SimulationTooLarge as e:

@@ -12,11 +12,11 @@ from typing import TextIO
 
 from .core.diagnostics import Diagnostic, Severity, all_rules
 from .core.textsafe import dumps, terminal, utf8, xml_text
-from .validate import FileResult
+from .core.version import version
+from .validate import FileResult, results_dict
 
 Renderer = Callable[[list[FileResult], TextIO, bool], None]
 RENDERERS: dict[str, Renderer] = {}
-VERSION = "0.1.0"
 
 
 def renderer(name: str) -> Callable[[Renderer], Renderer]:
@@ -189,17 +189,7 @@ def render_text(results: list[FileResult], out: TextIO, color: bool) -> None:
 @renderer("json")
 def render_json(results: list[FileResult], out: TextIO, color: bool) -> None:
     """One JSON object: every diagnostic, and a summary."""
-    doc = {
-        "version": 1,
-        "files": [r.file for r in results],
-        "diagnostics": [d.as_dict() for d in _all(results)],
-        "summary": {
-            "errors": sum(r.errors for r in results),
-            "warnings": sum(r.warnings for r in results),
-            "files": len(results),
-        },
-    }
-    out.write(dumps(doc))
+    out.write(dumps(results_dict(results)))
     out.write("\n")
 
 
@@ -251,7 +241,7 @@ def sarif(results: list[FileResult]) -> dict[str, object]:
                 "tool": {
                     "driver": {
                         "name": "sop",
-                        "version": VERSION,
+                        "version": version(),
                         "informationUri": "https://github.com/sop-playbooks/sop",
                         "rules": [
                             {

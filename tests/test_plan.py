@@ -19,7 +19,7 @@ from sop.cli import main
 from sop.engine.core.schedule import cron_instants
 from sop.engine.lang.checks import cron_problem
 from sop.engine.plan.timeline import PlanOptions, make_plan
-from sop.engine.program.program import Program
+from sop.engine.program import Program
 from sop.engine.validate import load_playbook
 
 from tests.conftest import REFERENCE
@@ -293,7 +293,11 @@ def test_csv_rows_match_json():
     _, js, _ = sop(*LIFE, "--format", "json")
     _, out, _ = sop(*LIFE, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [r["key"] for r in rows] == [o["key"] for o in json.loads(js)["occurrences"]]
+    occurrences = [r for r in rows if r["key"]]  # then one keyless row per member-event rule
+    assert [r["key"] for r in occurrences] == [o["key"] for o in json.loads(js)["occurrences"]]
+    assert [r["action"] for r in rows if not r["key"]] == [
+        r["action"] for r in json.loads(js)["event_rules"]
+    ]
 
 
 def test_ics_parses_back_into_the_same_number_of_events(tmp_path):
@@ -334,8 +338,8 @@ def test_plan_rejects_bad_options(tmp_path):
 def test_graph_formats():
     code, out, _ = sop("graph", str(REFERENCE), "--format", "mermaid")
     assert code == 0 and out.startswith("flowchart LR")
-    assert "cold_start -.->|deadline 60d| rescue" in out
-    assert "growth_live -->|-3d| growth_collect_questions" in out
+    assert 's_cold_2d_start -.->|"deadline 60d"| s_rescue' in out  # ids: graph.py's _sid/_aid
+    assert 'a_live -->|"-3d"| a_collect_2d_questions' in out
     code, out, _ = sop("graph", str(REFERENCE), "--format", "dot")
     assert code == 0 and out.startswith("digraph playbook {") and out.rstrip().endswith("}")
 

@@ -27,7 +27,7 @@ from sop.engine.core.schedule import cron_instants
 from sop.engine.plan import render as render_plan
 from sop.engine.plan.diff import diff, diff_text
 from sop.engine.plan.timeline import PlanError, PlanOptions, lifecycle, make_plan
-from sop.engine.program.program import Occurrence, Program, StageWindow
+from sop.engine.program import Occurrence, Program, StageWindow
 from sop.engine.validate import Options, load_playbook, validate_file
 
 from tests.conftest import REFERENCE, ROOT, position
@@ -230,7 +230,7 @@ def test_a_chain_longer_than_the_recursion_limit_is_walked_without_recursion(tmp
     at = datetime(2027, 1, 4, 9, tzinfo=prog.tz)
     occ = prog.on_event([], "member.joined", "m1", at)
     assert len(occ) == n and occ[-1].scheduled == at + timedelta(minutes=n - 1)
-    assert list(prog.roots) == ["go"]  # the chain hangs off an event: none of it is timed
+    assert list(prog.timed) == ["go"]  # the chain hangs off an event: none of it is timed
 
 
 def test_a_cyclic_chain_ends(tmp_path):
@@ -238,7 +238,7 @@ def test_a_cyclic_chain_ends(tmp_path):
     pb = validate_file(str(write(tmp_path, text)), Options(plan_checks=False)).playbook
     assert pb is not None
     prog = Program(pb)
-    assert list(prog.roots) == ["go"]
+    assert list(prog.timed) == ["go"]
     assert [a.id for a, _ in prog.chain("a1")] == ["a2", "a0"]
 
 
@@ -386,10 +386,10 @@ def _reference_due(prog: Program, windows: list[StageWindow], t0: datetime, t1: 
     out: list[Occurrence] = []
     for w in windows:
         for a in prog.actions_by_stage.get(w.stage, ()):
-            root = prog.roots.get(a.id)
-            if root is None or root[0].stage != w.stage:
+            root = prog.timed.get(a.id)
+            if root is None or root.root.stage != w.stage:
                 continue
-            base, offset = root
+            base, offset = root.root, root.offset
             start, end = (
                 max(t0 - timedelta(days=1), w.start),
                 t1 if w.end is None else min(t1, w.end),
@@ -398,8 +398,9 @@ def _reference_due(prog: Program, windows: list[StageWindow], t0: datetime, t1: 
                 continue
             s = base.schedule
             if hasattr(s, "expr"):
+                # the root is not clipped at the window's end: an action fires on what is
+                # known at its own instant (engine/program/program.py)
                 lo, hi = max(start - offset, w.start), end - offset
-                hi = hi if w.end is None else min(hi, w.end)
                 scheds = cron_instants(s.expr, lo, hi, prog.tz) if lo < hi else []
             else:
                 scheds = prog._instants(base, w, start - offset, end - offset)
@@ -537,7 +538,7 @@ def test_mermaid_labels_cannot_close_their_quotes_or_carry_html(hostile):
     inner = label[label.index('["') + 2 : label.rindex('"]')]
     assert '"' not in inner and "<b>" not in inner and "`" not in inner
     assert "#34;q#34;" in inner and "#60;b#62;x" in inner and "<br/>gate: members #62;= 0" in inner
-    assert 'subgraph end_["end"]' in out and "s --> end_\n" in out  # `end` is Mermaid syntax
+    assert 'subgraph s_end["end"]' in out and "s_s --> s_end\n" in out  # `end` is Mermaid syntax
 
 
 def test_graph_json_is_strict_and_keeps_the_text(hostile):

@@ -100,6 +100,21 @@ CASES: list[tuple[str, str, str]] = [
     ("SOP241", STAGE + "    exit: {when: members >= 10 and speak_rate > 0.2}\n", "speak_rate"),
     ("SOP242", STAGE + "    exit: {when: members + (core_members > 3) > 1}\n", "(core_members"),
     ("SOP243", STAGE + "    exit: {when: retention_d30 >= 60}\n", "60"),
+    (
+        "SOP280",
+        STAGE
+        + "    duration: {max: 3d}\n  s2:\n    after: s1\n    actions:\n"
+        + "      a2: {after: a1, delay: 1h, do: post, text: x}\n",
+        "a1@2",
+    ),
+    ("SOP281", STAGE + "  s2:\n    after: s1\n", "s1@2"),
+    (
+        "SOP282",
+        STAGE
+        + "routines:\n  greet: {on: member.joined, do: message, to: member, text: hi}\n"
+        + "  tease: {before: greet, by: 1h, do: message, to: member, text: x}\n",
+        "greet@2",
+    ),
 ]
 
 
@@ -218,4 +233,5 @@ def test_every_code_has_a_triggering_test() -> None:
     covered |= {"SOP270"}  # test_security_sim.py
     covered |= {"SOP250", "SOP251", "SOP252", "SOP253"}  # test_security_language.py
     covered |= {"SOP260"}  # test_security_plan.py
+    covered |= {"SOP290", "SOP291", "SOP292", "SOP293", "SOP294", "SOP295"}  # test_validate_ignored
     assert covered == {r.code for r in all_rules()}

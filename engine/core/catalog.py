@@ -3,56 +3,70 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class MetricUnit(StrEnum):
+    """What a metric's number counts; `ratio` lies in 0..1 (SOP243 flags a threshold above 1)."""
+
+    COUNT = "count"
+    RATIO = "ratio"
+    FACTOR = "factor"  # a multiple, 0 or more (a ratio that may exceed 1)
+    DAYS = "days"
+    CURRENCY = "currency"
+    SCORE = "score"
 
 
 @dataclass(frozen=True, slots=True)
 class MetricInfo:
-    """A built-in community metric a gate may read."""
+    """A built-in community metric a gate may read: its name, unit and one-line summary.
+
+    The full definition (how it is measured, its range, when it is undefined) is in
+    engine/program/metrics.py; this is the vocabulary the language checks against.
+    """
 
     name: str
-    unit: str  # count | ratio | days | currency
+    unit: MetricUnit
     description: str
 
 
+_C, _R, _F, _D = MetricUnit.COUNT, MetricUnit.RATIO, MetricUnit.FACTOR, MetricUnit.DAYS
 BUILTIN_METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in [
-        MetricInfo("members", "count", "current members across all groups"),
-        MetricInfo("new_members", "count", "members who joined today"),
-        MetricInfo("daily_speakers", "count", "members who spoke today"),
-        MetricInfo("daily_speak_rate", "ratio", "daily speakers / members"),
+        MetricInfo("members", _C, "current members across all groups"),
+        MetricInfo("new_members", _C, "members who joined today"),
+        MetricInfo("daily_speakers", _C, "members who spoke today"),
+        MetricInfo("daily_speak_rate", _R, "daily speakers / members"),
         MetricInfo(
             "weekly_participation",
-            "ratio",
+            _R,
             "members who took part in an activity in the last 7 days / members",
         ),
-        MetricInfo(
-            "retention_d1", "ratio", "share of the joining cohort still a member after 1 day"
+        *(
+            MetricInfo(
+                f"retention_d{k}",
+                _R,
+                f"share of the members who joined that were still members {k} day{'s' * (k > 1)}"
+                " after joining (7-day cohorts)",
+            )
+            for k in (1, 7, 30, 90)
         ),
-        MetricInfo(
-            "retention_d7", "ratio", "share of the joining cohort still a member after 7 days"
-        ),
-        MetricInfo(
-            "retention_d30", "ratio", "share of the joining cohort still a member after 30 days"
-        ),
-        MetricInfo(
-            "retention_d90", "ratio", "share of the joining cohort still a member after 90 days"
-        ),
-        MetricInfo("core_members", "count", "members in the `core` tier (or above)"),
-        MetricInfo("vip_members", "count", "members in the `vip` tier"),
-        MetricInfo("paying_members", "count", "members with at least one payment"),
-        MetricInfo("conversion_rate", "ratio", "paying members / members ever joined"),
-        MetricInfo("fission_rate", "ratio", "joins by referral / all joins"),
-        MetricInfo("fission_multiplier", "ratio", "new members per referring member (K-factor)"),
+        MetricInfo("core_members", _C, "members in a tier above the lowest"),
+        MetricInfo("vip_members", _C, "members in the highest tier"),
+        MetricInfo("paying_members", _C, "members with at least one payment"),
+        MetricInfo("conversion_rate", _R, "members who ever paid / members ever joined"),
+        MetricInfo("fission_rate", _R, "joins by referral / all joins"),
+        MetricInfo("fission_multiplier", _F, "joins by referral per join that was not (K-factor)"),
         MetricInfo(
             "churn_rate",
-            "ratio",
+            _R,
             "members who left in the last 7 days / (members + those who left)",
         ),
-        MetricInfo("ugc_posts", "count", "user-generated posts in the last 7 days"),
-        MetricInfo("groups", "count", "chat groups in use (a full group opens a new one)"),
-        MetricInfo("days_in_stage", "days", "days since the current stage started"),
-        MetricInfo("community_age", "days", "days since the playbook started"),
+        MetricInfo("ugc_posts", _C, "user-generated posts in the last 7 days"),
+        MetricInfo("groups", _C, "chat groups in use (a full group opens a new one)"),
+        MetricInfo("days_in_stage", _D, "days since the current stage started"),
+        MetricInfo("community_age", _D, "days since the playbook started"),
     ]
 }
 

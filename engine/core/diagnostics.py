@@ -39,6 +39,16 @@ class Rule:
     summary: str
     hint: str
 
+    def as_dict(self) -> dict[str, str]:
+        """The JSON shape of `sop rules --format json`."""
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": str(self.severity),
+            "summary": self.summary,
+            "hint": self.hint,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
@@ -294,6 +304,73 @@ _rule(
     E,
     "A custom metric takes the name of a built-in metric",
     "Built-in metrics need no entry under `metrics:`; give a custom metric another name.",
+)
+# One semantics: what plan, simulate and run would never do, said at validate time.
+_rule(
+    "SOP280",
+    "anchor-in-another-stage",
+    E,
+    "Action is chained to an action of another stage and would never go out",
+    "Chain it to an action of its own stage (or move it there), or give it its own cron or day.",
+)
+_rule(
+    "SOP281",
+    "stage-never-starts",
+    W,
+    "Stage comes after a stage that never hands over to it",
+    "Give the earlier stage a gate without `exit.then.goto`, or a `duration.max`, or start this"
+    " stage by a `goto`.",
+)
+_rule(
+    "SOP282",
+    "before-member-event",
+    E,
+    "Action goes out `before` a member event, which cannot be known in advance",
+    "Use `after:` with a `delay:`; a member event is only known once it happens.",
+)
+# Nothing silently ignored: a value the playbook or scenario gives that nothing would read.
+_rule(
+    "SOP290",
+    "with-unknown-parameter",
+    E,
+    "`with:` names a parameter the fragment does not have",
+    "Use a name declared under the fragment's `params:`; otherwise its default silently wins.",
+)
+_rule(
+    "SOP291",
+    "member-data-without-member",
+    E,
+    "Text reads member or event data, but no member event triggers the action",
+    "Trigger it with `on: member.<event>` (or `after:` such an action), or remove the member data.",
+)
+_rule(
+    "SOP292",
+    "event-option-ignored",
+    E,
+    "Event option given on an event it does not belong to",
+    "`for` is for member.silent, `count` member.violation, `at` member.anniversary, `tier`"
+    " member.tier_changed, `streak` member.checkin_streak.",
+)
+_rule(
+    "SOP293",
+    "scenario-unknown-stage",
+    E,
+    "Scenario names a stage the playbook does not have",
+    "Use a stage id of the playbook (see `sop graph`), or leave `start_stage` out.",
+)
+_rule(
+    "SOP294",
+    "scenario-unknown-metric",
+    E,
+    "Scenario models a metric the playbook does not declare",
+    "Model only custom metrics declared under the playbook's `metrics:`; check the spelling.",
+)
+_rule(
+    "SOP295",
+    "scenario-metric-defined",
+    W,
+    "Scenario models a metric the playbook computes from its definition",
+    "The playbook's `definition:` wins; remove the model from the scenario.",
 )
 # Plan-based checks (built on the compiled Program).
 _rule(

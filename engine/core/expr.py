@@ -356,26 +356,29 @@ def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem]) -> str
     return "bool"
 
 
-def evaluate(node: Node, env: Mapping[str, Any]) -> Any:
-    """Evaluate with values from `env`; works on floats and on NumPy arrays alike."""
+def evaluate(node: Node, env: Mapping[str, Any], empty: float = 0.0) -> Any:
+    """Evaluate with values from `env`; works on floats and on NumPy arrays alike.
+
+    `empty` is what x / 0 gives: 0 in a condition, NaN (undefined) in a metric's definition.
+    """
     k = node.kind
     if k in ("num", "bool"):
         return node.value
     if k == "name":
         return env[str(node.value)]
     if k == "neg":
-        return -evaluate(node.args[0], env)
+        return -evaluate(node.args[0], env, empty)
     if k == "arith":
-        a, b = (evaluate(x, env) for x in node.args)
+        a, b = (evaluate(x, env, empty) for x in node.args)
         if node.op == "+":
             return a + b
         if node.op == "-":
             return a - b
         if node.op == "*":
             return a * b
-        return _divide(a, b)
+        return divide(a, b, empty)
     if k == "cmp":
-        a, b = (evaluate(x, env) for x in node.args)
+        a, b = (evaluate(x, env, empty) for x in node.args)
         op = node.op
         if op == "<":
             return a < b
@@ -389,24 +392,27 @@ def evaluate(node: Node, env: Mapping[str, Any]) -> Any:
             return a == b
         return a != b
     if k == "not":
-        v = evaluate(node.args[0], env)
+        v = evaluate(node.args[0], env, empty)
         return ~v if hasattr(v, "dtype") else not v
-    a, b = (evaluate(x, env) for x in node.args)
+    a, b = (evaluate(x, env, empty) for x in node.args)
     if hasattr(a, "dtype") or hasattr(b, "dtype"):
         return (a & b) if k == "and" else (a | b)
     return (a and b) if k == "and" else (a or b)
 
 
-def _divide(a: Any, b: Any) -> Any:
-    """Division where x/0 is 0: a ratio of an empty community is 0, not an error."""
+def divide(a: Any, b: Any, empty: float = 0.0) -> Any:
+    """a / b, and `empty` where b is 0: the one home of zero-safe division.
+
+    Expressions divide with `empty=0` (docs/language.md: x / 0 is 0); a built-in metric's ratio
+    passes NaN, its "undefined" (engine/program/metrics.py). Floats or NumPy arrays alike.
+    """
     if hasattr(a, "dtype") or hasattr(b, "dtype"):
         import numpy as np
 
         a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-        return np.divide(
-            a_arr, b_arr, out=np.zeros(np.broadcast(a_arr, b_arr).shape), where=b_arr != 0
-        )
-    return a / b if b else 0.0
+        out = np.full(np.broadcast(a_arr, b_arr).shape, empty)
+        return np.divide(a_arr, b_arr, out=out, where=b_arr != 0)
+    return a / b if b else empty
 
 
 def thresholds(node: Node) -> list[tuple[str, str, float]]:

@@ -135,6 +135,27 @@ def read_bytes(path: str, *, limit: int = MAX_BYTES, root: str | None = None) ->
         os.close(fd)
 
 
+def read_stream(stream: Any, *, limit: int = MAX_BYTES) -> bytes:
+    """At most `limit` bytes of a binary stream (standard input): FileRefused SOP003 beyond it.
+
+    Reads `limit + 1` bytes at most, whatever is piped in, so `yes | sop validate -` stops.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        try:
+            chunk = stream.read(min(_CHUNK, limit + 1 - total))
+        except OSError as e:
+            raise FileRefused("SOP006", f"cannot read: {e.strerror or e}") from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise FileRefused("SOP003", _too_large(None, limit).replace("file is", "input is"))
+    return b"".join(chunks)
+
+
 def _too_large(size: int | None, limit: int) -> str:
     mib = f"{limit / 1048576:g} MiB"
     if size is None:

@@ -10,6 +10,7 @@ time is then mapped to an instant with the documented DST rules (docs/time.md):
 from __future__ import annotations
 
 import calendar
+import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,13 +85,91 @@ def nearest_weekday(year: int, month: int, day: int) -> int:
     return day + 1 if day < last else day - 2  # Sunday: the Monday after, or the Friday before
 
 
+# The cron fields (minute, hour, day of month, month, day of week) and their ranges.
+_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_SIMPLE_CRON = re.compile(r"[0-9*/,#\-]+")
+_ALL: list[int | str] = ["*"]
+
+
+def _simple_field(text: str, lo: int, hi: int, dow: bool) -> set[int] | None:
+    """The values of a field made of numbers, `a-b` ranges, `*` and `/n` steps, or None for
+    anything else: names, L, W, #, `a/n`, ranges that wrap or are written `a-a` (croniter reads
+    those in ways of its own, so they are left to it)."""
+    out: set[int] = set()
+    for part in text.split(","):
+        rng, slash, step_text = part.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) >= 1):
+            return None
+        step = int(step_text) if slash else 1
+        first, dash, last = rng.partition("-")
+        if rng == "*" and (slash or text == "*"):  # croniter keeps a `*` listed with others
+            a, b = lo, hi
+        elif first.isdigit() and last.isdigit() and int(first) < int(last) <= hi:
+            a, b = int(first), int(last)
+        elif first.isdigit() and not dash and not slash:
+            a = b = 0 if dow and first == "7" else int(first)  # Sunday is 0 and 7
+        else:
+            return None
+        if not lo <= a <= b <= hi:
+            return None
+        out.update(range(a, b + 1, step))
+    return out
+
+
+def _nth_field(text: str) -> tuple[set[int], dict[int, set[int | str]]] | None:
+    """A day-of-week field made only of `d#n` (the nth weekday d of the month), or None."""
+    nth: dict[int, set[int | str]] = {}
+    for part in text.split(","):
+        day, _, n = part.partition("#")
+        if not (day.isdigit() and n.isdigit() and int(day) <= 6 and 1 <= int(n) <= 5):
+            return None
+        nth.setdefault(int(day), set()).add(int(n))
+    # every weekday named: croniter then writes the field as `*`; left to it
+    return (set(nth), nth) if len(nth) < 7 else None
+
+
+def _simple_cron(expr: str) -> tuple[list[list[int | str]], dict[int, set[int | str]]] | None:
+    """croniter's `expanded` fields and nth weekdays for a plain five-field cron, or None: the
+    common case parsed without importing croniter (a good part of a `sop validate`'s start-up)."""
+    fields = expr.split()
+    if len(fields) != 5 or not all(_SIMPLE_CRON.fullmatch(f) for f in fields):
+        return None
+    out: list[list[int | str]] = []
+    nth: dict[int, set[int | str]] = {}
+    for i, (text, (lo, hi)) in enumerate(zip(fields, _FIELDS, strict=True)):
+        values: set[int] | None
+        if i == 4 and "#" in text:
+            found = _nth_field(text)
+            if found is None:
+                return None
+            values, nth = found
+        else:
+            values = _simple_field(text, lo, hi, dow=i == 4)
+        if values is None:
+            return None
+        # croniter writes a whole field as `*`, except a whole day of month (or of week) when
+        # the other day field has no `*` in it
+        keep = text != "*" and (
+            (i == 2 and "*" not in fields[4]) or (i == 4 and "*" not in fields[2])
+        )
+        full = len(values) == hi - lo + 1
+        out.append(_ALL if full and not keep else sorted(values))
+    return out, nth
+
+
 @cache
 def parse_cron(expr: str) -> CronSpec:
-    """Parse with croniter; raises ValueError for anything croniter rejects."""
-    from croniter import croniter
+    """Parse as croniter does; raises ValueError for anything croniter rejects."""
+    simple = _simple_cron(expr)
+    if simple is not None:
+        (minutes, hours, doms, months, dows), nth_of_month = simple
+        it = None
+    else:
+        from croniter import croniter
 
-    it = croniter(expr)
-    minutes, hours, doms, months, dows = it.expanded[:5]
+        it = croniter(expr)
+        minutes, hours, doms, months, dows = it.expanded[:5]
+        nth_of_month = getattr(it, "nth_weekday_of_month", {}) or {}
     all_ = ["*"]
     ms = list(range(60)) if minutes == all_ else [int(m) for m in minutes]
     hs = list(range(24)) if hours == all_ else [int(h) for h in hours]
@@ -103,9 +182,7 @@ def parse_cron(expr: str) -> CronSpec:
     if last and dom_set is not None and not dom_set:
         dom_set = None
     dow_set = None if dows == all_ else frozenset(int(x) % 7 for x in dows)
-    nth = {
-        int(k) % 7: frozenset(v) for k, v in (getattr(it, "nth_weekday_of_month", {}) or {}).items()
-    }
+    nth = {int(k) % 7: frozenset(v) for k, v in nth_of_month.items()}
     pairs = tuple(sorted((h, m) for h in hs for m in ms))
     return CronSpec(
         times=tuple(time(h, m) for h, m in pairs),

@@ -7,15 +7,17 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core.diagnostics import Collector, Span
 from ..core.expr import ExprSyntaxError, parse
 from ..core.files import FileRefused, default_root, resolve_include
+from ..core.suggest import did_you_mean
 from ..core.timeutil import Window, parse_clock, parse_duration
-from .loader import Document, LoadError, Path, load_file
+from .loader import Document, KeyPath, LoadError, load_file
 from .model import (
     Action,
+    Audience,
     Community,
     Cron,
     DayOffset,
@@ -73,7 +75,7 @@ def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
     if "${" not in doc.text:
         return
 
-    def one(v: str, path: Path) -> Any:
+    def one(v: str, path: KeyPath) -> Any:
         whole = _PARAM.fullmatch(v)
         if whole:
             name = whole.group(1)
@@ -91,7 +93,7 @@ def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
         return _PARAM.sub(repl, v)
 
     # in place: only strings that mention `${` change, containers stay as they are
-    stack: list[tuple[Any, Path]] = [(doc.data, ())]
+    stack: list[tuple[Any, KeyPath]] = [(doc.data, ())]
     while stack:
         node, path = stack.pop()
         items = node.items() if isinstance(node, dict) else enumerate(node)
@@ -103,7 +105,7 @@ def substitute(doc: Document, values: dict[str, Any], out: Collector) -> None:
                 stack.append((v, (*path, k)))
 
 
-def _unknown_param(name: str, doc: Document, path: Path, out: Collector, values: dict) -> None:
+def _unknown_param(name: str, doc: Document, path: KeyPath, out: Collector, values: dict) -> None:
     known = ", ".join(sorted(values)) or "none declared"
     out.add(
         "SOP008",
@@ -147,11 +149,13 @@ def load_sources(
     for sid, stage in stages.items():
         if not isinstance(stage, dict):
             continue
-        for inc_path, rel, with_values in _includes(stage, sid):
-            frag = _include(path, rel, root, main.span(inc_path), json_path(inc_path), sources, out)
+        for inc in _includes(stage, sid):
+            span = main.span(inc.path)
+            frag = _include(path, inc.fragment, root, span, json_path(inc.path), sources, out)
             if frag is None:
                 continue
-            fvalues = {**param_defaults(frag.data), **values, **with_values}
+            _unknown_with(main, inc, frag, out)
+            fvalues = {**param_defaults(frag.data), **values, **inc.values}
             substitute(frag, fvalues, out)
             validator("fragment.schema.json").validate(frag, out)
             sources.fragments.append(Fragment(sid, frag))
@@ -180,23 +184,50 @@ def _include(
     return None
 
 
-def _includes(stage: dict[str, Any], sid: str) -> list[tuple[Path, str, dict[str, Any]]]:
+class _Include(NamedTuple):
+    """One `include:` entry: where it is written, the fragment path, its `with:` values."""
+
+    path: KeyPath  # of the fragment path in the playbook
+    fragment: str
+    values: dict[str, Any]
+    with_path: KeyPath  # of the `with:` mapping
+
+
+def _includes(stage: dict[str, Any], sid: str) -> list[_Include]:
     inc = stage.get("include")
-    base: Path = ("stages", sid, "include")
+    base: KeyPath = ("stages", sid, "include")
     if isinstance(inc, str):
         w = stage.get("with")
-        return [(base, inc, w if isinstance(w, dict) else {})]
-    out: list[tuple[Path, str, dict[str, Any]]] = []
+        return [_Include(base, inc, w if isinstance(w, dict) else {}, ("stages", sid, "with"))]
+    out: list[_Include] = []
     if isinstance(inc, list):
         for i, item in enumerate(inc):
             if isinstance(item, str):
-                out.append(((*base, i), item, {}))
+                out.append(_Include((*base, i), item, {}, (*base, i, "with")))
             elif isinstance(item, dict) and isinstance(item.get("fragment"), str):
                 w = item.get("with")
+                values = w if isinstance(w, dict) else {}
                 out.append(
-                    ((*base, i, "fragment"), item["fragment"], w if isinstance(w, dict) else {})
+                    _Include((*base, i, "fragment"), item["fragment"], values, (*base, i, "with"))
                 )
     return out
+
+
+def _unknown_with(main: Document, inc: _Include, frag: Document, out: Collector) -> None:
+    """`with:` keys the fragment neither declares nor uses: their value would be ignored."""
+    declared = set(param_defaults(frag.data)) | set(_PARAM.findall(frag.text))
+    for name in inc.values:
+        if name in declared:
+            continue
+        known = ", ".join(sorted(param_defaults(frag.data))) or "none declared"
+        out.add(
+            "SOP290",
+            main.key_span((*inc.with_path, name)),
+            f"`with:` gives `{name}`, which fragment {inc.fragment!r} does not declare"
+            f" (its params: {known}); the value would be ignored",
+            hint=did_you_mean(name, declared) or None,
+            json_path=json_path((*inc.with_path, name)),
+        )
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -207,7 +238,7 @@ class LazySpans(Mapping[str, Span]):
 
     __slots__ = ("_doc", "_extra", "_keys", "_path")
 
-    def __init__(self, doc: Document, path: Path, keys: Iterable[str]) -> None:
+    def __init__(self, doc: Document, path: KeyPath, keys: Iterable[str]) -> None:
         self._doc, self._path, self._keys = doc, path, frozenset(keys)
         self._extra: dict[str, Span] = {}
 
@@ -234,11 +265,11 @@ class LazySpans(Mapping[str, Span]):
         return len({"", *self._keys, *self._extra})
 
 
-def _spans(doc: Document, path: Path, data: dict[str, Any]) -> LazySpans:
+def _spans(doc: Document, path: KeyPath, data: dict[str, Any]) -> LazySpans:
     return LazySpans(doc, path, data)
 
 
-def expression(doc: Document, path: Path, text: str, out: Collector | None) -> Expression:
+def expression(doc: Document, path: KeyPath, text: str, out: Collector | None) -> Expression:
     """A located expression; syntax errors are reported to `out`."""
     span, exact = _text_start(doc, path, text)
     try:
@@ -257,7 +288,7 @@ def expression(doc: Document, path: Path, text: str, out: Collector | None) -> E
     return Expression(text, node, span, exact)
 
 
-def _text_start(doc: Document, path: Path, text: str) -> tuple[Span, bool]:
+def _text_start(doc: Document, path: KeyPath, text: str) -> tuple[Span, bool]:
     """The span of the first character of a scalar's text, and whether columns map exactly."""
     span = doc.span(path)
     style = doc.styles.get(tuple(path))
@@ -276,7 +307,7 @@ def _text_start(doc: Document, path: Path, text: str) -> tuple[Span, bool]:
     return span, False
 
 
-def template(doc: Document, path: Path, tid: str, text: str) -> Template:
+def template(doc: Document, path: KeyPath, tid: str, text: str) -> Template:
     """A template with the file position of its first character."""
     span = doc.span(path)
     style = doc.styles.get(tuple(path))
@@ -314,7 +345,7 @@ def _schedule(a: dict[str, Any]) -> Schedule:
 
 def _action(
     doc: Document,
-    path: Path,
+    path: KeyPath,
     aid: str,
     sid: str | None,
     a: dict[str, Any],
@@ -331,7 +362,9 @@ def _action(
         kind=a["do"],
         schedule=_schedule(a),
         owner=a.get("owner", defaults.get("owner")),
-        audience=a.get("to", "staff" if is_task else defaults.get("to", "everyone")),
+        audience=a.get(
+            "to", Audience.STAFF.value if is_task else defaults.get("to", Audience.EVERYONE.value)
+        ),
         backend=a.get("backend", defaults.get("staff_backend" if is_task else "backend")),
         template=a.get("template"),
         text=template(doc, (*path, "text"), aid, a["text"]) if "text" in a else None,
@@ -377,7 +410,7 @@ def build(sources: Sources, out: Collector) -> Playbook:
         actions[aid] = _action(doc, ("routines", aid), aid, None, a, defaults, out)
     for sid, s in (d.get("stages") or {}).items():
         s = s or {}
-        spath: Path = ("stages", sid)
+        spath: KeyPath = ("stages", sid)
         ids: list[str] = []
         entries = [
             (doc, (*spath, "actions", aid), aid, a) for aid, a in (s.get("actions") or {}).items()
@@ -467,7 +500,12 @@ def build(sources: Sources, out: Collector) -> Playbook:
 
 
 def _stage(
-    doc: Document, path: Path, sid: str, s: dict[str, Any], actions: tuple[str, ...], out: Collector
+    doc: Document,
+    path: KeyPath,
+    sid: str,
+    s: dict[str, Any],
+    actions: tuple[str, ...],
+    out: Collector,
 ) -> Stage:
     after = s.get("after") or []
     dur = s.get("duration") or {}
@@ -521,10 +559,10 @@ def _with(spans: LazySpans, extra: dict[str, Span]) -> LazySpans:
 
 
 def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
-    from .model import Backend
+    from .model import BackendSpec
 
     out = {
-        bid: Backend(
+        bid: BackendSpec(
             bid,
             b["type"],
             b.get("rate"),
@@ -540,7 +578,7 @@ def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
     # `console` always exists: the terminal of whoever runs `sop run`
     if "console" not in out:
         none = None
-        out["console"] = Backend(
+        out["console"] = BackendSpec(
             "console", "console", none, none, none, none, none, none, _spans(doc, (), {})
         )
     return out
@@ -552,7 +590,7 @@ def _tiers(doc: Document, t: dict[str, Any] | None, out: Collector) -> Tiers | N
     levels = []
     for rank, (tid, lv) in enumerate((t.get("levels") or {}).items()):
         lv = lv or {}
-        path: Path = ("tiers", "levels", tid)
+        path: KeyPath = ("tiers", "levels", tid)
         dm = lv.get("demote") or {}
         spans = _spans(doc, path, lv)
         spans.update({f"demote.{k}": doc.span((*path, "demote", k)) for k in dm})
@@ -600,7 +638,7 @@ def _moderation(doc: Document, m: dict[str, Any] | None) -> Moderation | None:
 def _incidents(doc: Document, data: dict[str, Any], out: Collector) -> dict[str, Incident]:
     result = {}
     for iid, inc in data.items():
-        path: Path = ("incidents", iid)
+        path: KeyPath = ("incidents", iid)
         steps = []
         for i, st in enumerate(inc.get("steps") or []):
             if "do" in st:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -11,9 +10,28 @@ from functools import lru_cache
 from ..core import expr as ex
 from ..core.catalog import BUILTIN_METRICS, MEMBER_ATTRIBUTES
 from ..core.diagnostics import Collector, Span
+from ..core.suggest import did_you_mean
 from ..core.timeutil import format_duration
-from .model import Action, Cron, DayOffset, Expression, OnEvent, Playbook, Relative, Template
+from .model import (
+    Action,
+    Audience,
+    Cron,
+    DayOffset,
+    Expression,
+    OnEvent,
+    Playbook,
+    Relative,
+    Template,
+)
 from .schema_source import MAX_DURATION_DAYS
+from .semantics import (
+    Anchored,
+    blocked_by,
+    quiet_window,
+    reachable_stages,
+    resolve_anchors,
+    why_no_hand_over,
+)
 
 Check = Callable[[Playbook, Collector], None]
 CHECKS: list[Check] = []
@@ -31,16 +49,11 @@ def run_checks(pb: Playbook, out: Collector) -> None:
         fn(pb, out)
 
 
-def _did_you_mean(name: str, options: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(name, list(options), 1)
-    return f"did you mean `{close[0]}`?" if close else None
-
-
 def _unknown(
     out: Collector, code: str, what: str, name: str, options: Mapping[str, object], span: Span
 ) -> None:
     known = ", ".join(sorted(options)) or "none"
-    hint = _did_you_mean(name, options) or f"known {what}s: {known}"
+    hint = did_you_mean(name, options) or f"known {what}s: {known}"
     out.add(code, span, f"unknown {what} `{name}`", hint=hint)
 
 
@@ -94,8 +107,9 @@ def action_references(pb: Playbook, out: Collector) -> None:
             _unknown(out, "SOP206", "backend", a.backend, pb.backends, sp.get("backend", sp[""]))
         if a.template and a.template not in pb.templates:
             _unknown(out, "SOP207", "template", a.template, pb.templates, sp["template"])
-        if a.audience.startswith("tier:") and a.audience[5:] not in tiers:
-            _unknown(out, "SOP205", "tier", a.audience[5:], tiers, sp.get("to", sp[""]))
+        tier = Audience.tier_of(a.audience)
+        if tier is not None and tier not in tiers:
+            _unknown(out, "SOP205", "tier", tier, tiers, sp.get("to", sp[""]))
         s = a.schedule
         if isinstance(s, Relative) and s.anchor not in pb.actions:
             key = "after" if "after" in sp else "before"
@@ -111,7 +125,7 @@ def action_references(pb: Playbook, out: Collector) -> None:
             }.get(s.event)
             if need and not need[1]:
                 out.add("SOP101", sp["on"], f"`on: {s.event}` needs `{need[0]}`")
-        if a.audience == "member" and _root_event(pb, a) is None:
+        if a.audience == Audience.MEMBER and _root_event(pb, a) is None:
             out.add(
                 "SOP103",
                 sp.get("to", sp[""]),
@@ -120,14 +134,76 @@ def action_references(pb: Playbook, out: Collector) -> None:
             )
 
 
+# Each event option belongs to one event; on any other event it would be silently ignored.
+EVENT_OPTIONS = {
+    "for": "member.silent",
+    "count": "member.violation",
+    "at": "member.anniversary",
+    "tier": "member.tier_changed",
+    "streak": "member.checkin_streak",
+}
+
+
+@check
+def event_options(pb: Playbook, out: Collector) -> None:
+    """`for`, `count`, `at`, `tier` and `streak` appear only on the event they belong to."""
+    for a in pb.actions.values():
+        s = a.schedule
+        if not isinstance(s, OnEvent):
+            continue
+        for key, event in EVENT_OPTIONS.items():
+            if key in a.spans and s.event != event:
+                out.add(
+                    "SOP292",
+                    a.spans[key],
+                    f"action `{a.id}`: `{key}` has no meaning on `{s.event}` (it belongs to"
+                    f" `{event}`) and would be ignored",
+                )
+
+
+@check
+def member_data(pb: Playbook, out: Collector) -> None:
+    """A text that reads `member` or `event` data is sent only where a member event triggers it."""
+    from .templates import member_reads
+
+    for a in pb.actions.values():
+        if a.audience == Audience.MEMBER or _root_event(pb, a) is not None:
+            continue  # `to: member` without an event is SOP103's finding
+        t = pb.templates.get(a.template) if a.template else a.text
+        if t is None:
+            continue
+        reads = member_reads(t.text)
+        if not reads:
+            continue
+        line_offset, name = reads[0]
+        why = (
+            f"action `{a.id}` is sent `to: {a.audience}` on a schedule, not on a member event,"
+            f" so there is no `{name}` to fill in"
+        )
+        if a.text is not None:
+            out.add("SOP291", _locate(t, line_offset, name), f"{why}: its text reads `{name}`")
+        else:
+            out.add(
+                "SOP291",
+                a.spans.get("template", a.spans[""]),
+                f"{why}: template `{t.id}` reads `{name}` (line {t.line + line_offset})",
+            )
+
+
 def _root_event(pb: Playbook, a: Action) -> OnEvent | None:
-    seen = set()
-    while isinstance(a.schedule, Relative) and a.schedule.anchor in pb.actions:
-        if a.id in seen:
-            return None
-        seen.add(a.id)
-        a = pb.actions[a.schedule.anchor]
-    return a.schedule if isinstance(a.schedule, OnEvent) else None
+    return _anchors(pb)[a.id].event
+
+
+def _anchors(pb: Playbook) -> dict[str, Anchored]:
+    """Every action's root and offset (one walk per playbook; `semantics.resolve_anchors`)."""
+    cached = _ANCHORS.get(id(pb))
+    if cached is None or cached[0] is not pb:
+        _ANCHORS.clear()  # one playbook is checked at a time
+        cached = _ANCHORS[id(pb)] = (pb, resolve_anchors(pb.actions))
+    return cached[1]
+
+
+_ANCHORS: dict[int, tuple[Playbook, dict[str, Anchored]]] = {}
 
 
 @check
@@ -236,39 +312,58 @@ def stage_graph(pb: Playbook, out: Collector) -> None:
         s = pb.stages[cyc[0]]
         out.add("SOP220", s.spans.get("after", s.spans[""]), "stage cycle: " + " → ".join(cyc))
         return
-    reachable = reachable_stages(pb)
+    reachable = reachable_stages(pb)  # the Lifecycle's own rule (lang/semantics.py)
     for s in pb.stages.values():
-        if s.id not in reachable:
-            why = (
-                "a rescue stage that no `goto` names"
-                if s.rescue
-                else "it comes after a stage that can never finish or be reached"
+        if s.id in reachable:
+            continue
+        blocker = None if s.rescue else blocked_by(pb, s, reachable)
+        if blocker is not None:
+            i = s.after.index(blocker)
+            out.add(
+                "SOP281",
+                s.spans.get(f"after.{i}") or s.spans.get("after") or s.spans[""],
+                f"stage `{s.id}` never starts: it comes after `{blocker}`, and"
+                f" {why_no_hand_over(pb.stages[blocker])}",
             )
-            out.add("SOP222", s.spans[""], f"stage `{s.id}` can never be reached: {why}")
+            continue
+        why = (
+            "a rescue stage that no `goto` names"
+            if s.rescue
+            else "it comes after a stage that can never finish or be reached"
+        )
+        out.add("SOP222", s.spans[""], f"stage `{s.id}` can never be reached: {why}")
 
 
-def reachable_stages(pb: Playbook) -> set[str]:
-    """Stages reachable from the roots by `after` edges and `goto` jumps."""
-    succ: dict[str, set[str]] = {s: set() for s in pb.stages}
-    roots = []
-    for s in pb.stages.values():
-        if not s.after and not s.rescue:
-            roots.append(s.id)
-        if not s.rescue:
-            for a in s.after:
-                if a in succ:
-                    succ[a].add(s.id)
-        for target in (s.goto, s.deadline.goto if s.deadline else None):
-            if target in succ:
-                succ[s.id].add(target)
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(succ[n])
-    return seen
+@check
+def anchor_stages(pb: Playbook, out: Collector) -> None:
+    """A chained action shares its anchor's stage, and never goes out before a member event."""
+    for aid, found in _anchors(pb).items():
+        a = pb.actions[aid]
+        s = a.schedule
+        if not isinstance(s, Relative) or not found.complete:
+            continue  # unknown anchors and cycles are SOP203 and SOP221
+        key = "after" if "after" in a.spans else "before"
+        anchor = pb.actions[s.anchor]
+        if found.event is None and anchor.stage != a.stage:
+            # the Program schedules a chain inside its root's stage window only (docs/time.md)
+            out.add(
+                "SOP280",
+                a.spans[key],
+                f"action `{a.id}` ({_home(a.stage)}) is `{key}` `{anchor.id}`"
+                f" ({_home(anchor.stage)}): it would never go out",
+            )
+        elif found.event is not None and s.offset < timedelta(0) and found.offset < timedelta(0):
+            out.add(
+                "SOP282",
+                a.spans[key],
+                f"action `{a.id}` would go out {format_duration(-found.offset)} before"
+                f" `{found.root.id}`, which `{found.event.event}` triggers: an event is not"
+                " known before it happens",
+            )
+
+
+def _home(stage: str | None) -> str:
+    return f"stage `{stage}`" if stage else "a routine"
 
 
 @check
@@ -302,15 +397,12 @@ def cron_problem(expr_text: str) -> str | None:
     fields = expr_text.split()
     if not (len(fields) == 5 or (len(fields) == 1 and fields[0] in _CRON_ALIASES)):
         return f"cron needs 5 fields (minute hour day month weekday), got {len(fields)}"
-    from croniter import croniter
+    from ..core.schedule import parse_cron  # croniter's reading, imported only when needed
 
     try:
-        croniter(expr_text)
+        spec = parse_cron(expr_text)
     except (ValueError, KeyError, TypeError) as e:
         return f"invalid cron `{expr_text}`: {e}"
-    from ..core.schedule import parse_cron
-
-    spec = parse_cron(expr_text)
     if spec.nth and (spec.doms is not None or spec.last_dom):
         # cron implementations disagree on what this means; refuse rather than guess
         return f"`{expr_text}` combines a day of month with an nth weekday (`#`); use one of them"
@@ -357,7 +449,7 @@ def times(pb: Playbook, out: Collector) -> None:
             "SOP231",
             pb.spans["timezone"],
             f"unknown time zone `{shown}`",
-            hint=_did_you_mean(pb.timezone, available_timezones())
+            hint=did_you_mean(pb.timezone, available_timezones())
             if len(pb.timezone) <= 64
             else None,
         )
@@ -373,33 +465,27 @@ def times(pb: Playbook, out: Collector) -> None:
         if problem:
             out.add("SOP230", span, problem)
             continue
-        if action and action.quiet_hours and action.kind != "task":
+        quiet = quiet_window(action) if action else None  # the rule plan applies
+        if action and quiet:
             tod = cron_times_of_day(text)
             from datetime import time
 
-            if all(action.quiet_hours.contains(time(h, m)) for h, m in tod):
+            if all(quiet.contains(time(h, m)) for h, m in tod):
                 out.add(
                     "SOP232",
                     span,
-                    f"`{text}` fires only inside quiet hours {action.quiet_hours}: every"
-                    f" message of `{action.id}` would be postponed to"
-                    f" {action.quiet_hours.end:%H:%M}",
+                    f"`{text}` fires only inside quiet hours {quiet}: every"
+                    f" message of `{action.id}` would be postponed to {quiet.end:%H:%M}",
                 )
 
 
 def action_offset(pb: Playbook, a: Action) -> timedelta | None:
     """Offset of an action from its stage start when it is fixed (day offsets and their chains)."""
-    total = timedelta(0)
-    seen: set[str] = set()
-    while isinstance(a.schedule, Relative):
-        if a.id in seen or a.schedule.anchor not in pb.actions:
-            return None
-        seen.add(a.id)
-        total += a.schedule.offset
-        a = pb.actions[a.schedule.anchor]
-    if isinstance(a.schedule, DayOffset):
-        t = a.schedule.at
-        return total + timedelta(days=a.schedule.day, hours=t.hour, minutes=t.minute)
+    found = _anchors(pb)[a.id]
+    root = found.root.schedule
+    if found.complete and isinstance(root, DayOffset):
+        t = root.at
+        return found.offset + timedelta(days=root.day, hours=t.hour, minutes=t.minute)
     return None
 
 
@@ -497,43 +583,27 @@ def durations(pb: Playbook, out: Collector) -> None:
 @check
 def action_chains(pb: Playbook, out: Collector) -> None:
     """Chains of `after`/`before` are at most MAX_CHAIN long and span at most 10 years."""
-    depth: dict[str, int] = {}
-    offset: dict[str, timedelta] = {}
-    for start in pb.actions.values():
-        # walk up to the first action already measured (or the root), then measure back down
-        path: list[Action] = []
-        on_path: set[str] = set()
-        a = start
-        while (
-            a.id not in depth
-            and isinstance(a.schedule, Relative)
-            and a.schedule.anchor in pb.actions
-            and a.id not in on_path  # a cycle (SOP221): measured as if it ended here
-        ):
-            path.append(a)
-            on_path.add(a.id)
-            a = pb.actions[a.schedule.anchor]
-        below_depth, below_offset = depth.get(a.id, 0), offset.get(a.id, timedelta(0))
-        for b in reversed(path):
-            assert isinstance(b.schedule, Relative)
-            below_depth, below_offset = below_depth + 1, below_offset + b.schedule.offset
-            depth[b.id], offset[b.id] = below_depth, below_offset
-            key = "after" if "after" in b.spans else "before"
-            if below_depth == MAX_CHAIN + 1:
-                out.add(
-                    "SOP252",
-                    b.spans[key],
-                    f"action `{b.id}` makes a chain of {below_depth} actions, each `after` or"
-                    f" `before` the next; at most {MAX_CHAIN} are allowed",
-                )
-            elif abs(below_offset) > MAX_DURATION >= abs(below_offset - b.schedule.offset):
-                out.add(
-                    "SOP251",
-                    b.spans.get("delay" if key == "after" else "by", b.spans[key]),
-                    f"action `{b.id}` falls {format_duration(abs(below_offset))}"
-                    f" {'after' if below_offset > timedelta(0) else 'before'} the start of its"
-                    f" chain; at most {MAX_DURATION_DAYS}d (10 years)",
-                )
+    # each chain measured once, a cycle (SOP221) as if it ended where it closes
+    for aid, found in _anchors(pb).items():
+        b = pb.actions[aid]
+        if not isinstance(b.schedule, Relative):
+            continue
+        key = "after" if "after" in b.spans else "before"
+        if found.depth == MAX_CHAIN + 1:
+            out.add(
+                "SOP252",
+                b.spans[key],
+                f"action `{b.id}` makes a chain of {found.depth} actions, each `after` or"
+                f" `before` the next; at most {MAX_CHAIN} are allowed",
+            )
+        elif abs(found.offset) > MAX_DURATION >= abs(found.offset - b.schedule.offset):
+            out.add(
+                "SOP251",
+                b.spans.get("delay" if key == "after" else "by", b.spans[key]),
+                f"action `{b.id}` falls {format_duration(abs(found.offset))}"
+                f" {'after' if found.offset > timedelta(0) else 'before'} the start of its"
+                f" chain; at most {MAX_DURATION_DAYS}d (10 years)",
+            )
 
 
 def stage_end_bound(s: object) -> timedelta | None:
@@ -558,7 +628,7 @@ def _check_expr(
         hint = None
         if pr.code == "SOP241":
             name = e.text[pr.start : pr.end]
-            hint = _did_you_mean(name, known) or catalogue_hint
+            hint = did_you_mean(name, known) or catalogue_hint
         out.add(pr.code, e.span_of(pr.start, pr.end), f"{what}: {pr.message}", hint=hint)
 
 

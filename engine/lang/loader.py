@@ -17,7 +17,7 @@ import yaml
 
 from ..core.diagnostics import Diagnostic, Severity, Span, rule
 from ..core.files import MAX_BYTES as _FILE_LIMIT
-from ..core.files import FileRefused, read_bytes
+from ..core.files import FileRefused, read_bytes, read_stream
 
 try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
     from yaml import CSafeLoader as _Parser
@@ -33,7 +33,8 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000  # after alias expansion: stops "billion laughs"
 MAX_ALIASES = 10_000
 
-Path = tuple[str | int, ...]
+# The keys and indexes that lead to a value inside a document (not a file path).
+KeyPath = tuple[str | int, ...]
 _MERGE = "\x00<<"  # sentinel key for YAML merge keys; NUL never survives decode()
 
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
@@ -70,12 +71,12 @@ class Document:
     text: str
     data: Any
     # raw (line, column, end_line, end_column) tuples: Span objects are made only when asked for
-    spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
-    key_spans: dict[Path, tuple[int, int, int, int]] = field(default_factory=dict)
-    styles: dict[Path, str] = field(default_factory=dict)  # non-plain scalars only
+    spans: dict[KeyPath, tuple[int, int, int, int]] = field(default_factory=dict)
+    key_spans: dict[KeyPath, tuple[int, int, int, int]] = field(default_factory=dict)
+    styles: dict[KeyPath, str] = field(default_factory=dict)  # non-plain scalars only
     _lines: list[str] | None = field(default=None, repr=False, compare=False)
 
-    def span(self, path: Path) -> Span:
+    def span(self, path: KeyPath) -> Span:
         """The span of the value at `path`, or of its nearest located ancestor."""
         p = tuple(path)
         while p:
@@ -86,7 +87,7 @@ class Document:
         root = self.spans.get(())
         return Span(self.file, *root) if root else Span(self.file, 1, 1, 1, 1)
 
-    def key_span(self, path: Path) -> Span:
+    def key_span(self, path: KeyPath) -> Span:
         """The span of the key that introduces `path` (the value's span for list items)."""
         k = self.key_spans.get(tuple(path))
         return Span(self.file, *k) if k else self.span(path)
@@ -174,6 +175,20 @@ def load_file(path: str, *, root: str | None = None) -> Document:
         return load_text(text, path)
     except LoadError as e:
         e.document = Document(file=path, text=text, data=None)
+        raise
+
+
+def load_stream(stream: Any, file: str = "<stdin>") -> Document:
+    """Load a document from a binary stream (standard input), bounded as files are."""
+    try:
+        raw = read_stream(stream, limit=MAX_BYTES)
+    except FileRefused as e:
+        raise _fail(e.code, file, 1, 1, e.message) from None
+    text = decode(raw, file)
+    try:
+        return load_text(text, file)
+    except LoadError as e:
+        e.document = Document(file=file, text=text, data=None)
         raise
 
 
@@ -294,7 +309,7 @@ class _Frame:
     def __init__(
         self,
         container: Any,
-        path: Path,
+        path: KeyPath,
         span: tuple[int, int, int, int],
         anchor: str | None,
         nodes: int,
@@ -321,7 +336,7 @@ def _build(doc: Document) -> None:
     documents = 0
     root_set = False
 
-    def place(value: Any, span: tuple[int, int, int, int], ev: Any) -> Path | None:
+    def place(value: Any, span: tuple[int, int, int, int], ev: Any) -> KeyPath | None:
         """Attach a finished value to its parent; returns its path (None for a key)."""
         nonlocal root_set
         if not stack:
@@ -356,7 +371,7 @@ def _build(doc: Document) -> None:
         key_spans[path] = top.key_span  # type: ignore[assignment]
         return path
 
-    def child_path() -> Path:
+    def child_path() -> KeyPath:
         if not stack:
             return ()
         top = stack[-1]
@@ -411,7 +426,7 @@ def _build(doc: Document) -> None:
                     # hot path: a plain or quoted scalar value in a mapping
                     style = ev.style
                     value = ev.value if style else _resolve_plain(ev.value)
-                    vpath: Path = (*top.path, top.key)
+                    vpath: KeyPath = (*top.path, top.key)
                     top.container[top.key] = value
                     sm, em = ev.start_mark, ev.end_mark
                     spans[vpath] = (sm.line + 1, sm.column + 1, em.line + 1, em.column + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
@@ -11,6 +12,20 @@ from ..core.expr import Node
 from ..core.timeutil import Window
 
 Spans = Mapping[str, Span]  # field name -> span of its value; "" -> span of the object's key
+
+
+class Audience(enum.StrEnum):
+    """Who an action's message goes to (`to:`); a tier is `tier:<id>`, see `tier_of`."""
+
+    EVERYONE = "everyone"
+    MEMBER = "member"  # the member whose event triggered the action
+    STAFF = "staff"
+    REFERRER = "referrer"  # who invited the member whose event triggered the action
+
+    @staticmethod
+    def tier_of(audience: str) -> str | None:
+        """The tier id of a `tier:<id>` audience, else None."""
+        return audience[5:] if audience.startswith("tier:") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +165,11 @@ class Role:
 
 
 @dataclass(frozen=True, slots=True)
-class Backend:
-    """Where actions go; secrets are `${env:NAME}` references resolved only at run time."""
+class BackendSpec:
+    """A backend as the playbook declares it (where actions go), not the code that sends.
+
+    Secrets are `${env:NAME}` references resolved only at run time.
+    """
 
     id: str
     type: str
@@ -279,7 +297,7 @@ class Playbook:
     timezone: str
     community: Community
     roles: Mapping[str, Role]
-    backends: Mapping[str, Backend]
+    backends: Mapping[str, BackendSpec]
     default_backend: str | None
     default_owner: str | None
     default_quiet_hours: Window | None
@@ -301,6 +319,6 @@ class Playbook:
         """Every metric name a gate may read, with its unit."""
         from ..core.catalog import BUILTIN_METRICS
 
-        units = {m.name: m.unit for m in BUILTIN_METRICS.values()}
+        units: dict[str, str] = {m.name: m.unit for m in BUILTIN_METRICS.values()}
         units.update({m.id: m.unit for m in self.metrics.values()})
         return units

@@ -10,17 +10,16 @@ accepts exactly what `jsonschema.Draft7Validator` accepts, with one deliberate d
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable
 from functools import cache
-from importlib import resources
 from pathlib import Path as PathLib
 from typing import Any
 
 from ..core.diagnostics import Collector
-from .loader import Document, Path
+from ..core.suggest import did_you_mean
+from .loader import Document, KeyPath
 from .schema_source import (
     DATE_PATTERN,
     DURATION_PATTERN,
@@ -63,7 +62,7 @@ SUPPORTED = frozenset(
     }
 )
 
-Check = Callable[[Any, Path, "_Ctx"], None]
+Check = Callable[[Any, KeyPath, "_Ctx"], None]
 
 _PATTERN_NAMES = {
     DURATION_PATTERN: "a duration such as 30m, 24h, 3d or 2w, of at most 10 years",
@@ -83,7 +82,7 @@ class _Ctx:
         self.out = out
 
 
-def json_path(path: Path) -> str:
+def json_path(path: KeyPath) -> str:
     """`$.stages["cold-start"].actions.welcome` for a value path."""
     parts = ["$"]
     for k in path:
@@ -96,7 +95,7 @@ def json_path(path: Path) -> str:
     return "".join(parts)
 
 
-def describe(path: Path) -> str:
+def describe(path: KeyPath) -> str:
     """Human name of the thing at `path`: "action `welcome`", "stage `prep`", "`timezone`"."""
     names = {
         "stages": "stage",
@@ -231,7 +230,7 @@ class Validator:
         if len(checks) == 1:
             return checks[0]
 
-        def all_checks(v: Any, p: Path, c: _Ctx) -> None:
+        def all_checks(v: Any, p: KeyPath, c: _Ctx) -> None:
             n = len(c.out.items)
             for ch in checks:
                 ch(v, p, c)
@@ -244,7 +243,7 @@ class Validator:
         preds = [_TYPES[t] for t in types]
         words = " or ".join(_TYPE_WORDS[t] for t in types)
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             for pr in preds:
                 if pr(v):
                     return
@@ -260,11 +259,10 @@ class Validator:
     def _enum_check(self, allowed: list[Any]) -> Check:
         allowed_set = set(allowed)
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if isinstance(v, (str, int, float)) and v in allowed_set:
                 return
-            close = difflib.get_close_matches(str(v), [str(a) for a in allowed], 1)
-            hint = f"did you mean `{close[0]}`?" if close else None
+            hint = did_you_mean(str(v), allowed)
             shown = ", ".join(str(a) for a in allowed)
             c.out.add(
                 "SOP103",
@@ -280,7 +278,7 @@ class Validator:
         rx = re.compile(pattern) if pattern else None
         what = _PATTERN_NAMES.get(pattern or "", f"text matching {pattern}")
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if not isinstance(v, str):
                 return
             if min_length is not None and len(v) < min_length:
@@ -304,7 +302,7 @@ class Validator:
         """`format: date`: the day exists (2026-02-30 does not); the pattern checks the shape."""
         from datetime import date
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if not isinstance(v, str):
                 return
             try:
@@ -320,7 +318,7 @@ class Validator:
         return check
 
     def _range_check(self, lo: float | None, hi: float | None, xlo: float | None) -> Check:
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return
             bad = None
@@ -355,7 +353,7 @@ class Validator:
         min_props = s.get("minProperties")
         prop_names = sorted(props)
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if not isinstance(v, dict):
                 return
             doc = c.doc
@@ -390,12 +388,7 @@ class Validator:
                 elif extra_check is not None:
                     extra_check(val, kp, c)
                 elif closed:
-                    close = difflib.get_close_matches(key, prop_names, 1)
-                    hint = (
-                        f"did you mean `{close[0]}`?"
-                        if close
-                        else f"allowed keys: {', '.join(prop_names)}"
-                    )
+                    hint = did_you_mean(key, prop_names) or f"allowed keys: {', '.join(prop_names)}"
                     c.out.add(
                         "SOP100",
                         doc.key_span(kp),
@@ -421,7 +414,7 @@ class Validator:
     ) -> Check:
         item_check = self._compile(items) if items else None
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if not isinstance(v, list):
                 return
             if min_items is not None and len(v) < min_items:
@@ -451,7 +444,7 @@ class Validator:
             raise ValueError("oneOf is supported only as a choice of required keys")
         listed = ", ".join(keys)
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if not isinstance(v, dict):
                 return
             found = [k for k in keys if k in v]
@@ -480,7 +473,7 @@ class Validator:
         compiled = [(self._compile(b), b.get("type")) for b in branches]
         words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for _, t in compiled)
 
-        def check(v: Any, p: Path, c: _Ctx) -> None:
+        def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             fitting = [ch for ch, t in compiled if t is None or _TYPES[t](v)]
             if not fitting:
                 c.out.add(
@@ -503,9 +496,13 @@ class Validator:
 
 def schema_text(name: str = "playbook.schema.json") -> str:
     """The text of a shipped schema: from the source tree, else from the installed package."""
-    local = PathLib(__file__).resolve().parents[2] / "schemas" / name
-    if local.is_file():
-        return local.read_text(encoding="utf-8")
+    here = PathLib(__file__).resolve().parents
+    # the source tree keeps schemas/ at its top; an installed package has them as sop/engine/schemas
+    for local in (here[2] / "schemas" / name, here[1] / "schemas" / name):
+        if local.is_file():
+            return local.read_text(encoding="utf-8")
+    from importlib import resources  # a zipped install: slower to import, so only here
+
     return resources.files("sop.engine.schemas").joinpath(name).read_text(encoding="utf-8")
 
 

@@ -151,6 +151,15 @@ def needs_member(text: str) -> bool:
     return any(n.name in ("member", "event") for n in _unbound_reads(ast))
 
 
+def member_reads(text: str) -> list[tuple[int, str]]:
+    """Where a template reads member or event data: (line offset, `member`/`event`), in order."""
+    try:
+        ast = _parse(text)
+    except Exception:
+        return []  # a template that does not parse is SOP208's finding, not this one's
+    return [(n.lineno - 1, n.name) for n in _unbound_reads(ast) if n.name in ("member", "event")]
+
+
 @contextmanager
 def shared_budget() -> Iterator[None]:
     """Renders inside this block share one work budget (a plan renders many templates)."""

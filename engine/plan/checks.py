@@ -12,10 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from ..core.catalog import DEFAULT_RATES, MESSAGE_KINDS
+from ..core.catalog import DEFAULT_RATES
 from ..core.diagnostics import Collector
 from ..lang.model import Action, Playbook
-from ..program.program import Firing, Program, StageWindow
+from ..lang.semantics import is_member_message
+from ..program import Firing, Program, StageWindow
 from .timeline import PlanError, PlanOptions, lifecycle
 
 # Firings examined at most: a 90-day plan of a busy real community holds a few thousand; this
@@ -80,7 +81,7 @@ def _count(
                 load.stopped = at.date()
                 break
             fired[aid] += 1
-            if a.backend and a.kind in MESSAGE_KINDS:
+            if a.backend and is_member_message(a):
                 sends[(a.backend, at.hour * 60 + at.minute)] += 1
             if day is None:
                 day = at.date()
@@ -107,7 +108,7 @@ def _tally_day(
         a = pb.actions[aid]
         if a.owner:
             tasks[a.owner] += n
-        if a.kind in MESSAGE_KINDS:
+        if is_member_message(a):
             if a.audience == "everyone":
                 everyone += n
             elif a.audience.startswith("tier:"):
@@ -178,7 +179,7 @@ def check_member_frequency(
     everyone: list[str] = []
     tiers: dict[str, list[str]] = {}
     for _, aid, _, a in firings:
-        if a.kind not in MESSAGE_KINDS:
+        if not is_member_message(a):
             continue
         if a.audience == "everyone":
             everyone.append(aid)
@@ -202,7 +203,7 @@ def _report_stop(
     """SOP260: the checks stopped early; point at the schedule that fires the most."""
     by_root: Counter[str] = Counter()
     for aid, n in load.fired.items():
-        by_root[program.roots[aid][0].id] += n
+        by_root[program.timed[aid].root.id] += n
     busiest, n = by_root.most_common(1)[0]
     root: Action = pb.actions[busiest]
     key = next((k for k in ("cron", "day") if k in root.spans), "")

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from ..core.status import ExitCode
 from ..core.textsafe import terminal
 from ..lang.model import Action, Playbook
-from ..program.program import Occurrence, Program
+from ..program import Occurrence, Program
 from .timeline import PlanOptions, make_plan
 from .words import schedule_words
 
@@ -47,6 +48,15 @@ class Diff:
     def empty(self) -> bool:
         """True when nothing differs."""
         return not self.changes and not (self.plan.added or self.plan.removed or self.plan.moved)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when anything differs (as `diff` does), else 0."""
+        return ExitCode.OK if self.empty else ExitCode.FINDINGS
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document of `sop diff --format json`."""
+        return diff_dict(self)
 
 
 def _show(v: Any) -> str:
@@ -155,6 +165,9 @@ def diff_dict(d: Diff) -> dict[str, Any]:
     }
 
 
+SHOWN = 20  # occurrences listed per kind of change in the text report
+
+
 def diff_text(d: Diff) -> str:
     """A readable report; playbook text on one line each, control characters shown escaped."""
     sign = {"added": "+", "removed": "-", "changed": "~"}
@@ -169,12 +182,20 @@ def diff_text(d: Diff) -> str:
         f"next {d.days} days: {len(p.added)} added, {len(p.removed)} removed,"
         f" {len(p.moved)} moved, {p.unchanged} unchanged occurrences"
     )
-    for o in p.added[:20]:
-        lines.append(f"  + {o.at:%Y-%m-%d %H:%M} {t(o.action)}")
-    for o in p.removed[:20]:
-        lines.append(f"  - {o.at:%Y-%m-%d %H:%M} {t(o.action)}")
-    for before, after in p.moved[:20]:
-        lines.append(
-            f"  ~ {t(before.action)}: {before.at:%Y-%m-%d %H:%M} → {after.at:%Y-%m-%d %H:%M}"
-        )
+    lines += [f"  + {o.at:%Y-%m-%d %H:%M} {t(o.action)}" for o in p.added[:SHOWN]]
+    lines += _more(len(p.added), "added")
+    lines += [f"  - {o.at:%Y-%m-%d %H:%M} {t(o.action)}" for o in p.removed[:SHOWN]]
+    lines += _more(len(p.removed), "removed")
+    lines += [
+        f"  ~ {t(before.action)}: {before.at:%Y-%m-%d %H:%M} → {after.at:%Y-%m-%d %H:%M}"
+        for before, after in p.moved[:SHOWN]
+    ]
+    lines += _more(len(p.moved), "moved")
     return "\n".join(lines) + "\n"
+
+
+def _more(n: int, what: str) -> list[str]:
+    """The line that says a list was cut, and where the whole of it is."""
+    if n <= SHOWN:
+        return []
+    return [f"  … and {n - SHOWN:,} more {what} (the first {SHOWN} shown; all: --format json)"]

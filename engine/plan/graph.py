@@ -13,13 +13,24 @@ from ..core.textsafe import terminal
 from ..core.timeutil import format_duration
 from ..lang.model import Playbook, Relative
 
-# Words a Mermaid flowchart reads as syntax when they stand alone as a node id.
-_MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "click", "style", "class", "classdef"}
+
+def _enc(name: str) -> str:
+    """A playbook id as letters, digits and `_`, one-to-one: `_` doubled, others `_hex_`."""
+    return "".join(
+        c if c.isascii() and c.isalnum() else "__" if c == "_" else f"_{ord(c):x}_" for c in name
+    )
 
 
-def _id(*parts: str | None) -> str:
-    out = "_".join(re.sub(r"[^A-Za-z0-9]", "_", p or "routines") for p in parts)
-    return out + "_" if out.lower() in _MERMAID_WORDS else out
+def _sid(stage: str | None) -> str:
+    """The node id of a stage (or of the routines, which belong to none): a valid id in both
+    Mermaid and DOT, never a keyword (`end`, `graph`, `subgraph`...), and distinct for distinct
+    stages (`a-b` and `a_b` are two nodes)."""
+    return "routines" if stage is None else "s_" + _enc(stage)
+
+
+def _aid(action: str) -> str:
+    """The node id of an action (action ids are unique across a playbook)."""
+    return "a_" + _enc(action)
 
 
 # Characters that end a quoted Mermaid label or that it reads as an entity, HTML or markdown.
@@ -91,18 +102,23 @@ def mermaid(pb: Playbook, actions: bool = True) -> str:
         label = _mtext(s.title) + (f"<br/>gate: {_mtext(s.gate.text)}" if s.gate else "")
         label += " (optional)" if s.optional else " (rescue)" if s.rescue else ""
         if actions and s.actions:
-            lines.append(f'  subgraph {_id(s.id)}["{label}"]')
-            lines += [f'    {_id(s.id, a)}["{_mtext(a)}"]' for a in s.actions]
+            lines.append(f'  subgraph {_sid(s.id)}["{label}"]')
+            lines += [f'    {_aid(a)}["{_mtext(a)}"]' for a in s.actions]
             lines.append("  end")
         else:
-            lines.append(f'  {_id(s.id)}["{label}"]')
+            lines.append(f'  {_sid(s.id)}["{label}"]')
+    routines = [a.id for a in pb.actions.values() if a.stage is None]
+    if actions and routines:
+        lines.append(f'  subgraph {_sid(None)}["routines"]')
+        lines += [f'    {_aid(a)}["{_mtext(a)}"]' for a in routines]
+        lines.append("  end")
     for a, b, label, style in _edges(pb):
         arrow = "-.->" if style == "dashed" else "-->"
-        lines.append(f"  {_id(a)} {arrow}{'|' + label + '|' if label else ''} {_id(b)}")
+        text = f'|"{label}"|' if label else ""
+        lines.append(f"  {_sid(a)} {arrow}{text} {_sid(b)}")
     if actions:
         for a, b, label in _action_edges(pb):
-            sa, sb = pb.actions[a].stage, pb.actions[b].stage
-            lines.append(f"  {_id(sa, a)} -->|{label}| {_id(sb, b)}")
+            lines.append(f'  {_aid(a)} -->|"{label}"| {_aid(b)}')
     return "\n".join(lines) + "\n"
 
 
@@ -120,20 +136,28 @@ def dot(pb: Playbook, actions: bool = True) -> str:
     ]
     for s in pb.stages.values():
         # `\n` between the escaped parts: DOT's own line break
-        label = '"' + _dtext(s.title) + (f"\\ngate: {_dtext(s.gate.text)}" if s.gate else "") + '"'
+        label = _dtext(s.title) + (f"\\ngate: {_dtext(s.gate.text)}" if s.gate else "")
+        label = (
+            '"' + label + (" (optional)" if s.optional else " (rescue)" if s.rescue else "") + '"'
+        )
         if actions and s.actions:
-            lines.append(f"  subgraph cluster_{_id(s.id)} {{")
+            lines.append(f"  subgraph cluster_{_sid(s.id)} {{")
             lines.append(f"    label={label};")
-            lines.append(f"    {_id(s.id)} [shape=point, style=invis];")
-            lines += [f"    {_id(s.id, a)} [label={_q(a)}];" for a in s.actions]
+            lines.append(f"    {_sid(s.id)} [shape=point, style=invis];")
+            lines += [f"    {_aid(a)} [label={_q(a)}];" for a in s.actions]
             lines.append("  }")
         else:
-            lines.append(f"  {_id(s.id)} [label={label}];")
+            lines.append(f"  {_sid(s.id)} [label={label}];")
+    routines = [a.id for a in pb.actions.values() if a.stage is None]
+    if actions and routines:
+        lines.append(f"  subgraph cluster_{_sid(None)} {{")
+        lines.append('    label="routines";')
+        lines += [f"    {_aid(a)} [label={_q(a)}];" for a in routines]
+        lines.append("  }")
     for a, b, label, style in _edges(pb):
-        lines.append(f"  {_id(a)} -> {_id(b)} [style={style}, label={_q(label)}];")
+        lines.append(f"  {_sid(a)} -> {_sid(b)} [style={style}, label={_q(label)}];")
     if actions:
         for a, b, label in _action_edges(pb):
-            sa, sb = pb.actions[a].stage, pb.actions[b].stage
-            lines.append(f"  {_id(sa, a)} -> {_id(sb, b)} [label={_q(label)}];")
+            lines.append(f"  {_aid(a)} -> {_aid(b)} [label={_q(label)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"

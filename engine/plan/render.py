@@ -14,13 +14,14 @@ import io
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import IO, Any
 
 from ..core.textsafe import dumps, markup, terminal
 from ..core.timeutil import format_duration
 from ..lang.model import Action
-from ..program.program import Occurrence
+from ..program import Occurrence
 from .timeline import Timeline, render_messages
 from .words import schedule_words
 
@@ -101,19 +102,63 @@ def _occurrence_dict(o: Occurrence, msgs: dict[str, str | None]) -> dict[str, An
     }
 
 
+@dataclass(frozen=True)
+class EventRule:
+    """An action done per member event rather than on a date: a rule, or one chained after it."""
+
+    action: Action
+    trigger: str | None  # the event rule it is chained after (`after: welcome`), or None
+    expected: dict[date, float]  # expected count per day, from --joins-per-day
+
+
+def event_rules(tl: Timeline) -> list[EventRule]:
+    """The plan's member-event rules, each followed by the actions chained after it."""
+    chained: dict[str, list[tuple[Action, timedelta]]] = defaultdict(list)
+    for c, root, off in tl.chained:
+        chained[root.id].append((c, off))
+    shown = {a.id for a in tl.event_rules}  # a rule filtered out (--role) keeps its chain
+    out = []
+    listed = set()
+    for a in [*tl.event_rules, *(r for _, r, _ in tl.chained)]:
+        if a.id in listed:
+            continue
+        listed.add(a.id)
+        exp = tl.expected.get(a.id, {})
+        if a.id in shown:
+            out.append(EventRule(a, None, exp))
+        for c, off in chained.get(a.id, ()):
+            out.append(EventRule(c, a.id, _shifted(exp, off, tl)))
+    return out
+
+
+def _shifted(expected: dict[date, float], offset: timedelta, tl: Timeline) -> dict[date, float]:
+    """Counts of a rule moved by a chained action's offset (whole days), kept inside the plan."""
+    tz = tl.program.tz
+    first, last = (
+        tl.start.astimezone(tz).date(),
+        (tl.end - timedelta(seconds=1)).astimezone(tz).date(),
+    )
+    out: dict[date, float] = defaultdict(float)
+    for d, n in expected.items():
+        # the rule's members arrive through the day: count them at noon, as expected_counts does
+        day = (datetime.combine(d, time(12)) + offset).date()
+        if first <= day <= last:
+            out[day] += n
+    return dict(out)
+
+
 def _event_rules(tl: Timeline) -> list[dict[str, Any]]:
     return [
         {
-            "action": a.id,
-            "stage": a.stage,
-            "kind": a.kind,
-            "owner": a.owner,
-            "rule": schedule_words(a),
-            "expected_per_day": {
-                d.isoformat(): round(n, 2) for d, n in sorted(tl.expected.get(a.id, {}).items())
-            },
+            "action": r.action.id,
+            "stage": r.action.stage,
+            "kind": r.action.kind,
+            "owner": r.action.owner,
+            "rule": schedule_words(r.action),
+            "event_rule": r.trigger,
+            "expected_per_day": {d.isoformat(): round(n, 2) for d, n in sorted(r.expected.items())},
         }
-        for a in tl.event_rules
+        for r in event_rules(tl)
     ]
 
 
@@ -150,10 +195,14 @@ def to_csv(tl: Timeline) -> str:
     return _text(write_csv, tl)
 
 
+CSV_COLUMNS = ("key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason")
+
+
 def write_csv(tl: Timeline, out: IO[str]) -> None:
-    """One row per occurrence, written as it goes (the csv module quotes every field)."""
+    """One row per occurrence, written as it goes (the csv module quotes every field); then one
+    row per member-event rule and chained action, with no key or time and its rule in words."""
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason"])
+    w.writerow([*CSV_COLUMNS, "rule"])
     for o in tl.occurrences:
         w.writerow(
             [
@@ -166,6 +215,23 @@ def write_csv(tl: Timeline, out: IO[str]) -> None:
                 o.audience,
                 o.backend or "",
                 o.reason,
+                "",
+            ]
+        )
+    for r in event_rules(tl):
+        a = r.action
+        w.writerow(
+            [
+                "",
+                "",
+                a.stage or "",
+                a.id,
+                a.kind,
+                a.owner or "",
+                a.audience,
+                a.backend or "",
+                "",
+                schedule_words(a),
             ]
         )
 
@@ -394,12 +460,13 @@ def to_table(tl: Timeline, console: Any) -> None:
                 m(o.backend or ""),
             )
         console.print(table)
-    if tl.event_rules:
+    rules = event_rules(tl)
+    if rules:
         table = Table(title="member-event rules", title_justify="left")
         for col in ("action", "stage", "rule", "owner", "expected/day"):
             table.add_column(col)
-        for a in tl.event_rules:
-            exp = tl.expected.get(a.id)
+        for r in rules:
+            a, exp = r.action, r.expected
             avg = f"{sum(exp.values()) / max(len(exp), 1):.1f}" if exp else "—"
             table.add_row(a.id, a.stage or "routine", m(schedule_words(a)), m(a.owner or ""), avg)
         console.print(table)

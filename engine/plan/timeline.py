@@ -10,19 +10,18 @@ from datetime import date, datetime, timedelta
 
 from ..core.schedule import local_midnight
 from ..lang.model import Action, OnEvent, Playbook
-from ..program.program import (
+from ..program import (
     Lifecycle,
     Occurrence,
     Program,
     StageWindow,
+    StartDateError,
     Transition,
     assumed_gate,
     run_lifecycle,
 )
+from ..program import start_date as _program_start
 
-DEFAULT_START = date(2027, 1, 4)  # a Monday; used when neither --start nor community.start is set
-# The dates a plan may start on: those `community.start` accepts (schemas: 1970 to 2199).
-FIRST_START, LAST_START = date(1970, 1, 1), date(2199, 12, 31)
 MAX_DAYS = 3660  # ten years: the longest horizon any verb plans
 # The most occurrences one plan holds: far above a real community's year (about a thousand), low
 # enough that planning, rendering and diffing stay within seconds and a few hundred MB.
@@ -63,6 +62,8 @@ class Timeline:
     messages: dict[str, str | None] = field(default_factory=dict)
     # why an action's text could not be rendered (missing data, a sandbox limit), by action id
     message_errors: dict[str, str] = field(default_factory=dict)
+    # actions chained after an event rule (`after: welcome`): (action, its event rule, offset)
+    chained: list[tuple[Action, Action, timedelta]] = field(default_factory=list)
 
     @property
     def playbook(self) -> Playbook:
@@ -79,19 +80,11 @@ class Timeline:
 
 
 def start_date(pb: Playbook, start: date | None) -> date:
-    """The planning start: explicit, else community.start, else a fixed Monday."""
-    if start is None and pb.community.start:
-        try:
-            start = date.fromisoformat(pb.community.start)
-        except ValueError:
-            raise PlanError(
-                f"community.start {pb.community.start!r} is not a real date (YYYY-MM-DD)"
-            ) from None
-    if start is None:
-        return DEFAULT_START
-    if not FIRST_START <= start <= LAST_START:
-        raise PlanError(f"the plan must start between {FIRST_START} and {LAST_START}, not {start}")
-    return start
+    """The planning start (the Program's rule: explicit, else community.start, else a Monday)."""
+    try:
+        return _program_start(pb, start)
+    except StartDateError as e:
+        raise PlanError(str(e)) from None
 
 
 def lifecycle(program: Program, options: PlanOptions) -> tuple[datetime, datetime, Lifecycle]:
@@ -102,12 +95,9 @@ def lifecycle(program: Program, options: PlanOptions) -> tuple[datetime, datetim
     start = local_midnight(d0, program.tz)
     end = local_midnight(d0 + timedelta(days=options.days), program.tz)
     gate = assumed_gate(program, options.assume_gates, frozenset(options.failing))
-    # a `before` action goes out ahead of its anchor: step the stages that far past the horizon,
-    # so no occurrence stands whose anchor would fall after its stage has ended (and a longer
-    # plan extends a shorter one)
-    ahead = max((-off for _, off in program.roots.values()), default=timedelta(0))
-    extra = min(MAX_DAYS, max(0, math.ceil(ahead / timedelta(days=1))))
-    lc = run_lifecycle(program, start, options.days + extra, gate, options.include_optional)
+    # what fires on a day depends only on the stages as they stand that day (a runtime knows no
+    # more), so the lifecycle is stepped to the horizon and no further
+    lc = run_lifecycle(program, start, options.days, gate, options.include_optional)
     return start, end, lc
 
 
@@ -147,6 +137,13 @@ def make_plan(program: Program, options: PlanOptions) -> Timeline:
         rules = [a for a in rules if a.stage in (options.stage, None)]
     transitions = [t for t in lc.transitions if t.at < end]
     tl = Timeline(program, start, end, occ, transitions, _as_of(windows, end), rules)
+    tl.chained = [
+        (c, a, off)
+        for a in program.event_rules(stages)
+        for c, off in program.chain(a.id)
+        if (not options.role or c.owner == options.role)
+        and (not options.stage or c.stage in (options.stage, None))
+    ]
     if jpd is not None:
         if len(rules) * options.days > MAX_OCCURRENCES:
             raise PlanError(

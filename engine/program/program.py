@@ -1,55 +1,34 @@
-"""The compiled Program: what is due when, and how stages follow each other.
+"""The compiled Program: what is due when, and which member-event rules apply.
 
-`plan`, `simulate` and `run` all call `Program.due()` for scheduled actions, `Program.on_event()`
-for member events, and drive stages with the same `Lifecycle`. Only the gate oracle differs:
-an assumption (plan), simulated metrics (simulate) or live metrics (run).
+`plan`, `simulate` and `run` all call `Program.due()` (or `firings_by_day()`) for scheduled
+actions, read `Program.event_table()` (or call `Program.on_event()`) for member events, and
+drive stages with the same `Lifecycle`. Only the gate oracle differs: an assumption (plan),
+simulated metrics (simulate) or live metrics (run).
+
+Whether a scheduled action fires is decided with what is known at its own instant, as a runtime
+decides it: its stage is active then, and its root (the cron or day it is chained to) falls in
+that same stage window, at or after the window's start. A `before:` action does not wait to see
+whether its anchor will still fire once the stage may have ended.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from functools import cached_property, lru_cache
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from ..core.catalog import MESSAGE_KINDS
 from ..core.schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
 from ..core.timeutil import Window
-from ..lang.model import Action, Cron, DayOffset, OnEvent, Playbook, Relative, Stage
+from ..lang.model import Action, Cron, DayOffset, Playbook, Stage
+from ..lang.semantics import Anchored, quiet_window, resolve_anchors
+from .anchors import chain_below, children_of
+from .events import EventRule, active_rules, compile_event_rules
+from .lifecycle import GateOracle, Lifecycle, StageState, StageWindow
+from .occurrence import Occurrence, occurrence_key
 
 DAY = timedelta(days=1)
-
-
-def occurrence_key(
-    playbook: str, action: str, scheduled: datetime, member: str | None = None
-) -> str:
-    """The idempotency key of one occurrence: the same in plan, simulate and run."""
-    key = f"{playbook}/{action}/{_utc_text(scheduled)}"
-    return f"{key}/{member}" if member else key
-
-
-@lru_cache(maxsize=262144)
-def _utc_text(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True, slots=True)
-class Occurrence:
-    """One due action: when it was scheduled, when it goes out, and who does it."""
-
-    key: str
-    action: str
-    stage: str | None
-    kind: str
-    scheduled: datetime
-    at: datetime
-    owner: str | None
-    audience: str
-    backend: str | None
-    reason: str = ""
-    member: str | None = None
-
 
 # (goes out at, action id, scheduled, action): one firing of a scheduled action, before it
 # becomes an Occurrence; plan checks count these without building occurrences
@@ -77,42 +56,6 @@ class _Plan:
     first: int = 0  # windows before this one are over
 
 
-@dataclass(frozen=True, slots=True)
-class StageWindow:
-    """A stage active from `start` until `end` (None = still active)."""
-
-    stage: str | None  # None: the routines, active for the playbook's whole life
-    start: datetime
-    end: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """Something the lifecycle did at a daily check."""
-
-    at: datetime
-    stage: str
-    event: str  # started | passed | timeboxed | extended | alert | goto | aborted
-    detail: str = ""
-    role: str | None = None
-
-
-@dataclass
-class StageState:
-    """A stage's progress inside one lifecycle."""
-
-    stage: str
-    started: datetime
-    deadline: datetime | None
-    ended: datetime | None = None
-    outcome: str = "running"
-    extended: bool = False
-    alerted: bool = False
-
-
-GateOracle = Callable[[Stage, StageState, datetime], bool]
-
-
 class Program:
     """A compiled playbook."""
 
@@ -120,50 +63,22 @@ class Program:
         self.playbook = playbook
         self.tz = ZoneInfo(playbook.timezone)
         by_stage: dict[str | None, list[Action]] = {}
-        children: dict[str, list[Action]] = {}
         for a in playbook.actions.values():
             by_stage.setdefault(a.stage, []).append(a)
-            if isinstance(a.schedule, Relative):
-                children.setdefault(a.schedule.anchor, []).append(a)
         self.actions_by_stage = {k: tuple(v) for k, v in by_stage.items()}
-        self.children = {k: tuple(v) for k, v in children.items()}
+        self.children = children_of(playbook.actions)
         self._occurrences: dict[tuple[str, datetime], Occurrence] = {}
-        self._chains: dict[str, tuple[tuple[Action, timedelta], ...]] = {}
-        # every scheduled action resolved to (root action, total offset from the root)
-        self.roots: dict[str, tuple[Action, timedelta]] = {
-            k: v for k, v in self._resolve_roots().items() if v is not None
+        # every action's root and offset (`lang.semantics`: validate reads the same)
+        self.anchored: dict[str, Anchored] = resolve_anchors(playbook.actions)
+        # every action with a time of its own (a cron or a day, directly or by its chain),
+        # resolved to its root and offset; chains hanging off a member event are per member
+        self.timed: dict[str, Anchored] = {
+            k: v
+            for k, v in self.anchored.items()
+            if v.complete and isinstance(v.root.schedule, (Cron, DayOffset))
         }
-
-    def _resolve_roots(self) -> dict[str, tuple[Action, timedelta] | None]:
-        """Each action's root and offset, walking every chain once (long chains stay linear)."""
-        actions = self.playbook.actions
-        memo: dict[str, tuple[Action, timedelta] | None] = {}
-        for a in actions.values():
-            path: list[Action] = []
-            on_path: set[str] = set()
-            cur = a
-            while True:
-                if cur.id in memo:
-                    result = memo[cur.id]
-                    break
-                s = cur.schedule
-                if not isinstance(s, Relative):
-                    # relative to a member event: scheduled per member by on_event()
-                    result = None if isinstance(s, OnEvent) else (cur, timedelta(0))
-                    memo[cur.id] = result
-                    break
-                if cur.id in on_path or s.anchor not in actions:
-                    result = None  # a cycle or a dangling anchor (validate reports both)
-                    break
-                on_path.add(cur.id)
-                path.append(cur)
-                cur = actions[s.anchor]
-            for node in reversed(path):
-                assert isinstance(node.schedule, Relative)
-                if result is not None:
-                    result = (result[0], result[1] + node.schedule.offset)
-                memo[node.id] = result
-        return memo
+        self.events: tuple[EventRule, ...] = compile_event_rules(playbook.actions, self.children)
+        self._events_by_id = {r.action.id: r for r in self.events}
 
     # -- scheduled actions -----------------------------------------------------------------
 
@@ -225,14 +140,12 @@ class Program:
         for stage, ws in by_stage.items():
             ordered = all(ws[i].start <= ws[i + 1].start for i in range(len(ws) - 1))
             for a in self.actions_by_stage.get(stage, ()):
-                root = self.roots.get(a.id)
-                if root is None or (select is not None and not select(a)):
+                anchored = self.timed.get(a.id)
+                if anchored is None or (select is not None and not select(a)):
                     continue
-                base, offset = root
-                if base.stage != stage:
-                    continue  # anchors live in the same stage (checked by validate)
-                quiet = a.quiet_hours if a.kind in MESSAGE_KINDS else None
-                plans.append(_Plan(a, base, offset, quiet, ws, ordered))
+                if anchored.root.stage != stage:
+                    continue  # anchored on another stage's action: never due (SOP280)
+                plans.append(_Plan(a, anchored.root, anchored.offset, quiet_window(a), ws, ordered))
         return plans
 
     def _firings_between(
@@ -279,18 +192,19 @@ class Program:
     def _instants(
         self, base: Action, w: StageWindow, start: datetime, end: datetime
     ) -> Iterable[datetime]:
-        """Firings of a root action in [start, end), inside its own stage window."""
-        own = w
+        """Firings of a root action in [start, end) from its stage window's start on.
+
+        The window's end is not applied to the root: whether an action fires is decided at its
+        own instant (which the caller keeps inside the window), when a later end is not known.
+        """
         s = base.schedule
         if isinstance(s, Cron):
-            lo = max(start, own.start)
-            hi = end if own.end is None else min(end, own.end)
-            return cron_between(s.expr, lo, hi, self.tz) if lo < hi else ()
+            lo = max(start, w.start)
+            return cron_between(s.expr, lo, end, self.tz) if lo < end else ()
         if isinstance(s, DayOffset):
-            d: date = own.start.astimezone(self.tz).date() + timedelta(days=s.day)
+            d: date = w.start.astimezone(self.tz).date() + timedelta(days=s.day)
             at = to_instant(d, s.at, self.tz)
-            inside = own.start <= at and (own.end is None or at < own.end)
-            return (at,) if inside and start <= at < end else ()
+            return (at,) if w.start <= at and start <= at < end else ()
         return ()
 
     def _occurrence(self, a: Action, scheduled: datetime, member: str | None = None) -> Occurrence:
@@ -306,8 +220,7 @@ class Program:
         return self._make(a, scheduled, member)
 
     def _make(self, a: Action, scheduled: datetime, member: str | None) -> Occurrence:
-        window = a.quiet_hours if a.kind in MESSAGE_KINDS else None
-        at, reason = apply_quiet_hours(scheduled, window, self.tz)
+        at, reason = apply_quiet_hours(scheduled, quiet_window(a), self.tz)
         return Occurrence(
             key=occurrence_key(self.playbook.id, a.id, scheduled, member),
             action=a.id,
@@ -324,57 +237,31 @@ class Program:
 
     # -- member events ---------------------------------------------------------------------
 
+    def event_table(self, stages: Iterable[str | None]) -> list[EventRule]:
+        """The compiled member-event rules active while these stages (and routines) run."""
+        return active_rules(self.events, stages)
+
     def event_rules(self, stages: Iterable[str | None]) -> list[Action]:
-        """Actions triggered by member events while these stages (and routines) are active."""
-        active = {None, *stages}
-        return [
-            a
-            for a in self.playbook.actions.values()
-            if isinstance(a.schedule, OnEvent) and a.stage in active
-        ]
+        """The actions member events trigger while these stages (and routines) are active."""
+        return [r.action for r in self.event_table(stages)]
 
     def on_event(
         self, stages: Iterable[str | None], event: str, member: str, at: datetime, **facts: object
     ) -> list[Occurrence]:
         """Occurrences a member event causes now (and the actions chained after them)."""
         out: list[Occurrence] = []
-        for a in self.event_rules(stages):
-            s = a.schedule
-            assert isinstance(s, OnEvent)
-            if s.event != event or not _event_matches(s, facts):
+        for r in self.event_table(stages):
+            if not r.matches(event, facts):
                 continue
-            out.append(self._occurrence(a, at, member))
-            out.extend(self._occurrence(c, at + off, member) for c, off in self.chain(a.id))
+            out.append(self._occurrence(r.action, at, member))
+            out.extend(self._occurrence(c.action, at + c.offset, member) for c in r.chain)
         return out
 
     def chain(self, anchor: str) -> tuple[tuple[Action, timedelta], ...]:
-        """Actions after/before `anchor`, depth first, each with its offset from `anchor`.
-
-        Iterative with a path guard: a long (or, unvalidated, cyclic) chain can neither exhaust
-        the recursion limit nor loop.
-        """
-        cached = self._chains.get(anchor)
-        if cached is not None:
-            return cached
-        out: list[tuple[Action, timedelta]] = []
-        path = [anchor]
-        stack = [(iter(self.children.get(anchor, ())), timedelta(0))]
-        while stack:
-            it, base = stack[-1]
-            a = next(it, None)
-            if a is None:
-                stack.pop()
-                path.pop()
-                continue
-            if a.id in path:
-                continue
-            assert isinstance(a.schedule, Relative)
-            off = base + a.schedule.offset
-            out.append((a, off))
-            path.append(a.id)
-            stack.append((iter(self.children.get(a.id, ())), off))
-        result = self._chains[anchor] = tuple(out)
-        return result
+        """Actions after/before `anchor`, depth first, each with its offset from `anchor`."""
+        rule = self._events_by_id.get(anchor)
+        links = rule.chain if rule is not None else chain_below(self.children, anchor)
+        return tuple((c.action, c.offset) for c in links)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -389,145 +276,14 @@ class Program:
                 succ.setdefault(a, []).append(s.id)
         return succ
 
-    def roots_of_graph(self) -> list[str]:
-        """Stages with no `after`: where a playbook starts."""
-        return [
-            s.id
-            for s in self.playbook.stages.values()
-            if not s.after and not s.rescue and not s.optional
-        ]
-
     def natural_length(self, stage: Stage) -> timedelta:
         """The shortest a stage can sensibly last: its minimum, and its own day-offset work."""
         last = timedelta(0)
         for aid in stage.actions:
-            root = self.roots.get(aid)
-            if root and isinstance(root[0].schedule, DayOffset):
-                last = max(last, timedelta(days=root[0].schedule.day) + root[1] + DAY)
+            anchored = self.timed.get(aid)
+            if anchored and isinstance(anchored.root.schedule, DayOffset):
+                last = max(last, timedelta(days=anchored.root.schedule.day) + anchored.offset + DAY)
         return max(stage.min_duration or DAY, last, DAY)
-
-
-def deadline_of(stage: Stage) -> timedelta | None:
-    """When the gate is late: the deadline, else the maximum duration."""
-    if stage.deadline:
-        return stage.deadline.after
-    return stage.max_duration
-
-
-def _event_matches(s: OnEvent, facts: dict[str, object]) -> bool:
-    if s.event == "member.silent" and s.silent_for is not None:
-        return facts.get("silent_for") == s.silent_for or "silent_for" not in facts
-    if s.event == "member.violation" and s.count is not None:
-        return facts.get("count") == s.count
-    if s.event == "member.anniversary":
-        return facts.get("tenure") in s.at
-    if s.event == "member.tier_changed" and s.tier:
-        return facts.get("tier") == s.tier
-    if s.event == "member.checkin_streak" and s.streak:
-        return facts.get("streak") == s.streak
-    return True
-
-
-@dataclass
-class Lifecycle:
-    """The stage state machine, stepped once per local day by plan, simulate and run."""
-
-    program: Program
-    start: datetime
-    include_optional: frozenset[str] = frozenset()
-    states: list[StageState] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-    finished: datetime | None = None
-
-    def __post_init__(self) -> None:
-        for sid in self.program.roots_of_graph():
-            self._enter(sid, self.start)
-
-    @property
-    def active(self) -> list[StageState]:
-        """Stages running now."""
-        return [s for s in self.states if s.ended is None]
-
-    def _enter(self, sid: str, at: datetime) -> None:
-        stage = self.program.playbook.stages[sid]
-        dl = deadline_of(stage)
-        self.states.append(StageState(sid, at, at + dl if dl else None))
-        self.transitions.append(Transition(at, sid, "started"))
-
-    def _passed(self, sid: str) -> bool:
-        return any(s.stage == sid and s.outcome in ("passed", "timeboxed") for s in self.states)
-
-    def _finish(self, st: StageState, at: datetime, outcome: str, goto: str | None) -> None:
-        st.ended, st.outcome = at, outcome
-        self.transitions.append(Transition(at, st.stage, outcome))
-        pb = self.program.playbook
-        if goto:
-            self.transitions.append(Transition(at, st.stage, "goto", goto))
-            # a goto into a stage that is running joins it: one window per stage at a time, so
-            # an occurrence's key (action + scheduled instant) never repeats (docs/time.md)
-            if not any(x.stage == goto and x.ended is None for x in self.states):
-                self._enter(goto, at)
-            return
-        for nxt in self.program.successors.get(st.stage, []):
-            s = pb.stages[nxt]
-            if s.optional and nxt not in self.include_optional:
-                continue
-            running = any(x.stage == nxt and x.ended is None for x in self.states)
-            if not running and all(self._passed(a) for a in s.after):
-                self._enter(nxt, at)
-
-    def step(self, now: datetime, gate: GateOracle) -> None:
-        """The daily check at local midnight `now`: gates, deadlines, policies."""
-        if self.finished:
-            return
-        pb = self.program.playbook
-        for st in list(self.active):
-            stage = pb.stages[st.stage]
-            age = now - st.started
-            ready = age >= (stage.min_duration or DAY)
-            if stage.gate is not None and ready and gate(stage, st, now):
-                self._finish(st, now, "passed", stage.goto)
-                continue
-            if st.deadline is None or now < st.deadline:
-                continue
-            if stage.gate is None or stage.deadline is None:
-                self._finish(st, now, "timeboxed", None)  # max duration reached
-                continue
-            self._apply_policy(st, stage, now)
-            if self.finished:
-                return
-
-    def _apply_policy(self, st: StageState, stage: Stage, now: datetime) -> None:
-        dl = stage.deadline
-        assert dl is not None
-        if dl.alert and not st.alerted:
-            st.alerted = True
-            self.transitions.append(
-                Transition(now, st.stage, "alert", "gate still closed at the deadline", dl.alert)
-            )
-        if dl.extend and not st.extended:
-            st.extended = True
-            st.deadline = now + dl.extend
-            self.transitions.append(Transition(now, st.stage, "extended", str(dl.extend.days)))
-            return
-        if dl.goto:
-            self._finish(st, now, "deadline", dl.goto)
-            return
-        if dl.abort:
-            st.ended, st.outcome = now, "aborted"
-            self.transitions.append(Transition(now, st.stage, "aborted"))
-            for other in self.active:
-                other.ended, other.outcome = now, "aborted"
-            self.finished = now
-            return
-        st.deadline = None  # alert only: the stage carries on until its gate passes
-
-    def windows(self, until: datetime) -> list[StageWindow]:
-        """Stage windows so far, routines included."""
-        end = self.finished
-        out = [StageWindow(None, self.start, end)]
-        out += [StageWindow(s.stage, s.started, s.ended) for s in self.states]
-        return [w for w in out if w.start < until]
 
 
 def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozenset()) -> GateOracle:
@@ -550,9 +306,11 @@ def run_lifecycle(
     gate: GateOracle,
     include_optional: Iterable[str] = (),
 ) -> Lifecycle:
-    """Step a lifecycle through `days` local midnights."""
-    lc = Lifecycle(program, start, frozenset(include_optional))
+    """Start a lifecycle and step it through `days` local midnights."""
+    lc = Lifecycle.start(program, start, include_optional)
     d0 = start.astimezone(program.tz).date()
     for i in range(1, days + 1):
+        if lc.finished:
+            break  # nothing changes any more
         lc.step(local_midnight(d0 + timedelta(days=i), program.tz), gate)
     return lc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, ClassVar
@@ -18,18 +18,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..core import expr as ex
-from ..core.catalog import BUILTIN_METRICS, MESSAGE_KINDS
+from ..core.catalog import BUILTIN_METRICS
 from ..core.schedule import cron_instants, local_midnight
 from ..core.timeutil import format_duration
-from ..lang.model import Action, Expression, OnEvent, Playbook, Relative, Stage
-from ..program.program import Lifecycle, Program, StageState
+from ..lang.model import Action, Expression, Playbook, Stage
+from ..lang.semantics import anchor_path, is_member_message, quiet_window
+from ..program import Lifecycle, Program, StageState, StageWindow, gates, start_date
+from ..program import metrics as defs
+from ..program.events import EventRule, Trigger
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
 _NONE: frozenset[str] = frozenset()  # no guard failed
 SILENT_NEVER = -30000  # silence counter of empty slots and departed members
 _POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-START = date(2027, 1, 4)  # calendar anchor of simulated day 0 (weekday pattern of a Monday)
+JOINED = Trigger("member.joined")
 # Bytes one member costs during a simulated day: the arrays of _Pop.SPEC (32 a slot, with slack
 # slots as the arrays grow), the day's temporaries (uniform draws, propensities, masks, message
 # counts) and the copy made while the arrays grow. tracemalloc measured 103-109 bytes a member
@@ -59,13 +62,14 @@ class Effects:
 
 @dataclass
 class EventRules:
-    """Member-event actions active in one run today, pre-aggregated per event."""
+    """The Program's member-event rules active in one run today, aggregated per trigger."""
 
-    speak: dict[str, float]
-    churn: dict[str, float]  # permanent multiplier on the member's hazard
-    conversion: dict[str, float]
-    messages: dict[str, int]
-    actions: dict[str, list[Action]]
+    speak: dict[Trigger, float]
+    churn: dict[Trigger, float]  # permanent multiplier on the member's hazard
+    conversion: dict[Trigger, float]
+    messages: dict[Trigger, int]
+    actions: dict[Trigger, list[Action]]
+    events: set[str] = field(default_factory=set)  # events some active rule listens for
 
 
 @dataclass
@@ -90,7 +94,7 @@ class GuardEnv:
                     **self.metrics,
                     "days_in_stage": self.sim._days_in_stage(self.lc, a.stage, self.day),
                 }
-                hit = bool(ex.evaluate(guard.node, env))
+                hit = gates.judge(guard.node, env).holds  # undefined: it does not hold
             self._seen[a.id] = hit
         return hit
 
@@ -107,6 +111,8 @@ class ChunkResult:
     expect_failures: list[tuple[int, int, str]]  # (run, day, what)
     member_days: int = 0
     first_run: int = 0
+    # per run: stage -> why its gate was undecided at its last check (an undefined metric)
+    gate_notes: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -193,6 +199,12 @@ class Simulator:
         self.memory_budget = memory_budget
         self.program = Program(playbook)
         self.tz = self.program.tz
+        # simulated day 0 is the playbook's start day, as in `sop plan` (community.start, else
+        # the documented default): seasonal and weekly crons fall on the same dates
+        self.start: date = start_date(playbook)
+        # set to a list to record each run's scheduled action ids per day (differential tests)
+        self.record: list[list[tuple[str, ...]]] | None = None
+        self._midnights: dict[tuple[date, int], Any] = {}
         self.tiers = [t.id for t in playbook.tiers.levels] if playbook.tiers else ["all"]
         # a built-in name keeps its built-in meaning (validate refuses redeclaring it: SOP270);
         # one column per name, so the report and the gates read the same number
@@ -200,9 +212,10 @@ class Simulator:
         self.metric_names = [*METRICS, *self.custom]
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._rank = {t: i for i, t in enumerate(self.tiers)}
         self._effects_cache: dict[tuple[Any, ...], Effects] = {}
         self._event_cache: dict[tuple[Any, ...], EventRules] = {}
-        self._event_base: dict[tuple[Any, ...], tuple[list[Action], tuple[Action, ...]]] = {}
+        self._event_base: dict[tuple[Any, ...], tuple[list[EventRule], tuple[Action, ...]]] = {}
         self._review_days = self._tier_review_days()
         self.capacity = playbook.community.capacity or 500
         # `if:` guards of each action and of the anchors it is chained after: a chained action
@@ -211,16 +224,17 @@ class Simulator:
             a.id: self._guard_chain(a) for a in playbook.actions.values()
         }
         self.has_guards = any(self._guards.values())
-        self._children_of: dict[str, list[Action]] = {}
-        for a in playbook.actions.values():
-            if isinstance(a.schedule, Relative):
-                self._children_of.setdefault(a.schedule.anchor, []).append(a)
 
     # -- calendar --------------------------------------------------------------------------
 
     def day_start(self, d: int) -> Any:
         """The instant simulated day `d` starts."""
-        return local_midnight(START + timedelta(days=d), self.tz)
+        hit = self._midnights.get((self.start, d))
+        if hit is None:
+            hit = self._midnights[(self.start, d)] = local_midnight(
+                self.start + timedelta(days=d), self.tz
+            )
+        return hit
 
     def _tier_review_days(self) -> set[int]:
         t = self.pb.tiers
@@ -228,7 +242,7 @@ class Simulator:
             return set()
         end = self.day_start(self.days)
         return {
-            (x.astimezone(self.tz).date() - START).days
+            (x.astimezone(self.tz).date() - self.start).days
             for x in cron_instants(t.review_cron, self.day_start(0), end, self.tz)
         }
 
@@ -240,16 +254,8 @@ class Simulator:
     # -- `if:` guards --------------------------------------------------------------------------
 
     def _guard_chain(self, a: Action) -> tuple[Action, ...]:
-        out: list[Action] = []
-        seen: set[str] = set()
-        x: Action | None = a
-        while x is not None and x.id not in seen:
-            seen.add(x.id)
-            if x.guard is not None and x.guard.node is not None:
-                out.append(x)
-            anchor = x.schedule.anchor if isinstance(x.schedule, Relative) else None
-            x = self.pb.actions.get(anchor) if anchor else None
-        return tuple(out)
+        path = anchor_path(self.pb.actions, a)
+        return tuple(x for x in path if x.guard is not None and x.guard.node is not None)
 
     def guard_env(self, lc: Lifecycle, prev: dict[str, float], d: int) -> GuardEnv:
         """What an `if:` reads on day `d`: the run's metrics at the close of day d-1."""
@@ -262,28 +268,40 @@ class Simulator:
             return True
         return all(env.holds(x) for x in chain)
 
-    def _due_today(self, lc: Lifecycle, d: int) -> tuple[str, ...]:
-        """Ids of the scheduled actions due today in this run's state (with repeats)."""
-        key = (d, self._key(lc), lc.finished is None)
+    def _day_windows(self, lc: Lifecycle, d: int) -> tuple[StageWindow, ...]:
+        """The stage windows that can send anything on day `d`: open ones, and those that
+        closed within a day (quiet hours carry a send at most a day forward)."""
+        since = self.day_start(d) - timedelta(days=1)
+        return tuple(lc.windows(self.day_start(d + 1), since))
+
+    def _due_today(
+        self, lc: Lifecycle, d: int, windows: tuple[StageWindow, ...] | None = None
+    ) -> tuple[str, ...]:
+        """Ids of the scheduled actions due today in this run's state (with repeats).
+
+        `Program.due` decides, from the stage windows as they stand today, exactly as `sop plan`
+        decides for the same stage timing (tests/test_one_semantics.py holds them equal).
+        """
+        if windows is None:
+            windows = self._day_windows(lc, d)
+        key = (d, windows)
         hit = self._due_cache.get(key)
         if hit is not None:
             return hit
-        due: tuple[str, ...] = ()
-        if lc.finished is None:
-            t0, t1 = self.day_start(d), self.day_start(d + 1)
-            windows = [w for w in lc.windows(t1) if w.end is None]
-            due = tuple(occ.action for occ in self.program.due(windows, t0, t1))
+        t0, t1 = self.day_start(d), self.day_start(d + 1)
+        due = tuple(occ.action for occ in self.program.due(windows, t0, t1))
         self._due_cache[key] = due
         return due
 
     def effects_today(self, lc: Lifecycle, d: int, env: GuardEnv | None = None) -> Effects:
         """Aggregated effects of the scheduled actions due today whose `if:` holds."""
-        due = self._due_today(lc, d)
+        windows = self._day_windows(lc, d)
+        due = self._due_today(lc, d, windows)
         failed = _NONE
         if self.has_guards:
             guarded = {aid for aid in due if self._guards[aid]}
             failed = frozenset(a for a in guarded if not self._holds(self.pb.actions[a], env))
-        key = (d, self._key(lc), lc.finished is None, failed)
+        key = (d, windows, failed)
         hit = self._effects_cache.get(key)
         if hit is not None:
             return hit
@@ -304,7 +322,7 @@ class Simulator:
                 eff.ugc[mask] += e.ugc
                 eff.conversion[mask] += e.conversion
                 eff.invites[mask] += e.invites
-                if a.kind in MESSAGE_KINDS:
+                if is_member_message(a):
                     eff.messages[mask] += 1
                 eff.joins += e.joins
                 eff.checkin |= a.kind == "checkin"
@@ -320,64 +338,41 @@ class Simulator:
         return None  # staff, member (events), referrer: no scheduled effect on members
 
     def event_rules(self, lc: Lifecycle, env: GuardEnv | None = None) -> EventRules:
-        """Member-event actions active in this run's stages whose `if:` holds, per event."""
+        """The Program's member-event rules active in this run whose `if:` holds, per trigger."""
         base = (self._key(lc), lc.finished is None)
         known = self._event_base.get(base)
         if known is None:
-            active = [s.stage for s in lc.active] if lc.finished is None else []
-            found = self.program.event_rules(active) if lc.finished is None else []
+            active = [s.stage for s in lc.active]
+            table = self.program.event_table(active) if lc.finished is None else []
             guarded = tuple(
                 x
-                for a in found
-                for x in (a, *self._chained(a, lambda _: True))
+                for r in table
+                for x in (r.action, *(c.action for c in r.chain))
                 if self._guards.get(x.id)
             )
-            known = self._event_base[base] = (found, guarded)
-        candidates, guarded = known
+            known = self._event_base[base] = (table, guarded)
+        table, guarded = known
         failed = frozenset(x.id for x in guarded if not self._holds(x, env)) if guarded else _NONE
         key = (*base, failed)
         hit = self._event_cache.get(key)
         if hit is not None:
             return hit
         rules = EventRules({}, {}, {}, {}, {})
-        for a in candidates:
-            if a.id in failed:
+        for r in table:
+            if r.action.id in failed:
                 continue  # its `if:` does not hold today: neither it nor its chain fires
-            ev = a.schedule
-            assert isinstance(ev, OnEvent)
-            k = ev.event
-            chain = [a, *self._chained(a, lambda x: x.id not in failed)]
-            rules.actions.setdefault(k, []).extend(chain)
-            for c in chain:
-                rules.speak[k] = rules.speak.get(k, 0.0) + c.effect.speak
-                rules.churn[k] = rules.churn.get(k, 1.0) * (1 + c.effect.churn)
-                rules.conversion[k] = rules.conversion.get(k, 0.0) + c.effect.conversion
-            rules.messages[k] = rules.messages.get(k, 0) + sum(
-                1 for c in chain[:1] if c.kind in MESSAGE_KINDS
-            )
+            chain = [r.action, *_fired_chain(r, failed)]
+            for t in r.triggers:
+                rules.events.add(t.event)
+                rules.actions.setdefault(t, []).extend(chain)
+                for c in chain:
+                    rules.speak[t] = rules.speak.get(t, 0.0) + c.effect.speak
+                    rules.churn[t] = rules.churn.get(t, 1.0) * (1 + c.effect.churn)
+                    rules.conversion[t] = rules.conversion.get(t, 0.0) + c.effect.conversion
+                # the event's own action goes out now; the chain behind it on later days
+                rules.messages[t] = rules.messages.get(t, 0) + is_member_message(r.action)
         self._event_cache[key] = rules
         return rules
-
-    def _chained(self, anchor: Action, fires: Callable[[Action], bool]) -> list[Action]:
-        """Actions chained after `anchor` (transitively) that fire; skipping one skips its chain."""
-        out: list[Action] = []
-        seen = {anchor.id}
-        # depth first in declaration order, iteratively: a long `after:` chain must not reach
-        # the recursion limit
-        stack = [iter(self._children(anchor.id))]
-        while stack:
-            a = next(stack[-1], None)
-            if a is None:
-                stack.pop()
-            elif a.id not in seen:
-                seen.add(a.id)
-                if fires(a):
-                    out.append(a)
-                    stack.append(iter(self._children(a.id)))
-        return out
-
-    def _children(self, anchor: str) -> list[Action]:
-        return self._children_of.get(anchor, [])
 
     def _days_in_stage(self, lc: Lifecycle, stage: str | None, d: int) -> int:
         """Days since `stage` started in this run (a routine: since the latest stage started)."""
@@ -385,7 +380,7 @@ class Simulator:
         if not states:
             return 0
         started = max(s.started for s in states)
-        return d - (started.astimezone(self.tz).date() - START).days
+        return d - (started.astimezone(self.tz).date() - self.start).days
 
     # -- one chunk ---------------------------------------------------------------------------
 
@@ -402,13 +397,19 @@ class Simulator:
         if self.memory_budget is not None:
             max_cap = max(1, self.memory_budget // (R * BYTES_PER_MEMBER))
         pop = _Pop(R, max(256, seed_users * 2), max_cap)
-        lcs = [Lifecycle(self.program, self.day_start(0)) for _ in range(R)]
+        lcs = [Lifecycle.start(self.program, self.day_start(0)) for _ in range(R)]
+        if self.record is not None:
+            self.record[:] = [[] for _ in range(R)]
         joined_by_day = np.zeros((R, D + 1), dtype=np.float64)
         left_by_day = np.zeros((R, D + 1), dtype=np.float64)
         ugc_by_day = np.zeros((R, D + 1), dtype=np.float64)
         bass_adopters = np.zeros(R)
         referral_joins = np.zeros(R)
         total_joins = np.zeros(R)
+        ever_paid = np.zeros(R)  # departed payers too: compaction must not change a ratio
+        # survivors[k][:, j]: of day j's joiners, those still members after k days (day j+k-1)
+        survivors = {k: np.zeros((R, D + 1)) for k in defs.RETENTION_DAYS}
+        gate_notes: list[dict[str, str]] = [{} for _ in range(R)]
         custom_state = {k: np.full(R, v.start) for k, v in self.sc.metrics.items()}
         expect_fail: list[tuple[int, int, str]] = []
         failed_runs: set[tuple[int, int]] = set()
@@ -426,7 +427,7 @@ class Simulator:
             act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
         ).astype(np.float32)
 
-        prev: list[dict[str, float]] = [dict.fromkeys(self.metric_names, 0.0) for _ in lcs]
+        prev = [self._before_start() for _ in lcs]
         for d in range(D):
             envs = [
                 self.guard_env(lc, prev[r], d) if self.has_guards else None
@@ -434,6 +435,9 @@ class Simulator:
             ]
             effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
             rules = [self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)]
+            if self.record is not None:
+                for r, lc in enumerate(lcs):
+                    self.record[r].append(self._due_today(lc, d))
             # -- acquisition ----------------------------------------------------------------
             n_before = pop.n.copy()
             alive = pop["alive"]
@@ -472,7 +476,7 @@ class Simulator:
                 joined_today[r, n_before[r] : pop.n[r]] = True
             # int32: a uint8 wrapped at 256, so 300 messages passed a cap of 100
             ev_msgs = np.zeros((R, n_max), dtype=np.int32)
-            self._apply_event(pop, rules, "member.joined", joined_today, ev_msgs, sl)
+            self._apply_event(pop, rules, JOINED, joined_today, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
             jd = pop["join_day"][sl]
             tier = pop["tier"][sl]
@@ -520,24 +524,26 @@ class Simulator:
             hz = pop["hazard"][sl] * _gather(np.stack([e.churn for e in effs]), tier)
             leave = (u2 < hz) & alive_now
             pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
+            ever_paid += (pays & (pop["payments"][sl] == 0)).sum(axis=1)
             pop["payments"][sl] += pays
             # -- moderation ------------------------------------------------------------------
             pop["violations"][sl] += viol
             if self.pb.moderation and self.pb.moderation.remove_at:
-                leave |= pop["violations"][sl] >= self.pb.moderation.remove_at
+                # only the living are removed: a departed member must not leave again each day
+                leave |= (pop["violations"][sl] >= self.pb.moderation.remove_at) & alive_now
             vcount = pop["violations"][sl]
             fire = functools.partial(self._fire_when, pop, rules, ev_msgs, sl)
-            fire("member.violation", _violation_counts, vcount, viol)
+            fire("member.violation", vcount, viol)
             # -- silence, streaks, anniversaries -------------------------------------------------
-            fire("member.silent", _silence_days, pop["silent"][sl], living_only=True)
+            fire("member.silent", pop["silent"][sl], living_only=True)
             checkin = np.array([e.checkin for e in effs])[:, None]
             if checkin.any():
                 st = pop["streak"][sl]
                 st += part
                 st *= part | ~checkin  # a check-in day without taking part breaks the streak
-            fire("member.checkin_streak", _streaks, pop["streak"][sl])
-            if any("member.anniversary" in rr.actions for rr in rules):
-                fire("member.anniversary", _anniversary_days, d - jd)
+            fire("member.checkin_streak", pop["streak"][sl])
+            if any("member.anniversary" in rr.events for rr in rules):
+                fire("member.anniversary", d - jd)
             # -- departures --------------------------------------------------------------------
             alive[sl] &= ~leave
             rows, cols = _nonzero2d(leave)
@@ -559,11 +565,13 @@ class Simulator:
             m[:, mi["new_members"]] = new
             speakers = (speak & alive_now).sum(axis=1)
             m[:, mi["daily_speakers"]] = speakers
-            m[:, mi["daily_speak_rate"]] = _ratio(speakers, n_alive)
+            m[:, mi["daily_speak_rate"]] = defs.share_of_members(speakers, n_alive)
             part_week = ((pop["part7"][sl] > 0) & alive_now).sum(axis=1)
-            m[:, mi["weekly_participation"]] = _ratio(part_week, n_alive)
-            for k in (1, 7, 30, 90):
-                m[:, mi[f"retention_d{k}"]] = _cohort_retention(hist, joined_by_day, d, k)
+            m[:, mi["weekly_participation"]] = defs.share_of_members(part_week, n_alive)
+            for k, surv in survivors.items():
+                if d - k + 1 >= 0:  # day d-k+1's joiners have been members k days tonight
+                    surv[:, d - k + 1] = hist[:, d - k + 1]
+                m[:, mi[f"retention_d{k}"]] = defs.retention(joined_by_day, surv, d, k)
             if self.pb.tiers and len(self.tiers) > 1:
                 m[:, mi["core_members"]] = ((pop["tier"][sl] >= 1) & alive_now).sum(axis=1)
                 m[:, mi["vip_members"]] = ((pop["tier"][sl] >= max(2, T - 1)) & alive_now).sum(1)
@@ -573,15 +581,14 @@ class Simulator:
                 m[:, mi["vip_members"]] = ((weekly >= 5) & alive_now).sum(axis=1)
             paying = ((pop["payments"][sl] > 0) & alive_now).sum(axis=1)
             m[:, mi["paying_members"]] = paying
-            ever = joined_by_day[:, : d + 1].sum(axis=1)
-            m[:, mi["conversion_rate"]] = _ratio((pop["payments"][sl] > 0).sum(axis=1), ever)
-            m[:, mi["fission_rate"]] = _ratio(referral_joins, total_joins)
-            m[:, mi["fission_multiplier"]] = _ratio(referral_joins, total_joins - referral_joins)
+            m[:, mi["conversion_rate"]] = defs.conversion_rate(ever_paid, total_joins)
+            m[:, mi["fission_rate"]] = defs.fission_rate(referral_joins, total_joins)
+            m[:, mi["fission_multiplier"]] = defs.fission_multiplier(referral_joins, total_joins)
             lo = max(0, d - 6)
             left_week = left_by_day[:, lo : d + 1].sum(axis=1)
-            m[:, mi["churn_rate"]] = _ratio(left_week, n_alive + left_week)
+            m[:, mi["churn_rate"]] = defs.churn_rate(left_week, n_alive)
             m[:, mi["ugc_posts"]] = ugc_by_day[:, lo : d + 1].sum(axis=1)
-            m[:, mi["groups"]] = np.ceil(n_alive / self.capacity)
+            m[:, mi["groups"]] = defs.groups(n_alive, self.capacity)
             m[:, mi["community_age"]] = d
             self._custom_metrics(m, mi, custom_state, n_alive, rng)
             # -- expectations ----------------------------------------------------------------
@@ -605,10 +612,12 @@ class Simulator:
             for r, lc in enumerate(lcs):
                 env = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
                 prev[r] = env
-                lc.step(t_next, self._oracle(env, d + 1))
+                lc.step(t_next, self._oracle(env, d + 1, gate_notes[r]))
             if d % 7 == 6 and pop.n.sum() and alive.sum() < 0.5 * pop.n.sum():
                 pop.compact()
-        return self._finish(out, lcs, expect_fail, member_days, first_run)
+        res = self._finish(out, lcs, expect_fail, member_days, first_run)
+        res.gate_notes = gate_notes
+        return res
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -617,14 +626,35 @@ class Simulator:
         first = self.sc.acquisition.start_stage
         return first is None or any(s.stage == first for s in lc.states)
 
-    def _oracle(self, env: dict[str, float], day: int) -> Any:
-        def gate(stage: Stage, st: StageState, now: Any) -> bool:
-            if stage.gate is None or stage.gate.node is None:
-                return False
-            started = (st.started.astimezone(self.tz).date() - START).days
-            return bool(ex.evaluate(stage.gate.node, {**env, "days_in_stage": day - started}))
+    def _oracle(self, env: dict[str, float], day: int, notes: dict[str, str]) -> Any:
+        """The gate check of one run on its metrics; an undecided check is noted per stage."""
 
-        return gate
+        def values(stage: Stage, st: StageState, now: Any) -> dict[str, float]:
+            started = (st.started.astimezone(self.tz).date() - self.start).days
+            return {**env, "days_in_stage": day - started}
+
+        return gates.metric_gate(values, self._why, notes)
+
+    def _why(self, name: str, values: Mapping[str, float]) -> str:
+        """Why metric `name` has no value in this simulation."""
+        if name in BUILTIN_METRICS:
+            return defs.why_undefined(name, values)
+        metric = self.pb.metrics.get(name)
+        if metric is not None and metric.definition is not None:
+            return "its definition has no value (it reads an undefined metric or divides by 0)"
+        return f"not modelled: add it under `metrics:` in scenario `{self.sc.name}`"
+
+    def _before_start(self) -> dict[str, float]:
+        """What an `if:` reads on day 0: no day has closed, so every ratio is undefined."""
+        values = {n: v for n, v in defs.before_start().items() if n in self.metric_names}
+        for name in self.custom:
+            model = self.sc.metrics.get(name)
+            values[name] = model.start if model is not None else defs.UNDEFINED
+        for name in self.custom:
+            metric = self.pb.metrics[name]
+            if metric.definition and metric.definition.node:
+                values[name] = float(ex.evaluate(metric.definition.node, values, defs.UNDEFINED))
+        return values
 
     def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: np.random.Generator) -> None:
         """Each referral join counts as an invite of a current member (for tier rules)."""
@@ -666,18 +696,18 @@ class Simulator:
         self,
         pop: _Pop,
         rules: Sequence[EventRules],
-        event: str,
+        trigger: Trigger,
         who: np.ndarray,
         ev_msgs: np.ndarray,
         sl: Any,
         **_: Any,
     ) -> None:
-        """Apply a member event's actions to the members in `who` (masked, in place)."""
-        if not any(event in rr.actions for rr in rules):
+        """Apply the actions a trigger sets off to the members in `who` (masked, in place)."""
+        if not any(trigger in rr.actions for rr in rules):
             return
-        mult = np.array([rr.churn.get(event, 1.0) for rr in rules], dtype=np.float32)
-        lift = np.array([rr.speak.get(event, 0.0) for rr in rules], dtype=np.float32)
-        msgs = np.array([rr.messages.get(event, 0) for rr in rules], dtype=np.float32)
+        mult = np.array([rr.churn.get(trigger, 1.0) for rr in rules], dtype=np.float32)
+        lift = np.array([rr.speak.get(trigger, 0.0) for rr in rules], dtype=np.float32)
+        msgs = np.array([rr.messages.get(trigger, 0) for rr in rules], dtype=np.float32)
         rows, cols = _nonzero2d(who)  # events touch few members: update them sparsely
         if not len(rows):
             return
@@ -695,29 +725,23 @@ class Simulator:
         ev_msgs: np.ndarray,
         sl: Any,
         event: str,
-        params: Callable[[OnEvent], Iterable[int]],
         attribute: np.ndarray,
         among: np.ndarray | None = None,
         living_only: bool = False,
     ) -> None:
-        """Fire `event` for members whose `attribute` equals a value some rule listens for.
+        """Fire `event` for members whose `attribute` equals a value some trigger listens for.
 
-        `living_only` says the attribute can only match living members (no mask needed).
+        Durations (`for`, `at`) are compared in whole days, the attribute's unit. `living_only`
+        says the attribute can only match living members (no mask needed).
         """
-        values = {
-            v
-            for rr in rules
-            for a in rr.actions.get(event, [])
-            if isinstance(a.schedule, OnEvent)
-            for v in params(a.schedule)
-        }
-        for v in sorted(values):
-            hit = attribute == v
+        triggers = {t for rr in rules for t in rr.actions if t.event == event}
+        for t in sorted(triggers, key=lambda t: _in_days(t.value)):
+            hit = attribute == _in_days(t.value)
             if among is not None:
                 hit &= among
             if not living_only:  # the attribute may match departed members: mask them out
                 hit &= pop["alive"][sl]
-            self._apply_event(pop, rules, event, hit, ev_msgs, sl)
+            self._apply_event(pop, rules, t, hit, ev_msgs, sl)
 
     def _tiers(
         self,
@@ -780,7 +804,14 @@ class Simulator:
             changed |= tier != before
         changed &= alive
         if changed.any():
-            self._apply_event(pop, rules, "member.tier_changed", changed, ev_msgs, sl)
+            moved = {x for rr in rules for x in rr.actions if x.event == "member.tier_changed"}
+            for trig in moved:
+                # a rule with `tier:` fires only for members who moved into that tier
+                into = None if trig.value is None else self._rank.get(str(trig.value))
+                if trig.value is not None and into is None:
+                    continue  # an unknown tier (validate: SOP205) is never reached
+                hit = changed if into is None else changed & (tier == into)
+                self._apply_event(pop, rules, trig, hit, ev_msgs, sl)
 
     def _custom_metrics(
         self,
@@ -797,12 +828,14 @@ class Simulator:
                     state[name] + model.per_day + model.noise * rng.standard_normal(len(members))
                 )
                 m[:, mi[name]] = state[name] + model.per_member * members
+            else:  # neither modelled nor (yet) defined: the simulation does not know it
+                m[:, mi[name]] = defs.UNDEFINED
         for name in self.custom:  # definitions read built-ins and modelled metrics
             metric = self.pb.metrics[name]
             if metric.definition and metric.definition.node:
                 env = {k: m[:, i] for k, i in mi.items()}
                 with np.errstate(all="ignore"):  # an absurd definition overflows to inf, quietly
-                    m[:, mi[name]] = ex.evaluate(metric.definition.node, env)
+                    m[:, mi[name]] = ex.evaluate(metric.definition.node, env, defs.UNDEFINED)
 
     def _expectations(
         self,
@@ -839,7 +872,7 @@ class Simulator:
                     continue  # the playbook has stopped: nothing is promised any more
                 ok = any(
                     a.id == e.action and self._delay_ok(a, e.within)
-                    for a in rr.actions.get("member.joined", [])
+                    for a in rr.actions.get(JOINED, [])
                 )
                 if not ok:
                     failed.add((r, i))
@@ -855,13 +888,10 @@ class Simulator:
                     )
 
     def _delay_ok(self, a: Action, within: timedelta | None) -> bool:
-        offset = timedelta(0)
-        x = a
-        while isinstance(x.schedule, Relative):
-            offset += x.schedule.offset
-            x = self.pb.actions[x.schedule.anchor]
-        if a.quiet_hours and a.kind in MESSAGE_KINDS:
-            q = a.quiet_hours
+        # the Program's anchor resolution: cycle-guarded, the offset from the triggering event
+        offset = self.program.anchored[a.id].offset
+        q = quiet_window(a)
+        if q is not None:
             start = q.start.hour * 60 + q.start.minute
             end = q.end.hour * 60 + q.end.minute
             offset += timedelta(minutes=(end - start) % 1440)
@@ -883,11 +913,11 @@ class Simulator:
             res: dict[str, str] = {}
             for st in lc.states:
                 j = self.stage_ids.index(st.stage)
-                day = (st.started.astimezone(self.tz).date() - START).days
+                day = (st.started.astimezone(self.tz).date() - self.start).days
                 if entered[r, j] < 0:
                     entered[r, j] = day
                 if st.outcome == "passed" and st.ended is not None:
-                    passed[r, j] = (st.ended.astimezone(self.tz).date() - START).days
+                    passed[r, j] = (st.ended.astimezone(self.tz).date() - self.start).days
                 res[st.stage] = st.outcome
             outcomes.append(res)
         return ChunkResult(
@@ -924,20 +954,23 @@ def _days(td: timedelta) -> int:
     return int(td.total_seconds() // 86400)
 
 
-def _violation_counts(e: OnEvent) -> list[int]:
-    return [e.count] if e.count else []
+def _in_days(value: object) -> int:
+    """A trigger's value in the unit of the member attribute it is compared with."""
+    if isinstance(value, timedelta):
+        return _days(value)
+    return int(value) if isinstance(value, int) else 0
 
 
-def _silence_days(e: OnEvent) -> list[int]:
-    return [_days(e.silent_for)] if e.silent_for else []
-
-
-def _streaks(e: OnEvent) -> list[int]:
-    return [e.streak] if e.streak else []
-
-
-def _anniversary_days(e: OnEvent) -> list[int]:
-    return [_days(t) for t in e.at]
+def _fired_chain(rule: EventRule, failed: frozenset[str]) -> list[Action]:
+    """The actions chained behind a rule that fire: one whose `if:` fails skips its chain."""
+    out: list[Action] = []
+    skipped: set[str] = set()
+    for link in rule.chain:
+        if link.anchor in skipped or link.action.id in failed:
+            skipped.add(link.action.id)
+        else:
+            out.append(link.action)
+    return out
 
 
 def _gather(table: np.ndarray, tier: np.ndarray) -> np.ndarray:
@@ -985,21 +1018,6 @@ def relax(node: ex.Node, factor: float) -> ex.Node:
         node.value,
         tuple(relax(a, factor) for a in node.args),
     )
-
-
-def _ratio(a: Any, b: Any) -> np.ndarray:
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
-
-
-def _cohort_retention(alive_hist: np.ndarray, joined: np.ndarray, d: int, k: int) -> np.ndarray:
-    """Share of those who joined k..k+6 days ago that are still members (a 7-day cohort)."""
-    hi = d - k
-    if hi < 0:
-        return np.zeros(alive_hist.shape[0])
-    lo = max(0, hi - 6)
-    return _ratio(alive_hist[:, lo : hi + 1].sum(axis=1), joined[:, lo : hi + 1].sum(axis=1))
 
 
 def sbg_survival(alpha: float, beta: float, t: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..core import expr as ex
+from ..core.status import ExitCode
 from ..lang.model import OnEvent, Playbook
 from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator, wilson
 from .scenario import Scenario
@@ -111,11 +112,20 @@ class GateResult:
     runs: int
     interval: tuple[float, float]
     median_day: float | None
+    # why the gate could not be decided at its last check, with the number of runs: a gate
+    # that reads an undefined metric does not pass (e.g. "undefined: retention_d30 (no cohort
+    # is 30 days old)"); runs in which it passed are not counted
+    undefined: dict[str, int] = field(default_factory=dict)
 
     @property
     def probability(self) -> float:
         """Unconditional probability over all runs."""
         return self.passed / self.runs if self.runs else 0.0
+
+    @property
+    def undefined_runs(self) -> int:
+        """Runs whose last check of this gate read an undefined metric."""
+        return sum(self.undefined.values())
 
 
 @dataclass
@@ -137,12 +147,24 @@ class SimResult:
     gates: list[GateResult] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    gate_notes: list[dict[str, str]] = field(default_factory=list)  # per run (ChunkResult)
 
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
-        """(len(qs), days) percentiles of a metric across runs."""
+        """(len(qs), days) percentiles of a metric across the runs where it has a value.
+
+        NaN on a day when it has none in any run (undefined: see engine/program/metrics.py).
+        """
+        import warnings
+
         i = self.metric_names.index(metric)
-        with np.errstate(invalid="ignore"):  # inf - inf between infinite runs is NaN: fine
-            return np.percentile(self.metrics[:, :, i], qs, axis=0)
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-undefined day is NaN: fine
+            return np.nanpercentile(self.metrics[:, :, i], qs, axis=0)
+
+    def undefined_runs(self, metric: str) -> np.ndarray:
+        """(days,) how many runs had no value of `metric` on each day."""
+        i = self.metric_names.index(metric)
+        return np.isnan(self.metrics[:, :, i]).sum(axis=0)
 
     def stage_timing(self) -> dict[str, dict[str, Any]]:
         """Per stage: how often it is entered and passed, and on which days."""
@@ -162,6 +184,17 @@ class SimResult:
                 "outcomes": _count(o.get(sid, "not reached") for o in self.outcomes),
             }
         return out
+
+    def exit_code(self, min_probability: float | None = None) -> ExitCode:
+        """1 when an `expect:` invariant failed or a gate's P(pass) is below `min_probability`."""
+        low = min_probability is not None and any(
+            g.probability < min_probability for g in self.gates
+        )
+        return ExitCode.FINDINGS if self.expect_failures or low else ExitCode.OK
+
+    def as_dict(self, every: int = 1) -> dict[str, Any]:
+        """The JSON document of a simulation (see `to_dict`)."""
+        return self.to_dict(every)
 
     def to_dict(self, every: int = 1) -> dict[str, Any]:
         """The JSON document of a simulation (daily metric percentiles every `every` days)."""
@@ -188,6 +221,7 @@ class SimResult:
                     "passed": g.passed,
                     "runs": g.runs,
                     "median_pass_day": g.median_day,
+                    "undefined": [{"note": n, "runs": c} for n, c in g.undefined.items()],
                 }
                 for g in self.gates
             ],
@@ -196,9 +230,11 @@ class SimResult:
                 name: {
                     "days": days,
                     **{
-                        f"p{q}": [round(float(x), 4) for x in row[days]]
+                        f"p{q}": [_number(x) for x in row[days]]
                         for q, row in zip((5, 50, 95), self.percentiles(name), strict=True)
                     },
+                    # runs without a value that day (their percentiles leave them out)
+                    "undefined_runs": [int(x) for x in self.undefined_runs(name)[days]],
                 }
                 for name in self.metric_names
             },
@@ -210,6 +246,26 @@ class SimResult:
                 "member_days_per_second": round(self.member_days / max(self.seconds, 1e-9)),
             },
         }
+
+
+@dataclass
+class Sweep:
+    """Simulations of one playbook over swept scenario values (`--sweep name=v1,v2`)."""
+
+    rows: list[tuple[dict[str, str], SimResult]]
+
+    def exit_code(self, min_probability: float | None = None) -> ExitCode:
+        """The worst exit code of its simulations."""
+        return max((r.exit_code(min_probability) for _, r in self.rows), default=ExitCode.OK)
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        """The JSON document of a sweep: the swept values and the gates of each simulation."""
+        return [{"values": v, "gates": r.to_dict()["gates"]} for v, r in self.rows]
+
+
+def _number(x: float) -> float | None:
+    """A percentile for JSON: rounded, and null when undefined."""
+    return None if math.isnan(x) else round(float(x), 4)
 
 
 def _pcts(a: np.ndarray) -> dict[str, float | None]:
@@ -337,6 +393,7 @@ def aggregate(
         expect_failures=sorted(f for r in results for f in r.expect_failures),
         member_days=sum(r.member_days for r in results),
         seconds=seconds,
+        gate_notes=[n for r in results for n in r.gate_notes],
     )
     res.gates = gate_results(playbook, res)
     res.units = playbook.metric_units()
@@ -346,7 +403,7 @@ def aggregate(
 
 def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
     """What the simulation cannot know: custom metrics with no definition and no model, and
-    the `if:` guards that read them (they read 0, so the guard is decided by a made-up 0)."""
+    the `if:` guards that read them (undefined: such a guard does not hold, nor such a gate)."""
     unknown = [
         m.id
         for m in playbook.metrics.values()
@@ -354,7 +411,8 @@ def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
     ]
     out = [
         f"metric `{m}` has neither a definition nor a model in scenario `{scenario.name}`:"
-        " it stays 0 (add it under `metrics:` in the scenario)"
+        " it is undefined, so a gate or `if:` that needs it does not pass (add it under"
+        " `metrics:` in the scenario)"
         for m in unknown
     ]
     for a in playbook.actions.values():
@@ -364,14 +422,14 @@ def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
         if read:
             out.append(
                 f"the `if:` of action `{a.id}` reads {', '.join(f'`{m}`' for m in read)}, which"
-                " the simulation does not model: it is decided as if the value were 0"
+                " the simulation does not model: it does not hold while it needs that value"
             )
     return out
 
 
 def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
     """For every gate: P(it passes by its stage's deadline), its interval and median day."""
-    from ..program.program import deadline_of
+    from ..lang.semantics import deadline_of
 
     out = []
     runs = res.metrics.shape[0]
@@ -388,6 +446,7 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
             ok &= (pas - ent) <= dl_days
         n_ok = int(ok.sum())
         med = float(np.median(pas[ok])) if n_ok else None
+        undefined = _count(n[sid] for r, n in enumerate(res.gate_notes) if sid in n and not ok[r])
         out.append(
             GateResult(
                 sid,
@@ -398,6 +457,7 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
                 runs,
                 wilson(n_ok, runs),
                 med,
+                dict(sorted(undefined.items(), key=lambda x: -x[1])),
             )
         )
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from typing import Any
 
 from ..core.expr import thresholds
@@ -42,6 +43,12 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
             f"{g.median_day:.0f}" if g.median_day is not None else "—",
         )
     console.print(t)
+    for g in res.gates:  # an undefined metric never reads as 0: say why a gate stayed shut
+        for note, runs in g.undefined.items():
+            console.print(
+                f"  gate of [bold]{markup(g.stage)}[/] undecided at its last check in {runs}"
+                f" run(s): {markup(note)}"
+            )
     t = Table(title="stages", title_justify="left")
     for col in (
         "stage",
@@ -91,6 +98,8 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
 
 
 def _fmt(x: float, unit: str = "ratio") -> str:
+    if math.isnan(x):
+        return "undefined"  # in every run that day (engine/program/metrics.py)
     if unit == "ratio":
         return f"{x:.3f}"
     return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.1f}"
@@ -183,6 +192,11 @@ def to_html(res: SimResult, pb: Playbook) -> str:
         f"<td>{g.deadline_days or '—'}</td><td><b>{_pct(g.probability)}</b></td>"
         f"<td>{_pct(g.interval[0])} – {_pct(g.interval[1])}</td>"
         f"<td>{'—' if g.median_day is None else f'{g.median_day:.0f}'}</td></tr>"
+        + "".join(
+            f"<tr><td></td><td colspan=5>undecided at its last check in {runs} run(s):"
+            f" {e(note)}</td></tr>"
+            for note, runs in g.undefined.items()
+        )
         for g in res.gates
     )
     fails = "".join(f"<li>run {r}, day {d}: {e(w)}</li>" for r, d, w in res.expect_failures[:50])

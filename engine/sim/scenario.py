@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.diagnostics import Collector, Diagnostic
+from ..core.diagnostics import Collector, Diagnostic, Severity
 from ..lang.loader import Document, LoadError, load_file
+from ..lang.model import Playbook
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,18 @@ def from_data(data: dict[str, Any]) -> Scenario:
 
 
 def load_scenario(
-    path: str | None, overrides: list[str] | tuple[str, ...] = (), *, root: str | None = None
+    path: str | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    root: str | None = None,
+    playbook: Playbook | None = None,
+    warnings: list[Diagnostic] | None = None,
 ) -> Scenario:
     """Load and validate a scenario file (or the defaults), then apply `path=value` overrides.
 
     The file is read through sop.engine.core.files, confined to `root` (default: its own folder).
+    With `playbook`, the scenario's stage and metric names are checked against it (SOP293,
+    SOP294): an error raises ScenarioError, warnings (SOP295) are added to `warnings`.
     """
     from ..lang.schema import validator
 
@@ -132,16 +141,115 @@ def load_scenario(
             raise ScenarioError([e.diagnostic], e.document) from None
         out = Collector()
         validator("scenario.schema.json").validate(doc, out)
-        if out.items:
+        if playbook is not None and not out.items:
+            check_scenario(playbook, doc, out)
+        if _errors(out.items):
             raise ScenarioError(out.items, doc)
+        if warnings is not None:
+            warnings.extend(out.items)
         data = doc.data
     for item in overrides:
         data = _override(data, item)
     out = Collector()
-    validator("scenario.schema.json").validate(Document("--set", "", data), out)
-    if out.items:
+    merged = Document("--set", "", data)
+    validator("scenario.schema.json").validate(merged, out)
+    if playbook is not None and overrides and not out.items:
+        check_scenario(playbook, merged, out)  # the file was clean: a finding comes from --set
+    if _errors(out.items):
         raise ScenarioError(out.items)
+    if warnings is not None:
+        warnings.extend(out.items)
     return from_data(data)
+
+
+def _errors(items: list[Diagnostic]) -> bool:
+    return any(d.severity == Severity.ERROR for d in items)
+
+
+def check_scenario(pb: Playbook, doc: Document, out: Collector) -> None:
+    """The stage and metrics a schema-valid scenario names exist in the playbook it simulates."""
+    from ..core.catalog import BUILTIN_METRICS
+    from ..core.suggest import did_you_mean
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+    acq = data.get("acquisition")
+    first = acq.get("start_stage") if isinstance(acq, dict) else None
+    if isinstance(first, str) and first not in pb.stages:
+        out.add(
+            "SOP293",
+            doc.span(("acquisition", "start_stage")),
+            f"`start_stage: {first}` is not a stage of playbook `{pb.id}`: acquisition would"
+            f" never open and the forecast would be empty (stages: {', '.join(pb.stages)})",
+            hint=did_you_mean(first, pb.stages),
+            json_path="$.acquisition.start_stage",
+        )
+    metrics = data.get("metrics")
+    for name in metrics if isinstance(metrics, dict) else {}:
+        span = doc.key_span(("metrics", name))
+        jp = f"$.metrics.{name}"
+        if name in BUILTIN_METRICS:
+            out.add(
+                "SOP294",
+                span,
+                f"`{name}` is a built-in metric: the simulation computes it, so this model would"
+                " be ignored",
+                json_path=jp,
+            )
+        elif name not in pb.metrics:
+            declared = ", ".join(pb.metrics) or "none"
+            out.add(
+                "SOP294",
+                span,
+                f"metric `{name}` is not declared by playbook `{pb.id}` (its metrics:"
+                f" {declared}): this model would be ignored",
+                hint=did_you_mean(name, pb.metrics),
+                json_path=jp,
+            )
+        elif pb.metrics[name].definition is not None:
+            out.add(
+                "SOP295",
+                span,
+                f"metric `{name}` has a `definition:` in playbook `{pb.id}`, which the"
+                " simulation uses: this model would be ignored",
+                json_path=jp,
+            )
+
+
+def scenario_beside(playbook_path: str) -> str | None:
+    """The scenario by convention: `scenarios/<playbook file name>` beside the playbook, if any."""
+    beside = os.path.join(
+        os.path.dirname(playbook_path), "scenarios", os.path.basename(playbook_path)
+    )
+    return beside if os.path.isfile(beside) else None
+
+
+def playbook_beside(scenario_path: str) -> str | None:
+    """The playbook a scenario belongs to by the same convention (`../<scenario file name>`)."""
+    folder = os.path.dirname(os.path.abspath(scenario_path))
+    if os.path.basename(folder) != "scenarios":
+        return None
+    pb = os.path.join(os.path.dirname(folder), os.path.basename(scenario_path))
+    return pb if os.path.isfile(pb) else None
+
+
+MAX_SWEEP_AXES = 2
+
+
+def sweep_values(specs: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
+    """Every combination of `name=v1,v2,...` specs (one or two), as `--set` values; UsageError."""
+    import itertools
+
+    from ..core.status import UsageError
+
+    if len(specs) > MAX_SWEEP_AXES:
+        raise UsageError("--sweep takes one or two parameters")
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if not name or not values:
+            raise UsageError(f"--sweep {spec!r}: expected name=v1,v2,...")
+        axes.append([(name, v) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)]
 
 
 def _override(data: dict[str, Any], item: str) -> dict[str, Any]:
@@ -169,6 +277,4 @@ def _override(data: dict[str, Any], item: str) -> dict[str, Any]:
 
 
 def _usage(message: str) -> Diagnostic:
-    from ..core.diagnostics import Severity
-
     return Diagnostic("--set", 1, 1, 1, 1, "SOP103", Severity.ERROR, message, "")

@@ -1,0 +1,188 @@
+"""The `sop` entry point: `--help` from stored text that never drifts from click's, quick exits
+that lose no output and keep every exit code, and `python -m sop`.
+
+When a command or its help changes, `python -m tests.test_startup` rewrites the stored text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from croniter import croniter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sop.__main__ import HELP, HELP_WIDTH
+from sop.engine.core.schedule import _simple_cron, parse_cron
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def click_help(width: int) -> str:
+    """What click itself prints for `sop --help` in a terminal `width` columns wide (a process
+    of its own: click's test runner forces a width of its own)."""
+    code = "import sys; sys.argv[0] = 'sop'; from sop.cli import main; main()"
+    res = subprocess.run(
+        [sys.executable, "-c", code, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": str(width)},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, code: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`sop ARGS` in a fresh interpreter, started the way the console script starts it."""
+    prog = code + "import sys; sys.argv[0] = 'sop'; from sop.__main__ import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", prog, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_the_stored_help_is_what_click_renders():
+    assert click_help(HELP_WIDTH) == HELP, "run `python -m tests.test_startup` to rewrite it"
+    assert click_help(500) == HELP  # click never wraps help wider than 80 columns
+
+
+def test_help_is_printed_without_importing_click():
+    probe = (
+        "import atexit, os; _exit = os._exit;"
+        " os._exit = lambda c: (print('click' in sys.modules, file=sys.stderr), _exit(c));"
+    )
+    for flag in ("--help", "-h"):
+        res = run(flag, env={"COLUMNS": "100"}, code="import sys; " + probe)
+        assert (res.returncode, res.stdout, res.stderr) == (0, HELP, "False\n")
+
+
+def test_a_narrow_terminal_gets_clicks_own_wrapping():
+    res = run("--help", env={"COLUMNS": "60"})
+    assert res.returncode == 0 and res.stdout == click_help(60) != HELP
+
+
+def test_a_quick_exit_keeps_the_exit_code_and_every_line_of_output(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        textwrap.dedent(
+            """\
+            playbook: bad
+            timezone: Mars/Olympus
+            stages: {}
+            """
+        ),
+        encoding="utf-8",
+    )
+    res = run("validate", str(bad), "--format", "json")
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.rstrip().endswith(("}", "]"))  # the whole document, flushed
+    assert run("validate", str(tmp_path / "missing.yaml")).returncode == 2
+    assert run("rules").stdout.count("\n") > 20
+
+
+def test_a_reader_that_goes_away_ends_a_quick_exit_verb_cleanly():
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv[0] = 'sop'; from sop.__main__ import main; main()",
+        "rules",
+    ]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before anything is read
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 1
+    assert b"Traceback" not in err and b"Exception ignored" not in err
+
+
+def test_python_dash_m_sop_runs_the_same_command():
+    res = subprocess.run(
+        [sys.executable, "-m", "sop", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0 and res.stdout.startswith("sop, version ")
+
+
+# -- cron without croniter -----------------------------------------------------------------
+
+
+@st.composite
+def cron_part(draw: st.DrawFn, lo: int, hi: int) -> str:
+    """One comma-separated part of a cron field: mostly in range, sometimes not, or malformed."""
+    n = st.integers(lo, hi) | st.integers(lo - 1, hi + 2)
+    kind = draw(st.sampled_from(["*", "*/", "a", "a", "a-b", "a-b", "a-b/", "a/", "#", "junk"]))
+    a, b, step = draw(n), draw(n), draw(st.integers(1, hi) | st.integers(0, hi + 2))
+    return {
+        "*": "*",
+        "*/": f"*/{step}",
+        "a": f"{a}",
+        "a-b": f"{min(a, b)}-{max(a, b)}" if draw(st.booleans()) else f"{a}-{b}",
+        "a-b/": f"{a}-{b}/{step}",
+        "a/": f"{a}/{step}",
+        "#": f"{draw(st.integers(0, 7))}#{draw(st.integers(0, 6))}",
+        "junk": draw(st.sampled_from(["", "-", "*-1", "1-", "/2", "0" + str(a), "1#1#1"])),
+    }[kind]
+
+
+@st.composite
+def plain_cron(draw: st.DrawFn) -> str:
+    fields = []
+    for lo, hi in ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7)):
+        if draw(st.integers(0, 2)) == 0:
+            fields.append("*")
+            continue
+        parts = draw(st.lists(cron_part(lo, hi), min_size=1, max_size=3))
+        fields.append(",".join(parts))
+    return " ".join(fields)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plain_cron())
+def test_plain_crons_are_read_exactly_as_croniter_reads_them(expr: str) -> None:
+    ours = _simple_cron(expr)
+    try:
+        it = croniter(expr)
+    except (ValueError, KeyError, TypeError):
+        assert ours is None  # left to croniter, which says why it is invalid
+        return
+    if ours is not None:
+        assert ours == (it.expanded[:5], it.nth_weekday_of_month)
+
+
+def test_crons_beyond_the_plain_form_still_go_to_croniter() -> None:
+    every_first = ",".join(f"{d}#1" for d in range(7))  # croniter writes this field as `*`
+    for expr in (
+        "0 9 L * *",
+        "0 9 15W * *",
+        f"0 9 * * {every_first}",
+        "0 9 * * mon",
+        "0 22-2 * * *",
+    ):
+        assert _simple_cron(expr) is None
+        assert parse_cron(expr) is not None
+
+
+def _regenerate() -> None:
+    """Rewrite HELP in __main__.py from click's current rendering."""
+    path = ROOT / "__main__.py"
+    text = path.read_text(encoding="utf-8")
+    new = 'HELP = """\\\n' + click_help(HELP_WIDTH).replace("\\", "\\\\") + '"""\n'
+    text, n = re.subn(r'HELP = """\\\n.*?"""\n', lambda _: new, text, count=1, flags=re.S)
+    assert n == 1, "HELP not found in __main__.py"
+    path.write_text(text, encoding="utf-8")
+    print(f"rewrote HELP in {path}")
+
+
+if __name__ == "__main__":
+    _regenerate()
