@@ -487,17 +487,27 @@ def _scenario(path: str | None, sets: tuple[str, ...], root: str | None = None) 
         raise SystemExit(2) from None
 
 
+MAX_SWEEP_POINTS = 100  # simulations one `simulate --sweep` runs (e.g. 10 values times 10)
+
+
 def _sweep_values(specs: tuple[str, ...]) -> list[dict[str, str]]:
     import itertools
 
     if len(specs) > 2:
         _fail("--sweep takes one or two parameters")
     axes = []
+    points = 1
     for spec in specs:
         name, _, values = spec.partition("=")
         if not name or not values:
             _fail(f"--sweep {spec!r}: expected name=v1,v2,...")
         axes.append([(name, v) for v in values.split(",")])
+        points *= len(axes[-1])
+    if points > MAX_SWEEP_POINTS:  # each point is a whole simulation: refused, not run for hours
+        _fail(
+            f"--sweep asks for {points:,} simulations; at most {MAX_SWEEP_POINTS} (give fewer"
+            " values)"
+        )
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
@@ -669,6 +679,11 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
             return run_sim(pb, sc, opts, progress=lambda n: bar.advance(task, n))
     except SimulationTooLarge as e:  # a run outgrew the budget the estimate foresaw
         _fail(str(e))
+    except MemoryError:  # a budget raised past what the machine (or its ulimit) can give
+        _fail(
+            "out of memory while simulating; lower --runs, --days or the scenario's sizes, or"
+            f" --max-memory-mib (now {opts.memory_budget_mib:,}) to what this machine has"
+        )
     except RuntimeError as e:  # executor problems: missing extra, unreachable scheduler
         _fail(str(e))
     except OSError as e:

@@ -20,7 +20,7 @@ from typing import IO, Any
 from .model import Action
 from .plan import Timeline, render_messages
 from .program import Occurrence
-from .textsafe import dumps, markup, terminal
+from .textsafe import csv_cell, dumps, markup, terminal
 from .timeutil import format_duration
 from .words import schedule_words
 
@@ -151,12 +151,17 @@ def to_csv(tl: Timeline) -> str:
 
 
 def write_csv(tl: Timeline, out: IO[str]) -> None:
-    """One row per occurrence, written as it goes (the csv module quotes every field)."""
+    """One row per occurrence, written as it goes (the csv module quotes every field).
+
+    Ids cannot start a formula today (they start with a letter); every cell still goes through
+    `csv_cell`, so a field added later cannot carry `=cmd|...` into a spreadsheet.
+    """
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason"])
     for o in tl.occurrences:
         w.writerow(
-            [
+            csv_cell(c)
+            for c in [
                 o.key,
                 o.at.isoformat(),
                 o.stage or "",
