@@ -107,8 +107,9 @@ def test_a_gate_with_arabic_indic_digits_is_refused_by_validate(tmp_path: Path) 
 def test_a_simulation_of_many_every_minute_crons_stops_with_an_error_in_seconds(
     tmp_path: Path,
 ) -> None:
-    # 300 actions firing every minute: 432,000 firings a day. Before: minutes of work, 600 MB.
-    dense = "".join(f'      m{i}: {{cron: "* * * * *", do: task, text: x}}\n' for i in range(300))
+    # 199 actions firing every minute (the most one stage may hold): 286,560 firings a day.
+    # Before: minutes of work, 600 MB.
+    dense = "".join(f'      m{i}: {{cron: "* * * * *", do: task, text: x}}\n' for i in range(199))
     _playbook(tmp_path, actions=dense)
     r = _child("simulate", "p.yaml", "--runs", "2", "--days", "180", "--workers", "1", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
@@ -174,3 +175,45 @@ def test_no_cell_of_a_plan_csv_starts_a_spreadsheet_formula(tmp_path: Path) -> N
     rows = list(csv.reader(io.StringIO(out)))
     assert len(rows) > 10
     assert all(not c.startswith(("=", "+", "-", "@")) for row in rows for c in row)
+
+
+def test_a_stage_with_more_actions_than_allowed_is_refused_at_the_first_extra_one(
+    tmp_path,
+) -> None:
+    extra = "".join(f'      a{i}: {{cron: "0 9 * * *", do: post, text: hi}}\n' for i in range(200))
+    p = _playbook(tmp_path, actions=extra)
+    code, out = _sop("validate", str(p), "--no-plan-checks")
+    assert code == 1
+    # the 201st entry of `actions:` (morning-topic is the first), on its own line
+    line = (
+        p.read_text(encoding="utf-8")
+        .splitlines()
+        .index('      a199: {cron: "0 9 * * *", do: post, text: hi}')
+    )
+    assert f"p.yaml:{line + 1}:7: error SOP103" in out and "at most 200" in out
+
+
+def test_a_playbook_with_more_than_a_thousand_actions_in_all_is_sop254(tmp_path) -> None:
+    stages = "".join(
+        f"  s{s}:\n    title: s{s}\n    actions:\n"
+        + "".join(
+            f"      a{s}x{i}: {{day: 1, time: '09:00', do: post, text: hi}}\n" for i in range(150)
+        )
+        for s in range(7)
+    )
+    p = tmp_path / "big.yaml"
+    head = PLAYBOOK.split("stages:")[0].replace("HEADCOUNT", "1")
+    p.write_text(head + "stages:\n" + stages, encoding="utf-8")
+    code, out = _sop("validate", str(p), "--no-plan-checks")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    line = lines.index("      a6x100: {day: 1, time: '09:00', do: post, text: hi}") + 1
+    assert code == 1 and f"big.yaml:{line}:7: error SOP254" in out
+    assert "1050 actions" in out
+
+
+def test_a_plain_text_is_its_own_rendering_without_jinja() -> None:
+    from engine.templates import needs_member, render, template_problems
+
+    assert render("no tags here: 100% {not a tag", {}) != ""
+    assert render("plain 早安", {}) == "plain 早安"
+    assert template_problems("plain", {}) == [] and not needs_member("plain")
