@@ -688,6 +688,11 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
             return run_sim(pb, sc, opts, progress=lambda n: bar.advance(task, n))
     except SimulationTooLarge as e:  # a run outgrew the budget the estimate foresaw
         _fail(str(e))
+    except MemoryError:  # a budget raised past what the machine (or its ulimit) can give
+        _fail(
+            "out of memory while simulating; lower --runs, --days or the scenario's sizes, or"
+            f" --max-memory-mib (now {opts.memory_budget_mib:,}) to what this machine has"
+        )
     except RuntimeError as e:  # executor problems: missing extra, unreachable scheduler
         _fail(str(e))
     except OSError as e:

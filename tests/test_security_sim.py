@@ -143,15 +143,19 @@ def test_demote_when_demotes_at_the_tier_review(tmp_path) -> None:
 
 def test_a_cap_of_100_messages_is_broken_by_300_messages() -> None:
     # a per-member count that wrapped at 256 once read 300 messages as 44
-    actions = "".join(
-        f"      m{i}: {{on: member.joined, do: message, to: member, text: hi}}\n"
-        for i in range(300)
-    )
+    def actions(prefix: str, indent: str) -> str:  # 150 each: a map holds at most 200
+        return "".join(
+            f"{indent}{prefix}{i}: {{on: member.joined, do: message, to: member, text: hi}}\n"
+            for i in range(150)
+        )
+
     text = (
         "playbook: flood\ntimezone: UTC\nroles: {ops: {headcount: 1}}\n"
         "defaults: {owner: ops}\nroutines:\n"
-        + actions
-        + "stages:\n  only: {}\nexpect:\n  - {max_messages_per_member_per_day: 100}\n"
+        + actions("r", "  ")
+        + "stages:\n  only:\n    actions:\n"
+        + actions("m", "      ")
+        + "expect:\n  - {max_messages_per_member_per_day: 100}\n"
     )
     import tempfile
 

@@ -289,6 +289,13 @@ _rule(
     "Text cannot be rendered",
     "Keep templates within the sandbox's limits (docs/security.md) and the data they read.",
 )
+_rule(
+    "SOP254",
+    "playbook-too-large",
+    E,
+    "Too many actions",
+    "Split the community's SOP into several playbooks, or share routines through fragments.",
+)
 # Bounds of the plan-based checks (engine/plan/checks.py).
 _rule(
     "SOP260",

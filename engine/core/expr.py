@@ -57,7 +57,7 @@ class ExprSyntaxError(Exception):
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+(?:\.\d+)?%?|\.\d+%?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]+)?%?|\.[0-9]+%?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\))|(?P<bad>\S))"
 )
 

@@ -62,6 +62,16 @@ def markup(text: str) -> str:
     return escape(terminal(text))
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): = + - @, and tab or CR,
+# which some spreadsheets skip before looking.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell that a spreadsheet shows as text: one that would start a formula gets a `'`."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 # XML 1.0 forbids most C0 controls, surrogates and U+FFFE/U+FFFF even as character references.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 

@@ -676,6 +676,21 @@ def builtin_metric_names(pb: Playbook, out: Collector) -> None:
             )
 
 
+@check
+def playbook_size(pb: Playbook, out: Collector) -> None:
+    """At most MAX_ACTIONS actions in all, fragments included: every verb's work grows with it."""
+    from .schema_source import MAX_ACTIONS
+
+    if len(pb.actions) > MAX_ACTIONS:
+        extra = list(pb.actions.values())[MAX_ACTIONS]
+        out.add(
+            "SOP254",
+            extra.spans[""],
+            f"the playbook has {len(pb.actions)} actions, fragments included;"
+            f" at most {MAX_ACTIONS} are allowed",
+        )
+
+
 # -- templates -------------------------------------------------------------------------------
 
 

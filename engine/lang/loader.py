@@ -282,7 +282,10 @@ def _resolve_plain(v: str) -> Any:
         return False
     if c.isdigit() or c in "+-.":
         if _INT.match(v):
-            return int(v)
+            try:
+                return int(v)
+            except ValueError:  # more digits than Python converts (4,300): out of every range
+                return float(v)
         if _FLOAT.match(v) and not _leading_zero(v):
             return float(v)
     return v

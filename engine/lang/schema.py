@@ -54,6 +54,7 @@ SUPPORTED = frozenset(
         "minItems",
         "maxItems",
         "minProperties",
+        "maxProperties",
         "items",
         "oneOf",
         "anyOf",
@@ -219,6 +220,7 @@ class Validator:
             "propertyNames",
             "dependencies",
             "minProperties",
+            "maxProperties",
         } & set(s):
             checks.append(self._object_check(s))
         if {"items", "minItems", "maxItems"} & set(s):
@@ -351,6 +353,7 @@ class Validator:
         name_what = _PATTERN_NAMES.get(names["pattern"], "") if names else ""
         deps: dict[str, list[str]] = s.get("dependencies", {})
         min_props = s.get("minProperties")
+        max_props = s.get("maxProperties")
         prop_names = sorted(props)
 
         def check(v: Any, p: KeyPath, c: _Ctx) -> None:
@@ -365,6 +368,14 @@ class Validator:
                         f"{describe(p)} is missing required key `{key}`",
                         json_path=json_path(p),
                     )
+            if max_props is not None and len(v) > max_props:
+                extra_key = list(v)[max_props]
+                c.out.add(
+                    "SOP103",
+                    doc.key_span((*p, extra_key)),
+                    f"{describe(p)} has {len(v)} entries; at most {max_props} are allowed",
+                    json_path=json_path(p),
+                )
             if min_props is not None and len(v) < min_props:
                 c.out.add(
                     "SOP101",

@@ -73,14 +73,23 @@ def obj(props: J, required: list[str] | None = None, **kw: Any) -> J:
     return out
 
 
-def id_map(value: J, desc: str, examples: list[Any]) -> J:
-    """A mapping keyed by id (`stages:`, `actions:`, `roles:`)."""
+# Sizes a real community's SOP stays far below, and that keep every verb within seconds: the
+# plan's work grows with days x actions (docs/security.md).
+MAX_STAGES = 50
+MAX_ACTIONS_PER_MAP = 200
+MAX_ACTIONS = 1000  # in the whole playbook, fragments included (lang/checks.py, SOP254)
+
+
+def id_map(value: J, desc: str, examples: list[Any], most: int | None = None) -> J:
+    """A mapping keyed by id (`stages:`, `actions:`, `roles:`), with at most `most` entries."""
+    bound = {} if most is None else {"maxProperties": most}
     return p(
-        desc,
+        desc + (f" At most {most}." if most is not None else ""),
         examples,
         type="object",
         propertyNames={"pattern": ID_PATTERN},
         additionalProperties=value,
+        **bound,
     )
 
 
@@ -387,6 +396,7 @@ def stage_schema() -> J:
                 {"$ref": "#/definitions/action"},
                 "The stage's actions by id.",
                 [{"welcome": {"on": "member.joined", "do": "message"}}],
+                most=MAX_ACTIONS_PER_MAP,
             ),
             "include": p(
                 "Fragments whose actions and templates join this stage.",
@@ -746,11 +756,13 @@ def playbook_schema() -> J:
                 "Actions active in every stage (team cadence, member events);"
                 " `day` counts from the playbook start.",
                 [{"standup": {"cron": "0 9 * * 1-5", "do": "task"}}],
+                most=MAX_ACTIONS_PER_MAP,
             ),
             "stages": id_map(
                 {"$ref": "#/definitions/stage"},
                 "Lifecycle stages by id.",
                 [{"prep": {"title": "前期筹备"}}],
+                most=MAX_STAGES,
             ),
             "templates": {"$ref": "#/definitions/templates"},
             "expect": p(
@@ -813,6 +825,7 @@ def fragment_schema() -> J:
                 {"$ref": "#/definitions/action"},
                 "Actions added to the stage.",
                 [{"invite": {"day": 0, "do": "post"}}],
+                most=MAX_ACTIONS_PER_MAP,
             ),
             "templates": {"$ref": "#/definitions/templates"},
         },

@@ -96,8 +96,15 @@ def _unbound_reads(ast: Any) -> list[Any]:
     ]
 
 
+def is_plain(text: str) -> bool:
+    """True when `text` holds no Jinja syntax (every tag starts with `{`): it renders as itself."""
+    return "{" not in text
+
+
 def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
     """Syntax errors and reads of unknown variables, each with its line within the template."""
+    if is_plain(text):
+        return []
     from jinja2 import TemplateSyntaxError, nodes
 
     from .sandbox import GROWING_METHODS
@@ -144,6 +151,8 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
 
 def needs_member(text: str) -> bool:
     """True when a template reads member or event data (rendered per member at run time)."""
+    if is_plain(text):
+        return False
     try:
         ast = _parse(text)
     except Exception:
@@ -182,6 +191,12 @@ def _compiled(text: str) -> Any:
 
 def render(text: str, context: Mapping[str, Any]) -> str:
     """Render in the bounded sandbox; raises RenderError (missing data, a limit, a bad template)."""
+    if is_plain(text):
+        from .sandbox import MAX_TEXT
+
+        if len(text) > MAX_TEXT:
+            raise RenderError(f"the rendered text is longer than {MAX_TEXT} characters")
+        return text
     from jinja2 import TemplateError
 
     from .sandbox import MAX_TEXT, TemplateLimitError, end_budget, start_budget

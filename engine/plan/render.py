@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import IO, Any
 
-from ..core.textsafe import dumps, markup, terminal
+from ..core.textsafe import csv_cell, dumps, markup, terminal
 from ..core.timeutil import format_duration
 from ..lang.model import Action
 from ..program import Occurrence
@@ -200,12 +200,17 @@ CSV_COLUMNS = ("key", "at", "stage", "action", "kind", "owner", "audience", "bac
 
 def write_csv(tl: Timeline, out: IO[str]) -> None:
     """One row per occurrence, written as it goes (the csv module quotes every field); then one
-    row per member-event rule and chained action, with no key or time and its rule in words."""
+    row per member-event rule and chained action, with no key or time and its rule in words.
+
+    Ids cannot start a formula today (they start with a letter); every cell still goes through
+    `csv_cell`, so a field added later cannot carry `=cmd|...` into a spreadsheet.
+    """
     w = csv.writer(out, lineterminator="\n")
     w.writerow([*CSV_COLUMNS, "rule"])
     for o in tl.occurrences:
         w.writerow(
-            [
+            csv_cell(c)
+            for c in [
                 o.key,
                 o.at.isoformat(),
                 o.stage or "",

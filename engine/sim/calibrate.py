@@ -115,6 +115,12 @@ def read_csv(path: str, columns: tuple[str, ...], *, root: str | None = None) ->
                 f"{path}:1: missing column(s) {', '.join(missing)};"
                 f" expected header {','.join(columns)}"
             )
+        twice = [c for c in columns if header.count(c) > 1]
+        if twice:  # which of the two is meant cannot be guessed: refuse rather than pick one
+            raise CalibrationError(
+                f"{path}:1: column {twice[0]} appears {header.count(twice[0])} times in the"
+                f" header; keep one"
+            )
         at = [header.index(c) for c in columns]
         need = max(at) + 1
         for row in reader:

@@ -39,6 +39,10 @@ JOINED = Trigger("member.joined")
 # at the peak (8 runs of 100,000-200,000 members, the reference playbook and a bare one); 160
 # leaves room for what it does not see (allocator slack, the Python objects of a run).
 BYTES_PER_MEMBER = 160
+# Scheduled sends and tasks one simulator computes over all its days and run states (ten plans of
+# `sop plan`'s limit): about a second of work and a few MB; only a cron that fires every few
+# minutes in many actions comes near it.
+MAX_FIRINGS = 1_000_000
 
 
 class SimulationTooLarge(Exception):
@@ -213,6 +217,7 @@ class Simulator:
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self._rank = {t: i for i, t in enumerate(self.tiers)}
+        self._firings = 0  # scheduled firings computed so far (held in _due_cache), <= MAX_FIRINGS
         self._effects_cache: dict[tuple[Any, ...], Effects] = {}
         self._event_cache: dict[tuple[Any, ...], EventRules] = {}
         self._event_base: dict[tuple[Any, ...], tuple[list[EventRule], tuple[Action, ...]]] = {}
@@ -288,10 +293,25 @@ class Simulator:
         hit = self._due_cache.get(key)
         if hit is not None:
             return hit
+        due: list[str] = []
         t0, t1 = self.day_start(d), self.day_start(d + 1)
-        due = tuple(occ.action for occ in self.program.due(windows, t0, t1))
-        self._due_cache[key] = due
-        return due
+        # firings, not Occurrences (no keys, no occurrence cache), counted against a budget as
+        # they are made: a dense cron times many actions cannot run for minutes
+        for day in self.program.firings_by_day(windows, t0, t1):
+            firings = []
+            for f in day:
+                firings.append(f)
+                if self._firings + len(due) + len(firings) > MAX_FIRINGS:
+                    raise SimulationTooLarge(
+                        f"day {d}: the playbook schedules more than {MAX_FIRINGS:,} sends"
+                        " and tasks in the simulated days; simulate fewer --days or make"
+                        " its densest cron fire less often (sop plan shows where)"
+                    )
+            firings.sort(key=lambda f: (f[0], f[1]))  # the order of Program.due()
+            due.extend(f[1] for f in firings)
+        self._firings += len(due)
+        hit = self._due_cache[key] = tuple(due)
+        return hit
 
     def effects_today(self, lc: Lifecycle, d: int, env: GuardEnv | None = None) -> Effects:
         """Aggregated effects of the scheduled actions due today whose `if:` holds."""

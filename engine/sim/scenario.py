@@ -235,6 +235,9 @@ def playbook_beside(scenario_path: str) -> str | None:
 MAX_SWEEP_AXES = 2
 
 
+MAX_SWEEP_POINTS = 100  # simulations one `simulate --sweep` runs (e.g. 10 values times 10)
+
+
 def sweep_values(specs: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
     """Every combination of `name=v1,v2,...` specs (one or two), as `--set` values; UsageError."""
     import itertools
@@ -244,11 +247,18 @@ def sweep_values(specs: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
     if len(specs) > MAX_SWEEP_AXES:
         raise UsageError("--sweep takes one or two parameters")
     axes = []
+    points = 1
     for spec in specs:
         name, _, values = spec.partition("=")
         if not name or not values:
             raise UsageError(f"--sweep {spec!r}: expected name=v1,v2,...")
         axes.append([(name, v) for v in values.split(",")])
+        points *= len(axes[-1])
+    if points > MAX_SWEEP_POINTS:  # each point is a whole simulation: refused, not run for hours
+        raise UsageError(
+            f"--sweep asks for {points:,} simulations; at most {MAX_SWEEP_POINTS}: give fewer"
+            " values"
+        )
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
