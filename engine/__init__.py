@@ -2,8 +2,8 @@
 
 The public API, imported lazily so that `sop --help` and `sop validate` stay fast:
 
-    from engine import validate_paths, load_playbook, Program, make_plan, PlanOptions
-    from engine import simulate, SimOptions, load_scenario
+    from sop.engine import validate_paths, load_playbook, Program, make_plan, PlanOptions
+    from sop.engine import simulate, SimOptions, load_scenario, diff, judge
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ _EXPORTS = {
     "Program": "sop.engine.program",
     "Occurrence": "sop.engine.program",
     "Lifecycle": "sop.engine.program",
+    "LifecycleState": "sop.engine.program.lifecycle",
+    "StageWindow": "sop.engine.program.lifecycle",
+    "Transition": "sop.engine.program.lifecycle",
+    "MetricDefinition": "sop.engine.program.metrics",
+    "DEFINITIONS": "sop.engine.program.metrics",
+    "Verdict": "sop.engine.program.gates",
+    "judge": "sop.engine.program.gates",
+    "Diff": "sop.engine.plan.diff",
+    "PlanDelta": "sop.engine.plan.diff",
+    "diff": "sop.engine.plan.diff",
     "PlanOptions": "sop.engine.plan.timeline",
     "Timeline": "sop.engine.plan.timeline",
     "make_plan": "sop.engine.plan.timeline",
@@ -47,4 +57,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    raise AttributeError(f"module 'sop.engine' has no attribute {name!r}")

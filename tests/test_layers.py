@@ -98,3 +98,10 @@ def test_the_contract_catches_an_upward_import(tmp_path, monkeypatch) -> None:
         assert _rank("engine.plan.timeline")[0] > _rank("engine.core._layer_probe")[0]
     finally:
         fake.unlink()
+
+
+def test_every_name_of_the_public_api_resolves() -> None:
+    import sop.engine as api
+
+    missing = [name for name in api.__all__ if getattr(api, name, None) is None]
+    assert missing == []

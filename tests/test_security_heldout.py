@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sop.engine.core.textsafe import csv_cell
-
 from sop.cli import main
 from sop.engine.core import expr
+from sop.engine.core.textsafe import csv_cell
+
 from tests.conftest import ROOT
 
 PLAYBOOK = """\

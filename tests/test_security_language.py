@@ -131,8 +131,8 @@ def test_plan_of_a_playbook_full_of_template_bombs_finishes_with_the_good_messag
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")
     script = (
-        "import sys; from sop.cli import main; sys.argv = ['sop', 'plan', sys.argv[1], '--days', '1',"
-        " '--format', 'json']; main()"
+        "import sys; from sop.cli import main;"
+        " sys.argv = ['sop', 'plan', sys.argv[1], '--days', '1', '--format', 'json']; main()"
     )
     proc = _run_limited(script, str(path))
     assert proc.returncode == 0, proc.stderr[-2000:]
