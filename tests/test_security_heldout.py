@@ -217,3 +217,18 @@ def test_a_plain_text_is_its_own_rendering_without_jinja() -> None:
     assert render("no tags here: 100% {not a tag", {}) != ""
     assert render("plain 早安", {}) == "plain 早安"
     assert template_problems("plain", {}) == [] and not needs_member("plain")
+
+
+def test_a_fit_that_cannot_converge_within_its_work_budget_is_an_error(monkeypatch) -> None:
+    # a million distinct activity rows once took 20 s of likelihood evaluations; the budget
+    # scales with distinct rows, so a small budget on a small export shows the same stop
+    import numpy as np
+    from sop.engine.sim import calibrate
+
+    monkeypatch.setattr(calibrate, "FIT_WORK", 3 * 1000)
+    x = np.arange(1000, 0, -1, dtype=float)
+    with pytest.raises(calibrate.CalibrationError, match="work budget"):
+        calibrate.fit_bgnbd(x, np.full_like(x, 1.5), np.full_like(x, 13.0))
+    monkeypatch.setattr(calibrate, "FIT_WORK", 8_000_000)
+    params, _ = calibrate.fit_bgnbd(x, np.full_like(x, 1.5), np.full_like(x, 13.0))
+    assert np.all(np.isfinite(params))

@@ -275,28 +275,53 @@ def fit_sbg(survivors: np.ndarray) -> tuple[float, float, float]:
 LOG_BOUNDS = (-10.0, 17.0)
 
 
-def _minimize(fn: Any, starts: tuple[list[float], ...]) -> tuple[np.ndarray, float]:
+# Rows times likelihood evaluations one fit may spend (a few seconds of vector work): an export
+# of a million distinct rows must end with a result or a clear error, not run for minutes.
+FIT_WORK = 8_000_000
+
+
+class _OverBudget(Exception):
+    """The fit spent its FIT_WORK."""
+
+
+def _minimize(fn: Any, starts: tuple[list[float], ...], rows: int = 1) -> tuple[np.ndarray, float]:
     """The best L-BFGS-B minimum of `fn` (value and gradient) over `starts`, in log space.
 
-    A start that converges ends the search; the others are tried only when it does not.
+    A start that converges ends the search; the others are tried only when it does not. All
+    starts share one budget of FIT_WORK row-evaluations (`rows` distinct rows per evaluation),
+    counted at each evaluation: the optimiser's own `maxfun` is only checked between iterations.
     """
     from scipy.optimize import minimize
 
+    left = [max(FIT_WORK // max(rows, 1), 1)]
+
+    def bounded(p: np.ndarray) -> Any:
+        if left[0] <= 0:
+            raise _OverBudget
+        left[0] -= 1
+        return fn(p)
+
     best = None
-    for x0 in starts:
-        with np.errstate(all="ignore"):
-            r = minimize(
-                fn,
-                np.array(x0),
-                jac=True,
-                method="L-BFGS-B",
-                bounds=[LOG_BOUNDS] * len(x0),
-                options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 300},
-            )
-        if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
-            best = r
-        if best is not None and best.success:
-            break
+    try:
+        for x0 in starts:
+            with np.errstate(all="ignore"):
+                r = minimize(
+                    bounded,
+                    np.array(x0),
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=[LOG_BOUNDS] * len(x0),
+                    options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 300},
+                )
+            if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+                best = r
+            if best is not None and best.success:
+                break
+    except _OverBudget:
+        raise CalibrationError(
+            f"the fit did not converge within its work budget ({rows:,} distinct rows);"
+            " calibrate on a sample of the export"
+        ) from None
     if best is None:
         raise CalibrationError("the fit found no finite likelihood")
     return best.x, float(best.fun)
@@ -478,6 +503,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[np.ndarray,
             list(np.log([1.0, 1.0, 1.0, 1.0])),
             list(np.log([0.2, 20.0, 2.0, 5.0])),
         ),
+        rows=len(data.x),
     )
     return np.exp(best), -fun * data.total
 
