@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from sop.engine.core.formats import GraphFormat, PlanFormat, TextOrJson, ValidateFormat, choices
+from sop.engine.core.timeutil import MAX_HORIZON_DAYS
 
 
 def _color(stream: Any) -> bool:
@@ -121,8 +122,8 @@ def main() -> None:
     "--days",
     default=90,
     show_default=True,
-    type=click.IntRange(1, 3660),
-    help="Horizon of the plan-based checks, 1 to 3660 days.",
+    type=click.IntRange(1, MAX_HORIZON_DAYS),
+    help=f"Horizon of the plan-based checks, 1 to {MAX_HORIZON_DAYS} days.",
 )
 @click.option("-o", "--output", type=click.Path(), help="Write to a file.")
 @_root_option
@@ -294,8 +295,8 @@ def _console() -> Any:
     "--days",
     default=30,
     show_default=True,
-    type=click.IntRange(1, 3660),
-    help="Days to plan, 1 to 3660 (a plan holds at most 100,000 occurrences).",
+    type=click.IntRange(1, MAX_HORIZON_DAYS),
+    help=f"Days to plan, 1 to {MAX_HORIZON_DAYS} (a plan holds at most 100,000 occurrences).",
 )
 @click.option("--role", help="Only this role's actions.")
 @click.option("--stage", help="Only this stage's actions.")
@@ -470,8 +471,8 @@ def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
     "--days",
     default=30,
     show_default=True,
-    type=click.IntRange(1, 3660),
-    help="Days of each plan compared, 1 to 3660.",
+    type=click.IntRange(1, MAX_HORIZON_DAYS),
+    help=f"Days of each plan compared, 1 to {MAX_HORIZON_DAYS}.",
 )
 @click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 @_root_option

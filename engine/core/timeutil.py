@@ -9,6 +9,8 @@ from functools import lru_cache
 
 _DURATION = re.compile(r"^(?=\d)(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 
+MAX_HORIZON_DAYS = 3660  # ten years: the longest horizon any verb plans or checks
+
 
 @lru_cache(maxsize=4096)
 def parse_duration(text: str) -> timedelta:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from ..core.schedule import local_midnight
+from ..core.timeutil import MAX_HORIZON_DAYS
 from ..lang.model import Action, OnEvent, Playbook
 from ..program import (
     Lifecycle,
@@ -22,7 +23,7 @@ from ..program import (
 )
 from ..program import start_date as _program_start
 
-MAX_DAYS = 3660  # ten years: the longest horizon any verb plans
+MAX_DAYS = MAX_HORIZON_DAYS
 # The most occurrences one plan holds: far above a real community's year (about a thousand), low
 # enough that planning, rendering and diffing stay within seconds and a few hundred MB.
 MAX_OCCURRENCES = 100_000
