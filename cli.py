@@ -747,5 +747,544 @@ def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) ->
     click.echo(yaml.safe_dump(fit.fragment, sort_keys=False, allow_unicode=True), nl=False)
 
 
+# -- the runtime: run, tick, event(s), tasks, status, resolve, serve -----------------------------
+
+_STATE_HELP = "State store URL (default: $SOP_STATE, else sqlite:///.sop/state.db)."
+_PLAYBOOK_HELP = "The playbook of the run (default: $SOP_PLAYBOOK)."
+
+
+def _state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--state", "state", metavar="URL", help=_STATE_HELP)(fn)
+
+
+def _playbook_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-p", "--playbook", "playbook", envvar="SOP_PLAYBOOK", required=True,
+        type=click.Path(dir_okay=False), help=_PLAYBOOK_HELP,
+    )(fn)  # fmt: skip
+
+
+def _actor() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return os.environ.get("SOP_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def _runtime_errors() -> Iterator[None]:
+    """What the runtime cannot do as asked ends as `sop: error:`, exit 2 — never a traceback."""
+    from sop.engine.run.members import EventError
+    from sop.engine.run.runner import RunError
+    from sop.engine.run.store import StoreError
+
+    try:
+        yield
+    except (RunError, StoreError, EventError) as e:
+        _fail(str(e))
+    except ValueError as e:  # backends, metric sources, times: messages for the operator
+        _fail(str(e))
+
+
+def _store(url: str | None) -> Any:
+    from sop.engine.run.store import default_url, open_store
+
+    with _runtime_errors():
+        return open_store(url or default_url())
+
+
+def _program(path: str, root: str | None = None) -> Any:
+    from sop.engine.program import Program
+
+    return Program(_load(path, root=root))
+
+
+def _instant(value: str | None, tz: Any, option: str) -> Any:
+    from sop.engine.run.members import parse_instant
+
+    if value is None:
+        return None
+    try:
+        return parse_instant(value, tz)
+    except ValueError as e:
+        _fail(f"{option}: {e}")
+
+
+def _run_options(run_id: str | None, start: Any, grace: str, coalesce: str, batch: int) -> Any:
+    from sop.engine.core.timeutil import parse_duration
+    from sop.engine.run.runner import Coalesce, RunOptions
+
+    try:
+        grace_td = parse_duration(grace)
+    except ValueError:
+        _fail(f"--grace must be a duration such as 6h or 30m, not {grace!r}")
+    return RunOptions(
+        run_id=run_id,
+        start=start,
+        grace=grace_td,
+        coalesce=Coalesce(coalesce),
+        batch=batch,
+    )
+
+
+def _report_line(report: Any) -> str:
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (report.sent, "sent"), (report.retried, "retrying"), (report.dead, "dead"),
+            (report.uncertain, "uncertain"), (report.skipped, "skipped"),
+            (report.deferred, "deferred"), (report.escalated, "tasks overdue"),
+        )
+        if n
+    ]  # fmt: skip
+    for t in report.transitions:
+        parts.append(f"{t.stage} {t.event}")
+    for e in report.source_errors:
+        parts.append(f"metric source failed: {e}")
+    return ", ".join(parts)
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    return {
+        "at": report.at.isoformat(),
+        "sent": report.sent,
+        "retrying": report.retried,
+        "dead": report.dead,
+        "uncertain": report.uncertain,
+        "resent": report.resent,
+        "skipped": report.skipped,
+        "deferred": report.deferred,
+        "stale": report.stale,
+        "tasks_overdue": report.escalated,
+        "transitions": [
+            {"at": t.at.isoformat(), "stage": t.stage, "event": t.event, "evidence": t.evidence}
+            for t in report.transitions
+        ],
+        "metric_source_errors": report.source_errors,
+        "next_wake": report.next_wake.isoformat() if report.next_wake else None,
+    }
+
+
+def _runner_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        _state_option,
+        click.option("--run", "run_id", help="Run id (default: the playbook id)."),
+        click.option(
+            "--backend", "routes", multiple=True, metavar="NAME=TYPE[:TARGET]",
+            help="Route a backend (or * for all), e.g. '*=jsonl:out.jsonl' (repeatable).",
+        ),
+        click.option(
+            "--metrics", "sources", multiple=True, metavar="TYPE:SPEC",
+            help="A metric source: csv:FILE, json:FILE, sql:URL;QUERY, http(s)://URL (repeatable).",
+        ),
+        click.option("--grace", default="6h", show_default=True,
+                     help="A scheduled firing later than this is missed (see --coalesce)."),
+        click.option("--coalesce", default="latest", show_default=True,
+                     type=click.Choice(["latest", "all", "skip"]),
+                     help="Missed firings: send the latest of each action, all, or none."),
+        click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000),
+                     help="Occurrences claimed and recorded per transaction."),
+        click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson))),
+        _root_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option(
+    "--clock", "clock_kind", default="real", show_default=True,
+    type=click.Choice(["real", "virtual"]),
+    help="virtual: jump from one due instant to the next (dry runs, tests).",
+)  # fmt: skip
+@click.option(
+    "--from", "start", help="Start: a date or ISO date-time (playbook zone unless offset)."
+)
+@click.option("--until", help="Stop when the clock reaches this instant (exclusive).")
+@_runner_options
+def run(
+    playbook: str, clock_kind: str, start: str | None, until: str | None, state: str | None,
+    run_id: str | None, routes: tuple[str, ...], sources: tuple[str, ...], grace: str,
+    coalesce: str, batch: int, fmt: str, root: str | None,
+) -> None:  # fmt: skip
+    """Run a playbook: deliver its actions, durably, until --until (or Ctrl-C)."""
+    import signal
+
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.run.clock import RealClock, VirtualClock
+    from sop.engine.run.service import close_runner, open_runner
+
+    program = _program(playbook, root)
+    t0 = _instant(start, program.tz, "--from")
+    t1 = _instant(until, program.tz, "--until")
+    if clock_kind == "virtual" and t1 is None:
+        _fail("--clock virtual needs --until (a virtual clock would run on forever)")
+    clock: Any = RealClock()
+    if clock_kind == "virtual":
+        from sop.engine.core.schedule import local_midnight
+        from sop.engine.program import start_date
+
+        clock = VirtualClock(t0 or local_midnight(start_date(program.playbook), program.tz))
+    options = _run_options(run_id, t0.astimezone(program.tz).date() if t0 else None, grace,
+                           coalesce, batch)  # fmt: skip
+    store = _store(state)
+    with _runtime_errors():
+        runner = open_runner(
+            program, store, clock, routes=routes, metric_sources=sources, options=options,
+            root=root or os.getcwd(),
+        )  # fmt: skip
+    stopping = []
+
+    def stop(_sig: int, _frame: Any) -> None:
+        stopping.append(True)
+        if hasattr(clock, "wake"):
+            clock.wake()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def show(report: Any) -> None:
+        line = _report_line(report)
+        if line and fmt == "text":
+            click.echo(f"{report.at.astimezone(program.tz).isoformat()}  {line}")
+
+    try:
+        with _runtime_errors():
+            total = runner.run(t1, on_tick=show, should_stop=lambda: bool(stopping))
+    finally:
+        close_runner(runner)
+    if fmt == "json":
+        click.echo(dumps(_report_dict(total), indent=2))
+    else:
+        click.echo(
+            f"run {runner.run_id}: stopped at {clock.now().astimezone(program.tz).isoformat()}"
+            f"; {_report_line(total) or 'nothing to do'}",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.option("--at", "at", help="Process as of this instant (default: now).")
+@_runner_options
+def tick(
+    playbook: str, at: str | None, state: str | None, run_id: str | None,
+    routes: tuple[str, ...], sources: tuple[str, ...], grace: str, coalesce: str, batch: int,
+    fmt: str, root: str | None,
+) -> None:  # fmt: skip
+    """Process what is due now and exit (for cron, systemd timers, CronJobs)."""
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.run.clock import RealClock, VirtualClock
+    from sop.engine.run.service import close_runner, open_runner
+
+    program = _program(playbook, root)
+    t = _instant(at, program.tz, "--at")
+    clock: Any = VirtualClock(t) if t is not None else RealClock()
+    options = _run_options(run_id, None, grace, coalesce, batch)
+    store = _store(state)
+    with _runtime_errors():
+        runner = open_runner(
+            program, store, clock, routes=routes, metric_sources=sources, options=options,
+            root=root or os.getcwd(),
+        )  # fmt: skip
+    try:
+        with _runtime_errors():
+            report = runner.tick()
+    finally:
+        close_runner(runner)
+    if fmt == "json":
+        click.echo(dumps(_report_dict(report), indent=2))
+    else:
+        click.echo(_report_line(report) or "nothing was due")
+
+
+def _data(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            _fail(f"--data must be NAME=VALUE, not {item!r}")
+        out[key] = value
+    return out
+
+
+def _ingest(program: Any, store: Any, run_id: str | None, events: list[Any], fmt: str) -> None:
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.run.service import ingest
+
+    with _runtime_errors():
+        flags = ingest(program, store, run_id or program.playbook.id, events, _actor())
+    new = sum(flags)
+    if fmt == "json":
+        click.echo(dumps({"accepted": new, "duplicates": len(flags) - new}))
+    else:
+        click.echo(f"{new} new event{'s' * (new != 1)}, {len(flags) - new} already recorded")
+
+
+@main.command()
+@click.argument("event_type", metavar="TYPE")
+@click.option("--member", required=True, help="The member's id on the platform.")
+@click.option("--at", "at", help="When it happened (default: now).")
+@click.option("--id", "event_id", help="The event's id (default: derived from what it says).")
+@click.option(
+    "--data", "data", multiple=True, metavar="NAME=VALUE", help="Event data (repeatable)."
+)
+@_playbook_option
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+def event(
+    event_type: str, member: str, at: str | None, event_id: str | None, data: tuple[str, ...],
+    playbook: str, state: str | None, run_id: str | None, fmt: str,
+) -> None:  # fmt: skip
+    """Record one member event (joined, left, message, post, checkin, activity, ...)."""
+    from datetime import UTC, datetime
+
+    from sop.engine.run.service import parse_events
+
+    program = _program(playbook)
+    obj: dict[str, Any] = {"type": event_type, "member": member, "data": _data(data)}
+    if at is not None:
+        obj["at"] = at
+    if event_id is not None:
+        obj["id"] = event_id
+    with _runtime_errors():
+        events = parse_events(program, [obj], datetime.now(UTC), require_id=False)
+    _ingest(program, _store(state), run_id, events, fmt)
+
+
+@main.group()
+def events() -> None:
+    """Member events in bulk."""
+
+
+@events.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@_playbook_option
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+def events_import(
+    file: str, playbook: str, state: str | None, run_id: str | None, fmt: str
+) -> None:
+    """Import events from a JSON-lines file (one event object a line; all or nothing)."""
+    import json
+    from datetime import UTC, datetime
+
+    from sop.engine.run.members import EventError, parse_event
+
+    program = _program(playbook)
+    received = datetime.now(UTC)
+    parsed, problems = [], []
+    try:
+        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        _fail(f"{file}: {e.strerror or e}")
+    with stream:
+        try:
+            for n, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    parsed.append(parse_event(json.loads(line), program.tz, received))
+                except json.JSONDecodeError as e:
+                    problems.append(f"{file}:{n}:{e.colno}: not JSON: {e.msg}")
+                except EventError as e:
+                    problems.append(f"{file}:{n}: {e}")
+        except UnicodeDecodeError:
+            _fail(f"{file} is not UTF-8 text")
+    if problems:
+        for p in problems[:20]:
+            click.echo(p, err=True)
+        more = len(problems) - 20
+        _fail(f"{len(problems)} bad line(s){f' ({more} more not shown)' if more > 0 else ''};"
+              " nothing was imported")  # fmt: skip
+    _ingest(program, _store(state), run_id, parsed, fmt)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--role", help="Only this role's tasks.")
+@click.option("--all", "show_all", is_flag=True, help="Done tasks too.")
+@_playbook_option
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+@click.pass_context
+def tasks(
+    ctx: click.Context, role: str | None, show_all: bool, playbook: str, state: str | None,
+    run_id: str | None, fmt: str,
+) -> None:  # fmt: skip
+    """Staff tasks: list them, or `done ID`, `postpone ID --to T`."""
+    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
+    if ctx.invoked_subcommand is not None:
+        return
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import require_run, task_dict
+    from sop.engine.run.store.base import TaskState
+
+    program = _program(playbook)
+    if role is not None and role not in program.playbook.roles:
+        _fail(f"--role {role!r}: the playbook has no such role (roles: "
+              f"{', '.join(program.playbook.roles)})")  # fmt: skip
+    store = _store(state)
+    rid = run_id or program.playbook.id
+    with _runtime_errors():
+        require_run(store, rid)
+        rows = store.tasks(rid, role, None if show_all else [TaskState.OPEN])
+    if fmt == "json":
+        click.echo(dumps([task_dict(t) for t in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no open tasks")
+        return
+    for t in rows:
+        flag = "OVERDUE " if t.escalated_at and t.state == TaskState.OPEN else ""
+        due = t.due_at.astimezone(program.tz).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{flag}{due}  [{t.role or '-'}]  {terminal(t.title)}  ({t.state})")
+        click.echo(f"    id: {terminal(t.id)}")
+        for line in terminal(t.text).splitlines()[:10]:
+            click.echo(f"    | {line}")
+
+
+def _task_change(ctx: click.Context, task_id: str, change: Callable[[Any, str, Any], bool]) -> None:
+    from datetime import UTC, datetime
+
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import require_run
+
+    o = ctx.obj
+    program = _program(o["playbook"])
+    store = _store(o["state"])
+    rid = o["run_id"] or program.playbook.id
+    with _runtime_errors():
+        require_run(store, rid)
+        ok = change(store, rid, datetime.now(UTC))
+    if not ok:
+        _fail(f"no open task {terminal(task_id)!r} in run {rid!r} (see `sop tasks`)")
+    if o["fmt"] == "json":
+        click.echo(dumps({"task": task_id, "ok": True}))
+    else:
+        click.echo(f"task {terminal(task_id)}: done" if ctx.command.name == "done"
+                   else f"task {terminal(task_id)}: postponed")  # fmt: skip
+
+
+@tasks.command("done")
+@click.argument("task_id", metavar="ID")
+@click.pass_context
+def tasks_done(ctx: click.Context, task_id: str) -> None:
+    """Mark a task done."""
+    _task_change(ctx, task_id, lambda s, rid, now: s.complete_task(rid, task_id, now, _actor()))
+
+
+@tasks.command("postpone")
+@click.argument("task_id", metavar="ID")
+@click.option("--to", "to", required=True, help="The new due time (date or ISO date-time).")
+@click.pass_context
+def tasks_postpone(ctx: click.Context, task_id: str, to: str) -> None:
+    """Move a task to a later time."""
+    from zoneinfo import ZoneInfo
+
+    program_tz = ZoneInfo(_load(ctx.obj["playbook"]).timezone)
+    when = _instant(to, program_tz, "--to")
+    _task_change(ctx, task_id, lambda s, rid, now: s.postpone_task(rid, task_id, when, _actor()))
+
+
+@main.command()
+@_playbook_option
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+def status(playbook: str, state: str | None, run_id: str | None, fmt: str) -> None:
+    """Where the run stands: stage, gates, next occurrences, failures, open tasks."""
+    from datetime import UTC, datetime
+
+    from sop.engine.core.status import ExitCode
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.run import render
+
+    program = _program(playbook)
+    store = _store(state)
+    with _runtime_errors():
+        st = __import__("sop.engine.run.service", fromlist=["status"]).status(
+            program, store, run_id or program.playbook.id, datetime.now(UTC)
+        )
+    if fmt == "json":
+        click.echo(dumps(st.as_dict(), indent=2))
+    else:
+        click.echo(render.status_text(st), nl=False)
+    raise SystemExit(ExitCode.FINDINGS if st.attention else ExitCode.OK)
+
+
+@main.command()
+@click.argument("key")
+@click.option("--sent", "decision", flag_value="sent", help="It did go out: record it as sent.")
+@click.option("--resend", "decision", flag_value="resend", help="Send it again.")
+@click.option("--drop", "decision", flag_value="drop", help="Never send it.")
+@_playbook_option
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+def resolve(
+    key: str, decision: str | None, playbook: str, state: str | None, run_id: str | None, fmt: str
+) -> None:
+    """Decide an uncertain or dead occurrence: --sent, --resend or --drop."""
+    from datetime import UTC, datetime
+
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import occurrence_dict, require_run
+    from sop.engine.run.store.base import Resolution
+
+    if decision is None:
+        _fail("say what happened: --sent, --resend or --drop")
+    program = _program(playbook)
+    store = _store(state)
+    rid = run_id or program.playbook.id
+    with _runtime_errors():
+        require_run(store, rid)
+        done = store.resolve(rid, key, Resolution(decision), datetime.now(UTC), _actor())
+    if done is None:
+        current = store.get_occurrence(rid, key)
+        why = "no such occurrence" if current is None else f"it is {current.state}"
+        _fail(f"cannot resolve {terminal(key)!r}: {why} (only uncertain or dead ones can be)")
+    if fmt == "json":
+        click.echo(dumps(occurrence_dict(done), indent=2))
+    else:
+        click.echo(f"{terminal(key)}: {done.state}")
+
+
+@main.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@_state_option
+@click.option("--run", "run_id", help="Run id (default: the playbook id).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8750, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--insecure-no-signature", "allow_unsigned", is_flag=True,
+    help="Accept unsigned events (loopback only; without SOP_EVENTS_SECRET).",
+)  # fmt: skip
+def serve(
+    playbook: str, state: str | None, run_id: str | None, host: str, port: int,
+    allow_unsigned: bool,
+) -> None:  # fmt: skip
+    """Accept member events over HTTP (HMAC-signed with $SOP_EVENTS_SECRET)."""
+    from sop.engine.run import serve as server
+
+    program = _program(playbook)
+    secret = os.environ.get("SOP_EVENTS_SECRET")
+    store = _store(state)
+    with _runtime_errors():
+        server.check_bind(host, secret.encode() if secret else None)
+        server.serve(
+            program, store, run_id or program.playbook.id, host, port,
+            secret.encode() if secret else None, allow_unsigned,
+        )  # fmt: skip
+
+
 if __name__ == "__main__":
     main()

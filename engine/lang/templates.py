@@ -244,6 +244,14 @@ def _template_line(e: BaseException) -> int | None:
     return line
 
 
+def action_text(pb: Playbook, a: Action) -> str | None:
+    """An action's message text: its named template's, else its inline `text`, else None."""
+    if a.template:
+        t = pb.templates.get(a.template)
+        return t.text if t is not None else None
+    return a.text.text if a.text else None
+
+
 def action_context(pb: Playbook, a: Action, **extra: Any) -> dict[str, Any]:
     """The template context every interpreter uses for an action."""
     stage = pb.stages.get(a.stage) if a.stage else None

@@ -191,7 +191,14 @@ def expected_counts(tl: Timeline, joins_per_day: float) -> dict[str, dict[date, 
 
 def render_messages(tl: Timeline) -> dict[str, str | None]:
     """The text of each action whose template needs no member data (None otherwise)."""
-    from ..lang.templates import RenderError, action_context, needs_member, render, shared_budget
+    from ..lang.templates import (
+        RenderError,
+        action_context,
+        action_text,
+        needs_member,
+        render,
+        shared_budget,
+    )
 
     pb = tl.playbook
     cache: dict[str, str | None] = {}
@@ -200,9 +207,7 @@ def render_messages(tl: Timeline) -> dict[str, str | None]:
             if o.action in cache:
                 continue
             a = pb.actions[o.action]
-            text = (
-                pb.templates[a.template].text if a.template else (a.text.text if a.text else None)
-            )
+            text = action_text(pb, a)
             if text is None or needs_member(text):
                 cache[o.action] = None
                 continue

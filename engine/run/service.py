@@ -1,0 +1,302 @@
+"""The runtime's commands as library calls: what `sop run/tick/event/tasks/status/resolve/serve` do.
+
+`cli.py` parses options and renders; everything it needs decided is decided here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..program import Lifecycle, Program
+from .codec import decode_lifecycle
+from .members import deriver, parse_event
+from .runner import RunError, stage_clock
+from .store.base import (
+    EventRecord,
+    GateEvaluation,
+    OccurrenceRecord,
+    OccurrenceState,
+    StateStore,
+    TaskRecord,
+    TaskState,
+)
+
+OPEN_TASKS = (TaskState.OPEN,)
+
+
+def require_run(store: StateStore, run_id: str) -> Any:
+    """The run, or a RunError that says how to start it."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise RunError(
+            f"the store {store.url} has no run {run_id!r}: start it with `sop run PLAYBOOK`"
+            " (or `sop tick PLAYBOOK`) first"
+        )
+    return run
+
+
+def ingest(
+    program: Program,
+    store: StateStore,
+    run_id: str,
+    events: Sequence[EventRecord],
+    actor: str,
+) -> list[bool]:
+    """Store new events (deduplicated by id) and what they set off; a `new` flag per event."""
+    run = require_run(store, run_id)
+    lc = Lifecycle.restore(program, decode_lifecycle(dict(run.lifecycle)))
+    horizon = max((e.at for e in events), default=run.checked_until) + timedelta(days=1)
+    stages = stage_clock(lc, max(horizon, run.checked_until + timedelta(days=1)))
+    return store.ingest(run_id, events, deriver(program, stages), actor)
+
+
+def parse_events(
+    program: Program, items: Iterable[object], received: datetime, require_id: bool = True
+) -> list[EventRecord]:
+    """Check events given as plain data (EventError names the first bad one's field)."""
+    return [parse_event(x, program.tz, received, require_id) for x in items]
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    """A stage gate's latest reading: values, threshold and distance."""
+
+    stage: str
+    condition: str
+    holds: bool | None
+    at: datetime | None
+    values: Mapping[str, float | None]
+    distances: Mapping[str, float | None]  # threshold minus value, per compared metric
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "stage": self.stage,
+            "condition": self.condition,
+            "holds": self.holds,
+            "at": self.at.isoformat() if self.at else None,
+            "values": dict(self.values),
+            "distances": dict(self.distances),
+            "note": self.note or None,
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """`sop status`: where a run stands."""
+
+    run: str
+    playbook: str
+    origin: datetime
+    now: datetime
+    stages: list[dict[str, Any]]
+    finished: datetime | None
+    gates: list[GateStatus]
+    counts: Mapping[str, int]
+    next: list[OccurrenceRecord]
+    failures: list[OccurrenceRecord]  # retrying
+    dead: list[OccurrenceRecord]
+    uncertain: list[OccurrenceRecord]
+    tasks: list[TaskRecord]
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def attention(self) -> bool:
+        """Whether something needs an operator: dead letters or uncertain deliveries."""
+        return bool(self.dead or self.uncertain)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for `--format json`."""
+        return {
+            "run": self.run,
+            "playbook": self.playbook,
+            "origin": self.origin.isoformat(),
+            "now": self.now.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "stages": self.stages,
+            "gates": [g.as_dict() for g in self.gates],
+            "occurrences": dict(self.counts),
+            "next": [occurrence_dict(o) for o in self.next],
+            "retrying": [occurrence_dict(o) for o in self.failures],
+            "dead_letters": [occurrence_dict(o) for o in self.dead],
+            "uncertain": [occurrence_dict(o) for o in self.uncertain],
+            "open_tasks": [task_dict(t) for t in self.tasks],
+            "transitions": self.transitions,
+        }
+
+
+def occurrence_dict(o: OccurrenceRecord) -> dict[str, Any]:
+    """An occurrence as plain data."""
+    return {
+        "key": o.key,
+        "action": o.action,
+        "stage": o.stage,
+        "member": o.member,
+        "backend": o.backend,
+        "scheduled_at": o.scheduled_at.isoformat(),
+        "due_at": o.due_at.isoformat(),
+        "state": str(o.state),
+        "attempts": o.attempts,
+        "next_at": o.next_at.isoformat(),
+        "reason": o.reason or None,
+    }
+
+
+def task_dict(t: TaskRecord) -> dict[str, Any]:
+    """A staff task as plain data."""
+    return {
+        "id": t.id,
+        "role": t.role,
+        "action": t.action,
+        "title": t.title,
+        "text": t.text,
+        "due_at": t.due_at.isoformat(),
+        "member": t.member,
+        "state": str(t.state),
+        "done_at": t.done_at.isoformat() if t.done_at else None,
+        "done_by": t.done_by,
+        "overdue": t.escalated_at is not None and t.state == TaskState.OPEN,
+    }
+
+
+def _distances(condition: Any, values: Mapping[str, float | None]) -> dict[str, float | None]:
+    """For each `metric OP number` comparison: number minus the metric's value."""
+    from ..core import expr as ex
+
+    out: dict[str, float | None] = {}
+    if condition is None:
+        return out
+
+    def walk(n: Any) -> None:
+        if n.kind == "cmp" and len(n.args) == 2:
+            left, right = n.args
+            if left.kind == "name":
+                try:
+                    threshold = float(ex.evaluate(right, {}))
+                except Exception:  # the right side reads metrics too: no single threshold
+                    threshold = math.nan
+                v = values.get(str(left.value))
+                if v is None or math.isnan(threshold):
+                    out[str(left.value)] = None
+                else:
+                    out[str(left.value)] = threshold - v
+        for a in getattr(n, "args", ()) or ():
+            if hasattr(a, "kind"):
+                walk(a)
+
+    walk(condition)
+    return out
+
+
+def status(program: Program, store: StateStore, run_id: str, now: datetime) -> Status:
+    """Where the run stands at `now`."""
+    run = require_run(store, run_id)
+    state = decode_lifecycle(dict(run.lifecycle))
+    tz = program.tz
+    stages = [
+        {
+            "stage": s.stage,
+            "title": program.playbook.stages[s.stage].title
+            if s.stage in program.playbook.stages
+            else s.stage,
+            "started": s.started.astimezone(tz).isoformat(),
+            "ended": s.ended.astimezone(tz).isoformat() if s.ended else None,
+            "outcome": s.outcome,
+            "deadline": s.deadline.astimezone(tz).isoformat() if s.deadline else None,
+            "days": (now - s.started).days if s.ended is None else (s.ended - s.started).days,
+        }
+        for s in state.stages
+    ]
+    latest: dict[str, GateEvaluation] = {}
+    for e in store.gate_evaluations(run_id, limit=500):
+        latest[e.stage] = e
+    gates = []
+    for s in state.stages:
+        if s.ended is not None:
+            continue
+        stage = program.playbook.stages.get(s.stage)
+        if stage is None or stage.gate is None:
+            continue
+        ev = latest.get(s.stage)
+        values = dict(ev.values) if ev else {}
+        gates.append(
+            GateStatus(
+                s.stage,
+                stage.gate.text,
+                ev.holds if ev else None,
+                ev.at.astimezone(tz) if ev else None,
+                values,
+                _distances(stage.gate.node, values),
+                ev.note if ev else "not read yet (the first check is at the next local midnight)",
+            )
+        )
+    counts = {str(k): v for k, v in sorted(store.count_occurrences(run_id).items())}
+    return Status(
+        run=run.id,
+        playbook=run.playbook,
+        origin=run.origin.astimezone(tz),
+        now=now.astimezone(tz),
+        stages=stages,
+        finished=state.finished.astimezone(tz) if state.finished else None,
+        gates=gates,
+        counts=counts,
+        next=store.occurrences(run_id, [OccurrenceState.PENDING], since=now, limit=10),
+        failures=store.occurrences(run_id, [OccurrenceState.RETRY], limit=50),
+        dead=store.occurrences(run_id, [OccurrenceState.DEAD], limit=200),
+        uncertain=store.occurrences(run_id, [OccurrenceState.UNCERTAIN], limit=200),
+        tasks=store.tasks(run_id, states=OPEN_TASKS),
+        transitions=[
+            {
+                "at": t.at.astimezone(tz).isoformat(),
+                "stage": t.stage,
+                "event": t.event,
+                "detail": t.detail or None,
+                "evidence": dict(t.evidence),
+            }
+            for t in store.transitions(run_id)[-20:]
+        ],
+    )
+
+
+def open_runner(
+    program: Program,
+    store: StateStore,
+    clock: Any,
+    *,
+    routes: Sequence[str] = (),
+    metric_sources: Sequence[str] = (),
+    options: Any = None,
+    env: Mapping[str, str] | None = None,
+    root: str | None = None,
+) -> Any:
+    """A Runner with the playbook's backends (after `--backend` routes) and metric sources.
+
+    Raises ValueError (BackendError, a bad source) with a message for the operator.
+    """
+    import os
+
+    from .backends import build_backends, configs_for, parse_route
+    from .runner import Runner
+    from .sources import open_source
+
+    env = os.environ if env is None else env
+    parsed = [parse_route(r) for r in routes]
+    configs = configs_for(program.playbook.backends, parsed, root=root)
+    backends = build_backends(configs, env)
+    sources = [open_source(s, env) for s in metric_sources]
+    return Runner(program, store, backends, clock, sources, options)
+
+
+def close_runner(runner: Any) -> None:
+    """Close a runner's backends and store."""
+    from .backends import close_all
+
+    try:
+        close_all(runner.backends)
+    finally:
+        runner.store.close()

@@ -1,0 +1,441 @@
+"""The state store's contract: the records it keeps and the `StateStore` protocol.
+
+Three stores implement it — memory (the reference), SQLite (the default) and PostgreSQL — and
+one contract test suite (tests/test_store_contract.py) holds them to the same behaviour. Every
+method is one transaction: it commits everything or nothing. Instants are aware datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+
+class OccurrenceState(enum.StrEnum):
+    """Where an occurrence is in the delivery contract (docs/delivery.md)."""
+
+    PENDING = "pending"  # inserted, waiting for its time
+    CLAIMED = "claimed"  # a runner holds it under a lease and a fencing token
+    RETRY = "retry"  # failed transiently; claimable again at `next_at`
+    SENT = "sent"  # the backend accepted it
+    DEAD = "dead"  # failed permanently or out of retries: a dead letter
+    UNCERTAIN = "uncertain"  # may or may not have been sent: an operator decides
+    SKIPPED = "skipped"  # deliberately not sent (missed its grace window, coalesced), with why
+    DROPPED = "dropped"  # an operator dropped it
+
+
+CLAIMABLE = (OccurrenceState.PENDING, OccurrenceState.RETRY)
+OPEN_STATES = (*CLAIMABLE, OccurrenceState.CLAIMED, OccurrenceState.UNCERTAIN)
+
+
+class TaskState(enum.StrEnum):
+    """A staff task's state."""
+
+    OPEN = "open"
+    DONE = "done"
+
+
+class Resolution(enum.StrEnum):
+    """What an operator decided about an uncertain or dead occurrence (`sop resolve`)."""
+
+    SENT = "sent"  # it did go out: record it as sent
+    RESEND = "resend"  # send it again
+    DROP = "drop"  # never send it
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One execution of a playbook in a store, with the lifecycle saved as a value."""
+
+    id: str
+    playbook: str
+    version: str
+    origin: datetime  # when the playbook started
+    lifecycle: Mapping[str, Any]  # engine/run/lifecycle_codec.py's encoding of LifecycleState
+    checked_until: datetime  # daily checks done for every local midnight up to here
+    scheduled_until: datetime  # scheduled firings inserted for [origin, here)
+    derived_until: datetime  # time-derived member events (silence, anniversaries) up to here
+    rev: int = 0  # bumped on every save: a save with a stale rev is refused
+
+
+@dataclass(frozen=True, slots=True)
+class NewOccurrence:
+    """An occurrence to insert (ignored when its key is already there)."""
+
+    key: str
+    action: str
+    stage: str | None
+    kind: str
+    member: str | None
+    audience: str
+    owner: str | None
+    backend: str | None
+    scheduled_at: datetime
+    due_at: datetime  # when it goes out (quiet hours applied)
+    state: OccurrenceState = OccurrenceState.PENDING
+    reason: str = ""  # why it is skipped, or why it was postponed
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceRecord:
+    """An occurrence as the store holds it."""
+
+    key: str
+    run: str
+    action: str
+    stage: str | None
+    kind: str
+    member: str | None
+    audience: str
+    owner: str | None
+    backend: str | None
+    scheduled_at: datetime
+    due_at: datetime
+    state: OccurrenceState
+    attempts: int
+    next_at: datetime  # when it may be claimed (due_at, or a retry's time)
+    fence: int  # the fencing token of its latest claim (0: never claimed)
+    lease_until: datetime | None
+    worker: str | None
+    reason: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A staff task opened for an occurrence routed to a task list (its id is the key)."""
+
+    id: str
+    role: str | None
+    action: str
+    title: str
+    text: str
+    due_at: datetime
+    member: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A staff task as the store holds it."""
+
+    id: str
+    run: str
+    role: str | None
+    action: str
+    title: str
+    text: str
+    due_at: datetime
+    member: str | None
+    state: TaskState
+    created_at: datetime
+    done_at: datetime | None
+    done_by: str | None
+    escalated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one dispatch, recorded only if `fence` is still the occurrence's token."""
+
+    key: str
+    fence: int
+    state: OccurrenceState  # SENT, RETRY, DEAD or UNCERTAIN
+    at: datetime  # when the attempt ended
+    detail: str = ""
+    next_at: datetime | None = None  # for RETRY: when to try again
+    task: NewTask | None = None  # opened in the same transaction (a task-list backend)
+    attempted: bool = True  # False: put back unsent (a rate limit), not counted as an attempt
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One delivery attempt and how it ended."""
+
+    key: str
+    attempt: int
+    fence: int
+    at: datetime
+    state: OccurrenceState
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A member event as received: deduplicated by `id`."""
+
+    id: str
+    type: str
+    member: str
+    at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A member's state, derived from their events by engine/run/members.py."""
+
+    id: str
+    joined_at: datetime | None = None
+    left_at: datetime | None = None
+    removed: bool = False  # removed by moderation (left_at is when)
+    last_active_at: datetime | None = None  # joined or spoke: silence counts from here
+    spoke_days: tuple[date, ...] = ()  # local days spoken on, the latest 7 only
+    active_days: tuple[date, ...] = ()  # local days of taking part in an activity, latest 7
+    violations: int = 0
+    streak: int = 0
+    last_checkin: date | None = None
+    paid: int = 0  # number of payments
+    posts: int = 0  # user-generated posts ever
+    invites: int = 0  # members this member referred
+    referrer: str | None = None
+    tier: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+class MemberTime(enum.StrEnum):
+    """The member instants time-derived events count from (indexed in the SQL stores)."""
+
+    JOINED = "joined_at"  # anniversaries
+    LAST_ACTIVE = "last_active_at"  # silence
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What ingesting one new event changed: the member and the occurrences it caused."""
+
+    member: MemberRecord
+    occurrences: tuple[NewOccurrence, ...] = ()
+
+
+# (new events, their members as stored before them) -> one Ingested per new event, in order
+Deriver = Callable[[Sequence[EventRecord], Mapping[str, MemberRecord]], Sequence[Ingested]]
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """A lifecycle transition with the metric values that justified it."""
+
+    at: datetime
+    stage: str
+    event: str
+    detail: str = ""
+    role: str | None = None
+    evidence: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GateEvaluation:
+    """One reading of a stage's gate: the values it read and the verdict."""
+
+    stage: str
+    at: datetime
+    holds: bool
+    values: Mapping[str, float | None]
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    """A metric's value for a local day (None: undefined that day)."""
+
+    name: str
+    day: date
+    value: float | None
+    source: str  # "events" for built-ins counted from events, else the metric source's name
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the append-only audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: Mapping[str, Any]
+
+
+class StoreError(Exception):
+    """The store cannot be used (unreachable, a newer schema, a bad URL): said to the operator."""
+
+
+class StateStore(Protocol):
+    """Durable state of runs. Every method is atomic; `close()` releases the connection.
+
+    Contract highlights (docs/delivery.md): `add_occurrences` ignores keys already present;
+    `claim` hands each claimable occurrence to one caller only, under a new fencing token;
+    `record` applies an outcome only when its fence is still the occurrence's token and the
+    occurrence is still claimed; `expire_leases` turns claims whose lease ran out into UNCERTAIN.
+    """
+
+    url: str
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+    def schema_version(self) -> int:
+        """The schema version the store is at."""
+        ...
+
+    # -- runs
+    def create_run(self, run: RunRecord) -> bool:
+        """Insert a run; False when one with its id exists (nothing changed)."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """A run by id."""
+        ...
+
+    def runs(self) -> list[RunRecord]:
+        """Every run."""
+        ...
+
+    def save_run(
+        self,
+        run: RunRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        evaluations: Sequence[GateEvaluation] = (),
+        metrics: Sequence[MetricValue] = (),
+        occurrences: Sequence[NewOccurrence] = (),
+    ) -> RunRecord | None:
+        """Save a run if its rev is still current, with what happened; the saved run or None."""
+        ...
+
+    # -- occurrences
+    def add_occurrences(self, run_id: str, items: Sequence[NewOccurrence]) -> int:
+        """Insert occurrences, ignoring keys present; how many were new."""
+        ...
+
+    def claim(
+        self, run_id: str, now: datetime, limit: int, lease_until: datetime, worker: str
+    ) -> list[OccurrenceRecord]:
+        """Claim up to `limit` claimable occurrences due by `now`, oldest first."""
+        ...
+
+    def record(self, run_id: str, outcomes: Sequence[Outcome], actor: str) -> list[str]:
+        """Apply outcomes; the keys whose fence was stale (nothing recorded for them)."""
+        ...
+
+    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+        ...
+
+    def resolve(
+        self, run_id: str, key: str, resolution: Resolution, now: datetime, actor: str
+    ) -> OccurrenceRecord | None:
+        """An operator's decision on an UNCERTAIN or DEAD occurrence; None when not found."""
+        ...
+
+    def get_occurrence(self, run_id: str, key: str) -> OccurrenceRecord | None:
+        """One occurrence."""
+        ...
+
+    def occurrences(
+        self,
+        run_id: str,
+        states: Sequence[OccurrenceState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[OccurrenceRecord]:
+        """Occurrences by due time (optionally by state and [since, until)), earliest first."""
+        ...
+
+    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state."""
+        ...
+
+    def next_due(self, run_id: str) -> datetime | None:
+        """The earliest `next_at` of a claimable occurrence."""
+        ...
+
+    def attempts(self, run_id: str, key: str) -> list[AttemptRecord]:
+        """Every attempt of one occurrence, in order."""
+        ...
+
+    # -- members and events
+    def ingest(
+        self, run_id: str, events: Sequence[EventRecord], derive: Deriver, actor: str
+    ) -> list[bool]:
+        """Insert events not yet seen (by id); for those, save what `derive` says. New flags."""
+        ...
+
+    def get_members(self, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
+        """Members by id (absent ones are missing)."""
+        ...
+
+    def put_members(self, run_id: str, members: Sequence[MemberRecord]) -> None:
+        """Save members (tier changes, derived updates)."""
+        ...
+
+    def iter_members(self, run_id: str) -> Iterator[MemberRecord]:
+        """Every member of a run."""
+        ...
+
+    def members_due(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> list[MemberRecord]:
+        """Current members (not left) whose `field` instant lies in [since, until), by id."""
+        ...
+
+    def events(
+        self,
+        run_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[EventRecord]:
+        """Events with `at` in [since, until), by time."""
+        ...
+
+    # -- metrics, gates, transitions
+    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
+        """Recorded metric values by day."""
+        ...
+
+    def gate_evaluations(self, run_id: str, limit: int | None = None) -> list[GateEvaluation]:
+        """Gate readings, latest last."""
+        ...
+
+    def transitions(self, run_id: str) -> list[TransitionRecord]:
+        """Every transition, in order."""
+        ...
+
+    # -- staff tasks
+    def tasks(
+        self, run_id: str, role: str | None = None, states: Sequence[TaskState] | None = None
+    ) -> list[TaskRecord]:
+        """Staff tasks by due time."""
+        ...
+
+    def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
+        """Mark a task done; False when there is no open task with that id."""
+        ...
+
+    def postpone_task(self, run_id: str, task_id: str, to: datetime, actor: str) -> bool:
+        """Move an open task's due time; False when there is no open task with that id."""
+        ...
+
+    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
+        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+        ...
+
+    # -- rate limits and audit
+    def take_tokens(
+        self, target: str, now: datetime, per_minute: int, want: int
+    ) -> tuple[int, float]:
+        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        ...
+
+    def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
+        """Append one entry to the audit log."""
+        ...
+
+    def audit_log(self, run_id: str, limit: int | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first (the latest `limit` entries)."""
+        ...

@@ -1,0 +1,502 @@
+"""The in-memory store: the reference implementation of the contract, for tests and dry runs.
+
+Plain dictionaries behind one lock; nothing survives the process. The SQL stores must behave
+exactly like this one (tests/test_store_contract.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from .base import (
+    CLAIMABLE,
+    AttemptRecord,
+    AuditEntry,
+    Deriver,
+    EventRecord,
+    GateEvaluation,
+    MemberRecord,
+    MemberTime,
+    MetricValue,
+    NewOccurrence,
+    OccurrenceRecord,
+    OccurrenceState,
+    Outcome,
+    Resolution,
+    RunRecord,
+    TaskRecord,
+    TaskState,
+    TransitionRecord,
+)
+from .codec import dumps, metric_value
+from .sql import SCHEMA_VERSION  # the schema this store mirrors (one number, the SQL stores')
+
+
+
+class MemoryStore:
+    """A state store in memory (see the module docstring)."""
+
+    url = "memory:"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._runs: dict[str, RunRecord] = {}
+        self._occ: dict[tuple[str, str], OccurrenceRecord] = {}
+        self._attempts: dict[tuple[str, str], list[AttemptRecord]] = {}
+        self._events: dict[tuple[str, str], EventRecord] = {}
+        self._members: dict[tuple[str, str], MemberRecord] = {}
+        self._metrics: dict[tuple[str, str, str, str], MetricValue] = {}
+        self._evals: dict[str, list[GateEvaluation]] = {}
+        self._transitions: dict[str, list[TransitionRecord]] = {}
+        self._tasks: dict[tuple[str, str], TaskRecord] = {}
+        self._audit: dict[str, list[AuditEntry]] = {}
+        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self._fence = 0
+        self._seq = itertools.count(1)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def schema_version(self) -> int:
+        """The schema version this store mirrors."""
+        return SCHEMA_VERSION
+
+    def _log(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
+        import json
+
+        entry = AuditEntry(
+            next(self._seq),
+            datetime.now().astimezone(),
+            actor,
+            action,
+            subject,
+            json.loads(dumps(detail)),
+        )
+        self._audit.setdefault(run_id, []).append(entry)
+
+    # -- runs
+    def create_run(self, run: RunRecord) -> bool:
+        """Insert a run; False when one with its id exists (nothing changed)."""
+        with self._lock:
+            if run.id in self._runs:
+                return False
+            self._runs[run.id] = replace(run, rev=0)
+            self._log(run.id, "runner", "run.created", run.id, {"origin": str(run.origin)})
+            return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """A run by id."""
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def runs(self) -> list[RunRecord]:
+        """Every run."""
+        with self._lock:
+            return [self._runs[k] for k in sorted(self._runs)]
+
+    def save_run(
+        self,
+        run: RunRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        evaluations: Sequence[GateEvaluation] = (),
+        metrics: Sequence[MetricValue] = (),
+        occurrences: Sequence[NewOccurrence] = (),
+    ) -> RunRecord | None:
+        """Save a run if its rev is still current, with what happened; the saved run or None."""
+        with self._lock:
+            cur = self._runs.get(run.id)
+            if cur is None or cur.rev != run.rev:
+                return None
+            saved = replace(run, rev=run.rev + 1)
+            self._runs[run.id] = saved
+            self._transitions.setdefault(run.id, []).extend(transitions)
+            for t in transitions:
+                self._log(run.id, "runner", f"stage.{t.event}", t.stage, dict(t.evidence))
+            self._evals.setdefault(run.id, []).extend(evaluations)
+            for m in metrics:
+                value = metric_value(m.value)
+                self._metrics[(run.id, m.name, m.day.isoformat(), m.source)] = replace(m, value=value)
+            self._insert(run.id, occurrences)
+            return saved
+
+    # -- occurrences
+    def _insert(self, run_id: str, items: Sequence[NewOccurrence]) -> int:
+        now = datetime.now().astimezone()
+        new = 0
+        for o in items:
+            k = (run_id, o.key)
+            if k in self._occ:
+                continue
+            self._occ[k] = OccurrenceRecord(
+                o.key, run_id, o.action, o.stage, o.kind, o.member, o.audience, o.owner,
+                o.backend, o.scheduled_at, o.due_at, o.state, 0, o.due_at, 0, None, None,
+                o.reason, now,
+            )  # fmt: skip
+            new += 1
+        return new
+
+    def add_occurrences(self, run_id: str, items: Sequence[NewOccurrence]) -> int:
+        """Insert occurrences, ignoring keys present; how many were new."""
+        with self._lock:
+            return self._insert(run_id, items)
+
+    def claim(
+        self, run_id: str, now: datetime, limit: int, lease_until: datetime, worker: str
+    ) -> list[OccurrenceRecord]:
+        """Claim up to `limit` claimable occurrences due by `now`, oldest first."""
+        with self._lock:
+            self._fence += 1
+            due = sorted(
+                (
+                    o
+                    for (r, _), o in self._occ.items()
+                    if r == run_id and o.state in CLAIMABLE and o.next_at <= now
+                ),
+                key=lambda o: (o.next_at, o.key),
+            )[:limit]
+            out = []
+            for o in due:
+                c = replace(
+                    o,
+                    state=OccurrenceState.CLAIMED,
+                    fence=self._fence,
+                    lease_until=lease_until,
+                    worker=worker,
+                    updated_at=now,
+                )
+                self._occ[(run_id, o.key)] = c
+                out.append(c)
+            return out
+
+    def record(self, run_id: str, outcomes: Sequence[Outcome], actor: str) -> list[str]:
+        """Apply outcomes; the keys whose fence was stale (nothing recorded for them)."""
+        stale = []
+        with self._lock:
+            for o in outcomes:
+                cur = self._occ.get((run_id, o.key))
+                if cur is None or cur.fence != o.fence or cur.state != OccurrenceState.CLAIMED:
+                    stale.append(o.key)
+                    continue
+                attempt = cur.attempts + (1 if o.attempted else 0)
+                self._occ[(run_id, o.key)] = replace(
+                    cur,
+                    state=o.state,
+                    attempts=attempt,
+                    next_at=o.next_at if o.next_at is not None else cur.next_at,
+                    lease_until=None,
+                    reason=o.detail,
+                    updated_at=o.at,
+                )
+                if o.attempted:
+                    self._attempts.setdefault((run_id, o.key), []).append(
+                        AttemptRecord(o.key, attempt, o.fence, o.at, o.state, o.detail)
+                    )
+                if o.task is not None and (run_id, o.task.id) not in self._tasks:
+                    t = o.task
+                    self._tasks[(run_id, t.id)] = TaskRecord(
+                        t.id, run_id, t.role, t.action, t.title, t.text, t.due_at, t.member,
+                        TaskState.OPEN, o.at, None, None, None,
+                    )  # fmt: skip
+            if stale:
+                self._log(run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
+        return stale
+
+    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+        out = []
+        with self._lock:
+            for (r, k), o in list(self._occ.items()):
+                if r != run_id or o.state != OccurrenceState.CLAIMED:
+                    continue
+                if o.lease_until is None or o.lease_until >= now:
+                    continue
+                u = replace(
+                    o,
+                    state=OccurrenceState.UNCERTAIN,
+                    attempts=o.attempts + 1,
+                    reason="the runner holding it stopped before recording the outcome",
+                    lease_until=None,
+                    updated_at=now,
+                )
+                self._occ[(r, k)] = u
+                self._attempts.setdefault((r, k), []).append(
+                    AttemptRecord(k, u.attempts, u.fence, now, u.state, u.reason)
+                )
+                out.append(u)
+            if out:
+                self._log(
+                    run_id, "runner", "lease.expired", f"{len(out)} occurrences",
+                    [o.key for o in out],
+                )  # fmt: skip
+        return sorted(out, key=lambda o: (o.next_at, o.key))
+
+    def resolve(
+        self, run_id: str, key: str, resolution: Resolution, now: datetime, actor: str
+    ) -> OccurrenceRecord | None:
+        """An operator's decision on an UNCERTAIN or DEAD occurrence; None when not found."""
+        state = {
+            Resolution.SENT: OccurrenceState.SENT,
+            Resolution.RESEND: OccurrenceState.PENDING,
+            Resolution.DROP: OccurrenceState.DROPPED,
+        }[resolution]
+        with self._lock:
+            cur = self._occ.get((run_id, key))
+            if cur is None or cur.state not in (OccurrenceState.UNCERTAIN, OccurrenceState.DEAD):
+                return None
+            new = replace(
+                cur,
+                state=state,
+                next_at=now,
+                reason=f"resolved by {actor}: {resolution}",
+                updated_at=now,
+            )
+            self._occ[(run_id, key)] = new
+            self._log(run_id, actor, f"resolve.{resolution}", key, {})
+            return new
+
+    def get_occurrence(self, run_id: str, key: str) -> OccurrenceRecord | None:
+        """One occurrence."""
+        with self._lock:
+            return self._occ.get((run_id, key))
+
+    def occurrences(
+        self,
+        run_id: str,
+        states: Sequence[OccurrenceState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[OccurrenceRecord]:
+        """Occurrences by due time (optionally by state and [since, until)), earliest first."""
+        with self._lock:
+            rows = sorted(
+                (
+                    o
+                    for (r, _), o in self._occ.items()
+                    if r == run_id
+                    and (not states or o.state in states)
+                    and (since is None or o.due_at >= since)
+                    and (until is None or o.due_at < until)
+                ),
+                key=lambda o: (o.due_at, o.key),
+            )
+        return rows if limit is None else rows[:limit]
+
+    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state."""
+        counts: dict[OccurrenceState, int] = {}
+        with self._lock:
+            for (r, _), o in self._occ.items():
+                if r == run_id:
+                    counts[o.state] = counts.get(o.state, 0) + 1
+        return counts
+
+    def next_due(self, run_id: str) -> datetime | None:
+        """The earliest `next_at` of a claimable occurrence."""
+        with self._lock:
+            times = [
+                o.next_at for (r, _), o in self._occ.items() if r == run_id and o.state in CLAIMABLE
+            ]
+        return min(times) if times else None
+
+    def attempts(self, run_id: str, key: str) -> list[AttemptRecord]:
+        """Every attempt of one occurrence, in order."""
+        with self._lock:
+            return sorted(self._attempts.get((run_id, key), []), key=lambda a: (a.attempt, a.fence))
+
+    # -- members and events
+    def ingest(
+        self, run_id: str, events: Sequence[EventRecord], derive: Deriver, actor: str
+    ) -> list[bool]:
+        """Insert events not yet seen (by id); for those, save what `derive` says. New flags."""
+        with self._lock:
+            flags, new, seen = [], [], set()
+            for e in events:
+                fresh = (run_id, e.id) not in self._events and e.id not in seen
+                seen.add(e.id)
+                flags.append(fresh)
+                if fresh:
+                    new.append(e)
+            if new:
+                members = {
+                    m: self._members[(run_id, m)]
+                    for m in {e.member for e in new}
+                    if (run_id, m) in self._members
+                }
+                results = list(derive(new, members))  # before any change: if it fails, none
+                for e in new:
+                    self._events[(run_id, e.id)] = e
+                for r in results:
+                    self._members[(run_id, r.member.id)] = r.member
+                    self._insert(run_id, r.occurrences)
+                self._log(
+                    run_id, actor, "events.ingested", f"{len(new)} events",
+                    {"new": len(new), "duplicates": len(events) - len(new)},
+                )  # fmt: skip
+            return flags
+
+    def get_members(self, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
+        """Members by id (absent ones are missing)."""
+        with self._lock:
+            return {i: self._members[(run_id, i)] for i in ids if (run_id, i) in self._members}
+
+    def put_members(self, run_id: str, members: Sequence[MemberRecord]) -> None:
+        """Save members (tier changes, derived updates)."""
+        with self._lock:
+            for m in members:
+                self._members[(run_id, m.id)] = m
+
+    def iter_members(self, run_id: str) -> Iterator[MemberRecord]:
+        """Every member of a run."""
+        with self._lock:
+            rows = sorted((m for (r, _), m in self._members.items() if r == run_id), key=_by_id)
+        yield from rows
+
+    def members_due(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> list[MemberRecord]:
+        """Current members (not left) whose `field` instant lies in [since, until), by id."""
+        name = MemberTime(field).value
+        with self._lock:
+            rows = [
+                m
+                for (r, _), m in self._members.items()
+                if r == run_id
+                and m.left_at is None
+                and (t := getattr(m, name)) is not None
+                and since <= t < until
+            ]
+        return sorted(rows, key=_by_id)
+
+    def events(
+        self,
+        run_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[EventRecord]:
+        """Events with `at` in [since, until), by time."""
+        with self._lock:
+            return sorted(
+                (
+                    e
+                    for (r, _), e in self._events.items()
+                    if r == run_id
+                    and (since is None or e.at >= since)
+                    and (until is None or e.at < until)
+                    and (not types or e.type in types)
+                ),
+                key=lambda e: (e.at, e.id),
+            )
+
+    # -- metrics, gates, transitions
+    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
+        """Recorded metric values by day."""
+        with self._lock:
+            rows = [
+                m
+                for (r, n, _, _), m in self._metrics.items()
+                if r == run_id and (not names or n in names)
+            ]
+        return sorted(rows, key=lambda m: (m.day, m.name, m.source))
+
+    def gate_evaluations(self, run_id: str, limit: int | None = None) -> list[GateEvaluation]:
+        """Gate readings, latest last."""
+        with self._lock:
+            rows = list(self._evals.get(run_id, []))
+        return rows if limit is None else rows[-limit:] if limit else []
+
+    def transitions(self, run_id: str) -> list[TransitionRecord]:
+        """Every transition, in order."""
+        with self._lock:
+            return list(self._transitions.get(run_id, []))
+
+    # -- staff tasks
+    def tasks(
+        self, run_id: str, role: str | None = None, states: Sequence[TaskState] | None = None
+    ) -> list[TaskRecord]:
+        """Staff tasks by due time."""
+        with self._lock:
+            return sorted(
+                (
+                    t
+                    for (r, _), t in self._tasks.items()
+                    if r == run_id
+                    and (role is None or t.role == role)
+                    and (not states or t.state in states)
+                ),
+                key=lambda t: (t.due_at, t.id),
+            )
+
+    def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
+        """Mark a task done; False when there is no open task with that id."""
+        with self._lock:
+            t = self._tasks.get((run_id, task_id))
+            if t is None or t.state != TaskState.OPEN:
+                return False
+            self._tasks[(run_id, task_id)] = replace(
+                t, state=TaskState.DONE, done_at=now, done_by=actor
+            )
+            self._log(run_id, actor, "task.done", task_id, {})
+            return True
+
+    def postpone_task(self, run_id: str, task_id: str, to: datetime, actor: str) -> bool:
+        """Move an open task's due time; False when there is no open task with that id."""
+        with self._lock:
+            t = self._tasks.get((run_id, task_id))
+            if t is None or t.state != TaskState.OPEN:
+                return False
+            self._tasks[(run_id, task_id)] = replace(t, due_at=to, escalated_at=None)
+            self._log(run_id, actor, "task.postponed", task_id, {"to": to.isoformat()})
+            return True
+
+    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
+        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+        out = []
+        with self._lock:
+            for (r, k), t in list(self._tasks.items()):
+                if r == run_id and t.state == TaskState.OPEN and t.due_at < now:
+                    if t.escalated_at is None:
+                        u = replace(t, escalated_at=now)
+                        self._tasks[(r, k)] = u
+                        out.append(u)
+                        self._log(run_id, actor, "task.overdue", t.id, {"role": t.role})
+        return sorted(out, key=lambda t: (t.due_at, t.id))
+
+    # -- rate limits and audit
+    def take_tokens(
+        self, target: str, now: datetime, per_minute: int, want: int
+    ) -> tuple[int, float]:
+        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        rate = per_minute / 60.0
+        with self._lock:
+            if target in self._buckets:
+                tokens, at = self._buckets[target]
+                elapsed = max(0.0, (now - at).total_seconds())
+                tokens = min(float(per_minute), tokens + elapsed * rate)
+            else:
+                tokens = float(per_minute)
+            granted = min(want, int(tokens))
+            tokens -= granted
+            self._buckets[target] = (tokens, now)
+        return granted, 0.0 if tokens >= 1 else (1 - tokens) / rate
+
+    def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
+        """Append one entry to the audit log."""
+        with self._lock:
+            self._log(run_id, actor, action, subject, detail)
+
+    def audit_log(self, run_id: str, limit: int | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first (the latest `limit` entries)."""
+        with self._lock:
+            rows = list(self._audit.get(run_id, []))
+        return rows if limit is None else rows[-limit:] if limit else []
+
+
+def _by_id(m: MemberRecord) -> str:
+    return m.id

@@ -1,0 +1,971 @@
+"""The SQL state store, shared by SQLite and PostgreSQL: one schema, one set of statements.
+
+A dialect (engine/run/store/sqlite.py, postgres.py) supplies the connection, how a write
+transaction begins (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: row locks with `SKIP LOCKED`), the
+placeholder style and a few type names. Statements are written with `?` placeholders.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from .base import (
+    CLAIMABLE,
+    AttemptRecord,
+    AuditEntry,
+    Deriver,
+    EventRecord,
+    GateEvaluation,
+    MemberRecord,
+    MemberTime,
+    MetricValue,
+    NewOccurrence,
+    OccurrenceRecord,
+    OccurrenceState,
+    Outcome,
+    Resolution,
+    RunRecord,
+    StoreError,
+    TaskRecord,
+    TaskState,
+    TransitionRecord,
+)
+from .codec import dumps, from_us, metric_value, member_from, member_state, opt_dt, opt_us, to_us
+
+CHUNK = 400  # rows per multi-row statement (SQLite allows 32,766 parameters)
+
+# Numbered migrations: a store at version N has applied 1..N. Never edit a released one; add.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, playbook TEXT NOT NULL, version TEXT NOT NULL,
+            origin BIGINT NOT NULL, lifecycle TEXT NOT NULL, checked_until BIGINT NOT NULL,
+            scheduled_until BIGINT NOT NULL, derived_until BIGINT NOT NULL, rev BIGINT NOT NULL)""",
+        """CREATE TABLE occurrences (
+            run TEXT NOT NULL, key TEXT NOT NULL, action TEXT NOT NULL, stage TEXT,
+            kind TEXT NOT NULL, member TEXT, audience TEXT NOT NULL, owner TEXT, backend TEXT,
+            scheduled_at BIGINT NOT NULL, due_at BIGINT NOT NULL, state TEXT NOT NULL,
+            attempts INTEGER NOT NULL, next_at BIGINT NOT NULL, fence BIGINT NOT NULL,
+            lease_until BIGINT, worker TEXT, reason TEXT NOT NULL, updated_at BIGINT NOT NULL,
+            PRIMARY KEY (run, key))""",
+        "CREATE INDEX occurrences_claimable ON occurrences (run, state, next_at)",
+        "CREATE INDEX occurrences_due ON occurrences (run, due_at)",
+        """CREATE TABLE attempts (
+            run TEXT NOT NULL, key TEXT NOT NULL, fence BIGINT NOT NULL, attempt INTEGER NOT NULL,
+            at BIGINT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
+            PRIMARY KEY (run, key, fence))""",
+        """CREATE TABLE events (
+            run TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, member TEXT NOT NULL,
+            at BIGINT NOT NULL, data TEXT NOT NULL, received_at BIGINT NOT NULL,
+            PRIMARY KEY (run, id))""",
+        "CREATE INDEX events_at ON events (run, at)",
+        """CREATE TABLE members (
+            run TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, joined_at BIGINT,
+            left_at BIGINT, last_active_at BIGINT, PRIMARY KEY (run, id))""",
+        "CREATE INDEX members_joined ON members (run, joined_at)",
+        "CREATE INDEX members_active ON members (run, last_active_at)",
+        """CREATE TABLE metric_values (
+            run TEXT NOT NULL, name TEXT NOT NULL, day TEXT NOT NULL, value DOUBLE PRECISION,
+            source TEXT NOT NULL, PRIMARY KEY (run, name, day, source))""",
+        """CREATE TABLE gate_evaluations (
+            seq {serial}, run TEXT NOT NULL, stage TEXT NOT NULL, at BIGINT NOT NULL,
+            holds INTEGER NOT NULL, vals TEXT NOT NULL, note TEXT NOT NULL)""",
+        """CREATE TABLE transitions (
+            seq {serial}, run TEXT NOT NULL, at BIGINT NOT NULL, stage TEXT NOT NULL,
+            event TEXT NOT NULL, detail TEXT NOT NULL, role TEXT, evidence TEXT NOT NULL)""",
+        """CREATE TABLE tasks (
+            run TEXT NOT NULL, id TEXT NOT NULL, role TEXT, action TEXT NOT NULL,
+            title TEXT NOT NULL, text TEXT NOT NULL, due_at BIGINT NOT NULL, member TEXT,
+            state TEXT NOT NULL, created_at BIGINT NOT NULL, done_at BIGINT, done_by TEXT,
+            escalated_at BIGINT, PRIMARY KEY (run, id))""",
+        """CREATE TABLE audit (
+            seq {serial}, run TEXT NOT NULL, at BIGINT NOT NULL, actor TEXT NOT NULL,
+            action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL)""",
+        "CREATE INDEX audit_run ON audit (run, seq)",
+        """CREATE TABLE rate_limits (
+            target TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at BIGINT NOT NULL)""",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('fence', 0)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_OCC_COLUMNS = (
+    "key, run, action, stage, kind, member, audience, owner, backend, scheduled_at, due_at,"
+    " state, attempts, next_at, fence, lease_until, worker, reason, updated_at"
+)
+_TASK_COLUMNS = (
+    "id, run, role, action, title, text, due_at, member, state, created_at, done_at, done_by,"
+    " escalated_at"
+)
+
+
+class Dialect(Protocol):
+    """What differs between SQLite and PostgreSQL."""
+
+    serial: str  # an auto-numbered integer primary key column type
+    skip_locked: str  # appended to a claim's inner SELECT ("" when writers are serialised)
+    lock_rows: str  # appended to a SELECT that is followed by updates of its rows
+
+    def connect(self) -> Any:
+        """A new DB-API connection."""
+        ...
+
+    @contextmanager
+    def write(self, conn: Any) -> Iterator[Any]:
+        """A write transaction (committed on success, rolled back on error); a cursor."""
+        ...
+
+    @contextmanager
+    def read(self, conn: Any) -> Iterator[Any]:
+        """A read (a consistent snapshot where the database offers one); a cursor."""
+        ...
+
+    def sql(self, statement: str) -> str:
+        """The statement in the driver's placeholder style."""
+        ...
+
+    def lock_migrations(self, cur: Any) -> None:
+        """Serialise concurrent migrations (inside the migration transaction)."""
+        ...
+
+    def is_busy(self, error: BaseException) -> bool:
+        """Whether an error means the database is locked or unreachable (said, not raised raw)."""
+        ...
+
+
+def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+class SqlStore:
+    """A state store on a SQL database (see the module docstring)."""
+
+    def __init__(self, url: str, dialect: Dialect) -> None:
+        self.url = url
+        self._d = dialect
+        self._lock = threading.RLock()  # one connection, shared by a server's threads
+        self._conn = dialect.connect()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self._lock, self._d.write(self._conn) as cur:
+            yield _Cursor(cur, self._d)
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self._lock, self._d.read(self._conn) as cur:
+            yield _Cursor(cur, self._d)
+
+    def _migrate(self) -> None:
+        with self._write() as cur:
+            self._d.lock_migrations(cur.raw)
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+            )
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            current = int(cur.fetchone()[0])
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.url} is at schema version {current}; this sop knows"
+                    f" {SCHEMA_VERSION}: upgrade sop"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    cur.execute(statement.replace("{serial}", self._d.serial))
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, to_us(datetime.now().astimezone())),
+                )
+
+    def close(self) -> None:
+        """Release the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def schema_version(self) -> int:
+        """The schema version the store is at."""
+        with self._read() as cur:
+            cur.execute("SELECT MAX(version) FROM schema_migrations")
+            return int(cur.fetchone()[0])
+
+    def _audit(self, cur: Any, run_id: str, actor: str, action: str, subject: str, detail: Any):
+        cur.execute(
+            "INSERT INTO audit (run, at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, to_us(datetime.now().astimezone()), actor, action, subject, dumps(detail)),
+        )
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> bool:
+        """Insert a run; False when one with its id exists (nothing changed)."""
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO runs (id, playbook, version, origin, lifecycle, checked_until,"
+                " scheduled_until, derived_until, rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    run.id,
+                    run.playbook,
+                    run.version,
+                    to_us(run.origin),
+                    dumps(run.lifecycle),
+                    to_us(run.checked_until),
+                    to_us(run.scheduled_until),
+                    to_us(run.derived_until),
+                ),
+            )
+            created = cur.rowcount == 1
+            if created:
+                self._audit(cur, run.id, "runner", "run.created", run.id, {"origin": str(run.origin)})
+            return created
+
+    @staticmethod
+    def _run(row: Sequence[Any]) -> RunRecord:
+        return RunRecord(
+            id=row[0],
+            playbook=row[1],
+            version=row[2],
+            origin=from_us(row[3]),
+            lifecycle=json.loads(row[4]),
+            checked_until=from_us(row[5]),
+            scheduled_until=from_us(row[6]),
+            derived_until=from_us(row[7]),
+            rev=int(row[8]),
+        )
+
+    _RUN_COLUMNS = (
+        "id, playbook, version, origin, lifecycle, checked_until, scheduled_until,"
+        " derived_until, rev"
+    )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """A run by id."""
+        with self._read() as cur:
+            cur.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+            row = cur.fetchone()
+            return self._run(row) if row else None
+
+    def runs(self) -> list[RunRecord]:
+        """Every run."""
+        with self._read() as cur:
+            cur.execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY id")
+            return [self._run(r) for r in cur.fetchall()]
+
+    def save_run(
+        self,
+        run: RunRecord,
+        transitions: Sequence[TransitionRecord] = (),
+        evaluations: Sequence[GateEvaluation] = (),
+        metrics: Sequence[MetricValue] = (),
+        occurrences: Sequence[NewOccurrence] = (),
+    ) -> RunRecord | None:
+        """Save a run if its rev is still current, with what happened; the saved run or None."""
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE runs SET lifecycle = ?, checked_until = ?, scheduled_until = ?,"
+                " derived_until = ?, rev = rev + 1 WHERE id = ? AND rev = ?",
+                (
+                    dumps(run.lifecycle),
+                    to_us(run.checked_until),
+                    to_us(run.scheduled_until),
+                    to_us(run.derived_until),
+                    run.id,
+                    run.rev,
+                ),
+            )
+            if cur.rowcount != 1:
+                return None
+            cur.executemany(
+                "INSERT INTO transitions (run, at, stage, event, detail, role, evidence)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run.id, to_us(t.at), t.stage, t.event, t.detail, t.role, dumps(t.evidence))
+                    for t in transitions
+                ],
+            )
+            for t in transitions:
+                self._audit(cur, run.id, "runner", f"stage.{t.event}", t.stage, dict(t.evidence))
+            cur.executemany(
+                "INSERT INTO gate_evaluations (run, stage, at, holds, vals, note)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (run.id, e.stage, to_us(e.at), int(e.holds), dumps(e.values), e.note)
+                    for e in evaluations
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO metric_values (run, name, day, value, source) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (run, name, day, source) DO UPDATE SET value = excluded.value",
+                [
+                    (run.id, m.name, m.day.isoformat(), metric_value(m.value), m.source)
+                    for m in metrics
+                ],
+            )
+            self._insert_occurrences(cur, run.id, occurrences)
+        return RunRecord(
+            run.id,
+            run.playbook,
+            run.version,
+            run.origin,
+            run.lifecycle,
+            run.checked_until,
+            run.scheduled_until,
+            run.derived_until,
+            run.rev + 1,
+        )
+
+    # -- occurrences -----------------------------------------------------------------------
+
+    def _insert_occurrences(self, cur: Any, run_id: str, items: Sequence[NewOccurrence]) -> int:
+        if not items:
+            return 0
+        now = to_us(datetime.now().astimezone())
+        new = 0
+        for chunk in _chunks(items, CHUNK // 2):
+            rows = []
+            for o in chunk:
+                rows.extend(
+                    (
+                        o.key,
+                        run_id,
+                        o.action,
+                        o.stage,
+                        o.kind,
+                        o.member,
+                        o.audience,
+                        o.owner,
+                        o.backend,
+                        to_us(o.scheduled_at),
+                        to_us(o.due_at),
+                        str(o.state),
+                        0,
+                        to_us(o.due_at),
+                        0,
+                        None,
+                        None,
+                        o.reason,
+                        now,
+                    )
+                )
+            values = ", ".join([f"({_marks(19)})"] * len(chunk))
+            cur.execute(
+                f"INSERT INTO occurrences ({_OCC_COLUMNS}) VALUES {values}"
+                " ON CONFLICT (run, key) DO NOTHING",
+                rows,
+            )
+            new += max(cur.rowcount, 0)
+        return new
+
+    def add_occurrences(self, run_id: str, items: Sequence[NewOccurrence]) -> int:
+        """Insert occurrences, ignoring keys present; how many were new."""
+        with self._write() as cur:
+            return self._insert_occurrences(cur, run_id, items)
+
+    @staticmethod
+    def _occ(row: Sequence[Any]) -> OccurrenceRecord:
+        return OccurrenceRecord(
+            key=row[0],
+            run=row[1],
+            action=row[2],
+            stage=row[3],
+            kind=row[4],
+            member=row[5],
+            audience=row[6],
+            owner=row[7],
+            backend=row[8],
+            scheduled_at=from_us(row[9]),
+            due_at=from_us(row[10]),
+            state=OccurrenceState(row[11]),
+            attempts=int(row[12]),
+            next_at=from_us(row[13]),
+            fence=int(row[14]),
+            lease_until=opt_dt(row[15]),
+            worker=row[16],
+            reason=row[17],
+            updated_at=from_us(row[18]),
+        )
+
+    def claim(
+        self, run_id: str, now: datetime, limit: int, lease_until: datetime, worker: str
+    ) -> list[OccurrenceRecord]:
+        """Claim up to `limit` claimable occurrences due by `now`, oldest first."""
+        with self._write() as cur:
+            cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value")
+            fence = int(cur.fetchone()[0])
+            # The picked keys are materialised once: as a plain `key IN (SELECT ... LIMIT n)`,
+            # PostgreSQL may rescan the subquery for each row it updates, and a rescan skips the
+            # rows this statement already locked and takes the next ones: more than `limit` rows.
+            cur.execute(
+                "WITH picked AS MATERIALIZED (SELECT key FROM occurrences"
+                " WHERE run = ? AND state IN (?, ?) AND next_at <= ?"
+                f" ORDER BY next_at, key LIMIT ?{self._d.skip_locked})"
+                " UPDATE occurrences SET state = ?, fence = ?, lease_until = ?, worker = ?,"
+                " updated_at = ? WHERE run = ? AND key IN (SELECT key FROM picked)"
+                f" RETURNING {_OCC_COLUMNS}",
+                (
+                    run_id,
+                    *(str(s) for s in CLAIMABLE),
+                    to_us(now),
+                    limit,
+                    str(OccurrenceState.CLAIMED),
+                    fence,
+                    to_us(lease_until),
+                    worker,
+                    to_us(now),
+                    run_id,
+                ),
+            )
+            rows = [self._occ(r) for r in cur.fetchall()]
+        rows.sort(key=lambda o: (o.next_at, o.key))
+        return rows
+
+    def record(self, run_id: str, outcomes: Sequence[Outcome], actor: str) -> list[str]:
+        """Apply outcomes; the keys whose fence was stale (nothing recorded for them)."""
+        if not outcomes:
+            return []
+        stale: list[str] = []
+        with self._write() as cur:
+            current: dict[str, tuple[int, str, int]] = {}
+            keys = sorted({o.key for o in outcomes})  # locked in key order: no deadlocks
+            for chunk in _chunks(keys):
+                cur.execute(
+                    "SELECT key, fence, state, attempts FROM occurrences WHERE run = ? AND key IN"
+                    f" ({_marks(len(chunk))}) ORDER BY key{self._d.lock_rows}",
+                    (run_id, *chunk),
+                )
+                for key, fence, state, attempts in cur.fetchall():
+                    current[key] = (int(fence), state, int(attempts))
+            updates, attempts_rows, tasks = [], [], []
+            for o in outcomes:
+                cur_state = current.get(o.key)
+                if cur_state is None or cur_state[0] != o.fence or cur_state[1] != "claimed":
+                    stale.append(o.key)
+                    continue
+                attempt = cur_state[2] + (1 if o.attempted else 0)
+                current[o.key] = (o.fence, str(o.state), attempt)  # a repeat in `outcomes` is stale
+                next_at = to_us(o.next_at) if o.next_at is not None else None
+                updates.append(
+                    (str(o.state), attempt, next_at, o.detail, to_us(o.at), run_id, o.key, o.fence)
+                )
+                if o.attempted:
+                    attempts_rows.append(
+                        (run_id, o.key, o.fence, attempt, to_us(o.at), str(o.state), o.detail)
+                    )
+                if o.task is not None:
+                    t = o.task
+                    tasks.append(
+                        (
+                            run_id,
+                            t.id,
+                            t.role,
+                            t.action,
+                            t.title,
+                            t.text,
+                            to_us(t.due_at),
+                            t.member,
+                            str(TaskState.OPEN),
+                            to_us(o.at),
+                        )
+                    )
+            cur.executemany(
+                "UPDATE occurrences SET state = ?, attempts = ?, next_at = COALESCE(?, next_at),"
+                " lease_until = NULL, reason = ?, updated_at = ?"
+                " WHERE run = ? AND key = ? AND fence = ?",
+                updates,
+            )
+            cur.executemany(
+                "INSERT INTO attempts (run, key, fence, attempt, at, state, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, fence) DO NOTHING",
+                attempts_rows,
+            )
+            cur.executemany(
+                "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO NOTHING",
+                tasks,
+            )
+            if stale:
+                self._audit(cur, run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
+        return stale
+
+    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+        with self._write() as cur:
+            cur.execute(
+                "WITH expired AS MATERIALIZED (SELECT key FROM occurrences"
+                " WHERE run = ? AND state = 'claimed' AND lease_until < ?"
+                f" ORDER BY key{self._d.lock_rows})"  # locked in key order, as `record` does
+                " UPDATE occurrences SET state = 'uncertain', attempts = attempts + 1,"
+                " reason = 'the runner holding it stopped before recording the outcome',"
+                " lease_until = NULL, updated_at = ?"
+                " WHERE run = ? AND key IN (SELECT key FROM expired)"
+                f" RETURNING {_OCC_COLUMNS}",
+                (run_id, to_us(now), to_us(now), run_id),
+            )
+            rows = sorted((self._occ(r) for r in cur.fetchall()), key=lambda o: (o.next_at, o.key))
+            cur.executemany(
+                "INSERT INTO attempts (run, key, fence, attempt, at, state, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, fence) DO NOTHING",
+                [
+                    (run_id, o.key, o.fence, o.attempts, to_us(now), "uncertain", o.reason)
+                    for o in rows
+                ],
+            )
+            if rows:
+                self._audit(
+                    cur, run_id, "runner", "lease.expired", f"{len(rows)} occurrences",
+                    [o.key for o in rows],
+                )
+        return rows
+
+    def resolve(
+        self, run_id: str, key: str, resolution: Resolution, now: datetime, actor: str
+    ) -> OccurrenceRecord | None:
+        """An operator's decision on an UNCERTAIN or DEAD occurrence; None when not found."""
+        state = {
+            Resolution.SENT: OccurrenceState.SENT,
+            Resolution.RESEND: OccurrenceState.PENDING,
+            Resolution.DROP: OccurrenceState.DROPPED,
+        }[resolution]
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE occurrences SET state = ?, next_at = ?, reason = ?, updated_at = ?"
+                " WHERE run = ? AND key = ? AND state IN ('uncertain', 'dead')"
+                f" RETURNING {_OCC_COLUMNS}",
+                (
+                    str(state),
+                    to_us(now),
+                    f"resolved by {actor}: {resolution}",
+                    to_us(now),
+                    run_id,
+                    key,
+                ),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self._audit(cur, run_id, actor, f"resolve.{resolution}", key, {})
+            return self._occ(row)
+
+    def get_occurrence(self, run_id: str, key: str) -> OccurrenceRecord | None:
+        """One occurrence."""
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_OCC_COLUMNS} FROM occurrences WHERE run = ? AND key = ?", (run_id, key)
+            )
+            row = cur.fetchone()
+            return self._occ(row) if row else None
+
+    def occurrences(
+        self,
+        run_id: str,
+        states: Sequence[OccurrenceState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[OccurrenceRecord]:
+        """Occurrences by due time (optionally by state and [since, until)), earliest first."""
+        where, params = ["run = ?"], [run_id]
+        if states:
+            where.append(f"state IN ({_marks(len(states))})")
+            params.extend(str(s) for s in states)
+        if since is not None:
+            where.append("due_at >= ?")
+            params.append(to_us(since))
+        if until is not None:
+            where.append("due_at < ?")
+            params.append(to_us(until))
+        sql = f"SELECT {_OCC_COLUMNS} FROM occurrences WHERE {' AND '.join(where)}"
+        sql += " ORDER BY due_at, key"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read() as cur:
+            cur.execute(sql, params)
+            return [self._occ(r) for r in cur.fetchall()]
+
+    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state."""
+        with self._read() as cur:
+            cur.execute("SELECT state, COUNT(*) FROM occurrences WHERE run = ? GROUP BY state", (run_id,))
+            return {OccurrenceState(s): int(n) for s, n in cur.fetchall()}
+
+    def next_due(self, run_id: str) -> datetime | None:
+        """The earliest `next_at` of a claimable occurrence."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT MIN(next_at) FROM occurrences WHERE run = ? AND state IN (?, ?)",
+                (run_id, *(str(s) for s in CLAIMABLE)),
+            )
+            row = cur.fetchone()
+            return opt_dt(row[0]) if row else None
+
+    def attempts(self, run_id: str, key: str) -> list[AttemptRecord]:
+        """Every attempt of one occurrence, in order."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT key, attempt, fence, at, state, detail FROM attempts"
+                " WHERE run = ? AND key = ? ORDER BY attempt, fence",
+                (run_id, key),
+            )
+            return [
+                AttemptRecord(k, int(a), int(f), from_us(at), OccurrenceState(s), d)
+                for k, a, f, at, s, d in cur.fetchall()
+            ]
+
+    # -- members and events ----------------------------------------------------------------
+
+    def ingest(
+        self, run_id: str, events: Sequence[EventRecord], derive: Deriver, actor: str
+    ) -> list[bool]:
+        """Insert events not yet seen (by id); for those, save what `derive` says. New flags."""
+        received = to_us(datetime.now().astimezone())
+        with self._write() as cur:
+            inserted: set[str] = set()
+            firsts: dict[str, EventRecord] = {}
+            for e in events:
+                firsts.setdefault(e.id, e)  # a repeated id: its first copy is the new one
+            unique = list(firsts.values())
+            for chunk in _chunks(unique, CHUNK // 2):
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                params: list[Any] = []
+                for e in chunk:
+                    params.extend(
+                        (run_id, e.id, e.type, e.member, to_us(e.at), dumps(dict(e.data)), received)
+                    )
+                cur.execute(
+                    f"INSERT INTO events (run, id, type, member, at, data, received_at) VALUES"
+                    f" {values} ON CONFLICT (run, id) DO NOTHING RETURNING id",
+                    params,
+                )
+                inserted.update(r[0] for r in cur.fetchall())
+            flags, new, seen = [], [], set()
+            for e in events:
+                fresh = e.id in inserted and e.id not in seen
+                seen.add(e.id)
+                flags.append(fresh)
+                if fresh:
+                    new.append(e)
+            if new:
+                members = self._members(cur, run_id, sorted({e.member for e in new}))
+                results = derive(new, members)
+                final: dict[str, MemberRecord] = {}
+                occurrences: list[NewOccurrence] = []
+                for r in results:
+                    final[r.member.id] = r.member
+                    occurrences.extend(r.occurrences)
+                self._put_members(cur, run_id, list(final.values()))
+                self._insert_occurrences(cur, run_id, occurrences)
+                self._audit(cur, run_id, actor, "events.ingested", f"{len(new)} events", {
+                    "new": len(new), "duplicates": len(events) - len(new)
+                })
+        return flags
+
+    def _members(self, cur: Any, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
+        out: dict[str, MemberRecord] = {}
+        for chunk in _chunks(ids):
+            cur.execute(
+                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
+                f" WHERE run = ? AND id IN ({_marks(len(chunk))})",
+                (run_id, *chunk),
+            )
+            for row in cur.fetchall():
+                out[row[0]] = member_from(*row)
+        return out
+
+    def _put_members(self, cur: Any, run_id: str, members: Sequence[MemberRecord]) -> None:
+        cur.executemany(
+            "INSERT INTO members (run, id, state, joined_at, left_at, last_active_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO UPDATE SET state = excluded.state,"
+            " joined_at = excluded.joined_at, left_at = excluded.left_at,"
+            " last_active_at = excluded.last_active_at",
+            [
+                (
+                    run_id,
+                    m.id,
+                    member_state(m),
+                    opt_us(m.joined_at),
+                    opt_us(m.left_at),
+                    opt_us(m.last_active_at),
+                )
+                for m in members
+            ],
+        )
+
+    def get_members(self, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
+        """Members by id (absent ones are missing)."""
+        with self._read() as cur:
+            return self._members(cur, run_id, ids)
+
+    def put_members(self, run_id: str, members: Sequence[MemberRecord]) -> None:
+        """Save members (tier changes, derived updates)."""
+        with self._write() as cur:
+            self._put_members(cur, run_id, members)
+
+    def iter_members(self, run_id: str) -> Iterator[MemberRecord]:
+        """Every member of a run."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
+                " WHERE run = ? ORDER BY id",
+                (run_id,),
+            )
+            rows = cur.fetchall()
+        for row in rows:
+            yield member_from(*row)
+
+    def members_due(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> list[MemberRecord]:
+        """Current members (not left) whose `field` instant lies in [since, until), by id."""
+        column = MemberTime(field).value  # a closed set: never text from outside
+        with self._read() as cur:
+            cur.execute(
+                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
+                f" WHERE run = ? AND left_at IS NULL AND {column} >= ? AND {column} < ?"
+                " ORDER BY id",
+                (run_id, to_us(since), to_us(until)),
+            )
+            return [member_from(*row) for row in cur.fetchall()]
+
+    def events(
+        self,
+        run_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[EventRecord]:
+        """Events with `at` in [since, until), by time."""
+        where, params = ["run = ?"], [run_id]
+        if since is not None:
+            where.append("at >= ?")
+            params.append(to_us(since))
+        if until is not None:
+            where.append("at < ?")
+            params.append(to_us(until))
+        if types:
+            where.append(f"type IN ({_marks(len(types))})")
+            params.extend(types)
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT id, type, member, at, data FROM events WHERE {' AND '.join(where)}"
+                " ORDER BY at, id",
+                params,
+            )
+            return [
+                EventRecord(i, t, m, from_us(at), json.loads(data))
+                for i, t, m, at, data in cur.fetchall()
+            ]
+
+    # -- metrics, gates, transitions -------------------------------------------------------
+
+    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
+        """Recorded metric values by day."""
+        sql = "SELECT name, day, value, source FROM metric_values WHERE run = ?"
+        params: list[Any] = [run_id]
+        if names:
+            sql += f" AND name IN ({_marks(len(names))})"
+            params.extend(names)
+        with self._read() as cur:
+            cur.execute(sql + " ORDER BY day, name, source", params)
+            return [
+                MetricValue(n, date.fromisoformat(d), None if v is None else float(v), s)
+                for n, d, v, s in cur.fetchall()
+            ]
+
+    def gate_evaluations(self, run_id: str, limit: int | None = None) -> list[GateEvaluation]:
+        """Gate readings, latest last."""
+        sql = "SELECT stage, at, holds, vals, note FROM gate_evaluations WHERE run = ?"
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read() as cur:
+            cur.execute(sql, (run_id,))
+            rows = cur.fetchall()
+        return [
+            GateEvaluation(s, from_us(at), bool(h), json.loads(v), n) for s, at, h, v, n in rows
+        ][::-1]
+
+    def transitions(self, run_id: str) -> list[TransitionRecord]:
+        """Every transition, in order."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT at, stage, event, detail, role, evidence FROM transitions"
+                " WHERE run = ? ORDER BY seq",
+                (run_id,),
+            )
+            return [
+                TransitionRecord(from_us(at), s, e, d, r, json.loads(ev))
+                for at, s, e, d, r, ev in cur.fetchall()
+            ]
+
+    # -- staff tasks -----------------------------------------------------------------------
+
+    @staticmethod
+    def _task(row: Sequence[Any]) -> TaskRecord:
+        return TaskRecord(
+            id=row[0],
+            run=row[1],
+            role=row[2],
+            action=row[3],
+            title=row[4],
+            text=row[5],
+            due_at=from_us(row[6]),
+            member=row[7],
+            state=TaskState(row[8]),
+            created_at=from_us(row[9]),
+            done_at=opt_dt(row[10]),
+            done_by=row[11],
+            escalated_at=opt_dt(row[12]),
+        )
+
+    def tasks(
+        self, run_id: str, role: str | None = None, states: Sequence[TaskState] | None = None
+    ) -> list[TaskRecord]:
+        """Staff tasks by due time."""
+        where, params = ["run = ?"], [run_id]
+        if role is not None:
+            where.append("role = ?")
+            params.append(role)
+        if states:
+            where.append(f"state IN ({_marks(len(states))})")
+            params.extend(str(s) for s in states)
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)}"
+                " ORDER BY due_at, id",
+                params,
+            )
+            return [self._task(r) for r in cur.fetchall()]
+
+    def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
+        """Mark a task done; False when there is no open task with that id."""
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE tasks SET state = 'done', done_at = ?, done_by = ?"
+                " WHERE run = ? AND id = ? AND state = 'open'",
+                (to_us(now), actor, run_id, task_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._audit(cur, run_id, actor, "task.done", task_id, {})
+            return True
+
+    def postpone_task(self, run_id: str, task_id: str, to: datetime, actor: str) -> bool:
+        """Move an open task's due time; False when there is no open task with that id."""
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE tasks SET due_at = ?, escalated_at = NULL"
+                " WHERE run = ? AND id = ? AND state = 'open'",
+                (to_us(to), run_id, task_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._audit(cur, run_id, actor, "task.postponed", task_id, {"to": to.isoformat()})
+            return True
+
+    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
+        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE tasks SET escalated_at = ? WHERE run = ? AND state = 'open'"
+                f" AND due_at < ? AND escalated_at IS NULL RETURNING {_TASK_COLUMNS}",
+                (to_us(now), run_id, to_us(now)),
+            )
+            rows = [self._task(r) for r in cur.fetchall()]
+            for t in rows:
+                self._audit(cur, run_id, actor, "task.overdue", t.id, {"role": t.role})
+        return sorted(rows, key=lambda t: (t.due_at, t.id))
+
+    # -- rate limits and audit -------------------------------------------------------------
+
+    def take_tokens(
+        self, target: str, now: datetime, per_minute: int, want: int
+    ) -> tuple[int, float]:
+        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        rate = per_minute / 60.0
+        t = to_us(now)
+        with self._write() as cur:
+            # A new bucket starts full. Inserting it before reading means there is a row to lock:
+            # two first takers on PostgreSQL queue on it instead of each filling the bucket.
+            cur.execute(
+                "INSERT INTO rate_limits (target, tokens, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (target) DO NOTHING",
+                (target, float(per_minute), t),
+            )
+            cur.execute(
+                f"SELECT tokens, updated_at FROM rate_limits WHERE target = ?{self._d.lock_rows}",
+                (target,),
+            )
+            row = cur.fetchone()
+            elapsed = max(0, t - int(row[1])) / 1e6
+            tokens = min(float(per_minute), float(row[0]) + elapsed * rate)
+            granted = min(want, int(tokens))
+            tokens -= granted
+            cur.execute(
+                "UPDATE rate_limits SET tokens = ?, updated_at = ? WHERE target = ?",
+                (tokens, t, target),
+            )
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
+        return granted, wait
+
+    def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
+        """Append one entry to the audit log."""
+        with self._write() as cur:
+            self._audit(cur, run_id, actor, action, subject, detail)
+
+    def audit_log(self, run_id: str, limit: int | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first (the latest `limit` entries)."""
+        sql = "SELECT seq, at, actor, action, subject, detail FROM audit WHERE run = ?"
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read() as cur:
+            cur.execute(sql, (run_id,))
+            rows = cur.fetchall()
+        return [
+            AuditEntry(int(s), from_us(at), a, ac, su, json.loads(d))
+            for s, at, a, ac, su, d in rows
+        ][::-1]
+
+
+class _Cursor:
+    """A cursor that takes `?` statements and translates them for the driver."""
+
+    def __init__(self, raw: Any, dialect: Dialect) -> None:
+        self.raw = raw
+        self._d = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        self.raw.execute(self._d.sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.raw.executemany(self._d.sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        return self.raw.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self.raw.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.raw.rowcount)

@@ -1,0 +1,90 @@
+"""The SQLite dialect: the default store, one file, WAL, full durability by default.
+
+Writers take the database lock at the start of their transaction (`BEGIN IMMEDIATE`), so two
+runners on one file serialise their claims and never hand one occurrence to both; a busy
+timeout makes the second wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .base import StoreError
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class SqliteDialect:
+    """SQLite: `?` placeholders, `BEGIN IMMEDIATE`, no row locks (the database lock serialises)."""
+
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    skip_locked = ""
+    lock_rows = ""
+
+    def __init__(self, path: str, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+
+    def connect(self) -> Any:
+        """A connection in autocommit mode (transactions are begun explicitly)."""
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create {parent} for the state store: {e.strerror}") from e
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open the state store {self.path}: {e}") from e
+        return conn
+
+    @contextmanager
+    def write(self, conn: Any) -> Iterator[Any]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on error."""
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"the state store {self.path} is busy: {e}") from e
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+    @contextmanager
+    def read(self, conn: Any) -> Iterator[Any]:
+        """A deferred transaction: one consistent snapshot of the WAL."""
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        finally:
+            conn.rollback()
+            cur.close()
+
+    def sql(self, statement: str) -> str:
+        """SQLite takes `?` as written."""
+        return statement
+
+    def lock_migrations(self, cur: Any) -> None:
+        """`BEGIN IMMEDIATE` already holds the write lock."""
+
+    def is_busy(self, error: BaseException) -> bool:
+        """A locked database."""
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
