@@ -25,7 +25,7 @@ from ..lang.semantics import anchor_path
 from ..lang.templates import RenderError, action_context, action_text, render
 from ..program import Lifecycle, Program
 from ..program import gates as G
-from ..program.lifecycle import StageState
+from ..program.lifecycle import StageState, StageWindow
 from .codec import decode_lifecycle, encode_lifecycle
 from .members import StageClock, derived_occurrences, next_derived
 from .observed import as_evidence, built_in_values
@@ -41,10 +41,12 @@ from .store.base import (
     Resolution,
     RunRecord,
     StateStore,
+    TaskState,
     TransitionRecord,
 )
 
 DAY = timedelta(days=1)
+EPSILON = timedelta(microseconds=1)  # [t0, now + EPSILON) includes what is due at `now`
 
 
 class Coalesce(enum.StrEnum):
@@ -68,6 +70,7 @@ class RunOptions:
     lease: timedelta = timedelta(minutes=5)
     backoff: timedelta = timedelta(seconds=30)  # the first retry's delay; doubles per attempt
     max_backoff: timedelta = timedelta(hours=1)
+    task_grace: timedelta = timedelta(hours=2)  # a staff task is overdue this long after its time
     poll: timedelta = timedelta(seconds=1)  # a real clock's longest sleep (other processes write)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     seed: int | None = None  # jitter's random seed (tests)
@@ -134,6 +137,7 @@ class Runner:
         self.tz = program.tz
         self._rng = random.Random(self.options.seed)
         self._last_values: dict[str, float] = {}
+        self._windows: list[StageWindow] = []
 
     # -- the run record --------------------------------------------------------------------
 
@@ -188,7 +192,8 @@ class Runner:
         run = self._advance(now, report)
         self._recover(now, report)
         self._dispatch(run, now, report)
-        for t in self.store.escalate_tasks(self.run_id, now, self.options.worker):
+        overdue = now - self.options.task_grace
+        for t in self.store.escalate_tasks(self.run_id, overdue, self.options.worker):
             report.escalated += 1
             self.store.audit(
                 self.run_id, self.options.worker, "task.escalated", t.id,
@@ -215,11 +220,15 @@ class Runner:
                 checked = max(checked, min(now, self._next_midnight(checked)))
             horizon = self._next_midnight(now)
             windows = lc.windows(horizon)
+            self._windows = windows
             items: list[NewOccurrence] = []
+            # inserted once due, not ahead: a firing missed while no runner ran is known as
+            # missed when it is inserted, and the coalesce policy decides it there
             scheduled_until = run.scheduled_until
-            if scheduled_until < horizon:
-                items += self._scheduled(windows, scheduled_until, horizon, now, report)
-                scheduled_until = horizon
+            due_now = now + EPSILON
+            if scheduled_until < due_now:
+                items += self._scheduled(windows, scheduled_until, due_now, now, report)
+                scheduled_until = due_now
             derived_until = run.derived_until
             if derived_until < now:
                 stages = stage_clock(lc, horizon)
@@ -599,9 +608,17 @@ class Runner:
     def next_wake(self, run: RunRecord, now: datetime) -> datetime:
         """The next instant there is something to do (at the latest, the next local midnight)."""
         wake = self._next_midnight(now)
+        for day in self.program.iter_due(self._windows, now + EPSILON, wake):
+            if day:
+                wake = min(wake, day[0].at)
+                break
         due = self.store.next_due(self.run_id)
         if due is not None and due < wake:
             wake = max(due, now)
+        for t in self.store.tasks(self.run_id, states=[TaskState.OPEN]):
+            at = t.due_at + self.options.task_grace + EPSILON  # escalated once strictly past
+            if t.escalated_at is None and now < at < wake:
+                wake = at
         derived = next_derived(self.program, self.store, self.run_id, now, wake)
         if derived is not None and derived < wake:
             wake = max(derived, now)

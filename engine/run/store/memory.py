@@ -37,7 +37,6 @@ from .codec import dumps, metric_value
 from .sql import SCHEMA_VERSION  # the schema this store mirrors (one number, the SQL stores')
 
 
-
 class MemoryStore:
     """A state store in memory (see the module docstring)."""
 
@@ -120,7 +119,9 @@ class MemoryStore:
             self._evals.setdefault(run.id, []).extend(evaluations)
             for m in metrics:
                 value = metric_value(m.value)
-                self._metrics[(run.id, m.name, m.day.isoformat(), m.source)] = replace(m, value=value)
+                self._metrics[(run.id, m.name, m.day.isoformat(), m.source)] = replace(
+                    m, value=value
+                )
             self._insert(run.id, occurrences)
             return saved
 
@@ -189,7 +190,7 @@ class MemoryStore:
                     attempts=attempt,
                     next_at=o.next_at if o.next_at is not None else cur.next_at,
                     lease_until=None,
-                    reason=o.detail,
+                    reason=o.detail or cur.reason,  # an empty detail keeps why it was late
                     updated_at=o.at,
                 )
                 if o.attempted:
@@ -460,12 +461,12 @@ class MemoryStore:
         out = []
         with self._lock:
             for (r, k), t in list(self._tasks.items()):
-                if r == run_id and t.state == TaskState.OPEN and t.due_at < now:
-                    if t.escalated_at is None:
-                        u = replace(t, escalated_at=now)
-                        self._tasks[(r, k)] = u
-                        out.append(u)
-                        self._log(run_id, actor, "task.overdue", t.id, {"role": t.role})
+                overdue = r == run_id and t.state == TaskState.OPEN and t.due_at < now
+                if overdue and t.escalated_at is None:
+                    u = replace(t, escalated_at=now)
+                    self._tasks[(r, k)] = u
+                    out.append(u)
+                    self._log(run_id, actor, "task.overdue", t.id, {"role": t.role})
         return sorted(out, key=lambda t: (t.due_at, t.id))
 
     # -- rate limits and audit

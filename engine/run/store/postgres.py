@@ -73,6 +73,10 @@ class PostgresDialect:
             return False
         return isinstance(error, psycopg.OperationalError)
 
+    def is_broken(self, conn: Any) -> bool:
+        """A connection the server or the network dropped."""
+        return bool(conn.closed or getattr(conn, "broken", False))
+
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()

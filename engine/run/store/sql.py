@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from .base import (
     CLAIMABLE,
@@ -35,7 +36,7 @@ from .base import (
     TaskState,
     TransitionRecord,
 )
-from .codec import dumps, from_us, metric_value, member_from, member_state, opt_dt, opt_us, to_us
+from .codec import dumps, from_us, member_from, member_state, metric_value, opt_dt, opt_us, to_us
 
 CHUNK = 400  # rows per multi-row statement (SQLite allows 32,766 parameters)
 
@@ -88,7 +89,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL)""",
         "CREATE INDEX audit_run ON audit (run, seq)",
         """CREATE TABLE rate_limits (
-            target TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at BIGINT NOT NULL)""",
+            target TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL,
+            updated_at BIGINT NOT NULL)""",
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
         "INSERT INTO counters (name, value) VALUES ('fence', 0)",
     ),
@@ -138,6 +140,20 @@ class Dialect(Protocol):
         """Whether an error means the database is locked or unreachable (said, not raised raw)."""
         ...
 
+    def is_broken(self, conn: Any) -> bool:
+        """Whether a connection was lost (the next transaction opens a new one)."""
+        ...
+
+
+def redact(url: str) -> str:
+    """A store URL fit for messages and logs: its password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
 
 def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), n):
@@ -166,13 +182,33 @@ class SqlStore:
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        with self._lock, self._d.write(self._conn) as cur:
+        with self._lock, self._said(), self._d.write(self._connection()) as cur:
             yield _Cursor(cur, self._d)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        with self._lock, self._d.read(self._conn) as cur:
+        with self._lock, self._said(), self._d.read(self._connection()) as cur:
             yield _Cursor(cur, self._d)
+
+    def _connection(self) -> Any:
+        """The connection, a new one when it was lost (a restarted server, a network cut)."""
+        if self._d.is_broken(self._conn):
+            self._conn.close()
+            self._conn = self._d.connect()
+        return self._conn
+
+    @contextmanager
+    def _said(self) -> Iterator[None]:
+        """A locked or unreachable database as a `StoreError` (the transaction rolled back)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as e:
+            if not self._d.is_busy(e):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StoreError(f"the state store {redact(self.url)} is unavailable: {first}") from e
 
     def _migrate(self) -> None:
         with self._write() as cur:
@@ -185,7 +221,7 @@ class SqlStore:
             current = int(cur.fetchone()[0])
             if current > SCHEMA_VERSION:
                 raise StoreError(
-                    f"the store {self.url} is at schema version {current}; this sop knows"
+                    f"the store {redact(self.url)} is at schema version {current}; this sop knows"
                     f" {SCHEMA_VERSION}: upgrade sop"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
@@ -235,7 +271,9 @@ class SqlStore:
             )
             created = cur.rowcount == 1
             if created:
-                self._audit(cur, run.id, "runner", "run.created", run.id, {"origin": str(run.origin)})
+                self._audit(
+                    cur, run.id, "runner", "run.created", run.id, {"origin": str(run.origin)}
+                )
             return created
 
     @staticmethod
@@ -341,7 +379,7 @@ class SqlStore:
         now = to_us(datetime.now().astimezone())
         new = 0
         for chunk in _chunks(items, CHUNK // 2):
-            rows = []
+            rows: list[Any] = []
             for o in chunk:
                 rows.extend(
                     (
@@ -409,7 +447,9 @@ class SqlStore:
     ) -> list[OccurrenceRecord]:
         """Claim up to `limit` claimable occurrences due by `now`, oldest first."""
         with self._write() as cur:
-            cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value")
+            cur.execute(
+                "UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value"
+            )
             fence = int(cur.fetchone()[0])
             # The picked keys are materialised once: as a plain `key IN (SELECT ... LIMIT n)`,
             # PostgreSQL may rescan the subquery for each row it updates, and a rescan skips the
@@ -488,7 +528,7 @@ class SqlStore:
                     )
             cur.executemany(
                 "UPDATE occurrences SET state = ?, attempts = ?, next_at = COALESCE(?, next_at),"
-                " lease_until = NULL, reason = ?, updated_at = ?"
+                " lease_until = NULL, reason = COALESCE(NULLIF(?, ''), reason), updated_at = ?"
                 " WHERE run = ? AND key = ? AND fence = ?",
                 updates,
             )
@@ -499,7 +539,8 @@ class SqlStore:
             )
             cur.executemany(
                 "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO NOTHING",
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run, id) DO NOTHING",
                 tasks,
             )
             if stale:
@@ -531,7 +572,11 @@ class SqlStore:
             )
             if rows:
                 self._audit(
-                    cur, run_id, "runner", "lease.expired", f"{len(rows)} occurrences",
+                    cur,
+                    run_id,
+                    "runner",
+                    "lease.expired",
+                    f"{len(rows)} occurrences",
                     [o.key for o in rows],
                 )
         return rows
@@ -583,7 +628,8 @@ class SqlStore:
         limit: int | None = None,
     ) -> list[OccurrenceRecord]:
         """Occurrences by due time (optionally by state and [since, until)), earliest first."""
-        where, params = ["run = ?"], [run_id]
+        where = ["run = ?"]
+        params: list[Any] = [run_id]
         if states:
             where.append(f"state IN ({_marks(len(states))})")
             params.extend(str(s) for s in states)
@@ -604,7 +650,9 @@ class SqlStore:
     def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
         """How many occurrences are in each state."""
         with self._read() as cur:
-            cur.execute("SELECT state, COUNT(*) FROM occurrences WHERE run = ? GROUP BY state", (run_id,))
+            cur.execute(
+                "SELECT state, COUNT(*) FROM occurrences WHERE run = ? GROUP BY state", (run_id,)
+            )
             return {OccurrenceState(s): int(n) for s, n in cur.fetchall()}
 
     def next_due(self, run_id: str) -> datetime | None:
@@ -673,9 +721,14 @@ class SqlStore:
                     occurrences.extend(r.occurrences)
                 self._put_members(cur, run_id, list(final.values()))
                 self._insert_occurrences(cur, run_id, occurrences)
-                self._audit(cur, run_id, actor, "events.ingested", f"{len(new)} events", {
-                    "new": len(new), "duplicates": len(events) - len(new)
-                })
+                self._audit(
+                    cur,
+                    run_id,
+                    actor,
+                    "events.ingested",
+                    f"{len(new)} events",
+                    {"new": len(new), "duplicates": len(events) - len(new)},
+                )
         return flags
 
     def _members(self, cur: Any, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
@@ -753,7 +806,8 @@ class SqlStore:
         types: Sequence[str] | None = None,
     ) -> list[EventRecord]:
         """Events with `at` in [since, until), by time."""
-        where, params = ["run = ?"], [run_id]
+        where = ["run = ?"]
+        params: list[Any] = [run_id]
         if since is not None:
             where.append("at >= ?")
             params.append(to_us(since))
@@ -840,7 +894,8 @@ class SqlStore:
         self, run_id: str, role: str | None = None, states: Sequence[TaskState] | None = None
     ) -> list[TaskRecord]:
         """Staff tasks by due time."""
-        where, params = ["run = ?"], [run_id]
+        where = ["run = ?"]
+        params: list[Any] = [run_id]
         if role is not None:
             where.append("role = ?")
             params.append(role)

@@ -88,3 +88,7 @@ class SqliteDialect:
     def is_busy(self, error: BaseException) -> bool:
         """A locked database."""
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def is_broken(self, conn: Any) -> bool:
+        """A file connection is never lost."""
+        return False
