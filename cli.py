@@ -1138,7 +1138,7 @@ def tasks(
         require_run(store, rid)
         rows = store.tasks(rid, role, None if show_all else [TaskState.OPEN])
     if fmt == "json":
-        click.echo(dumps([task_dict(t) for t in rows], indent=2))
+        click.echo(dumps([task_dict(t, program.tz) for t in rows], indent=2))
         return
     if not rows:
         click.echo("no open tasks")
@@ -1253,7 +1253,7 @@ def resolve(
         why = "no such occurrence" if current is None else f"it is {current.state}"
         _fail(f"cannot resolve {terminal(key)!r}: {why} (only uncertain or dead ones can be)")
     if fmt == "json":
-        click.echo(dumps(occurrence_dict(done), indent=2))
+        click.echo(dumps(occurrence_dict(done, program.tz), indent=2))
     else:
         click.echo(f"{terminal(key)}: {done.state}")
 

@@ -19,7 +19,7 @@ from sop.engine.plan.timeline import PlanOptions, make_plan
 from sop.engine.program import Program, run_lifecycle
 from sop.engine.run.clock import VirtualClock
 from sop.engine.run.ports import Capabilities, Delivery, SendResult
-from sop.engine.run.runner import Coalesce, RunOptions, Runner
+from sop.engine.run.runner import Coalesce, Runner, RunOptions
 from sop.engine.run.service import ingest, parse_events, status
 from sop.engine.run.sources import FileSource
 from sop.engine.run.store import open_store
@@ -251,7 +251,6 @@ def one_post(tmp_path: Path, sink: Sink, store_url: str = "memory:"):
     start = local_midnight(date(2027, 1, 4), program.tz)
     store = open_store(store_url)
     from sop.engine.run.backends.tasks import create as tasks
-
     from sop.engine.run.ports import BackendConfig
 
     backends = {"group": sink, "staff": tasks(BackendConfig("staff", "tasks"), {})}
@@ -324,7 +323,7 @@ def test_a_claim_whose_runner_died_becomes_uncertain_and_an_operator_decides(
     runner.clock.sleep_until(start + timedelta(hours=10, minutes=1))
     runner._advance(
         runner.clock.now(), __import__("sop.engine.run.runner").engine.run.runner.TickReport(start)
-    )  # noqa: E501
+    )
     now = runner.clock.now()
     claimed = runner.store.claim(runner.run_id, now, 10, now + timedelta(minutes=5), "dead-runner")
     assert [o.action for o in claimed] == ["hello"]

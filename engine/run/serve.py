@@ -30,10 +30,11 @@ import ipaddress
 import json
 import logging
 import queue
+import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -558,7 +559,7 @@ def serve(
     actor: str = "serve",
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve events until interrupted (SIGINT/SIGTERM); what was accepted is committed first.
+    """Serve events until SIGINT or SIGTERM, then return once what was accepted is committed.
 
     Raises ServeError (unsafe or impossible address) or RunError (no such run) before listening.
     `announce` is told the events URL once the socket is bound (port 0 picks a free one).
@@ -575,10 +576,35 @@ def serve(
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         announce(f"http://{shown}:{bound_port}/events")
     try:
-        make_server(app).run(sockets=[sock])
+        with _signals_end_serving():
+            make_server(app).run(sockets=[sock])
+    except _Stopped:
+        pass  # uvicorn shut down gracefully, then re-raised the signal it caught
     finally:
         app.state.writer.stop()
         sock.close()
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM, after uvicorn's graceful shutdown: `serve` returns normally."""
+
+
+@contextlib.contextmanager
+def _signals_end_serving() -> Iterator[None]:
+    """While serving, SIGINT and SIGTERM raise `_Stopped` (uvicorn re-raises them at its end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stopped(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    before = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 __all__ = [

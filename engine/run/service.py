@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -111,7 +111,8 @@ class Status:
         return bool(self.dead or self.uncertain)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for `--format json`."""
+        """Plain data for `--format json` (instants in the playbook's zone)."""
+        tz = self.now.tzinfo
         return {
             "run": self.run,
             "playbook": self.playbook,
@@ -121,17 +122,24 @@ class Status:
             "stages": self.stages,
             "gates": [g.as_dict() for g in self.gates],
             "occurrences": dict(self.counts),
-            "next": [occurrence_dict(o) for o in self.next],
-            "retrying": [occurrence_dict(o) for o in self.failures],
-            "dead_letters": [occurrence_dict(o) for o in self.dead],
-            "uncertain": [occurrence_dict(o) for o in self.uncertain],
-            "open_tasks": [task_dict(t) for t in self.tasks],
+            "next": [occurrence_dict(o, tz) for o in self.next],
+            "retrying": [occurrence_dict(o, tz) for o in self.failures],
+            "dead_letters": [occurrence_dict(o, tz) for o in self.dead],
+            "uncertain": [occurrence_dict(o, tz) for o in self.uncertain],
+            "open_tasks": [task_dict(t, tz) for t in self.tasks],
             "transitions": self.transitions,
         }
 
 
-def occurrence_dict(o: OccurrenceRecord) -> dict[str, Any]:
-    """An occurrence as plain data."""
+def occurrence_dict(o: OccurrenceRecord, tz: Any = None) -> dict[str, Any]:
+    """An occurrence as plain data (instants in `tz`, the playbook's zone, when given)."""
+    if tz is not None:
+        o = replace(
+            o,
+            scheduled_at=o.scheduled_at.astimezone(tz),
+            due_at=o.due_at.astimezone(tz),
+            next_at=o.next_at.astimezone(tz),
+        )
     return {
         "key": o.key,
         "action": o.action,
@@ -147,8 +155,14 @@ def occurrence_dict(o: OccurrenceRecord) -> dict[str, Any]:
     }
 
 
-def task_dict(t: TaskRecord) -> dict[str, Any]:
-    """A staff task as plain data."""
+def task_dict(t: TaskRecord, tz: Any = None) -> dict[str, Any]:
+    """A staff task as plain data (instants in `tz`, the playbook's zone, when given)."""
+    if tz is not None:
+        t = replace(
+            t,
+            due_at=t.due_at.astimezone(tz),
+            done_at=t.done_at.astimezone(tz) if t.done_at else None,
+        )
     return {
         "id": t.id,
         "role": t.role,

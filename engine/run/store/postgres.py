@@ -41,6 +41,8 @@ class PostgresDialect:
                 "a PostgreSQL state store needs psycopg: pip install 'sop[postgres]'"
             ) from e
         try:
+            if "connect_timeout" in self.url:  # the URL's own says how long to wait
+                return psycopg.connect(self.url, autocommit=True)
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to the state store: {_first_line(e)}") from e

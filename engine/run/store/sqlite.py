@@ -16,6 +16,7 @@ from typing import Any
 from .base import StoreError
 
 BUSY_TIMEOUT_S = 30.0
+MIN_SQLITE = (3, 35, 0)
 
 
 class SqliteDialect:
@@ -31,6 +32,11 @@ class SqliteDialect:
 
     def connect(self) -> Any:
         """A connection in autocommit mode (transactions are begun explicitly)."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:  # RETURNING, MATERIALIZED
+            raise StoreError(
+                f"the SQLite state store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer;"
+                f" this Python has {sqlite3.sqlite_version}: use a newer Python or PostgreSQL"
+            )
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             try:
@@ -41,11 +47,15 @@ class SqliteDialect:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open the state store {self.path}: {e}") from e
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as e:
+            conn.close()
             raise StoreError(f"cannot open the state store {self.path}: {e}") from e
         return conn
 
