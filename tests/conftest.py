@@ -48,3 +48,22 @@ def check(tmp_path: Path):
         return validate_file(str(path), Options(plan_checks=plan_checks)), text
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (tests/pgserver.py); skipped where there is
+    none, failed instead when SOP_REQUIRE_POSTGRES=1."""
+    from tests.pgserver import start_or_skip
+
+    server = start_or_skip()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh empty database on the session's PostgreSQL server."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

@@ -320,15 +320,20 @@ def test_a_claim_whose_runner_died_becomes_uncertain_and_an_operator_decides(
 ) -> None:
     sink = Sink(idempotent=False)
     runner, start = one_post(tmp_path, sink, store_url)
+    wall = [datetime(2030, 1, 1, tzinfo=ZoneInfo("UTC"))]
+    runner.lease_clock = lambda: wall[0]  # leases run on the wall clock: a fake one here
     runner.clock.sleep_until(start + timedelta(hours=10, minutes=1))
-    runner._advance(
-        runner.clock.now(), __import__("sop.engine.run.runner").engine.run.runner.TickReport(start)
-    )
+    runner.store.add_occurrences(runner.run_id, [])  # the store is open
+    from sop.engine.run.runner import TickReport
+
+    runner._advance(runner.clock.now(), TickReport(start))  # inserted, not yet sent
     now = runner.clock.now()
-    claimed = runner.store.claim(runner.run_id, now, 10, now + timedelta(minutes=5), "dead-runner")
+    claimed = runner.store.claim(runner.run_id, now, 10, wall[0] + timedelta(minutes=5), "dead")
     assert [o.action for o in claimed] == ["hello"]
     # the runner holding it is gone (kill -9); another one starts after the lease ran out
-    runner.clock.sleep_until(now + timedelta(minutes=6))
+    report = runner.tick()
+    assert report.uncertain == 0 and sink.deliveries == []  # the lease still holds
+    wall[0] += timedelta(minutes=6)
     report = runner.tick()
     assert report.uncertain == 1 and sink.deliveries == []
     key = claimed[0].key
@@ -337,7 +342,7 @@ def test_a_claim_whose_runner_died_becomes_uncertain_and_an_operator_decides(
     from sop.engine.run.store.base import Outcome
 
     stale = runner.store.record(
-        runner.run_id, [Outcome(key, claimed[0].fence, OccurrenceState.SENT, now)], "dead-runner"
+        runner.run_id, [Outcome(key, claimed[0].fence, OccurrenceState.SENT, now)], "dead"
     )
     assert stale == [key]
     runner.store.resolve(runner.run_id, key, Resolution.SENT, runner.clock.now(), "ops-lead")
@@ -488,3 +493,37 @@ def test_status_and_json_shapes(tmp_path: Path) -> None:
     assert data["run"] == "one" and data["occurrences"]["sent"] == 2
     assert data["open_tasks"][0]["action"] == "review"
     assert data["stages"][0]["stage"] == "only"
+
+
+def test_tiers_move_at_the_review_and_after_silence_by_the_shared_rules(tmp_path: Path) -> None:
+    """One post earns `core` at the monthly review (1st, 10:00); 14 silent days lose it again."""
+    program = program_of(PLAYBOOKS / "community-lifecycle.yaml")
+    start = local_midnight(date(2026, 12, 1), program.tz)
+    sink = Sink()
+    runner = runner_for(program, "memory:", start, sink)
+    runner.ensure_run()
+    t = start + timedelta(days=25, hours=10)  # Dec 26
+    items = [
+        {"id": "j1", "type": "joined", "member": "poster", "at": t.isoformat()},
+        {
+            "id": "p1",
+            "type": "post",
+            "member": "poster",
+            "at": (t + timedelta(hours=1)).isoformat(),
+        },
+        {"id": "j2", "type": "joined", "member": "lurker", "at": t.isoformat()},
+    ]
+    ingest(program, runner.store, runner.run_id, parse_events(program, items, t), "test")
+    runner.run(until=local_midnight(date(2027, 1, 2), program.tz) + timedelta(hours=1))
+    members = runner.store.get_members(runner.run_id, ["poster", "lurker"])
+    assert members["poster"].tier == "core"  # reviewed on Jan 1, checked at Jan 2 00:00
+    assert members["lurker"].tier in (None, "normal")
+    changes = runner.store.occurrences(runner.run_id)
+    tier_rules = {
+        r.action.id for r in program.events if r.triggers[0].event == "member.tier_changed"
+    }
+    fired = {o.action for o in changes if o.member == "poster"} & tier_rules
+    assert fired == tier_rules or not tier_rules
+    # silent since Dec 26 11:00: 14 days later the daily check demotes to normal
+    runner.run(until=local_midnight(date(2027, 1, 10), program.tz) + timedelta(hours=1))
+    assert runner.store.get_members(runner.run_id, ["poster"])["poster"].tier == "normal"

@@ -296,3 +296,47 @@ def next_derived(
                 if base is not None and (best is None or base + t.value < best):
                     best = base + t.value
     return best
+
+
+def tier_changes(
+    program: Program, members: Sequence[MemberRecord], day: date, review_day: bool
+) -> list[MemberRecord]:
+    """Members whose tier moves at the check after local `day` (engine/program/tiers.py rules)."""
+    tiers = program.playbook.tiers
+    if tiers is None or not tiers.levels or not members:
+        return []
+    import numpy as np
+
+    from ..program.tiers import demote_silent, review, tier_rank
+
+    tz = program.tz
+    rank = tier_rank(tiers)
+    week = {day - timedelta(days=i) for i in range(KEEP_DAYS)}
+
+    def local(t: datetime | None) -> date:
+        return t.astimezone(tz).date() if t is not None else day
+
+    tier = np.array([rank.get(m.tier or "", 0) for m in members], dtype=np.int16)
+    silent = np.array([(day - local(m.last_active_at)).days for m in members], dtype=np.int32)
+    changed = demote_silent(tiers, tier, silent)
+    if review_day:
+        env = {
+            "tenure_days": np.array([(day - local(m.joined_at)).days for m in members]),
+            "weekly_interactions": np.array(
+                [len(week & set(m.spoke_days)) + len(week & set(m.active_days)) for m in members],
+                dtype=np.float32,
+            ),
+            "ugc_posts": np.array([m.posts for m in members]),
+            "payments": np.array([m.paid for m in members]),
+            "invites": np.array([m.invites for m in members]),
+            "checkin_streak": np.array([m.streak for m in members]),
+            "violations": np.array([m.violations for m in members]),
+            "silent_days": silent,
+        }
+        changed |= review(tiers, tier, env)
+    ids = {t.rank: t.id for t in tiers.levels}
+    return [
+        replace(m, tier=ids[int(tier[i])])
+        for i, m in enumerate(members)
+        if changed[i] and ids[int(tier[i])] != (m.tier or ids[0])
+    ]

@@ -17,9 +17,9 @@ import random
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from ..core.schedule import local_midnight
+from ..core.schedule import cron_between, local_midnight
 from ..lang.model import Action, OnEvent, Stage
 from ..lang.semantics import anchor_path
 from ..lang.templates import RenderError, action_context, action_text, render
@@ -27,11 +27,12 @@ from ..program import Lifecycle, Program
 from ..program import gates as G
 from ..program.lifecycle import StageState, StageWindow
 from .codec import decode_lifecycle, encode_lifecycle
-from .members import StageClock, derived_occurrences, next_derived
+from .members import StageClock, derived_occurrences, fire, next_derived, tier_changes
 from .observed import as_evidence, built_in_values
 from .ports import Backend, Clock, Delivery, MetricSource, MetricSourceError, SendResult, SendStatus
 from .store.base import (
     GateEvaluation,
+    MemberRecord,
     MetricValue,
     NewOccurrence,
     NewTask,
@@ -126,8 +127,12 @@ class Runner:
         clock: Clock,
         sources: Sequence[MetricSource] = (),
         options: RunOptions | None = None,
+        lease_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.program = program
+        # Leases measure whether a runner process is alive: wall-clock time, even when the
+        # schedule runs on a virtual clock (two virtual clocks on one store disagree by days).
+        self.lease_clock = lease_clock or _wall
         self.store = store
         self.backends = dict(backends)
         self.clock = clock
@@ -210,10 +215,14 @@ class Runner:
             transitions: list[TransitionRecord] = []
             evaluations: list[GateEvaluation] = []
             metrics: list[MetricValue] = []
+            items: list[NewOccurrence] = []  # tier changes, scheduled firings, derived events
+            tiered: dict[str, MemberRecord] = {}  # members whose tier moved
             checked = run.checked_until
             m = self._next_midnight(checked)
             while m <= now and not lc.finished:
-                self._daily_check(run, lc, m, transitions, evaluations, metrics, report)
+                self._daily_check(
+                    run, lc, m, transitions, evaluations, metrics, report, tiered, items
+                )
                 checked = m
                 m = self._next_midnight(m)
             if lc.finished and checked < now:
@@ -221,7 +230,6 @@ class Runner:
             horizon = self._next_midnight(now)
             windows = lc.windows(horizon)
             self._windows = windows
-            items: list[NewOccurrence] = []
             # inserted once due, not ahead: a firing missed while no runner ran is known as
             # missed when it is inserted, and the coalesce policy decides it there
             scheduled_until = run.scheduled_until
@@ -250,6 +258,10 @@ class Runner:
                 items,
             )
             if saved is not None:
+                # after the run is saved: a redo (another runner saved first) finds them again,
+                # and the tier-change occurrences already stored keep their keys
+                if tiered:
+                    self.store.put_members(self.run_id, list(tiered.values()))
                 report.transitions += transitions
                 report.inserted += len(items)
                 return saved
@@ -272,6 +284,8 @@ class Runner:
         evaluations: list[GateEvaluation],
         metrics: list[MetricValue],
         report: TickReport,
+        tiered: dict[str, MemberRecord],
+        occurrences: list[NewOccurrence],
     ) -> None:
         """The check at local midnight `midnight`: the day before closed; gates read it."""
         day = (midnight - timedelta(hours=12)).astimezone(self.tz).date()
@@ -308,6 +322,7 @@ class Runner:
                 )  # fmt: skip
             return holds
 
+        self._tier_review(run, lc, day, midnight, tiered, occurrences)
         before = len(lc.transitions)
         lc.step(midnight, gate)
         for t in lc.transitions[before:]:
@@ -322,6 +337,37 @@ class Runner:
 
     def _days_in_stage(self, started: datetime, now: datetime) -> int:
         return (now.astimezone(self.tz).date() - started.astimezone(self.tz).date()).days
+
+    def _tier_review(
+        self,
+        run: RunRecord,
+        lc: Lifecycle,
+        day: date,
+        midnight: datetime,
+        tiered: dict[str, MemberRecord],
+        occurrences: list[NewOccurrence],
+    ) -> None:
+        """Tier moves at this check (daily silence demotion; the review on its cron's days)."""
+        tiers = self.program.playbook.tiers
+        if tiers is None:
+            return
+        review_day = bool(tiers.review_cron) and any(
+            True
+            for _ in cron_between(
+                tiers.review_cron or "", local_midnight(day, self.tz), midnight, self.tz
+            )
+        )
+        members = [
+            tiered.get(m.id, m)
+            for m in self.store.iter_members(self.run_id)
+            if m.joined_at is not None and m.joined_at < midnight and m.left_at is None
+        ]
+        stages = stage_clock(lc, midnight + DAY)
+        for m in tier_changes(self.program, members, day, review_day):
+            tiered[m.id] = m
+            occurrences += fire(
+                self.program, stages, "member.tier_changed", m.id, midnight, tier=m.tier
+            )
 
     def _gate_evidence(
         self, stage: Stage, values: Mapping[str, float] | None
@@ -401,7 +447,7 @@ class Runner:
 
     def _recover(self, now: datetime, report: TickReport) -> None:
         """Claims whose runner died become uncertain; resent at once where that is harmless."""
-        for o in self.store.expire_leases(self.run_id, now):
+        for o in self.store.expire_leases(self.run_id, self.lease_clock()):
             report.uncertain += 1
             b = self.backends.get(o.backend or "")
             idempotent = b is not None and b.capabilities.idempotent
@@ -413,7 +459,7 @@ class Runner:
 
     def _dispatch(self, run: RunRecord, now: datetime, report: TickReport) -> None:
         """Claim, send and record everything due now, a batch at a time."""
-        lease = now + self.options.lease
+        lease = self.lease_clock() + self.options.lease
         while True:
             claimed = self.store.claim(
                 self.run_id, now, self.options.batch, lease, self.options.worker
@@ -650,6 +696,10 @@ class Runner:
             if wake <= now and _virtual(self.clock):
                 wake = now + timedelta(seconds=1)  # a retry due now, already tried: move on
             self.clock.sleep_until(wake)
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)
 
 
 def _virtual(clock: Clock) -> bool:

@@ -26,6 +26,7 @@ from ..lang.semantics import anchor_path, is_member_message, quiet_window
 from ..program import Lifecycle, Program, StageState, StageWindow, gates, start_date
 from ..program import metrics as defs
 from ..program.events import EventRule, Trigger
+from ..program.tiers import demote_silent, review
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
@@ -776,16 +777,8 @@ class Simulator:
         assert tiers is not None
         tier = pop["tier"][sl]
         alive = pop["alive"][sl]
-        changed = np.zeros_like(alive)
         silent = pop["silent"][sl]
-        for rank, t in enumerate(tiers.levels):
-            if t.demote_silent_for is not None and rank > 0:
-                days = t.demote_silent_for.total_seconds() / 86400
-                down = (tier == rank) & (silent >= days)
-                if down.any():
-                    target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
-                    tier[down] = max(target, 0)
-                    changed |= down
+        changed = demote_silent(tiers, tier, silent)
         if d in self._review_days:
             env = {
                 "tenure_days": d - join_day,
@@ -799,29 +792,7 @@ class Simulator:
                 "violations": pop["violations"][sl],
                 "silent_days": silent,
             }
-            before = tier.copy()
-            for rank, t in enumerate(tiers.levels):
-                if t.promote is None or t.promote.node is None:
-                    continue
-                ok = np.asarray(ex.evaluate(t.promote.node, env), dtype=bool)
-                tier[(tier < rank) & ok] = rank
-                if tiers.hysteresis < 1:
-                    keep = np.asarray(
-                        ex.evaluate(relax(t.promote.node, tiers.hysteresis), env), dtype=bool
-                    )
-                    tier[(tier == rank) & ~keep] = rank - 1
-            # `demote.when` after promotion, from the tiers as reviewed: a member who meets
-            # both falls, and falls one rule (not a cascade) per review
-            reviewed = tier.copy()
-            for rank, t in enumerate(tiers.levels):
-                if rank == 0 or t.demote_when is None or t.demote_when.node is None:
-                    continue
-                hit = np.asarray(ex.evaluate(t.demote_when.node, env), dtype=bool)
-                down = (reviewed == rank) & hit
-                if down.any():
-                    target = next((x.rank for x in tiers.levels if x.id == t.demote_to), rank - 1)
-                    tier[down] = max(target, 0)
-            changed |= tier != before
+            changed |= review(tiers, tier, env)
         changed &= alive
         if changed.any():
             moved = {x for rr in rules for x in rr.actions if x.event == "member.tier_changed"}
@@ -1020,24 +991,6 @@ def bass_cdf(t_years: np.ndarray, p: float, q: float) -> np.ndarray:
     """Closed form F(t) = (1 - e^{-(p+q)t}) / (1 + (q/p) e^{-(p+q)t})."""
     e = np.exp(-(p + q) * t_years)
     return (1 - e) / (1 + (q / p) * e)
-
-
-def relax(node: ex.Node, factor: float) -> ex.Node:
-    """The same condition with every `x >= number` threshold scaled by `factor` (hysteresis)."""
-    if node.kind == "cmp" and node.op in (">=", ">") and node.args[1].kind == "num":
-        num = node.args[1]
-        scaled = ex.Node("num", num.start, num.end, value=float(num.value) * factor)
-        return ex.Node("cmp", node.start, node.end, node.op, node.value, (node.args[0], scaled))
-    if not node.args:
-        return node
-    return ex.Node(
-        node.kind,
-        node.start,
-        node.end,
-        node.op,
-        node.value,
-        tuple(relax(a, factor) for a in node.args),
-    )
 
 
 def sbg_survival(alpha: float, beta: float, t: np.ndarray) -> np.ndarray:
