@@ -62,6 +62,16 @@ CASES: list[tuple[str, str, str]] = [
         + "stages: {}\n",
         "'https",
     ),
+    (
+        "SOP211",
+        BASE.replace(
+            "backends: {group: {type: console}}",
+            "backends:\n  group: {type: console}\n"
+            "  app: {type: wecom-app, options: {corp_id: ww1, corp_secret: s3cr3t}}",
+        )
+        + "stages: {}\n",
+        "{corp_id",
+    ),
     ("SOP220", STAGE.replace("  s1:\n", "  s1:\n    after: s2\n") + "  s2:\n    after: s1\n", "s2"),
     (
         "SOP221",

@@ -152,6 +152,9 @@ BACKEND_TYPES = [
     "slack-webhook",
     "discord-webhook",
     "telegram-bot",
+    "wecom-app",
+    "email",
+    "sms",
     "tasks",
 ]
 # Messages a minute the platform accepts, when the backend does not declare `rate`.
@@ -162,6 +165,9 @@ DEFAULT_RATES = {
     "slack-webhook": 60,
     "discord-webhook": 30,
     "telegram-bot": 20,
+    "wecom-app": 20,
+    "email": 30,
+    "sms": 30,
 }
 AUDIENCES_FIXED = ["everyone", "member", "staff", "referrer"]
 

@@ -572,6 +572,7 @@ def _backends(doc: Document, data: dict[str, Any]) -> dict[str, Any]:
             b.get("notify"),
             b.get("path"),
             _spans(doc, ("backends", bid), b),
+            dict(b.get("options") or {}),
         )
         for bid, b in data.items()
     }

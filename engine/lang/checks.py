@@ -257,6 +257,10 @@ _SECRET_QUERY = re.compile(r"[?&](key|token|secret|sign|access_token)=", re.I)
 _ENV_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
+# option names that hold credentials (`corp_secret`, `smtp_password`, `secret_key`, `auth_token`)
+_SECRET_OPTION = re.compile(r"secret|password|token|(^|_)key$|api_key|credential")
+
+
 @check
 def secrets(pb: Playbook, out: Collector) -> None:
     """Keys, tokens and secret-bearing URLs come from the environment, never the file."""
@@ -278,6 +282,14 @@ def secrets(pb: Playbook, out: Collector) -> None:
                 f"backend `{b.id}`: `{field_name}` holds a literal secret; it would be"
                 " committed and logged",
             )
+        for name, value in b.options.items():
+            if _SECRET_OPTION.search(name) and not _ENV_REF.match(value):
+                out.add(
+                    "SOP211",
+                    b.spans.get("options") or b.spans[""],
+                    f"backend `{b.id}`: option `{name}` holds a literal secret; write"
+                    f" ${{env:NAME}} and set NAME in the environment",
+                )
 
 
 # -- graphs ----------------------------------------------------------------------------------

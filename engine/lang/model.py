@@ -180,6 +180,7 @@ class BackendSpec:
     notify: str | None
     path: str | None
     spans: Spans = field(default_factory=dict, compare=False, repr=False)
+    options: Mapping[str, str] = field(default_factory=dict)  # platform settings
 
 
 @dataclass(frozen=True, slots=True)

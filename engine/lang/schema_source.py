@@ -563,6 +563,15 @@ def playbook_schema() -> J:
                         ),
                         "notify": ident("For tasks: the backend that reminds staff.", ["console"]),
                         "path": p("For jsonl: output file.", ["out/messages.jsonl"], type="string"),
+                        "options": p(
+                            "Platform settings (docs/backends.md lists each type's); any value"
+                            " that is a secret only as ${env:NAME}.",
+                            [{"corp_id": "${env:WECOM_CORP_ID}", "agent_id": "1000002"}],
+                            type="object",
+                            maxProperties=30,
+                            propertyNames={"pattern": "^[a-z][a-z0-9_]{0,39}$"},
+                            additionalProperties={"type": "string"},
+                        ),
                     },
                     required=["type"],
                 ),

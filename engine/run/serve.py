@@ -22,7 +22,6 @@ Starlette and uvicorn are imported here only; the CLI imports this module lazily
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -176,22 +175,36 @@ def verify(
 
 # -- the writer: group commit ----------------------------------------------------------------
 
+Outcome = list[bool] | BaseException
+
 
 @dataclass(frozen=True, slots=True)
 class _Job:
     events: Sequence[EventRecord]
-    future: concurrent.futures.Future[list[bool]]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[bool]]
 
 
 class Busy(Exception):
     """The writer has too much queued, or is stopped: the request should be retried later."""
 
 
+def _settle(done: list[tuple[asyncio.Future[list[bool]], Outcome]]) -> None:
+    """On the event loop: hand each waiting request its outcome (one wake-up per batch)."""
+    for future, outcome in done:
+        if future.done():  # its request gave up waiting (a timeout)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class GroupCommit:
     """One thread that commits queued requests' events together: one transaction per batch.
 
     `commit(events)` stores events and returns a `new` flag per position (the store keeps the
-    first of repeated ids); each request's future gets its own slice of the flags. A batch takes
+    first of repeated ids); each request gets its own slice of the flags. A batch takes
     everything queued when the writer is free, whole requests only, until `max_events`. When a
     batch fails with anything but a `shared` error (the store or the run, the same for every
     request), its requests are committed one by one, so one request cannot fail the others.
@@ -227,36 +240,36 @@ class GroupCommit:
                 self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then end the thread; later submits are refused (Busy)."""
+        """Commit what is queued, then end the thread; later commits are refused (Busy)."""
         with self._lock:
-            if self._closed:
-                thread = self._thread
-            else:
+            thread = self._thread
+            if not self._closed:
                 self._closed = True
-                thread = self._thread
                 self._queue.put(None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def submit(self, events: Sequence[EventRecord]) -> concurrent.futures.Future[list[bool]]:
-        """Queue events for the next commit; a future of their flags. Busy when full or stopped."""
+    async def commit(self, events: Sequence[EventRecord]) -> list[bool]:
+        """Store `events` with the next batch; their new flags, once durable. Busy when full."""
         self.start()
+        loop = asyncio.get_running_loop()
+        job = _Job(events, loop, loop.create_future())
         with self._lock:
             if self._closed:
                 raise Busy("the server is shutting down")
             if self._pending and self._pending + len(events) > self.max_pending:
                 raise Busy(f"{self._pending} events are waiting to be stored")
             self._pending += len(events)
-            job = _Job(events, concurrent.futures.Future())
             self._queue.put(job)
-        return job.future
+        return await job.future
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             job = self._queue.get()
             if job is None:
                 return
-            jobs, size, stop = [job], len(job.events), False
+            jobs, size = [job], len(job.events)
             deadline = time.monotonic() + self.linger
             while size < self.max_events:
                 wait = deadline - time.monotonic()
@@ -269,33 +282,37 @@ class GroupCommit:
                     break
                 jobs.append(more)
                 size += len(more.events)
-            live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
             try:
-                if live:
-                    self._commit(live)
+                live = [j for j in jobs if not j.future.cancelled()]
+                self._deliver(self._commit(live) if live else [])
             finally:
                 with self._lock:
                     self._pending -= size
-            if stop:
-                return
 
-    def _commit(self, jobs: list[_Job]) -> None:
-        events = [e for j in jobs for e in j.events]
+    def _commit(self, jobs: list[_Job]) -> list[tuple[_Job, Outcome]]:
         try:
-            flags = self._commit_fn(events)
+            flags = self._commit_fn([e for j in jobs for e in j.events])
             self.batches += 1
         except Exception as e:
             if len(jobs) > 1 and not isinstance(e, self._shared):
-                for j in jobs:
-                    self._commit([j])
-                return
-            for j in jobs:
-                j.future.set_exception(e)
-            return
+                return [done for j in jobs for done in self._commit([j])]
+            return [(j, e) for j in jobs]
+        out: list[tuple[_Job, Outcome]] = []
         start = 0
         for j in jobs:
-            j.future.set_result(flags[start : start + len(j.events)])
+            out.append((j, flags[start : start + len(j.events)]))
             start += len(j.events)
+        return out
+
+    @staticmethod
+    def _deliver(outcomes: list[tuple[_Job, Outcome]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[bool]], Outcome]]]
+        by_loop = {}
+        for job, outcome in outcomes:
+            by_loop.setdefault(job.loop, []).append((job.future, outcome))
+        for loop, done in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, done)
 
 
 # -- reading a request ---------------------------------------------------------------------
@@ -435,12 +452,10 @@ async def _accept(request: Request, s: _Settings, writer: GroupCommit) -> Respon
     flags: list[bool] = []
     if events:
         try:
-            future = writer.submit(events)
+            async with asyncio.timeout(COMMIT_TIMEOUT):
+                flags = await writer.commit(events)
         except Busy as e:
             raise _unavailable(f"{e}; try again") from None
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT):
-                flags = await asyncio.wrap_future(future)
         except TimeoutError:
             log.warning("a commit took longer than %.0f s", COMMIT_TIMEOUT)
             raise _unavailable(

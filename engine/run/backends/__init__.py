@@ -183,6 +183,8 @@ class BackendDeclaration(Protocol):
     def notify(self) -> str | None: ...
     @property
     def path(self) -> str | None: ...
+    @property
+    def options(self) -> Mapping[str, str]: ...
 
 
 def configs_for(
@@ -228,7 +230,12 @@ def _config(
     bid: str, spec: BackendDeclaration, route: Route | None, root: str | None
 ) -> BackendConfig:
     declared: dict[str, object] = {
-        k: v for k, v in (("key", spec.key), ("token", spec.token), ("notify", spec.notify)) if v
+        **spec.options,  # platform settings (secrets still ${env:NAME} references)
+        **{
+            k: v
+            for k, v in (("key", spec.key), ("token", spec.token), ("notify", spec.notify))
+            if v
+        },
     }
     path = spec.path if not spec.url else None
     target = spec.url or spec.path
