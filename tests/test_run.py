@@ -18,7 +18,7 @@ from sop.engine.core.schedule import local_midnight
 from sop.engine.plan.timeline import PlanOptions, make_plan
 from sop.engine.program import Program, run_lifecycle
 from sop.engine.run.clock import VirtualClock
-from sop.engine.run.ports import Capabilities, Delivery, SendResult
+from sop.engine.run.ports import Capabilities, Delivery, SendResult, SendStatus
 from sop.engine.run.runner import Coalesce, Runner, RunOptions
 from sop.engine.run.service import ingest, parse_events, status
 from sop.engine.run.sources import FileSource
@@ -527,3 +527,49 @@ def test_tiers_move_at_the_review_and_after_silence_by_the_shared_rules(tmp_path
     # silent since Dec 26 11:00: 14 days later the daily check demotes to normal
     runner.run(until=local_midnight(date(2027, 1, 10), program.tz) + timedelta(hours=1))
     assert runner.store.get_members(runner.run_id, ["poster"])["poster"].tier == "normal"
+
+
+def test_a_send_awaiting_staff_confirmation_is_a_task_completed_by_the_platform(
+    tmp_path: Path,
+) -> None:
+    """WeCom's customer-group mass sends go out once the owner confirms them in the client."""
+    confirmed: dict[str, bool] = {}
+
+    class MassSend(Sink):
+        def send(self, delivery: Delivery) -> SendResult:
+            self.deliveries.append(delivery)
+            return SendResult(SendStatus.OK, "awaiting the owner", None, "msg-1", True)
+
+        def confirmation(self, remote_id: str) -> bool | None:
+            return confirmed.get(remote_id, False)
+
+    sink = MassSend()
+    runner, start = one_post(tmp_path, sink)
+    from dataclasses import replace
+
+    runner.options = replace(runner.options, confirm_poll=timedelta(0))  # ask at every tick
+    runner.run(until=start + timedelta(hours=10, minutes=30))
+    [task] = [t for t in runner.store.tasks(runner.run_id) if t.action == "hello"]
+    assert task.remote_id == "msg-1" and task.backend == "group" and task.state == TaskState.OPEN
+    confirmed["msg-1"] = True
+    runner.run(until=start + timedelta(hours=11))
+    [task] = [t for t in runner.store.tasks(runner.run_id) if t.action == "hello"]
+    assert task.state == TaskState.DONE and task.done_by == "platform:group"
+
+
+def test_an_older_store_is_migrated_forward(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sop.engine.run.store.sql import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:  # a store written by the first release
+        c.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT)")
+        for statement in MIGRATIONS[0]:
+            c.execute(statement.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT"))
+        c.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+    store = open_store(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION >= 2
+    with sqlite3.connect(path) as c:
+        columns = {r[1] for r in c.execute("PRAGMA table_info(tasks)")}
+    assert {"remote_id", "backend"} <= columns

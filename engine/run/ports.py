@@ -30,6 +30,9 @@ class SendResult:
     detail: str = ""  # what the platform said, without secrets
     retry_after: float | None = None  # seconds, when the platform said how long to wait
     remote_id: str | None = None  # the platform's id of what was sent, when it gives one
+    # accepted, but it goes out only once a staff member confirms it on the platform (WeCom's
+    # customer-group mass sends): the runner opens a staff task that tracks `remote_id`
+    awaiting_confirmation: bool = False
 
     @classmethod
     def ok(cls, detail: str = "", remote_id: str | None = None) -> SendResult:
@@ -82,6 +85,9 @@ class Delivery:
     title: str
     text: str
     attempt: int  # 1 for the first send
+    # the member's attributes from their events (name, phone, platform user id ...), for
+    # backends that address a member (SMS to a phone, a mention); empty for group posts
+    attributes: Mapping[str, object] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -71,7 +71,10 @@ class RunOptions:
     lease: timedelta = timedelta(minutes=5)
     backoff: timedelta = timedelta(seconds=30)  # the first retry's delay; doubles per attempt
     max_backoff: timedelta = timedelta(hours=1)
-    task_grace: timedelta = timedelta(hours=2)  # a staff task is overdue this long after its time
+    task_grace: timedelta = timedelta(hours=2)
+    confirm_poll: timedelta = timedelta(
+        minutes=5
+    )  # how often to ask about awaited sends  # a staff task is overdue this long after its time
     poll: timedelta = timedelta(seconds=1)  # a real clock's longest sleep (other processes write)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     seed: int | None = None  # jitter's random seed (tests)
@@ -93,13 +96,14 @@ class TickReport:
     stale: int = 0
     escalated: int = 0
     deferred: int = 0
+    confirmed: int = 0  # sends a staff member confirmed on the platform
     source_errors: list[str] = field(default_factory=list)
     next_wake: datetime | None = None
 
     def add(self, other: TickReport) -> None:
         """Sum another tick's counts into this one."""
         for name in ("inserted", "skipped", "sent", "retried", "dead", "uncertain", "resent",
-                     "stale", "escalated", "deferred"):  # fmt: skip
+                     "stale", "escalated", "deferred", "confirmed"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.transitions += other.transitions
         self.source_errors += [e for e in other.source_errors if e not in self.source_errors]
@@ -143,6 +147,7 @@ class Runner:
         self._rng = random.Random(self.options.seed)
         self._last_values: dict[str, float] = {}
         self._windows: list[StageWindow] = []
+        self._polled: dict[str, datetime] = {}  # task id -> when its platform was last asked
 
     # -- the run record --------------------------------------------------------------------
 
@@ -204,8 +209,31 @@ class Runner:
                 self.run_id, self.options.worker, "task.escalated", t.id,
                 {"role": t.role, "due": t.due_at.isoformat()},
             )  # fmt: skip
+        self._confirmations(now, report)
         report.next_wake = self.next_wake(run, now)
         return report
+
+    def _confirmations(self, now: datetime, report: TickReport) -> None:
+        """Ask the platform about sends awaiting a staff member's confirmation (polled)."""
+        wall = self.lease_clock()
+        for t in self.store.tasks(self.run_id, states=[TaskState.OPEN]):
+            if not t.remote_id or not t.backend:
+                continue
+            backend = self.backends.get(t.backend)
+            ask = getattr(backend, "confirmation", None)
+            last = self._polled.get(t.id)
+            if ask is None or (last is not None and wall - last < self.options.confirm_poll):
+                continue
+            self._polled[t.id] = wall
+            try:
+                confirmed = ask(t.remote_id)
+            except Exception:  # the platform could not say: asked again at the next poll
+                confirmed = None
+            if confirmed:
+                actor = f"platform:{t.backend}"
+                if self.store.complete_task(self.run_id, t.id, now, actor):
+                    report.confirmed += 1
+                self._polled.pop(t.id, None)
 
     def _advance(self, now: datetime, report: TickReport) -> RunRecord:
         """Daily checks, scheduled firings and derived triggers up to `now`, saved atomically."""
@@ -589,6 +617,7 @@ class Runner:
             kind=o.kind, audience=o.audience, member=o.member, owner=o.owner,
             scheduled_at=o.scheduled_at.astimezone(self.tz), due_at=o.due_at.astimezone(self.tz),
             title=a.title, text=body, attempt=o.attempts + 1,
+            attributes=dict(getattr(member, "attributes", {}) or {}),
         )  # fmt: skip
         try:
             result = backend.send(delivery)
@@ -611,6 +640,13 @@ class Runner:
             task = None
             if getattr(backend, "opens_tasks", False):
                 task = NewTask(o.key, o.owner, o.action, a.title, d.text, o.due_at, o.member)
+            elif result.awaiting_confirmation:
+                # the platform holds it until a staff member confirms (WeCom mass sends): a
+                # task tracks it, completed when the backend reports the send confirmed
+                task = NewTask(
+                    o.key, o.owner, o.action, f"Confirm the send: {a.title}", d.text, o.due_at,
+                    o.member, result.remote_id, o.backend,
+                )  # fmt: skip
             return Outcome(o.key, o.fence, OccurrenceState.SENT, now, result.detail, task=task)
         if result.status is SendStatus.UNCERTAIN and not backend.capabilities.idempotent:
             report.uncertain += 1

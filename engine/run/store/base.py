@@ -115,6 +115,8 @@ class NewTask:
     text: str
     due_at: datetime
     member: str | None = None
+    remote_id: str | None = None  # what the platform must confirm (a WeCom mass send's msgid)
+    backend: str | None = None  # the backend that can tell whether it was confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,8 @@ class TaskRecord:
     done_at: datetime | None
     done_by: str | None
     escalated_at: datetime | None
+    remote_id: str | None = None
+    backend: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

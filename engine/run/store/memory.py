@@ -201,7 +201,7 @@ class MemoryStore:
                     t = o.task
                     self._tasks[(run_id, t.id)] = TaskRecord(
                         t.id, run_id, t.role, t.action, t.title, t.text, t.due_at, t.member,
-                        TaskState.OPEN, o.at, None, None, None,
+                        TaskState.OPEN, o.at, None, None, None, t.remote_id, t.backend,
                     )  # fmt: skip
             if stale:
                 self._log(run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)

@@ -94,6 +94,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
         "INSERT INTO counters (name, value) VALUES ('fence', 0)",
     ),
+    (
+        # tasks that complete when a platform confirms a send (WeCom customer-group mass sends)
+        "ALTER TABLE tasks ADD COLUMN remote_id TEXT",
+        "ALTER TABLE tasks ADD COLUMN backend TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -103,7 +108,7 @@ _OCC_COLUMNS = (
 )
 _TASK_COLUMNS = (
     "id, run, role, action, title, text, due_at, member, state, created_at, done_at, done_by,"
-    " escalated_at"
+    " escalated_at, remote_id, backend"
 )
 
 
@@ -524,6 +529,8 @@ class SqlStore:
                             t.member,
                             str(TaskState.OPEN),
                             to_us(o.at),
+                            t.remote_id,
+                            t.backend,
                         )
                     )
             cur.executemany(
@@ -539,7 +546,7 @@ class SqlStore:
             )
             cur.executemany(
                 "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " created_at, remote_id, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run, id) DO NOTHING",
                 tasks,
             )
@@ -888,6 +895,8 @@ class SqlStore:
             done_at=opt_dt(row[10]),
             done_by=row[11],
             escalated_at=opt_dt(row[12]),
+            remote_id=row[13],
+            backend=row[14],
         )
 
     def tasks(
