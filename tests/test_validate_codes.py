@@ -72,6 +72,7 @@ CASES: list[tuple[str, str, str]] = [
         + "stages: {}\n",
         "{corp_id",
     ),
+    ("SOP255", STAGE.replace("text: hi", "text: '{{ action.__class__ }}'"), "__class__"),
     ("SOP220", STAGE.replace("  s1:\n", "  s1:\n    after: s2\n") + "  s2:\n    after: s1\n", "s2"),
     (
         "SOP221",

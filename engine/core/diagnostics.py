@@ -290,6 +290,14 @@ _rule(
     "Keep templates within the sandbox's limits (docs/security.md) and the data they read.",
 )
 _rule(
+    "SOP255",
+    "template-escape",
+    E,
+    "Template reaches outside the sandbox",
+    "Templates read the documented variables only; private attributes (`_x`, `__class__`),"
+    " `attr(...)` on them and stored `.format` methods are refused (docs/security.md).",
+)
+_rule(
     "SOP254",
     "playbook-too-large",
     E,

@@ -725,7 +725,7 @@ def templates(pb: Playbook, out: Collector) -> None:
     for t in pb.templates.values():
         if t.id not in used:
             out.add("SOP210", t.span, f"template `{t.id}` is never used")
-    if not any(d.code in ("SOP208", "SOP209") for d in out.items):
+    if not any(d.code in ("SOP208", "SOP209", "SOP255") for d in out.items):
         _render_static_texts(pb, out)
 
 

@@ -138,6 +138,7 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
                     " without bound); use the filter of the same name or `format`",
                 )
             )
+    problems += _escapes(ast)
     for ga in _walk(ast):
         if isinstance(ga, nodes.Getattr) and isinstance(ga.node, nodes.Name):
             owner, attr = ga.node.name, ga.attr
@@ -147,6 +148,46 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
                     ("SOP209", ga.lineno - 1, attr, f"`{owner}` has no attribute `{attr}`")
                 )
     return problems
+
+
+# Methods that turn a string into code-like access (`"{0.__class__}".format(x)`): the sandbox
+# checks direct calls, and Jinja's own escapes (CVE-2024-56326, CVE-2025-27516) came through a
+# stored reference or `|attr("format")`; a template has no business naming them at all.
+_FORMATTERS = frozenset({"format", "format_map"})
+
+
+def _private(name: object) -> bool:
+    return isinstance(name, str) and (name.startswith("_") or name in _FORMATTERS)
+
+
+def _escapes(ast: Any) -> list[Problem]:
+    """Attempts to reach outside the sandbox, found in the syntax tree before anything runs."""
+    from jinja2 import nodes
+
+    found: list[Problem] = []
+    calls = {id(n.node) for n in _walk(ast) if isinstance(n, nodes.Call)}
+    for n in _walk(ast):
+        name: object = None
+        if isinstance(n, nodes.Getattr) and n.attr.startswith("_"):
+            name = n.attr
+        elif isinstance(n, nodes.Getattr) and n.attr in _FORMATTERS and id(n) not in calls:
+            name = n.attr  # `.format` kept as a value: the CVE-2024-56326 pattern
+        elif isinstance(n, nodes.Getitem) and isinstance(n.arg, nodes.Const):
+            name = n.arg.value if _private(n.arg.value) and str(n.arg.value)[:1] == "_" else None
+        elif isinstance(n, nodes.Filter) and n.name == "attr" and n.args:
+            arg = n.args[0]
+            if not isinstance(arg, nodes.Const) or _private(arg.value):
+                name = arg.value if isinstance(arg, nodes.Const) else "a computed name"
+        if name is not None:
+            found.append(
+                (
+                    "SOP255",
+                    n.lineno - 1,
+                    "attr" if name == "a computed name" else str(name),
+                    f"reaches outside the sandbox through `{name}`",
+                )
+            )
+    return found
 
 
 def needs_member(text: str) -> bool:
