@@ -1286,5 +1286,91 @@ def serve(
         )  # fmt: skip
 
 
+@main.command("backends")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+def backends_cmd(fmt: str) -> None:
+    """List the installed backend types and what each can do."""
+    from sop.engine.core.textsafe import dumps
+    from sop.engine.run.backends import describe_types
+
+    rows = describe_types()
+    if fmt == "json":
+        click.echo(dumps(rows, indent=2))
+        return
+    for r in rows:
+        caps: Any = r.get("capabilities") or {}
+        bits = []
+        if caps:
+            if caps["max_length"]:
+                bits.append(f"max {caps['max_length']} {caps['length_unit']}")
+            if caps["markdown"]:
+                bits.append(f"markdown: {caps['markdown']}")
+            if caps["mentions"]:
+                bits.append("mentions")
+            if caps["rate_per_minute"]:
+                bits.append(f"{caps['rate_per_minute']}/min")
+            bits.append("idempotent" if caps["idempotent"] else "not idempotent")
+        summary = r.get("summary") or r.get("error") or ""
+        click.echo(f"{r['type']:<16} {summary}")
+        if bits:
+            click.echo(f"{'':<16} {', '.join(bits)}")
+
+
+@main.command("send-test")
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@click.argument("action")
+@click.option(
+    "--backend", "backend", metavar="NAME|NAME=TYPE[:TARGET]",
+    help="Send through this backend of the playbook (default: the action's), or route it first.",
+)  # fmt: skip
+@click.option("--member", help="Render for this member id (member messages).")
+@click.option("--data", "data", multiple=True, metavar="NAME=VALUE", help="Member attributes.")
+@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+@_root_option
+def send_test(
+    playbook: str, action: str, backend: str | None, member: str | None, data: tuple[str, ...],
+    fmt: str, root: str | None,
+) -> None:  # fmt: skip
+    """Render one action and send it once, to check a backend (nothing is stored)."""
+    from datetime import UTC, datetime
+
+    from sop.engine.core.status import ExitCode
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.lang.templates import RenderError
+    from sop.engine.run.backends import build_backends, close_all, configs_for, parse_route
+    from sop.engine.run.service import send_test as run_send_test
+
+    program = _program(playbook, root)
+    routes = []
+    name = backend
+    if backend and "=" in backend:
+        name = backend.partition("=")[0]
+        routes.append(backend)
+    with _runtime_errors():
+        configs = configs_for(program.playbook.backends, [parse_route(r) for r in routes],
+                              root=root or os.getcwd())  # fmt: skip
+        wanted = name or (program.playbook.actions[action].backend
+                          if action in program.playbook.actions else None)  # fmt: skip
+        built = build_backends({k: v for k, v in configs.items() if k == wanted}, os.environ)
+    try:
+        with _runtime_errors():
+            try:
+                sent = run_send_test(
+                    program, action, built, backend=name, member=member,
+                    attributes=_data(data), now=datetime.now(UTC),
+                )  # fmt: skip
+            except RenderError as e:
+                _fail(f"the text of {action!r} cannot be rendered: {e}")
+    finally:
+        close_all(built)
+    if fmt == "json":
+        click.echo(dumps(sent.as_dict(), indent=2))
+    else:
+        detail = f" ({terminal(sent.result.detail)})" if sent.result.detail else ""
+        click.echo(f"{sent.backend}: {sent.result.status}{detail}")
+        click.echo(terminal(sent.delivery.text))
+    raise SystemExit(ExitCode.OK if sent.ok else ExitCode.FINDINGS)
+
+
 if __name__ == "__main__":
     main()

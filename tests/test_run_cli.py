@@ -179,3 +179,27 @@ def test_two_runner_processes_on_one_sqlite_file_never_send_one_occurrence_twice
     assert len(keys) == len(set(keys))
     st = json.loads(sop("status", "--format", "json", env=state).stdout)
     assert st["occurrences"] == {"sent": len(keys)}
+
+
+def test_backends_lists_what_is_installed(tmp_path: Path) -> None:
+    r = sop("backends", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = {x["type"]: x for x in json.loads(r.stdout)}
+    assert {"console", "jsonl", "webhook", "tasks", "null"} <= set(rows)
+    assert rows["null"]["capabilities"]["idempotent"] is True
+    assert rows["webhook"]["entry_point"] == "sop.engine.run.backends.webhook:create"
+
+
+def test_send_test_renders_and_sends_one_action(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    r = sop("send-test", REFERENCE, "welcome", "--member", "u7", "--data", "name=小周",
+            "--backend", f"group=jsonl:{out}", "--format", "json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sent = json.loads(r.stdout)
+    assert (
+        sent["status"] == "ok" and "小周" in sent["text"] and sent["key"].startswith("send-test/")
+    )
+    [line] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert line["text"] == sent["text"] and line["member"] == "u7"
+    r = sop("send-test", REFERENCE, "welcom")
+    assert r.returncode == 2 and "did you mean" in r.stderr

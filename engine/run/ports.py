@@ -60,7 +60,8 @@ class Capabilities:
     """What a backend can send, and whether sending twice with one key is harmless."""
 
     kinds: frozenset[str] | None = None  # action kinds it accepts; None: every kind
-    max_length: int | None = None  # in characters of the rendered text
+    max_length: int | None = None  # of one message, in `length_unit`s
+    length_unit: str = "chars"  # chars | bytes (UTF-8) | utf16 (engine/run/backends/_text.py)
     mentions: bool = False
     markdown: str | None = None  # the dialect, e.g. "commonmark", "wecom"
     idempotent: bool = False  # True: the platform drops a repeat of one idempotency key

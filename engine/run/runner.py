@@ -22,11 +22,12 @@ from datetime import UTC, date, datetime, timedelta
 from ..core.schedule import cron_between, local_midnight
 from ..lang.model import Action, OnEvent, Stage
 from ..lang.semantics import anchor_path
-from ..lang.templates import RenderError, action_context, action_text, render
+from ..lang.templates import RenderError
 from ..program import Lifecycle, Program
 from ..program import gates as G
 from ..program.lifecycle import StageState, StageWindow
 from .codec import decode_lifecycle, encode_lifecycle
+from .delivery import compose
 from .members import StageClock, derived_occurrences, fire, next_derived, tier_changes
 from .observed import as_evidence, built_in_values
 from .ports import Backend, Clock, Delivery, MetricSource, MetricSourceError, SendResult, SendStatus
@@ -509,7 +510,7 @@ class Runner:
         members = self.store.get_members(
             self.run_id, sorted({o.member for o in claimed if o.member})
         )
-        for o in claimed:
+        for i, o in enumerate(claimed):
             a = pb.actions.get(o.action)
             if a is None:
                 outcomes.append(self._done(o, OccurrenceState.SKIPPED, now,
@@ -531,9 +532,10 @@ class Runner:
             if rate:
                 name = o.backend or ""
                 if granted.get(name, 0) <= 0:
-                    got, wait = self.store.take_tokens(
-                        f"{self.run_id}/{name}", now, rate, self.options.batch
-                    )
+                    # tokens for what is left of this batch on this backend, no more: a token
+                    # taken and not used is a message the platform would have accepted
+                    want = sum(1 for x in claimed[i:] if x.backend == o.backend)
+                    got, wait = self.store.take_tokens(f"{self.run_id}/{name}", now, rate, want)
                     granted[name] = got
                     if got <= 0:
                         outcomes.append(
@@ -600,25 +602,18 @@ class Runner:
         now: datetime,
         report: TickReport,
     ) -> Outcome:
-        pb = self.program.playbook
         member = members.get(o.member or "")
-        extra = {}
-        if member is not None:
-            attrs = dict(getattr(member, "attributes", {}) or {})
-            extra["member"] = {"id": o.member, "name": attrs.get("name", o.member), **attrs}
-        text = action_text(pb, a) or a.title
         try:
-            body = render(text, action_context(pb, a, **extra))
+            delivery = compose(
+                self.program.playbook, a, key=o.key, run=self.run_id, stage=o.stage,
+                kind=o.kind, audience=o.audience, member=o.member, owner=o.owner,
+                scheduled_at=o.scheduled_at.astimezone(self.tz),
+                due_at=o.due_at.astimezone(self.tz), attempt=o.attempts + 1,
+                attributes=dict(getattr(member, "attributes", {}) or {}),
+            )  # fmt: skip
         except RenderError as e:
             report.dead += 1
             return self._done(o, OccurrenceState.DEAD, now, f"the text cannot be rendered: {e}")
-        delivery = Delivery(
-            key=o.key, run=self.run_id, playbook=pb.id, action=o.action, stage=o.stage,
-            kind=o.kind, audience=o.audience, member=o.member, owner=o.owner,
-            scheduled_at=o.scheduled_at.astimezone(self.tz), due_at=o.due_at.astimezone(self.tz),
-            title=a.title, text=body, attempt=o.attempts + 1,
-            attributes=dict(getattr(member, "attributes", {}) or {}),
-        )  # fmt: skip
         try:
             result = backend.send(delivery)
         except Exception as e:  # a backend's bug must not stop the run: retried, and said

@@ -314,3 +314,75 @@ def close_runner(runner: Any) -> None:
         close_all(runner.backends)
     finally:
         runner.store.close()
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """What `sop send-test` sent and how the platform answered."""
+
+    backend: str
+    delivery: Any  # ports.Delivery
+    result: Any  # ports.SendResult
+
+    @property
+    def ok(self) -> bool:
+        """Whether the platform accepted it."""
+        return str(self.result.status) == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (the delivery as a backend's record, and the result)."""
+        d = self.delivery
+        return {
+            "backend": self.backend,
+            "key": d.key,
+            "action": d.action,
+            "member": d.member,
+            "text": d.text,
+            "status": str(self.result.status),
+            "detail": self.result.detail or None,
+            "retry_after": self.result.retry_after,
+            "remote_id": self.result.remote_id,
+        }
+
+
+def send_test(
+    program: Program,
+    action_id: str,
+    backends: Mapping[str, Any],
+    *,
+    backend: str | None = None,
+    member: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    now: datetime,
+) -> TestSend:
+    """Render one action (for `member`, with `attributes`) and send it once through a backend.
+
+    The key is `send-test/...`, never a real occurrence's, and nothing is stored. ValueError
+    (with "did you mean") for an unknown action or backend; RenderError when the text fails.
+    """
+    from ..core.suggest import did_you_mean
+    from ..program.occurrence import occurrence_key
+    from .delivery import compose
+
+    pb = program.playbook
+    a = pb.actions.get(action_id)
+    if a is None:
+        hint = did_you_mean(action_id, list(pb.actions))
+        raise ValueError(
+            f"the playbook has no action {action_id!r}" + (f"; {hint}" if hint else "")
+        )
+    name = backend or a.backend
+    if name is None or name not in backends:
+        hint = did_you_mean(name or "", list(backends))
+        raise ValueError(
+            f"no backend {name!r} to send through"
+            + (f"; {hint}" if hint else "")
+            + f" (the playbook's: {', '.join(sorted(backends))})"
+        )
+    at = now.astimezone(program.tz)
+    d = compose(
+        pb, a, key="send-test/" + occurrence_key(pb.id, a.id, at, member), run="send-test",
+        stage=a.stage, kind=a.kind, audience=a.audience, member=member, owner=a.owner,
+        scheduled_at=at, due_at=at, attempt=1, attributes=dict(attributes or {}),
+    )  # fmt: skip
+    return TestSend(name, d, backends[name].send(d))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from ...core import files
 from ...core.suggest import did_you_mean
 from ...core.textsafe import terminal
-from ..ports import Backend, BackendConfig, BackendFactory
+from ..ports import Backend, BackendConfig, BackendFactory, Capabilities
 from ._common import BackendError, check_fits, record, resolve_secret
 
 if TYPE_CHECKING:
@@ -317,3 +317,41 @@ def close_all(backends: Mapping[str, Backend]) -> None:
             first = first or e
     if first is not None:
         raise first
+
+
+# -- what is installed --------------------------------------------------------------------------
+
+
+def describe_types() -> list[dict[str, object]]:
+    """Every installed backend type: where it comes from and what it can do (`sop backends`).
+
+    A backend module may declare `CAPABILITIES` (a `Capabilities`: its defaults before options);
+    its docstring's first line is its summary.
+    """
+    import importlib
+
+    out: list[dict[str, object]] = []
+    for name, eps in sorted(_entry_points().items()):
+        ep = eps[0]
+        row: dict[str, object] = {"type": name, "entry_point": ep.value}
+        try:
+            module = importlib.import_module(ep.value.partition(":")[0])
+        except Exception as e:  # a broken plug-in is listed, not fatal
+            row["error"] = f"cannot be loaded: {type(e).__name__}"
+            out.append(row)
+            continue
+        doc = (module.__doc__ or "").strip().splitlines()
+        row["summary"] = doc[0] if doc else ""
+        caps = getattr(module, "CAPABILITIES", None)
+        if isinstance(caps, Capabilities):
+            row["capabilities"] = {
+                "kinds": sorted(caps.kinds) if caps.kinds is not None else "all",
+                "max_length": caps.max_length,
+                "length_unit": caps.length_unit,
+                "mentions": caps.mentions,
+                "markdown": caps.markdown,
+                "idempotent": caps.idempotent,
+                "rate_per_minute": caps.rate_per_minute,
+            }
+        out.append(row)
+    return out

@@ -64,6 +64,10 @@ class ConsoleBackend:
         return f"ConsoleBackend(name={self.name!r})"
 
 
+# What it can do before options (`sop backends`):
+CAPABILITIES = Capabilities(idempotent=False)
+
+
 def create(config: BackendConfig, env: Mapping[str, str]) -> ConsoleBackend:
     """The `console` entry point."""
     check_options(config, ())

@@ -118,6 +118,10 @@ class JsonlBackend:
         return f"JsonlBackend(name={self.name!r}, path={self.path!r})"
 
 
+# What it can do before options (`sop backends`):
+CAPABILITIES = Capabilities(idempotent=False)
+
+
 def create(config: BackendConfig, env: Mapping[str, str]) -> JsonlBackend:
     """The `jsonl` entry point: the target is the file (relative to the current folder)."""
     check_options(config, ())

@@ -26,6 +26,10 @@ class NullBackend:
         return f"NullBackend(name={self.name!r})"
 
 
+# What it can do before options (`sop backends`):
+CAPABILITIES = Capabilities(idempotent=True)
+
+
 def create(config: BackendConfig, env: Mapping[str, str]) -> NullBackend:
     """The `null` entry point."""
     check_options(config, ())

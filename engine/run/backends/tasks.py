@@ -35,6 +35,10 @@ class TaskListBackend:
         return f"TaskListBackend(name={self.name!r}, notify={self.notify!r})"
 
 
+# What it can do before options (`sop backends`):
+CAPABILITIES = Capabilities(idempotent=True)
+
+
 def create(config: BackendConfig, env: Mapping[str, str]) -> TaskListBackend:
     """The `tasks` entry point."""
     check_options(config, ())

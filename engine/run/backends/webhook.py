@@ -347,6 +347,12 @@ def _remote_id(body: Any) -> str | None:
     return None
 
 
+# What it can do before options (`sop backends`)
+CAPABILITIES = Capabilities(
+    idempotent=False
+)  # idempotent=true when the receiver dedupes by Idempotency-Key
+
+
 def create(config: BackendConfig, env: Mapping[str, str]) -> WebhookBackend:
     """The `webhook` entry point: the target is the URL, a literal or `${env:NAME}`."""
     name = config.name
