@@ -54,6 +54,21 @@ def _root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--root", "root", metavar="DIR", help=_ROOT_HELP)(fn)
 
 
+_STATE_HELP = "State store URL (default: $SOP_STATE, else sqlite:///.sop/state.db)."
+_PLAYBOOK_HELP = "The playbook of the run (default: $SOP_PLAYBOOK)."
+
+
+def _state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--state", "state", metavar="URL", help=_STATE_HELP)(fn)
+
+
+def _playbook_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-p", "--playbook", "playbook", envvar="SOP_PLAYBOOK", required=True,
+        type=click.Path(dir_okay=False), help=_PLAYBOOK_HELP,
+    )(fn)  # fmt: skip
+
+
 def _check_root(root: str | None, paths: tuple[str, ...]) -> str | None:
     """`--root` must be a folder, and the paths named on the command line must lie in it."""
     if root is None:
@@ -562,6 +577,11 @@ def _scenario(pb: Any, path: str | None, sets: tuple[str, ...], root: str | None
 )
 @click.option("--report", type=click.Path(), help="Write an HTML report here.")
 @click.option(
+    "--save-forecast", is_flag=True,
+    help="Keep this forecast in the state store (--state) for the dashboard's forecast vs actual.",
+)  # fmt: skip
+@_state_option
+@click.option(
     "--min-probability",
     type=click.FloatRange(0, 1),
     help="Exit 1 if any gate's P(pass) is below this.",
@@ -584,6 +604,8 @@ def simulate(
     fmt: str,
     root: str | None,
     max_memory_mib: int,
+    save_forecast: bool,
+    state: str | None,
 ) -> None:
     """Monte Carlo forecast of the metrics and of every gate's pass probability."""
     from sop.engine.core.textsafe import dumps
@@ -634,6 +656,14 @@ def simulate(
         raise SystemExit(sweep.exit_code(min_probability))
     sc = _sim_scenario(pb, scenario_path, sets, scenario_root, opts)
     res = _run_sim(run_sim, pb, sc, opts, fmt)
+    if save_forecast:
+        from datetime import UTC, datetime
+
+        store = _store(state)
+        with _runtime_errors():
+            store.save_forecast(pb.id, datetime.now(UTC), res.forecast(pb))
+        store.close()
+        click.echo(f"saved the forecast in {store.url}", err=True)
     if report:
         from sop.engine.sim.render import to_html
 
@@ -748,20 +778,6 @@ def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) ->
 
 
 # -- the runtime: run, tick, event(s), tasks, status, resolve, serve -----------------------------
-
-_STATE_HELP = "State store URL (default: $SOP_STATE, else sqlite:///.sop/state.db)."
-_PLAYBOOK_HELP = "The playbook of the run (default: $SOP_PLAYBOOK)."
-
-
-def _state_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--state", "state", metavar="URL", help=_STATE_HELP)(fn)
-
-
-def _playbook_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "-p", "--playbook", "playbook", envvar="SOP_PLAYBOOK", required=True,
-        type=click.Path(dir_okay=False), help=_PLAYBOOK_HELP,
-    )(fn)  # fmt: skip
 
 
 def _actor() -> str:

@@ -1038,3 +1038,16 @@ def test_two_runners_on_one_store_never_dispatch_the_same_occurrence(
     attempts = [store.attempts(RUN, k) for k in sorted(keys)]
     assert all(len(a) == 1 and a[0].state == S.SENT for a in attempts)
     place.close()
+
+
+def test_forecasts_keep_the_newest_per_playbook(store: StateStore) -> None:
+    assert store.latest_forecast("pb") is None
+    doc = {"start": "2026-03-01", "metrics": {"members": {"days": [0, 1], "p50": [1.0, None]}}}
+    store.save_forecast("pb", T0, doc)
+    store.save_forecast("pb", T0 + timedelta(hours=1), {**doc, "start": "2026-03-02"})
+    store.save_forecast("other", T0 + timedelta(hours=2), {"start": "x"})
+    latest = store.latest_forecast("pb")
+    assert latest is not None
+    assert latest.created_at == T0 + timedelta(hours=1)
+    assert latest.data["start"] == "2026-03-02"
+    assert latest.data["metrics"]["members"]["p50"] == [1.0, None]

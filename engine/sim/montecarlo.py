@@ -196,6 +196,12 @@ class SimResult:
         """The JSON document of a simulation (see `to_dict`)."""
         return self.to_dict(every)
 
+    def forecast(self, playbook: Playbook) -> dict[str, Any]:
+        """What the dashboard draws actual values over: the document, with its first day."""
+        from ..program import start_date
+
+        return {**self.to_dict(), "start": start_date(playbook).isoformat()}
+
     def to_dict(self, every: int = 1) -> dict[str, Any]:
         """The JSON document of a simulation (daily metric percentiles every `every` days)."""
         days = list(range(0, self.metrics.shape[1], every))

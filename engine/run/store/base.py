@@ -263,6 +263,15 @@ class AuditEntry:
     detail: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastRecord:
+    """A saved `sop simulate` forecast of a playbook (its JSON document, with `start`)."""
+
+    playbook: str
+    created_at: datetime
+    data: Mapping[str, Any]
+
+
 class StoreError(Exception):
     """The store cannot be used (unreachable, a newer schema, a bad URL): said to the operator."""
 
@@ -427,6 +436,15 @@ class StateStore(Protocol):
 
     def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
         """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+        ...
+
+    # -- forecasts
+    def save_forecast(self, playbook: str, created_at: datetime, data: Mapping[str, Any]) -> None:
+        """Keep a forecast (`sop simulate --save-forecast`) for the dashboard."""
+        ...
+
+    def latest_forecast(self, playbook: str) -> ForecastRecord | None:
+        """The newest forecast saved for a playbook."""
         ...
 
     # -- rate limits and audit

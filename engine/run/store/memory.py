@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from .base import (
     AuditEntry,
     Deriver,
     EventRecord,
+    ForecastRecord,
     GateEvaluation,
     MemberRecord,
     MemberTime,
@@ -56,6 +57,7 @@ class MemoryStore:
         self._audit: dict[str, list[AuditEntry]] = {}
         self._buckets: dict[str, tuple[float, datetime]] = {}
         self._fence = 0
+        self._forecasts: dict[str, dict[datetime, Any]] = {}
         self._seq = itertools.count(1)
 
     def close(self) -> None:
@@ -468,6 +470,23 @@ class MemoryStore:
                     out.append(u)
                     self._log(run_id, actor, "task.overdue", t.id, {"role": t.role})
         return sorted(out, key=lambda t: (t.due_at, t.id))
+
+    # -- forecasts
+    def save_forecast(self, playbook: str, created_at: datetime, data: Mapping[str, Any]) -> None:
+        """Keep a forecast (`sop simulate --save-forecast`) for the dashboard."""
+        import json
+
+        with self._lock:
+            self._forecasts.setdefault(playbook, {})[created_at] = json.loads(dumps(dict(data)))
+
+    def latest_forecast(self, playbook: str) -> ForecastRecord | None:
+        """The newest forecast saved for a playbook."""
+        with self._lock:
+            saved = self._forecasts.get(playbook)
+            if not saved:
+                return None
+            at = max(saved)
+            return ForecastRecord(playbook, at, saved[at])
 
     # -- rate limits and audit
     def take_tokens(

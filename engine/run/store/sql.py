@@ -21,6 +21,7 @@ from .base import (
     AuditEntry,
     Deriver,
     EventRecord,
+    ForecastRecord,
     GateEvaluation,
     MemberRecord,
     MemberTime,
@@ -98,6 +99,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # tasks that complete when a platform confirms a send (WeCom customer-group mass sends)
         "ALTER TABLE tasks ADD COLUMN remote_id TEXT",
         "ALTER TABLE tasks ADD COLUMN backend TEXT",
+    ),
+    (
+        # `sop simulate --save-forecast`: the forecast the dashboard draws the actual values over
+        """CREATE TABLE forecasts (
+            playbook TEXT NOT NULL, created_at BIGINT NOT NULL, data TEXT NOT NULL,
+            PRIMARY KEY (playbook, created_at))""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -957,6 +964,28 @@ class SqlStore:
             for t in rows:
                 self._audit(cur, run_id, actor, "task.overdue", t.id, {"role": t.role})
         return sorted(rows, key=lambda t: (t.due_at, t.id))
+
+    # -- forecasts -------------------------------------------------------------------------
+
+    def save_forecast(self, playbook: str, created_at: datetime, data: Mapping[str, Any]) -> None:
+        """Keep a forecast (`sop simulate --save-forecast`) for the dashboard."""
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO forecasts (playbook, created_at, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (playbook, created_at) DO UPDATE SET data = excluded.data",
+                (playbook, to_us(created_at), dumps(dict(data))),
+            )
+
+    def latest_forecast(self, playbook: str) -> ForecastRecord | None:
+        """The newest forecast saved for a playbook."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT created_at, data FROM forecasts WHERE playbook = ?"
+                " ORDER BY created_at DESC LIMIT 1",
+                (playbook,),
+            )
+            row = cur.fetchone()
+        return ForecastRecord(playbook, from_us(row[0]), json.loads(row[1])) if row else None
 
     # -- rate limits and audit -------------------------------------------------------------
 
