@@ -1295,10 +1295,10 @@ def serve(
     secret = os.environ.get("SOP_EVENTS_SECRET")
     store = _store(state)
     with _runtime_errors():
-        server.check_bind(host, secret.encode() if secret else None)
         server.serve(
             program, store, run_id or program.playbook.id, host, port,
             secret.encode() if secret else None, allow_unsigned,
+            announce=lambda url: click.echo(f"listening on {url}", err=True),
         )  # fmt: skip
 
 

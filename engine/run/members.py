@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,14 +54,28 @@ class EventError(ValueError):
         self.field = field
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+# the instants the stores keep (microseconds since 1970 fit; a year-9999 instant does not decode)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _utf8(value: str, field: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate: no store can keep it as text
+        raise EventError(field, "contains an unpaired surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
 def _text(value: object, field: str, limit: int = MAX_ID) -> str:
     if not isinstance(value, str) or not value.strip():
         raise EventError(field, "must be a non-empty string")
     if len(value) > limit:
         raise EventError(field, f"at most {limit} characters, got {len(value)}")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise EventError(field, "contains control characters")
-    return value
+    return _utf8(value, field)
 
 
 def parse_instant(value: str, tz: ZoneInfo) -> datetime:
@@ -105,6 +120,12 @@ def parse_event(
             at = parse_instant(at_raw, tz)
         except ValueError as e:
             raise EventError("at", str(e)) from None
+        try:
+            inside = EARLIEST <= at < LATEST
+        except OverflowError:  # year 1 with a positive offset: before any instant we keep
+            inside = False
+        if not inside:
+            raise EventError("at", f"must lie between {EARLIEST:%Y} and {LATEST:%Y}")
     data = obj.get("data", {})
     if not isinstance(data, Mapping):
         raise EventError("data", "must be an object of names to values")
@@ -122,7 +143,7 @@ def parse_event(
         elif isinstance(v, str):
             if len(v) > MAX_TEXT:
                 raise EventError(f"data.{key}", f"at most {MAX_TEXT} characters")
-            clean[key] = v
+            clean[key] = _utf8(v, f"data.{key}")
         else:
             raise EventError(f"data.{key}", "must be a string, a number, true, false or null")
     raw_id = obj.get("id")

@@ -11,6 +11,14 @@ bytes, a dot, the body) and the timestamp must be within `TIMESTAMP_TOLERANCE` o
 clock, so a captured request cannot be replayed later (within the window a replay is a duplicate
 by id anyway). `signature()` computes the header for senders and tests.
 
+Answers are JSON. 200: `{"accepted": new, "duplicates": n, "results": [{"id", "new"}]}`.
+Errors: `{"error", "field", "index"}` (field and index null unless about one event) with 400 (not
+JSON, wrong shape, a bad event), 401 (signature), 404, 405, 408 (body too slow), 409 (no such
+run), 413 (body over `max_body` bytes — declared or counted while reading — or over
+`MAX_EVENTS` events), 415 (not `application/json`), 503 with Retry-After (store unavailable or
+busy, writer queue full, shutting down: send again, repeated ids are ignored), 500 (a bug; the
+answer says nothing more, the log has it).
+
 Durability and throughput: requests hand their checked events to one writer thread
 (`GroupCommit`), which commits everything queued in one `service.ingest` transaction and then
 answers each request with its own new/duplicate flags; a 200 is only sent after its commit.
@@ -35,7 +43,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -68,8 +76,6 @@ MAX_PENDING = 20_000  # events queued for the writer; beyond it requests get a 5
 RETRY_AFTER = "1"  # seconds, with every 503
 # Instants the store keeps and the rules compute with (a year-1 or year-9999 `at` overflows
 # date arithmetic); see the report to the lead: this belongs in `members.parse_event`.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("sop.serve")
 
@@ -383,28 +389,11 @@ def _items(payload: object) -> list[object]:
     return payload
 
 
-def _storable(e: EventRecord) -> None:
-    """What `parse_event` does not check yet and the stores cannot keep (see EARLIEST)."""
-    if not EARLIEST <= e.at < LATEST:
-        raise EventError("at", f"must lie between {EARLIEST:%Y} and {LATEST:%Y}")
-    texts = [("id", e.id), ("member", e.member)]
-    for k, v in e.data.items():
-        texts.append(("data", k))
-        if isinstance(v, str):
-            texts.append((f"data.{k}", v))
-    for field, text in texts:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise EventError(field, "contains an unpaired surrogate (\\ud800-\\udfff)") from None
-
-
 def _events(program: Program, items: list[object], received: datetime) -> list[EventRecord]:
     out = []
     for i, obj in enumerate(items):
         try:
             e = parse_event(obj, program.tz, received, require_id=True)
-            _storable(e)
         except EventError as err:
             raise Rejected(400, str(err), field=err.field, index=i) from None
         out.append(e)
