@@ -270,7 +270,7 @@ def secrets(pb: Playbook, out: Collector) -> None:
                 continue
             if field_name == "url" and not (
                 _SECRET_QUERY.search(value)
-                or b.type in ("slack-webhook", "discord-webhook")
+                or b.type in ("slack-webhook", "discord-webhook", "feishu-bot", "telegram-bot")
                 or "@" in value.split("/")[2:3][0]
                 if value.count("/") >= 2
                 else False
