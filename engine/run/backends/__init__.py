@@ -325,7 +325,8 @@ def close_all(backends: Mapping[str, Backend]) -> None:
 def describe_types() -> list[dict[str, object]]:
     """Every installed backend type: where it comes from and what it can do (`sop backends`).
 
-    A backend module may declare `CAPABILITIES` (a `Capabilities`: its defaults before options);
+    A backend module may declare `CAPABILITIES` (a `Capabilities`: its defaults before options;
+    a mapping of type to `Capabilities` when one module serves several types);
     its docstring's first line is its summary.
     """
     import importlib
@@ -343,6 +344,8 @@ def describe_types() -> list[dict[str, object]]:
         doc = (module.__doc__ or "").strip().splitlines()
         row["summary"] = doc[0] if doc else ""
         caps = getattr(module, "CAPABILITIES", None)
+        if isinstance(caps, Mapping):  # one module, several types: keyed by type
+            caps = caps.get(name)
         if isinstance(caps, Capabilities):
             row["capabilities"] = {
                 "kinds": sorted(caps.kinds) if caps.kinds is not None else "all",
