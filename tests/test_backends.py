@@ -113,11 +113,11 @@ def test_every_built_in_resolves_through_the_entry_point_group(type_name: str) -
 
 def test_an_unknown_type_names_the_backend_the_types_and_the_way_around_it() -> None:
     with pytest.raises(BackendError) as e:
-        load_factory("wecom-robot", "group")
+        load_factory("line-bot", "group")  # a platform no installed plug-in serves
     assert isinstance(e.value, ValueError)
     available = ", ".join(registry.available_types())
     assert str(e.value) == (
-        f'backend "group" has type "wecom-robot", which this installation cannot send to'
+        f'backend "group" has type "line-bot", which this installation cannot send to'
         f" (available: {available}); route it with --backend group=jsonl:PATH or"
         " --backend '*=jsonl:PATH'"
     )
@@ -125,14 +125,14 @@ def test_an_unknown_type_names_the_backend_the_types_and_the_way_around_it() -> 
 
 
 def test_building_a_playbook_backend_of_an_unknown_type_fails_with_that_message() -> None:
-    configs = configs_for({"group": spec("group", "wecom-robot", key="${env:K}")})
-    with pytest.raises(BackendError, match=r'backend "group" has type "wecom-robot"'):
+    configs = configs_for({"group": spec("group", "line-bot", key="${env:K}")})
+    with pytest.raises(BackendError, match=r'backend "group" has type "line-bot"'):
         build_backends(configs, {"K": "k"})
 
 
 def test_routing_every_backend_to_a_file_gets_around_an_unknown_type(tmp_path: Path) -> None:
     declared = {
-        "group": spec("group", "wecom-robot", key="${env:K}", rate_per_minute=20),
+        "group": spec("group", "line-bot", key="${env:K}", rate_per_minute=20),
         "staff": spec("staff", "tasks", notify="group"),
     }
     out = str(tmp_path / "all.jsonl")

@@ -64,7 +64,7 @@ def test_run_status_event_tasks_resolve_from_the_command_line(
     assert r.returncode == 0, r.stderr
     tasks = json.loads(r.stdout)
     r = sop("run", REFERENCE, "--clock", "virtual", "--until", "2026-12-07", env=state)
-    assert r.returncode == 2 and "wecom-robot" in r.stderr  # cannot send to WeCom yet: said
+    assert r.returncode == 2 and "WECOM_GROUP_KEY is not set" in r.stderr  # the secret: said
     # resolve refuses what is not uncertain or dead
     r = sop("resolve", lines[0]["key"], "--sent", env=state)
     assert r.returncode == 2 and "it is sent" in r.stderr

@@ -427,7 +427,7 @@ def test_an_expired_lease_makes_the_claim_uncertain_with_an_attempt(store: State
     assert store.expire_leases(RUN, at(6)) == []
     entry = [e for e in store.audit_log(RUN) if e.action == "lease.expired"]
     assert [(e.actor, e.subject, e.detail) for e in entry] == [
-        ("runner", "2 occurrences", ["a", "b"])
+        ("runner", "2 occurrences", {"uncertain": ["a", "b"], "resent": []})
     ]
 
 
@@ -1051,3 +1051,17 @@ def test_forecasts_keep_the_newest_per_playbook(store: StateStore) -> None:
     assert latest.created_at == T0 + timedelta(hours=1)
     assert latest.data["start"] == "2026-03-02"
     assert latest.data["metrics"]["members"]["p50"] == [1.0, None]
+
+
+def test_expired_claims_on_idempotent_backends_are_pending_again_in_the_same_commit(
+    store: StateStore,
+) -> None:
+    items = [replace(occ("a", 0), backend="idem"), replace(occ("b", 0), backend="plain")]
+    store.add_occurrences(RUN, items)
+    store.claim(RUN, at(0), 10, at(5), "w1")
+    later = at(6)
+    expired = {o.key: o for o in store.expire_leases(RUN, later, resend=["idem"])}
+    assert expired["a"].state == S.PENDING and expired["a"].next_at == at(0)  # due as before
+    assert expired["b"].state == S.UNCERTAIN
+    assert [o.key for o in store.claim(RUN, later, 10, at(20), "w2")] == ["a"]
+    assert [a.state for a in store.attempts(RUN, "a")] == [S.UNCERTAIN]  # the lost attempt

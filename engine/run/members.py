@@ -311,11 +311,9 @@ def next_derived(
             if not isinstance(t.value, timedelta):
                 continue
             field = MemberTime.LAST_ACTIVE if t.event == "member.silent" else MemberTime.JOINED
-            found = store.members_due(run_id, field, after - t.value, horizon - t.value)
-            for m in found:
-                base = m.last_active_at if field is MemberTime.LAST_ACTIVE else m.joined_at
-                if base is not None and (best is None or base + t.value < best):
-                    best = base + t.value
+            base = store.earliest_member_time(run_id, field, after - t.value, horizon - t.value)
+            if base is not None and (best is None or base + t.value < best):
+                best = base + t.value
     return best
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from ..core.schedule import local_midnight
 from ..program import Program
 from ..program import metrics as M
 from .members import SPEAKING, TAKING_PART, EventType
-from .store.base import MemberRecord, StateStore
+from .store.base import MemberFacts, StateStore
 
 DEFAULT_CAPACITY = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def day_index(program: Program, origin: datetime, day: date) -> int:
@@ -35,9 +36,9 @@ def built_in_values(
     close = local_midnight(day + timedelta(days=1), tz)
     day_start = local_midnight(day, tz)
     week_start = local_midnight(day - timedelta(days=M.WEEK - 1), tz)
-    members = list(store.iter_members(run_id))
+    members = store.member_facts(run_id)  # no member's whole state is decoded
 
-    def member_at(m: MemberRecord, t: datetime) -> bool:
+    def member_at(m: MemberFacts, t: datetime) -> bool:
         return m.joined_at is not None and m.joined_at < t and (m.left_at is None or m.left_at >= t)
 
     current = [m for m in members if member_at(m, close)]
@@ -46,27 +47,27 @@ def built_in_values(
     joined = [m for m in members if m.joined_at is not None and m.joined_at < close]
     new = sum(1 for m in joined if m.joined_at is not None and m.joined_at >= day_start)
 
-    week = store.events(run_id, week_start, close)
+    week = store.event_facts(run_id, week_start, close, [*SPEAKING, *TAKING_PART])
     spoke_today: set[str] = set()
     days_by_member: dict[str, set[tuple[str, date]]] = defaultdict(set)
     took_part: set[str] = set()
     ugc = 0
-    for e in week:
-        kind = EventType(e.type)
-        local = e.at.astimezone(tz).date()
+    for member, kind_text, at in week:
+        kind = EventType(kind_text)
+        local = at.astimezone(tz).date()
         if kind in SPEAKING:
-            days_by_member[e.member].add(("speak", local))
-            if e.at >= day_start:
-                spoke_today.add(e.member)
+            days_by_member[member].add(("speak", local))
+            if at >= day_start:
+                spoke_today.add(member)
         if kind in TAKING_PART:
-            days_by_member[e.member].add(("part", local))
-            took_part.add(e.member)
+            days_by_member[member].add(("part", local))
+            took_part.add(member)
         if kind is EventType.POST:
             ugc += 1
     speakers = float(len(spoke_today & ids))
     participants = float(len(took_part & ids))
 
-    paid_ever = {e.member for e in store.events(run_id, None, close, [EventType.PAYMENT])}
+    paid_ever = {m for m, _, _ in store.event_facts(run_id, EPOCH, close, [EventType.PAYMENT])}
     left_week = sum(1 for m in members if m.left_at is not None and week_start <= m.left_at < close)
     referred = sum(1 for m in joined if m.referrer)
     values: dict[str, float] = {
@@ -91,7 +92,7 @@ def built_in_values(
 
 
 def _retention(
-    program: Program, members: list[MemberRecord], origin: datetime, d: int
+    program: Program, members: list[MemberFacts], origin: datetime, d: int
 ) -> dict[str, float]:
     tz = program.tz
     d0 = origin.astimezone(tz).date()
@@ -120,7 +121,7 @@ def _retention(
 
 
 def _core(
-    program: Program, current: list[MemberRecord], days: Mapping[str, set[tuple[str, date]]]
+    program: Program, current: list[MemberFacts], days: Mapping[str, set[tuple[str, date]]]
 ) -> dict[str, float]:
     tiers = program.playbook.tiers
     if tiers is not None and len(tiers.levels) >= 2:

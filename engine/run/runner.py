@@ -40,7 +40,6 @@ from .store.base import (
     OccurrenceRecord,
     OccurrenceState,
     Outcome,
-    Resolution,
     RunRecord,
     StateStore,
     TaskState,
@@ -200,9 +199,12 @@ class Runner:
         """Do everything due at the clock's instant; what was done."""
         now = self.clock.now()
         report = TickReport(now)
-        run = self._advance(now, report)
         self._recover(now, report)
-        self._dispatch(run, now, report)
+        # what was already due goes out first: the daily check at midnight (metrics over every
+        # member) must not hold up a welcome that was due before it
+        self._dispatch(now, report)
+        run = self._advance(now, report)
+        self._dispatch(now, report)
         overdue = now - self.options.task_grace
         for t in self.store.escalate_tasks(self.run_id, overdue, self.options.worker):
             report.escalated += 1
@@ -475,18 +477,19 @@ class Runner:
     # -- recovery and dispatch -------------------------------------------------------------
 
     def _recover(self, now: datetime, report: TickReport) -> None:
-        """Claims whose runner died become uncertain; resent at once where that is harmless."""
-        for o in self.store.expire_leases(self.run_id, self.lease_clock()):
-            report.uncertain += 1
-            b = self.backends.get(o.backend or "")
-            idempotent = b is not None and b.capabilities.idempotent
-            if idempotent and self.store.resolve(
-                self.run_id, o.key, Resolution.RESEND, now, self.options.worker
-            ):
-                report.resent += 1
-                report.uncertain -= 1
+        """Claims whose runner died: resent at once on idempotent backends, else uncertain.
 
-    def _dispatch(self, run: RunRecord, now: datetime, report: TickReport) -> None:
+        One store transaction decides them all, so a runner killed while recovering leaves
+        nothing half done (the next one finds the rest still expired).
+        """
+        resend = [n for n, b in self.backends.items() if b.capabilities.idempotent]
+        for o in self.store.expire_leases(self.run_id, self.lease_clock(), resend):
+            if o.state == OccurrenceState.PENDING:
+                report.resent += 1
+            else:
+                report.uncertain += 1
+
+    def _dispatch(self, now: datetime, report: TickReport) -> None:
         """Claim, send and record everything due now, a batch at a time."""
         lease = self.lease_clock() + self.options.lease
         while True:
@@ -546,7 +549,13 @@ class Runner:
                         report.deferred += 1
                         continue
                 granted[name] -= 1
-            outcomes.append(self._send(o, a, backend, members, now, report))
+            outcome = self._send(o, a, backend, members, now, report)
+            if backend.capabilities.idempotent:
+                outcomes.append(outcome)
+            else:
+                # recorded at once: a crash then leaves only the send in flight uncertain, not
+                # the rest of the batch (one commit a send, small next to a platform's round trip)
+                report.stale += len(self.store.record(self.run_id, [outcome], self.options.worker))
         return outcomes
 
     def _why_not(

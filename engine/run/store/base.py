@@ -8,7 +8,7 @@ method is one transaction: it commits everything or nothing. Instants are aware 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -207,6 +207,17 @@ class MemberTime(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class MemberFacts:
+    """What the daily metrics read of a member (the rest of its state stays undecoded)."""
+
+    id: str
+    joined_at: datetime | None
+    left_at: datetime | None
+    referrer: str | None
+    tier: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ingested:
     """What ingesting one new event changed: the member and the occurrences it caused."""
 
@@ -334,8 +345,11 @@ class StateStore(Protocol):
         """Apply outcomes; the keys whose fence was stale (nothing recorded for them)."""
         ...
 
-    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
-        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+    def expire_leases(
+        self, run_id: str, now: datetime, resend: Collection[str] = ()
+    ) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now`: UNCERTAIN, or PENDING again at once on the
+        backends named in `resend` (idempotent ones), in one transaction; those occurrences."""
         ...
 
     def resolve(
@@ -394,6 +408,22 @@ class StateStore(Protocol):
         self, run_id: str, field: MemberTime, since: datetime, until: datetime
     ) -> list[MemberRecord]:
         """Current members (not left) whose `field` instant lies in [since, until), by id."""
+        ...
+
+    def member_facts(self, run_id: str) -> list[MemberFacts]:
+        """What daily metrics read of every member, without the rest of its state."""
+        ...
+
+    def earliest_member_time(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> datetime | None:
+        """The earliest `field` instant in [since, until) of a current member, or None."""
+        ...
+
+    def event_facts(
+        self, run_id: str, since: datetime, until: datetime, types: Sequence[str]
+    ) -> list[tuple[str, str, datetime]]:
+        """(member, type, at) of the events of `types` in [since, until), without their data."""
         ...
 
     def events(

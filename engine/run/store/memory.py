@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from .base import (
     EventRecord,
     ForecastRecord,
     GateEvaluation,
+    MemberFacts,
     MemberRecord,
     MemberTime,
     MetricValue,
@@ -209,32 +210,40 @@ class MemoryStore:
                 self._log(run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
         return stale
 
-    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
-        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+    def expire_leases(
+        self, run_id: str, now: datetime, resend: Collection[str] = ()
+    ) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now`: UNCERTAIN, or PENDING again at once on the
+        backends named in `resend` (idempotent ones), in one transaction; those occurrences."""
         out = []
+        again = set(resend)
         with self._lock:
             for (r, k), o in list(self._occ.items()):
                 if r != run_id or o.state != OccurrenceState.CLAIMED:
                     continue
                 if o.lease_until is None or o.lease_until >= now:
                     continue
+                state = OccurrenceState.PENDING if o.backend in again else OccurrenceState.UNCERTAIN
                 u = replace(
                     o,
-                    state=OccurrenceState.UNCERTAIN,
-                    attempts=o.attempts + 1,
+                    state=state,
+                    attempts=o.attempts + 1,  # next_at stays: it was due when it was claimed
                     reason="the runner holding it stopped before recording the outcome",
                     lease_until=None,
                     updated_at=now,
                 )
                 self._occ[(r, k)] = u
                 self._attempts.setdefault((r, k), []).append(
-                    AttemptRecord(k, u.attempts, u.fence, now, u.state, u.reason)
+                    AttemptRecord(k, u.attempts, u.fence, now, OccurrenceState.UNCERTAIN, u.reason)
                 )
                 out.append(u)
             if out:
                 self._log(
                     run_id, "runner", "lease.expired", f"{len(out)} occurrences",
-                    [o.key for o in out],
+                    {
+                        "uncertain": [o.key for o in out if o.state == OccurrenceState.UNCERTAIN],
+                        "resent": [o.key for o in out if o.state == OccurrenceState.PENDING],
+                    },
                 )  # fmt: skip
         return sorted(out, key=lambda o: (o.next_at, o.key))
 
@@ -359,6 +368,29 @@ class MemoryStore:
         with self._lock:
             rows = sorted((m for (r, _), m in self._members.items() if r == run_id), key=_by_id)
         yield from rows
+
+    def member_facts(self, run_id: str) -> list[MemberFacts]:
+        """What daily metrics read of every member, without the rest of its state."""
+        with self._lock:
+            return [
+                MemberFacts(m.id, m.joined_at, m.left_at, m.referrer, m.tier)
+                for (r, _), m in self._members.items()
+                if r == run_id
+            ]
+
+    def earliest_member_time(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> datetime | None:
+        """The earliest `field` instant in [since, until) of a current member, or None."""
+        found = [getattr(m, MemberTime(field).value) for m in self.members_due(
+            run_id, field, since, until)]  # fmt: skip
+        return min(found, default=None)
+
+    def event_facts(
+        self, run_id: str, since: datetime, until: datetime, types: Sequence[str]
+    ) -> list[tuple[str, str, datetime]]:
+        """(member, type, at) of the events of `types` in [since, until), without their data."""
+        return [(e.member, e.type, e.at) for e in self.events(run_id, since, until, types)]
 
     def members_due(
         self, run_id: str, field: MemberTime, since: datetime, until: datetime

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from .base import (
     EventRecord,
     ForecastRecord,
     GateEvaluation,
+    MemberFacts,
     MemberRecord,
     MemberTime,
     MetricValue,
@@ -106,6 +107,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             playbook TEXT NOT NULL, created_at BIGINT NOT NULL, data TEXT NOT NULL,
             PRIMARY KEY (playbook, created_at))""",
     ),
+    (
+        # expired leases are found by index, not by a scan of the run's history
+        "CREATE INDEX occurrences_leases ON occurrences (run, state, lease_until)",
+        # what the daily metrics read of every member, without decoding its state
+        "ALTER TABLE members ADD COLUMN referrer TEXT",
+        "ALTER TABLE members ADD COLUMN tier TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -125,6 +133,7 @@ class Dialect(Protocol):
     serial: str  # an auto-numbered integer primary key column type
     skip_locked: str  # appended to a claim's inner SELECT ("" when writers are serialised)
     lock_rows: str  # appended to a SELECT that is followed by updates of its rows
+    ordered_lock: str  # " ORDER BY key FOR UPDATE" where rows are locked (SQLite: "", no scan)
 
     def connect(self) -> Any:
         """A new DB-API connection."""
@@ -561,19 +570,25 @@ class SqlStore:
                 self._audit(cur, run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
         return stale
 
-    def expire_leases(self, run_id: str, now: datetime) -> list[OccurrenceRecord]:
-        """Claims whose lease ended before `now` become UNCERTAIN; those occurrences."""
+    def expire_leases(
+        self, run_id: str, now: datetime, resend: Collection[str] = ()
+    ) -> list[OccurrenceRecord]:
+        """Claims whose lease ended before `now`: UNCERTAIN, or PENDING again at once on the
+        backends named in `resend` (idempotent ones), in one transaction; those occurrences."""
+        again = sorted(set(resend))
         with self._write() as cur:
             cur.execute(
                 "WITH expired AS MATERIALIZED (SELECT key FROM occurrences"
                 " WHERE run = ? AND state = 'claimed' AND lease_until < ?"
-                f" ORDER BY key{self._d.lock_rows})"  # locked in key order, as `record` does
-                " UPDATE occurrences SET state = 'uncertain', attempts = attempts + 1,"
+                f"{self._d.ordered_lock})"  # PostgreSQL: locked in key order, as `record` does
+                " UPDATE occurrences SET state = CASE WHEN backend IN"
+                f" ({_marks(len(again)) or 'NULL'}) THEN 'pending' ELSE 'uncertain' END,"
+                " attempts = attempts + 1,"  # next_at stays: it was due when it was claimed
                 " reason = 'the runner holding it stopped before recording the outcome',"
                 " lease_until = NULL, updated_at = ?"
                 " WHERE run = ? AND key IN (SELECT key FROM expired)"
                 f" RETURNING {_OCC_COLUMNS}",
-                (run_id, to_us(now), to_us(now), run_id),
+                (run_id, to_us(now), *again, to_us(now), run_id),
             )
             rows = sorted((self._occ(r) for r in cur.fetchall()), key=lambda o: (o.next_at, o.key))
             cur.executemany(
@@ -591,7 +606,10 @@ class SqlStore:
                     "runner",
                     "lease.expired",
                     f"{len(rows)} occurrences",
-                    [o.key for o in rows],
+                    {
+                        "uncertain": [o.key for o in rows if o.state == OccurrenceState.UNCERTAIN],
+                        "resent": [o.key for o in rows if o.state == OccurrenceState.PENDING],
+                    },
                 )
         return rows
 
@@ -759,10 +777,11 @@ class SqlStore:
 
     def _put_members(self, cur: Any, run_id: str, members: Sequence[MemberRecord]) -> None:
         cur.executemany(
-            "INSERT INTO members (run, id, state, joined_at, left_at, last_active_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO UPDATE SET state = excluded.state,"
-            " joined_at = excluded.joined_at, left_at = excluded.left_at,"
-            " last_active_at = excluded.last_active_at",
+            "INSERT INTO members (run, id, state, joined_at, left_at, last_active_at, referrer,"
+            " tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO UPDATE SET"
+            " state = excluded.state, joined_at = excluded.joined_at, left_at = excluded.left_at,"
+            " last_active_at = excluded.last_active_at, referrer = excluded.referrer,"
+            " tier = excluded.tier",
             [
                 (
                     run_id,
@@ -771,10 +790,49 @@ class SqlStore:
                     opt_us(m.joined_at),
                     opt_us(m.left_at),
                     opt_us(m.last_active_at),
+                    m.referrer,
+                    m.tier,
                 )
                 for m in members
             ],
         )
+
+    def member_facts(self, run_id: str) -> list[MemberFacts]:
+        """What daily metrics read of every member, without the rest of its state."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT id, joined_at, left_at, referrer, tier FROM members WHERE run = ?",
+                (run_id,),
+            )
+            return [
+                MemberFacts(i, opt_dt(j), opt_dt(left), r, t) for i, j, left, r, t in cur.fetchall()
+            ]
+
+    def earliest_member_time(
+        self, run_id: str, field: MemberTime, since: datetime, until: datetime
+    ) -> datetime | None:
+        """The earliest `field` instant in [since, until) of a current member, or None."""
+        column = MemberTime(field).value  # a closed set: never text from outside
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT MIN({column}) FROM members WHERE run = ? AND left_at IS NULL"
+                f" AND {column} >= ? AND {column} < ?",
+                (run_id, to_us(since), to_us(until)),
+            )
+            row = cur.fetchone()
+        return opt_dt(row[0]) if row else None
+
+    def event_facts(
+        self, run_id: str, since: datetime, until: datetime, types: Sequence[str]
+    ) -> list[tuple[str, str, datetime]]:
+        """(member, type, at) of the events of `types` in [since, until), without their data."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT member, type, at FROM events WHERE run = ? AND at >= ? AND at < ?"
+                f" AND type IN ({_marks(len(types))})",
+                (run_id, to_us(since), to_us(until), *types),
+            )
+            return [(m, t, from_us(at)) for m, t, at in cur.fetchall()]
 
     def get_members(self, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
         """Members by id (absent ones are missing)."""

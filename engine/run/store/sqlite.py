@@ -25,6 +25,7 @@ class SqliteDialect:
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
     skip_locked = ""
     lock_rows = ""
+    ordered_lock = ""
 
     def __init__(self, path: str, synchronous: str = "FULL") -> None:
         self.path = path
