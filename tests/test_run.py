@@ -573,3 +573,25 @@ def test_an_older_store_is_migrated_forward(tmp_path: Path) -> None:
     with sqlite3.connect(path) as c:
         columns = {r[1] for r in c.execute("PRAGMA table_info(tasks)")}
     assert {"remote_id", "backend"} <= columns
+
+
+def test_a_text_sent_as_several_messages_takes_a_rate_token_for_each(tmp_path: Path) -> None:
+    text = ONE_POST.replace(
+        'hello: {do: post, day: 0, time: "10:00", text: 你好}',
+        "\n      ".join(f'h{i}: {{do: post, day: 0, time: "10:00", text: x}}' for i in range(4)),
+    )
+    program = program_of(write(tmp_path, text))
+    start = local_midnight(date(2027, 1, 4), program.tz)
+
+    class Split(Sink):
+        def cost(self, delivery: Delivery) -> int:
+            return 3  # each text goes out in three parts
+
+    sink = Split(rate=6)  # six platform messages a minute: two deliveries
+    runner = Runner(program, open_store("memory:"), {"group": sink, "staff": Sink("staff")},
+                    VirtualClock(start), options=RunOptions(seed=1))  # fmt: skip
+    runner.run(until=start + timedelta(days=1))
+    sent = sorted(a.at for k in sink.keys for a in runner.store.attempts(runner.run_id, k))
+    assert len(sent) == 4
+    assert sent[1] == sent[0]  # the first two went at once (a full bucket: six tokens)
+    assert (sent[2] - sent[1]).total_seconds() >= 29  # then one delivery each 30 s

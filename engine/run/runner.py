@@ -531,16 +531,35 @@ class Runner:
                                            f"no backend {o.backend!r} is configured"))  # fmt: skip
                 report.dead += 1
                 continue
+            member = members.get(o.member or "")
+            try:
+                delivery = compose(
+                    pb, a, key=o.key, run=self.run_id, stage=o.stage, kind=o.kind,
+                    audience=o.audience, member=o.member, owner=o.owner,
+                    scheduled_at=o.scheduled_at.astimezone(self.tz),
+                    due_at=o.due_at.astimezone(self.tz), attempt=o.attempts + 1,
+                    attributes=dict(getattr(member, "attributes", {}) or {}),
+                )  # fmt: skip
+            except RenderError as e:
+                report.dead += 1
+                outcomes.append(self._done(o, OccurrenceState.DEAD, now,
+                                           f"the text cannot be rendered: {e}"))  # fmt: skip
+                continue
             rate = backend.capabilities.rate_per_minute
             if rate:
                 name = o.backend or ""
-                if granted.get(name, 0) <= 0:
+                # a long text may go out as several platform messages: each takes a token
+                cost = max(1, int(getattr(backend, "cost", lambda d: 1)(delivery)))
+                if granted.get(name, 0) < cost:
                     # tokens for what is left of this batch on this backend, no more: a token
                     # taken and not used is a message the platform would have accepted
-                    want = sum(1 for x in claimed[i:] if x.backend == o.backend)
-                    got, wait = self.store.take_tokens(f"{self.run_id}/{name}", now, rate, want)
-                    granted[name] = got
-                    if got <= 0:
+                    later = sum(1 for x in claimed[i + 1 :] if x.backend == o.backend)
+                    need = cost - granted.get(name, 0)
+                    got, wait = self.store.take_tokens(
+                        f"{self.run_id}/{name}", now, rate, need + later, at_least=need
+                    )
+                    granted[name] = granted.get(name, 0) + got
+                    if granted[name] < cost:
                         outcomes.append(
                             Outcome(o.key, o.fence, OccurrenceState.RETRY, now,
                                     f"deferred: {name} accepts {rate} a minute",
@@ -548,8 +567,8 @@ class Runner:
                         )  # fmt: skip
                         report.deferred += 1
                         continue
-                granted[name] -= 1
-            outcome = self._send(o, a, backend, members, now, report)
+                granted[name] -= cost
+            outcome = self._send(o, a, backend, delivery, now, report)
             if backend.capabilities.idempotent:
                 outcomes.append(outcome)
             else:
@@ -607,22 +626,10 @@ class Runner:
         o: OccurrenceRecord,
         a: Action,
         backend: Backend,
-        members: Mapping[str, object],
+        delivery: Delivery,
         now: datetime,
         report: TickReport,
     ) -> Outcome:
-        member = members.get(o.member or "")
-        try:
-            delivery = compose(
-                self.program.playbook, a, key=o.key, run=self.run_id, stage=o.stage,
-                kind=o.kind, audience=o.audience, member=o.member, owner=o.owner,
-                scheduled_at=o.scheduled_at.astimezone(self.tz),
-                due_at=o.due_at.astimezone(self.tz), attempt=o.attempts + 1,
-                attributes=dict(getattr(member, "attributes", {}) or {}),
-            )  # fmt: skip
-        except RenderError as e:
-            report.dead += 1
-            return self._done(o, OccurrenceState.DEAD, now, f"the text cannot be rendered: {e}")
         try:
             result = backend.send(delivery)
         except Exception as e:  # a backend's bug must not stop the run: retried, and said

@@ -479,9 +479,10 @@ class StateStore(Protocol):
 
     # -- rate limits and audit
     def take_tokens(
-        self, target: str, now: datetime, per_minute: int, want: int
+        self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
+        (granted, seconds until `at_least` are)."""
         ...
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:

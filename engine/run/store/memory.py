@@ -522,9 +522,10 @@ class MemoryStore:
 
     # -- rate limits and audit
     def take_tokens(
-        self, target: str, now: datetime, per_minute: int, want: int
+        self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
+        (granted, seconds until `at_least` are)."""
         rate = per_minute / 60.0
         with self._lock:
             if target in self._buckets:
@@ -534,9 +535,12 @@ class MemoryStore:
             else:
                 tokens = float(per_minute)
             granted = min(want, int(tokens))
+            if granted < at_least:  # all of a message's parts, or none: a token kept is not lost
+                granted = 0
             tokens -= granted
             self._buckets[target] = (tokens, now)
-        return granted, 0.0 if tokens >= 1 else (1 - tokens) / rate
+        need = max(1, at_least)
+        return granted, 0.0 if tokens >= need else (need - tokens) / rate
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
         """Append one entry to the audit log."""

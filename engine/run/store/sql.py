@@ -1048,9 +1048,10 @@ class SqlStore:
     # -- rate limits and audit -------------------------------------------------------------
 
     def take_tokens(
-        self, target: str, now: datetime, per_minute: int, want: int
+        self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket; (granted, seconds until the next)."""
+        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
+        (granted, seconds until `at_least` are)."""
         rate = per_minute / 60.0
         t = to_us(now)
         with self._write() as cur:
@@ -1069,12 +1070,15 @@ class SqlStore:
             elapsed = max(0, t - int(row[1])) / 1e6
             tokens = min(float(per_minute), float(row[0]) + elapsed * rate)
             granted = min(want, int(tokens))
+            if granted < at_least:  # all of a message's parts, or none: a token kept is not lost
+                granted = 0
             tokens -= granted
             cur.execute(
                 "UPDATE rate_limits SET tokens = ?, updated_at = ? WHERE target = ?",
                 (tokens, t, target),
             )
-        wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
+        need = max(1, at_least)
+        wait = 0.0 if tokens >= need else (need - tokens) / rate
         return granted, wait
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
