@@ -733,15 +733,15 @@ def test_a_task_is_completed_once_and_postponed_only_while_open(store: StateStor
 def test_overdue_tasks_are_escalated_once_until_postponed(store: StateStore) -> None:
     _open_tasks(store)
     store.complete_task(RUN, "t1", at(10), "alice")
-    up = store.escalate_tasks(RUN, at(90), "runner")
-    assert [(t.id, t.escalated_at) for t in up] == [("t2", at(90))]  # t1 done; t3 not yet due
+    up = store.escalate_tasks(RUN, at(90), at(95), "runner")
+    assert [(t.id, t.escalated_at) for t in up] == [("t2", at(95))]  # t1 done; t3 not yet due
     (t3,) = [t for t in store.tasks(RUN) if t.id == "t3"]
-    assert store.escalate_tasks(RUN, at(91), "runner") == [replace(t3, escalated_at=at(91))]
-    assert store.escalate_tasks(RUN, at(200), "runner") == []
+    assert store.escalate_tasks(RUN, at(91), at(96), "runner") == [replace(t3, escalated_at=at(96))]
+    assert store.escalate_tasks(RUN, at(200), at(200), "runner") == []
     assert store.postpone_task(RUN, "t2", at(300), "bob")
     (t2,) = store.tasks(RUN, role="host")
     assert (t2.due_at, t2.escalated_at) == (at(300), None)
-    assert [t.id for t in store.escalate_tasks(RUN, at(301), "runner")] == ["t2"]
+    assert [t.id for t in store.escalate_tasks(RUN, at(301), at(301), "runner")] == ["t2"]
     overdue = [e.subject for e in store.audit_log(RUN) if e.action == "task.overdue"]
     assert overdue == ["t2", "t3", "t2"]
 

@@ -206,7 +206,7 @@ class Runner:
         run = self._advance(now, report)
         self._dispatch(now, report)
         overdue = now - self.options.task_grace
-        for t in self.store.escalate_tasks(self.run_id, overdue, self.options.worker):
+        for t in self.store.escalate_tasks(self.run_id, overdue, now, self.options.worker):
             report.escalated += 1
             self.store.audit(
                 self.run_id, self.options.worker, "task.escalated", t.id,

@@ -1,12 +1,14 @@
-"""What every backend shares: secrets, options, the fit check and the delivery as a JSON record.
+"""What every backend shares: secrets, options, the fit checks, details and the JSON record.
 
 Kept apart from the registry (`__init__.py`) so a backend module imports only this, and so the
-JSON shape a file and a webhook receive has one home (`record`).
+JSON shape a file and a webhook receive has one home (`record`). The HTTP exchange is `_http.py`;
+what the chat backends share is `_chat.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -14,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...core.suggest import did_you_mean
-from ...core.textsafe import dumps
+from ...core.textsafe import dumps, terminal
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
+from ._text import Unit, size
 
 
 class BackendError(ValueError):
@@ -30,6 +33,19 @@ _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 PLAYBOOK_OPTIONS = frozenset({"key", "token", "notify"})
 # Options every built-in accepts: they make a file or the console imitate a platform's limits.
 COMMON_OPTIONS = frozenset({"max_length", "markdown"})
+DETAIL_LIMIT = 200  # characters of what a platform said that a detail quotes
+
+
+class OperatorText(str):
+    """An option value the operator gave on the command line (`--backend NAME=TYPE;OPTION=…`).
+
+    The playbook is untrusted (whoever opened the pull request wrote it); a route is the
+    operator's. `configs_for` marks a route's option values with this type, so a factory can
+    accept from the operator what it refuses from the playbook (a `base_url` that is neither
+    `${env:NAME}` nor a loopback address). A plain `str` is never trusted this way.
+    """
+
+    __slots__ = ()
 
 
 def resolve_secret(value: str, env: Mapping[str, str], *, what: str = "value") -> str:
@@ -64,6 +80,34 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for s in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(s, "***")
     return text
+
+
+def one_line(text: str, secrets: Iterable[str] = ()) -> str:
+    """What a platform said, as a detail quotes it: one line, secrets `***`, at most
+    DETAIL_LIMIT characters, terminal-safe."""
+    text = redact(" ".join(text.split()), secrets)
+    if len(text) > DETAIL_LIMIT:
+        text = text[: DETAIL_LIMIT - 1] + "…"
+    return terminal(text)
+
+
+def said(text: object, secrets: Iterable[str] = ()) -> str:
+    """`: <what the platform said>` (`one_line`), or `` when it said nothing in text."""
+    if not isinstance(text, str):
+        return ""
+    line = one_line(text, secrets)
+    return f": {line}" if line else ""
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` (a name, an address, `[::1]`) is this machine: `localhost` or a loopback
+    address. No name is resolved."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -160,16 +204,35 @@ def refuse_target(config: BackendConfig) -> None:
 # -- sending ------------------------------------------------------------------------------------
 
 
-def check_fits(delivery: Delivery, caps: Capabilities) -> SendResult | None:
-    """A permanent failure when the delivery exceeds what the backend declares, else None."""
+# The rule, one home: a backend that splits a long text into messages (the chat platforms) calls
+# `check_kind` only, since its `max_length` is one message's limit, which it splits to; a backend
+# that sends a delivery as one message or record (console, jsonl, webhook, null, tasks, email,
+# sms) calls `check_fits`, which refuses a text over `max_length` before anything is sent.
+
+_UNIT_WORDS = {Unit.CHARS: "characters", Unit.BYTES: "bytes (UTF-8)", Unit.UTF16: "UTF-16 units"}
+
+
+def check_kind(delivery: Delivery, caps: Capabilities) -> SendResult | None:
+    """A permanent failure when the backend does not send the delivery's kind, else None."""
     if caps.kinds is not None and delivery.kind not in caps.kinds:
         return SendResult.permanent(
             f"this backend does not send `{delivery.kind}` actions"
             f" (it sends {', '.join(sorted(caps.kinds))})"
         )
-    if caps.max_length is not None and len(delivery.text) > caps.max_length:
+    return None
+
+
+def check_fits(delivery: Delivery, caps: Capabilities) -> SendResult | None:
+    """`check_kind`, and a permanent failure when the text is longer than `max_length`, counted
+    in `length_unit` (`_text.size`); None when it fits. For backends that do not split."""
+    unfit = check_kind(delivery, caps)
+    if unfit is not None or caps.max_length is None:
+        return unfit
+    unit = Unit(caps.length_unit)
+    length = size(delivery.text, unit)
+    if length > caps.max_length:
         return SendResult.permanent(
-            f"the text is {len(delivery.text)} characters; this backend takes at most"
+            f"the text is {length} {_UNIT_WORDS[unit]}; this backend takes at most"
             f" {caps.max_length}: shorten the template"
         )
     return None

@@ -5,7 +5,7 @@
 secret, of `timestamp\\nsecret`) join the query. A member's message @-mentions them by the phone
 in their attributes. The answer's `errcode` says what happened; the table of codes and classes
 is in docs/backends/feishu-dingtalk.md. Fitting, parts and transport are `RobotBackend`'s
-(feishu.py), shared by every custom robot.
+(`_robot.py`), shared with `feishu-bot`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
+from ._chat import dialect
 from ._common import Clock, check_options, option_bool, wall_clock
-from .feishu import (
+from ._http import Answer, Transport, code
+from ._robot import (
     ROBOT_OPTIONS,
     Body,
     Builder,
@@ -29,13 +31,13 @@ from .feishu import (
     epoch_millis,
     robot_address,
     robot_capabilities,
-    robot_dialect,
     robot_settings,
+    robot_transport,
     status_decides,
 )
-from .webhook import _code, _json
 
 TYPE = "dingtalk-bot"
+DIALECT = "dingtalk"
 DEFAULT_BASE_URL = "https://oapi.dingtalk.com"
 SEND_PATH = "/robot/send?access_token="
 # errcode 460101: "message too long, exceed 20000 bytes" / "请保持大小在 20000bytes 以内"
@@ -104,12 +106,13 @@ class DingTalkBackend(RobotBackend):
         name: str,
         url: str,
         caps: Capabilities,
+        transport: Transport,
         *,
         markdown: bool,
         at_all: bool,
         **kw: Any,
     ) -> None:
-        super().__init__(name, url, caps, limit=BODY_LIMIT, **kw)
+        super().__init__(name, url, caps, transport, limit=BODY_LIMIT, **kw)
         self.markdown = markdown
         self.at_all = at_all
 
@@ -138,28 +141,25 @@ class DingTalkBackend(RobotBackend):
 
         return url, build
 
-    def _answer(
-        self, status: int, headers: Mapping[str, str], raw: bytes, complete: bool
-    ) -> SendResult:
-        body = _json(raw)
-        said = self._said(raw, body)
-        wait = self._wait(headers, body)
-        code = _code(body.get("errcode")) if isinstance(body, dict) else None
-        if code is None:
+    def _answer(self, answer: Answer) -> SendResult:
+        status, body = answer.status, answer.body
+        said, wait = self._said(answer), self._wait(answer)
+        errcode = code(body.get("errcode")) if isinstance(body, dict) else None
+        if errcode is None:
             return self._by_status(status, said, wait)
-        if code == 0 and 200 <= status < 300:
+        if errcode == 0 and 200 <= status < 300:
             return SendResult.ok(f"HTTP {status}")
-        text = f"HTTP {status} with errcode {code}{said}"
-        if code == SEND_TOO_FAST:
+        text = f"HTTP {status} with errcode {errcode}{said}"
+        if errcode == SEND_TOO_FAST:
             return SendResult.retry(
                 f"{text} (DingTalk throttles a robot for 10 minutes after 20 a minute)",
                 max(wait or 0.0, THROTTLE_SECONDS),
             )
-        if code == BUSY:
+        if errcode == BUSY:
             return SendResult.retry(f"{text} (DingTalk is busy)", wait)
         if status_decides(status):
-            return self._by_status(status, f" with errcode {code}{said}", wait)
-        return SendResult.permanent(f"{text} ({_why(code)})")
+            return self._by_status(status, f" with errcode {errcode}{said}", wait)
+        return SendResult.permanent(f"{text} ({_why(errcode)})")
 
 
 def _why(code: int) -> str:
@@ -186,20 +186,23 @@ def create(
     """The `dingtalk-bot` entry point: url or token, `key` (SEC…) to sign, `markdown=dingtalk`,
     `at_all` to @ everyone on posts to the whole group."""
     check_options(config, (*ROBOT_OPTIONS, "at_all"))
-    markdown = robot_dialect(config, "dingtalk")
+    markdown = dialect(config, DIALECT)
+    caps = robot_capabilities(config, TYPE, BODY_LIMIT, mentions=True, markdown=markdown)
+    at_all = option_bool(config, "at_all", False)
     url, token = robot_address(
         config, env, default_base=DEFAULT_BASE_URL, join=lambda base: base + SEND_PATH
     )
     if token is None:  # a whole address: the token is its access_token (scrubbed from details)
         token = next(iter(parse_qs(urlsplit(url).query).get("access_token", [])), None)
+    settings = robot_settings(config, env)
     return DingTalkBackend(
         config.name,
         url,
-        robot_capabilities(config, TYPE, mentions=True, markdown=markdown),
-        markdown=markdown == "dingtalk",
-        at_all=option_bool(config, "at_all", False),
-        token=token,
+        caps,
+        robot_transport(config, url, token, settings["secret"]),
+        markdown=markdown == DIALECT,
+        at_all=at_all,
         clock=clock,
         pause=pause,
-        **robot_settings(config, env),
+        **settings,
     )

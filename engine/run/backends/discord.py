@@ -21,43 +21,40 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...core.catalog import DEFAULT_RATES
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
+from ._chat import (
+    CHAT_KINDS,
+    CHAT_OPTIONS,
+    PART_WAIT,
+    addressed,
+    dialect,
+    fit_adapted,
+    message_limit,
+    overflow_policy,
+    rate,
+    send_parts,
+)
 from ._common import (
     BackendError,
-    check_fits,
+    check_kind,
     check_options,
     option_bool,
     option_str,
     resolve_secret,
 )
-from ._text import Policy, Unit, size
-from .slack import (
-    CHAT_KINDS,
-    COMMON_CHAT_OPTIONS,
-    PART_WAIT,
+from ._http import (
     Answer,
-    Block,
-    Kind,
-    Mark,
-    Span,
     Transport,
-    addressed,
-    base_url,
-    dialect,
-    fit_adapted,
-    flatten,
+    base_url_option,
     http_url,
-    kinds_only,
-    message_limit,
     origin_of,
-    overflow_policy,
-    parse,
-    plain,
-    rate,
+    retry_after,
     seconds,
-    send_parts,
+    status_failure,
     timeouts,
     with_origin,
 )
+from ._markup import Block, Kind, Mark, Span, flatten, parse, strip_markup
+from ._text import Policy, Unit, size
 
 TYPE = "discord-webhook"
 LIMIT = 2_000
@@ -69,6 +66,7 @@ _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 # Answers after which the webhook is not tried again: Discord restricts an IP that keeps using
 # a webhook that answered 404 (the same docs), and a refused token does not heal by itself.
 _GONE = frozenset({401, 404})
+REDIRECT = "the webhook redirects; configure the URL it redirects to"
 
 
 # -- Discord's markdown -------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def _unmark(m: re.Match[str]) -> str:
 def to_discord_plain(text: str) -> str:
     """Plain text for Discord (`markdown: none`): markup removed, and what Discord would still
     read as markup escaped."""
-    return _LINE_START.sub(_unmark, discord_escape(plain(text)))
+    return _LINE_START.sub(_unmark, discord_escape(strip_markup(text)))
 
 
 # -- the backend --------------------------------------------------------------------------------
@@ -153,7 +151,7 @@ CAPABILITIES = Capabilities(
     max_length=LIMIT,
     length_unit=UNIT.value,
     mentions=True,
-    markdown="discord",
+    markdown=None,  # plain text unless `markdown: discord`
     idempotent=False,
     rate_per_minute=DEFAULT_RATES[TYPE],
 )
@@ -198,7 +196,7 @@ class DiscordWebhookBackend:
         """Execute the webhook with `delivery` (in parts beyond 2,000 characters)."""
         if self._transport.closed:
             raise RuntimeError(f"discord-webhook backend {self.name!r} is closed")
-        unfit = check_fits(delivery, kinds_only(self.capabilities))
+        unfit = check_kind(delivery, self.capabilities)
         if unfit is not None:
             return unfit
         if self._gone is not None:
@@ -231,8 +229,8 @@ class DiscordWebhookBackend:
         return bodies
 
     def cost(self, delivery: Delivery) -> int:
-        """How many messages `delivery` makes (one per part), for a rate limiter that counts
-        messages rather than deliveries."""
+        """How many messages `delivery` becomes (one per part): the runner takes as many rate
+        tokens."""
         return len(self.messages(delivery))
 
     def _execute(self, payload: Mapping[str, Any]) -> SendResult:
@@ -243,7 +241,7 @@ class DiscordWebhookBackend:
             return SendResult.retry(
                 f"not sent: the webhook's rate limit resets in {wait:.2f} s", round(wait, 3)
             )
-        answer = self._transport.post(self._url, payload)
+        answer = self._transport.post_json(self._url, payload)
         if isinstance(answer, SendResult):
             return answer
         result, ready_in = classify_discord(answer, self._transport)
@@ -294,11 +292,11 @@ def classify_discord(answer: Answer, transport: Transport) -> tuple[SendResult, 
         return SendResult.ok(f"HTTP {status}", remote), ready_in
     code = body.get("code")
     message = body.get("message") if isinstance(body.get("message"), str) else None
-    said = transport.said(message if message is not None else transport.text(answer))
+    said = transport.said(message if message is not None else answer.text)
     what = f"HTTP {status}" + (f", code {code}" if isinstance(code, int) and code else "")
     if status == 429:
         wait = seconds(body.get("retry_after"))  # seconds, with the most precision
-        header = seconds(headers.get("Retry-After"))
+        header = retry_after(headers)
         if wait is None or (header is not None and wait > header + 1):
             # older API versions gave milliseconds here (discord-api-docs#4722); the header,
             # whole seconds, is the bound
@@ -310,28 +308,21 @@ def classify_discord(answer: Answer, transport: Transport) -> tuple[SendResult, 
             scope = "global"
         limited = f"rate limited ({scope})" if scope in ("user", "global", "shared") else ""
         return SendResult.retry(f"{what}{said}" + (f" [{limited}]" if limited else ""), wait), wait
-    if status == 504:
-        return SendResult.uncertain(f"{what}: the gateway timed out{said}"), ready_in
-    if 500 <= status < 600:
-        return SendResult.retry(f"{what}{said}", seconds(headers.get("Retry-After"))), ready_in
-    if 300 <= status < 400:
-        return SendResult.permanent(
-            f"HTTP {status}: the webhook redirects; configure the URL it redirects to"
-        ), ready_in
-    detail = _first_error(body.get("errors"))
-    return SendResult.permanent(f"{what}{said}" + (f" ({detail})" if detail else "")), ready_in
+    result = status_failure(status, said, retry_after(headers), redirect=REDIRECT, head=what)
+    detail = _first_error(body.get("errors")) if 400 <= status < 500 else None
+    return (replace(result, detail=f"{result.detail} ({detail})") if detail else result), ready_in
 
 
 def create(config: BackendConfig, env: Mapping[str, str]) -> DiscordWebhookBackend:
     """The `discord-webhook` entry point: the target is the webhook URL, as `${env:NAME}`."""
     name = config.name
-    check_options(config, (*COMMON_CHAT_OPTIONS, "thread_id", "username", "mention_everyone"))
+    check_options(config, (*CHAT_OPTIONS, "thread_id", "username", "mention_everyone"))
     if not config.target:
         raise BackendError(
             f'backend "{name}" (discord-webhook) needs the webhook URL:'
             f' url: "${{env:DISCORD_WEBHOOK_URL}}" in the playbook'
         )
-    url = http_url(config, resolve_secret(config.target, env, what=f'backend "{name}": url'), "url")
+    url = http_url(name, "url", resolve_secret(config.target, env, what=f'backend "{name}": url'))
     parts = urlsplit(url)
     match = _PATH.fullmatch(parts.path)
     if match is None:  # not quoted: it holds the token
@@ -347,7 +338,9 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> DiscordWebhookBacke
         if not _SNOWFLAKE.fullmatch(thread):
             raise BackendError(f'backend "{name}": thread_id must be a Discord id (digits)')
         query["thread_id"] = thread
-    target = with_origin(urlunsplit(parts._replace(query=urlencode(query))), base_url(config, env))
+    target = with_origin(
+        urlunsplit(parts._replace(query=urlencode(query))), base_url_option(config, env)
+    )
     username = option_str(config, "username")
     if username is not None and not 1 <= len(username) <= 80:
         raise BackendError(f'backend "{name}": username must be 1 to 80 characters')

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,29 +23,30 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import requests
-from requests import exceptions as rexc
-from urllib3 import exceptions as u3exc
-
 from ...core.catalog import DEFAULT_RATES
 from ...core.textsafe import terminal
-from ...core.version import version
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
 from ._common import (
     BackendError,
     Clock,
     check_fits,
     check_options,
+    one_line,
     option_int,
-    option_seconds,
     option_str,
-    redact,
     refuse_target,
     resolve_secret,
     wall_clock,
 )
-from .smtp_email import plain_text
-from .webhook import BODY_LIMIT, CONNECT_TIMEOUT, DETAIL_LIMIT, READ_TIMEOUT, _not_connected
+from ._http import (
+    TIMEOUT_OPTIONS,
+    Transport,
+    base_url_option,
+    retry_after,
+    status_failure,
+    timeouts,
+)
+from ._markup import plain_text
 
 TYPE = "sms"
 ENDPOINT = "https://sms.tencentcloudapi.com"
@@ -72,8 +72,7 @@ OPTIONS = (
     "base_url",
     "param_separator",
     "param_count",
-    "connect_timeout",
-    "read_timeout",
+    *TIMEOUT_OPTIONS,
 )
 
 
@@ -281,8 +280,6 @@ class SmsSettings:
     base_url: str = ENDPOINT
     param_separator: str = PARAM_SEPARATOR
     param_count: int | None = None
-    connect_timeout: float = CONNECT_TIMEOUT
-    read_timeout: float = READ_TIMEOUT
 
 
 class SmsBackend:
@@ -293,6 +290,7 @@ class SmsBackend:
         name: str,
         settings: SmsSettings,
         caps: Capabilities,
+        transport: Transport,
         *,
         secret_id: str,
         secret_key: str,
@@ -307,9 +305,8 @@ class SmsBackend:
         parts = urlsplit(settings.base_url)
         self._host = parts.netloc.lower()
         self._url = f"{parts.scheme}://{parts.netloc}/"
-        self.origin = f"{parts.scheme}://{self._host}"
-        self._hidden = (secret_id, secret_key)
-        self._session: requests.Session | None = requests.Session()
+        self.origin = transport.origin
+        self._transport = transport  # it hides secret_id and secret_key
 
     def __repr__(self) -> str:
         s = self._settings
@@ -320,13 +317,11 @@ class SmsBackend:
 
     def close(self) -> None:
         """Close the connection pool (twice is harmless)."""
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        self._transport.close()
 
     def send(self, delivery: Delivery) -> SendResult:
         """Send `delivery` as one templated SMS and classify Tencent Cloud's answer."""
-        if self._session is None:
+        if self._transport.closed:
             raise RuntimeError(f"sms backend {self.name!r} is closed")
         unfit = check_fits(delivery, self.capabilities)
         if unfit is not None:
@@ -351,27 +346,13 @@ class SmsBackend:
                 headers=signed,
                 payload=payload,
             ),
-            "User-Agent": f"sop/{version()}",
-            # a pooled connection the server closed fails like a reset after sending, which
-            # would make a certainly-undelivered request uncertain: a fresh one each time
-            "Connection": "close",
         }
-        try:
-            response = self._session.post(
-                self._url,
-                data=payload,
-                headers=headers,
-                timeout=(self._settings.connect_timeout, self._settings.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-        except rexc.RequestException as e:
-            return self._failed(e)
-        try:
-            raw, complete = self._read(response)
-        finally:
-            response.close()
-        return self._classify(response.status_code, raw, complete, phone, now)
+        answer = self._transport.request("POST", self._url, body=payload, headers=headers)
+        if isinstance(answer, SendResult):
+            return answer
+        return self._classify(
+            answer.status, answer.headers, answer.raw, answer.complete, phone, now
+        )
 
     def _request(self, delivery: Delivery) -> tuple[str, bytes] | SendResult:
         """The number and the JSON body, or why there is nothing to send."""
@@ -409,57 +390,26 @@ class SmsBackend:
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return phone, payload
 
-    # -- failures before an answer ------------------------------------------------------------
-
-    def _failed(self, e: rexc.RequestException) -> SendResult:
-        where = self.origin
-        connect, read = self._settings.connect_timeout, self._settings.read_timeout
-        if isinstance(e, rexc.ConnectTimeout):  # before the ConnectionError it also is
-            return SendResult.retry(f"could not connect to {where} within {connect:g} s")
-        if isinstance(e, rexc.ReadTimeout):
-            return SendResult.uncertain(
-                f"no answer from {where} within {read:g} s after the request was sent"
-            )
-        if isinstance(e, rexc.SSLError):  # the handshake precedes the request
-            return SendResult.retry(f"TLS with {where} failed (certificate or protocol)")
-        if isinstance(e, rexc.ConnectionError):
-            why = _not_connected(e)
-            if why is not None:
-                return SendResult.retry(f"could not connect to {where}: {why}")
-            return SendResult.uncertain(
-                f"the connection to {where} broke after the request was sent"
-            )
-        return SendResult.uncertain(f"{type(e).__name__} while sending to {where}")
-
-    def _read(self, response: requests.Response) -> tuple[bytes, bool]:
-        """At most BODY_LIMIT bytes of the answer, and whether it was read without error."""
-        chunks: list[bytes] = []
-        total = 0
-        deadline = time.monotonic() + self._settings.read_timeout
-        try:
-            for chunk in response.iter_content(8192):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total >= BODY_LIMIT:  # no Tencent Cloud answer is this long
-                    return b"".join(chunks)[:BODY_LIMIT], False
-                if time.monotonic() > deadline:  # dripped slowly: bounded too
-                    return b"".join(chunks), False
-        except (rexc.RequestException, u3exc.HTTPError, OSError):
-            return b"".join(chunks), False
-        return b"".join(chunks), True
-
     # -- the answer ---------------------------------------------------------------------------
 
     def _classify(
-        self, status: int, raw: bytes, complete: bool, phone: str, now: datetime
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        raw: bytes,
+        complete: bool,
+        phone: str,
+        now: datetime,
     ) -> SendResult:
         where = self.origin
         if status != 200:  # the API answers its errors with 200; this is a gateway's answer
-            if status in (429, 503) or (500 <= status < 600 and status != 504):
-                return SendResult.retry(f"HTTP {status} from {where}")
-            if status == 504:
-                return SendResult.uncertain(f"HTTP 504 from {where}: the gateway timed out")
-            return SendResult.permanent(f"HTTP {status} from {where}")
+            return status_failure(
+                status,
+                "",
+                retry_after(headers, self._clock),
+                redirect=f"{where} redirects; base_url must be the API's origin",
+                head=f"HTTP {status} from {where}",
+            )
         if not complete:
             return SendResult.uncertain(f"HTTP 200 from {where}, but the answer could not be read")
         answer = _response(raw)
@@ -504,13 +454,10 @@ class SmsBackend:
         """A field of the answer as a detail shows it: one line, bounded, number masked."""
         if not isinstance(value, str | int) or isinstance(value, bool):
             return ""
-        text = redact(" ".join(str(value).split()), self._hidden)
-        text = text.replace(phone, mask_phone(phone))
+        text = str(value).replace(phone, mask_phone(phone))
         if phone.startswith("+86"):  # the national number alone, as a message may quote it
             text = text.replace(phone[3:], mask_phone(phone[3:]))
-        if len(text) > DETAIL_LIMIT:
-            text = text[: DETAIL_LIMIT - 1] + "…"
-        return terminal(text)
+        return one_line(text, self._transport.hidden)
 
 
 def _response(raw: bytes) -> dict[str, Any] | None:
@@ -587,24 +534,25 @@ def create(
         template_id=template_id,
         sign_name=option_str(config, "sign_name"),
         region=region,
-        base_url=_base_url(name, option_str(config, "base_url") or ENDPOINT),
+        base_url=_origin(name, base_url_option(config, env) or ENDPOINT),
         param_separator=option_str(config, "param_separator") or PARAM_SEPARATOR,
         param_count=_param_count(name, config.options.get("param_count")),
-        connect_timeout=option_seconds(config, "connect_timeout", CONNECT_TIMEOUT),
-        read_timeout=option_seconds(config, "read_timeout", READ_TIMEOUT),
     )
     caps = _capabilities(config)
-    return SmsBackend(name, settings, caps, secret_id=secret_id, secret_key=secret_key, clock=clock)
+    parts = urlsplit(settings.base_url)
+    # opened last, once nothing else can fail: both keys are scrubbed from what it says
+    transport = Transport(
+        f"{parts.scheme}://{parts.netloc.lower()}", (secret_id, secret_key), **timeouts(config)
+    )
+    return SmsBackend(
+        name, settings, caps, transport, secret_id=secret_id, secret_key=secret_key, clock=clock
+    )
 
 
-def _base_url(name: str, url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 — raises ValueError for a port that is not a number
-    except ValueError:
-        usable = False
-    if not usable or parts.path not in ("", "/") or parts.query or parts.username:
+def _origin(name: str, url: str) -> str:
+    """`url` (an http(s) URL, `base_url_option` checked it) when it is an origin alone."""
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.username:
         raise BackendError(
             f'backend "{name}": base_url must be an http(s) origin such as {ENDPOINT}'
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
-import ipaddress
 import re
 import smtplib
 import socket
@@ -37,22 +36,23 @@ from ._common import (
     Clock,
     check_fits,
     check_options,
+    loopback,
     option_bool,
     option_int,
     option_seconds,
     option_str,
-    redact,
     refuse_target,
     resolve_secret,
+    said,
     wall_clock,
 )
+from ._markup import plain_text
 
 TYPE = "email"
 CONNECT_TIMEOUT = 5.0  # the TCP connection, the greeting and (tls=true) the TLS handshake
 READ_TIMEOUT = 10.0  # every reply after that
 SUBMISSION_PORT = 587  # STARTTLS (RFC 6409)
 SMTPS_PORT = 465  # implicit TLS (RFC 8314)
-DETAIL_LIMIT = 200
 OPTIONS = (
     "host",
     "port",
@@ -115,39 +115,6 @@ class SmtpSettings:
     read_timeout: float = READ_TIMEOUT
 
 
-# -- the plain-text dialect -------------------------------------------------------------------
-
-_HEADING = re.compile(r"(?m)^ {0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
-_LINK = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^\s()<>]+)>?(?:\s+\"[^\"\n]*\")?\s*\)")
-_AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s<>]+)>")
-# `__` only at word edges, as CommonMark: `snake__case` and a URL's `a__b__c` stay as written
-_STRONG = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)")
-_CODE = re.compile(r"`([^`\n]+)`")
-_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>|~])")
-
-
-def plain_text(text: str) -> str:
-    """Markdown as a plain-text reader reads it best: `[label](url)` as `label (url)`, `<url>`
-    as the URL, `**strong**`, `__strong__`, `` `code` `` and heading marks dropped, backslash
-    escapes resolved; line breaks, lists and single `*` (which may be arithmetic) kept.
-
-    The dialect of every plain-text platform here (e-mail, SMS): pure, the same input always
-    giving the same text.
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _HEADING.sub(r"\1", text)
-    text = _LINK.sub(_link, text)
-    text = _AUTOLINK.sub(r"\1", text)
-    text = _CODE.sub(r"\1", text)
-    text = _STRONG.sub(lambda m: m.group(1) or m.group(2), text)
-    return _ESCAPED.sub(r"\1", text)
-
-
-def _link(m: re.Match[str]) -> str:
-    label, url = m.group(1).strip(), m.group(2)
-    return url if not label or label == url else f"{label} ({url})"
-
-
 # -- addresses and identifiers ----------------------------------------------------------------
 
 
@@ -169,7 +136,8 @@ def message_id(key: str, domain: str) -> str:
     return f"<{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}@{domain}>"
 
 
-def _one_line(text: str) -> str:
+def _fold(text: str) -> str:
+    """`text` on one line (a header's value)."""
     return " ".join(text.split())
 
 
@@ -181,7 +149,7 @@ def compose(
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"] = settings.sender
     msg["To"] = ", ".join(recipients)
-    msg["Subject"] = _one_line(settings.subject_prefix + delivery.title) or "(no subject)"
+    msg["Subject"] = _fold(settings.subject_prefix + delivery.title) or "(no subject)"
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = message_id(delivery.key, settings.message_id_domain)
     body = plain_text(delivery.text).rstrip("\n") + "\n"
@@ -196,15 +164,6 @@ def _dot_stuffed(message: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # -- the backend ------------------------------------------------------------------------------
@@ -311,7 +270,7 @@ class EmailBackend:
                         " tls=true (port 465), or starttls=optional only on a trusted network"
                     )
             if s.user is not None and s.password is not None:
-                if not secure and not _loopback(s.host):
+                if not secure and not loopback(s.host):
                     return SendResult.permanent(
                         f"{self.server} offered no encryption: the password is not sent in clear"
                     )
@@ -440,10 +399,7 @@ class EmailBackend:
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
         for r in recipients:
             text = text.replace(r, mask_address(r))
-        text = redact(_one_line(text), self._hidden)
-        if len(text) > DETAIL_LIMIT:
-            text = text[: DETAIL_LIMIT - 1] + "…"
-        return f": {terminal(text)}" if text else ""
+        return said(text, self._hidden)
 
 
 def _quit(smtp: smtplib.SMTP) -> None:
@@ -522,7 +478,7 @@ def create(
     for what, value in (("user", user), ("password", password)):
         if value is not None and not (value.isascii() and value.isprintable()):
             raise BackendError(f'backend "{name}": the SMTP {what} must be printable ASCII')
-    if password is not None and not tls and starttls is StartTls.OFF and not _loopback(host):
+    if password is not None and not tls and starttls is StartTls.OFF and not loopback(host):
         raise BackendError(
             f'backend "{name}": starttls=off would send the password in clear to {host}; use'
             " starttls=required or tls=true"
@@ -565,7 +521,7 @@ def _sender(name: str, text: str) -> Address:
             ' "Ops <ops@example.org>"'
         )
     local, _, domain = addr.rpartition("@")
-    return Address(display_name=_one_line(display), username=local, domain=domain)
+    return Address(display_name=_fold(display), username=local, domain=domain)
 
 
 def _addresses(name: str, text: str) -> list[str]:

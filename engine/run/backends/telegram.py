@@ -1,6 +1,7 @@
-"""The `telegram-bot` backend: each delivery sent by a bot with `sendMessage`, in MarkdownV2.
+"""The `telegram-bot` backend: each delivery sent by a bot with `sendMessage`.
 
-`POST {base_url}/bot<token>/sendMessage` (core.telegram.org/bots/api#sendmessage). A group post
+`POST {base_url}/bot<token>/sendMessage` (core.telegram.org/bots/api#sendmessage), plain text
+unless `markdown: markdownv2` (then `parse_mode: MarkdownV2`, `to_markdown_v2`). A group post
 goes to the option `chat_id`; a delivery to one member goes to their private chat, the
 `telegram_chat_id` their events recorded (a bot can write to a person only once they have
 started it). Text is at most 4,096 UTF-16 code units, split beyond. The token is in the URL, so
@@ -21,40 +22,37 @@ from typing import Any
 from ...core.catalog import DEFAULT_RATES
 from ...core.textsafe import terminal
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
+from ._chat import (
+    CHAT_KINDS,
+    CHAT_OPTIONS,
+    addressed,
+    dialect,
+    fit_adapted,
+    message_limit,
+    overflow_policy,
+    rate,
+    send_parts,
+)
 from ._common import (
     BackendError,
-    check_fits,
+    check_kind,
     check_options,
     option_str,
     refuse_target,
     resolve_secret,
 )
-from ._text import Policy, Unit, truncate
-from .slack import (
-    CHAT_KINDS,
-    COMMON_CHAT_OPTIONS,
+from ._http import (
     Answer,
-    Block,
-    Kind,
-    Mark,
-    Span,
     Transport,
-    addressed,
-    base_url,
-    dialect,
-    fit_adapted,
-    item_marker,
-    kinds_only,
-    message_limit,
+    base_url_option,
     origin_of,
-    overflow_policy,
-    parse,
-    plain,
-    rate,
+    retry_after,
     seconds,
-    send_parts,
+    status_failure,
     timeouts,
 )
+from ._markup import Block, Kind, Mark, Span, item_marker, parse, strip_markup
+from ._text import Policy, Unit, truncate
 
 TYPE = "telegram-bot"
 DEFAULT_BASE = "https://api.telegram.org"
@@ -64,6 +62,7 @@ DIALECT = "markdownv2"
 _TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,100}")
 _CHAT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 _PARSE_ERROR = "can't parse entities"
+REDIRECT = "base_url redirects; use the final URL"
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ CAPABILITIES = Capabilities(
     max_length=LIMIT,
     length_unit=UNIT.value,
     mentions=False,
-    markdown=DIALECT,
+    markdown=None,  # plain text unless `markdown: markdownv2`
     idempotent=False,
     rate_per_minute=DEFAULT_RATES[TYPE],
 )
@@ -179,7 +178,7 @@ class TelegramBotBackend:
         """Send `delivery` to its chat (in parts beyond 4,096 UTF-16 code units)."""
         if self._transport.closed:
             raise RuntimeError(f"telegram-bot backend {self.name!r} is closed")
-        unfit = check_fits(delivery, kinds_only(self.capabilities))
+        unfit = check_kind(delivery, self.capabilities)
         if unfit is not None:
             return unfit
         if not delivery.text.strip():
@@ -198,13 +197,13 @@ class TelegramBotBackend:
 
     def messages(self, delivery: Delivery) -> list[tuple[str, str]]:
         """The parts of `delivery`'s text: (the source part, the part as sent)."""
-        adapt = to_markdown_v2 if self.capabilities.markdown else plain
+        adapt = to_markdown_v2 if self.capabilities.markdown else strip_markup
         limit = self.capabilities.max_length or LIMIT
         return fit_adapted(delivery.text, limit, UNIT, self._overflow, adapt)
 
     def cost(self, delivery: Delivery) -> int:
-        """How many messages `delivery` makes (one per part), for a rate limiter that counts
-        messages rather than deliveries."""
+        """How many messages `delivery` becomes (one per part): the runner takes as many rate
+        tokens."""
         return len(self.messages(delivery))
 
     def _chat(self, delivery: Delivery) -> str | SendResult:
@@ -233,7 +232,7 @@ class TelegramBotBackend:
         payload["text"] = text
         if markdown:
             payload["parse_mode"] = "MarkdownV2"
-        return self._transport.post(self._endpoint, payload)
+        return self._transport.post_json(self._endpoint, payload)
 
     def said(self, text: object) -> str:
         return self._transport.said(text)
@@ -279,7 +278,9 @@ class _Exchange:
             and _PARSE_ERROR in result.detail
         ):
             # nothing was sent: the same words without formatting rather than nothing
-            again = self.backend.post(self.chat, truncate(plain(source), self.limit, UNIT), False)
+            again = self.backend.post(
+                self.chat, truncate(strip_markup(source), self.limit, UNIT), False
+            )
             if isinstance(again, SendResult):
                 return again
             retried, _ = classify_telegram(again, self.backend)
@@ -314,21 +315,16 @@ def classify_telegram(answer: Answer, backend: TelegramBotBackend) -> tuple[Send
     new_chat = params.get("migrate_to_chat_id")
     if isinstance(new_chat, int) and not isinstance(new_chat, bool):
         return SendResult.permanent(f"{what}{said}: the group became a supergroup"), str(new_chat)
+    wait = seconds(params.get("retry_after"))
+    if wait is None:
+        wait = retry_after(answer.headers)
     if code == 429 or status == 429:
-        wait = seconds(params.get("retry_after"))
-        if wait is None:
-            wait = seconds(answer.headers.get("Retry-After"))
         return SendResult.retry(f"{what}{said}", wait), None
-    if status == 504:
-        return SendResult.uncertain(f"{what}: the gateway timed out{said}"), None
-    if 500 <= status < 600:
-        return SendResult.retry(f"{what}{said}", seconds(answer.headers.get("Retry-After"))), None
     if 200 <= status < 300:  # "ok": false in a 2xx: an error all the same
         return SendResult.permanent(f"{what}{said}"), None
-    if 300 <= status < 400:
-        return SendResult.permanent(f"HTTP {status}: base_url redirects; use the final URL"), None
-    hint = _HINTS.get(status, "")
-    return SendResult.permanent(f"{what}{said}" + (f" ({hint})" if hint else "")), None
+    result = status_failure(status, said, wait, redirect=REDIRECT, head=what)
+    hint = _HINTS.get(status, "") if 400 <= status < 500 else ""
+    return (replace(result, detail=f"{result.detail} ({hint})") if hint else result), None
 
 
 _HINTS = {
@@ -341,7 +337,7 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> TelegramBotBackend:
     """The `telegram-bot` entry point: `token: "${env:NAME}"` and, for group posts, the option
     `chat_id`."""
     name = config.name
-    check_options(config, (*COMMON_CHAT_OPTIONS, "chat_id"))
+    check_options(config, (*CHAT_OPTIONS, "chat_id"))
     refuse_target(config)
     reference = config.options.get("token")
     if not isinstance(reference, str) or not reference:
@@ -360,7 +356,7 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> TelegramBotBackend:
         raise BackendError(
             f'backend "{name}": chat_id must be a chat id (-100…) or a @channelusername'
         )
-    base = (base_url(config, env) or DEFAULT_BASE).rstrip("/")
+    base = base_url_option(config, env) or DEFAULT_BASE
     endpoint = f"{base}/bot{token}/sendMessage"
     caps = replace(
         CAPABILITIES,

@@ -13,42 +13,48 @@ from __future__ import annotations
 
 import enum
 import json
-import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-import requests
-from requests import exceptions as rexc
-from urllib3 import exceptions as u3exc
-
-from ...core.catalog import DEFAULT_RATES, MESSAGE_KINDS
+from ...core.catalog import DEFAULT_RATES
 from ...core.textsafe import terminal
-from ...core.version import version
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
+from ._chat import CHAT_KINDS, dialect, message_limit, rate, send_parts
 from ._common import (
+    DETAIL_LIMIT,
     BackendError,
     Clock,
     capabilities,
-    check_fits,
+    check_kind,
     check_options,
     option_bool,
-    option_seconds,
     option_str,
-    redact,
     resolve_secret,
     wall_clock,
 )
+from ._http import (
+    TIMEOUT_OPTIONS,
+    Answer,
+    Transport,
+    base_url_option,
+    code,
+    http_url,
+    origin_of,
+    retry_after,
+    status_failure,
+    timeouts,
+)
 from ._text import Policy, Unit, fit, size
-from .webhook import BODY_LIMIT, CONNECT_TIMEOUT, DETAIL_LIMIT, READ_TIMEOUT, _not_connected
 
 ROBOT = "wecom-robot"
 APP = "wecom-app"
+DIALECT = "wecom"
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
 # Limits in UTF-8 bytes, from the API pages cited in docs/backends/wecom.md.
 ROBOT_TEXT_BYTES = 2048
@@ -60,16 +66,12 @@ RATE_LIMIT_WAIT = 60.0  # 45009: "the block lasts as long as the limit's window"
 TOKEN_MARGIN = 300.0  # an access token is renewed this long before WeCom's `expires_in`
 CONFIRMATION_PAGES = 10  # get_groupmsg_task pages read at most (1,000 rows each)
 BEIJING = ZoneInfo("Asia/Shanghai")  # WeCom's calendar (mass-send quotas count natural months)
-# Kinds a WeCom message can carry: the member-facing ones and staff tasks, never `tag`, `remove`
-# or `mute`, which a message would only describe, not do.
-KINDS = frozenset(MESSAGE_KINDS | {"task"})
 MENTION_ALL = "@all"
 # WeCom's userid: 1-64 letters, digits, '-', '_' and '.' (global error 40003); a phone: digits,
 # '+' and '-', at most 32 (error 60103). Anything else from an event is not put in a request.
 _USERID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PHONE = re.compile(r"\+?[0-9][0-9-]{2,31}")
 _CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry")
 
 
 # -- errcode: one table for both backends ------------------------------------------------------
@@ -256,8 +258,10 @@ _PLAIN = (
 )
 
 
-def plain_text(text: str) -> str:
-    """Markdown `text` as readable plain text, for a message WeCom shows without markdown."""
+def wecom_plain(text: str) -> str:
+    """Markdown `text` as readable plain text, for a message WeCom shows without markdown (a
+    customer-group mass send): `wecom_markdown`, then its headings, quotes, bold, colours and
+    code marks dropped and links as `text (url)`."""
     text = wecom_markdown(text)
     for pattern, repl in _PLAIN:
         text = pattern.sub(repl, text)
@@ -277,26 +281,7 @@ def _encode(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-# -- HTTP, shared by both backends --------------------------------------------------------------
-
-
-class _Scrubber(logging.Filter):
-    """Hides secrets in urllib3's DEBUG records, which quote request URLs (`?key=`,
-    `?access_token=`, `?corpsecret=`) whole; attached for as long as a backend is open."""
-
-    def __init__(self, hidden: Callable[[], Iterable[str]]) -> None:
-        super().__init__()
-        self._hidden = hidden
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = [s for s in self._hidden() if s]
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is the logging module's to report, not ours
-            return True
-        if any(s in message for s in secrets):
-            record.msg, record.args = redact(message, secrets), ()
-        return True
+# -- WeCom's API, shared by both backends -------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,34 +293,20 @@ class _Answer:
     errcode: int | None = None  # WeCom's code when it answered with one
 
 
-class _Http:
-    """One connection pool to one WeCom origin: bounded time and reads, classified failures."""
+class _Api:
+    """WeCom's calls over one transport: a body as WeCom reads it, the answer judged by its
+    `errcode` (`ERROR_CODES`), then by its HTTP status (`_http.status_failure`)."""
 
-    def __init__(
-        self,
-        origin: str,
-        hidden: Callable[[], Iterable[str]],
-        connect_timeout: float,
-        read_timeout: float,
-    ) -> None:
-        self.origin = origin
-        self._hidden = hidden
-        self.timeout = (connect_timeout, read_timeout)
-        self._session: requests.Session | None = requests.Session()
-        self._scrubber = _Scrubber(hidden)
-        for name in _LOGGERS:
-            logging.getLogger(name).addFilter(self._scrubber)
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.origin = transport.origin
 
     @property
     def closed(self) -> bool:
-        return self._session is None
+        return self.transport.closed
 
     def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
-            for name in _LOGGERS:
-                logging.getLogger(name).removeFilter(self._scrubber)
+        self.transport.close()
 
     def call(
         self,
@@ -348,149 +319,48 @@ class _Http:
     ) -> _Answer:
         """One request and its classified answer. `effect`: whether the call changes anything
         on WeCom (a send does, a token or status read does not, so its timeouts are retried)."""
-        if self._session is None:
-            raise RuntimeError("the backend is closed")
-        headers = {"User-Agent": f"sop/{version()}"}
-        if payload is not None:
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        if effect:
-            # a pooled connection the server already dropped fails like a reset after sending:
-            # a fresh one keeps a certainly-unsent request out of "uncertain"
-            headers["Connection"] = "close"
-        try:
-            response = self._session.request(
-                method,
-                url,
-                params=params,
-                data=_encode(payload) if payload is not None else None,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except rexc.RequestException as e:
-            return _Answer(failure=self._failed(e, effect))
-        try:
-            raw, complete = self._read(response)
-        finally:
-            response.close()
-        return self._judge(response.status_code, response.headers, raw, complete, effect)
+        headers = {"Content-Type": "application/json; charset=utf-8"} if payload else None
+        body = _encode(payload) if payload is not None else None
+        answer = self.transport.request(
+            method, url, params=params, body=body, headers=headers, effect=effect
+        )
+        if isinstance(answer, SendResult):
+            return _Answer(failure=answer)
+        return self._judge(answer, effect)
 
-    def _failed(self, e: rexc.RequestException, effect: bool) -> SendResult:
-        where = self.origin
-        connect, read = self.timeout
-        if isinstance(e, rexc.ConnectTimeout):
-            return SendResult.retry(f"could not connect to {where} within {connect:g} s")
-        if isinstance(e, rexc.SSLError):
-            return SendResult.retry(f"TLS with {where} failed (certificate or protocol)")
-        if isinstance(e, rexc.ReadTimeout):
-            said = f"no answer from {where} within {read:g} s"
-            if effect:
-                return SendResult.uncertain(said + " after the request was sent")
-            return SendResult.retry(said)
-        if isinstance(e, rexc.ConnectionError):
-            why = _not_connected(e)
-            if why is not None:
-                return SendResult.retry(f"could not connect to {where}: {why}")
-            said = f"the connection to {where} broke after the request was sent"
-            return SendResult.uncertain(said) if effect else SendResult.retry(said)
-        if isinstance(e, rexc.InvalidURL | rexc.MissingSchema | rexc.InvalidSchema):
-            return SendResult.permanent(f"the URL for {where} is not usable")
-        # str(e) is never shown: requests quotes the URL, and the URL holds the key or token
-        said = f"{type(e).__name__} while calling {where}"
-        return SendResult.uncertain(said) if effect else SendResult.retry(said)
-
-    def _read(self, response: requests.Response) -> tuple[bytes, bool]:
-        chunks: list[bytes] = []
-        total = 0
-        deadline = time.monotonic() + self.timeout[1]
-        try:
-            for chunk in response.iter_content(8192):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total >= BODY_LIMIT:
-                    break
-                if time.monotonic() > deadline:
-                    return b"".join(chunks), False
-        except (rexc.RequestException, u3exc.HTTPError, OSError):
-            return b"".join(chunks), False
-        return b"".join(chunks)[:BODY_LIMIT], True
-
-    def _judge(
-        self, status: int, headers: Mapping[str, str], raw: bytes, complete: bool, effect: bool
-    ) -> _Answer:
-        body = _json(raw)
+    def _judge(self, answer: Answer, effect: bool) -> _Answer:
+        status, body = answer.status, answer.body
         unsure = SendResult.uncertain if effect else SendResult.retry
+        said = self._said(answer)
         if 200 <= status < 300:
-            if not complete:
+            if not answer.complete:
                 return _Answer(failure=unsure(f"HTTP {status}, but the answer could not be read"))
-            code = _errcode(body)
-            if not isinstance(body, dict) or code is None:
-                return _Answer(failure=unsure(f"HTTP {status} without an errcode{self._said(raw)}"))
-            if code == 0:
+            errcode = code(body.get("errcode")) if isinstance(body, dict) else None
+            if not isinstance(body, dict) or errcode is None:
+                return _Answer(failure=unsure(f"HTTP {status} without an errcode{said}"))
+            if errcode == 0:
                 return _Answer(body=body, errcode=0)
-            return _Answer(failure=self.errcode_failure(code, body.get("errmsg")), errcode=code)
-        said = self._said(raw)
-        if status in (408, 425, 429, 503):
-            return _Answer(failure=SendResult.retry(f"HTTP {status}{said}", _retry_after(headers)))
-        if status == 504:  # the gateway gave up; WeCom behind it may have acted
-            return _Answer(failure=unsure(f"HTTP 504: the gateway timed out{said}"))
-        if 500 <= status < 600:
-            return _Answer(failure=SendResult.retry(f"HTTP {status}{said}"))
-        if 300 <= status < 400:
-            return _Answer(failure=SendResult.permanent(f"HTTP {status}: {self.origin} redirects"))
-        return _Answer(failure=SendResult.permanent(f"HTTP {status}{said}"))
+            return _Answer(
+                failure=self.errcode_failure(errcode, body.get("errmsg")), errcode=errcode
+            )
+        redirect = f"{self.origin} redirects"
+        wait = retry_after(answer.headers)
+        return _Answer(failure=status_failure(status, said, wait, redirect=redirect, effect=effect))
 
-    def errcode_failure(self, code: int, errmsg: object) -> SendResult:
-        known = error_code(code)
+    def errcode_failure(self, errcode: int, errmsg: object) -> SendResult:
+        known = error_code(errcode)
         meaning = f" ({known.meaning})" if known.meaning else ""
-        detail = f"errcode {code}{meaning}{self._message(errmsg)}"
+        detail = f"errcode {errcode}{meaning}{self.transport.said(errmsg)}"
         if known.verdict is Verdict.PERMANENT:
             return SendResult.permanent(detail)
         if known.verdict is Verdict.TOKEN:  # still refused after a fresh token
             return SendResult.retry(detail + "; refused again with a fresh access token")
         return SendResult.retry(detail, known.wait)
 
-    def _said(self, raw: bytes) -> str:
-        body = _json(raw)
-        if isinstance(body, dict):
-            return self._message(body.get("errmsg"))
-        return self._message(raw.decode("utf-8", "replace"))
-
-    def _message(self, text: object) -> str:
-        """`: <what WeCom said>`, one bounded terminal-safe line without secrets."""
-        if not isinstance(text, str) or not text.strip():
-            return ""
-        text = redact(" ".join(text.split()), self._hidden())
-        if len(text) > DETAIL_LIMIT:
-            text = text[: DETAIL_LIMIT - 1] + "…"
-        return f": {terminal(text)}"
-
-
-def _json(raw: bytes) -> Any:
-    if not raw.lstrip().startswith(b"{"):
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _errcode(body: Any) -> int | None:
-    if not isinstance(body, dict):
-        return None
-    code = body.get("errcode")
-    if isinstance(code, bool) or not isinstance(code, int | str):
-        return None
-    try:
-        return int(code)
-    except ValueError:
-        return None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = (headers.get("Retry-After") or "").strip()
-    return min(float(value), 86_400.0) if re.fullmatch(r"[0-9]{1,6}", value) else None
+    def _said(self, answer: Answer) -> str:
+        if isinstance(answer.body, dict):
+            return self.transport.said(answer.body.get("errmsg"))
+        return self.transport.said(answer.text)
 
 
 def _remote(value: object) -> str | None:
@@ -499,21 +369,11 @@ def _remote(value: object) -> str | None:
     return None
 
 
-def _parts_failed(index: int, total: int, failure: SendResult) -> SendResult:
-    """A later part failed after earlier ones went out: never resend the whole."""
-    if index == 0:
-        return failure
-    sent = "part 1" if index == 1 else f"parts 1-{index}"
-    return SendResult.uncertain(
-        f"part {index + 1}/{total} failed ({failure.status}: {failure.detail}); {sent} went"
-        " out, so the message is not sent again"
-    )
-
-
-def _sent(what: str, parts: int, notes: Sequence[str], remote: Sequence[str]) -> SendResult:
-    detail = what + (f" in {parts} parts" if parts > 1 else "")
-    detail = "; ".join([detail, *notes])
-    return SendResult.ok(detail, remote_id=",".join(remote)[:DETAIL_LIMIT] if remote else None)
+def _noted(result: SendResult, notes: Sequence[str]) -> SendResult:
+    """`result` with what WeCom skipped or whom it did not mention added to an `ok` detail."""
+    if result.status is not SendStatus.OK or not notes:
+        return result
+    return replace(result, detail="; ".join([result.detail, *notes]))
 
 
 # -- wecom-robot -------------------------------------------------------------------------------
@@ -533,24 +393,22 @@ class WeComRobotBackend:
         name: str,
         url: str,
         caps: Capabilities,
+        transport: Transport,
         *,
-        key: str,
         params: Mapping[str, str] | None = None,
         mention_all: bool = False,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        read_timeout: float = READ_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.name = name
         self.capabilities = caps
         self._url = url
         self._params = dict(params or {})
-        self._markdown = caps.markdown == "wecom"
+        self._markdown = caps.markdown == DIALECT
         self._mention_all = mention_all
-        parts = urlsplit(url)
-        self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self._sleep = sleep
+        self.origin = transport.origin
         self.limit = (caps.max_length or ROBOT_TEXT_BYTES, Unit.BYTES)  # of one message
-        hidden = tuple(s for s in (url, parts.query, key) if s)
-        self._http = _Http(self.origin, lambda: hidden, connect_timeout, read_timeout)
+        self._http = _Api(transport)
 
     def __repr__(self) -> str:
         kind = "markdown" if self._markdown else "text"
@@ -564,23 +422,23 @@ class WeComRobotBackend:
         """Post `delivery` as text (with mentions) or WeCom markdown, in parts when too long."""
         if self._http.closed:
             raise RuntimeError(f"wecom-robot backend {self.name!r} is closed")
-        unfit = _unfit(delivery, self.capabilities)
+        unfit = check_kind(delivery, self.capabilities)
         if unfit is not None:
             return unfit
         text = _clean(delivery.text)
         if not text.strip():
             return SendResult.permanent("the text is empty; WeCom refuses it (errcode 44004)")
         who = self.mentions(delivery)
-        messages = self.messages(text, who)
-        for i, message in enumerate(messages):
-            answer = self._http.call("POST", self._url, params=self._params, payload=message)
-            if answer.failure is not None:
-                return _parts_failed(i, len(messages), answer.failure)
-        return _sent("posted", len(messages), [who.note] if who.note else [], [])
+        result = send_parts(self.messages(text, who), lambda _i, m: self._post(m), self._sleep)
+        return _noted(result, [who.note] if who.note else [])
+
+    def _post(self, message: Mapping[str, Any]) -> SendResult:
+        answer = self._http.call("POST", self._url, params=self._params, payload=message)
+        return answer.failure or SendResult.ok("posted")
 
     def cost(self, delivery: Delivery) -> int:
-        """How many of the robot's messages a minute `delivery` uses (one per part), for a rate
-        limiter that counts messages rather than deliveries."""
+        """How many of the robot's messages a minute `delivery` uses (one per part): the runner
+        takes as many rate tokens."""
         return len(self.messages(_clean(delivery.text), self.mentions(delivery)))
 
     def messages(self, text: str, who: Mentions) -> list[dict[str, Any]]:
@@ -630,22 +488,22 @@ class WeComRobotBackend:
 def create_robot(config: BackendConfig, env: Mapping[str, str]) -> WeComRobotBackend:
     """The `wecom-robot` entry point: `key: ${env:NAME}`, or the whole webhook URL as target."""
     name = config.name
-    check_options(config, ("base_url", "mention_all", "connect_timeout", "read_timeout"))
-    markdown = _markdown_option(config)
+    check_options(config, ("base_url", "mention_all", *TIMEOUT_OPTIONS))
+    markdown = dialect(config, DIALECT)
     mention_all = option_bool(config, "mention_all", False)
     if mention_all and markdown:
         raise BackendError(
             f'backend "{name}": mention_all needs text messages (WeCom markdown cannot @all);'
             " drop markdown=wecom or mention_all"
         )
-    base = option_str(config, "base_url")
     key_ref = config.options.get("key")
     if config.target:
-        if base is not None:
+        if config.options.get("base_url") is not None:
             raise BackendError(f'backend "{name}": base_url goes with key:, not with a webhook URL')
-        url = resolve_secret(config.target, env, what=f'backend "{name}": url')
-        parts = _url(name, url, "url")
-        keys = parse_qs(parts.query).get("key", [])
+        url = http_url(
+            name, "url", resolve_secret(config.target, env, what=f'backend "{name}": url')
+        )
+        keys = parse_qs(urlsplit(url).query).get("key", [])
         if len(keys) != 1 or not keys[0]:  # the URL is not quoted: it is the secret
             raise BackendError(
                 f'backend "{name}": the webhook URL must end in ?key=... as WeCom shows it'
@@ -653,7 +511,7 @@ def create_robot(config: BackendConfig, env: Mapping[str, str]) -> WeComRobotBac
         key, params = keys[0], None
     elif key_ref:
         key = resolve_secret(str(key_ref), env, what=f'backend "{name}": key')
-        url = _base(name, base) + "/cgi-bin/webhook/send"
+        url = (base_url_option(config, env) or DEFAULT_BASE_URL) + "/cgi-bin/webhook/send"
         params = {"key": key}
     else:
         raise BackendError(
@@ -662,16 +520,9 @@ def create_robot(config: BackendConfig, env: Mapping[str, str]) -> WeComRobotBac
         )
     limit = ROBOT_MARKDOWN_BYTES if markdown else ROBOT_TEXT_BYTES
     caps = _caps(config, ROBOT, limit, mentions=True, markdown=markdown)
-    return WeComRobotBackend(
-        name,
-        url,
-        caps,
-        key=key,
-        params=params,
-        mention_all=mention_all,
-        connect_timeout=option_seconds(config, "connect_timeout", CONNECT_TIMEOUT),
-        read_timeout=option_seconds(config, "read_timeout", READ_TIMEOUT),
-    )
+    # opened last, once nothing else can fail: the URL, its query and the key are scrubbed
+    transport = Transport(origin_of(url), (url, urlsplit(url).query, key), **timeouts(config))
+    return WeComRobotBackend(name, url, caps, transport, params=params, mention_all=mention_all)
 
 
 # -- wecom-app: quotas of customer mass sends ---------------------------------------------------
@@ -737,6 +588,7 @@ class WeComAppBackend:
         name: str,
         base_url: str,
         caps: Capabilities,
+        transport: Transport,
         *,
         corp_id: str,
         corp_secret: str,
@@ -745,10 +597,9 @@ class WeComAppBackend:
         sender: str | None = None,
         chat_ids: Sequence[str] = (),
         group_quota: GroupQuota = GroupQuota.MONTH,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        read_timeout: float = READ_TIMEOUT,
         clock: Clock = wall_clock,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.name = name
         self.capabilities = caps
@@ -760,23 +611,21 @@ class WeComAppBackend:
         self.sender = sender
         self.chat_ids = tuple(chat_ids)
         self.group_quota = group_quota if sender else None
-        self._markdown = caps.markdown == "wecom"
+        self._markdown = caps.markdown == DIALECT
         self.limit = (caps.max_length or APP_TEXT_BYTES, Unit.BYTES)  # of one message
         self._clock = clock
         self._monotonic = monotonic
+        self._sleep = sleep
         self._token: tuple[str, float] | None = None  # (access token, renew after)
-        self._seen_tokens: list[str] = []  # every token this backend held, hidden everywhere
-        self.origin = base_url
-        self._http = _Http(base_url, self._hidden, connect_timeout, read_timeout)
+        self._seen_tokens: list[str] = []  # the last tokens this backend held, all hidden
+        self.origin = transport.origin
+        self._http = _Api(transport)  # it hides the corp secret, and each token once fetched
 
     def __repr__(self) -> str:
         return (
             f"WeComAppBackend(name={self.name!r}, origin={self.origin!r},"
             f" agent_id={self.agent_id!r}, sender={self.sender!r})"
         )
-
-    def _hidden(self) -> list[str]:
-        return [self._secret, *self._seen_tokens]
 
     def close(self) -> None:
         """Close the connection pool (twice is harmless)."""
@@ -805,7 +654,7 @@ class WeComAppBackend:
         """Send `delivery` the way `reach` says."""
         if self._http.closed:
             raise RuntimeError(f"wecom-app backend {self.name!r} is closed")
-        unfit = _unfit(delivery, self.capabilities)
+        unfit = check_kind(delivery, self.capabilities)
         if unfit is not None:
             return unfit
         text = _clean(delivery.text)
@@ -815,7 +664,7 @@ class WeComAppBackend:
         if not isinstance(way, Reach):
             return SendResult.permanent(way)
         if way is Reach.GROUPS:
-            return self._mass_send(plain_text(text) if self._markdown else text)
+            return self._mass_send(wecom_plain(text) if self._markdown else text)
         if self.agent_id is None:
             return SendResult.permanent("application messages need option agent_id")
         if way is Reach.STAFF:
@@ -832,8 +681,8 @@ class WeComAppBackend:
         return fit(wecom_markdown(text) if self._markdown else text, limit, unit, Policy.SPLIT)
 
     def cost(self, delivery: Delivery) -> int:
-        """How many messages `delivery` makes (one per part; a mass send is one), for a rate
-        limiter that counts messages rather than deliveries."""
+        """How many messages `delivery` becomes (one per part; a mass send is one): the runner
+        takes as many rate tokens."""
         if self.reach(delivery) is Reach.GROUPS:
             return 1
         return len(self._parts(_clean(delivery.text)))
@@ -841,10 +690,9 @@ class WeComAppBackend:
     def _message(self, to: Mapping[str, str], text: str) -> SendResult:
         """message/send, in parts when the text is longer than WeCom takes."""
         msgtype = "markdown" if self._markdown else "text"
-        parts = self._parts(text)
-        ids: list[str] = []
         notes: list[str] = []
-        for i, part in enumerate(parts):
+
+        def one(i: int, part: str) -> SendResult:
             payload = {
                 **to,
                 "msgtype": msgtype,
@@ -853,13 +701,13 @@ class WeComAppBackend:
             }
             answer = self._api("/cgi-bin/message/send", payload)
             if answer.failure is not None:
-                return _parts_failed(i, len(parts), answer.failure)
+                return answer.failure
+            if i == 1:
+                notes.extend(self._skipped(answer.body))
             msgid = _remote(answer.body.get("msgid"))
-            if msgid:
-                ids.append(msgid)
-            if i == 0:
-                notes = self._skipped(answer.body)
-        return _sent("application message sent", len(parts), notes, ids)
+            return SendResult.ok("application message sent", remote_id=msgid)
+
+        return _noted(send_parts(self._parts(text), one, self._sleep), notes)
 
     def _skipped(self, body: Mapping[str, Any]) -> list[str]:
         """Recipients WeCom skipped (the send goes on for the others)."""
@@ -982,7 +830,10 @@ class WeComAppBackend:
         expires = answer.body.get("expires_in")
         if not isinstance(token, str) or not token:
             return _Answer(failure=SendResult.retry("gettoken answered without an access_token"))
-        self._seen_tokens = [*self._seen_tokens[-7:], token]
+        self._http.transport.hide(token)
+        self._seen_tokens.append(token)
+        if len(self._seen_tokens) > 8:  # a token replaced long ago no longer needs hiding
+            self._http.transport.forget(self._seen_tokens.pop(0))
         life = float(expires) if isinstance(expires, int | float) and expires > 0 else 7200.0
         self._token = (token, now + max(life - TOKEN_MARGIN, life / 2))
         return token
@@ -990,7 +841,7 @@ class WeComAppBackend:
 
 APP_OPTIONS = (
     *("corp_id", "corp_secret", "agent_id", "to_user", "to_party", "to_tag", "sender"),
-    *("chat_ids", "group_quota", "base_url", "connect_timeout", "read_timeout"),
+    *("chat_ids", "group_quota", "base_url", *TIMEOUT_OPTIONS),
 )
 
 
@@ -1040,10 +891,15 @@ def create_app(config: BackendConfig, env: Mapping[str, str]) -> WeComAppBackend
         raise BackendError(
             f'backend "{name}": group_quota must be month, week or day (WeCom\'s 群发规则)'
         )
+    caps = _caps(config, APP, APP_TEXT_BYTES, mentions=False, markdown=dialect(config, DIALECT))
+    base = base_url_option(config, env) or DEFAULT_BASE_URL
+    # opened last, once nothing else can fail: the corp secret is scrubbed (tokens as they come)
+    transport = Transport(base, (secrets["corp_secret"],), **timeouts(config))
     return WeComAppBackend(
         name,
-        _base(name, option_str(config, "base_url")),
-        _caps(config, APP, APP_TEXT_BYTES, mentions=False, markdown=_markdown_option(config)),
+        base,
+        caps,
+        transport,
         corp_id=secrets["corp_id"],
         corp_secret=secrets["corp_secret"],
         agent_id=int(agent) if agent is not None else None,
@@ -1051,19 +907,17 @@ def create_app(config: BackendConfig, env: Mapping[str, str]) -> WeComAppBackend
         sender=sender,
         chat_ids=chat_ids,
         group_quota=GroupQuota(rule),
-        connect_timeout=option_seconds(config, "connect_timeout", CONNECT_TIMEOUT),
-        read_timeout=option_seconds(config, "read_timeout", READ_TIMEOUT),
     )
 
 
 # -- what each type can do before options (`sop backends`) -------------------------------------
 
 ROBOT_CAPABILITIES = Capabilities(
-    kinds=KINDS, max_length=ROBOT_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=True,
+    kinds=CHAT_KINDS, max_length=ROBOT_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=True,
     idempotent=False, rate_per_minute=DEFAULT_RATES[ROBOT],
 )  # fmt: skip
 APP_CAPABILITIES = Capabilities(
-    kinds=KINDS, max_length=APP_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=False,
+    kinds=CHAT_KINDS, max_length=APP_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=False,
     idempotent=False, rate_per_minute=DEFAULT_RATES[APP],
 )  # fmt: skip
 # One module, two types: keyed by type (`describe_types` reads a bare `Capabilities` today).
@@ -1076,32 +930,14 @@ CAPABILITIES: Mapping[str, Capabilities] = {ROBOT: ROBOT_CAPABILITIES, APP: APP_
 def _caps(
     config: BackendConfig, type_name: str, limit: int, *, mentions: bool, markdown: str | None
 ) -> Capabilities:
-    """What WeCom can carry: its kinds, one message's limit in UTF-8 bytes (lowered, never raised,
-    by option `max_length`; a longer text is split, not refused), and the platform's rate unless
-    the playbook declares one (`DEFAULT_RATES`, the number `sop validate`'s rate budget reads)."""
-    caps = capabilities(config, idempotent=False, kinds=KINDS, mentions=mentions)
-    rate = config.rate_per_minute or DEFAULT_RATES[type_name]
-    per_message = min(caps.max_length or limit, limit)
-    if per_message < 64:  # room for a part's "(10/10)" and some text
-        raise BackendError(f'backend "{config.name}": max_length must be at least 64 (bytes)')
+    """What WeCom can carry: its kinds, one message's limit in UTF-8 bytes (option `max_length`
+    may lower it, 64 at least; a longer text is split, not refused), and the platform's rate
+    unless the playbook declares one (`DEFAULT_RATES`, the number `sop validate` reads)."""
+    caps = capabilities(config, idempotent=False, kinds=CHAT_KINDS, mentions=mentions)
     return replace(
-        caps, max_length=per_message, length_unit=Unit.BYTES.value, markdown=markdown,
-        rate_per_minute=rate,
+        caps, max_length=message_limit(config, limit, limit), length_unit=Unit.BYTES.value,
+        markdown=markdown, rate_per_minute=rate(config, type_name),
     )  # fmt: skip
-
-
-def _unfit(delivery: Delivery, caps: Capabilities) -> SendResult | None:
-    """`check_fits` for the kinds only: a text over `max_length` is split, not refused."""
-    return check_fits(delivery, replace(caps, max_length=None))
-
-
-def _markdown_option(config: BackendConfig) -> str | None:
-    value = option_str(config, "markdown")
-    if value is None or value == "wecom":
-        return value
-    raise BackendError(
-        f'backend "{config.name}": markdown must be wecom (WeCom\'s subset), or left out for text'
-    )
 
 
 def _ids(config: BackendConfig, option: str, pattern: re.Pattern[str] | None) -> list[str]:
@@ -1117,22 +953,3 @@ def _ids(config: BackendConfig, option: str, pattern: re.Pattern[str] | None) ->
             + (" (numbers)" if pattern is None else "")
         )
     return ids
-
-
-def _base(name: str, base: str | None) -> str:
-    if base is None:
-        return DEFAULT_BASE_URL
-    _url(name, base, "base_url")
-    return base.rstrip("/")
-
-
-def _url(name: str, url: str, what: str) -> SplitResult:
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 — raises ValueError for a port that is not a number
-    except ValueError:
-        usable = False
-    if not usable:  # the value is not quoted: it may hold the key
-        raise BackendError(f'backend "{name}": {what} must be an http:// or https:// URL')
-    return parts

@@ -464,8 +464,10 @@ class StateStore(Protocol):
         """Move an open task's due time; False when there is no open task with that id."""
         ...
 
-    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
-        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+    def escalate_tasks(
+        self, run_id: str, due_before: datetime, now: datetime, actor: str
+    ) -> list[TaskRecord]:
+        """Open tasks due before `due_before`, not yet escalated: escalated at `now`; them."""
         ...
 
     # -- forecasts

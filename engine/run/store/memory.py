@@ -490,12 +490,14 @@ class MemoryStore:
             self._log(run_id, actor, "task.postponed", task_id, {"to": to.isoformat()})
             return True
 
-    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
-        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+    def escalate_tasks(
+        self, run_id: str, due_before: datetime, now: datetime, actor: str
+    ) -> list[TaskRecord]:
+        """Open tasks due before `due_before`, not yet escalated: escalated at `now`; them."""
         out = []
         with self._lock:
             for (r, k), t in list(self._tasks.items()):
-                overdue = r == run_id and t.state == TaskState.OPEN and t.due_at < now
+                overdue = r == run_id and t.state == TaskState.OPEN and t.due_at < due_before
                 if overdue and t.escalated_at is None:
                     u = replace(t, escalated_at=now)
                     self._tasks[(r, k)] = u

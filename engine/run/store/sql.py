@@ -515,7 +515,9 @@ class SqlStore:
                 )
                 for key, fence, state, attempts in cur.fetchall():
                     current[key] = (int(fence), state, int(attempts))
-            updates, attempts_rows, tasks = [], [], []
+            updates: list[tuple[Any, ...]] = []
+            attempts_rows: list[tuple[Any, ...]] = []
+            tasks: list[tuple[Any, ...]] = []
             for o in outcomes:
                 cur_state = current.get(o.key)
                 if cur_state is None or cur_state[0] != o.fence or cur_state[1] != "claimed":
@@ -525,7 +527,7 @@ class SqlStore:
                 current[o.key] = (o.fence, str(o.state), attempt)  # a repeat in `outcomes` is stale
                 next_at = to_us(o.next_at) if o.next_at is not None else None
                 updates.append(
-                    (str(o.state), attempt, next_at, o.detail, to_us(o.at), run_id, o.key, o.fence)
+                    (o.key, o.fence, str(o.state), attempt, next_at, o.detail, to_us(o.at))
                 )
                 if o.attempted:
                     attempts_rows.append(
@@ -549,17 +551,27 @@ class SqlStore:
                             t.backend,
                         )
                     )
-            cur.executemany(
-                "UPDATE occurrences SET state = ?, attempts = ?, next_at = COALESCE(?, next_at),"
-                " lease_until = NULL, reason = COALESCE(NULLIF(?, ''), reason), updated_at = ?"
-                " WHERE run = ? AND key = ? AND fence = ?",
-                updates,
-            )
-            cur.executemany(
-                "INSERT INTO attempts (run, key, fence, attempt, at, state, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, fence) DO NOTHING",
-                attempts_rows,
-            )
+            # one statement a chunk, not one a row: a batch of 200 is two round trips
+            row = "(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER),"
+            row += " CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT))"
+            for chunk in _chunks(updates, CHUNK // 8):
+                cur.execute(
+                    "WITH v (key, fence, state, attempts, next_at, reason, updated_at) AS"
+                    f" (VALUES {', '.join([row] * len(chunk))})"
+                    " UPDATE occurrences SET state = v.state, attempts = v.attempts,"
+                    " next_at = COALESCE(v.next_at, occurrences.next_at), lease_until = NULL,"
+                    " reason = COALESCE(NULLIF(v.reason, ''), occurrences.reason),"
+                    " updated_at = v.updated_at FROM v WHERE occurrences.run = ?"
+                    " AND occurrences.key = v.key AND occurrences.fence = v.fence",
+                    [x for u in chunk for x in u] + [run_id],
+                )
+            for chunk in _chunks(attempts_rows, CHUNK // 8):
+                cur.execute(
+                    "INSERT INTO attempts (run, key, fence, attempt, at, state, detail) VALUES"
+                    f" {', '.join([f'({_marks(7)})'] * len(chunk))}"
+                    " ON CONFLICT (run, key, fence) DO NOTHING",
+                    [x for a in chunk for x in a],
+                )
             cur.executemany(
                 "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
                 " created_at, remote_id, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -1010,13 +1022,15 @@ class SqlStore:
             self._audit(cur, run_id, actor, "task.postponed", task_id, {"to": to.isoformat()})
             return True
 
-    def escalate_tasks(self, run_id: str, now: datetime, actor: str) -> list[TaskRecord]:
-        """Open tasks due before `now` and not yet escalated: mark them escalated; them."""
+    def escalate_tasks(
+        self, run_id: str, due_before: datetime, now: datetime, actor: str
+    ) -> list[TaskRecord]:
+        """Open tasks due before `due_before`, not yet escalated: escalated at `now`; them."""
         with self._write() as cur:
             cur.execute(
                 "UPDATE tasks SET escalated_at = ? WHERE run = ? AND state = 'open'"
                 f" AND due_at < ? AND escalated_at IS NULL RETURNING {_TASK_COLUMNS}",
-                (to_us(now), run_id, to_us(now)),
+                (to_us(now), run_id, to_us(due_before)),
             )
             rows = [self._task(r) for r in cur.fetchall()]
             for t in rows:
