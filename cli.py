@@ -1288,17 +1288,26 @@ def serve(
     playbook: str, state: str | None, run_id: str | None, host: str, port: int,
     allow_unsigned: bool,
 ) -> None:  # fmt: skip
-    """Accept member events over HTTP (HMAC-signed with $SOP_EVENTS_SECRET)."""
+    """The operator's dashboard and the events endpoint (events HMAC-signed with
+    $SOP_EVENTS_SECRET; the dashboard behind $SOP_TOKEN beyond localhost)."""
+    from sop.engine import web
     from sop.engine.run import serve as server
 
     program = _program(playbook)
     secret = os.environ.get("SOP_EVENTS_SECRET")
+    token = os.environ.get("SOP_TOKEN") or None
     store = _store(state)
+    rid = run_id or program.playbook.id
+    try:
+        web.check_access(host, token)
+    except web.AccessError as e:
+        _fail(str(e))
+    dashboard = web.dashboard_routes(program, store, rid, web.DashboardSettings.from_env())
     with _runtime_errors():
         server.serve(
-            program, store, run_id or program.playbook.id, host, port,
-            secret.encode() if secret else None, allow_unsigned,
-            announce=lambda url: click.echo(f"listening on {url}", err=True),
+            program, store, rid, host, port, secret.encode() if secret else None,
+            allow_unsigned, extra_routes=dashboard,
+            announce=lambda line: click.echo(line, err=True),
         )  # fmt: skip
 
 

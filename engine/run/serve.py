@@ -50,7 +50,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..program import Program
 from . import service
@@ -132,21 +132,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, secret: bytes | None, allow_unsigned: bool = False) -> None:
-    """Refuse (ServeError) to listen unsigned beyond loopback, or unsigned unless allowed."""
+def check_bind(host: str, secret: bytes | None, allow_unsigned: bool = False) -> str | None:
+    """Refuse (ServeError) unsigned events beyond loopback; say when events will be refused.
+
+    Without a secret (and without `allow_unsigned`) the server still starts — the dashboard
+    needs no events secret — and `/events` answers 401 to everything: the returned note says so.
+    """
     if secret:
-        return
+        return None
+    if not allow_unsigned:
+        return (
+            f"no {SECRET_ENV}: /events refuses every event (401); set it (senders sign each body"
+            " with it), or pass --insecure-no-signature on a loopback address"
+        )
     if not is_loopback(host):
         raise ServeError(
-            f"refusing to listen on {host!r} without a shared secret: anyone who can reach it"
-            f" could post events; set {SECRET_ENV} (senders sign each body with it) or listen"
-            f" on {DEFAULT_HOST}"
+            f"refusing to accept unsigned events on {host!r}: anyone who can reach it could post"
+            f" events; set {SECRET_ENV} (senders sign each body with it) or listen on"
+            f" {DEFAULT_HOST}"
         )
-    if not allow_unsigned:
-        raise ServeError(
-            f"no shared secret: set {SECRET_ENV} (senders sign each body with it), or pass"
-            " --insecure-no-signature to accept unsigned events on this loopback address"
-        )
+    return None
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -471,6 +476,7 @@ def create_app(
     actor: str = "serve",
     clock: Clock | None = None,
     writer: GroupCommit | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The events endpoint as a Starlette app (routes can be added: the dashboard's, later).
 
@@ -531,6 +537,7 @@ def create_app(
         routes=[
             Route("/events", post_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *extra_routes,  # the dashboard, mounted after the events endpoint
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
@@ -591,23 +598,28 @@ def serve(
     max_body: int = MAX_BODY,
     actor: str = "serve",
     announce: Callable[[str], None] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve events until SIGINT or SIGTERM, then return once what was accepted is committed.
 
     Raises ServeError (unsafe or impossible address) or RunError (no such run) before listening.
     `announce` is told the events URL once the socket is bound (port 0 picks a free one).
     """
-    check_bind(host, secret, allow_unsigned)
+    note = check_bind(host, secret, allow_unsigned)
     service.require_run(store, run_id)
     sock = bind(host, port)
     app = create_app(
         program, store, run_id, secret, allow_unsigned=allow_unsigned, max_body=max_body,
-        actor=actor,
+        actor=actor, extra_routes=extra_routes,
     )  # fmt: skip
     if announce is not None:
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        announce(f"http://{shown}:{bound_port}/events")
+        announce(f"events: http://{shown}:{bound_port}/events")
+        if extra_routes:
+            announce(f"dashboard: http://{shown}:{bound_port}/")
+        if note:
+            announce(note)
     try:
         with _signals_end_serving():
             make_server(app).run(sockets=[sock])
