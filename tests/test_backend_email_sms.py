@@ -37,10 +37,13 @@ from pytest_httpserver import HTTPServer
 from sop.engine.core.catalog import DEFAULT_RATES
 from sop.engine.run.backends import BackendError, load_factory, smtp_email
 from sop.engine.run.backends import sms as sms_module
+from sop.engine.run.backends._markup import plain_text
 from sop.engine.run.backends.sms import SmsBackend, e164, tc3_authorization, template_params
-from sop.engine.run.backends.smtp_email import EmailBackend, message_id, plain_text
+from sop.engine.run.backends.smtp_email import EmailBackend, message_id
 from sop.engine.run.ports import Backend, BackendConfig, Delivery, SendResult, SendStatus
 from werkzeug import Request, Response
+
+from tests.backend_logs import urllib3_debug
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DUE = datetime(2027, 1, 4, 9, 0, tzinfo=SHANGHAI)
@@ -493,14 +496,14 @@ def test_starttls_optional_sends_in_clear_to_a_server_without_it() -> None:
 def test_a_password_goes_in_clear_only_to_a_loopback_relay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert smtp_email._loopback("127.0.0.1") and smtp_email._loopback("::1")
-    assert smtp_email._loopback("localhost") and not smtp_email._loopback("192.0.2.1")
+    assert smtp_email.loopback("127.0.0.1") and smtp_email.loopback("::1")
+    assert smtp_email.loopback("localhost") and not smtp_email.loopback("192.0.2.1")
     handler = Recorder()
     with smtp_server(
         handler, auth_require_tls=False, authenticator=authenticator("ops", PASSWORD)
     ) as port:
         backend = email(port, starttls="optional", user="ops", password="${env:SMTP_PASSWORD}")
-        monkeypatch.setattr(smtp_email, "_loopback", lambda host: False)  # as if remote
+        monkeypatch.setattr(smtp_email, "loopback", lambda host: False)  # as if remote
         result = backend.send(delivery())
     assert result == SendResult.permanent(
         f"127.0.0.1:{port} offered no encryption: the password is not sent in clear"
@@ -952,7 +955,7 @@ def test_a_member_sms_is_one_exact_signed_request(httpserver: HTTPServer) -> Non
         remote_id="5000:1045710669157053657849499619",
     )
     [(request, _)] = httpserver.log
-    host = f"127.0.0.1:{httpserver.port}"
+    host = httpserver.url_for("").split("//")[1].rstrip("/")  # the session server's host:port
     payload = (
         '{"PhoneNumberSet":["+8613800138000"],"SmsSdkAppId":"1400006666","TemplateId":"1110",'
         '"TemplateParamSet":["Ana","新手营","3月5日 20:00"],"SessionContext":"sop:'
@@ -1260,7 +1263,7 @@ def test_answers_that_are_not_the_apis_are_classified(
 ) -> None:
     httpserver.expect_oneshot_request("/").respond_with_response(response)
     result = sms(httpserver).send(delivery())
-    origin = f"http://127.0.0.1:{httpserver.port}"
+    origin = httpserver.url_for("").rstrip("/")
     assert result == SendResult(expected.status, expected.detail.format(origin=origin))
 
 
@@ -1279,7 +1282,8 @@ def test_an_sms_without_an_answer_in_time_is_uncertain(httpserver: HTTPServer) -
         release.set()
     assert time.monotonic() - started < 3
     assert result == SendResult.uncertain(
-        f"no answer from http://127.0.0.1:{httpserver.port} within 0.3 s after the request was sent"
+        f"no answer from {httpserver.url_for('').rstrip('/')} within 0.3 s after the request was"
+        " sent"
     )
 
 
@@ -1294,13 +1298,14 @@ def test_an_sms_to_a_refused_connection_is_a_retry() -> None:
 def test_no_sms_secret_reaches_a_detail_a_repr_an_error_or_a_log(
     httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     echo = error("AuthFailure.SecretIdNotFound", f"SecretId {SECRET_ID} with key {SECRET_KEY}")
     httpserver.expect_oneshot_request("/").respond_with_json(echo)
-    backend = sms(httpserver)
-    results = [backend.send(delivery())]
-    backend.close()
-    results.append(sms(None, base_url=f"http://127.0.0.1:{free_port()}").send(delivery()))
+    with urllib3_debug(caplog):
+        backend = sms(httpserver)
+        results = [backend.send(delivery())]
+        backend.close()
+        results.append(sms(None, base_url=f"http://127.0.0.1:{free_port()}").send(delivery()))
+    assert any(r.name.startswith("urllib3") for r in ours(caplog))  # it did log the requests
     assert [r.status for r in results] == [SendStatus.PERMANENT, SendStatus.RETRY]
     assert "SecretId *** with key ***" in results[0].detail
     for r in results:
@@ -1326,8 +1331,12 @@ def test_no_sms_secret_reaches_a_detail_a_repr_an_error_or_a_log(
         ({"sdk_app_id": "abc"}, 'backend "text": sdk_app_id must be the number the console shows'),
         ({"template_id": None}, 'backend "text" (sms) needs the option template_id'),
         ({"region": "Guangzhou"}, 'backend "text": region must look like ap-guangzhou'),
-        ({"base_url": "ftp://x"}, 'backend "text": base_url must be an http(s) origin'),
-        ({"base_url": "https://x.org/path"}, 'backend "text": base_url must be an http(s) origin'),
+        ({"base_url": "ftp://x"}, 'backend "text": base_url must be an http:// or https:// URL'),
+        (
+            {"base_url": "http://127.0.0.1/path"},
+            'backend "text": base_url must be an http(s) origin',
+        ),
+        ({"base_url": "https://x.org"}, 'backend "text": base_url receives the token, so in a'),
         ({"param_count": "-1"}, 'backend "text": param_count must be a whole number, 0 to 32'),
         ({"phone": "1"}, 'backend "text" (sms) has no option "phone"'),
         ({"markdown": "x"}, 'backend "text": an SMS is sent as plain text; drop the markdown'),

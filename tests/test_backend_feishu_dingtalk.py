@@ -9,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import re
 import threading
 import time
@@ -23,12 +22,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from pytest_httpserver import HTTPServer
 from sop.engine.core.catalog import DEFAULT_RATES, MESSAGE_KINDS
-from sop.engine.run.backends import BackendError
+from sop.engine.run.backends import BackendError, _chat, _robot
 from sop.engine.run.backends import dingtalk as dt
 from sop.engine.run.backends import feishu as fs
 from sop.engine.run.backends._text import TRUNCATED
 from sop.engine.run.ports import Backend, BackendConfig, Delivery, SendResult, SendStatus
 from werkzeug import Request, Response
+
+from tests.backend_logs import urllib3_debug
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DUE = datetime(2027, 1, 4, 9, 0, tzinfo=SHANGHAI)
@@ -131,7 +132,7 @@ def test_the_signature_vectors_hold_and_the_modules_agree_with_them() -> None:
     )
     assert fs.feishu_sign(NOW_S, "fs-S3CRET-0") == feishu_signature(NOW_S, "fs-S3CRET-0")
     assert dt.dingtalk_sign(NOW_MS, "SECd1ng3") == dingtalk_signature(NOW_MS, "SECd1ng3")
-    assert (fs.epoch_seconds(NOW), fs.epoch_millis(NOW)) == (NOW_S, NOW_MS)
+    assert (_robot.epoch_seconds(NOW), _robot.epoch_millis(NOW)) == (NOW_S, NOW_MS)
 
 
 # -- feishu-bot: the request ---------------------------------------------------------------------
@@ -484,6 +485,45 @@ def test_a_feishu_text_over_20000_bytes_goes_in_paced_numbered_parts(
     assert [ln.split("：")[0] for ln in joined.split("\n")] == [f"第{i}行" for i in range(600)]
 
 
+@pytest.mark.parametrize("module", [fs, dt])
+def test_cost_is_the_number_of_messages_a_delivery_becomes(
+    httpserver: HTTPServer, module: Any
+) -> None:
+    capture = Capture(Response('{"code":0,"errcode":0,"msg":"ok"}'))
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(capture)
+    backend = build(module, None, {"T": "tok-t"}, token="${env:T}", base_url=base_of(httpserver))
+    short, long = delivery(), delivery(text=long_text())
+    assert backend.cost(short) == 1
+    cost = backend.cost(long)
+    assert backend.send(long).status is SendStatus.OK
+    assert cost == len(capture.bodies) >= 3  # what the runner takes as rate tokens
+    backend.close()
+
+
+@pytest.mark.parametrize("module", [fs, dt])
+def test_max_length_is_one_message_s_text_in_bytes_and_splits_rather_than_refuses(
+    httpserver: HTTPServer, module: Any
+) -> None:
+    capture = Capture(Response('{"code":0,"errcode":0,"msg":"ok"}'))
+    httpserver.expect_request(re.compile(".*")).respond_with_handler(capture)
+    env = {"T": "tok-t"}
+    backend = build(
+        module, None, env, token="${env:T}", base_url=base_of(httpserver), max_length="100"
+    )
+    assert (backend.capabilities.max_length, backend.capabilities.length_unit) == (100, "bytes")
+    result = backend.send(delivery(text="欢迎加入社群，请阅读群规。" * 10))  # 390 bytes
+    texts = [
+        capture.json(i)["text"]["content"] if module is dt else capture.json(i)["content"]["text"]
+        for i in range(len(capture.bodies))
+    ]
+    assert result == SendResult.ok(f"HTTP 200, in {len(texts)} parts") and len(texts) >= 4
+    assert all(len(t.encode()) <= 100 and t.endswith(f"/{len(texts)})") for t in texts)
+    for too in ("63", str(module.BODY_LIMIT + 1)):
+        with pytest.raises(BackendError, match="max_length must be between 64 and"):
+            build(module, None, env, token="${env:T}", max_length=too)
+    backend.close()
+
+
 def test_the_truncate_policy_sends_one_message_that_says_it_was_cut(
     httpserver: HTTPServer,
 ) -> None:
@@ -511,9 +551,9 @@ FORBIDDEN = Response('{"code":19024,"msg":"Key Words Not Found"}')
 @pytest.mark.parametrize(
     ("responses", "requests", "waits"),
     [
-        ((OK, LIMITED), 3, [fs.PART_INTERVAL, fs.PART_RETRY_WAIT]),  # tried once more, no more
+        ((OK, LIMITED), 3, [fs.PART_INTERVAL, _chat.PART_RETRY_WAIT]),  # tried once more, no more
         ((OK, FORBIDDEN), 2, [fs.PART_INTERVAL]),  # a refusal is not tried again
-        (  # a wait longer than PART_RETRY_LIMIT is not waited for
+        (  # a wait longer than PART_WAIT is not waited for
             (OK, Response("", 429, headers={"x-ogw-ratelimit-reset": "30"})),
             2,
             [fs.PART_INTERVAL],
@@ -535,9 +575,10 @@ def test_a_part_failing_after_earlier_ones_were_posted_is_uncertain(
     assert capture.bodies[1] == capture.bodies[-1]  # the same part 2
     assert pauses == waits
     assert result.status is SendStatus.UNCERTAIN
-    assert result.detail.startswith("part 2 of ")
-    assert int(result.detail.split()[3].rstrip(":")) >= n
-    assert "failed after parts 1 to 1 were posted: HTTP " in result.detail
+    assert result.detail.startswith("part 2/")
+    assert int(result.detail.split()[1].split("/")[1]) >= n
+    assert "failed after 1 of " in result.detail
+    assert "parts were posted (not resent: resolve by hand): HTTP " in result.detail
 
 
 def test_a_later_part_rate_limited_briefly_is_sent_after_the_wait(httpserver: HTTPServer) -> None:
@@ -564,7 +605,7 @@ def test_a_first_part_failing_keeps_its_class_and_names_the_part(httpserver: HTT
     result = backend.send(delivery(text=long_text()))
     assert len(capture.bodies) == 1
     assert result.status is SendStatus.RETRY
-    assert result.detail.startswith("part 1 of ")
+    assert result.detail.startswith("part 1/")
 
 
 def test_an_empty_text_is_refused_before_anything_is_sent(httpserver: HTTPServer) -> None:
@@ -746,7 +787,7 @@ def test_a_later_dingtalk_part_is_tried_again_only_when_the_wait_is_short(
     assert pauses == waits
     if status is SendStatus.UNCERTAIN:
         assert len(capture.bodies) == 2
-        assert "send too fast" in result.detail and result.detail.startswith("part 2 of ")
+        assert "send too fast" in result.detail and result.detail.startswith("part 2/")
 
 
 # -- dingtalk-bot: classification ----------------------------------------------------------------
@@ -927,10 +968,25 @@ def test_a_kind_a_robot_cannot_carry_is_refused_before_sending() -> None:
         (dt, "${env:U}", {"base_url": "http://h"}, "base_url goes with token"),
         (fs, None, {"token": "${env:URLISH}"}, "token must be the robot's token alone"),
         (dt, None, {"token": "${env:T}", "base_url": "ftp://h"}, "base_url must be an http://"),
-        (dt, None, {"token": "${env:T}", "base_url": "http://h/?x=1"}, "base_url takes no query"),
+        (
+            dt,
+            None,
+            {"token": "${env:T}", "base_url": "http://[::1]/?x=1"},
+            "base_url takes no query",
+        ),
         (fs, "${env:NOT_URL}", {}, "url must be an http:// or https:// URL"),
-        (fs, None, {"token": "${env:T}", "markdown": "commonmark"}, "renders markdown=feishu"),
-        (dt, None, {"token": "${env:T}", "markdown": "feishu"}, "renders markdown=dingtalk"),
+        (
+            fs,
+            None,
+            {"token": "${env:T}", "markdown": "commonmark"},
+            "markdown must be feishu or none",
+        ),
+        (
+            dt,
+            None,
+            {"token": "${env:T}", "markdown": "feishu"},
+            "markdown must be dingtalk or none",
+        ),
         (fs, None, {"token": "${env:T}", "overflow": "drop"}, "overflow must be split or truncate"),
         (dt, None, {"token": "${env:T}", "at_all": "maybe"}, "at_all must be true or false"),
         (fs, None, {"token": "${env:T}", "at_all": "true"}, 'has no option "at_all"'),
@@ -962,7 +1018,6 @@ TOKEN, SECRET = "tokS3CRETvalue", "SECsigningS3CRET"
 def test_no_secret_reaches_a_detail_a_repr_an_error_or_a_log_record(
     httpserver: HTTPServer, module: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     echo = f"bad token {TOKEN} for {SECRET} at /hook/{TOKEN}?access_token={TOKEN}"
     httpserver.expect_request("/open-apis/bot/v2/hook/" + TOKEN).respond_with_response(
         Response(json.dumps({"code": 19021, "msg": echo}), 200)
@@ -971,20 +1026,23 @@ def test_no_secret_reaches_a_detail_a_repr_an_error_or_a_log_record(
         Response(json.dumps({"errcode": 310000, "errmsg": echo}), 200)
     )
     env = {"T": TOKEN, "K": SECRET}
-    backend = build(
-        module, None, env, token="${env:T}", key="${env:K}", base_url=base_of(httpserver)
-    )
-    results = [backend.send(delivery()), backend.send(delivery(text=long_text()))]
     whole_url = (
         httpserver.url_for(f"/open-apis/bot/v2/hook/{TOKEN}")
         if module is fs
         else httpserver.url_for("/robot/send") + f"?access_token={TOKEN}"
     )
-    whole = build(module, "${env:U}", {"U": whole_url, "K": SECRET}, key="${env:K}")
-    results.append(whole.send(delivery()))
-    with socket_closed() as port:  # nothing listening: a connection error names no URL
-        refused = build(module, None, env, token="${env:T}", base_url=f"http://127.0.0.1:{port}")
-        results.append(refused.send(delivery()))
+    with urllib3_debug(caplog):
+        backend = build(
+            module, None, env, token="${env:T}", key="${env:K}", base_url=base_of(httpserver)
+        )
+        results = [backend.send(delivery()), backend.send(delivery(text=long_text()))]
+        whole = build(module, "${env:U}", {"U": whole_url, "K": SECRET}, key="${env:K}")
+        results.append(whole.send(delivery()))
+        with socket_closed() as port:  # nothing listening: a connection error names no URL
+            refused = build(
+                module, None, env, token="${env:T}", base_url=f"http://127.0.0.1:{port}"
+            )
+            results.append(refused.send(delivery()))
     assert [r.status for r in results] == [
         SendStatus.PERMANENT,
         SendStatus.PERMANENT,

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from sop.engine.core.catalog import DEFAULT_RATES
-from sop.engine.run.backends import BackendError
+from sop.engine.run.backends import BackendError, _chat, _http
 from sop.engine.run.backends import discord as dc
 from sop.engine.run.backends import slack as sl
 from sop.engine.run.backends import telegram as tg
@@ -32,6 +32,8 @@ from sop.engine.run.backends._text import Policy, Unit, size
 from sop.engine.run.ports import BackendConfig, Delivery, SendResult, SendStatus
 from sop.engine.validate import Options, validate_file
 from werkzeug import Request, Response
+
+from tests.backend_logs import urllib3_debug
 
 ROOT = Path(__file__).resolve().parent.parent
 DUE = datetime(2027, 1, 4, 1, 0, tzinfo=UTC)
@@ -438,7 +440,10 @@ def test_each_backend_declares_its_platform(
     caps = backend.capabilities
     assert caps == MODULES[type_name].CAPABILITIES  # what `sop backends` shows
     assert (caps.max_length, caps.length_unit) == (limit, unit)
-    assert caps.markdown == markdown
+    assert caps.markdown is None  # plain text unless the dialect is asked for
+    styled = BUILDERS[type_name](httpserver, markdown=markdown)
+    assert styled.capabilities.markdown == markdown
+    styled.close()
     assert caps.mentions is mentions
     assert caps.idempotent is False
     assert caps.rate_per_minute == DEFAULT_RATES[type_name]  # what `sop validate` budgets with
@@ -452,7 +457,7 @@ def test_a_declared_rate_beats_the_platform_default(httpserver: HTTPServer, type
     backend = BUILDERS[type_name](httpserver)
     assert backend.capabilities.rate_per_minute == DEFAULT_RATES[type_name]
     config = BackendConfig("x", type_name, None, {}, rate_per_minute=7)
-    assert sl.rate(config, type_name) == 7
+    assert _chat.rate(config, type_name) == 7
 
 
 @pytest.mark.parametrize("type_name", BUILDERS)
@@ -488,10 +493,41 @@ def test_actions_a_chat_cannot_perform_and_empty_texts_are_refused_unsent(
 def test_a_bad_option_stops_the_build(
     httpserver: HTTPServer, type_name: str, options: dict[str, Any], message: str
 ) -> None:
-    held = dict(sl._SCRUB.secrets)
+    held = _http.SCRUB.secrets
     with pytest.raises(BackendError, match=re.escape(message)):
         BUILDERS[type_name](httpserver, **options)
-    assert sl._SCRUB.secrets == held  # nothing opened, nothing left registered
+    assert _http.SCRUB.secrets == held  # nothing opened, nothing left registered
+
+
+@pytest.mark.parametrize(
+    ("type_name", "path", "field", "plain"),
+    [
+        ("slack-webhook", SLACK_PATH, "text", "Hi Ana &lt;3"),
+        ("discord-webhook", DISCORD_PATH, "content", "Hi Ana <3"),
+        ("telegram-bot", TG_PATH, "text", "Hi Ana <3"),
+    ],
+)
+def test_without_the_markdown_option_a_chat_sends_plain_text(
+    httpserver: HTTPServer, type_name: str, path: str, field: str, plain: str
+) -> None:
+    capture = Capture(json_response(TG_OK if type_name == "telegram-bot" else MESSAGE))
+    httpserver.expect_request(path).respond_with_handler(capture)
+    backend = BUILDERS[type_name](httpserver)
+    assert backend.capabilities.markdown is None
+    assert backend.send(delivery(text="Hi **Ana** <3")).status is SendStatus.OK
+    [body] = capture.bodies
+    assert body[field] == plain  # the markup removed, nothing formatted
+    assert "parse_mode" not in body and body.get("mrkdwn") in (None, False)
+    backend.close()
+
+
+@pytest.mark.parametrize("type_name", BUILDERS)
+def test_a_markdown_option_that_names_none_is_plain_text_too(
+    httpserver: HTTPServer, type_name: str
+) -> None:
+    backend = BUILDERS[type_name](httpserver, markdown="none")
+    assert backend.capabilities == BUILDERS[type_name](httpserver).capabilities
+    backend.close()
 
 
 # -- Slack: the request -------------------------------------------------------------------------
@@ -500,7 +536,7 @@ def test_a_bad_option_stops_the_build(
 def test_slack_posts_mrkdwn_text_to_the_webhook_path(httpserver: HTTPServer) -> None:
     capture = Capture(Response("ok", 200, content_type="text/html"))
     httpserver.expect_request(SLACK_PATH, method="POST").respond_with_handler(capture)
-    backend = slack(httpserver)
+    backend = slack(httpserver, markdown="mrkdwn")
     result = backend.send(delivery(text="Hi **Ana** & <team>: [docs](https://x.test)"))
     assert result == SendResult.ok("HTTP 200")
     [(path, query, headers, body)] = capture.requests
@@ -521,9 +557,9 @@ def test_slack_mentions_the_member_by_their_slack_user_id(httpserver: HTTPServer
     about = {"kind": "task", "audience": "member", "member": "m1", "text": "call them"}
     backend.send(delivery(**about, attributes={"slack_user_id": "U024BE7LH"}))
     assert capture.bodies == [
-        {"text": "<@U024BE7LH> welcome"},
-        {"text": "welcome"},
-        {"text": "call them"},
+        {"text": "<@U024BE7LH> welcome", "mrkdwn": False},
+        {"text": "welcome", "mrkdwn": False},
+        {"text": "call them", "mrkdwn": False},
     ]
 
 
@@ -541,7 +577,7 @@ def test_slack_splits_a_long_text_into_numbered_parts_in_order(httpserver: HTTPS
     result = slack(httpserver).send(delivery(text="\n\n".join([paragraph] * 5)))
     texts = [b["text"] for b in capture.bodies]
     assert result.status is SendStatus.OK
-    assert result.detail == f"{len(texts)} messages posted; HTTP 200"
+    assert result.detail == f"HTTP 200, in {len(texts)} parts"
     assert slack(httpserver).cost(delivery(text="\n\n".join([paragraph] * 5))) == len(texts)
     assert len(texts) >= 3
     assert all(len(t) <= 4000 for t in texts)
@@ -694,7 +730,9 @@ MESSAGE = {"id": "1180000000000000001", "channel_id": "1170000000000000001", "co
 def test_discord_executes_the_webhook_waiting_for_the_message(httpserver: HTTPServer) -> None:
     capture = Capture(json_response(MESSAGE))
     httpserver.expect_request(DISCORD_PATH, method="POST").respond_with_handler(capture)
-    result = discord(httpserver).send(delivery(text="Hi **Ana** @everyone ||x||"))
+    result = discord(httpserver, markdown="discord").send(
+        delivery(text="Hi **Ana** @everyone ||x||")
+    )
     assert result == SendResult.ok("HTTP 200", remote_id="1180000000000000001")
     [(path, query, headers, body)] = capture.requests
     assert (path, query) == (DISCORD_PATH, {"wait": "true"})
@@ -904,7 +942,9 @@ def test_a_discord_url_that_is_not_a_webhook_is_refused_without_quoting_it() -> 
 def test_telegram_sends_markdown_v2_to_the_group(httpserver: HTTPServer) -> None:
     capture = Capture(json_response(TG_OK))
     httpserver.expect_request(TG_PATH, method="POST").respond_with_handler(capture)
-    result = telegram(httpserver).send(delivery(text="Hi **Ana**, v1.2 is out!"))
+    result = telegram(httpserver, markdown="markdownv2").send(
+        delivery(text="Hi **Ana**, v1.2 is out!")
+    )
     assert result == SendResult.ok("HTTP 200", remote_id="42")
     [(path, query, headers, body)] = capture.requests
     assert (path, query) == (TG_PATH, {})
@@ -950,7 +990,7 @@ def test_telegram_counts_utf16_units_when_splitting(httpserver: HTTPServer) -> N
     capture = Capture(json_response(TG_OK))
     httpserver.expect_request(TG_PATH).respond_with_handler(capture)
     text = "\n".join(["😀😀 ok " * 50] * 20)  # 6,000 code points, 8,000 UTF-16 units
-    result = telegram(httpserver).send(delivery(text=text))
+    result = telegram(httpserver, markdown="markdownv2").send(delivery(text=text))
     texts = [b["text"] for b in capture.bodies]
     assert result.status is SendStatus.OK and len(texts) == 2
     assert all(size(t, Unit.UTF16) <= 4096 for t in texts)
@@ -1011,7 +1051,7 @@ def test_markdown_telegram_cannot_parse_is_sent_again_as_plain_text(
     )
     capture = Capture(refused, json_response(TG_OK))
     httpserver.expect_request(TG_PATH).respond_with_handler(capture)
-    result = telegram(httpserver).send(delivery(text="Hi **Ana**"))
+    result = telegram(httpserver, markdown="markdownv2").send(delivery(text="Hi **Ana**"))
     assert result.status is SendStatus.OK
     assert result.detail == "HTTP 200 (sent without formatting: Telegram could not parse it)"
     assert capture.bodies[1] == {"chat_id": -1001234567890, "text": "Hi Ana"}
@@ -1087,7 +1127,7 @@ def test_a_base_url_elsewhere_than_loopback_comes_from_the_environment() -> None
     config = BackendConfig("tg", "telegram-bot", None, options)
     env = {"T": TG_TOKEN, "TG_API": "https://tg-proxy.internal.test/"}
     backend = tg.create(config, env)
-    assert backend._endpoint == f"https://tg-proxy.internal.test/bot{TG_TOKEN}/sendMessage"
+    assert backend._url == f"https://tg-proxy.internal.test/bot{TG_TOKEN}/sendMessage"
     assert "tg-proxy" in repr(backend) and TG_TOKEN not in repr(backend)
     backend.close()
 
@@ -1136,7 +1176,7 @@ def test_no_answer_after_the_request_went_is_uncertain(
     backend = BUILDERS[type_name](httpserver, read_timeout="0.3")
     result = backend.send(delivery())
     assert result.status is SendStatus.UNCERTAIN
-    assert result.detail.startswith("no answer from http://127.0.0.1:")
+    assert result.detail.startswith(f"no answer from {httpserver.url_for('').rstrip('/')} ")
 
 
 # -- secrets: never in a detail, an error, a repr or a log line ---------------------------------
@@ -1152,7 +1192,7 @@ def test_no_secret_reaches_a_detail_a_repr_or_a_log_line(
     httpserver: HTTPServer, type_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     httpserver.expect_request(re.compile(".*")).respond_with_handler(echo_everything)
-    with caplog.at_level(logging.DEBUG):
+    with urllib3_debug(caplog):
         backend = BUILDERS[type_name](httpserver)
         results = [backend.send(delivery()), backend.send(to_member(attributes={}))]
         text = repr(backend) + repr(backend._transport)
@@ -1167,14 +1207,13 @@ def test_no_secret_reaches_a_detail_a_repr_or_a_log_line(
 
 
 def test_closing_a_backend_stops_scrubbing_its_secrets_only(httpserver: HTTPServer) -> None:
-    held = sl._SCRUB.secrets
-    before = held.get(SLACK_PATH, 0)
+    before = _http.SCRUB.secrets.get(SLACK_PATH, 0)
     first, second = slack(httpserver), slack(httpserver)
-    assert held[SLACK_PATH] == before + 2
+    assert _http.SCRUB.secrets[SLACK_PATH] == before + 2
     first.close()
-    assert held[SLACK_PATH] == before + 1  # the second still holds the same URL
+    assert _http.SCRUB.secrets[SLACK_PATH] == before + 1  # the second still holds the same URL
     second.close()
-    assert held.get(SLACK_PATH, 0) == before
+    assert _http.SCRUB.secrets.get(SLACK_PATH, 0) == before
 
 
 # -- registration -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pytest_httpserver import HTTPServer
 from sop.engine.core.catalog import DEFAULT_RATES, MESSAGE_KINDS
 from sop.engine.core.version import version
 from sop.engine.lang.model import BackendSpec
-from sop.engine.run.backends import BackendError, configs_for
+from sop.engine.run.backends import BackendError, _http, configs_for
 from sop.engine.run.backends._text import Unit, size
 from sop.engine.run.backends.wecom import (
     CAPABILITIES,
@@ -34,13 +34,15 @@ from sop.engine.run.backends.wecom import (
     WeComAppBackend,
     create_app,
     create_robot,
-    plain_text,
     quota_window,
     wecom_markdown,
+    wecom_plain,
 )
 from sop.engine.run.ports import Backend, BackendConfig, Delivery, SendResult, SendStatus
 from sop.engine.validate import Options, validate_file
 from werkzeug import Request, Response
+
+from tests.backend_logs import urllib3_debug
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DUE = datetime(2027, 2, 8, 9, 0, tzinfo=SHANGHAI)
@@ -197,10 +199,10 @@ def test_markdown_becomes_wecom_s_subset(text: str, expected: str) -> None:
     assert wecom_markdown(text) == expected
 
 
-def test_plain_text_drops_the_markup_wecom_would_show_literally() -> None:
+def test_wecom_plain_drops_the_markup_wecom_would_show_literally() -> None:
     text = '# 通知\n**周三** 直播 [报名](https://x.cn/r) <font color="info">免费</font>\n> 引用'
-    assert plain_text(text) == "通知\n周三 直播 报名 (https://x.cn/r) 免费\n引用"
-    assert plain_text("<https://x.cn>") == "https://x.cn"
+    assert wecom_plain(text) == "通知\n周三 直播 报名 (https://x.cn/r) 免费\n引用"
+    assert wecom_plain("<https://x.cn>") == "https://x.cn"
 
 
 # -- wecom-robot: the request -------------------------------------------------------------------
@@ -303,7 +305,7 @@ def test_a_long_text_goes_in_numbered_parts_that_each_fit_2048_bytes(
     text = "。".join(["社区公告第一段内容" * 12] * 15)  # 3 bytes a character: 4,902 bytes
     result = backend.send(delivery(text=text))
     backend.close()
-    assert result == SendResult.ok("posted in 3 parts")
+    assert result == SendResult.ok("posted, in 3 parts")
     bodies = [c.json()["text"] for c in wecom.calls]
     assert [size(b["content"], Unit.BYTES) <= 2048 for b in bodies] == [True] * 3
     assert [b["content"][-6:] for b in bodies] == [" (1/3)", " (2/3)", " (3/3)"]
@@ -317,7 +319,7 @@ def test_markdown_parts_fit_4096_bytes_with_the_mention(
     backend = robot(httpserver, markdown="wecom")
     result = backend.send(delivery(text="\n\n".join(["**要点** 内容" * 80] * 4)))  # 5,446 bytes
     backend.close()
-    assert result == SendResult.ok("posted in 2 parts")
+    assert result == SendResult.ok("posted, in 2 parts")
     contents = [c.json()["markdown"]["content"] for c in wecom.calls]
     assert all(len(c.encode()) <= 4096 for c in contents)
     assert contents[0].endswith("(1/2)\n<@ana01>") and contents[1].endswith("(2/2)")
@@ -331,8 +333,8 @@ def test_a_later_part_failing_is_uncertain_never_a_resend_of_the_whole(
     result = backend.send(delivery(text="段落。" * 300))  # 2,700 bytes
     backend.close()
     assert result == SendResult.uncertain(
-        "part 2/2 failed (retry: errcode 45009 (API call frequency out of limit): api freq out"
-        " of limit); part 1 went out, so the message is not sent again"
+        "part 2/2 failed after 1 of 2 parts were posted (not resent: resolve by hand): errcode"
+        " 45009 (API call frequency out of limit): api freq out of limit"
     )
 
 
@@ -387,10 +389,11 @@ def test_max_length_lowers_the_bytes_of_one_message_and_splits_rather_than_refus
     result = backend.send(delivery(text="一二三四五六七八九十。" * 8, audience="everyone"))
     backend.close()
     assert backend.capabilities.max_length == 100 and backend.limit == (100, "bytes")
-    assert result == SendResult.ok("posted in 4 parts")  # 264 bytes, 100 less " (n/n)" a part
+    assert result == SendResult.ok("posted, in 4 parts")  # 264 bytes, 100 less " (n/n)" a part
     assert all(len(c.json()["text"]["content"].encode()) <= 100 for c in wecom.calls)
-    assert robot(httpserver, max_length="9000").capabilities.max_length == 2048  # never raised
-    with pytest.raises(BackendError, match="max_length must be at least 64"):
+    with pytest.raises(BackendError, match="max_length must be between 64 and 2048"):
+        robot(httpserver, max_length="9000")  # WeCom's limit is never raised
+    with pytest.raises(BackendError, match="max_length must be between 64 and 2048"):
         robot(httpserver, max_length="10")
 
 
@@ -401,7 +404,7 @@ def test_the_whole_webhook_url_works_as_the_target(
     backend = create_robot(BackendConfig("g", "wecom-robot", "${env:HOOK}"), {"HOOK": url})
     result = backend.send(delivery(attributes={}))
     assert repr(backend) == (
-        f"WeComRobotBackend(name='g', origin='http://127.0.0.1:{httpserver.port}', msgtype='text')"
+        f"WeComRobotBackend(name='g', origin='{origin(httpserver)}', msgtype='text')"
     )
     backend.close()
     assert result.status is SendStatus.OK
@@ -465,7 +468,7 @@ def _json_response(body: dict[str, Any], status: int = 200) -> Response:
          SendResult.uncertain("HTTP 200 without an errcode: <html>ok</html>")),
         (_json_response({"ok": True}), SendResult.uncertain("HTTP 200 without an errcode")),
         (Response("", 302, headers={"Location": "https://elsewhere"}),
-         SendResult.permanent("HTTP 302: http://127.0.0.1:{port} redirects")),
+         SendResult.permanent("HTTP 302: {origin} redirects")),
         (Response("nope", 404), SendResult.permanent("HTTP 404: nope")),
     ],
 )  # fmt: skip
@@ -476,11 +479,16 @@ def test_each_documented_answer_classifies(
     backend = robot(httpserver)
     result = backend.send(delivery())
     backend.close()
-    assert result == replace_port(expected, httpserver.port)
+    assert result == SendResult(
+        expected.status,
+        expected.detail.replace("{origin}", origin(httpserver)),
+        expected.retry_after,
+    )
 
 
-def replace_port(result: SendResult, port: int) -> SendResult:
-    return SendResult(result.status, result.detail.replace("{port}", str(port)), result.retry_after)
+def origin(httpserver: HTTPServer) -> str:
+    """The test server's origin as details name it (its host is the session's first choice)."""
+    return httpserver.url_for("").rstrip("/")
 
 
 def test_the_table_classifies_the_codes_the_brief_and_the_docs_name() -> None:
@@ -511,7 +519,7 @@ def test_a_read_timeout_after_posting_is_uncertain(httpserver: HTTPServer) -> No
         backend.close()
     assert time.monotonic() - started < 3
     assert result == SendResult.uncertain(
-        f"no answer from http://127.0.0.1:{httpserver.port} within 0.3 s after the request was sent"
+        f"no answer from {origin(httpserver)} within 0.3 s after the request was sent"
     )
     assert len(arrived) == 1
 
@@ -536,7 +544,7 @@ def test_the_robot_key_is_in_no_detail_error_repr_or_log_record(
 ) -> None:
     echo = {"errcode": 93000, "errmsg": f"invalid webhook url {KEY}, key={KEY}"}
     wecom.answer("/cgi-bin/webhook/send", echo, Response(f"error for {KEY}", 500))
-    with caplog.at_level(logging.DEBUG):
+    with urllib3_debug(caplog):
         backend = robot(httpserver)
         results = [backend.send(delivery()), backend.send(delivery()), backend.send(delivery())]
         text = repr(backend)
@@ -556,13 +564,15 @@ def test_the_robot_key_is_in_no_detail_error_repr_or_log_record(
     assert not [s for s in seen if KEY in s]
 
 
-def test_closing_the_robot_releases_its_log_filter(httpserver: HTTPServer) -> None:
+def test_closing_the_robot_releases_its_secrets_from_the_log_filter(httpserver: HTTPServer) -> None:
     pool = logging.getLogger("urllib3.connectionpool")
-    before = list(pool.filters)
+    assert _http.SCRUB in pool.filters  # one filter for every backend, there from the start
+    before = _http.SCRUB.secrets.get(KEY, 0)
     backend = robot(httpserver)
-    assert len(pool.filters) == len(before) + 1
+    assert _http.SCRUB.secrets[KEY] == before + 1
     backend.close()
-    assert pool.filters == before
+    assert _http.SCRUB.secrets.get(KEY, 0) == before
+    assert pool.filters.count(_http.SCRUB) == 1
 
 
 # -- wecom-app: the access token -----------------------------------------------------------------
@@ -701,7 +711,7 @@ def test_a_slow_token_answer_is_retried_since_asking_changes_nothing(
         release.set()
         backend.close()
     assert result == SendResult.retry(
-        f"getting an access token: no answer from http://127.0.0.1:{httpserver.port} within 0.3 s"
+        f"getting an access token: no answer from {origin(httpserver)} within 0.3 s"
     )
 
 
@@ -799,7 +809,7 @@ def test_a_long_application_message_is_split_and_every_msgid_kept(
     backend = app(httpserver)
     result = backend.send(staff_task(text="待办事项。" * 200))  # 3,000 bytes
     backend.close()
-    assert result == SendResult.ok("application message sent in 2 parts", remote_id="m1,m2")
+    assert result == SendResult.ok("application message sent, in 2 parts", remote_id="m1,m2")
     assert backend.cost(staff_task(text="待办事项。" * 200)) == 2
     assert backend.cost(everyone(text="公告。" * 1000)) == 1
     contents = [c.json()["text"]["content"] for c in wecom.on("/cgi-bin/message/send")]
@@ -1060,7 +1070,7 @@ def test_the_corp_secret_and_tokens_are_in_no_detail_repr_or_log_record(
     echo = {"errcode": 40058, "errmsg": f"bad request {TOKEN1} {SECRET}"}
     wecom.answer("/cgi-bin/message/send", echo)
     wecom.answer("/cgi-bin/externalcontact/get_groupmsg_task", {"errcode": 1, "errmsg": TOKEN1})
-    with caplog.at_level(logging.DEBUG):
+    with urllib3_debug(caplog):
         backend = app(httpserver)
         result = backend.send(staff_task())
         status = backend.confirmation_status("msg1")

@@ -36,11 +36,14 @@ from sop.engine.run.backends import (
     BackendError,
     Route,
     build_backends,
+    close_all,
     configs_for,
     load_factory,
     parse_route,
     resolve_secret,
 )
+from sop.engine.run.backends._common import OperatorText, check_fits, check_kind
+from sop.engine.run.backends._text import Unit, size
 from sop.engine.run.backends.console import ConsoleBackend
 from sop.engine.run.backends.jsonl import JsonlBackend
 from sop.engine.run.backends.webhook import RATE_LIMIT_CODES, WebhookBackend
@@ -53,6 +56,8 @@ from sop.engine.run.ports import (
     SendStatus,
 )
 from werkzeug import Request, Response
+
+from tests.backend_logs import urllib3_debug
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DUE = datetime(2027, 1, 4, 9, 0, tzinfo=SHANGHAI)
@@ -502,6 +507,58 @@ def test_every_built_in_refuses_a_text_over_its_max_length_and_sends_nothing(
         assert (tmp_path / "o.jsonl").read_text() == ""
 
 
+@pytest.mark.parametrize(
+    ("unit", "text", "fits"),
+    [
+        ("chars", "欢迎加入社群", True),  # 6 characters
+        ("bytes", "欢迎加入社群", False),  # 18 bytes
+        ("bytes", "welcome!", True),
+        ("utf16", "😀😀😀😀", False),  # 4 characters, 8 UTF-16 units
+        ("chars", "😀😀😀😀", True),
+    ],
+)
+def test_check_fits_counts_in_the_declared_unit(unit: str, text: str, fits: bool) -> None:
+    caps = Capabilities(max_length=6 if unit != "bytes" else 8, length_unit=unit)
+    result = check_fits(delivery(text=text), caps)
+    if fits:
+        assert result is None
+    else:
+        assert result is not None and result.status is SendStatus.PERMANENT
+        assert result.detail.startswith(f"the text is {size(text, Unit(unit))} ")
+    assert check_kind(delivery(text=text * 100), caps) is None  # a backend that splits: kind only
+
+
+CHAT_TYPES = (
+    "slack-webhook",
+    "discord-webhook",
+    "telegram-bot",
+    "feishu-bot",
+    "dingtalk-bot",
+    "wecom-robot",
+    "wecom-app",
+)
+
+
+@pytest.mark.parametrize("type_name", CHAT_TYPES)
+def test_every_chat_backend_splits_says_what_a_delivery_costs_and_defaults_to_plain_text(
+    type_name: str,
+) -> None:
+    factory = load_factory(type_name)
+    module = sys.modules[factory.__module__]
+    caps = module.CAPABILITIES
+    caps = caps[type_name] if isinstance(caps, dict) else caps
+    assert caps.markdown is None  # plain text unless `markdown` names the dialect
+    assert caps.kinds is not None and "remove" not in caps.kinds
+    [config] = configs_for(declared(type_name, "http://127.0.0.1:9")).values()
+    backend = build_backends({"b": config}, TOKEN_ENV)["b"]
+    try:
+        assert callable(getattr(backend, "cost", None))  # the runner takes as many rate tokens
+        long = delivery(text="欢迎加入社群，请阅读群规。\n" * 2000)
+        assert backend.cost(long) > 1
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("type_name", ["console", "null", "tasks"])
 def test_a_text_of_exactly_max_length_is_sent(type_name: str) -> None:
     backend = build(BackendConfig("b", type_name, None, {"max_length": "10"}))
@@ -926,7 +983,8 @@ def test_a_read_timeout_after_sending_is_uncertain(httpserver: HTTPServer) -> No
     assert time.monotonic() - started < 3
     assert result.status == SendStatus.UNCERTAIN
     assert result.detail == (
-        f"no answer from http://127.0.0.1:{httpserver.port} within 0.3 s after the request was sent"
+        f"no answer from {httpserver.url_for('').rstrip('/')} within 0.3 s after the request was"
+        " sent"
     )
     assert len(arrived) == 1  # it did arrive: resending could deliver it twice
 
@@ -1041,6 +1099,22 @@ def test_no_secret_reaches_a_repr_a_detail_or_an_error(httpserver: HTTPServer) -
     assert leaks(str(e.value)) == []
 
 
+def test_the_webhook_url_is_scrubbed_from_urllib3_s_log(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = f"/hook/{SECRETS['HOOK_URL_PATH']}"
+    url = httpserver.url_for(path) + f"?key={SECRETS['HOOK_QUERY']}"
+    httpserver.expect_request(path).respond_with_data("", 204)
+    cfg = BackendConfig("crm", "webhook", "${env:CRM_URL}", {"token": "${env:TOK}"})
+    with urllib3_debug(caplog):
+        backend = build(cfg, {"CRM_URL": url, "TOK": SECRETS["TOK"]})
+        assert backend.send(delivery()).status is SendStatus.OK
+        backend.close()
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("POST ***" in m for m in ours), ours  # urllib3 logged the request line, scrubbed
+    assert [m for m in ours if leaks(m)] == []
+
+
 def test_the_documented_receiver_check_accepts_a_real_signature_and_nothing_else(
     httpserver: HTTPServer,
 ) -> None:
@@ -1054,3 +1128,119 @@ def test_the_documented_receiver_check_accepts_a_real_signature_and_nothing_else
     assert verify(body, headers["X-Sop-Signature"], b"s")
     assert not verify(body + b" ", headers["X-Sop-Signature"], b"s")
     assert not verify(body, headers["X-Sop-Signature"], b"other")
+
+
+# -- base_url: where requests go, every one carrying a token or a signature ---------------------
+
+TOKEN_ENV = {
+    "URL_SLACK": "https://hooks.slack.com/services/T0/B0/slackS3CRET",
+    "URL_DISCORD": "https://discord.com/api/webhooks/1/discordS3CRET",
+    "TOK": "123456789:AAH-TelegramS3cretTokenValue_0123",
+    "KEY": "keyS3CRET",
+    "SID": "AKIDsmsS3CRET",
+    "PROXY": "https://proxy.example",
+}
+# a backend of each type that takes `base_url`, as the playbook declares it (url, then fields)
+BASE_URL_TYPES: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "slack-webhook": ("${env:URL_SLACK}", {}),
+    "discord-webhook": ("${env:URL_DISCORD}", {}),
+    "telegram-bot": (None, {"token": "${env:TOK}", "options": {"chat_id": "-1"}}),
+    "feishu-bot": (None, {"token": "${env:KEY}"}),
+    "dingtalk-bot": (None, {"token": "${env:KEY}"}),
+    "wecom-robot": (None, {"key": "${env:KEY}"}),
+    "wecom-app": (
+        None,
+        {"options": {"corp_id": "ww1", "corp_secret": "${env:KEY}", "agent_id": "1"}},
+    ),
+    "sms": (
+        None,
+        {
+            "options": {
+                "secret_id": "${env:SID}",
+                "secret_key": "${env:KEY}",
+                "sdk_app_id": "1400000000",
+                "template_id": "1",
+            }
+        },
+    ),
+}
+
+
+def declared(type_name: str, base_url: str | None) -> dict[str, BackendSpec]:
+    url, fields = BASE_URL_TYPES[type_name]
+    options = dict(fields.get("options", {}))
+    if base_url is not None:
+        options["base_url"] = base_url
+    rest = {k: v for k, v in fields.items() if k != "options"}
+    return {"b": spec("b", type_name, url=url, options=options, **rest)}
+
+
+@pytest.mark.parametrize("type_name", BASE_URL_TYPES)
+@pytest.mark.parametrize(
+    "base_url", ["https://proxy.example", "http://10.0.0.8:8080", "https://127.0.0.1.example"]
+)
+def test_a_playbook_base_url_elsewhere_is_refused_since_the_token_would_go_there(
+    type_name: str, base_url: str
+) -> None:
+    with pytest.raises(BackendError, match="base_url receives the token") as e:
+        build_backends(configs_for(declared(type_name, base_url)), TOKEN_ENV)
+    assert not [s for s in TOKEN_ENV.values() if s in str(e.value)]
+
+
+@pytest.mark.parametrize("type_name", BASE_URL_TYPES)
+@pytest.mark.parametrize("base_url", ["${env:PROXY}", "http://127.0.0.1:9", "http://[::1]:9"])
+def test_a_playbook_base_url_from_the_environment_or_on_loopback_is_taken(
+    type_name: str, base_url: str
+) -> None:
+    backends = build_backends(configs_for(declared(type_name, base_url)), TOKEN_ENV)
+    try:
+        where = "proxy.example" if base_url.startswith("$") else base_url.split("//")[1]
+        assert where in repr(backends["b"])
+    finally:
+        close_all(backends)
+
+
+@pytest.mark.parametrize("type_name", BASE_URL_TYPES)
+def test_the_operator_s_base_url_on_the_command_line_is_taken_as_given(type_name: str) -> None:
+    route = parse_route(f"b={type_name};base_url=https://proxy.example")
+    backends = build_backends(configs_for(declared(type_name, None), [route]), TOKEN_ENV)
+    try:
+        assert "https://proxy.example" in repr(backends["b"])
+    finally:
+        close_all(backends)
+
+
+def test_a_base_url_is_trusted_only_when_a_route_gave_it() -> None:
+    route = parse_route("b=feishu-bot;overflow=truncate")
+    [config] = configs_for(declared("feishu-bot", "https://proxy.example"), [route]).values()
+    assert isinstance(config.options["overflow"], OperatorText)
+    assert not isinstance(config.options["base_url"], OperatorText)  # still the playbook's
+
+
+# -- one home for each shared rule ---------------------------------------------------------------
+
+BACKENDS_DIR = Path(registry.__file__).parent
+SPLITTING = ("slack", "discord", "telegram", "_robot", "feishu", "dingtalk", "wecom")
+
+
+@pytest.mark.parametrize("path", sorted(BACKENDS_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_http_and_urllib3_s_log_are_handled_in_one_module(path: Path) -> None:
+    """Requests, redirects and the urllib3 log filter live in `_http.py`; every other backend
+    module goes through its `Transport`, so one change reaches all of them."""
+    if path.name == "_http.py":
+        return
+    text = path.read_text(encoding="utf-8")
+    for own in (
+        "import requests",
+        "from requests",
+        "urllib3 import",
+        "logging.Filter",
+        "allow_redirects",
+    ):
+        assert own not in text, f"{path.name}: {own}"
+
+
+@pytest.mark.parametrize("module", SPLITTING)
+def test_a_backend_that_splits_checks_the_kind_never_the_length(module: str) -> None:
+    text = (BACKENDS_DIR / f"{module}.py").read_text(encoding="utf-8")
+    assert "check_fits(" not in text  # its max_length is one message's limit: it splits to it

@@ -100,6 +100,12 @@ class Backend(Protocol):
     recorded as a retryable failure). It must not log or return secrets. A backend that declares
     `idempotent` guarantees that a second send with the same key has no second effect, which is
     what lets the runner resend an occurrence left uncertain by a crash.
+
+    Optional: `cost(delivery) -> int`, how many platform messages `delivery` becomes once split
+    (a chat backend posts a text longer than one message's `max_length` in parts). The runner
+    takes that many tokens from the backend's rate bucket before `send` (at least 1; a backend
+    without `cost` costs 1 a delivery), so a long message cannot overrun the platform's limit.
+    It must be pure: no request, the same answer for the same delivery.
     """
 
     name: str

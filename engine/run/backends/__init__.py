@@ -19,7 +19,7 @@ from ...core import files
 from ...core.suggest import did_you_mean
 from ...core.textsafe import terminal
 from ..ports import Backend, BackendConfig, BackendFactory, Capabilities
-from ._common import BackendError, check_fits, record, resolve_secret
+from ._common import BackendError, OperatorText, check_fits, check_kind, record, resolve_secret
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -32,6 +32,7 @@ __all__ = [
     "available_types",
     "build_backends",
     "check_fits",
+    "check_kind",
     "close_all",
     "configs_for",
     "load_factory",
@@ -199,7 +200,9 @@ def configs_for(
     `staff=tasks` keeps `notify`); a route to another type replaces it. Secrets stay
     `${env:NAME}` references here: factories resolve them (`resolve_secret`). A `path` written
     in the playbook is relative to `root` (default: the current folder) and may not leave it,
-    since the playbook is untrusted; a route's target is the operator's and is taken as given.
+    since the playbook is untrusted; a route's target is the operator's and is taken as given,
+    and its option values are marked as the operator's (`OperatorText`: a factory may accept
+    from them what it refuses from the playbook, such as a `base_url` elsewhere).
     """
     every: Route | None = None
     named: dict[str, Route] = {}
@@ -244,14 +247,19 @@ def _config(
     elif route.type == spec.type:
         type_name = spec.type
         rate = route.rate_per_minute or spec.rate_per_minute
-        options = {**declared, **route.options}
+        options = {**declared, **_operators(route.options)}
         target = route.target or target
     else:  # another type: nothing of the platform's declaration applies (nor its rate)
-        type_name, rate, options = route.type, route.rate_per_minute, dict(route.options)
+        type_name, rate, options = route.type, route.rate_per_minute, _operators(route.options)
         target = route.target
     if path is not None and target == path and (route is None or not route.target):
         target = _confined(bid, path, root or os.getcwd())
     return BackendConfig(bid, type_name, target, options, rate)
+
+
+def _operators(options: Mapping[str, object]) -> dict[str, object]:
+    """A route's options, their text marked as the operator's (`OperatorText`)."""
+    return {k: OperatorText(v) if isinstance(v, str) else v for k, v in options.items()}
 
 
 def _confined(bid: str, path: str, root: str) -> str:

@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import TypeVar
 
 from ...core.catalog import DEFAULT_RATES, MESSAGE_KINDS
-from ..ports import BackendConfig, Delivery, SendResult, SendStatus
-from ._common import BackendError, option_int, option_str
+from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
+from ._common import BackendError, check_kind, option_int, option_str
 from ._text import Policy, Unit, fit, size, truncate
 
 # What a chat can carry: every kind that puts a message in front of members, and staff reminders.
@@ -38,7 +38,51 @@ def addressed(delivery: Delivery) -> bool:
     return delivery.audience == "member" and bool(delivery.member) and delivery.kind != "task"
 
 
-# -- options ------------------------------------------------------------------------------------
+def unsendable(
+    delivery: Delivery, caps: Capabilities, *, empty: str, text: str | None = None
+) -> SendResult | None:
+    """Why a chat backend sends nothing for `delivery`, or None: a kind it does not carry
+    (`check_kind`; a long text is split, never refused), or a text (`text`, when the backend
+    cleans it first) of nothing but white space, `permanent` with `empty` as the detail."""
+    unfit = check_kind(delivery, caps)
+    if unfit is not None:
+        return unfit
+    if not (delivery.text if text is None else text).strip():
+        return SendResult.permanent(empty)
+    return None
+
+
+# -- capabilities and options -------------------------------------------------------------------
+
+
+def chat_capabilities(
+    type_name: str, *, max_length: int | None, unit: Unit, mentions: bool
+) -> Capabilities:
+    """What a chat backend declares before options (its module's `CAPABILITIES`, which `sop
+    backends` shows): the chat kinds, one message's limit in `unit`, plain text, not idempotent
+    (no chat platform drops a repeated message), the catalog's rate."""
+    return Capabilities(
+        kinds=CHAT_KINDS,
+        max_length=max_length,
+        length_unit=unit.value,
+        mentions=mentions,
+        markdown=None,
+        idempotent=False,
+        rate_per_minute=DEFAULT_RATES[type_name],
+    )
+
+
+def configured(
+    caps: Capabilities, config: BackendConfig, *, native: str, ceiling: int
+) -> Capabilities:
+    """`caps` after the options every chat backend reads: `max_length` (`message_limit`, up to
+    `ceiling`), `markdown` (`dialect`: `native` or plain text) and `rate`."""
+    return replace(
+        caps,
+        max_length=message_limit(config, caps.max_length, ceiling),
+        markdown=dialect(config, native),
+        rate_per_minute=rate(config, config.type),
+    )
 
 
 def dialect(config: BackendConfig, native: str) -> str | None:

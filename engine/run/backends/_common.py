@@ -12,6 +12,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,6 +136,14 @@ def option_str(config: BackendConfig, name: str) -> str | None:
     return value
 
 
+def option_needed(config: BackendConfig, name: str) -> str:
+    """A text option the backend cannot work without."""
+    value = option_str(config, name)
+    if value is None:
+        raise BackendError(f'backend "{config.name}" ({config.type}) needs the option {name}')
+    return value
+
+
 def option_bool(config: BackendConfig, name: str, default: bool) -> bool:
     """A yes/no option: a bool, or true/false/yes/no/1/0 as text (route options are text)."""
     value = config.options.get(name)
@@ -189,6 +198,21 @@ def capabilities(config: BackendConfig, *, idempotent: bool, **fixed: Any) -> Ca
         idempotent=idempotent,
         rate_per_minute=config.rate_per_minute,
         **fixed,
+    )
+
+
+def plain_capabilities(config: BackendConfig, caps: Capabilities, what: str) -> Capabilities:
+    """`caps` of a platform that shows no markup (e-mail, SMS) after the options: `max_length`
+    refuses longer texts (the operator's limit: the platform's is not knowable here), `rate`
+    replaces the catalog's, and `markdown` is refused, since `what` is sent as plain text."""
+    if config.options.get("markdown") is not None:
+        raise BackendError(
+            f'backend "{config.name}": {what} sent as plain text; drop the markdown option'
+        )
+    return replace(
+        caps,
+        max_length=option_int(config, "max_length"),
+        rate_per_minute=config.rate_per_minute or caps.rate_per_minute,
     )
 
 

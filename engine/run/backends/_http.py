@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -36,7 +36,7 @@ from requests import exceptions as rexc
 from urllib3 import exceptions as u3exc
 
 from ...core.version import version
-from ..ports import BackendConfig, SendResult
+from ..ports import BackendConfig, Capabilities, SendResult
 from ._common import (
     BackendError,
     Clock,
@@ -307,6 +307,38 @@ class Transport:
         return b"".join(chunks)[:ANSWER_LIMIT], True
 
 
+class HttpBackend:
+    """What every backend over one `Transport` shares: its name and capabilities, the URL it
+    sends to (which may hold a token, so never shown), `close`, a refusal to send once closed,
+    and a `repr` that names the origin and what `_shown` adds, never the URL."""
+
+    type_name = "http"  # the backend type, in messages
+
+    def __init__(self, name: str, url: str, caps: Capabilities, transport: Transport) -> None:
+        self.name = name
+        self.capabilities = caps
+        self.origin = transport.origin
+        self._url = url
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        shown = "".join(f", {k}={v!r}" for k, v in self._shown().items())
+        return f"{type(self).__name__}(name={self.name!r}, origin={self.origin!r}{shown})"
+
+    def _shown(self) -> dict[str, object]:
+        """What the repr shows besides the name and the origin (never a secret)."""
+        return {}
+
+    def close(self) -> None:
+        """Close the connection pool (twice is harmless)."""
+        self._transport.close()
+
+    def _check_open(self) -> None:
+        """A send after `close` is a bug in the caller."""
+        if self._transport.closed:
+            raise RuntimeError(f"{self.type_name} backend {self.name!r} is closed")
+
+
 def not_connected(e: rexc.ConnectionError) -> str | None:
     """Why no connection was made (so nothing was sent), or None when it broke after sending."""
     reason: Any = e.args[0] if e.args else None
@@ -332,6 +364,19 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
+
+
+# Where a platform's JSON answer says what went wrong, in the order they are read.
+MESSAGE_FIELDS = ("errmsg", "msg", "message", "description", "error")
+
+
+def message_of(answer: Answer) -> str:
+    """What the receiver said: its JSON answer's message field, or the body when it is not JSON
+    (quote it with `Transport.said`)."""
+    body = answer.body
+    if isinstance(body, dict):
+        return next((body[f] for f in MESSAGE_FIELDS if isinstance(body.get(f), str)), "")
+    return answer.text if body is None else ""
 
 
 def code(value: Any) -> int | None:
@@ -480,7 +525,14 @@ def origin_of(url: str) -> str:
 TIMEOUT_OPTIONS = ("connect_timeout", "read_timeout")
 
 
-def timeouts(config: BackendConfig) -> dict[str, float]:
+class Timeouts(TypedDict):
+    """`Transport`'s timeout keywords."""
+
+    connect_timeout: float
+    read_timeout: float
+
+
+def timeouts(config: BackendConfig) -> Timeouts:
     """The `connect_timeout` and `read_timeout` options, as `Transport`'s keywords."""
     return {
         "connect_timeout": option_seconds(config, "connect_timeout", CONNECT_TIMEOUT),

@@ -14,18 +14,15 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
-from ._chat import CHAT_KINDS, message_limit, overflow_policy, rate, send_parts
+from ._chat import overflow_policy, send_parts, unsendable
 from ._common import (
     BackendError,
     Clock,
-    capabilities,
-    check_kind,
     encode,
     resolve_secret,
     wall_clock,
@@ -33,9 +30,11 @@ from ._common import (
 from ._http import (
     MAX_RETRY_AFTER,
     Answer,
+    HttpBackend,
     Transport,
     base_url_option,
     http_url,
+    message_of,
     origin_of,
     retry_after,
     seconds,
@@ -46,7 +45,6 @@ from ._text import Policy, Unit, fit
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECONDS = re.compile(r"[0-9]{1,10}")
-_MESSAGE_FIELDS = ("errmsg", "msg", "message", "description", "error")
 REDIRECT = "the robot's address redirects; configure the address it redirects to"
 
 Body = dict[str, Any]
@@ -67,13 +65,13 @@ class _Unfit(Exception):
     """The text cannot be fitted into the request-size limit."""
 
 
-class RobotBackend:
+class RobotBackend(HttpBackend):
     """A custom group robot: each delivery fitted into the request limit and posted in parts.
 
     Not idempotent: no custom robot drops a repeated message.
     """
 
-    type_name = "robot"  # shown in errors
+    type_name = "robot"
 
     def __init__(
         self,
@@ -89,27 +87,16 @@ class RobotBackend:
         pause: Callable[[float], None] = time.sleep,
         interval: float = 0.0,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
-        self.origin = transport.origin
+        super().__init__(name, url, caps, transport)
         self.policy = policy
         self.limit = limit  # bytes of one request body
-        self._url = url
-        self._transport = transport
         self._signing = secret
         self._clock = clock
         self._pause = pause
         self._interval = interval
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, origin={self.origin!r},"
-            f" signed={self._signing is not None}, policy={self.policy.value!r})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
+    def _shown(self) -> dict[str, object]:
+        return {"signed": self._signing is not None, "policy": self.policy.value}
 
     # -- what a subclass says ----------------------------------------------------------------
 
@@ -125,13 +112,11 @@ class RobotBackend:
 
     def send(self, delivery: Delivery) -> SendResult:
         """Post `delivery` in as many parts as the limit needs, in order, and classify."""
-        if self._transport.closed:
-            raise RuntimeError(f"{self.type_name} backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        empty = "the rendered text is empty: there is nothing to post"
+        unfit = unsendable(delivery, self.capabilities, empty=empty)
         if unfit is not None:
             return unfit
-        if not delivery.text.strip():
-            return SendResult.permanent("the rendered text is empty: there is nothing to post")
         url, build = self._prepare(delivery)
         try:
             bodies = self._fit(delivery.text, build)
@@ -185,12 +170,7 @@ class RobotBackend:
 
     def _said(self, answer: Answer) -> str:
         """`: <what the platform said>` (its message field, or the body when not JSON)."""
-        body, text = answer.body, ""
-        if isinstance(body, dict):
-            text = next((body[f] for f in _MESSAGE_FIELDS if isinstance(body.get(f), str)), "")
-        if not text and body is None:
-            text = answer.text
-        return self._transport.said(text)
+        return self._transport.said(message_of(answer))
 
     def _wait(self, answer: Answer) -> float | None:
         """`x-ogw-ratelimit-reset` (Feishu's gateway, seconds), else `Retry-After`, else a JSON
@@ -220,8 +200,6 @@ def status_decides(status: int) -> bool:
 
 
 # -- building ------------------------------------------------------------------------------------
-
-ROBOT_OPTIONS = ("base_url", "overflow", "connect_timeout", "read_timeout")
 
 
 def robot_address(
@@ -276,20 +254,3 @@ def robot_transport(
     """The robot's transport: the URL, the token and the secret scrubbed from what it says and
     from urllib3's log. Opened last, once nothing else can fail."""
     return Transport(origin_of(url), (url, token or "", secret or ""), **timeouts(config))
-
-
-def robot_capabilities(
-    config: BackendConfig, type_name: str, limit: int, *, mentions: bool, markdown: str | None
-) -> Capabilities:
-    """Kinds a group robot carries, not idempotent, its dialect, `max_length` as one message's
-    text in UTF-8 bytes (none by default: the request limit governs), and the rate
-    `DEFAULT_RATES` documents unless the playbook or the route sets one (so `sop validate` and
-    the runtime read one number)."""
-    caps = capabilities(config, idempotent=False, kinds=CHAT_KINDS, mentions=mentions)
-    return replace(
-        caps,
-        max_length=message_limit(config, None, limit),
-        length_unit=Unit.BYTES.value,
-        markdown=markdown,
-        rate_per_minute=rate(config, type_name),
-    )

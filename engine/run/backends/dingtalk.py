@@ -20,21 +20,20 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
-from ._chat import dialect
+from ._chat import CHAT_OPTIONS, chat_capabilities, configured
 from ._common import Clock, check_options, option_bool, wall_clock
 from ._http import Answer, Transport, code
 from ._robot import (
-    ROBOT_OPTIONS,
     Body,
     Builder,
     RobotBackend,
     epoch_millis,
     robot_address,
-    robot_capabilities,
     robot_settings,
     robot_transport,
     status_decides,
 )
+from ._text import Unit
 
 TYPE = "dingtalk-bot"
 DIALECT = "dingtalk"
@@ -176,6 +175,10 @@ def _why(code: int) -> str:
     return "DingTalk refused the message"
 
 
+# What `sop backends` shows; `create` adjusts it to the options (max_length, markdown, rate).
+CAPABILITIES = chat_capabilities(TYPE, max_length=None, unit=Unit.BYTES, mentions=True)
+
+
 def create(
     config: BackendConfig,
     env: Mapping[str, str],
@@ -185,9 +188,8 @@ def create(
 ) -> DingTalkBackend:
     """The `dingtalk-bot` entry point: url or token, `key` (SEC…) to sign, `markdown=dingtalk`,
     `at_all` to @ everyone on posts to the whole group."""
-    check_options(config, (*ROBOT_OPTIONS, "at_all"))
-    markdown = dialect(config, DIALECT)
-    caps = robot_capabilities(config, TYPE, BODY_LIMIT, mentions=True, markdown=markdown)
+    check_options(config, (*CHAT_OPTIONS, "at_all"))
+    caps = configured(CAPABILITIES, config, native=DIALECT, ceiling=BODY_LIMIT)
     at_all = option_bool(config, "at_all", False)
     url, token = robot_address(
         config, env, default_base=DEFAULT_BASE_URL, join=lambda base: base + SEND_PATH
@@ -200,7 +202,7 @@ def create(
         url,
         caps,
         robot_transport(config, url, token, settings["secret"]),
-        markdown=markdown == DIALECT,
+        markdown=caps.markdown == DIALECT,
         at_all=at_all,
         clock=clock,
         pause=pause,

@@ -19,23 +19,20 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ...core.catalog import DEFAULT_RATES
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
 from ._chat import (
-    CHAT_KINDS,
     CHAT_OPTIONS,
     PART_WAIT,
     addressed,
-    dialect,
+    chat_capabilities,
+    configured,
     fit_adapted,
-    message_limit,
     overflow_policy,
-    rate,
     send_parts,
+    unsendable,
 )
 from ._common import (
     BackendError,
-    check_kind,
     check_options,
     option_bool,
     option_str,
@@ -43,6 +40,7 @@ from ._common import (
 )
 from ._http import (
     Answer,
+    HttpBackend,
     Transport,
     base_url_option,
     http_url,
@@ -146,19 +144,13 @@ def to_discord_plain(text: str) -> str:
 # -- the backend --------------------------------------------------------------------------------
 
 # What `sop backends` shows; `create` adjusts it to the options (max_length, markdown, rate).
-CAPABILITIES = Capabilities(
-    kinds=CHAT_KINDS,
-    max_length=LIMIT,
-    length_unit=UNIT.value,
-    mentions=True,
-    markdown=None,  # plain text unless `markdown: discord`
-    idempotent=False,
-    rate_per_minute=DEFAULT_RATES[TYPE],
-)
+CAPABILITIES = chat_capabilities(TYPE, max_length=LIMIT, unit=UNIT, mentions=True)
 
 
-class DiscordWebhookBackend:
+class DiscordWebhookBackend(HttpBackend):
     """Executes deliveries on one Discord webhook."""
+
+    type_name = TYPE
 
     def __init__(
         self,
@@ -173,10 +165,7 @@ class DiscordWebhookBackend:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
-        self._url = url
-        self._transport = transport
+        super().__init__(name, url, caps, transport)
         self._overflow = overflow
         self._username = username
         self._everyone = mention_everyone
@@ -185,18 +174,11 @@ class DiscordWebhookBackend:
         self._ready_at = 0.0  # monotonic time the webhook's bucket refills
         self._gone: str | None = None  # why the webhook is not tried again
 
-    def __repr__(self) -> str:
-        return f"DiscordWebhookBackend(name={self.name!r}, origin={self._transport.origin!r})"
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
-
     def send(self, delivery: Delivery) -> SendResult:
         """Execute the webhook with `delivery` (in parts beyond 2,000 characters)."""
-        if self._transport.closed:
-            raise RuntimeError(f"discord-webhook backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        empty = "the text is empty: Discord posts no empty message"
+        unfit = unsendable(delivery, self.capabilities, empty=empty)
         if unfit is not None:
             return unfit
         if self._gone is not None:
@@ -204,8 +186,6 @@ class DiscordWebhookBackend:
                 f"not sent: the webhook answered {self._gone} earlier in this run; fix the URL"
                 " and start again"
             )
-        if not delivery.text.strip():
-            return SendResult.permanent("the text is empty: Discord posts no empty message")
         return send_parts(self.messages(delivery), lambda _i, m: self._execute(m), self._sleep)
 
     def messages(self, delivery: Delivery) -> list[dict[str, Any]]:
@@ -344,12 +324,7 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> DiscordWebhookBacke
     username = option_str(config, "username")
     if username is not None and not 1 <= len(username) <= 80:
         raise BackendError(f'backend "{name}": username must be 1 to 80 characters')
-    caps = replace(
-        CAPABILITIES,
-        max_length=message_limit(config, LIMIT, LIMIT),
-        markdown=dialect(config, "discord"),
-        rate_per_minute=rate(config, TYPE),
-    )
+    caps = configured(CAPABILITIES, config, native="discord", ceiling=LIMIT)
     overflow, limits = overflow_policy(config), timeouts(config)
     everyone = option_bool(config, "mention_everyone", False)
     # opened last, once nothing else can fail: it holds a session and registers the secrets

@@ -19,21 +19,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
-from ._chat import dialect
+from ._chat import CHAT_OPTIONS, chat_capabilities, configured
 from ._common import Clock, check_options, wall_clock
 from ._http import Answer, Transport, code
 from ._robot import (
-    ROBOT_OPTIONS,
     Body,
     Builder,
     RobotBackend,
     epoch_seconds,
     robot_address,
-    robot_capabilities,
     robot_settings,
     robot_transport,
     status_decides,
 )
+from ._text import Unit
 
 TYPE = "feishu-bot"
 DIALECT = "feishu"
@@ -256,6 +255,10 @@ class FeishuBackend(RobotBackend):
 # -- building ------------------------------------------------------------------------------------
 
 
+# What `sop backends` shows; `create` adjusts it to the options (max_length, markdown, rate).
+CAPABILITIES = chat_capabilities(TYPE, max_length=None, unit=Unit.BYTES, mentions=False)
+
+
 def create(
     config: BackendConfig,
     env: Mapping[str, str],
@@ -264,9 +267,8 @@ def create(
     pause: Callable[[float], None] = time.sleep,
 ) -> FeishuBackend:
     """The `feishu-bot` entry point: url or token, `key` to sign, `markdown=feishu` for `post`."""
-    check_options(config, ROBOT_OPTIONS)
-    markdown = dialect(config, DIALECT)
-    caps = robot_capabilities(config, TYPE, BODY_LIMIT, mentions=False, markdown=markdown)
+    check_options(config, CHAT_OPTIONS)
+    caps = configured(CAPABILITIES, config, native=DIALECT, ceiling=BODY_LIMIT)
     url, token = robot_address(
         config, env, default_base=DEFAULT_BASE_URL, join=lambda base: base + HOOK_PATH
     )
@@ -278,7 +280,7 @@ def create(
         url,
         caps,
         robot_transport(config, url, token, settings["secret"]),
-        post=markdown == DIALECT,
+        post=caps.markdown == DIALECT,
         clock=clock,
         pause=pause,
         **settings,

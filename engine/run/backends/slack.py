@@ -15,22 +15,21 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...core.catalog import DEFAULT_RATES
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
 from ._chat import (
-    CHAT_KINDS,
     CHAT_OPTIONS,
     addressed,
-    dialect,
+    chat_capabilities,
+    configured,
     fit_adapted,
-    message_limit,
     overflow_policy,
-    rate,
     send_parts,
+    unsendable,
 )
-from ._common import BackendError, check_kind, check_options, resolve_secret
+from ._common import BackendError, check_options, resolve_secret
 from ._http import (
     Answer,
+    HttpBackend,
     Transport,
     base_url_option,
     http_url,
@@ -127,19 +126,13 @@ def to_slack_plain(text: str) -> str:
 # -- the backend --------------------------------------------------------------------------------
 
 # What `sop backends` shows; `create` adjusts it to the options (max_length, markdown, rate).
-CAPABILITIES = Capabilities(
-    kinds=CHAT_KINDS,
-    max_length=LIMIT,
-    length_unit=UNIT.value,
-    mentions=True,
-    markdown=None,  # plain text unless `markdown: mrkdwn`
-    idempotent=False,
-    rate_per_minute=DEFAULT_RATES[TYPE],
-)
+CAPABILITIES = chat_capabilities(TYPE, max_length=LIMIT, unit=UNIT, mentions=True)
 
 
-class SlackWebhookBackend:
+class SlackWebhookBackend(HttpBackend):
     """Posts deliveries to one Slack channel through its incoming webhook."""
+
+    type_name = TYPE
 
     def __init__(
         self,
@@ -151,29 +144,17 @@ class SlackWebhookBackend:
         overflow: Policy = Policy.SPLIT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
-        self._url = url
-        self._transport = transport
+        super().__init__(name, url, caps, transport)
         self._overflow = overflow
         self._sleep = sleep
 
-    def __repr__(self) -> str:
-        return f"SlackWebhookBackend(name={self.name!r}, origin={self._transport.origin!r})"
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
-
     def send(self, delivery: Delivery) -> SendResult:
         """Post `delivery` (in parts when it is longer than the limit) and classify the answer."""
-        if self._transport.closed:
-            raise RuntimeError(f"slack-webhook backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        empty = "the text is empty: Slack posts no empty message"
+        unfit = unsendable(delivery, self.capabilities, empty=empty)
         if unfit is not None:
             return unfit
-        if not delivery.text.strip():
-            return SendResult.permanent("the text is empty: Slack posts no empty message")
         return send_parts(self.messages(delivery), lambda _i, t: self._post(t), self._sleep)
 
     def messages(self, delivery: Delivery) -> list[str]:
@@ -238,12 +219,7 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> SlackWebhookBackend
         )
     url = http_url(name, "url", resolve_secret(config.target, env, what=f'backend "{name}": url'))
     target = with_origin(url, base_url_option(config, env))
-    caps = replace(
-        CAPABILITIES,
-        max_length=message_limit(config, LIMIT, HARD_LIMIT),
-        markdown=dialect(config, DIALECT),
-        rate_per_minute=rate(config, TYPE),
-    )
+    caps = configured(CAPABILITIES, config, native=DIALECT, ceiling=HARD_LIMIT)
     overflow, limits = overflow_policy(config), timeouts(config)
     parts = urlsplit(url)
     # opened last, once nothing else can fail: it holds a session and registers the secrets

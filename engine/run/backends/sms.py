@@ -17,7 +17,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -32,14 +32,16 @@ from ._common import (
     check_fits,
     check_options,
     one_line,
-    option_int,
+    option_needed,
     option_str,
+    plain_capabilities,
     refuse_target,
     resolve_secret,
     wall_clock,
 )
 from ._http import (
     TIMEOUT_OPTIONS,
+    HttpBackend,
     Transport,
     base_url_option,
     retry_after,
@@ -282,8 +284,10 @@ class SmsSettings:
     param_count: int | None = None
 
 
-class SmsBackend:
+class SmsBackend(HttpBackend):
     """POSTs one SendSms per delivery; not idempotent (Tencent Cloud keeps no request key)."""
+
+    type_name = TYPE
 
     def __init__(
         self,
@@ -296,33 +300,22 @@ class SmsBackend:
         secret_key: str,
         clock: Clock = wall_clock,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
+        parts = urlsplit(settings.base_url)
+        # the transport hides secret_id and secret_key
+        super().__init__(name, f"{parts.scheme}://{parts.netloc}/", caps, transport)
         self._settings = settings
         self._secret_id = secret_id
         self._secret_key = secret_key
         self._clock = clock
-        parts = urlsplit(settings.base_url)
         self._host = parts.netloc.lower()
-        self._url = f"{parts.scheme}://{parts.netloc}/"
-        self.origin = transport.origin
-        self._transport = transport  # it hides secret_id and secret_key
 
-    def __repr__(self) -> str:
+    def _shown(self) -> dict[str, object]:
         s = self._settings
-        return (
-            f"SmsBackend(name={self.name!r}, origin={self.origin!r}, region={s.region!r},"
-            f" sdk_app_id={s.sdk_app_id!r}, template_id={s.template_id!r})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
+        return {"region": s.region, "sdk_app_id": s.sdk_app_id, "template_id": s.template_id}
 
     def send(self, delivery: Delivery) -> SendResult:
         """Send `delivery` as one templated SMS and classify Tencent Cloud's answer."""
-        if self._transport.closed:
-            raise RuntimeError(f"sms backend {self.name!r} is closed")
+        self._check_open()
         unfit = check_fits(delivery, self.capabilities)
         if unfit is not None:
             return unfit
@@ -487,21 +480,6 @@ def _status_for(statuses: object, phone: str) -> dict[str, Any] | None:
 CAPABILITIES = Capabilities(idempotent=False, rate_per_minute=DEFAULT_RATES[TYPE])
 
 
-def _capabilities(config: BackendConfig) -> Capabilities:
-    """CAPABILITIES after the options: `max_length` refuses longer texts (a limit of the
-    operator's: the platform's is not knowable here), `rate` replaces the catalog's, `markdown`
-    is refused (plain text only)."""
-    if config.options.get("markdown") is not None:
-        raise BackendError(
-            f'backend "{config.name}": an SMS is sent as plain text; drop the markdown option'
-        )
-    return replace(
-        CAPABILITIES,
-        max_length=option_int(config, "max_length"),
-        rate_per_minute=config.rate_per_minute or CAPABILITIES.rate_per_minute,
-    )
-
-
 def create(
     config: BackendConfig, env: Mapping[str, str], *, clock: Clock = wall_clock
 ) -> SmsBackend:
@@ -509,20 +487,17 @@ def create(
     name = config.name
     check_options(config, OPTIONS)
     refuse_target(config)
-
-    def need(option: str) -> str:
-        value = option_str(config, option)
-        if value is None:
-            raise BackendError(f'backend "{name}" (sms) needs the option {option}')
-        return value
-
-    secret_id = resolve_secret(need("secret_id"), env, what=f'backend "{name}": secret_id')
-    secret_key = resolve_secret(need("secret_key"), env, what=f'backend "{name}": secret_key')
+    secret_id = resolve_secret(
+        option_needed(config, "secret_id"), env, what=f'backend "{name}": secret_id'
+    )
+    secret_key = resolve_secret(
+        option_needed(config, "secret_key"), env, what=f'backend "{name}": secret_key'
+    )
     for what, value in (("secret_id", secret_id), ("secret_key", secret_key)):
         if not re.fullmatch(r"[A-Za-z0-9+/=_-]{1,128}", value):  # no value in the message
             raise BackendError(f'backend "{name}": {what} is not a Tencent Cloud API key')
-    sdk_app_id = need("sdk_app_id")
-    template_id = need("template_id")
+    sdk_app_id = option_needed(config, "sdk_app_id")
+    template_id = option_needed(config, "template_id")
     for what, value in (("sdk_app_id", sdk_app_id), ("template_id", template_id)):
         if not re.fullmatch(r"[0-9]{1,20}", value):
             raise BackendError(f'backend "{name}": {what} must be the number the console shows')
@@ -538,7 +513,7 @@ def create(
         param_separator=option_str(config, "param_separator") or PARAM_SEPARATOR,
         param_count=_param_count(name, config.options.get("param_count")),
     )
-    caps = _capabilities(config)
+    caps = plain_capabilities(config, CAPABILITIES, "an SMS is")
     parts = urlsplit(settings.base_url)
     # opened last, once nothing else can fail: both keys are scrubbed from what it says
     transport = Transport(

@@ -21,7 +21,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -39,8 +39,10 @@ from ._common import (
     loopback,
     option_bool,
     option_int,
+    option_needed,
     option_seconds,
     option_str,
+    plain_capabilities,
     refuse_target,
     resolve_secret,
     said,
@@ -417,21 +419,6 @@ def _quit(smtp: smtplib.SMTP) -> None:
 CAPABILITIES = Capabilities(idempotent=False, rate_per_minute=DEFAULT_RATES[TYPE])
 
 
-def _capabilities(config: BackendConfig) -> Capabilities:
-    """CAPABILITIES after the options: `max_length` refuses longer texts (a limit of the
-    operator's: the platform's is not knowable here), `rate` replaces the catalog's, `markdown`
-    is refused (plain text only)."""
-    if config.options.get("markdown") is not None:
-        raise BackendError(
-            f'backend "{config.name}": e-mail is sent as plain text; drop the markdown option'
-        )
-    return replace(
-        CAPABILITIES,
-        max_length=option_int(config, "max_length"),
-        rate_per_minute=config.rate_per_minute or CAPABILITIES.rate_per_minute,
-    )
-
-
 def create(
     config: BackendConfig, env: Mapping[str, str], *, clock: Clock = wall_clock
 ) -> EmailBackend:
@@ -439,14 +426,7 @@ def create(
     name = config.name
     check_options(config, OPTIONS)
     refuse_target(config)
-
-    def need(option: str) -> str:
-        value = option_str(config, option)
-        if value is None:
-            raise BackendError(f'backend "{name}" (email) needs the option {option}')
-        return value
-
-    host = need("host").strip()
+    host = option_needed(config, "host").strip()
     if not re.fullmatch(r"[A-Za-z0-9._:\[\]-]{1,253}", host):
         raise BackendError(f'backend "{name}": host must be a host name or an IP address')
     tls = option_bool(config, "tls", False)
@@ -464,7 +444,7 @@ def create(
     port = option_int(config, "port") or (SMTPS_PORT if tls else SUBMISSION_PORT)
     if port > 65535:
         raise BackendError(f'backend "{name}": port must be 1 to 65535')
-    sender = _sender(name, need("from"))
+    sender = _sender(name, option_needed(config, "from"))
     to = tuple(_addresses(name, option_str(config, "to") or ""))
     user = option_str(config, "user")
     password_ref = option_str(config, "password")
@@ -503,7 +483,7 @@ def create(
         connect_timeout=option_seconds(config, "connect_timeout", CONNECT_TIMEOUT),
         read_timeout=option_seconds(config, "read_timeout", READ_TIMEOUT),
     )
-    caps = _capabilities(config)
+    caps = plain_capabilities(config, CAPABILITIES, "e-mail is")
     return EmailBackend(name, settings, caps, tls_context=_context(name, config), clock=clock)
 
 

@@ -19,23 +19,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ...core.catalog import DEFAULT_RATES
 from ...core.textsafe import terminal
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
 from ._chat import (
-    CHAT_KINDS,
     CHAT_OPTIONS,
     addressed,
-    dialect,
+    chat_capabilities,
+    configured,
     fit_adapted,
-    message_limit,
     overflow_policy,
-    rate,
     send_parts,
+    unsendable,
 )
 from ._common import (
     BackendError,
-    check_kind,
     check_options,
     option_str,
     refuse_target,
@@ -43,6 +40,7 @@ from ._common import (
 )
 from ._http import (
     Answer,
+    HttpBackend,
     Transport,
     base_url_option,
     origin_of,
@@ -128,19 +126,13 @@ def to_markdown_v2(text: str) -> str:
 # -- the backend --------------------------------------------------------------------------------
 
 # What `sop backends` shows; `create` adjusts it to the options (max_length, markdown, rate).
-CAPABILITIES = Capabilities(
-    kinds=CHAT_KINDS,
-    max_length=LIMIT,
-    length_unit=UNIT.value,
-    mentions=False,
-    markdown=None,  # plain text unless `markdown: markdownv2`
-    idempotent=False,
-    rate_per_minute=DEFAULT_RATES[TYPE],
-)
+CAPABILITIES = chat_capabilities(TYPE, max_length=LIMIT, unit=UNIT, mentions=False)
 
 
-class TelegramBotBackend:
+class TelegramBotBackend(HttpBackend):
     """Sends deliveries through one bot: to a group, or to members in their private chats."""
+
+    type_name = TYPE
 
     def __init__(
         self,
@@ -153,36 +145,24 @@ class TelegramBotBackend:
         overflow: Policy = Policy.SPLIT,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
+        super().__init__(name, endpoint, caps, transport)  # the endpoint holds the token
         self.chat_id = chat_id
         # chats that became supergroups during this run: old id -> new id. Later sends go
         # straight to the new id, and say so, until the playbook is updated.
         self.migrated: dict[str, str] = {}
-        self._endpoint = endpoint  # holds the token
-        self._transport = transport
         self._overflow = overflow
         self._sleep = sleep
 
-    def __repr__(self) -> str:
-        return (
-            f"TelegramBotBackend(name={self.name!r}, origin={self._transport.origin!r},"
-            f" chat_id={self.chat_id!r})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
+    def _shown(self) -> dict[str, object]:
+        return {"chat_id": self.chat_id}
 
     def send(self, delivery: Delivery) -> SendResult:
         """Send `delivery` to its chat (in parts beyond 4,096 UTF-16 code units)."""
-        if self._transport.closed:
-            raise RuntimeError(f"telegram-bot backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        empty = "the text is empty: Telegram sends no empty message"
+        unfit = unsendable(delivery, self.capabilities, empty=empty)
         if unfit is not None:
             return unfit
-        if not delivery.text.strip():
-            return SendResult.permanent("the text is empty: Telegram sends no empty message")
         chat = self._chat(delivery)
         if isinstance(chat, SendResult):
             return chat
@@ -232,7 +212,7 @@ class TelegramBotBackend:
         payload["text"] = text
         if markdown:
             payload["parse_mode"] = "MarkdownV2"
-        return self._transport.post_json(self._endpoint, payload)
+        return self._transport.post_json(self._url, payload)
 
     def said(self, text: object) -> str:
         return self._transport.said(text)
@@ -358,12 +338,7 @@ def create(config: BackendConfig, env: Mapping[str, str]) -> TelegramBotBackend:
         )
     base = base_url_option(config, env) or DEFAULT_BASE
     endpoint = f"{base}/bot{token}/sendMessage"
-    caps = replace(
-        CAPABILITIES,
-        max_length=message_limit(config, LIMIT, LIMIT),
-        markdown=dialect(config, DIALECT),
-        rate_per_minute=rate(config, TYPE),
-    )
+    caps = configured(CAPABILITIES, config, native=DIALECT, ceiling=LIMIT)
     overflow, limits = overflow_policy(config), timeouts(config)
     # the part after the colon is the secret proper; scrubbed alone too, in case an answer
     # quotes the token percent-encoded. Opened last, once nothing else can fail.

@@ -35,11 +35,13 @@ from ._common import (
 from ._http import (
     RETRY_STATUSES,
     TIMEOUT_OPTIONS,
+    Answer,
+    HttpBackend,
     Transport,
     code,
     http_url,
+    message_of,
     origin_of,
-    parse_json,
     retry_after,
     seconds,
     status_failure,
@@ -55,7 +57,6 @@ REDIRECT = "the webhook redirects; configure the URL it redirects to"
 # What an Idempotency-Key header keeps as it is; anything else (a member id with a newline or
 # non-ASCII) is percent-encoded, the same way on every attempt.
 _KEY_SAFE = "/:@-._~!$&'()*+,;="
-_MESSAGE_FIELDS = ("errmsg", "msg", "message", "description", "error")
 _ID_FIELDS = ("id", "message_id", "msgid")
 
 
@@ -64,8 +65,10 @@ class _BodyError(NamedTuple):
     retryable: bool
 
 
-class WebhookBackend:
+class WebhookBackend(HttpBackend):
     """POSTs deliveries; idempotent only when the operator says the receiver dedupes by key."""
+
+    type_name = "webhook"
 
     def __init__(
         self,
@@ -78,29 +81,17 @@ class WebhookBackend:
         token: str | None = None,
         clock: Clock = wall_clock,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
-        self._url = url
-        self._transport = transport
-        self.origin = transport.origin
+        super().__init__(name, url, caps, transport)
         self._secret = secret.encode("utf-8") if secret else None
         self._token = token
         self._clock = clock
 
-    def __repr__(self) -> str:
-        return (
-            f"WebhookBackend(name={self.name!r}, origin={self.origin!r},"
-            f" idempotent={self.capabilities.idempotent})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._transport.close()
+    def _shown(self) -> dict[str, object]:
+        return {"idempotent": self.capabilities.idempotent}
 
     def send(self, delivery: Delivery) -> SendResult:
         """POST `delivery` and classify the answer (see the module's table)."""
-        if self._transport.closed:
-            raise RuntimeError(f"webhook backend {self.name!r} is closed")
+        self._check_open()
         unfit = check_fits(delivery, self.capabilities)
         if unfit is not None:
             return unfit
@@ -117,18 +108,16 @@ class WebhookBackend:
         answer = self._transport.request("POST", self._url, body=body, headers=headers)
         if isinstance(answer, SendResult):
             return answer
-        return self._classify(answer.status, answer.headers, answer.raw, answer.complete)
+        return self._classify(answer)
 
-    def _classify(
-        self, status: int, headers: Mapping[str, str], raw: bytes, complete: bool
-    ) -> SendResult:
-        body = parse_json(raw)
-        said = self._said(raw, body)
-        wait = retry_after(headers, self._clock)
+    def _classify(self, answer: Answer) -> SendResult:
+        status, body = answer.status, answer.body
+        said = self._transport.said(message_of(answer))
+        wait = retry_after(answer.headers, self._clock)
         if wait is None:
             wait = _body_wait(body)
         if 200 <= status < 300:
-            if not complete:
+            if not answer.complete:
                 return SendResult.uncertain(f"HTTP {status}, but the answer could not be read")
             error = _body_error(body)
             if error is None:
@@ -144,15 +133,6 @@ class WebhookBackend:
             # a rate-limit code in another 4xx (Feishu answers its rate limit with 400)
             return SendResult.retry(f"HTTP {status} with {error.what}{said}", wait)
         return status_failure(status, said, wait, redirect=REDIRECT)
-
-    def _said(self, raw: bytes, body: Any) -> str:
-        """`: <what the receiver said>`, short, one line, terminal-safe, without secrets."""
-        text = ""
-        if isinstance(body, dict):
-            text = next((body[f] for f in _MESSAGE_FIELDS if isinstance(body.get(f), str)), "")
-        if not text and body is None:
-            text = raw.decode("utf-8", "replace")
-        return self._transport.said(text)
 
 
 def _body_wait(body: Any) -> float | None:

@@ -22,16 +22,13 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-from ...core.catalog import DEFAULT_RATES
 from ...core.textsafe import terminal
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
-from ._chat import CHAT_KINDS, dialect, message_limit, rate, send_parts
+from ._chat import chat_capabilities, configured, dialect, send_parts, unsendable
 from ._common import (
     DETAIL_LIMIT,
     BackendError,
     Clock,
-    capabilities,
-    check_kind,
     check_options,
     option_bool,
     option_str,
@@ -41,10 +38,12 @@ from ._common import (
 from ._http import (
     TIMEOUT_OPTIONS,
     Answer,
+    HttpBackend,
     Transport,
     base_url_option,
     code,
     http_url,
+    message_of,
     origin_of,
     retry_after,
     status_failure,
@@ -67,6 +66,7 @@ TOKEN_MARGIN = 300.0  # an access token is renewed this long before WeCom's `exp
 CONFIRMATION_PAGES = 10  # get_groupmsg_task pages read at most (1,000 rows each)
 BEIJING = ZoneInfo("Asia/Shanghai")  # WeCom's calendar (mass-send quotas count natural months)
 MENTION_ALL = "@all"
+EMPTY = "the text is empty; WeCom refuses it (errcode 44004)"
 # WeCom's userid: 1-64 letters, digits, '-', '_' and '.' (global error 40003); a phone: digits,
 # '+' and '-', at most 32 (error 60103). Anything else from an event is not put in a request.
 _USERID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -301,13 +301,6 @@ class _Api:
         self.transport = transport
         self.origin = transport.origin
 
-    @property
-    def closed(self) -> bool:
-        return self.transport.closed
-
-    def close(self) -> None:
-        self.transport.close()
-
     def call(
         self,
         method: str,
@@ -358,9 +351,7 @@ class _Api:
         return SendResult.retry(detail, known.wait)
 
     def _said(self, answer: Answer) -> str:
-        if isinstance(answer.body, dict):
-            return self.transport.said(answer.body.get("errmsg"))
-        return self.transport.said(answer.text)
+        return self.transport.said(message_of(answer))
 
 
 def _remote(value: object) -> str | None:
@@ -385,8 +376,10 @@ class Mentions(NamedTuple):
     note: str = ""  # why someone was not mentioned, for the detail
 
 
-class WeComRobotBackend:
+class WeComRobotBackend(HttpBackend):
     """Posts to one WeCom group through its robot; not idempotent (a repeat posts twice)."""
+
+    type_name = ROBOT
 
     def __init__(
         self,
@@ -399,35 +392,24 @@ class WeComRobotBackend:
         mention_all: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
-        self._url = url
+        super().__init__(name, url, caps, transport)
         self._params = dict(params or {})
         self._markdown = caps.markdown == DIALECT
         self._mention_all = mention_all
         self._sleep = sleep
-        self.origin = transport.origin
         self.limit = (caps.max_length or ROBOT_TEXT_BYTES, Unit.BYTES)  # of one message
         self._http = _Api(transport)
 
-    def __repr__(self) -> str:
-        kind = "markdown" if self._markdown else "text"
-        return f"WeComRobotBackend(name={self.name!r}, origin={self.origin!r}, msgtype={kind!r})"
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._http.close()
+    def _shown(self) -> dict[str, object]:
+        return {"msgtype": "markdown" if self._markdown else "text"}
 
     def send(self, delivery: Delivery) -> SendResult:
         """Post `delivery` as text (with mentions) or WeCom markdown, in parts when too long."""
-        if self._http.closed:
-            raise RuntimeError(f"wecom-robot backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        text = _clean(delivery.text)
+        unfit = unsendable(delivery, self.capabilities, empty=EMPTY, text=text)
         if unfit is not None:
             return unfit
-        text = _clean(delivery.text)
-        if not text.strip():
-            return SendResult.permanent("the text is empty; WeCom refuses it (errcode 44004)")
         who = self.mentions(delivery)
         result = send_parts(self.messages(text, who), lambda _i, m: self._post(m), self._sleep)
         return _noted(result, [who.note] if who.note else [])
@@ -519,7 +501,10 @@ def create_robot(config: BackendConfig, env: Mapping[str, str]) -> WeComRobotBac
             f" playbook, or --backend '{name}=wecom-robot:WEBHOOK_URL'"
         )
     limit = ROBOT_MARKDOWN_BYTES if markdown else ROBOT_TEXT_BYTES
-    caps = _caps(config, ROBOT, limit, mentions=True, markdown=markdown)
+    # one message's limit in UTF-8 bytes: option `max_length` may lower WeCom's, never raise it
+    caps = configured(
+        replace(ROBOT_CAPABILITIES, max_length=limit), config, native=DIALECT, ceiling=limit
+    )
     # opened last, once nothing else can fail: the URL, its query and the key are scrubbed
     transport = Transport(origin_of(url), (url, urlsplit(url).query, key), **timeouts(config))
     return WeComRobotBackend(name, url, caps, transport, params=params, mention_all=mention_all)
@@ -578,10 +563,12 @@ class Confirmation(NamedTuple):
     detail: str
 
 
-class WeComAppBackend:
+class WeComAppBackend(HttpBackend):
     """A WeCom self-built app: application messages to staff and members, customer-group mass
     sends for posts to everyone. Not idempotent (WeCom's duplicate check is off: it drops any
     identical request within its interval, distinct deliveries included)."""
+
+    type_name = APP
 
     def __init__(
         self,
@@ -601,8 +588,7 @@ class WeComAppBackend:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.capabilities = caps
+        super().__init__(name, base_url, caps, transport)
         self._base = base_url
         self._corp_id = corp_id
         self._secret = corp_secret
@@ -618,18 +604,10 @@ class WeComAppBackend:
         self._sleep = sleep
         self._token: tuple[str, float] | None = None  # (access token, renew after)
         self._seen_tokens: list[str] = []  # the last tokens this backend held, all hidden
-        self.origin = transport.origin
         self._http = _Api(transport)  # it hides the corp secret, and each token once fetched
 
-    def __repr__(self) -> str:
-        return (
-            f"WeComAppBackend(name={self.name!r}, origin={self.origin!r},"
-            f" agent_id={self.agent_id!r}, sender={self.sender!r})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (twice is harmless)."""
-        self._http.close()
+    def _shown(self) -> dict[str, object]:
+        return {"agent_id": self.agent_id, "sender": self.sender}
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -652,14 +630,11 @@ class WeComAppBackend:
 
     def send(self, delivery: Delivery) -> SendResult:
         """Send `delivery` the way `reach` says."""
-        if self._http.closed:
-            raise RuntimeError(f"wecom-app backend {self.name!r} is closed")
-        unfit = check_kind(delivery, self.capabilities)
+        self._check_open()
+        text = _clean(delivery.text)
+        unfit = unsendable(delivery, self.capabilities, empty=EMPTY, text=text)
         if unfit is not None:
             return unfit
-        text = _clean(delivery.text)
-        if not text.strip():
-            return SendResult.permanent("the text is empty; WeCom refuses it (errcode 44004)")
         way = self.reach(delivery)
         if not isinstance(way, Reach):
             return SendResult.permanent(way)
@@ -767,8 +742,7 @@ class WeComAppBackend:
 
     def confirmation_status(self, remote_id: str) -> Confirmation:
         """`confirmation` with the reason, for the runner's task detail."""
-        if self._http.closed:
-            raise RuntimeError(f"wecom-app backend {self.name!r} is closed")
+        self._check_open()
         if self.sender is None:
             return Confirmation(None, "this backend has no sender: it made no mass sends")
         cursor = ""
@@ -891,7 +865,7 @@ def create_app(config: BackendConfig, env: Mapping[str, str]) -> WeComAppBackend
         raise BackendError(
             f'backend "{name}": group_quota must be month, week or day (WeCom\'s 群发规则)'
         )
-    caps = _caps(config, APP, APP_TEXT_BYTES, mentions=False, markdown=dialect(config, DIALECT))
+    caps = configured(APP_CAPABILITIES, config, native=DIALECT, ceiling=APP_TEXT_BYTES)
     base = base_url_option(config, env) or DEFAULT_BASE_URL
     # opened last, once nothing else can fail: the corp secret is scrubbed (tokens as they come)
     transport = Transport(base, (secrets["corp_secret"],), **timeouts(config))
@@ -912,32 +886,17 @@ def create_app(config: BackendConfig, env: Mapping[str, str]) -> WeComAppBackend
 
 # -- what each type can do before options (`sop backends`) -------------------------------------
 
-ROBOT_CAPABILITIES = Capabilities(
-    kinds=CHAT_KINDS, max_length=ROBOT_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=True,
-    idempotent=False, rate_per_minute=DEFAULT_RATES[ROBOT],
-)  # fmt: skip
-APP_CAPABILITIES = Capabilities(
-    kinds=CHAT_KINDS, max_length=APP_TEXT_BYTES, length_unit=Unit.BYTES.value, mentions=False,
-    idempotent=False, rate_per_minute=DEFAULT_RATES[APP],
-)  # fmt: skip
+ROBOT_CAPABILITIES = chat_capabilities(
+    ROBOT, max_length=ROBOT_TEXT_BYTES, unit=Unit.BYTES, mentions=True
+)
+APP_CAPABILITIES = chat_capabilities(
+    APP, max_length=APP_TEXT_BYTES, unit=Unit.BYTES, mentions=False
+)
 # One module, two types: keyed by type (`describe_types` reads a bare `Capabilities` today).
 CAPABILITIES: Mapping[str, Capabilities] = {ROBOT: ROBOT_CAPABILITIES, APP: APP_CAPABILITIES}
 
 
 # -- configuration helpers ---------------------------------------------------------------------
-
-
-def _caps(
-    config: BackendConfig, type_name: str, limit: int, *, mentions: bool, markdown: str | None
-) -> Capabilities:
-    """What WeCom can carry: its kinds, one message's limit in UTF-8 bytes (option `max_length`
-    may lower it, 64 at least; a longer text is split, not refused), and the platform's rate
-    unless the playbook declares one (`DEFAULT_RATES`, the number `sop validate` reads)."""
-    caps = capabilities(config, idempotent=False, kinds=CHAT_KINDS, mentions=mentions)
-    return replace(
-        caps, max_length=message_limit(config, limit, limit), length_unit=Unit.BYTES.value,
-        markdown=markdown, rate_per_minute=rate(config, type_name),
-    )  # fmt: skip
 
 
 def _ids(config: BackendConfig, option: str, pattern: re.Pattern[str] | None) -> list[str]:
