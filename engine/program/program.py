@@ -14,7 +14,7 @@ whether its anchor will still fire once the stage may have ended.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -43,6 +43,32 @@ def _over(w: StageWindow, at: datetime) -> bool:
     return w.end is not None and w.end <= at
 
 
+class _Cursor:
+    """A root's firings in one stage window, read forward one day's slice at a time.
+
+    The days a plan walks are contiguous, so one `_instants` over the rest of the window yields
+    the same instants as one call per day (for a cron, each local date visited once instead of
+    four times).
+    """
+
+    __slots__ = ("_firings", "_next")
+
+    def __init__(self, firings: Iterator[datetime]) -> None:
+        self._firings = firings
+        self._next = next(firings, None)
+
+    def any_before(self, end: datetime) -> bool:
+        """True when a firing not read yet comes before `end` (cheaper than `before` on the
+        many days nothing fires)."""
+        return self._next is not None and self._next < end
+
+    def before(self, end: datetime) -> Iterator[datetime]:
+        """The firings not read yet that come before `end`."""
+        while self._next is not None and self._next < end:
+            yield self._next
+            self._next = next(self._firings, None)
+
+
 @dataclass(slots=True)
 class _Plan:
     """One scheduled action, its root and its stage's windows, while firings are produced."""
@@ -54,6 +80,7 @@ class _Plan:
     windows: list[StageWindow]
     ordered: bool  # windows sorted by start: stop at the first one that starts later
     first: int = 0  # windows before this one are over
+    cursors: dict[int, _Cursor] = field(default_factory=dict)  # by window index
 
 
 class Program:
@@ -121,7 +148,7 @@ class Program:
             d += DAY
         bounds.append(t1)
         for i in range(len(bounds) - 1):
-            day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, pending)
+            day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, t1, pending)
             if i == 0:
                 for _ in day:  # only feeds `pending`: nothing of it goes out before t0
                     pass
@@ -154,9 +181,11 @@ class Program:
         c0: datetime,
         c1: datetime,
         t0: datetime,
+        t1: datetime,
         pending: list[Firing],
     ) -> Iterator[Firing]:
-        """Firings going out in [c0, c1): those carried over, then those whose own time is here."""
+        """Firings going out in [c0, c1) of [t0, t1): those carried over, then those whose own
+        time is here."""
         keep = [f for f in pending if f[0] >= c1]
         for f in pending:
             if f[0] < c1:
@@ -177,7 +206,17 @@ class Program:
                 end = c1 if w.end is None else min(c1, w.end)
                 if start >= end:
                     continue
-                for sched in self._instants(p.base, w, start - offset, end - offset):
+                cursor = p.cursors.get(i)
+                if cursor is None:
+                    if not max(start - offset, w.start) < end - offset:
+                        continue  # the root's part of the window has not begun
+                    # the window's first day: the root's firings from here to the horizon
+                    last = t1 if w.end is None else min(t1, w.end)
+                    firings = self._instants(p.base, w, start - offset, last - offset)
+                    cursor = p.cursors[i] = _Cursor(iter(firings))
+                if not cursor.any_before(end - offset):
+                    continue
+                for sched in cursor.before(end - offset):
                     at = sched + offset
                     if not (start <= at < end):
                         continue
