@@ -14,7 +14,7 @@ whether its anchor will still fire once the stage may have ended.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -39,48 +39,31 @@ def _firing_order(f: Firing) -> tuple[datetime, str]:
     return f[0], f[1]
 
 
-def _over(w: StageWindow, at: datetime) -> bool:
-    return w.end is not None and w.end <= at
-
-
 class _Cursor:
-    """A root's firings in one stage window, read forward one day's slice at a time.
+    """A scheduled action's firings in one stage window, in order; `at` is when the next one is
+    due, None once there are no more."""
 
-    The days a plan walks are contiguous, so one `_instants` over the rest of the window yields
-    the same instants as one call per day (for a cron, each local date visited once instead of
-    four times).
-    """
+    __slots__ = ("_offset", "_roots", "at")
 
-    __slots__ = ("_firings", "_next")
+    def __init__(self, roots: Iterable[datetime], offset: timedelta) -> None:
+        self._roots = iter(roots)
+        self._offset = offset
+        self.at: datetime | None = None
+        self.advance()
 
-    def __init__(self, firings: Iterator[datetime]) -> None:
-        self._firings = firings
-        self._next = next(firings, None)
-
-    def any_before(self, end: datetime) -> bool:
-        """True when a firing not read yet comes before `end` (cheaper than `before` on the
-        many days nothing fires)."""
-        return self._next is not None and self._next < end
-
-    def before(self, end: datetime) -> Iterator[datetime]:
-        """The firings not read yet that come before `end`."""
-        while self._next is not None and self._next < end:
-            yield self._next
-            self._next = next(self._firings, None)
+    def advance(self) -> None:
+        """Move on to the next firing."""
+        root = next(self._roots, None)
+        self.at = None if root is None else root + self._offset
 
 
 @dataclass(slots=True)
 class _Plan:
-    """One scheduled action, its root and its stage's windows, while firings are produced."""
+    """One scheduled action and its firings in each window of its stage, read day by day."""
 
     action: Action
-    base: Action
-    offset: timedelta
     quiet: Window | None
-    windows: list[StageWindow]
-    ordered: bool  # windows sorted by start: stop at the first one that starts later
-    first: int = 0  # windows before this one are over
-    cursors: dict[int, _Cursor] = field(default_factory=dict)  # by window index
+    cursors: list[_Cursor]
 
 
 class Program:
@@ -138,7 +121,6 @@ class Program:
         counts never holds more than the sends quiet hours carry past midnight. Each day's iterator
         must be read (or is drained) before the next day is asked for.
         """
-        plans = self._plans(windows, select)
         pending: list[Firing] = []  # moved by quiet hours past the day being read
         bounds = [t0 - DAY, t0]  # the day before t0: sends that quiet hours move into [t0, t1)
         d = t0.astimezone(self.tz).date() + DAY
@@ -147,8 +129,9 @@ class Program:
                 bounds.append(m)
             d += DAY
         bounds.append(t1)
+        plans = self._plans(windows, select, bounds[0], t1)
         for i in range(len(bounds) - 1):
-            day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, t1, pending)
+            day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, pending)
             if i == 0:
                 for _ in day:  # only feeds `pending`: nothing of it goes out before t0
                     pass
@@ -158,21 +141,36 @@ class Program:
                 pass
 
     def _plans(
-        self, windows: Sequence[StageWindow], select: Callable[[Action], bool] | None
+        self,
+        windows: Sequence[StageWindow],
+        select: Callable[[Action], bool] | None,
+        t0: datetime,
+        t1: datetime,
     ) -> list[_Plan]:
+        """Each scheduled action with a cursor over its firings in [t0, t1) in each window of its
+        stage. The days `firings_by_day` walks are contiguous, so reading the cursors forward gives
+        each day its firings: a cron's local dates are visited once, and a day asks each cursor
+        one question."""
         by_stage: dict[str | None, list[StageWindow]] = {}
         for w in windows:
             by_stage.setdefault(w.stage, []).append(w)
         plans = []
         for stage, ws in by_stage.items():
-            ordered = all(ws[i].start <= ws[i + 1].start for i in range(len(ws) - 1))
             for a in self.actions_by_stage.get(stage, ()):
                 anchored = self.timed.get(a.id)
                 if anchored is None or (select is not None and not select(a)):
                     continue
                 if anchored.root.stage != stage:
                     continue  # anchored on another stage's action: never due (SOP280)
-                plans.append(_Plan(a, anchored.root, anchored.offset, quiet_window(a), ws, ordered))
+                base, offset = anchored.root, anchored.offset
+                cursors = []
+                for w in ws:
+                    start = max(t0, w.start)
+                    end = t1 if w.end is None else min(t1, w.end)
+                    if start < end:
+                        roots = self._instants(base, w, start - offset, end - offset)
+                        cursors.append(_Cursor(roots, offset))
+                plans.append(_Plan(a, quiet_window(a), cursors))
         return plans
 
     def _firings_between(
@@ -181,11 +179,10 @@ class Program:
         c0: datetime,
         c1: datetime,
         t0: datetime,
-        t1: datetime,
         pending: list[Firing],
     ) -> Iterator[Firing]:
-        """Firings going out in [c0, c1) of [t0, t1): those carried over, then those whose own
-        time is here."""
+        """Firings going out in [c0, c1): those carried over, then those whose own time is here
+        (the cursors have been read up to c0)."""
         keep = [f for f in pending if f[0] >= c1]
         for f in pending:
             if f[0] < c1:
@@ -193,33 +190,10 @@ class Program:
         pending[:] = keep
         tz = self.tz
         for p in plans:
-            a, offset, quiet, ws = p.action, p.offset, p.quiet, p.windows
-            while p.first < len(ws) and _over(ws[p.first], c0):
-                p.first += 1  # windows over before this day never fire again
-            for i in range(p.first, len(ws)):
-                w = ws[i]
-                if w.start >= c1:
-                    if p.ordered:
-                        break
-                    continue
-                start = max(c0, w.start)
-                end = c1 if w.end is None else min(c1, w.end)
-                if start >= end:
-                    continue
-                cursor = p.cursors.get(i)
-                if cursor is None:
-                    if not max(start - offset, w.start) < end - offset:
-                        continue  # the root's part of the window has not begun
-                    # the window's first day: the root's firings from here to the horizon
-                    last = t1 if w.end is None else min(t1, w.end)
-                    firings = self._instants(p.base, w, start - offset, last - offset)
-                    cursor = p.cursors[i] = _Cursor(iter(firings))
-                if not cursor.any_before(end - offset):
-                    continue
-                for sched in cursor.before(end - offset):
-                    at = sched + offset
-                    if not (start <= at < end):
-                        continue
+            a, quiet = p.action, p.quiet
+            for cursor in p.cursors:
+                while (at := cursor.at) is not None and at < c1:
+                    cursor.advance()
                     moved = quiet_move(at, quiet, tz) if quiet else at
                     out = moved.astimezone(tz)
                     if out < c1:
