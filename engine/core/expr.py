@@ -64,6 +64,8 @@ _TOKEN = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class _Tok:
+    """A token of a condition: its kind, text and offsets."""
+
     kind: str
     text: str
     start: int

@@ -66,6 +66,8 @@ class TemplateLimitError(Exception):
 
 @dataclass
 class _Budget:
+    """The work and text a render (or renders sharing a budget) has used so far."""
+
     steps: int = 0
     chars: int = 0
 

@@ -76,11 +76,15 @@ _PATTERN_NAMES = {
 
 
 class _Ctx:
-    __slots__ = ("doc", "out")
+    """Where diagnostics go; a `trial` (an anyOf branch tried silently) only asks whether any
+    would, so it skips the "did you mean" hints nobody reads (and difflib's import)."""
 
-    def __init__(self, doc: Document, out: Collector) -> None:
+    __slots__ = ("doc", "out", "trial")
+
+    def __init__(self, doc: Document, out: Collector, trial: bool = False) -> None:
         self.doc = doc
         self.out = out
+        self.trial = trial
 
 
 def json_path(path: KeyPath) -> str:
@@ -264,7 +268,7 @@ class Validator:
         def check(v: Any, p: KeyPath, c: _Ctx) -> None:
             if isinstance(v, (str, int, float)) and v in allowed_set:
                 return
-            hint = did_you_mean(str(v), allowed)
+            hint = None if c.trial else did_you_mean(str(v), allowed)
             shown = ", ".join(str(a) for a in allowed)
             c.out.add(
                 "SOP103",
@@ -399,7 +403,12 @@ class Validator:
                 elif extra_check is not None:
                     extra_check(val, kp, c)
                 elif closed:
-                    hint = did_you_mean(key, prop_names) or f"allowed keys: {', '.join(prop_names)}"
+                    hint = None
+                    if not c.trial:
+                        hint = (
+                            did_you_mean(key, prop_names)
+                            or f"allowed keys: {', '.join(prop_names)}"
+                        )
                     c.out.add(
                         "SOP100",
                         doc.key_span(kp),
@@ -496,7 +505,7 @@ class Validator:
                 return
             # Report the errors of the branch whose type fits; try the others silently first.
             for ch in fitting[:-1]:
-                trial = _Ctx(c.doc, Collector())
+                trial = _Ctx(c.doc, Collector(), trial=True)
                 ch(v, p, trial)
                 if not trial.out.items:
                     return

@@ -40,6 +40,10 @@ def environment() -> Any:
     return BoundedSandbox()
 
 
+# validate reads each text's tree three times (problems, member reads, whether it needs a member):
+# parsed once, keyed by the text. The trees are only read here; rendering parses its own copy,
+# which `bound_ast` rewrites in place.
+@lru_cache(maxsize=256)
 def _parse(text: str) -> Any:
     """The template's tree; raises TemplateSyntaxError, or RenderError when Jinja gives up."""
     from jinja2 import TemplateSyntaxError
@@ -203,6 +207,8 @@ def needs_member(text: str) -> bool:
 
 def member_reads(text: str) -> list[tuple[int, str]]:
     """Where a template reads member or event data: (line offset, `member`/`event`), in order."""
+    if is_plain(text):
+        return []
     try:
         ast = _parse(text)
     except Exception:

@@ -39,21 +39,31 @@ def _firing_order(f: Firing) -> tuple[datetime, str]:
     return f[0], f[1]
 
 
-def _over(w: StageWindow, at: datetime) -> bool:
-    return w.end is not None and w.end <= at
+class _Cursor:
+    """A scheduled action's firings in one stage window, in order; `at` is when the next one is
+    due, None once there are no more."""
+
+    __slots__ = ("_offset", "_roots", "at")
+
+    def __init__(self, roots: Iterable[datetime], offset: timedelta) -> None:
+        self._roots = iter(roots)
+        self._offset = offset
+        self.at: datetime | None = None
+        self.advance()
+
+    def advance(self) -> None:
+        """Move on to the next firing."""
+        root = next(self._roots, None)
+        self.at = None if root is None else root + self._offset
 
 
 @dataclass(slots=True)
 class _Plan:
-    """One scheduled action, its root and its stage's windows, while firings are produced."""
+    """One scheduled action and its firings in each window of its stage, read day by day."""
 
     action: Action
-    base: Action
-    offset: timedelta
     quiet: Window | None
-    windows: list[StageWindow]
-    ordered: bool  # windows sorted by start: stop at the first one that starts later
-    first: int = 0  # windows before this one are over
+    cursors: list[_Cursor]
 
 
 class Program:
@@ -111,7 +121,6 @@ class Program:
         counts never holds more than the sends quiet hours carry past midnight. Each day's iterator
         must be read (or is drained) before the next day is asked for.
         """
-        plans = self._plans(windows, select)
         pending: list[Firing] = []  # moved by quiet hours past the day being read
         bounds = [t0 - DAY, t0]  # the day before t0: sends that quiet hours move into [t0, t1)
         d = t0.astimezone(self.tz).date() + DAY
@@ -120,6 +129,7 @@ class Program:
                 bounds.append(m)
             d += DAY
         bounds.append(t1)
+        plans = self._plans(windows, select, bounds[0], t1)
         for i in range(len(bounds) - 1):
             day = self._firings_between(plans, bounds[i], bounds[i + 1], t0, pending)
             if i == 0:
@@ -131,21 +141,36 @@ class Program:
                 pass
 
     def _plans(
-        self, windows: Sequence[StageWindow], select: Callable[[Action], bool] | None
+        self,
+        windows: Sequence[StageWindow],
+        select: Callable[[Action], bool] | None,
+        t0: datetime,
+        t1: datetime,
     ) -> list[_Plan]:
+        """Each scheduled action with a cursor over its firings in [t0, t1) in each window of its
+        stage. The days `firings_by_day` walks are contiguous, so reading the cursors forward gives
+        each day its firings: a cron's local dates are visited once, and a day asks each cursor
+        one question."""
         by_stage: dict[str | None, list[StageWindow]] = {}
         for w in windows:
             by_stage.setdefault(w.stage, []).append(w)
         plans = []
         for stage, ws in by_stage.items():
-            ordered = all(ws[i].start <= ws[i + 1].start for i in range(len(ws) - 1))
             for a in self.actions_by_stage.get(stage, ()):
                 anchored = self.timed.get(a.id)
                 if anchored is None or (select is not None and not select(a)):
                     continue
                 if anchored.root.stage != stage:
                     continue  # anchored on another stage's action: never due (SOP280)
-                plans.append(_Plan(a, anchored.root, anchored.offset, quiet_window(a), ws, ordered))
+                base, offset = anchored.root, anchored.offset
+                cursors = []
+                for w in ws:
+                    start = max(t0, w.start)
+                    end = t1 if w.end is None else min(t1, w.end)
+                    if start < end:
+                        roots = self._instants(base, w, start - offset, end - offset)
+                        cursors.append(_Cursor(roots, offset))
+                plans.append(_Plan(a, quiet_window(a), cursors))
         return plans
 
     def _firings_between(
@@ -156,7 +181,8 @@ class Program:
         t0: datetime,
         pending: list[Firing],
     ) -> Iterator[Firing]:
-        """Firings going out in [c0, c1): those carried over, then those whose own time is here."""
+        """Firings going out in [c0, c1): those carried over, then those whose own time is here
+        (the cursors have been read up to c0)."""
         keep = [f for f in pending if f[0] >= c1]
         for f in pending:
             if f[0] < c1:
@@ -164,23 +190,10 @@ class Program:
         pending[:] = keep
         tz = self.tz
         for p in plans:
-            a, offset, quiet, ws = p.action, p.offset, p.quiet, p.windows
-            while p.first < len(ws) and _over(ws[p.first], c0):
-                p.first += 1  # windows over before this day never fire again
-            for i in range(p.first, len(ws)):
-                w = ws[i]
-                if w.start >= c1:
-                    if p.ordered:
-                        break
-                    continue
-                start = max(c0, w.start)
-                end = c1 if w.end is None else min(c1, w.end)
-                if start >= end:
-                    continue
-                for sched in self._instants(p.base, w, start - offset, end - offset):
-                    at = sched + offset
-                    if not (start <= at < end):
-                        continue
+            a, quiet = p.action, p.quiet
+            for cursor in p.cursors:
+                while (at := cursor.at) is not None and at < c1:
+                    cursor.advance()
                     moved = quiet_move(at, quiet, tz) if quiet else at
                     out = moved.astimezone(tz)
                     if out < c1:
