@@ -1,7 +1,8 @@
 """Benchmark `sop run`: durable dispatches per second through the Runner, and firing lag.
 
     python bench/run.py [--n 20000] [--n1 2000] [--rounds 3] [--members 100000] [--window 120]
-                        [--skip-pg] [--skip-dispatch] [--skip-lag] [--profile]
+                        [--stores sqlite,postgres] [--skip-pg] [--skip-dispatch] [--skip-lag]
+                        [--profile]
 
 1. Dispatch rate. `--n` members join at one instant (ingested as `sop event` does, into a
    template database made once), so `--n` welcome occurrences are due together; each measured
@@ -219,9 +220,10 @@ def dispatch_rates(args: argparse.Namespace, work: Path) -> None:
     """Part 1: print batched and unbatched rates, with same-run ratios."""
     pb = write_playbook(work, "UTC")
     program = load_program(pb)
-    stores: list[tuple[str, Any]] = [("sqlite", None)]
+    wanted = args.stores.split(",")
+    stores: list[tuple[str, Any]] = [("sqlite", None)] if "sqlite" in wanted else []
     server = None
-    if not args.skip_pg:
+    if not args.skip_pg and "postgres" in wanted:
         try:
             from tests.pgserver import PgUnavailable, start_server
 
@@ -463,7 +465,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--window", type=float, default=120.0, help="seconds of real time measured")
-    ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--stores", default="sqlite,postgres", help="which stores part 1 measures")
+    ap.add_argument("--skip-pg", action="store_true", help="as --stores sqlite")
     ap.add_argument("--skip-lag", action="store_true")
     ap.add_argument("--skip-dispatch", action="store_true")
     ap.add_argument("--profile", action="store_true", help="run the lag part under cProfile too")

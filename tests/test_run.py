@@ -493,6 +493,55 @@ def test_status_and_json_shapes(tmp_path: Path) -> None:
     assert data["run"] == "one" and data["occurrences"]["sent"] == 2
     assert data["open_tasks"][0]["action"] == "review"
     assert data["stages"][0]["stage"] == "only"
+    assert (data["open_tasks_total"], data["dead_letters_total"], data["uncertain_total"]) == (
+        1, 0, 0,
+    )  # fmt: skip
+
+
+def test_status_shows_the_first_of_each_list_and_how_many_there_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sop.engine.run import render, service
+    from sop.engine.run.store.base import NewOccurrence, Outcome
+
+    runner, start = one_post(tmp_path, Sink())
+    runner.ensure_run()
+    store, rid = runner.store, runner.run_id
+    items = [
+        NewOccurrence(f"dead/{i}", "hello", "only", "post", None, "group", "ops", "group",
+                      start + timedelta(minutes=i), start + timedelta(minutes=i))
+        for i in range(5)
+    ]  # fmt: skip
+    store.add_occurrences(rid, items)
+    claimed = store.claim(rid, start + timedelta(hours=1), 10, start + timedelta(hours=2), "w")
+    dead = [Outcome(o.key, o.fence, OccurrenceState.DEAD, o.due_at, "HTTP 400") for o in claimed]
+    store.record(rid, dead, "w")
+    monkeypatch.setattr(service, "DEAD_LIMIT", 2)
+    st = status(runner.program, store, rid, start + timedelta(hours=3))
+    data = st.as_dict()
+    assert [o["key"] for o in data["dead_letters"]] == ["dead/0", "dead/1"]  # the earliest due
+    assert data["dead_letters_total"] == 5 and data["occurrences"] == {"dead": 5}
+    assert st.attention
+    assert "  dead letters (5):\n" in render.status_text(st)
+
+
+def test_a_gate_reads_its_comparisons_whichever_side_the_metric_is_on() -> None:
+    from sop.engine.core import expr as ex
+    from sop.engine.program.gates import Comparison, comparisons
+    from sop.engine.run.service import GateStatus
+
+    node = ex.parse("200 <= members and churn_rate < 5% or members > paying_members")
+    assert comparisons(node) == [
+        Comparison("members", ">=", 200.0),
+        Comparison("churn_rate", "<", 0.05),
+        Comparison("members", ">", None),  # the other side reads a metric: no threshold
+    ]
+    terms = tuple(comparisons(node)[:2])
+    g = GateStatus("s", "", False, None, {"members": 150.0, "churn_rate": 0.08}, {}, "", terms)
+    assert g.shortfall("members") == 50.0  # needs 50 more
+    assert g.shortfall("churn_rate") == pytest.approx(-0.03)  # needs 0.03 less
+    met = GateStatus("s", "", True, None, {"members": 250.0, "churn_rate": 0.01}, {}, "", terms)
+    assert met.shortfall("members") is None and met.shortfall("churn_rate") is None
 
 
 def test_tiers_move_at_the_review_and_after_silence_by_the_shared_rules(tmp_path: Path) -> None:

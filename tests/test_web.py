@@ -27,7 +27,7 @@ from sop.engine.run.backends.tasks import create as tasks_backend
 from sop.engine.run.clock import VirtualClock
 from sop.engine.run.ports import BackendConfig, Capabilities, Delivery, SendResult
 from sop.engine.run.runner import Runner, RunOptions
-from sop.engine.run.service import ingest, parse_events
+from sop.engine.run.service import ingest, parse_events, status
 from sop.engine.run.sources import FileSource
 from sop.engine.run.store import open_store
 from sop.engine.run.store.base import OccurrenceState, StateStore, TaskState
@@ -39,7 +39,6 @@ from sop.engine.web import (
     create_dashboard_app,
     dashboard_routes,
     i18n,
-    queries,
 )
 from sop.engine.web.auth import COOKIE, Session, SessionCodec
 
@@ -266,6 +265,21 @@ def test_overview_shows_the_stage_its_gate_with_values_and_thresholds_and_the_al
     assert "Overdue staff tasks" in text
 
 
+def test_the_overview_and_sop_status_read_the_stages_and_gates_alike(seeded: Seeded) -> None:
+    from sop.engine.web import views
+
+    st = status(seeded.program, seeded.store, seeded.run_id, NOW)
+    o = views.overview(views.Reader(seeded.program, seeded.store, seeded.run_id, NOW))
+    assert [(s.id, s.days, s.outcome) for s in o.stages] == [
+        (s["stage"], s["days"], s["outcome"]) for s in st.stages
+    ]
+    assert [(g.stage, g.condition, g.holds, g.at) for g in o.gates] == [
+        (g.stage, g.condition, g.holds, g.at) for g in st.gates
+    ]
+    assert [[r.metric for r in g.rows] for g in o.gates] == [list(g.distances) for g in st.gates]
+    assert o.counts == {k: n for k, n in st.counts.items() if k != "sent"}
+
+
 def test_forecast_page_draws_band_median_actual_values_and_threshold(seeded: Seeded) -> None:
     text = client(seeded, None).get("/forecast").text
     chart = re.search(r'id="chart-members".*?</section>', text, re.S)
@@ -308,7 +322,7 @@ def test_tasks_page_lists_open_tasks_per_role_with_overdue_ones_marked(seeded: S
     assert 'class="copy"' in text
     members = c.get("/tasks?role=members").text
     assert "welcome-call" in members and "standup" not in members
-    counts = queries.open_task_counts(seeded.store, seeded.run_id)
+    counts = seeded.store.open_task_counts(seeded.run_id)
     assert f"用户运营 <b>{counts['members']}</b>" in text
 
 
@@ -330,7 +344,7 @@ def test_members_page_counts_tiers_recent_joins_silent_members_and_violations(
     text = client(seeded, None).get("/members").text
     assert "<b>60</b>" in text  # members, from the daily metrics
     assert "普通成员" in text and "核心成员" in text  # the tiers' titles, in the chart's legend
-    joins = queries.recent_joins(seeded.store, seeded.run_id, NOW - timedelta(days=7), NOW, 1)
+    joins = seeded.store.recent_joins(seeded.run_id, NOW - timedelta(days=7), NOW, 1)
     assert joins.total > 30 and f"Recent joins (last 7 days): {joins.total}<" in text
     assert re.search(r"Silent for 72 hours or more: \d+", text)
     assert "Violations (last 30 days): 1" in text and "m004" in text
@@ -409,7 +423,7 @@ def test_sign_in_sets_a_signed_httponly_strict_cookie_and_changes_carry_the_name
     assert r.status_code == 200, r.text
     assert json.loads(r.headers["HX-Trigger"])["sop-flash"].startswith("Postponed to 2026-12-21")
     assert f'data-task="{task.id}"' in r.text and "overdue" not in r.text.split(">")[0]
-    moved = queries.task(fresh.store, fresh.run_id, task.id)
+    moved = fresh.store.get_task(fresh.run_id, task.id)
     assert moved is not None and moved.due_at == datetime.fromisoformat("2026-12-21T15:00+08:00")
     entry = fresh.store.audit_log(fresh.run_id)[-1]
     assert (entry.actor, entry.action, entry.subject) == ("小王", "task.postponed", task.id)
@@ -632,65 +646,3 @@ def test_help_and_validate_never_import_the_dashboard() -> None:
         ]
         assert "sop.engine.core" in imported or args == ["--help"], res.stderr[-2000:]
         assert not [m for m in imported if m.startswith(("sop.engine.web", "starlette"))], args
-
-
-# -- the bounded reads: one answer on every store -------------------------------------------
-
-
-def _answers(s: Seeded, keys: list[str]) -> list[Any]:
-    st, rid = s.store, s.run_id
-    t0, t1 = NOW - timedelta(days=5), NOW + timedelta(days=1)
-    for t in st.tasks(rid, states=[TaskState.OPEN])[:3]:  # so "done lately" has rows
-        st.complete_task(rid, t.id, NOW, "t")
-
-    def page(p: queries.Page[Any]) -> tuple[list[str], int | None]:
-        return [x.key if hasattr(x, "key") else x.id for x in p.items], p.total
-
-    week, days30 = NOW - timedelta(days=7), NOW - timedelta(days=30)
-    return [
-        sorted(queries.occurrences_by_key(st, rid, keys)),
-        queries.member_states_between(st, rid, t0, t1),
-        queries.overdue_tasks(st, rid, NOW),
-        queries.open_task_counts(st, rid),
-        [t.id for t in queries.open_tasks(st, rid, 7)],
-        [t.id for t in queries.open_tasks(st, rid, 7, "members", every=False)],
-        [t.id for t in queries.done_tasks(st, rid, 5)],
-        page(queries.recent_joins(st, rid, week, NOW, 5)),
-        page(queries.silent_members(st, rid, NOW - timedelta(hours=72), 5)),
-        page(queries.events_of_type(st, rid, ["violation"], days30, 5)),
-        page(queries.occurrences_in_state(st, rid, OccurrenceState.SENT, 4)),
-        page(queries.occurrences_in_state(st, rid, OccurrenceState.SKIPPED, 4, since=week)),
-        queries.state_counts(st, rid),
-        queries.state_counts(st, rid, list(OccurrenceState)),
-        getattr(queries.task(st, rid, keys[0]), "id", None),
-    ]
-
-
-@pytest.fixture(scope="module")
-def reference_reads(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[Any]]:
-    """The memory store's answers (the reference) and the keys asked for."""
-    mem = seed_run("memory:", tmp_path_factory.mktemp("mem"), joins_per_day=3)
-    keys = [o.key for o in mem.store.occurrences(mem.run_id)[::7]] + ["no/such/key"]
-    keys.insert(0, mem.store.tasks(mem.run_id)[0].id)
-    answers = _answers(mem, keys)
-    assert answers[0] and answers[4] and answers[5] and answers[7][1] > 5
-    return keys, answers
-
-
-def test_the_bounded_reads_answer_on_sqlite_as_on_the_memory_store(
-    reference_reads: tuple[list[str], list[Any]], tmp_path: Path
-) -> None:
-    keys, expected = reference_reads
-    s = seed_run(f"sqlite:///{tmp_path}/a.db?synchronous=NORMAL", tmp_path, joins_per_day=3)
-    assert _answers(s, keys) == expected
-
-
-def test_the_bounded_reads_answer_on_postgresql_as_on_the_memory_store(
-    reference_reads: tuple[list[str], list[Any]], postgres_url: str, tmp_path: Path
-) -> None:
-    keys, expected = reference_reads
-    s = seed_run(postgres_url, tmp_path, joins_per_day=3)
-    try:
-        assert _answers(s, keys) == expected
-    finally:
-        s.store.close()

@@ -58,6 +58,65 @@ class Verdict:
 
 PASSES = Verdict(True)
 FAILS = Verdict(False)
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One `metric OP threshold` comparison of a condition, the metric on the left."""
+
+    metric: str
+    op: str
+    threshold: float | None  # None: the other side reads metrics too (no single threshold)
+
+    @property
+    def direction(self) -> int:
+        """+1 when more is better, -1 when less is, 0 for (in)equality."""
+        return 1 if self.op in (">", ">=") else -1 if self.op in ("<", "<=") else 0
+
+    def met(self, value: float | None) -> bool | None:
+        """Whether `value` meets it (None: no value, or no single threshold)."""
+        if value is None or self.threshold is None or math.isnan(value):
+            return None
+        return _COMPARE[self.op](value, self.threshold)
+
+    def distance(self, value: float | None) -> float | None:
+        """Threshold minus value (None: no value, or no single threshold)."""
+        if value is None or self.threshold is None or math.isnan(value):
+            return None
+        return self.threshold - value
+
+
+def comparisons(node: ex.Node | None) -> list[Comparison]:
+    """The comparisons of a metric with a number in a condition, in reading order.
+
+    `200 <= members` reads as `members >= 200`; a side that reads metrics too gives no
+    threshold. What `sop status` measures distances with and the dashboard draws gates from.
+    """
+    out: list[Comparison] = []
+
+    def constant(n: ex.Node) -> float | None:
+        if ex.names(n):
+            return None
+        try:
+            return float(ex.evaluate(n, {}))
+        except (ArithmeticError, TypeError, ValueError):
+            return None
+
+    def walk(n: ex.Node) -> None:
+        if n.kind == "cmp" and len(n.args) == 2:
+            left, right = n.args
+            if left.kind == "name":
+                out.append(Comparison(str(left.value), n.op, constant(right)))
+            elif right.kind == "name":
+                out.append(Comparison(str(right.value), _FLIP[n.op], constant(left)))
+            return
+        for a in n.args:
+            walk(a)
+
+    if node is not None:
+        walk(node)
+    return out
 
 
 def judge(node: ex.Node, values: Mapping[str, float], why: Why | None = None) -> Verdict:

@@ -27,19 +27,24 @@ def status_text(st: Status) -> str:
         verdict = {True: "passes", False: "not yet", None: "not read yet"}[g.holds]
         lines.append(f"  gate {terminal(g.stage)}: {terminal(g.condition)}  [{verdict}]")
         for name, v in g.values.items():
-            gap = g.distances.get(name)
-            extra = f" (needs {_num(gap)} more)" if gap is not None and gap > 0 else ""
+            gap = g.shortfall(name)
+            more = "more" if gap is not None and gap > 0 else "less"
+            extra = "" if gap is None else f" (needs {_num(abs(gap))} {more})"
             lines.append(f"      {name} = {_num(v)}{extra}")
         if g.note:
             lines.append(f"      {terminal(g.note)}")
     counts = ", ".join(f"{n} {k}" for k, n in st.counts.items()) or "none yet"
     lines.append(f"  occurrences: {counts}")
-    for title, rows in (("dead letters", st.dead), ("uncertain", st.uncertain),
-                        ("retrying", st.failures)):  # fmt: skip
+    for title, name, rows in (("dead letters", "dead_letters", st.dead),
+                              ("uncertain", "uncertain", st.uncertain),
+                              ("retrying", "retrying", st.failures)):  # fmt: skip
         if rows:
-            lines.append(f"  {title} ({len(rows)}):")
+            total = st.total(name)
+            lines.append(f"  {title} ({total}):")
             for o in rows[:20]:
                 lines.append(f"    {terminal(o.key)}  {terminal(o.reason)}")
+            if total > 20:
+                lines.append(f"    ... and {total - 20} more (sop status --format json)")
             if rows is not st.failures:
                 lines.append("    decide with: sop resolve KEY --sent | --resend | --drop")
     if st.next:
@@ -48,8 +53,6 @@ def status_text(st: Status) -> str:
             lines.append(f"    {o.due_at.astimezone(st.now.tzinfo):%Y-%m-%d %H:%M}  "
                          f"{terminal(o.action)}")  # fmt: skip
     if st.tasks:
-        overdue = sum(1 for t in st.tasks if t.escalated_at)
-        lines.append(
-            f"  open tasks: {len(st.tasks)}" + (f" ({overdue} overdue)" if overdue else "")
-        )
+        overdue = f" ({st.overdue} overdue)" if st.overdue else ""
+        lines.append(f"  open tasks: {st.total('open_tasks')}{overdue}")
     return "\n".join(lines) + "\n"

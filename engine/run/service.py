@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..program import Lifecycle, Program
+from ..core.schedule import local_midnight
+from ..program import Lifecycle, LifecycleState, Program
+from ..program.gates import Comparison, comparisons
 from .codec import decode_lifecycle
 from .members import deriver, parse_event
 from .runner import RunError, stage_clock
@@ -25,7 +26,13 @@ from .store.base import (
     TaskState,
 )
 
-OPEN_TASKS = (TaskState.OPEN,)
+EVALUATIONS_READ = 500  # the latest gate readings searched for each running stage's latest
+# how many of each list `sop status` shows (the totals say how many there are)
+NEXT_LIMIT = 10
+RETRYING_LIMIT = 50
+DEAD_LIMIT = 200
+UNCERTAIN_LIMIT = 200
+TASKS_LIMIT = 200
 
 
 def require_run(store: StateStore, run_id: str) -> Any:
@@ -72,6 +79,16 @@ class GateStatus:
     values: Mapping[str, float | None]
     distances: Mapping[str, float | None]  # threshold minus value, per compared metric
     note: str = ""
+    terms: tuple[Comparison, ...] = ()  # the condition's comparisons (not in the JSON)
+
+    def shortfall(self, metric: str) -> float | None:
+        """How far `metric` is from meeting its comparisons (+: it needs more, -: less); None
+        when it meets them or cannot be compared."""
+        value = self.values.get(metric)
+        for c in self.terms:
+            if c.metric == metric and c.met(value) is False and c.direction:
+                return c.distance(value)
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -102,16 +119,31 @@ class Status:
     failures: list[OccurrenceRecord]  # retrying
     dead: list[OccurrenceRecord]
     uncertain: list[OccurrenceRecord]
-    tasks: list[TaskRecord]
+    tasks: list[TaskRecord]  # open ones, earliest due first
     transitions: list[dict[str, Any]] = field(default_factory=list)
+    # how many each list holds in all (they show the first few): retrying, dead_letters,
+    # uncertain, open_tasks; a list missing here is whole
+    totals: Mapping[str, int] = field(default_factory=dict)
+    overdue: int = 0  # open tasks due before `now`
 
     @property
     def attention(self) -> bool:
         """Whether something needs an operator: dead letters or uncertain deliveries."""
         return bool(self.dead or self.uncertain)
 
+    def total(self, name: str) -> int:
+        """How many the list `name` (a JSON key: retrying, dead_letters ...) holds in all."""
+        shown: dict[str, Sequence[object]] = {
+            "retrying": self.failures,
+            "dead_letters": self.dead,
+            "uncertain": self.uncertain,
+            "open_tasks": self.tasks,
+        }
+        return self.totals.get(name, len(shown[name]))
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for `--format json` (instants in the playbook's zone)."""
+        """Plain data for `--format json` (instants in the playbook's zone); each cut list
+        with `<name>_total`, how many it holds in all."""
         tz = self.now.tzinfo
         return {
             "run": self.run,
@@ -124,9 +156,14 @@ class Status:
             "occurrences": dict(self.counts),
             "next": [occurrence_dict(o, tz) for o in self.next],
             "retrying": [occurrence_dict(o, tz) for o in self.failures],
+            "retrying_total": self.total("retrying"),
             "dead_letters": [occurrence_dict(o, tz) for o in self.dead],
+            "dead_letters_total": self.total("dead_letters"),
             "uncertain": [occurrence_dict(o, tz) for o in self.uncertain],
+            "uncertain_total": self.total("uncertain"),
             "open_tasks": [task_dict(t, tz) for t in self.tasks],
+            "open_tasks_total": self.total("open_tasks"),
+            "overdue_tasks": self.overdue,
             "transitions": self.transitions,
         }
 
@@ -178,46 +215,15 @@ def task_dict(t: TaskRecord, tz: Any = None) -> dict[str, Any]:
     }
 
 
-def _distances(condition: Any, values: Mapping[str, float | None]) -> dict[str, float | None]:
-    """For each `metric OP number` comparison: number minus the metric's value."""
-    from ..core import expr as ex
-
-    out: dict[str, float | None] = {}
-    if condition is None:
-        return out
-
-    def walk(n: Any) -> None:
-        if n.kind == "cmp" and len(n.args) == 2:
-            left, right = n.args
-            if left.kind == "name":
-                try:
-                    threshold = float(ex.evaluate(right, {}))
-                except Exception:  # the right side reads metrics too: no single threshold
-                    threshold = math.nan
-                v = values.get(str(left.value))
-                if v is None or math.isnan(threshold):
-                    out[str(left.value)] = None
-                else:
-                    out[str(left.value)] = threshold - v
-        for a in getattr(n, "args", ()) or ():
-            if hasattr(a, "kind"):
-                walk(a)
-
-    walk(condition)
-    return out
-
-
-def status(program: Program, store: StateStore, run_id: str, now: datetime) -> Status:
-    """Where the run stands at `now`."""
-    run = require_run(store, run_id)
-    state = decode_lifecycle(dict(run.lifecycle))
+def stage_rows(program: Program, state: LifecycleState, now: datetime) -> list[dict[str, Any]]:
+    """Every stage the run entered, as `sop status` and the dashboard show it: title, start,
+    end, outcome, deadline (instants in the playbook's zone) and days in it at `now`."""
     tz = program.tz
-    stages = [
+    stages = program.playbook.stages
+    return [
         {
             "stage": s.stage,
-            "title": program.playbook.stages[s.stage].title
-            if s.stage in program.playbook.stages
-            else s.stage,
+            "title": stages[s.stage].title if s.stage in stages else s.stage,
             "started": s.started.astimezone(tz).isoformat(),
             "ended": s.ended.astimezone(tz).isoformat() if s.ended else None,
             "outcome": s.outcome,
@@ -226,44 +232,63 @@ def status(program: Program, store: StateStore, run_id: str, now: datetime) -> S
         }
         for s in state.stages
     ]
+
+
+def gate_statuses(
+    program: Program, store: StateStore, run_id: str, state: LifecycleState, now: datetime
+) -> list[GateStatus]:
+    """The gates of the running stages with their latest reading: the values it read and, per
+    `metric OP number` comparison, the distance (threshold minus value). One bounded read."""
+    tz = program.tz
     latest: dict[str, GateEvaluation] = {}
-    for e in store.gate_evaluations(run_id, limit=500):
+    for e in store.gate_evaluations(run_id, limit=EVALUATIONS_READ):
         latest[e.stage] = e
-    gates = []
+    first_check = local_midnight(now.astimezone(tz).date() + timedelta(days=1), tz)
+    out = []
     for s in state.stages:
-        if s.ended is not None:
-            continue
         stage = program.playbook.stages.get(s.stage)
-        if stage is None or stage.gate is None:
+        if s.ended is not None or stage is None or stage.gate is None:
             continue
         ev = latest.get(s.stage)
         values = dict(ev.values) if ev else {}
-        gates.append(
+        terms = tuple(comparisons(stage.gate.node))
+        distances = {c.metric: c.distance(values.get(c.metric)) for c in terms}
+        unread = f"not read yet (the first check is at {first_check:%Y-%m-%d %H:%M})"
+        note = ev.note if ev else unread
+        out.append(
             GateStatus(
-                s.stage,
-                stage.gate.text,
-                ev.holds if ev else None,
-                ev.at.astimezone(tz) if ev else None,
-                values,
-                _distances(stage.gate.node, values),
-                ev.note if ev else "not read yet (the first check is at the next local midnight)",
+                s.stage, stage.gate.text, ev.holds if ev else None,
+                ev.at.astimezone(tz) if ev else None, values, distances, note, terms,
             )
-        )
+        )  # fmt: skip
+    return out
+
+
+def status(program: Program, store: StateStore, run_id: str, now: datetime) -> Status:
+    """Where the run stands at `now`: bounded reads only (counts by state, the first few of each
+    list with its total), so it costs the same with a million deliveries as with ten."""
+    run = require_run(store, run_id)
+    state = decode_lifecycle(dict(run.lifecycle))
+    tz = program.tz
+    retrying = store.occurrences_in_state(run_id, OccurrenceState.RETRY, RETRYING_LIMIT)
+    dead = store.occurrences_in_state(run_id, OccurrenceState.DEAD, DEAD_LIMIT)
+    uncertain = store.occurrences_in_state(run_id, OccurrenceState.UNCERTAIN, UNCERTAIN_LIMIT)
+    open_counts = store.open_task_counts(run_id)
     counts = {str(k): v for k, v in sorted(store.count_occurrences(run_id).items())}
     return Status(
         run=run.id,
         playbook=run.playbook,
         origin=run.origin.astimezone(tz),
         now=now.astimezone(tz),
-        stages=stages,
+        stages=stage_rows(program, state, now),
         finished=state.finished.astimezone(tz) if state.finished else None,
-        gates=gates,
+        gates=gate_statuses(program, store, run_id, state, now),
         counts=counts,
-        next=store.occurrences(run_id, [OccurrenceState.PENDING], since=now, limit=10),
-        failures=store.occurrences(run_id, [OccurrenceState.RETRY], limit=50),
-        dead=store.occurrences(run_id, [OccurrenceState.DEAD], limit=200),
-        uncertain=store.occurrences(run_id, [OccurrenceState.UNCERTAIN], limit=200),
-        tasks=store.tasks(run_id, states=OPEN_TASKS),
+        next=store.occurrences(run_id, [OccurrenceState.PENDING], since=now, limit=NEXT_LIMIT),
+        failures=retrying.items,
+        dead=dead.items,
+        uncertain=uncertain.items,
+        tasks=store.open_tasks(run_id, TASKS_LIMIT),
         transitions=[
             {
                 "at": t.at.astimezone(tz).isoformat(),
@@ -274,6 +299,13 @@ def status(program: Program, store: StateStore, run_id: str, now: datetime) -> S
             }
             for t in store.transitions(run_id)[-20:]
         ],
+        totals={
+            "retrying": retrying.total or 0,
+            "dead_letters": dead.total or 0,
+            "uncertain": uncertain.total or 0,
+            "open_tasks": sum(open_counts.values()),
+        },
+        overdue=store.overdue_task_count(run_id, now),
     )
 
 

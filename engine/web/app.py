@@ -37,7 +37,7 @@ from ..program import Program
 from ..run.ports import Clock
 from ..run.runner import RunError
 from ..run.store.base import Resolution, StateStore, StoreError
-from . import queries, views
+from . import views
 from .auth import (
     BEARER_ACTOR,
     COOKIE,
@@ -439,7 +439,7 @@ class Dashboard:
         return self._answer(request, who, form, "_task_row.html", flash, "/tasks", task=task)
 
     def _task(self, task_id: str) -> views.TaskView | None:
-        task = queries.task(self.store, self.run_id, task_id)
+        task = self.store.get_task(self.run_id, task_id)
         reader = views.Reader(self.program, self.store, self.run_id, self.now())
         return views.task_view(reader, task) if task is not None else None
 

@@ -2,8 +2,8 @@
 
 No HTML here (templates render these values; charts.py draws the SVG they carry) and no text in
 a language: words are catalog keys with arguments (i18n.py), so one page model serves both
-languages. Every read is bounded (queries.py) so a page costs the same with a million
-deliveries as with ten.
+languages. Every read is bounded (the store's `Page` reads, service.py's status parts) so a
+page costs the same with a million deliveries as with ten.
 """
 
 from __future__ import annotations
@@ -21,18 +21,22 @@ from ..core.catalog import BUILTIN_METRICS
 from ..core.schedule import local_midnight
 from ..lang.model import OnEvent, Playbook
 from ..program import Lifecycle, Program
+from ..program.gates import Comparison, comparisons
 from ..run import service
 from ..run.codec import decode_lifecycle
 from ..run.store.base import (
+    NO_ROLE,
+    EventRecord,
     MemberRecord,
     MetricValue,
     OccurrenceRecord,
     OccurrenceState,
+    Page,
     RunRecord,
     StateStore,
     TaskRecord,
 )
-from . import charts, queries
+from . import charts
 
 DAY = timedelta(days=1)
 Words = tuple[str, Mapping[str, Any]]  # a catalog key and its arguments
@@ -40,6 +44,16 @@ Words = tuple[str, Mapping[str, Any]]  # a catalog key and its arguments
 LIST_LIMIT = 50  # rows of one list on a page
 TASK_LIMIT = 30
 SILENCE_DEFAULT = timedelta(hours=72)
+# the states an operator looks at: everything but the many `sent` (counting those reads them all)
+ATTENTION = (
+    OccurrenceState.PENDING,
+    OccurrenceState.CLAIMED,
+    OccurrenceState.RETRY,
+    OccurrenceState.UNCERTAIN,
+    OccurrenceState.DEAD,
+    OccurrenceState.SKIPPED,
+    OccurrenceState.DROPPED,
+)
 TIER_COLORS = ("#a5b4c4", "#4c8bd6", "#e8a33d", "#7b5ea7", "#2b8a3e")
 
 
@@ -101,52 +115,6 @@ def format_delta(pb: Playbook, name: str, d: float) -> str:
     if metric_unit(pb, name) == "ratio":
         return f"{abs(d) * 100:.1f} pp"
     return format_value(pb, name, abs(d))
-
-
-@dataclass(frozen=True)
-class Term:
-    """One `metric OP threshold` comparison of a gate."""
-
-    metric: str
-    op: str
-    threshold: float | None  # None: the other side reads metrics too
-
-    @property
-    def direction(self) -> int:
-        """+1 when more is better, -1 when less is, 0 for equality."""
-        return 1 if self.op in (">", ">=") else -1 if self.op in ("<", "<=") else 0
-
-
-_FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "==": "==", "!=": "!="}
-
-
-def gate_terms(node: ex.Node | None) -> list[Term]:
-    """The metric comparisons of a gate's condition, in reading order (the same walk as
-    `service._distances`: threshold minus value is the distance)."""
-    out: list[Term] = []
-
-    def constant(n: ex.Node) -> float | None:
-        if ex.names(n):
-            return None
-        try:
-            return float(ex.evaluate(n, {}))
-        except Exception:
-            return None
-
-    def walk(n: ex.Node) -> None:
-        if n.kind == "cmp" and len(n.args) == 2:
-            left, right = n.args
-            if left.kind == "name":
-                out.append(Term(str(left.value), n.op, constant(right)))
-            elif right.kind == "name":
-                out.append(Term(str(right.value), _FLIP.get(n.op, n.op), constant(left)))
-            return
-        for a in n.args:
-            walk(a)
-
-    if node is not None:
-        walk(node)
-    return out
 
 
 def metric_series(
@@ -277,24 +245,21 @@ def _stage_views(r: Reader, stages: Sequence[Mapping[str, Any]]) -> list[StageVi
 
 
 def _gate_views(r: Reader, statuses: Sequence[service.GateStatus]) -> list[GateView]:
-    names = sorted({t.metric for g in statuses for t in gate_terms(_node(r, g.stage))})
+    names = sorted({t.metric for g in statuses for t in g.terms})
     series = metric_series(r.store.metric_values(r.run_id, names)) if names else {}
     days = [r.today - timedelta(days=i) for i in range(30, 0, -1)]
     out = []
     for g in statuses:
         stage = r.pb.stages[g.stage]
         rows = []
-        for term in gate_terms(stage.gate.node if stage.gate else None):
+        for term in g.terms:
             known = latest(series.get(term.metric, {}))
             value = g.values.get(term.metric) if g.at is not None else None
             if value is None and known is not None:
                 value = known[1]
-            met = None if value is None or term.threshold is None else _met(term, value)
-            distance = (
-                ""
-                if value is None or term.threshold is None or met
-                else format_delta(r.pb, term.metric, term.threshold - value)
-            )
+            met = term.met(value)
+            gap = None if met else term.distance(value)
+            distance = "" if gap is None else format_delta(r.pb, term.metric, gap)
             rows.append(
                 GateRow(
                     metric=term.metric,
@@ -330,60 +295,20 @@ def _node(r: Reader, stage_id: str) -> ex.Node | None:
     return stage.gate.node if stage is not None and stage.gate is not None else None
 
 
-def _met(term: Term, v: float) -> bool | None:
-    t = term.threshold
-    if t is None:
-        return None
-    return {
-        ">": v > t, ">=": v >= t, "<": v < t, "<=": v <= t, "==": v == t, "!=": v != t,
-    }.get(term.op)  # fmt: skip
-
-
-def _status(r: Reader, run: RunRecord) -> tuple[list[dict[str, Any]], list[service.GateStatus]]:
-    """The stages and the running stages' gates as `sop status` reports them, without its
-    lists of occurrences and tasks (which read every open task)."""
-    state = decode_lifecycle(dict(run.lifecycle))
-    tz = r.program.tz
-    stages = [
-        {
-            "stage": s.stage,
-            "title": r.pb.stages[s.stage].title if s.stage in r.pb.stages else s.stage,
-            "started": s.started.astimezone(tz).isoformat(),
-            "ended": s.ended.astimezone(tz).isoformat() if s.ended else None,
-            "outcome": s.outcome,
-            "deadline": s.deadline.astimezone(tz).isoformat() if s.deadline else None,
-            "days": (r.now - s.started).days if s.ended is None else (s.ended - s.started).days,
-        }
-        for s in state.stages
-    ]
-    latest: dict[str, Any] = {}
-    for e in r.store.gate_evaluations(r.run_id, limit=500):
-        latest[e.stage] = e
-    gates = []
-    for s in state.stages:
-        stage = r.pb.stages.get(s.stage)
-        if s.ended is not None or stage is None or stage.gate is None:
-            continue
-        ev = latest.get(s.stage)
-        gates.append(
-            service.GateStatus(
-                s.stage, stage.gate.text, ev.holds if ev else None,
-                ev.at.astimezone(tz) if ev else None, dict(ev.values) if ev else {}, {},
-                ev.note if ev else "",
-            )
-        )  # fmt: skip
-    return stages, gates
+def _counts(r: Reader) -> dict[str, int]:
+    """How many occurrences are in each state an operator looks at (not `sent`)."""
+    return {str(k): n for k, n in r.store.count_occurrences(r.run_id, ATTENTION).items()}
 
 
 def overview(r: Reader) -> Overview:
     """The Overview page: stage, gates with values and sparklines, alerts, what comes next."""
     run = r.run()
-    stage_rows, gate_status = _status(r, run)
-    stages = _stage_views(r, stage_rows)
+    saved = decode_lifecycle(dict(run.lifecycle))
+    stages = _stage_views(r, service.stage_rows(r.program, saved, r.now))
     current = [s for s in stages if s.ended is None]
-    gates = _gate_views(r, gate_status)
+    gates = _gate_views(r, service.gate_statuses(r.program, r.store, r.run_id, saved, r.now))
     alerts: list[Alert] = []
-    counts = queries.state_counts(r.store, r.run_id)
+    counts = _counts(r)
     for state, level, key, href in (
         ("dead", "bad", "alert.dead", "/deliveries#dead"),
         ("uncertain", "bad", "alert.uncertain", "/deliveries#uncertain"),
@@ -391,7 +316,7 @@ def overview(r: Reader) -> Overview:
     ):
         if counts.get(state):
             alerts.append(Alert(level, (key, {"n": counts[state]}), href))
-    overdue = queries.overdue_tasks(r.store, r.run_id, r.now)
+    overdue = r.store.overdue_task_count(r.run_id, r.now)
     if overdue:
         alerts.append(Alert("warn", ("alert.overdue", {"n": overdue}), "/tasks"))
     for s, g in ((s, g) for s in current for g in gates if g.stage == s.id):
@@ -407,7 +332,7 @@ def overview(r: Reader) -> Overview:
         if t.at >= r.now - 7 * DAY and t.event in ("alert", "deadline", "aborted", "extended"):
             words = {"stage": titles.get(t.stage, t.stage), "event": "event." + t.event, "at": t.at}
             alerts.append(Alert("warn", ("alert.transition", words), "/"))
-    lc = r.lifecycle(run)
+    lc = Lifecycle.restore(r.program, saved)
     horizon = r.now + 2 * DAY
     upcoming = r.program.due(lc.windows(horizon), r.now, horizon)
     nxt = [NextItem(o.at, o.action, o.kind, o.owner, o.stage) for o in upcoming[:8]]
@@ -451,12 +376,12 @@ class ForecastView:
     start_note: Words | None = None
 
 
-def _gate_metric_order(r: Reader, current: Sequence[str]) -> list[tuple[str, Term, str]]:
+def _gate_metric_order(r: Reader, current: Sequence[str]) -> list[tuple[str, Comparison, str]]:
     """(metric, term, stage) for every gate comparison: running stages first."""
     order = [*current, *(s for s in r.pb.stages if s not in current)]
     out = []
     for sid in order:
-        for t in gate_terms(_node(r, sid)):
+        for t in comparisons(_node(r, sid)):
             out.append((t.metric, t, sid))
     return out
 
@@ -485,8 +410,8 @@ def forecast(r: Reader, extra: Sequence[str] = (), labels: Any = None) -> Foreca
     origin_day = run.origin.astimezone(r.program.tz).date()
     state = decode_lifecycle(dict(run.lifecycle))
     current = [s.stage for s in state.stages if s.ended is None]
-    wanted: list[tuple[str, Term | None, str | None]] = []
-    term: Term | None
+    wanted: list[tuple[str, Comparison | None, str | None]] = []
+    term: Comparison | None
     sid: str | None
     seen: set[str] = set()
     for metric, term, sid in _gate_metric_order(r, current):
@@ -648,7 +573,7 @@ def calendar(r: Reader, start: date | None = None, days: int = 7) -> CalendarVie
     t0, t1 = r.midnight(first), r.midnight(first + timedelta(days=days))
     lc = r.lifecycle(run)
     planned = r.program.due(lc.windows(t1), t0, t1)
-    stored = queries.occurrences_by_key(r.store, r.run_id, [o.key for o in planned])
+    stored = r.store.occurrences_by_key(r.run_id, [o.key for o in planned])
     items: list[CalItem] = []
     for o in planned:
         s = stored.pop(o.key, None)
@@ -666,9 +591,10 @@ def calendar(r: Reader, start: date | None = None, days: int = 7) -> CalendarVie
     out = []
     for i in range(days):
         d = first + timedelta(days=i)
-        members = queries.member_states_between(
-            r.store, r.run_id, r.midnight(d), r.midnight(d + DAY)
+        counts = r.store.member_occurrence_counts(
+            r.run_id, r.midnight(d), r.midnight(d + DAY), ATTENTION
         )
+        members = {str(k): n for k, n in counts.items()}
         out.append(
             CalDay(d, sorted(by_day.get(d, []), key=lambda x: (x.at, x.action)), members,
                    d == r.today)
@@ -723,14 +649,15 @@ def tasks(
     `role` None with `every=False` selects the tasks without a role.
     """
     r.run()
-    counts = queries.open_task_counts(r.store, r.run_id)
+    counts = r.store.open_task_counts(r.run_id)
     roles = [(rid, ro.title, counts.get(rid, 0)) for rid, ro in r.pb.roles.items()]
     roles += [(k, k, n) for k, n in counts.items() if k and k not in r.pb.roles]
     if counts.get(None):
         roles.append(("", "", counts[None]))
-    chosen = queries.open_tasks(r.store, r.run_id, limit, role, every)
+    selected = None if every else (role or NO_ROLE)
+    chosen = r.store.open_tasks(r.run_id, limit, selected)
     total = sum(counts.values()) if every else counts.get(role, 0)
-    done = queries.done_tasks(r.store, r.run_id, 20, role, every)
+    done = r.store.done_tasks(r.run_id, 20, selected)
     return TasksView(
         roles,
         None if every else (role or ""),
@@ -757,23 +684,25 @@ def parse_local(text: str, program: Program) -> datetime | None:
 @dataclass(frozen=True)
 class DeliveriesView:
     counts: dict[str, int]
-    uncertain: queries.Page[OccurrenceRecord]
-    dead: queries.Page[OccurrenceRecord]
-    retrying: queries.Page[OccurrenceRecord]
-    skipped: queries.Page[OccurrenceRecord]
+    uncertain: Page[OccurrenceRecord]
+    dead: Page[OccurrenceRecord]
+    retrying: Page[OccurrenceRecord]
+    skipped: Page[OccurrenceRecord]
 
 
 def deliveries(r: Reader) -> DeliveriesView:
     """The Deliveries page: uncertain sends and dead letters to decide on; retries; skips."""
     r.run()
+
+    def first(state: OccurrenceState, since: datetime | None = None) -> Page[OccurrenceRecord]:
+        return r.store.occurrences_in_state(r.run_id, state, LIST_LIMIT, since)
+
     return DeliveriesView(
-        queries.state_counts(r.store, r.run_id),
-        queries.occurrences_in_state(r.store, r.run_id, OccurrenceState.UNCERTAIN, LIST_LIMIT),
-        queries.occurrences_in_state(r.store, r.run_id, OccurrenceState.DEAD, LIST_LIMIT),
-        queries.occurrences_in_state(r.store, r.run_id, OccurrenceState.RETRY, LIST_LIMIT),
-        queries.occurrences_in_state(
-            r.store, r.run_id, OccurrenceState.SKIPPED, LIST_LIMIT, since=r.now - 7 * DAY
-        ),
+        _counts(r),
+        first(OccurrenceState.UNCERTAIN),
+        first(OccurrenceState.DEAD),
+        first(OccurrenceState.RETRY),
+        first(OccurrenceState.SKIPPED, since=r.now - 7 * DAY),
     )
 
 
@@ -787,10 +716,10 @@ class MembersView:
     current: list[tuple[str, int, str]]  # tier title, count, colour
     total: int
     new_chart: Markup
-    recent: queries.Page[MemberRecord]
+    recent: Page[MemberRecord]
     silent_hours: int
-    silent: queries.Page[MemberRecord]
-    violations: queries.Page[Any]
+    silent: Page[MemberRecord]
+    violations: Page[EventRecord]
     violators: dict[str, MemberRecord]
 
 
@@ -855,9 +784,9 @@ def members(r: Reader, members_label: str = "members") -> MembersView:
         else Markup("")
     )
     quiet = silence(r.pb)
-    recent = queries.recent_joins(r.store, r.run_id, r.now - 7 * DAY, r.now, 20)
-    silent = queries.silent_members(r.store, r.run_id, r.now - quiet, 20)
-    violations = queries.events_of_type(r.store, r.run_id, ["violation"], r.now - 30 * DAY, 20)
+    recent = r.store.recent_joins(r.run_id, r.now - 7 * DAY, r.now, 20)
+    silent = r.store.silent_members(r.run_id, r.now - quiet, 20)
+    violations = r.store.latest_events(r.run_id, ["violation"], r.now - 30 * DAY, 20)
     violators = r.store.get_members(r.run_id, sorted({e.member for e in violations.items}))
     return MembersView(
         bool(days),

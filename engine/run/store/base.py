@@ -11,7 +11,9 @@ import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class OccurrenceState(enum.StrEnum):
@@ -283,6 +285,24 @@ class ForecastRecord:
     data: Mapping[str, Any]
 
 
+NO_ROLE = ""  # a role filter that selects the tasks without a role (no role id is empty)
+MEMBER_COUNT_CAP = 10_000  # member counts stop here: `Page.capped` says the total is a floor
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """At most `limit` records of a selection, and how many the selection holds in all."""
+
+    items: list[T]
+    total: int | None  # None: more than `items`, not counted
+    capped: bool = False  # `total` is a floor: counting stopped there
+
+    @property
+    def more(self) -> int:
+        """How many were left out (0 when not counted)."""
+        return max(0, (self.total or 0) - len(self.items))
+
+
 class StoreError(Exception):
     """The store cannot be used (unreachable, a newer schema, a bad URL): said to the operator."""
 
@@ -294,6 +314,11 @@ class StateStore(Protocol):
     `claim` hands each claimable occurrence to one caller only, under a new fencing token;
     `record` applies an outcome only when its fence is still the occurrence's token and the
     occurrence is still claimed; `expire_leases` turns claims whose lease ran out into UNCERTAIN.
+
+    Reads that return lists either read what one caller needs (a run's claims, a member's
+    events) or are bounded: a `limit` and a `Page` with the count, answered from an index
+    (`occurrences_in_state`, `open_tasks`, `recent_joins` ...), so a dashboard or `sop status`
+    costs the same with a million deliveries as with ten.
     """
 
     url: str
@@ -373,8 +398,38 @@ class StateStore(Protocol):
         """Occurrences by due time (optionally by state and [since, until)), earliest first."""
         ...
 
-    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
-        """How many occurrences are in each state."""
+    def count_occurrences(
+        self, run_id: str, states: Sequence[OccurrenceState] | None = None
+    ) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state (of `states` only, when given: one index
+        range each, so leaving out the many `sent` ones costs nothing); states with none are
+        left out."""
+        ...
+
+    def occurrences_by_key(self, run_id: str, keys: Sequence[str]) -> dict[str, OccurrenceRecord]:
+        """The stored occurrences among `keys` (absent keys are missing), by key."""
+        ...
+
+    def occurrences_in_state(
+        self,
+        run_id: str,
+        state: OccurrenceState,
+        limit: int,
+        since: datetime | None = None,
+    ) -> Page[OccurrenceRecord]:
+        """The first `limit` occurrences in `state` by due time (then key), due at or after
+        `since` when given, and the exact number of them."""
+        ...
+
+    def member_occurrence_counts(
+        self,
+        run_id: str,
+        since: datetime,
+        until: datetime,
+        states: Sequence[OccurrenceState],
+    ) -> dict[OccurrenceState, int]:
+        """How many occurrences for one member each (welcomes, nudges ...) are due in
+        [since, until), per state of `states` (states with none are left out)."""
         ...
 
     def next_due(self, run_id: str) -> datetime | None:
@@ -436,6 +491,26 @@ class StateStore(Protocol):
         """Events with `at` in [since, until), by time."""
         ...
 
+    def latest_events(
+        self, run_id: str, types: Sequence[str], since: datetime, limit: int
+    ) -> Page[EventRecord]:
+        """The latest `limit` events of `types` at or after `since`, latest first (then by id,
+        descending); `total` is exact when there are no more than `limit`, else None (counting
+        them would read every event in the window)."""
+        ...
+
+    def recent_joins(
+        self, run_id: str, since: datetime, until: datetime, limit: int
+    ) -> Page[MemberRecord]:
+        """Current members (not left) who joined in [since, until), the latest first (then by
+        id, descending); the count stops at MEMBER_COUNT_CAP."""
+        ...
+
+    def silent_members(self, run_id: str, before: datetime, limit: int) -> Page[MemberRecord]:
+        """Current members last active before `before`, the most recently active first (then
+        by id, descending); the count stops at MEMBER_COUNT_CAP."""
+        ...
+
     # -- metrics, gates, transitions
     def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
         """Recorded metric values by day."""
@@ -454,6 +529,29 @@ class StateStore(Protocol):
         self, run_id: str, role: str | None = None, states: Sequence[TaskState] | None = None
     ) -> list[TaskRecord]:
         """Staff tasks by due time."""
+        ...
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        """One task by id."""
+        ...
+
+    def open_task_counts(self, run_id: str) -> dict[str | None, int]:
+        """How many tasks are open per role (None: tasks without a role); roles with none are
+        left out."""
+        ...
+
+    def overdue_task_count(self, run_id: str, now: datetime) -> int:
+        """How many open tasks were due before `now`."""
+        ...
+
+    def open_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` earliest-due open tasks (then by id): of every role (`role` None), of one
+        role, or (`role` NO_ROLE) of none."""
+        ...
+
+    def done_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` tasks done most recently (then by id, descending), latest first; `role`
+        as in `open_tasks`."""
         ...
 
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
@@ -483,8 +581,9 @@ class StateStore(Protocol):
     def take_tokens(
         self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
-        (granted, seconds until `at_least` are)."""
+        """Take up to `want` of a target's sends for the minute ending at `now`, none unless
+        `at_least` are free; (granted, seconds until `at_least` are). A sliding window: no
+        60 s ever holds more than `per_minute` grants."""
         ...
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:

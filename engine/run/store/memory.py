@@ -6,8 +6,10 @@ exactly like this one (tests/test_store_contract.py).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -15,6 +17,8 @@ from typing import Any
 
 from .base import (
     CLAIMABLE,
+    MEMBER_COUNT_CAP,
+    NO_ROLE,
     AttemptRecord,
     AuditEntry,
     Deriver,
@@ -29,6 +33,7 @@ from .base import (
     OccurrenceRecord,
     OccurrenceState,
     Outcome,
+    Page,
     Resolution,
     RunRecord,
     TaskRecord,
@@ -56,7 +61,7 @@ class MemoryStore:
         self._transitions: dict[str, list[TransitionRecord]] = {}
         self._tasks: dict[tuple[str, str], TaskRecord] = {}
         self._audit: dict[str, list[AuditEntry]] = {}
-        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self._sends: dict[str, list[tuple[int, int]]] = {}  # target -> (at µs, sends) of a minute
         self._fence = 0
         self._forecasts: dict[str, dict[datetime, Any]] = {}
         self._seq = itertools.count(1)
@@ -299,14 +304,43 @@ class MemoryStore:
             )
         return rows if limit is None else rows[:limit]
 
-    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
-        """How many occurrences are in each state."""
+    def count_occurrences(
+        self, run_id: str, states: Sequence[OccurrenceState] | None = None
+    ) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state (of `states` only, when given)."""
         counts: dict[OccurrenceState, int] = {}
         with self._lock:
             for (r, _), o in self._occ.items():
-                if r == run_id:
+                if r == run_id and (states is None or o.state in states):
                     counts[o.state] = counts.get(o.state, 0) + 1
         return counts
+
+    def occurrences_by_key(self, run_id: str, keys: Sequence[str]) -> dict[str, OccurrenceRecord]:
+        """The stored occurrences among `keys`, by key."""
+        with self._lock:
+            return {k: self._occ[(run_id, k)] for k in keys if (run_id, k) in self._occ}
+
+    def occurrences_in_state(
+        self,
+        run_id: str,
+        state: OccurrenceState,
+        limit: int,
+        since: datetime | None = None,
+    ) -> Page[OccurrenceRecord]:
+        """The first `limit` occurrences in `state` by due time, and how many there are."""
+        rows = self.occurrences(run_id, [state], since=since)
+        return Page(rows[:limit], len(rows))
+
+    def member_occurrence_counts(
+        self,
+        run_id: str,
+        since: datetime,
+        until: datetime,
+        states: Sequence[OccurrenceState],
+    ) -> dict[OccurrenceState, int]:
+        """Occurrences for one member each due in [since, until), per state of `states`."""
+        rows = self.occurrences(run_id, list(states), since=since, until=until) if states else []
+        return dict(Counter(o.state for o in rows if o.member is not None))
 
     def next_due(self, run_id: str) -> datetime | None:
         """The earliest `next_at` of a claimable occurrence."""
@@ -429,6 +463,35 @@ class MemoryStore:
                 key=lambda e: (e.at, e.id),
             )
 
+    def latest_events(
+        self, run_id: str, types: Sequence[str], since: datetime, limit: int
+    ) -> Page[EventRecord]:
+        """The latest `limit` events of `types` since `since`, latest first."""
+        rows = self.events(run_id, since=since, types=types)[::-1] if types else []
+        return Page(rows[:limit], len(rows) if len(rows) <= limit else None)
+
+    def recent_joins(
+        self, run_id: str, since: datetime, until: datetime, limit: int
+    ) -> Page[MemberRecord]:
+        """Current members who joined in [since, until), the latest first."""
+        rows = self.members_due(run_id, MemberTime.JOINED, since, until)
+        rows.sort(key=lambda m: (m.joined_at, m.id), reverse=True)
+        return _capped(rows, limit)
+
+    def silent_members(self, run_id: str, before: datetime, limit: int) -> Page[MemberRecord]:
+        """Current members last active before `before`, the most recently active first."""
+        with self._lock:
+            rows = [
+                m
+                for (r, _), m in self._members.items()
+                if r == run_id
+                and m.left_at is None
+                and m.last_active_at is not None
+                and m.last_active_at < before
+            ]
+        rows.sort(key=lambda m: (m.last_active_at, m.id), reverse=True)
+        return _capped(rows, limit)
+
     # -- metrics, gates, transitions
     def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
         """Recorded metric values by day."""
@@ -467,6 +530,29 @@ class MemoryStore:
                 ),
                 key=lambda t: (t.due_at, t.id),
             )
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        """One task by id."""
+        with self._lock:
+            return self._tasks.get((run_id, task_id))
+
+    def open_task_counts(self, run_id: str) -> dict[str | None, int]:
+        """How many tasks are open per role (None: without a role)."""
+        return dict(Counter(t.role for t in self.tasks(run_id, states=[TaskState.OPEN])))
+
+    def overdue_task_count(self, run_id: str, now: datetime) -> int:
+        """How many open tasks were due before `now`."""
+        return sum(1 for t in self.tasks(run_id, states=[TaskState.OPEN]) if t.due_at < now)
+
+    def open_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` earliest-due open tasks (of every role, one role, or NO_ROLE: none)."""
+        rows = self.tasks(run_id, states=[TaskState.OPEN])
+        return [t for t in rows if _role_matches(t, role)][:limit]
+
+    def done_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` tasks done most recently, latest first."""
+        rows = [t for t in self.tasks(run_id, states=[TaskState.DONE]) if _role_matches(t, role)]
+        return heapq.nlargest(limit, rows, key=lambda t: (t.done_at or t.due_at, t.id))
 
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
@@ -526,23 +612,19 @@ class MemoryStore:
     def take_tokens(
         self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
-        (granted, seconds until `at_least` are)."""
-        rate = per_minute / 60.0
+        """Take up to `want` of a target's sends for the minute ending at `now`, none unless
+        `at_least` are free; (granted, seconds until `at_least` are)."""
+        from .codec import to_us
+        from .sql import WINDOW_US, window_take
+
+        t = to_us(now)
         with self._lock:
-            if target in self._buckets:
-                tokens, at = self._buckets[target]
-                elapsed = max(0.0, (now - at).total_seconds())
-                tokens = min(float(per_minute), tokens + elapsed * rate)
-            else:
-                tokens = float(per_minute)
-            granted = min(want, int(tokens))
-            if granted < at_least:  # all of a message's parts, or none: a token kept is not lost
-                granted = 0
-            tokens -= granted
-            self._buckets[target] = (tokens, now)
-        need = max(1, at_least)
-        return granted, 0.0 if tokens >= need else (need - tokens) / rate
+            window = [(a, n) for a, n in self._sends.get(target, []) if a > t - WINDOW_US]
+            granted, wait = window_take(window, t, per_minute, want, at_least)
+            if granted:
+                window.append((t, granted))
+            self._sends[target] = window
+        return granted, wait
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
         """Append one entry to the audit log."""
@@ -558,3 +640,14 @@ class MemoryStore:
 
 def _by_id(m: MemberRecord) -> str:
     return m.id
+
+
+def _role_matches(t: TaskRecord, role: str | None) -> bool:
+    if role is None:
+        return True
+    return t.role is None if role == NO_ROLE else t.role == role
+
+
+def _capped(rows: list[MemberRecord], limit: int) -> Page[MemberRecord]:
+    n = min(len(rows), MEMBER_COUNT_CAP)
+    return Page(rows[:limit], n, capped=n >= MEMBER_COUNT_CAP)

@@ -2,7 +2,9 @@
 
 A dialect (engine/run/store/sqlite.py, postgres.py) supplies the connection, how a write
 transaction begins (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: row locks with `SKIP LOCKED`), the
-placeholder style and a few type names. Statements are written with `?` placeholders.
+placeholder style, a few type names, and how a batch of values travels: `any_of` and `rows`
+(SQLite: `IN (?, ...)` and `VALUES`; PostgreSQL: one array parameter a column, so a batch of 200
+is a short statement of a few parameters). Statements are written with `?` placeholders.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .base import (
     CLAIMABLE,
+    MEMBER_COUNT_CAP,
+    NO_ROLE,
     AttemptRecord,
     AuditEntry,
     Deriver,
@@ -31,6 +35,7 @@ from .base import (
     OccurrenceRecord,
     OccurrenceState,
     Outcome,
+    Page,
     Resolution,
     RunRecord,
     StoreError,
@@ -40,7 +45,10 @@ from .base import (
 )
 from .codec import dumps, from_us, member_from, member_state, metric_value, opt_dt, opt_us, to_us
 
+WINDOW_US = 60_000_000  # a rate is per minute: the window is the last 60 s
 CHUNK = 400  # rows per multi-row statement (SQLite allows 32,766 parameters)
+# the claimable states as SQL: written out, not bound, so the partial index on them is usable
+CLAIMABLE_SQL = "(" + ", ".join(f"'{s}'" for s in CLAIMABLE) + ")"
 
 # Numbered migrations: a store at version N has applied 1..N. Never edit a released one; add.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -114,6 +122,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE members ADD COLUMN referrer TEXT",
         "ALTER TABLE members ADD COLUMN tier TEXT",
     ),
+    (
+        # bounded reads by index (the dashboard, `sop status`): per state, by due time; `member`
+        # in it answers "messages to members due that day, per state" from the index alone
+        "CREATE INDEX occurrences_state_due ON occurrences (run, state, due_at, member)",
+        # claims walk the claimable ones in claim order and stop at the batch, nothing sorted;
+        # partial indexes hold only the rows in those states, so most updates skip them
+        "CREATE INDEX occurrences_claimable_at ON occurrences (run, next_at, key)"
+        f" WHERE state IN {CLAIMABLE_SQL}",
+        "CREATE INDEX occurrences_claimed ON occurrences (run, lease_until)"
+        " WHERE state = 'claimed'",
+        "DROP INDEX occurrences_claimable",  # (run, state, next_at): the three above serve it
+        "DROP INDEX occurrences_leases",
+        "CREATE INDEX tasks_due ON tasks (run, state, due_at)",
+        "CREATE INDEX tasks_done ON tasks (run, state, done_at)",
+        "CREATE INDEX events_type ON events (run, type, at)",
+        # silence counts among current members only: `left_at IS NULL` is the index's predicate
+        "CREATE INDEX members_current_active ON members (run, last_active_at)"
+        " WHERE left_at IS NULL",
+        "DROP INDEX members_active",  # every read of last_active_at is of current members
+    ),
+    (
+        # rate limits as a sliding window: what was granted in the last minute, per target, so
+        # no minute ever holds more than the platform's limit (a token bucket allows twice it)
+        "CREATE TABLE rate_sends (target TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL)",
+        "CREATE INDEX rate_sends_target ON rate_sends (target, at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -121,10 +155,15 @@ _OCC_COLUMNS = (
     "key, run, action, stage, kind, member, audience, owner, backend, scheduled_at, due_at,"
     " state, attempts, next_at, fence, lease_until, worker, reason, updated_at"
 )
+_OCC_TYPES = (
+    *("TEXT",) * 9, "BIGINT", "BIGINT", "TEXT", "INTEGER", "BIGINT", "BIGINT", "BIGINT", "TEXT",
+    "TEXT", "BIGINT",
+)  # fmt: skip
 _TASK_COLUMNS = (
     "id, run, role, action, title, text, due_at, member, state, created_at, done_at, done_by,"
     " escalated_at, remote_id, backend"
 )
+_MEMBER_COLUMNS = "id, state, joined_at, left_at, last_active_at"
 
 
 class Dialect(Protocol):
@@ -134,6 +173,9 @@ class Dialect(Protocol):
     skip_locked: str  # appended to a claim's inner SELECT ("" when writers are serialised)
     lock_rows: str  # appended to a SELECT that is followed by updates of its rows
     ordered_lock: str  # " ORDER BY key FOR UPDATE" where rows are locked (SQLite: "", no scan)
+    next_fence: str  # a statement whose one row and column is a new fencing token
+    # statements this dialect runs after a version's shared ones (a migration number -> them)
+    extra_migrations: Mapping[int, tuple[str, ...]]
 
     def connect(self) -> Any:
         """A new DB-API connection."""
@@ -163,6 +205,20 @@ class Dialect(Protocol):
 
     def is_broken(self, conn: Any) -> bool:
         """Whether a connection was lost (the next transaction opens a new one)."""
+        ...
+
+    def refresh_statistics(self, cur: Any, inserted: Mapping[str, int]) -> None:
+        """After a write that inserted rows (table -> how many): refresh the planner's
+        statistics where a bulk insert leaves them misleading (inside a write transaction)."""
+        ...
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """A condition that `column` is one of `values` (at least one), and its parameters."""
+        ...
+
+    def rows(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """A query whose result is `rows` (columns of the SQL `types`: the body of a `WITH`, or
+        a subquery), and its parameters."""
         ...
 
 
@@ -248,6 +304,8 @@ class SqlStore:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version - 1]:
                     cur.execute(statement.replace("{serial}", self._d.serial))
+                for statement in self._d.extra_migrations.get(version, ()):
+                    cur.execute(statement)
                 cur.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     (version, to_us(datetime.now().astimezone())),
@@ -263,6 +321,32 @@ class SqlStore:
         with self._read() as cur:
             cur.execute("SELECT MAX(version) FROM schema_migrations")
             return int(cur.fetchone()[0])
+
+    def _with(
+        self, name: str, columns: str, types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        """`WITH name (columns) AS (...)` holding `rows`, and its parameters."""
+        body, params = self._d.rows(types, rows)
+        return f"WITH {name} ({columns}) AS ({body})", params
+
+    def _insert(
+        self,
+        cur: Any,
+        table: str,
+        columns: str,
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        conflict: str,
+    ) -> None:
+        """Insert `rows` in one statement; `conflict` is its `ON CONFLICT` clause (a RETURNING
+        clause may follow). It starts with INSERT, not WITH: Python's sqlite3 counts the rows
+        of statements that do."""
+        body, params = self._d.rows(types, rows)
+        cur.execute(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM ({body}) AS v"
+            f" WHERE true ON CONFLICT {conflict}",  # WHERE: how SQLite parses an upsert here
+            params,
+        )
 
     def _audit(self, cur: Any, run_id: str, actor: str, action: str, subject: str, detail: Any):
         cur.execute(
@@ -379,7 +463,8 @@ class SqlStore:
                     for m in metrics
                 ],
             )
-            self._insert_occurrences(cur, run.id, occurrences)
+            new = self._insert_occurrences(cur, run.id, occurrences)
+            self._d.refresh_statistics(cur.raw, {"occurrences": new})
         return RunRecord(
             run.id,
             run.playbook,
@@ -400,9 +485,9 @@ class SqlStore:
         now = to_us(datetime.now().astimezone())
         new = 0
         for chunk in _chunks(items, CHUNK // 2):
-            rows: list[Any] = []
+            rows: list[tuple[Any, ...]] = []
             for o in chunk:
-                rows.extend(
+                rows.append(
                     (
                         o.key,
                         run_id,
@@ -425,11 +510,8 @@ class SqlStore:
                         now,
                     )
                 )
-            values = ", ".join([f"({_marks(19)})"] * len(chunk))
-            cur.execute(
-                f"INSERT INTO occurrences ({_OCC_COLUMNS}) VALUES {values}"
-                " ON CONFLICT (run, key) DO NOTHING",
-                rows,
+            self._insert(
+                cur, "occurrences", _OCC_COLUMNS, _OCC_TYPES, rows, "(run, key) DO NOTHING"
             )
             new += max(cur.rowcount, 0)
         return new
@@ -437,7 +519,9 @@ class SqlStore:
     def add_occurrences(self, run_id: str, items: Sequence[NewOccurrence]) -> int:
         """Insert occurrences, ignoring keys present; how many were new."""
         with self._write() as cur:
-            return self._insert_occurrences(cur, run_id, items)
+            new = self._insert_occurrences(cur, run_id, items)
+            self._d.refresh_statistics(cur.raw, {"occurrences": new})
+            return new
 
     @staticmethod
     def _occ(row: Sequence[Any]) -> OccurrenceRecord:
@@ -468,34 +552,35 @@ class SqlStore:
     ) -> list[OccurrenceRecord]:
         """Claim up to `limit` claimable occurrences due by `now`, oldest first."""
         with self._write() as cur:
-            cur.execute(
-                "UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value"
-            )
+            cur.execute(self._d.next_fence)
             fence = int(cur.fetchone()[0])
-            # The picked keys are materialised once: as a plain `key IN (SELECT ... LIMIT n)`,
-            # PostgreSQL may rescan the subquery for each row it updates, and a rescan skips the
-            # rows this statement already locked and takes the next ones: more than `limit` rows.
+            # Picked first, then updated by primary key: the pick walks the claimable index in
+            # claim order and stops at `limit` (PostgreSQL: locking them, skipping rows another
+            # runner holds), and the update is `limit` key lookups whatever the plan of a join
+            # would have been on a small table.
             cur.execute(
-                "WITH picked AS MATERIALIZED (SELECT key FROM occurrences"
-                " WHERE run = ? AND state IN (?, ?) AND next_at <= ?"
-                f" ORDER BY next_at, key LIMIT ?{self._d.skip_locked})"
-                " UPDATE occurrences SET state = ?, fence = ?, lease_until = ?, worker = ?,"
-                " updated_at = ? WHERE run = ? AND key IN (SELECT key FROM picked)"
-                f" RETURNING {_OCC_COLUMNS}",
-                (
-                    run_id,
-                    *(str(s) for s in CLAIMABLE),
-                    to_us(now),
-                    limit,
-                    str(OccurrenceState.CLAIMED),
-                    fence,
-                    to_us(lease_until),
-                    worker,
-                    to_us(now),
-                    run_id,
-                ),
+                f"SELECT key FROM occurrences WHERE run = ? AND state IN {CLAIMABLE_SQL}"
+                f" AND next_at <= ? ORDER BY next_at, key LIMIT ?{self._d.skip_locked}",
+                (run_id, to_us(now), limit),
             )
-            rows = [self._occ(r) for r in cur.fetchall()]
+            keys = [r[0] for r in cur.fetchall()]
+            rows: list[OccurrenceRecord] = []
+            for chunk in _chunks(keys):
+                among, params = self._d.any_of("key", chunk)
+                cur.execute(
+                    "UPDATE occurrences SET state = ?, fence = ?, lease_until = ?, worker = ?,"
+                    f" updated_at = ? WHERE run = ? AND {among} RETURNING {_OCC_COLUMNS}",
+                    (
+                        str(OccurrenceState.CLAIMED),
+                        fence,
+                        to_us(lease_until),
+                        worker,
+                        to_us(now),
+                        run_id,
+                        *params,
+                    ),
+                )
+                rows.extend(self._occ(r) for r in cur.fetchall())
         rows.sort(key=lambda o: (o.next_at, o.key))
         return rows
 
@@ -508,10 +593,11 @@ class SqlStore:
             current: dict[str, tuple[int, str, int]] = {}
             keys = sorted({o.key for o in outcomes})  # locked in key order: no deadlocks
             for chunk in _chunks(keys):
+                among, params = self._d.any_of("key", chunk)
                 cur.execute(
-                    "SELECT key, fence, state, attempts FROM occurrences WHERE run = ? AND key IN"
-                    f" ({_marks(len(chunk))}) ORDER BY key{self._d.lock_rows}",
-                    (run_id, *chunk),
+                    f"SELECT key, fence, state, attempts FROM occurrences WHERE run = ? AND {among}"
+                    f" ORDER BY key{self._d.lock_rows}",
+                    (run_id, *params),
                 )
                 for key, fence, state, attempts in cur.fetchall():
                     current[key] = (int(fence), state, int(attempts))
@@ -551,27 +637,23 @@ class SqlStore:
                             t.backend,
                         )
                     )
-            # one statement a chunk, not one a row: a batch of 200 is two round trips
-            row = "(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER),"
-            row += " CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS BIGINT))"
-            for chunk in _chunks(updates, CHUNK // 8):
+            # one statement a chunk, not one a row: a batch of 200 is two statements
+            columns = "key, fence, state, attempts, next_at, reason, updated_at"
+            types = ("TEXT", "BIGINT", "TEXT", "INTEGER", "BIGINT", "TEXT", "BIGINT")
+            for chunk in _chunks(updates, CHUNK // 2):
+                head, params = self._with("v", columns, types, chunk)
                 cur.execute(
-                    "WITH v (key, fence, state, attempts, next_at, reason, updated_at) AS"
-                    f" (VALUES {', '.join([row] * len(chunk))})"
-                    " UPDATE occurrences SET state = v.state, attempts = v.attempts,"
+                    f"{head} UPDATE occurrences SET state = v.state, attempts = v.attempts,"
                     " next_at = COALESCE(v.next_at, occurrences.next_at), lease_until = NULL,"
                     " reason = COALESCE(NULLIF(v.reason, ''), occurrences.reason),"
                     " updated_at = v.updated_at FROM v WHERE occurrences.run = ?"
                     " AND occurrences.key = v.key AND occurrences.fence = v.fence",
-                    [x for u in chunk for x in u] + [run_id],
+                    [*params, run_id],
                 )
-            for chunk in _chunks(attempts_rows, CHUNK // 8):
-                cur.execute(
-                    "INSERT INTO attempts (run, key, fence, attempt, at, state, detail) VALUES"
-                    f" {', '.join([f'({_marks(7)})'] * len(chunk))}"
-                    " ON CONFLICT (run, key, fence) DO NOTHING",
-                    [x for a in chunk for x in a],
-                )
+            columns = "run, key, fence, attempt, at, state, detail"
+            types = ("TEXT", "TEXT", "BIGINT", "INTEGER", "BIGINT", "TEXT", "TEXT")
+            for chunk in _chunks(attempts_rows, CHUNK // 2):
+                self._insert(cur, "attempts", columns, types, chunk, "(run, key, fence) DO NOTHING")
             cur.executemany(
                 "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
                 " created_at, remote_id, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -691,11 +773,78 @@ class SqlStore:
             cur.execute(sql, params)
             return [self._occ(r) for r in cur.fetchall()]
 
-    def count_occurrences(self, run_id: str) -> dict[OccurrenceState, int]:
-        """How many occurrences are in each state."""
+    def count_occurrences(
+        self, run_id: str, states: Sequence[OccurrenceState] | None = None
+    ) -> dict[OccurrenceState, int]:
+        """How many occurrences are in each state (of `states` only, when given)."""
+        where, params = "run = ?", [run_id]
+        if states is not None:
+            if not states:
+                return {}
+            where += f" AND state IN ({_marks(len(states))})"
+            params += [str(s) for s in states]
         with self._read() as cur:
             cur.execute(
-                "SELECT state, COUNT(*) FROM occurrences WHERE run = ? GROUP BY state", (run_id,)
+                f"SELECT state, COUNT(*) FROM occurrences WHERE {where} GROUP BY state", params
+            )
+            return {OccurrenceState(s): int(n) for s, n in cur.fetchall()}
+
+    def occurrences_by_key(self, run_id: str, keys: Sequence[str]) -> dict[str, OccurrenceRecord]:
+        """The stored occurrences among `keys`, by key (primary-key lookups)."""
+        out: dict[str, OccurrenceRecord] = {}
+        with self._read() as cur:
+            for chunk in _chunks(keys):
+                among, params = self._d.any_of("key", chunk)
+                cur.execute(
+                    f"SELECT {_OCC_COLUMNS} FROM occurrences WHERE run = ? AND {among}",
+                    (run_id, *params),
+                )
+                out.update((o.key, o) for o in map(self._occ, cur.fetchall()))
+        return out
+
+    def occurrences_in_state(
+        self,
+        run_id: str,
+        state: OccurrenceState,
+        limit: int,
+        since: datetime | None = None,
+    ) -> Page[OccurrenceRecord]:
+        """The first `limit` occurrences in `state` by due time, and how many there are: one
+        range of the (run, state, due_at) index."""
+        where = "run = ? AND state = ?"
+        params: list[Any] = [run_id, str(state)]
+        if since is not None:
+            where += " AND due_at >= ?"
+            params.append(to_us(since))
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_OCC_COLUMNS} FROM occurrences WHERE {where}"
+                f" ORDER BY due_at, key LIMIT {int(limit)}",
+                params,
+            )
+            rows = [self._occ(r) for r in cur.fetchall()]
+            if len(rows) < limit:
+                return Page(rows, len(rows))
+            cur.execute(f"SELECT COUNT(*) FROM occurrences WHERE {where}", params)
+            return Page(rows, int(cur.fetchone()[0]))
+
+    def member_occurrence_counts(
+        self,
+        run_id: str,
+        since: datetime,
+        until: datetime,
+        states: Sequence[OccurrenceState],
+    ) -> dict[OccurrenceState, int]:
+        """Occurrences for one member each due in [since, until), per state: one range of the
+        (run, state, due_at, member) index per state, read from the index alone."""
+        if not states:
+            return {}
+        with self._read() as cur:
+            cur.execute(
+                "SELECT state, COUNT(*) FROM occurrences WHERE run = ?"
+                f" AND state IN ({_marks(len(states))}) AND due_at >= ? AND due_at < ?"
+                " AND member IS NOT NULL GROUP BY state",
+                (run_id, *(str(s) for s in states), to_us(since), to_us(until)),
             )
             return {OccurrenceState(s): int(n) for s, n in cur.fetchall()}
 
@@ -703,8 +852,8 @@ class SqlStore:
         """The earliest `next_at` of a claimable occurrence."""
         with self._read() as cur:
             cur.execute(
-                "SELECT MIN(next_at) FROM occurrences WHERE run = ? AND state IN (?, ?)",
-                (run_id, *(str(s) for s in CLAIMABLE)),
+                f"SELECT MIN(next_at) FROM occurrences WHERE run = ? AND state IN {CLAIMABLE_SQL}",
+                (run_id,),
             )
             row = cur.fetchone()
             return opt_dt(row[0]) if row else None
@@ -735,17 +884,15 @@ class SqlStore:
             for e in events:
                 firsts.setdefault(e.id, e)  # a repeated id: its first copy is the new one
             unique = list(firsts.values())
+            columns = "run, id, type, member, at, data, received_at"
+            types = ("TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT")
             for chunk in _chunks(unique, CHUNK // 2):
-                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                params: list[Any] = []
-                for e in chunk:
-                    params.extend(
-                        (run_id, e.id, e.type, e.member, to_us(e.at), dumps(dict(e.data)), received)
-                    )
-                cur.execute(
-                    f"INSERT INTO events (run, id, type, member, at, data, received_at) VALUES"
-                    f" {values} ON CONFLICT (run, id) DO NOTHING RETURNING id",
-                    params,
+                rows = [
+                    (run_id, e.id, e.type, e.member, to_us(e.at), dumps(dict(e.data)), received)
+                    for e in chunk
+                ]
+                self._insert(
+                    cur, "events", columns, types, rows, "(run, id) DO NOTHING RETURNING id"
                 )
                 inserted.update(r[0] for r in cur.fetchall())
             flags, new, seen = [], [], set()
@@ -764,7 +911,10 @@ class SqlStore:
                     final[r.member.id] = r.member
                     occurrences.extend(r.occurrences)
                 self._put_members(cur, run_id, list(final.values()))
-                self._insert_occurrences(cur, run_id, occurrences)
+                added = self._insert_occurrences(cur, run_id, occurrences)
+                self._d.refresh_statistics(
+                    cur.raw, {"events": len(new), "members": len(final), "occurrences": added}
+                )
                 self._audit(
                     cur,
                     run_id,
@@ -778,10 +928,10 @@ class SqlStore:
     def _members(self, cur: Any, run_id: str, ids: Sequence[str]) -> dict[str, MemberRecord]:
         out: dict[str, MemberRecord] = {}
         for chunk in _chunks(ids):
+            among, params = self._d.any_of("id", chunk)
             cur.execute(
-                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
-                f" WHERE run = ? AND id IN ({_marks(len(chunk))})",
-                (run_id, *chunk),
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE run = ? AND {among}",
+                (run_id, *params),
             )
             for row in cur.fetchall():
                 out[row[0]] = member_from(*row)
@@ -912,6 +1062,58 @@ class SqlStore:
                 for i, t, m, at, data in cur.fetchall()
             ]
 
+    def latest_events(
+        self, run_id: str, types: Sequence[str], since: datetime, limit: int
+    ) -> Page[EventRecord]:
+        """The latest `limit` events of `types` since `since`: the (run, type, at) index read
+        backwards; counted only when there are no more than `limit`."""
+        if not types:
+            return Page([], 0)
+        with self._read() as cur:
+            cur.execute(
+                "SELECT id, type, member, at, data FROM events WHERE run = ?"
+                f" AND type IN ({_marks(len(types))}) AND at >= ?"
+                f" ORDER BY at DESC, id DESC LIMIT {int(limit) + 1}",
+                (run_id, *types, to_us(since)),
+            )
+            rows = [
+                EventRecord(i, t, m, from_us(at), json.loads(data))
+                for i, t, m, at, data in cur.fetchall()
+            ]
+        return Page(rows[:limit], len(rows) if len(rows) <= limit else None)
+
+    def _member_page(
+        self, column: str, where: str, params: Sequence[Any], limit: int
+    ) -> Page[MemberRecord]:
+        """Current members matching `where`, latest `column` first, counted up to the cap."""
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE {where}"
+                f" ORDER BY {column} DESC, id DESC LIMIT {int(limit)}",
+                params,
+            )
+            rows = [member_from(*r) for r in cur.fetchall()]
+            cur.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE {where}"
+                f" LIMIT {MEMBER_COUNT_CAP}) AS m",
+                params,
+            )
+            n = int(cur.fetchone()[0])
+        return Page(rows, n, capped=n >= MEMBER_COUNT_CAP)
+
+    def recent_joins(
+        self, run_id: str, since: datetime, until: datetime, limit: int
+    ) -> Page[MemberRecord]:
+        """Current members who joined in [since, until), the latest first."""
+        where = "run = ? AND left_at IS NULL AND joined_at >= ? AND joined_at < ?"
+        return self._member_page("joined_at", where, (run_id, to_us(since), to_us(until)), limit)
+
+    def silent_members(self, run_id: str, before: datetime, limit: int) -> Page[MemberRecord]:
+        """Current members last active before `before`, the most recently active first: the
+        partial index on current members' last activity, read backwards."""
+        where = "run = ? AND left_at IS NULL AND last_active_at < ?"
+        return self._member_page("last_active_at", where, (run_id, to_us(before)), limit)
+
     # -- metrics, gates, transitions -------------------------------------------------------
 
     def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
@@ -996,6 +1198,58 @@ class SqlStore:
             )
             return [self._task(r) for r in cur.fetchall()]
 
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        """One task by id."""
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run = ? AND id = ?", (run_id, task_id)
+            )
+            row = cur.fetchone()
+        return self._task(row) if row else None
+
+    def open_task_counts(self, run_id: str) -> dict[str | None, int]:
+        """How many tasks are open per role (None: without a role)."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT role, COUNT(*) FROM tasks WHERE run = ? AND state = ? GROUP BY role",
+                (run_id, str(TaskState.OPEN)),
+            )
+            return {r: int(n) for r, n in cur.fetchall()}
+
+    def overdue_task_count(self, run_id: str, now: datetime) -> int:
+        """How many open tasks were due before `now`: one range of (run, state, due_at)."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM tasks WHERE run = ? AND state = ? AND due_at < ?",
+                (run_id, str(TaskState.OPEN), to_us(now)),
+            )
+            return int(cur.fetchone()[0])
+
+    def _task_page(
+        self, run_id: str, state: TaskState, role: str | None, order: str, limit: int
+    ) -> list[TaskRecord]:
+        where, params = "run = ? AND state = ?", [run_id, str(state)]
+        if role == NO_ROLE:
+            where += " AND role IS NULL"
+        elif role is not None:
+            where += " AND role = ?"
+            params.append(role)
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY {order}"
+                f" LIMIT {int(limit)}",
+                params,
+            )
+            return [self._task(r) for r in cur.fetchall()]
+
+    def open_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` earliest-due open tasks: the (run, state, due_at) index in order."""
+        return self._task_page(run_id, TaskState.OPEN, role, "due_at, id", limit)
+
+    def done_tasks(self, run_id: str, limit: int, role: str | None = None) -> list[TaskRecord]:
+        """The `limit` tasks done most recently: the (run, state, done_at) index backwards."""
+        return self._task_page(run_id, TaskState.DONE, role, "done_at DESC, id DESC", limit)
+
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
         with self._write() as cur:
@@ -1064,35 +1318,29 @@ class SqlStore:
     def take_tokens(
         self, target: str, now: datetime, per_minute: int, want: int, at_least: int = 1
     ) -> tuple[int, float]:
-        """Take up to `want` tokens of a target's bucket, none unless `at_least` are there;
-        (granted, seconds until `at_least` are)."""
-        rate = per_minute / 60.0
+        """Take up to `want` of a target's sends for the minute ending at `now`, none unless
+        `at_least` are free; (granted, seconds until `at_least` are)."""
         t = to_us(now)
+        start = t - WINDOW_US
         with self._write() as cur:
-            # A new bucket starts full. Inserting it before reading means there is a row to lock:
-            # two first takers on PostgreSQL queue on it instead of each filling the bucket.
+            # the target's row in rate_limits is the lock: two runners take in turn
             cur.execute(
-                "INSERT INTO rate_limits (target, tokens, updated_at) VALUES (?, ?, ?)"
+                "INSERT INTO rate_limits (target, tokens, updated_at) VALUES (?, 0, ?)"
                 " ON CONFLICT (target) DO NOTHING",
-                (target, float(per_minute), t),
+                (target, t),
             )
             cur.execute(
-                f"SELECT tokens, updated_at FROM rate_limits WHERE target = ?{self._d.lock_rows}",
+                f"SELECT updated_at FROM rate_limits WHERE target = ?{self._d.lock_rows}",
                 (target,),
             )
-            row = cur.fetchone()
-            elapsed = max(0, t - int(row[1])) / 1e6
-            tokens = min(float(per_minute), float(row[0]) + elapsed * rate)
-            granted = min(want, int(tokens))
-            if granted < at_least:  # all of a message's parts, or none: a token kept is not lost
-                granted = 0
-            tokens -= granted
-            cur.execute(
-                "UPDATE rate_limits SET tokens = ?, updated_at = ? WHERE target = ?",
-                (tokens, t, target),
-            )
-        need = max(1, at_least)
-        wait = 0.0 if tokens >= need else (need - tokens) / rate
+            cur.execute("DELETE FROM rate_sends WHERE target = ? AND at <= ?", (target, start))
+            cur.execute("SELECT at, n FROM rate_sends WHERE target = ? ORDER BY at", (target,))
+            window = [(int(a), int(n)) for a, n in cur.fetchall()]
+            granted, wait = window_take(window, t, per_minute, want, at_least)
+            if granted:
+                cur.execute(
+                    "INSERT INTO rate_sends (target, at, n) VALUES (?, ?, ?)", (target, t, granted)
+                )
         return granted, wait
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
@@ -1138,3 +1386,23 @@ class _Cursor:
     @property
     def rowcount(self) -> int:
         return int(self.raw.rowcount)
+
+
+def window_take(
+    window: Sequence[tuple[int, int]], now_us: int, per_minute: int, want: int, at_least: int
+) -> tuple[int, float]:
+    """Sends to grant given those of the last minute ((at, n) by time); (granted, wait s)."""
+    used = sum(n for _, n in window)
+    free = max(0, per_minute - used)
+    granted = min(want, free)
+    if granted < at_least:  # all of a message's parts, or none
+        granted = 0
+    need = max(1, at_least)
+    left = free - granted
+    if left >= need:
+        return granted, 0.0
+    for at, n in window:  # the oldest sends leave the window first
+        left += n
+        if left >= need:
+            return granted, max(0.0, (at + WINDOW_US - now_us) / 1e6)
+    return granted, 60.0  # more than a minute's limit at once: never, but say a minute

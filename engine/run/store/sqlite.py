@@ -8,9 +8,10 @@ timeout makes the second wait instead of failing.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .base import StoreError
@@ -26,6 +27,8 @@ class SqliteDialect:
     skip_locked = ""
     lock_rows = ""
     ordered_lock = ""
+    next_fence = "UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value"
+    extra_migrations: Mapping[int, tuple[str, ...]] = MappingProxyType({})
 
     def __init__(self, path: str, synchronous: str = "FULL") -> None:
         self.path = path
@@ -103,3 +106,16 @@ class SqliteDialect:
     def is_broken(self, conn: Any) -> bool:
         """A file connection is never lost."""
         return False
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """`column IN (?, ...)`, a parameter a value."""
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def rows(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """`VALUES (?, ...), ...`, a parameter a value (SQLite keeps each value's own type)."""
+        row = f"({', '.join('?' * len(types))})"
+        return f"VALUES {', '.join([row] * len(rows))}", [x for r in rows for x in r]
+
+    def refresh_statistics(self, cur: Any, inserted: Mapping[str, int]) -> None:
+        """Nothing: without `ANALYZE` statistics SQLite takes every index to be selective,
+        which is what the store's reads need."""
