@@ -98,7 +98,7 @@ def start_server(url: str, run_id: str) -> tuple[subprocess.Popen[str], str]:
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None
-    events_url = proc.stdout.readline().strip()
+    events_url = proc.stdout.readline().strip().removeprefix("events: ")
     if not events_url.startswith("http://"):
         proc.kill()
         raise SystemExit("the server did not start (its error is above)")
