@@ -7,6 +7,7 @@ shows for it.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 
@@ -83,3 +84,15 @@ def test_thirty_days_through_the_robot_stay_within_its_limit_and_lose_nothing(
             assert expected in texts, o.action
     welcomes = [x for x in texts if "成员" in x]
     assert len(welcomes) >= 60  # each new member's welcome, with their name
+    # the robot's key is in no output: status, audit log, attempts, the plan
+    from sop.engine.plan import render as plan_render
+    from sop.engine.run.service import status
+
+    outputs = [json.dumps(status(program, store, runner.run_id, tl.end).as_dict())]
+    outputs += [json.dumps(e.detail, ensure_ascii=False) for e in store.audit_log(runner.run_id)]
+    outputs += [a.detail for o in group for a in store.attempts(runner.run_id, o.key)]
+    outputs += [o.reason for o in store.occurrences(runner.run_id)]
+    buffer = io.StringIO()
+    plan_render.write_json(tl, buffer)
+    outputs.append(buffer.getvalue())
+    assert not [x for x in outputs if KEY in x]
