@@ -1121,3 +1121,22 @@ def test_the_docs_playbook_examples_validate_and_build(tmp_path: Path, block: st
     for config in configs_for(specs).values():
         if config.type in factories:
             factories[config.type](config, env).close()
+
+
+def test_mass_sends_count_against_each_groups_allowance_for_the_period(
+    httpserver: HTTPServer,
+) -> None:
+    """The runner counts these durably (tests/test_run.py): one per group and WeCom's period."""
+    at = datetime(2027, 2, 8, 1, 0, tzinfo=UTC)  # Monday 09:00 in Beijing
+    monthly = app(
+        httpserver, chat_ids="wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA|wrOgQhDgAAcwMTB7YmDkbeBsgT_AAAA"
+    )
+    quotas = monthly.quotas(everyone(), at)
+    assert [(q.target[-4:], q.period, q.limit) for q in quotas] == [
+        ("AAAA", "2027-02-01/month", 28), ("AAAA", "2027-02-01/month", 28)
+    ]  # fmt: skip
+    weekly = app(httpserver, group_quota="week").quotas(everyone(), at)
+    assert [(q.target, q.period, q.limit) for q in weekly] == [
+        ("groups-of-owner01", "2027-02-08/week", 7)
+    ]
+    assert monthly.quotas(staff_task(), at) == []  # application messages have no such allowance

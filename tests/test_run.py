@@ -644,3 +644,28 @@ def test_a_text_sent_as_several_messages_takes_a_rate_token_for_each(tmp_path: P
     assert len(sent) == 4
     assert sent[1] == sent[0]  # the first two went at once (a full bucket: six tokens)
     assert (sent[2] - sent[1]).total_seconds() >= 29  # then one delivery each 30 s
+
+
+def test_a_platform_allowance_is_counted_in_the_store_and_never_exceeded(tmp_path: Path) -> None:
+    """WeCom lets a customer group receive so many mass sends a period; beyond it, skipped."""
+    from sop.engine.run.ports import Quota
+
+    text = ONE_POST.replace(
+        'hello: {do: post, day: 0, time: "10:00", text: 你好}',
+        'hello: {do: post, cron: "0 10,11 * * *", text: 你好}',
+    )
+    program = program_of(write(tmp_path, text))
+    start = local_midnight(date(2027, 1, 4), program.tz)
+
+    class Groups(Sink):
+        def quotas(self, delivery: Delivery, now: datetime) -> list[Quota]:
+            return [Quota("chat-1", f"{now.astimezone(program.tz):%Y-%m-%d}", 1)]  # 1 a day
+
+    sink = Groups()
+    runner = Runner(program, open_store("memory:"), {"group": sink, "staff": Sink("staff")},
+                    VirtualClock(start), options=RunOptions(seed=1))  # fmt: skip
+    runner.run(until=start + timedelta(days=2))
+    assert [d.scheduled_at.hour for d in sink.deliveries] == [10, 10]  # one a day, the first
+    skipped = runner.store.occurrences(runner.run_id, [OccurrenceState.SKIPPED])
+    assert [o.scheduled_at.astimezone(program.tz).hour for o in skipped] == [11, 11]
+    assert all("allowance" in o.reason and "chat-1" in o.reason for o in skipped)

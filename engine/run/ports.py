@@ -91,9 +91,22 @@ class Delivery:
     attributes: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A platform's allowance per period (WeCom: mass sends per customer group a month)."""
+
+    target: str  # what is counted (a group id)
+    period: str  # which period (e.g. "2027-01"): a new period starts a new count
+    limit: int
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Sends deliveries to one target (a group robot, a webhook, a file, a task list).
+
+    Optional: `quotas(delivery, now) -> Sequence[Quota]` — allowances the platform counts per
+    period; the runner counts them durably in the store and skips (with the reason) a delivery
+    the platform would drop for being over one.
 
     Contract: `send` is called from one thread at a time, with the delivery's idempotency key;
     it returns a classified result and raises only for programming errors (a raised exception is

@@ -545,6 +545,11 @@ class Runner:
                 outcomes.append(self._done(o, OccurrenceState.DEAD, now,
                                            f"the text cannot be rendered: {e}"))  # fmt: skip
                 continue
+            over = self._over_quota(o, backend, delivery, now)
+            if over:
+                outcomes.append(self._done(o, OccurrenceState.SKIPPED, now, over))
+                report.skipped += 1
+                continue
             rate = backend.capabilities.rate_per_minute
             if rate:
                 name = o.backend or ""
@@ -620,6 +625,22 @@ class Runner:
         self, o: OccurrenceRecord, state: OccurrenceState, now: datetime, detail: str
     ) -> Outcome:
         return Outcome(o.key, o.fence, state, now, detail)
+
+    def _over_quota(
+        self, o: OccurrenceRecord, backend: Backend, delivery: Delivery, now: datetime
+    ) -> str:
+        """Why the platform would drop this for an exhausted allowance ("" when it would not)."""
+        quotas = getattr(backend, "quotas", None)
+        if quotas is None:
+            return ""
+        for q in quotas(delivery, now):
+            name = f"{self.run_id}/{o.backend}/{q.target}/{q.period}"
+            if not self.store.use_quota(name, q.limit, now):
+                return (
+                    f"over the platform's allowance: {q.limit} sends to {q.target} in {q.period}"
+                    " (it would drop this one)"
+                )
+        return ""
 
     def _send(
         self,

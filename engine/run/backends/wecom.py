@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from ...core.textsafe import terminal
-from ..ports import BackendConfig, Capabilities, Delivery, SendResult, SendStatus
+from ..ports import BackendConfig, Capabilities, Delivery, Quota, SendResult, SendStatus
 from ._chat import chat_capabilities, configured, dialect, send_parts, unsendable
 from ._common import (
     DETAIL_LIMIT,
@@ -654,6 +654,17 @@ class WeComAppBackend(HttpBackend):
         """An application message's texts: one, or the parts `fit` splits it into."""
         limit, unit = self.limit
         return fit(wecom_markdown(text) if self._markdown else text, limit, unit, Policy.SPLIT)
+
+    def quotas(self, delivery: Delivery, now: datetime) -> list[Quota]:
+        """A mass send counts against each of its groups' allowance for the period (or, without
+        chat_ids, against the sender's groups as one): the runner counts them durably."""
+        if self.reach(delivery) is not Reach.GROUPS:
+            return []
+        rule = self.group_quota or GroupQuota.MONTH
+        window = quota_window(rule, now)
+        period = f"{window.start:%Y-%m-%d}/{rule}"
+        targets = self.chat_ids or (f"groups-of-{self.sender}",)
+        return [Quota(t, period, window.limit) for t in targets]
 
     def cost(self, delivery: Delivery) -> int:
         """How many messages `delivery` becomes (one per part; a mass send is one): the runner

@@ -586,6 +586,11 @@ class StateStore(Protocol):
         60 s ever holds more than `per_minute` grants."""
         ...
 
+    def use_quota(self, target: str, limit: int, now: datetime) -> bool:
+        """Count one use of a per-period allowance (`target` names it and its period); False,
+        counting nothing, when `limit` uses are already counted."""
+        ...
+
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
         """Append one entry to the audit log."""
         ...

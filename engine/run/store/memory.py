@@ -61,7 +61,10 @@ class MemoryStore:
         self._transitions: dict[str, list[TransitionRecord]] = {}
         self._tasks: dict[tuple[str, str], TaskRecord] = {}
         self._audit: dict[str, list[AuditEntry]] = {}
-        self._sends: dict[str, list[tuple[int, int]]] = {}  # target -> (at µs, sends) of a minute
+        self._sends: dict[str, list[tuple[int, int]]] = {}
+        self._quotas: dict[
+            str, int
+        ] = {}  # allowance and period -> uses counted  # target -> (at µs, sends) of a minute
         self._fence = 0
         self._forecasts: dict[str, dict[datetime, Any]] = {}
         self._seq = itertools.count(1)
@@ -625,6 +628,16 @@ class MemoryStore:
                 window.append((t, granted))
             self._sends[target] = window
         return granted, wait
+
+    def use_quota(self, target: str, limit: int, now: datetime) -> bool:
+        """Count one use of a per-period allowance (`target` names it and its period); False,
+        counting nothing, when `limit` uses are already counted."""
+        with self._lock:
+            used = self._quotas.get(target, 0)
+            if used >= limit:
+                return False
+            self._quotas[target] = used + 1
+            return True
 
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
         """Append one entry to the audit log."""

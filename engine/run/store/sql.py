@@ -1343,6 +1343,23 @@ class SqlStore:
                 )
         return granted, wait
 
+    def use_quota(self, target: str, limit: int, now: datetime) -> bool:
+        """Count one use of a per-period allowance (`target` names it and its period); False,
+        counting nothing, when `limit` uses are already counted."""
+        key = "quota:" + target  # beside the rate windows' lock rows, never one of them
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO rate_limits (target, tokens, updated_at) VALUES (?, 0, ?)"
+                " ON CONFLICT (target) DO NOTHING",
+                (key, to_us(now)),
+            )
+            cur.execute(
+                "UPDATE rate_limits SET tokens = tokens + 1, updated_at = ?"
+                " WHERE target = ? AND tokens < ? RETURNING tokens",
+                (to_us(now), key, limit),
+            )
+            return cur.fetchone() is not None
+
     def audit(self, run_id: str, actor: str, action: str, subject: str, detail: Any) -> None:
         """Append one entry to the audit log."""
         with self._write() as cur:
