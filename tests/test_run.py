@@ -669,3 +669,27 @@ def test_a_platform_allowance_is_counted_in_the_store_and_never_exceeded(tmp_pat
     skipped = runner.store.occurrences(runner.run_id, [OccurrenceState.SKIPPED])
     assert [o.scheduled_at.astimezone(program.tz).hour for o in skipped] == [11, 11]
     assert all("allowance" in o.reason and "chat-1" in o.reason for o in skipped)
+
+
+def test_an_if_guard_reads_the_last_closed_days_metrics(tmp_path: Path) -> None:
+    text = ONE_POST.replace(
+        'hello: {do: post, day: 0, time: "10:00", text: 你好}',
+        'hello: {do: post, cron: "0 10 * * *", text: 你好, if: "members >= 1"}',
+    )
+    program = program_of(write(tmp_path, text))
+    start = local_midnight(date(2027, 1, 4), program.tz)
+    sink = Sink()
+    runner = runner_for(program, "memory:", start, sink)
+    runner.ensure_run()
+    t = start + timedelta(days=1, hours=12)  # a member joins on the second day
+    ingest(program, runner.store, runner.run_id,
+           parse_events(program, [{"id": "j", "type": "joined", "member": "m",
+                                   "at": t.isoformat()}], t), "test")  # fmt: skip
+    runner.run(until=start + timedelta(days=3, hours=11))
+    sent = [
+        d.scheduled_at.astimezone(program.tz).day for d in sink.deliveries if d.action == "hello"
+    ]
+    assert sent == [6, 7]  # from the third day: the check after the second counted the member
+    skipped = [o for o in runner.store.occurrences(runner.run_id, [OccurrenceState.SKIPPED])]
+    assert [o.scheduled_at.astimezone(program.tz).day for o in skipped] == [4, 5]
+    assert all("if: members >= 1 does not hold" in o.reason for o in skipped)

@@ -1325,3 +1325,29 @@ def test_a_take_of_several_tokens_is_all_or_nothing(store: StateStore) -> None:
     granted, wait = store.take_tokens("t", T0 + timedelta(seconds=20), 6, 3, at_least=3)
     assert granted == 0 and wait == pytest.approx(40.0)  # when the first 2 leave the window
     assert store.take_tokens("t", T0 + timedelta(seconds=60), 6, 3, at_least=3)[0] == 3
+
+
+def test_the_runner_reads_the_next_escalation_and_the_awaited_sends_by_index(
+    store: StateStore,
+) -> None:
+    assert store.next_escalation(RUN) is None
+    assert store.awaiting_confirmation(RUN, 10) == []
+    store.add_occurrences(RUN, [occ("a", 0), occ("b", 0), occ("c", 0)])
+    claimed = {o.key: o for o in store.claim(RUN, at(0), 10, at(5), "w")}
+    tasks = {
+        "a": NewTask("a", "ops", "welcome", "t", "x", at(30)),
+        "b": NewTask("b", "ops", "welcome", "t", "x", at(20), None, "msg-1", "crm"),
+        "c": NewTask("c", "ops", "welcome", "t", "x", at(10)),
+    }
+    store.record(
+        RUN,
+        [Outcome(k, claimed[k].fence, S.SENT, at(1), task=t) for k, t in tasks.items()],
+        "w",
+    )
+    assert store.next_escalation(RUN) == at(10)
+    store.escalate_tasks(RUN, at(15), at(15), "runner")  # c
+    assert store.next_escalation(RUN) == at(20)
+    assert [t.id for t in store.awaiting_confirmation(RUN, 10)] == ["b"]
+    store.complete_task(RUN, "b", at(21), "platform:crm")
+    assert store.awaiting_confirmation(RUN, 10) == []
+    assert store.next_escalation(RUN) == at(30)

@@ -42,12 +42,12 @@ from .store.base import (
     Outcome,
     RunRecord,
     StateStore,
-    TaskState,
     TransitionRecord,
 )
 
 DAY = timedelta(days=1)
 EPSILON = timedelta(microseconds=1)  # [t0, now + EPSILON) includes what is due at `now`
+CONFIRMATIONS_PER_TICK = 200  # platform sends asked about per tick (each is one API call)
 
 
 class Coalesce(enum.StrEnum):
@@ -147,7 +147,10 @@ class Runner:
         self._rng = random.Random(self.options.seed)
         self._last_values: dict[str, float] = {}
         self._windows: list[StageWindow] = []
-        self._polled: dict[str, datetime] = {}  # task id -> when its platform was last asked
+        self._polled: dict[str, datetime] = {}
+        self._batch_stages: dict[str, StageState] | None = (
+            None  # active stages, per batch  # task id -> when its platform was last asked
+        )
 
     # -- the run record --------------------------------------------------------------------
 
@@ -219,7 +222,7 @@ class Runner:
     def _confirmations(self, now: datetime, report: TickReport) -> None:
         """Ask the platform about sends awaiting a staff member's confirmation (polled)."""
         wall = self.lease_clock()
-        for t in self.store.tasks(self.run_id, states=[TaskState.OPEN]):
+        for t in self.store.awaiting_confirmation(self.run_id, CONFIRMATIONS_PER_TICK):
             if not t.remote_id or not t.backend:
                 continue
             backend = self.backends.get(t.backend)
@@ -510,6 +513,7 @@ class Runner:
         pb = self.program.playbook
         outcomes: list[Outcome] = []
         granted: dict[str, int] = {}
+        self._batch_stages = None
         members = self.store.get_members(
             self.run_id, sorted({o.member for o in claimed if o.member})
         )
@@ -599,7 +603,7 @@ class Runner:
             g = x.guard
             if g is None or g.node is None:
                 continue
-            env = dict(self._last_values)
+            env = dict(self._guard_values(now))
             st = self._stage_state(x.stage)
             env["days_in_stage"] = (
                 float(self._days_in_stage(st.started, now)) if st is not None else math.nan
@@ -610,16 +614,24 @@ class Runner:
                 return f"if: {g.text} does not hold{note}"
         return ""
 
+    def _guard_values(self, now: datetime) -> dict[str, float]:
+        """What an `if:` reads: the metrics of the last closed day (as the simulator's guards)."""
+        if not self._last_values:  # a runner (re)started today: count the last closed day again
+            run = self.store.get_run(self.run_id)
+            if run is not None:
+                day = (run.checked_until - timedelta(hours=12)).astimezone(self.tz).date()
+                self._last_values = self.day_values(run, day, run.checked_until)
+        names = self.program.playbook.metric_units()
+        return {**dict.fromkeys(names, math.nan), **self._last_values}
+
     def _stage_state(self, stage: str | None) -> StageState | None:
         if stage is None:
             return None
-        run = self.store.get_run(self.run_id)
-        if run is None:
-            return None
-        for s in self.lifecycle(run).active:
-            if s.stage == stage:
-                return s
-        return None
+        if self._batch_stages is None:  # read once a batch, for the guards that need it
+            run = self.store.get_run(self.run_id)
+            active = self.lifecycle(run).active if run is not None else []
+            self._batch_stages = {s.stage: s for s in active}
+        return self._batch_stages.get(stage)
 
     def _done(
         self, o: OccurrenceRecord, state: OccurrenceState, now: datetime, detail: str
@@ -729,9 +741,10 @@ class Runner:
         due = self.store.next_due(self.run_id)
         if due is not None and due < wake:
             wake = max(due, now)
-        for t in self.store.tasks(self.run_id, states=[TaskState.OPEN]):
-            at = t.due_at + self.options.task_grace + EPSILON  # escalated once strictly past
-            if t.escalated_at is None and now < at < wake:
+        first = self.store.next_escalation(self.run_id)
+        if first is not None:
+            at = first + self.options.task_grace + EPSILON  # escalated once strictly past
+            if now < at < wake:
                 wake = at
         derived = next_derived(self.program, self.store, self.run_id, now, wake)
         if derived is not None and derived < wake:

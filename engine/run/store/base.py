@@ -554,6 +554,14 @@ class StateStore(Protocol):
         as in `open_tasks`."""
         ...
 
+    def next_escalation(self, run_id: str) -> datetime | None:
+        """The earliest due time of an open task not yet escalated (the runner's wake-up)."""
+        ...
+
+    def awaiting_confirmation(self, run_id: str, limit: int) -> list[TaskRecord]:
+        """Open tasks tracking a platform send (`remote_id`), earliest due first."""
+        ...
+
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
         ...

@@ -557,6 +557,17 @@ class MemoryStore:
         rows = [t for t in self.tasks(run_id, states=[TaskState.DONE]) if _role_matches(t, role)]
         return heapq.nlargest(limit, rows, key=lambda t: (t.done_at or t.due_at, t.id))
 
+    def next_escalation(self, run_id: str) -> datetime | None:
+        """The earliest due time of an open task not yet escalated (the runner's wake-up)."""
+        due = [
+            t.due_at for t in self.tasks(run_id, states=[TaskState.OPEN]) if t.escalated_at is None
+        ]
+        return min(due, default=None)
+
+    def awaiting_confirmation(self, run_id: str, limit: int) -> list[TaskRecord]:
+        """Open tasks tracking a platform send (`remote_id`), earliest due first."""
+        return [t for t in self.tasks(run_id, states=[TaskState.OPEN]) if t.remote_id][:limit]
+
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
         with self._lock:

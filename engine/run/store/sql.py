@@ -1225,6 +1225,27 @@ class SqlStore:
             )
             return int(cur.fetchone()[0])
 
+    def next_escalation(self, run_id: str) -> datetime | None:
+        """The earliest due time of an open task not yet escalated (the runner's wake-up)."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT MIN(due_at) FROM tasks WHERE run = ? AND state = ?"
+                " AND escalated_at IS NULL",
+                (run_id, str(TaskState.OPEN)),
+            )
+            row = cur.fetchone()
+        return opt_dt(row[0]) if row else None
+
+    def awaiting_confirmation(self, run_id: str, limit: int) -> list[TaskRecord]:
+        """Open tasks tracking a platform send (`remote_id`), earliest due first."""
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run = ? AND state = ?"
+                f" AND remote_id IS NOT NULL ORDER BY due_at, id LIMIT {int(limit)}",
+                (run_id, str(TaskState.OPEN)),
+            )
+            return [self._task(r) for r in cur.fetchall()]
+
     def _task_page(
         self, run_id: str, state: TaskState, role: str | None, order: str, limit: int
     ) -> list[TaskRecord]:
