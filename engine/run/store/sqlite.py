@@ -8,6 +8,7 @@ timeout makes the second wait instead of failing.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,22 @@ from .base import StoreError
 
 BUSY_TIMEOUT_S = 30.0
 MIN_SQLITE = (3, 35, 0)
+
+
+def _journal_wal(conn: Any) -> None:
+    """Switch to WAL. SQLite answers "locked" at once, without waiting on the busy timeout,
+    while another process opening the same new file switches it too: try again, a while."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class SqliteDialect:
@@ -54,7 +71,7 @@ class SqliteDialect:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open the state store {self.path}: {e}") from e
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _journal_wal(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
