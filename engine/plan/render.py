@@ -73,16 +73,7 @@ def _head(tl: Timeline) -> dict[str, Any]:
             for w in tl.windows
             if w.stage
         ],
-        "transitions": [
-            {
-                "at": t.at.isoformat(),
-                "stage": t.stage,
-                "event": t.event,
-                "detail": t.detail,
-                "role": t.role,
-            }
-            for t in tl.transitions
-        ],
+        "transitions": [t.as_dict() for t in tl.transitions],
     }
 
 

@@ -52,6 +52,16 @@ class Transition:
     detail: str = ""
     role: str | None = None
 
+    def as_dict(self) -> dict[str, str | None]:
+        """Plain data: the plan's JSON and the store's saved lifecycle write it alike."""
+        return {
+            "at": self.at.isoformat(),
+            "stage": self.stage,
+            "event": self.event,
+            "detail": self.detail,
+            "role": self.role,
+        }
+
 
 @dataclass
 class StageState:

@@ -33,16 +33,7 @@ def encode_lifecycle(state: LifecycleState) -> dict[str, Any]:
             }
             for s in state.stages
         ],
-        "transitions": [
-            {
-                "at": t.at.isoformat(),
-                "stage": t.stage,
-                "event": t.event,
-                "detail": t.detail,
-                "role": t.role,
-            }
-            for t in state.transitions
-        ],
+        "transitions": [t.as_dict() for t in state.transitions],
         "finished": _t(state.finished),
     }
 

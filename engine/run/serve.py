@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import queue
@@ -52,6 +51,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..core.net import is_loopback
 from ..program import Program
 from . import service
 from .clock import RealClock
@@ -120,16 +120,6 @@ def _unavailable(message: str) -> Rejected:
 
 
 # -- who may listen where ------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (or `localhost`); any other name counts as public."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, secret: bytes | None, allow_unsigned: bool = False) -> str | None:

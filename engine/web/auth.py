@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..run.serve import is_loopback
+from ..core.net import is_loopback
 
 TOKEN_ENV = "SOP_TOKEN"
 COOKIE = "sop_session"

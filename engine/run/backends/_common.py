@@ -8,7 +8,6 @@ what the chat backends share is `_chat.py`.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -98,17 +97,6 @@ def said(text: object, secrets: Iterable[str] = ()) -> str:
         return ""
     line = one_line(text, secrets)
     return f": {line}" if line else ""
-
-
-def loopback(host: str) -> bool:
-    """Whether `host` (a name, an address, `[::1]`) is this machine: `localhost` or a loopback
-    address. No name is resolved."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import requests
 from requests import exceptions as rexc
 from urllib3 import exceptions as u3exc
 
+from ...core.net import is_loopback as loopback
 from ...core.version import version
 from ..ports import BackendConfig, Capabilities, SendResult
 from ._common import (
@@ -43,7 +44,6 @@ from ._common import (
     OperatorText,
     encode,
     env_reference,
-    loopback,
     option_seconds,
     option_str,
     redact,

@@ -29,6 +29,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
 
 from ...core.catalog import DEFAULT_RATES
+from ...core.net import is_loopback as loopback
 from ...core.textsafe import terminal
 from ..ports import BackendConfig, Capabilities, Delivery, SendResult
 from ._common import (
@@ -36,7 +37,6 @@ from ._common import (
     Clock,
     check_fits,
     check_options,
-    loopback,
     option_bool,
     option_int,
     option_needed,
