@@ -693,3 +693,27 @@ def test_an_if_guard_reads_the_last_closed_days_metrics(tmp_path: Path) -> None:
     skipped = [o for o in runner.store.occurrences(runner.run_id, [OccurrenceState.SKIPPED])]
     assert [o.scheduled_at.astimezone(program.tz).day for o in skipped] == [4, 5]
     assert all("if: members >= 1 does not hold" in o.reason for o in skipped)
+
+
+def test_an_action_chained_after_a_guarded_one_obeys_its_guard_as_in_simulate(
+    tmp_path: Path,
+) -> None:
+    """Both interpreters read `lang.semantics.guard_chain`: the follow-up of a post whose `if:`
+    failed does not go out either."""
+    from sop.engine.lang.semantics import guard_chain
+
+    text = ONE_POST.replace(
+        'hello: {do: post, day: 0, time: "10:00", text: 你好}',
+        'hello: {do: post, day: 0, time: "10:00", text: 你好, if: "members >= 1"}\n'
+        "      again: {do: post, after: hello, delay: 1h, text: 再见}",
+    )
+    program = program_of(write(tmp_path, text))
+    actions = program.playbook.actions
+    assert [x.id for x in guard_chain(actions, actions["again"])] == ["hello"]
+    start = local_midnight(date(2027, 1, 4), program.tz)
+    sink = Sink()
+    runner = runner_for(program, "memory:", start, sink)
+    runner.run(until=start + timedelta(days=1))
+    assert [d.action for d in sink.deliveries if d.action in ("hello", "again")] == []
+    skipped = {o.action for o in runner.store.occurrences(runner.run_id, [OccurrenceState.SKIPPED])}
+    assert {"hello", "again"} <= skipped

@@ -104,6 +104,13 @@ def anchor_path(actions: Mapping[str, Action], a: Action) -> list[Action]:
     return out
 
 
+def guard_chain(actions: Mapping[str, Action], a: Action) -> tuple[Action, ...]:
+    """The actions whose `if:` must hold for `a` to fire: `a` and the anchors it is chained
+    after (a chained action does not fire when its anchor did not) — simulate and run alike."""
+    path = anchor_path(actions, a)
+    return tuple(x for x in path if x.guard is not None and x.guard.node is not None)
+
+
 # -- stages ------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from ..core.schedule import cron_between, local_midnight
 from ..lang.model import Action, OnEvent, Stage
-from ..lang.semantics import anchor_path
+from ..lang.semantics import guard_chain
 from ..lang.templates import RenderError
 from ..program import Lifecycle, Program
 from ..program import gates as G
@@ -599,10 +599,9 @@ class Runner:
             window = _within(a) or self.options.grace
             if now > o.due_at + window:
                 return f"missed: due {o.due_at.isoformat()}, window {_span(window)}"
-        for x in anchor_path(self.program.playbook.actions, a):
+        for x in guard_chain(self.program.playbook.actions, a):
             g = x.guard
-            if g is None or g.node is None:
-                continue
+            assert g is not None and g.node is not None
             env = dict(self._guard_values(now))
             st = self._stage_state(x.stage)
             env["days_in_stage"] = (

@@ -22,7 +22,7 @@ from ..core.catalog import BUILTIN_METRICS
 from ..core.schedule import cron_instants, local_midnight
 from ..core.timeutil import format_duration
 from ..lang.model import Action, Expression, Playbook, Stage
-from ..lang.semantics import anchor_path, is_member_message, quiet_window
+from ..lang.semantics import guard_chain, is_member_message, quiet_window
 from ..program import Lifecycle, Program, StageState, StageWindow, gates, start_date
 from ..program import metrics as defs
 from ..program.events import EventRule, Trigger
@@ -260,8 +260,7 @@ class Simulator:
     # -- `if:` guards --------------------------------------------------------------------------
 
     def _guard_chain(self, a: Action) -> tuple[Action, ...]:
-        path = anchor_path(self.pb.actions, a)
-        return tuple(x for x in path if x.guard is not None and x.guard.node is not None)
+        return guard_chain(self.pb.actions, a)
 
     def guard_env(self, lc: Lifecycle, prev: dict[str, float], d: int) -> GuardEnv:
         """What an `if:` reads on day `d`: the run's metrics at the close of day d-1."""
