@@ -1,8 +1,10 @@
 """The condition language of gates, tier rules and `if:` guards.
 
 A tiny Pratt parser to an allow-listed AST: numbers (`60%` is 0.6), metric names, true/false,
-+ - * /, comparisons, and/or/not, parentheses. No calls, attributes, indexing or strings, and
-nothing ever reaches `eval`. Every node keeps its character offsets so errors point at a column.
+strings ("invite"), lists of literals with `in` / `not in`, + - * /, comparisons, and/or/not,
+parentheses, and three window functions over a metric's daily history (`avg(x, 7d)`, `min`,
+`max`). No other calls, no attributes or indexing, and nothing ever reaches `eval`. Every node
+keeps its character offsets so errors point at a column.
 Length, tokens, nesting and tree depth are bounded (MAX_* below, SOP250) and checked before the
 recursive parts run, so no condition reaches Python's recursion limit.
 """
@@ -30,7 +32,7 @@ LIMIT_CODE = "SOP250"
 class Node:
     """An expression node; `start`/`end` are 0-based offsets into the source text."""
 
-    kind: str  # num | bool | name | neg | not | arith | cmp | and | or
+    kind: str  # num | bool | str | list | name | neg | not | arith | cmp | in | call | and | or
     start: int
     end: int
     op: str = ""
@@ -57,9 +59,12 @@ class ExprSyntaxError(Exception):
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]+)?%?|\.[0-9]+%?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\))|(?P<bad>\S))"
+    r"\s*(?:(?P<dur>[0-9]+d\b)|(?P<num>[0-9]+(?:\.[0-9]+)?%?|\.[0-9]+%?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<str>\"[^\"\n]*\"|'[^'\n]*')"
+    r"|(?P<op><=|>=|==|!=|<|>|\+|-|\*|/|\(|\)|\[|\]|,)|(?P<bad>\S))"
 )
+WINDOW_FUNCTIONS = ("avg", "min", "max")  # over the last N days of a metric, today included
+MAX_WINDOW_DAYS = 366
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +105,8 @@ def _tokens(src: str) -> list[_Tok]:
                 "|": "use `or`",
                 "!": "use `not`",
                 ".": "attributes are not allowed; use a metric name",
-                "'": "strings are not allowed",
-                '"': "strings are not allowed",
-                "[": "indexing is not allowed",
-                ",": "function calls are not allowed",
+                "'": "this string is not closed on its line",
+                '"': "this string is not closed on its line",
             }.get(text, "")
             msg = f"unexpected character {text!r}" + (f": {hint}" if hint else "")
             raise ExprSyntaxError(ExprProblem("SOP240", msg, start, start + 1))
@@ -170,7 +173,7 @@ class _Parser:
         t = self.peek()
         if t.kind != "end":
             if t.text == "(":
-                raise self.fail("function calls are not allowed", t)
+                raise self.fail("function calls are not allowed (only avg, min, max)", t)
             if t.text in COMPARISONS:
                 raise self.fail("comparisons cannot be chained; join them with `and`", t)
             raise self.fail(f"unexpected {t.text!r}", t)
@@ -203,6 +206,9 @@ class _Parser:
 
     def cmp(self) -> Node:
         left = self.sum_()
+        member = self.membership(left)
+        if member is not None:
+            return member
         t = self.peek()
         if t.kind == "op" and t.text in COMPARISONS:
             self.take()
@@ -236,15 +242,89 @@ class _Parser:
             return Node("neg", t.start, operand.end, args=(operand,))
         return self.atom()
 
+    def membership(self, left: Node) -> Node | None:
+        """`left in [...]` or `left not in [...]`, else None (nothing taken)."""
+        negate = False
+        if self.is_word("not") and self.toks[self.i + 1].text == "in":
+            negate = True
+            self.take()
+        if not self.is_word("in"):
+            return None
+        self.take()
+        items = self.list_()
+        node = Node("in", left.start, items.end, op="in", args=(left, items))
+        return Node("not", left.start, items.end, args=(node,)) if negate else node
+
+    def list_(self) -> Node:
+        t = self.take()
+        if t.text != "[":
+            raise self.fail('`in` needs a list of values, e.g. `source in ["a", "b"]`', t)
+        items: list[Node] = []
+        while True:
+            v = self.take()
+            if v.text == "]" and not items:
+                raise self.fail("an empty list: name at least one value", v)
+            if v.kind == "str":
+                items.append(Node("str", v.start, v.end, value=v.text[1:-1]))
+            elif v.kind == "num":
+                items.append(Node("num", v.start, v.end, value=_number(v.text)))
+            else:
+                raise self.fail("a list holds only strings and numbers", v)
+            sep = self.take()
+            if sep.text == "]":
+                return Node("list", t.start, sep.end, args=tuple(items))
+            if sep.text != ",":
+                raise self.fail("missing `,` or `]` in the list", sep)
+
+    def call(self, name: _Tok) -> Node:
+        if name.text not in WINDOW_FUNCTIONS:
+            raise self.fail(
+                f"unknown function `{name.text}`: only avg, min and max over days,"
+                " e.g. `avg(daily_speak_rate, 7d)`",
+                name,
+            )
+        self.take()  # (
+        metric = self.take()
+        if metric.kind != "name" or metric.text in ("and", "or", "not", "true", "false"):
+            raise self.fail(f"`{name.text}` takes a metric name first", metric)
+        comma = self.take()
+        if comma.text != ",":
+            raise self.fail(f"`{name.text}(metric, 7d)`: missing `,` and a number of days", comma)
+        days = self.take()
+        if days.kind != "dur":
+            raise self.fail("a window is a whole number of days, e.g. `7d`", days)
+        n = int(days.text[:-1])
+        if not 1 <= n <= MAX_WINDOW_DAYS:
+            raise self.fail(f"a window is 1 to {MAX_WINDOW_DAYS} days", days)
+        close = self.take()
+        if close.text != ")":
+            raise self.fail("missing `)`", close)
+        return Node(
+            "call",
+            name.start,
+            close.end,
+            op=name.text,
+            args=(
+                Node("name", metric.start, metric.end, value=metric.text),
+                Node("num", days.start, days.end, value=float(n)),
+            ),
+        )
+
     def atom(self) -> Node:
         t = self.take()
         if t.kind == "num":
             return Node("num", t.start, t.end, value=_number(t.text))
+        if t.kind == "str":
+            return Node("str", t.start, t.end, value=t.text[1:-1])
+        if t.kind == "dur":
+            raise self.fail("a number of days is only allowed inside avg/min/max", t)
         if t.kind == "name":
-            if t.text in ("and", "or", "not"):
+            if t.text in ("and", "or", "not", "in"):
                 raise self.fail(f"`{t.text}` needs a condition before it", t)
             if t.text in ("true", "false"):
                 return Node("bool", t.start, t.end, value=t.text == "true")
+            if self.peek().text == "(":
+                return self.call(t)
             return Node("name", t.start, t.end, value=t.text)
         if t.text == "(":
             self.enter(t)
@@ -290,15 +370,23 @@ def names(node: Node) -> list[Node]:
     return [n for a in node.args for n in names(a)]
 
 
-def check(node: Node, known: Mapping[str, str]) -> list[ExprProblem]:
-    """Type-check against `known` (name -> unit); a gate must be a condition (boolean)."""
+STRING_UNITS = frozenset({"string", "enum", "date", "text"})  # names of these units hold text
+BOOL_UNITS = frozenset({"bool", "boolean"})
+
+
+def check(node: Node, known: Mapping[str, str], *, windows: bool = False) -> list[ExprProblem]:
+    """Type-check against `known` (name -> unit); a gate must be a condition (boolean).
+
+    `windows` allows avg/min/max over a metric's history: community conditions only (gates,
+    exits, `if:` guards, incident `detect:`), never member conditions.
+    """
     problems: list[ExprProblem] = []
-    kind = _typeof(node, known, problems)
-    if kind == "number" and not problems:
+    kind = _typeof(node, known, problems, windows)
+    if kind in ("number", "string") and not problems:
         problems.append(
             ExprProblem(
                 "SOP242",
-                "this is a number, not a condition: compare it, e.g. `members >= 200`",
+                f"this is a {kind}, not a condition: compare it, e.g. `members >= 200`",
                 node.start,
                 node.end,
             )
@@ -306,31 +394,93 @@ def check(node: Node, known: Mapping[str, str]) -> list[ExprProblem]:
     return problems
 
 
-def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem]) -> str:
+def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem], windows: bool) -> str:
     k = node.kind
     if k == "num":
         return "number"
     if k == "bool":
         return "bool"
+    if k == "str":
+        return "string"
     if k == "name":
         if node.value not in known:
             out.append(ExprProblem("SOP241", f"unknown name `{node.value}`", node.start, node.end))
             return "unknown"
+        unit = known[str(node.value)]
+        return "string" if unit in STRING_UNITS else "bool" if unit in BOOL_UNITS else "number"
+    if k == "call":
+        metric = node.args[0]
+        if not windows:
+            out.append(
+                ExprProblem(
+                    "SOP240",
+                    f"`{node.op}(...)` reads a metric's history: only community conditions"
+                    " (gates, exits, `if:`, `detect:`) may use it",
+                    node.start,
+                    node.end,
+                )
+            )
+            return "number"
+        if _typeof(metric, known, out, windows) not in ("number", "unknown"):
+            out.append(
+                ExprProblem(
+                    "SOP242", f"`{node.op}` needs a numeric metric", metric.start, metric.end
+                )
+            )
         return "number"
+    if k == "in":
+        left, items = node.args
+        lt = _typeof(left, known, out, windows)
+        for item in items.args:
+            it = "string" if item.kind == "str" else "number"
+            if lt in ("number", "string") and it != lt:
+                out.append(
+                    ExprProblem(
+                        "SOP242",
+                        f"`{_text(left)}` is a {lt}; this value is a {it}",
+                        item.start,
+                        item.end,
+                    )
+                )
+        if lt == "bool":
+            out.append(
+                ExprProblem("SOP242", "`in` needs a value, not a condition", left.start, left.end)
+            )
+        return "bool"
     if k in ("neg", "arith"):
         for a in node.args:
-            if _typeof(a, known, out) == "bool":
+            t = _typeof(a, known, out, windows)
+            if t == "bool":
                 out.append(ExprProblem("SOP242", "arithmetic on a condition", a.start, a.end))
+            elif t == "string":
+                out.append(ExprProblem("SOP242", "arithmetic on text", a.start, a.end))
         return "number"
     if k == "cmp":
         left, right = node.args
+        types = []
         for a in node.args:
-            if _typeof(a, known, out) == "bool":
+            t = _typeof(a, known, out, windows)
+            types.append(t)
+            if t == "bool" and node.op not in ("==", "!="):
                 out.append(
                     ExprProblem(
                         "SOP242", f"`{node.op}` compares numbers, not conditions", a.start, a.end
                     )
                 )
+        lt, rt = types
+        if {lt, rt} == {"string", "number"}:
+            out.append(
+                ExprProblem("SOP242", "this compares text with a number", node.start, node.end)
+            )
+        elif "string" in (lt, rt) and node.op not in ("==", "!="):
+            out.append(
+                ExprProblem(
+                    "SOP242",
+                    f"text is compared with == or != (or `in`), not `{node.op}`",
+                    node.start,
+                    node.end,
+                )
+            )
         for a, b in ((left, right), (right, left)):
             if (
                 a.kind == "name"
@@ -351,11 +501,44 @@ def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem]) -> str
         return "bool"
     # not / and / or
     for a in node.args:
-        if _typeof(a, known, out) == "number":
+        if _typeof(a, known, out, windows) in ("number", "string"):
             out.append(
-                ExprProblem("SOP242", f"`{k}` needs a condition, not a number", a.start, a.end)
+                ExprProblem("SOP242", f"`{k}` needs a condition, not a value", a.start, a.end)
             )
     return "bool"
+
+
+def _text(node: Node) -> str:
+    return str(node.value) if node.kind in ("name", "str") else node.kind
+
+
+def window_key(op: str, metric: str, days: int) -> str:
+    """The env key under which `evaluate` reads `op(metric, days)`; the caller fills it."""
+    return f"{op}({metric},{days}d)"
+
+
+def windows(node: Node) -> list[tuple[str, str, int]]:
+    """`(op, metric, days)` of every window function in the expression, left to right."""
+    if node.kind == "call":
+        return [(node.op, str(node.args[0].value), int(node.args[1].value))]
+    return [w for a in node.args for w in windows(a)]
+
+
+def string_comparisons(node: Node) -> list[tuple[Node, Node]]:
+    """`(name, literal)` pairs where a name is compared with a string (== != in), for enums."""
+    out: list[tuple[Node, Node]] = []
+    if node.kind == "cmp" and node.op in ("==", "!="):
+        a, b = node.args
+        if a.kind == "name" and b.kind == "str":
+            out.append((a, b))
+        elif b.kind == "name" and a.kind == "str":
+            out.append((b, a))
+    elif node.kind == "in" and node.args[0].kind == "name":
+        out.extend((node.args[0], item) for item in node.args[1].args if item.kind == "str")
+    else:
+        for a in node.args:
+            out.extend(string_comparisons(a))
+    return out
 
 
 def evaluate(node: Node, env: Mapping[str, Any], empty: float = 0.0) -> Any:
@@ -364,10 +547,22 @@ def evaluate(node: Node, env: Mapping[str, Any], empty: float = 0.0) -> Any:
     `empty` is what x / 0 gives: 0 in a condition, NaN (undefined) in a metric's definition.
     """
     k = node.kind
-    if k in ("num", "bool"):
+    if k in ("num", "bool", "str"):
         return node.value
     if k == "name":
         return env[str(node.value)]
+    if k == "call":
+        return env[window_key(node.op, str(node.args[0].value), int(node.args[1].value))]
+    if k == "list":
+        return [a.value for a in node.args]
+    if k == "in":
+        left = evaluate(node.args[0], env, empty)
+        values = evaluate(node.args[1], env, empty)
+        if hasattr(left, "dtype"):
+            import numpy as np
+
+            return np.isin(left, values)
+        return left in values
     if k == "neg":
         return -evaluate(node.args[0], env, empty)
     if k == "arith":
