@@ -70,7 +70,41 @@ BUILTIN_METRICS: dict[str, MetricInfo] = {
     ]
 }
 
-# Per-member attributes readable in tier rules (`promote:`/`demote.when:`).
+
+def channel_metrics(channel: str) -> list[MetricInfo]:
+    """The metrics each declared acquisition channel adds (`<id>_joins`, `<id>_share`)."""
+    return [
+        MetricInfo(f"{channel}_joins", _C, f"joins via channel `{channel}` in the last 7 days"),
+        MetricInfo(
+            f"{channel}_share",
+            _R,
+            f"joins via channel `{channel}` since the start / all joins (undefined before any)",
+        ),
+    ]
+
+
+# Metrics that exist only when the playbook declares the construct (`points:`, `teams:`,
+# `admission:`); `Playbook.builtin_metrics()` is the one vocabulary of a playbook.
+POINTS_METRICS = [
+    MetricInfo("points_issued", _C, "points earned since the start"),
+    MetricInfo("points_redeemed", _C, "points spent on redemptions since the start"),
+    MetricInfo("points_outstanding", _C, "the sum of every member's points balance"),
+]
+TEAM_METRICS = [
+    MetricInfo("team_score_top", _C, "the highest team score"),
+    MetricInfo("team_score_bottom", _C, "the lowest team score"),
+    MetricInfo(
+        "team_score_spread", _R, "(highest - lowest team score) / highest (undefined when 0)"
+    ),
+]
+ADMISSION_METRICS = [
+    MetricInfo("applications", _C, "applications in the last 7 days"),
+    MetricInfo("approval_rate", _R, "approved / decided applications in the last 30 days"),
+]
+
+
+# Built-in per-member attributes, readable in member conditions (tier rules, segments,
+# `where:`, counted metrics, `admission.approve`); `members.attributes` declares more.
 MEMBER_ATTRIBUTES: dict[str, str] = {
     "tenure_days": "days since the member joined",
     "weekly_interactions": "messages, replies and reactions in the last 7 days",
@@ -80,6 +114,46 @@ MEMBER_ATTRIBUTES: dict[str, str] = {
     "checkin_streak": "consecutive daily check-ins",
     "violations": "rule violations recorded",
     "silent_days": "days since the member last spoke",
+    "source": "the acquisition channel the member came by (a channel id; organic when none)",
+    "referrer": "the id of the member who invited this member (empty when none)",
+    "points": "the member's points balance (`points:`)",
+    "checkins": "check-ins ever",
+    "messages": "messages ever",
+    "team": "the member's team (`teams:`; empty when none)",
+    "tier": "the member's tier id",
+    "approved": "whether the member's application was approved (`admission:`)",
+}
+# The unit of each built-in member attribute in a member condition: numbers are counts
+# (tenure and silence are day counts), `string` compares with string literals only, `boolean`
+# is a condition of its own.
+MEMBER_ATTRIBUTE_UNITS: dict[str, str] = {
+    **{name: "count" for name in MEMBER_ATTRIBUTES},
+    "source": "string",
+    "referrer": "string",
+    "team": "string",
+    "tier": "string",
+    "approved": "boolean",
+}
+# The `source` of a member who came by no declared channel.
+ORGANIC = "organic"
+
+# What members do, as events reported by the platform (`sop event`, imports) or drawn by the
+# simulator: what `points.earn` and a counted metric's `events:` may name.
+EVENT_TYPES: dict[str, str] = {
+    "joined": "joined the community",
+    "left": "left the community",
+    "message": "spoke in the group",
+    "post": "wrote a user-generated post",
+    "checkin": "checked in",
+    "activity": "took part in an activity (a live, a poll, a contest)",
+    "violation": "broke a rule",
+    "payment": "paid",
+    "invite": "invited someone",
+    "apply": "applied to join (`admission:`), with the required attributes",
+    "approve": "staff approved an application",
+    "reject": "staff rejected an application",
+    "update": "declared attributes changed",
+    "redeem": "spent points on an item of `points.redeem`",
 }
 
 ACTION_KINDS: dict[str, str] = {
@@ -98,6 +172,7 @@ ACTION_KINDS: dict[str, str] = {
     "tag": "tag members (CRM)",
     "remove": "remove a member",
     "mute": "mute the group",
+    "redeem": "hand an item of `points.redeem` to the member (its stock decreases)",
 }
 # Kinds that put a message in front of members (counted for frequency caps and rate budgets).
 MESSAGE_KINDS = frozenset(
@@ -125,6 +200,11 @@ MEMBER_EVENTS: dict[str, str] = {
     "member.checkin_streak": "a member reached a check-in streak of `streak` days",
     "member.invited": "a member's invitee joined",
     "member.left": "a member left",
+    "member.milestone": "a member's `counter` attribute first reached `reaches`",
+    "member.redeemed": "a member redeemed points for an item (optionally `item`)",
+    "member.applied": "someone applied to join (`admission:`)",
+    "member.approved": "an application was approved",
+    "member.rejected": "an application was rejected",
 }
 
 PLATFORMS = [

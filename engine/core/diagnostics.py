@@ -364,7 +364,8 @@ _rule(
     E,
     "Event option given on an event it does not belong to",
     "`for` is for member.silent, `count` member.violation, `at` member.anniversary, `tier`"
-    " member.tier_changed, `streak` member.checkin_streak.",
+    " member.tier_changed, `streak` member.checkin_streak, `counter`/`reaches`"
+    " member.milestone, `item` member.redeemed or `do: redeem`.",
 )
 _rule(
     "SOP293",
@@ -387,6 +388,22 @@ _rule(
     "Scenario models a metric the playbook computes from its definition",
     "The playbook's `definition:` wins; remove the model from the scenario.",
 )
+_rule(
+    "SOP288",
+    "scenario-unknown-member-name",
+    E,
+    "Scenario models a channel, attribute, admission or points the playbook does not declare",
+    "Use the ids under the playbook's `channels:` and `members.attributes:`; model `admission`"
+    " and `points` only for a playbook that declares them.",
+)
+_rule(
+    "SOP289",
+    "scenario-distribution-mismatch",
+    E,
+    "Scenario's attribute distribution does not fit the attribute's type or values",
+    "Strings and enums take `values` (an enum's own values, probabilities adding up to at most"
+    " 1), numbers `mean`/`sd`/`min`/`max`, booleans `p`.",
+)
 # Plan-based checks (built on the compiled Program).
 _rule(
     "SOP301",
@@ -408,6 +425,206 @@ _rule(
     W,
     "Member would receive too many messages in a day",
     "Merge messages or raise `limits.member_messages_per_day`.",
+)
+_rule(
+    "SOP304",
+    "per-member-task-size-unknown",
+    W,
+    "Per-member task's group has no planned size, so its workload is unknown",
+    "Give the tier or segment of `for_each` a `size:` (its expected members) so the workload"
+    " check can count one task per member.",
+)
+# Issue 12: members, segments, channels, counted metrics, targets, exits, leaderboards, points,
+# teams, admission (engine/lang/checks.py).
+_rule(
+    "SOP212",
+    "unknown-attribute",
+    E,
+    "Unknown member attribute",
+    "Use a built-in member attribute or declare it under `members.attributes`.",
+)
+_rule("SOP213", "unknown-segment", E, "Unknown segment", "Declare the segment under `segments:`.")
+_rule(
+    "SOP214",
+    "unknown-channel",
+    E,
+    "Unknown acquisition channel",
+    'Declare the channel under `channels:`; a member with none has source "organic".',
+)
+_rule(
+    "SOP215",
+    "unknown-value",
+    E,
+    "Value is not one of the attribute's values",
+    "Use one of the enum's `values` (or a team of `teams.names`).",
+)
+_rule(
+    "SOP216",
+    "unknown-item",
+    E,
+    "Unknown redemption item",
+    "Declare the item under `points.redeem`.",
+)
+_rule(
+    "SOP217",
+    "unknown-event-type",
+    E,
+    "Unknown member event type",
+    "Use an event type members produce: joined, left, message, post, checkin, activity,"
+    " violation, payment, invite, apply, approve, reject, update, redeem.",
+)
+_rule(
+    "SOP218",
+    "target-unknown-metric",
+    E,
+    "Target on a metric the playbook does not have",
+    "Name a built-in metric or one declared under `metrics:`.",
+)
+_rule(
+    "SOP219",
+    "pii-to-group",
+    W,
+    "Personal data sent to a group",
+    "Send it `to: member` (or to staff), or leave the `pii: true` attribute out of the text.",
+)
+_rule(
+    "SOP236",
+    "exit-hold-beyond-deadline",
+    W,
+    "Exit must hold longer than the stage can last",
+    "Shorten `for:` or lengthen the stage's deadline or `duration.max`.",
+)
+_rule(
+    "SOP244",
+    "wrong-condition-vocabulary",
+    E,
+    "Member condition reads a metric, or community condition a member attribute",
+    "Segments, `where:`, counts and `admission.approve` read member attributes; gates, exits,"
+    " `if:` and `detect:` read metrics.",
+)
+_rule(
+    "SOP271",
+    "attribute-shadows-builtin",
+    E,
+    "A declared member attribute takes the name of a built-in attribute",
+    "Built-in attributes need no declaration; give it another name.",
+)
+_rule(
+    "SOP272",
+    "metric-defined-twice",
+    E,
+    "Metric has both a `definition` and a `count`",
+    "Keep one: an expression over metrics, or a count of members, joins or events.",
+)
+_rule(
+    "SOP273",
+    "target-twice",
+    E,
+    "Metric has a target in `targets:` and in `metrics.<id>.target`",
+    "Keep one of them.",
+)
+_rule(
+    "SOP274",
+    "ratio-target-above-one",
+    W,
+    "Ratio target above 1",
+    "Ratios are fractions: write 0.3 or 30%, not 30.",
+)
+_rule(
+    "SOP275",
+    "ratio-count-not-subset",
+    W,
+    "Ratio metric whose count is not a part of its `per`",
+    "Count the same kind (members/members, ever/ever) so the ratio stays within 0..1, or use"
+    " `unit: factor`.",
+)
+_rule(
+    "SOP276",
+    "channel-shares-over-total",
+    E,
+    "Channel shares add up to more than 100%",
+    "Lower the `share` of some channels.",
+)
+_rule(
+    "SOP277",
+    "channels-opening-together",
+    W,
+    "More than 3 channels open in the same stage",
+    "Open channels one or a few at a time (`opens:` a later stage): too many at once spreads the"
+    " team thin.",
+)
+_rule(
+    "SOP278",
+    "two-referral-channels",
+    E,
+    "More than one channel is marked `referral: true`",
+    "Joins by invitation land in one channel: mark only one.",
+)
+_rule(
+    "SOP279",
+    "teams-not-declared",
+    E,
+    "Teams are ranked but the playbook declares no `teams:`",
+    "Declare `teams:` (names, assign, score) or drop `teams: true`.",
+)
+_rule(
+    "SOP283",
+    "attribute-not-numeric",
+    E,
+    "A number is needed, but the member attribute is not numeric",
+    "Rank, count milestones and score teams by a numeric attribute (invites, points, checkins,"
+    " or a declared number).",
+)
+_rule(
+    "SOP284",
+    "leaderboard-on-member-event",
+    W,
+    "Leaderboard on an action triggered by a member event",
+    "Give a leaderboard action a cron (a periodic ranking), or send `to: member`.",
+)
+_rule(
+    "SOP285",
+    "unreachable-exit",
+    E,
+    "Exit comes after an exit that always holds",
+    "Move the exit whose condition is `true` last, or give it a real condition.",
+)
+_rule(
+    "SOP286",
+    "exit-forms-mixed",
+    E,
+    "Both `exit:` and `exits:` (or two deadlines) on one stage",
+    "Use `exits:` with the stage-level `deadline:`, or the single `exit:` with its own.",
+)
+_rule(
+    "SOP296",
+    "count-window-ignored",
+    E,
+    "`window` on a count of members or of everyone ever",
+    "A window applies to `joins` and `events` only; remove it or count joins.",
+)
+_rule(
+    "SOP297",
+    "where-ignored",
+    E,
+    "`where:` on an action whose audience is staff",
+    "`where:` filters members: use it on a member event or a message to members, or use"
+    " `for_each:` for one task per member.",
+)
+_rule(
+    "SOP298",
+    "for-each-not-task",
+    E,
+    "`for_each:` on an action that is not a staff task",
+    "`for_each:` makes one staff task per member: use it with `do: task`; send messages to a"
+    " group with `to:`.",
+)
+_rule(
+    "SOP299",
+    "teams-option-ignored",
+    E,
+    "`teams` option that its `assign` does not read",
+    "`names` are for round-robin and balanced, `by` for `assign: attribute`.",
 )
 del E, W
 

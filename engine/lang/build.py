@@ -17,24 +17,38 @@ from ..core.timeutil import Window, parse_clock, parse_duration
 from .loader import Document, KeyPath, LoadError, load_file
 from .model import (
     Action,
+    Admission,
+    Attribute,
+    AttributeType,
     Audience,
+    Channel,
     Community,
+    Count,
+    CountOf,
     Cron,
     DayOffset,
     Deadline,
     Effect,
+    Exit,
     Expectation,
     Expression,
     Incident,
     IncidentStep,
+    Leaderboard,
     Metric,
     Moderation,
     OnEvent,
     Playbook,
+    Points,
+    Redemption,
     Relative,
     Role,
     Schedule,
+    Segment,
     Stage,
+    Target,
+    TeamAssignment,
+    Teams,
     Template,
     Tier,
     Tiers,
@@ -323,6 +337,20 @@ def _dur(v: Any) -> timedelta | None:
     return parse_duration(v) if isinstance(v, str) else None
 
 
+def fraction(v: Any) -> float | None:
+    """A number, or a percentage string such as `30%` as 0.3 (schema-checked before)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and v.endswith("%"):
+        try:
+            return float(v[:-1]) / 100
+        except ValueError:
+            return None
+    return None
+
+
 def _schedule(a: dict[str, Any]) -> Schedule:
     if "cron" in a:
         return Cron(str(a["cron"]))
@@ -340,6 +368,10 @@ def _schedule(a: dict[str, Any]) -> Schedule:
         at=tuple(parse_duration(x) for x in a.get("at", [])),
         tier=a.get("tier"),
         streak=a.get("streak"),
+        counter=a.get("counter"),
+        reaches=float(a["reaches"]) if "reaches" in a else None,
+        # `item` narrows `member.redeemed`; on `do: redeem` it is the item handed out
+        item=a.get("item") if a.get("do") != "redeem" else None,
     )
 
 
@@ -356,15 +388,26 @@ def _action(
     is_task = a["do"] == "task"
     reward = a.get("reward") or {}
     effect = Effect(**{k: float(v) for k, v in (a.get("effect") or {}).items()})
+    to = a.get(
+        "to", Audience.STAFF.value if is_task else defaults.get("to", Audience.EVERYONE.value)
+    )
+    top = None
+    if isinstance(to, dict):
+        top = Leaderboard(
+            n=int(to["top"]),
+            by=to["by"],
+            teams=bool(to.get("teams")),
+            among=to.get("among"),
+            spans=_spans(doc, (*path, "to"), to),
+        )
+        to = Audience.TOP.value
     return Action(
         id=aid,
         stage=sid,
         kind=a["do"],
         schedule=_schedule(a),
         owner=a.get("owner", defaults.get("owner")),
-        audience=a.get(
-            "to", Audience.STAFF.value if is_task else defaults.get("to", Audience.EVERYONE.value)
-        ),
+        audience=to,
         backend=a.get("backend", defaults.get("staff_backend" if is_task else "backend")),
         template=a.get("template"),
         text=template(doc, (*path, "text"), aid, a["text"]) if "text" in a else None,
@@ -377,6 +420,10 @@ def _action(
         reward_points=reward.get("points"),
         title=a.get("title") or aid,
         spans=_spans(doc, path, a),
+        where=expression(doc, (*path, "where"), a["where"], out) if "where" in a else None,
+        for_each=a.get("for_each"),
+        top=top,
+        redeem_item=a.get("item") if a["do"] == "redeem" else None,
     )
 
 
@@ -466,16 +513,7 @@ def build(sources: Sources, out: Collector) -> Playbook:
         member_messages_per_day=(d.get("limits") or {}).get("member_messages_per_day"),
         staff_tasks_per_day=(d.get("limits") or {}).get("staff_tasks_per_day", 8),
         metrics={
-            mid: Metric(
-                mid,
-                m.get("unit", "count"),
-                m.get("description", ""),
-                expression(doc, ("metrics", mid, "definition"), m["definition"], out)
-                if "definition" in m
-                else None,
-                m.get("target"),
-            )
-            for mid, m in (d.get("metrics") or {}).items()
+            mid: _metric(doc, mid, m or {}, out) for mid, m in (d.get("metrics") or {}).items()
         },
         tiers=_tiers(doc, d.get("tiers"), out),
         moderation=_moderation(doc, d.get("moderation")),
@@ -496,6 +534,165 @@ def build(sources: Sources, out: Collector) -> Playbook:
         params=param_defaults(d),
         file=doc.file,
         spans=spans,
+        attributes=_attributes(doc, (d.get("members") or {}).get("attributes") or {}),
+        segments={
+            gid: Segment(
+                gid,
+                g.get("title") or gid,
+                expression(doc, ("segments", gid, "when"), g["when"], out),
+                g.get("size"),
+                _spans(doc, ("segments", gid), g),
+            )
+            for gid, g in (d.get("segments") or {}).items()
+        },
+        channels={cid: _channel(doc, cid, c or {}) for cid, c in (d.get("channels") or {}).items()},
+        targets=_targets(doc, d),
+        admission=_admission(doc, d.get("admission"), out),
+        points=_points(doc, d.get("points")),
+        teams=_teams(doc, d.get("teams")),
+    )
+
+
+def _channel(doc: Document, cid: str, c: dict[str, Any]) -> Channel:
+    return Channel(
+        cid,
+        c.get("title") or cid,
+        fraction(c.get("share")),
+        bool(c.get("referral")),
+        c.get("opens"),
+        _spans(doc, ("channels", cid), c),
+    )
+
+
+def _attributes(doc: Document, data: dict[str, Any]) -> dict[str, Attribute]:
+    out = {}
+    for aid, a in data.items():
+        out[aid] = Attribute(
+            id=aid,
+            type=AttributeType(a["type"]),
+            title=a.get("title") or aid,
+            values=tuple(str(v) for v in a.get("values") or ()),
+            pii=bool(a.get("pii")),
+            default=a.get("default"),
+            spans=_spans(doc, ("members", "attributes", aid), a),
+            description=a.get("description", ""),
+        )
+    return out
+
+
+def _count(doc: Document, path: KeyPath, c: dict[str, Any], out: Collector) -> Count:
+    """`{members: COND}`, `{ever: COND}`, `{joins: COND, window}`, `{events: T, where, window}`."""
+    of = next(CountOf(k) for k in ("members", "ever", "joins", "events") if k in c)
+    where: Expression | None = None
+    event = None
+    if of == CountOf.EVENTS:
+        event = c["events"]
+        if "where" in c:
+            where = expression(doc, (*path, "where"), c["where"], out)
+    else:
+        cond = c[of.value]
+        if isinstance(cond, str):
+            where = expression(doc, (*path, of.value), cond, out)
+        elif cond is False:  # counts nobody; kept as a condition so outputs show it
+            where = expression(doc, (*path, of.value), "false", None)
+    return Count(of, where, event, _dur(c.get("window")), _spans(doc, path, c))
+
+
+def _metric(doc: Document, mid: str, m: dict[str, Any], out: Collector) -> Metric:
+    path: KeyPath = ("metrics", mid)
+    return Metric(
+        mid,
+        m.get("unit", "count"),
+        m.get("description", ""),
+        expression(doc, (*path, "definition"), m["definition"], out) if "definition" in m else None,
+        _target(doc, (*path, "target"), mid, m["target"]) if "target" in m else None,
+        count=_count(doc, (*path, "count"), m["count"], out) if "count" in m else None,
+        per=_count(doc, (*path, "per"), m["per"], out) if "per" in m else None,
+        by_channel=bool(m.get("by_channel")),
+        cumulative=bool(m.get("cumulative")),
+        spans=_spans(doc, path, m),
+    )
+
+
+def _target(doc: Document, path: KeyPath, metric: str, t: Any) -> Target:
+    """`500`, `30%` (at least, by the horizon) or `{at_least|at_most: v, by: 90d}`."""
+    if isinstance(t, dict):
+        at_most = "at_most" in t
+        key = "at_most" if at_most else "at_least"
+        spans = _spans(doc, path, t)
+        spans["value"] = doc.span((*path, key))
+        value = fraction(t[key])
+        return Target(
+            metric, value if value is not None else 0.0, at_most, _dur(t.get("by")), spans
+        )
+    spans = _spans(doc, path, {})
+    spans["value"] = doc.span(path)
+    value = fraction(t)
+    return Target(metric, value if value is not None else 0.0, spans=spans)
+
+
+def _targets(doc: Document, d: dict[str, Any]) -> dict[str, Target]:
+    """`targets:` and every `metrics.*.target` (both for one metric is SOP273; `targets:` wins)."""
+    result: dict[str, Target] = {}
+    for mid, m in (d.get("metrics") or {}).items():
+        if isinstance(m, dict) and "target" in m:
+            result[mid] = _target(doc, ("metrics", mid, "target"), mid, m["target"])
+    for mid, t in (d.get("targets") or {}).items():
+        result[mid] = _target(doc, ("targets", mid), mid, t)
+    return result
+
+
+def _admission(doc: Document, a: dict[str, Any] | None, out: Collector) -> Admission | None:
+    if not a:
+        return None
+    review = a.get("review") or {}
+    spans = _spans(doc, ("admission",), a)
+    spans.update({f"review.{k}": doc.span(("admission", "review", k)) for k in review})
+    for i in range(len(a.get("require") or [])):
+        spans[f"require.{i}"] = doc.span(("admission", "require", i))
+    return Admission(
+        require=tuple(a.get("require") or ()),
+        review_owner=review.get("owner", ""),
+        review_within=_dur(review.get("within")) or timedelta(hours=24),
+        approve=expression(doc, ("admission", "approve"), a["approve"], out)
+        if "approve" in a
+        else None,
+        spans=spans,
+    )
+
+
+def _points(doc: Document, p: dict[str, Any] | None) -> Points | None:
+    if not p:
+        return None
+    earn = dict(p.get("earn") or {})
+    spans = _spans(doc, ("points",), p)
+    spans.update({f"earn.{k}": doc.key_span(("points", "earn", k)) for k in earn})
+    return Points(
+        earn={k: int(v) for k, v in earn.items()},
+        redeem={
+            rid: Redemption(
+                rid,
+                r.get("title") or rid,
+                int(r["cost"]),
+                r.get("stock"),
+                _spans(doc, ("points", "redeem", rid), r),
+            )
+            for rid, r in (p.get("redeem") or {}).items()
+        },
+        expire=_dur(p.get("expire")),
+        spans=spans,
+    )
+
+
+def _teams(doc: Document, t: dict[str, Any] | None) -> Teams | None:
+    if not t:
+        return None
+    return Teams(
+        names=tuple(str(n) for n in t.get("names") or ()),
+        assign=TeamAssignment(t.get("assign", TeamAssignment.ROUND_ROBIN.value)),
+        score=t["score"],
+        by=t.get("by"),
+        spans=_spans(doc, ("teams",), t),
     )
 
 
@@ -510,7 +707,9 @@ def _stage(
     after = s.get("after") or []
     dur = s.get("duration") or {}
     ex = s.get("exit") or {}
-    dl = ex.get("deadline")
+    # `exit.deadline`, or `deadline:` beside `exits:` (both at once is SOP286; this one wins)
+    dl_path: KeyPath = (*path, "deadline") if "deadline" in s else (*path, "exit", "deadline")
+    dl = s.get("deadline") or ex.get("deadline")
     deadline = None
     max_d = _dur(dur.get("max"))
     if dl is not None:
@@ -522,11 +721,17 @@ def _stage(
             alert=then.get("alert"),
             abort=bool(then.get("abort")),
             spans=_with(
-                _spans(doc, (*path, "exit", "deadline"), dl),
-                {f"then.{k}": doc.span((*path, "exit", "deadline", "then", k)) for k in then},
+                _spans(doc, dl_path, dl),
+                {f"then.{k}": doc.span((*dl_path, "then", k)) for k in then},
             ),
         )
+    exits = _exits(doc, path, s, out)
     spans = _spans(doc, path, s)
+    for k in ("exit", "exits", "deadline"):
+        if k in s:  # where each form is written (SOP286 points at the key)
+            spans[f"key.{k}"] = doc.key_span((*path, k))
+    if "deadline" in ex:
+        spans["key.exit.deadline"] = doc.key_span((*path, "exit", "deadline"))
     for k in ("min", "max"):
         if k in dur:
             spans[f"duration.{k}"] = doc.span((*path, "duration", k))
@@ -546,10 +751,49 @@ def _stage(
         min_duration=_dur(dur.get("min")),
         max_duration=max_d,
         actions=actions,
-        gate=expression(doc, (*path, "exit", "when"), ex["when"], out) if "when" in ex else None,
-        goto=(ex.get("then") or {}).get("goto"),
+        gate=exits[0].when if exits else None,
+        goto=exits[0].goto if exits else None,
         deadline=deadline,
         spans=spans,
+        exits=exits,
+    )
+
+
+def _exits(doc: Document, path: KeyPath, s: dict[str, Any], out: Collector) -> tuple[Exit, ...]:
+    """`exits:` in order, else the single `exit:` as one exit named `pass`.
+
+    With both (SOP286) `exits:` wins, so the model has one answer.
+    """
+    items = s.get("exits")
+    if isinstance(items, list):
+        result = []
+        for i, e in enumerate(items):
+            ep: KeyPath = (*path, "exits", i)
+            result.append(
+                Exit(
+                    id=e["id"],
+                    when=expression(doc, (*ep, "when"), e["when"], out),
+                    hold=_dur(e.get("for")),
+                    goto=e.get("goto"),
+                    spans=_spans(doc, ep, e),
+                )
+            )
+        return tuple(result)
+    ex = s.get("exit") or {}
+    if "when" not in ex:
+        return ()
+    ep = (*path, "exit")
+    spans = _spans(doc, ep, ex)
+    if "goto" in (ex.get("then") or {}):
+        spans["goto"] = doc.span((*ep, "then", "goto"))
+    return (
+        Exit(
+            id="pass",
+            when=expression(doc, (*ep, "when"), ex["when"], out),
+            hold=_dur(ex.get("for")),
+            goto=(ex.get("then") or {}).get("goto"),
+            spans=spans,
+        ),
     )
 
 
@@ -610,6 +854,7 @@ def _tiers(doc: Document, t: dict[str, Any] | None, out: Collector) -> Tiers | N
                 demote_to=dm.get("to"),
                 demote_message=dm.get("message"),
                 spans=spans,
+                size=lv.get("size"),
             )
         )
     review = (t.get("review") or {}).get("cron")

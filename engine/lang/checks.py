@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 
 from ..core import expr as ex
-from ..core.catalog import BUILTIN_METRICS, MEMBER_ATTRIBUTES
+from ..core.catalog import BUILTIN_METRICS
 from ..core.diagnostics import Collector, Span
 from ..core.suggest import did_you_mean
 from ..core.timeutil import format_duration
+from .checkbase import (
+    CHECKS,
+    Check,
+    check,
+    member_conditions,
+    run_checks,
+    stage_end_bound,
+)
+from .checkbase import anchors as _anchors
+from .checkbase import locate as _locate
+from .checkbase import root_event as _root_event
+from .checkbase import unknown as _unknown
 from .model import (
     Action,
     Audience,
@@ -21,41 +33,14 @@ from .model import (
     OnEvent,
     Playbook,
     Relative,
-    Template,
 )
 from .schema_source import MAX_DURATION_DAYS
 from .semantics import (
-    Anchored,
     blocked_by,
     quiet_window,
     reachable_stages,
-    resolve_anchors,
     why_no_hand_over,
 )
-
-Check = Callable[[Playbook, Collector], None]
-CHECKS: list[Check] = []
-
-
-def check(fn: Check) -> Check:
-    """Register a check."""
-    CHECKS.append(fn)
-    return fn
-
-
-def run_checks(pb: Playbook, out: Collector) -> None:
-    """Run every registered check."""
-    for fn in CHECKS:
-        fn(pb, out)
-
-
-def _unknown(
-    out: Collector, code: str, what: str, name: str, options: Mapping[str, object], span: Span
-) -> None:
-    known = ", ".join(sorted(options)) or "none"
-    hint = did_you_mean(name, options) or f"known {what}s: {known}"
-    out.add(code, span, f"unknown {what} `{name}`", hint=hint)
-
 
 # -- references ------------------------------------------------------------------------------
 
@@ -74,7 +59,11 @@ def stage_references(pb: Playbook, out: Collector) -> None:
                     pb.stages,
                     s.spans.get(f"after.{i}") or s.spans.get("after") or s.spans[""],
                 )
-        if s.goto and s.goto not in pb.stages:
+        for e in s.exits or ():
+            if e.goto and e.goto not in pb.stages:
+                span = e.spans.get("goto") or e.spans[""]
+                _unknown(out, "SOP202", "stage", e.goto, pb.stages, span)
+        if not s.exits and s.goto and s.goto not in pb.stages:  # a Stage built without exits
             _unknown(out, "SOP202", "stage", s.goto, pb.stages, s.spans["exit.then.goto"])
         dl = s.deadline
         if dl:
@@ -169,6 +158,8 @@ def member_data(pb: Playbook, out: Collector) -> None:
     for a in pb.actions.values():
         if a.audience == Audience.MEMBER or _root_event(pb, a) is not None:
             continue  # `to: member` without an event is SOP103's finding
+        if a.for_each is not None and a.kind == "task":
+            continue  # one task per member: each has its member
         t = pb.templates.get(a.template) if a.template else a.text
         if t is None:
             continue
@@ -188,22 +179,6 @@ def member_data(pb: Playbook, out: Collector) -> None:
                 a.spans.get("template", a.spans[""]),
                 f"{why}: template `{t.id}` reads `{name}` (line {t.line + line_offset})",
             )
-
-
-def _root_event(pb: Playbook, a: Action) -> OnEvent | None:
-    return _anchors(pb)[a.id].event
-
-
-def _anchors(pb: Playbook) -> dict[str, Anchored]:
-    """Every action's root and offset (one walk per playbook; `semantics.resolve_anchors`)."""
-    cached = _ANCHORS.get(id(pb))
-    if cached is None or cached[0] is not pb:
-        _ANCHORS.clear()  # one playbook is checked at a time
-        cached = _ANCHORS[id(pb)] = (pb, resolve_anchors(pb.actions))
-    return cached[1]
-
-
-_ANCHORS: dict[int, tuple[Playbook, dict[str, Anchored]]] = {}
 
 
 @check
@@ -578,6 +553,7 @@ def _durations(pb: Playbook) -> Iterable[tuple[timedelta | None, Span | None, st
             yield st.delay, st.spans.get(key), f"incident `{inc.id}`, step {i + 1}: `{key}`"
     for e in pb.expect:
         yield e.within, e.spans.get("within"), "expect: `within`"
+    yield from checks_members.new_durations(pb)
 
 
 @check
@@ -618,41 +594,58 @@ def action_chains(pb: Playbook, out: Collector) -> None:
             )
 
 
-def stage_end_bound(s: object) -> timedelta | None:
-    """The latest a stage can last: its deadline plus extension, else its max duration."""
-    from .model import Stage
-
-    assert isinstance(s, Stage)
-    if s.deadline:
-        return s.deadline.after + (s.deadline.extend or timedelta(0))
-    return s.max_duration
-
-
 # -- expressions -----------------------------------------------------------------------------
 
 
 def _check_expr(
-    e: Expression | None, known: Mapping[str, str], out: Collector, what: str, catalogue_hint: str
+    e: Expression | None,
+    known: Mapping[str, str],
+    out: Collector,
+    what: str,
+    catalogue_hint: str,
+    *,
+    windows: bool = False,
+    other: Mapping[str, str] | None = None,
 ) -> None:
+    """Type-check one condition; a name of the `other` vocabulary (metrics in a member
+    condition, member attributes in a community condition) is SOP244, not SOP241."""
     if e is None or e.node is None:
         return
-    for pr in ex.check(e.node, known):
+    for pr in ex.check(e.node, known, windows=windows):
         hint = None
+        code, message = pr.code, pr.message
         if pr.code == "SOP241":
             name = e.text[pr.start : pr.end]
-            hint = did_you_mean(name, known) or catalogue_hint
-        out.add(pr.code, e.span_of(pr.start, pr.end), f"{what}: {pr.message}", hint=hint)
+            if other is not None and name in other:
+                code = "SOP244"
+                message = (
+                    f"`{name}` is a member attribute; a community condition reads metrics"
+                    if windows
+                    else f"`{name}` is a metric; a member condition reads member attributes"
+                )
+            else:
+                hint = did_you_mean(name, known) or catalogue_hint
+        out.add(code, e.span_of(pr.start, pr.end), f"{what}: {message}", hint=hint)
+
+
+METRIC_HINT = "Built-in metrics: members, daily_speak_rate, retention_d30, core_members, ..."
 
 
 @check
 def expressions(pb: Playbook, out: Collector) -> None:
-    """Gates, guards and metric definitions read known metrics; tier rules member attributes."""
+    """Community conditions read known metrics (windows allowed); member conditions read
+    member attributes; metric definitions read other metrics."""
     units = pb.metric_units()
-    metric_hint = "Built-in metrics: members, daily_speak_rate, retention_d30, core_members, ..."
+    attrs = pb.attribute_units()
     for s in pb.stages.values():
-        _check_expr(s.gate, units, out, f"gate of stage `{s.id}`", metric_hint)
+        for e in s.exits or ():
+            what = f"gate of stage `{s.id}`" if e.id == "pass" else f"exit `{e.id}` of `{s.id}`"
+            _check_expr(e.when, units, out, what, METRIC_HINT, windows=True, other=attrs)
+        if not s.exits:  # a Stage built without exits (tools, tests)
+            _check_expr(s.gate, units, out, f"gate of stage `{s.id}`", METRIC_HINT, windows=True)
     for a in pb.actions.values():
-        _check_expr(a.guard, units, out, f"`if` of action `{a.id}`", metric_hint)
+        what = f"`if` of action `{a.id}`"
+        _check_expr(a.guard, units, out, what, METRIC_HINT, windows=True, other=attrs)
     for m in pb.metrics.values():
         others = {k: v for k, v in units.items() if k != m.id}
         if m.definition and m.definition.node:
@@ -666,13 +659,11 @@ def expressions(pb: Playbook, out: Collector) -> None:
                     f"definition of `{m.id}`: {pr.message}",
                 )
     for inc in pb.incidents.values():
-        _check_expr(inc.detect, units, out, f"detect of incident `{inc.id}`", metric_hint)
-    if pb.tiers:
-        attrs = {k: "count" for k in MEMBER_ATTRIBUTES}
-        attr_hint = "Member attributes: " + ", ".join(MEMBER_ATTRIBUTES)
-        for t in pb.tiers.levels:
-            _check_expr(t.promote, attrs, out, f"promotion of tier `{t.id}`", attr_hint)
-            _check_expr(t.demote_when, attrs, out, f"demotion of tier `{t.id}`", attr_hint)
+        what = f"detect of incident `{inc.id}`"
+        _check_expr(inc.detect, units, out, what, METRIC_HINT, windows=True, other=attrs)
+    attr_hint = "Member attributes: " + ", ".join(attrs)
+    for cond, what in member_conditions(pb):
+        _check_expr(cond, attrs, out, what, attr_hint, other=units)
 
 
 @check
@@ -720,7 +711,9 @@ def templates(pb: Playbook, out: Collector) -> None:
     sources = [(t, f"template `{t.id}`") for t in pb.templates.values()]
     sources += [(a.text, f"text of `{a.id}`") for a in pb.actions.values() if a.text]
     for t, what in sources:
-        for code, line_offset, needle, message in template_problems(t.text, pb.params):
+        for code, line_offset, needle, message in template_problems(
+            t.text, pb.params, pb.attributes
+        ):
             out.add(code, _locate(t, line_offset, needle), f"{what}: {message}")
     for t in pb.templates.values():
         if t.id not in used:
@@ -745,12 +738,8 @@ def _render_static_texts(pb: Playbook, out: Collector) -> None:
                 out.add("SOP253", span, f"`{a.id}`: its text cannot be rendered: {e.message}")
 
 
-def _locate(t: Template, line_offset: int, needle: str) -> Span:
-    """File position of `needle` on line `line_offset` of a template."""
-    lines = t.text.splitlines() or [""]
-    if line_offset >= len(lines):
-        return t.span
-    col = lines[line_offset].find(needle) if needle else 0
-    col = max(col, 0)
-    line = t.line + line_offset
-    return Span(t.span.file, line, t.column + col, line, t.column + col + max(len(needle), 1))
+# The checks of members, segments, channels, counted metrics, targets, exits, leaderboards,
+# points, teams and admission register themselves with `check` (after the ones above).
+from . import checks_members  # noqa: E402
+
+__all__ = ["CHECKS", "Check", "check", "member_conditions", "run_checks", "stage_end_bound"]

@@ -23,8 +23,11 @@ from .loader import Document, KeyPath
 from .schema_source import (
     DATE_PATTERN,
     DURATION_PATTERN,
+    GROUP_PATTERN,
     ID_PATTERN,
+    NAME_PATTERN,
     PARAM_PATTERN,
+    PERCENT_PATTERN,
     TIME_PATTERN,
     WINDOW_PATTERN,
 )
@@ -51,6 +54,7 @@ SUPPORTED = frozenset(
         "maximum",
         "exclusiveMinimum",
         "minLength",
+        "maxLength",
         "minItems",
         "maxItems",
         "minProperties",
@@ -72,6 +76,9 @@ _PATTERN_NAMES = {
     ID_PATTERN: "an id: up to 64 lower-case letters, digits, - and _, starting with a letter",
     PARAM_PATTERN: "a parameter name: up to 64 lower-case letters, digits and _",
     DATE_PATTERN: "a date such as 2026-12-01 (years 1970 to 2199)",
+    NAME_PATTERN: "a name: up to 64 lower-case letters, digits and _, starting with a letter",
+    PERCENT_PATTERN: "a percentage such as 30% (or write a number such as 0.3)",
+    GROUP_PATTERN: "a group of members: everyone, tier:<id> or segment:<id>",
 }
 
 
@@ -209,8 +216,10 @@ class Validator:
             checks.append(self._type_check(types))
         if "enum" in s:
             checks.append(self._enum_check(s["enum"]))
-        if "pattern" in s or "minLength" in s:
-            checks.append(self._string_check(s.get("pattern"), s.get("minLength")))
+        if "pattern" in s or "minLength" in s or "maxLength" in s:
+            checks.append(
+                self._string_check(s.get("pattern"), s.get("minLength"), s.get("maxLength"))
+            )
         if s.get("format") == "date":
             checks.append(self._date_check())
         if {"minimum", "maximum", "exclusiveMinimum"} & set(s):
@@ -280,7 +289,9 @@ class Validator:
 
         return check
 
-    def _string_check(self, pattern: str | None, min_length: int | None) -> Check:
+    def _string_check(
+        self, pattern: str | None, min_length: int | None, max_length: int | None = None
+    ) -> Check:
         rx = re.compile(pattern) if pattern else None
         what = _PATTERN_NAMES.get(pattern or "", f"text matching {pattern}")
 
@@ -292,6 +303,13 @@ class Validator:
                     "SOP103",
                     c.doc.span(p),
                     f"{describe(p)} must not be empty",
+                    json_path=json_path(p),
+                )
+            elif max_length is not None and len(v) > max_length:
+                c.out.add(
+                    "SOP103",
+                    c.doc.span(p),
+                    f"{describe(p)} is longer than {max_length} characters",
                     json_path=json_path(p),
                 )
             elif rx is not None and not rx.search(v):
@@ -352,9 +370,10 @@ class Validator:
         extra_check = self._compile(extra) if isinstance(extra, dict) else None
         closed = extra is False
         required = s.get("required", [])
-        names = s.get("propertyNames")
-        name_rx = re.compile(names["pattern"]) if names else None
-        name_what = _PATTERN_NAMES.get(names["pattern"], "") if names else ""
+        names = s.get("propertyNames") or {}
+        name_rx = re.compile(names["pattern"]) if "pattern" in names else None
+        name_what = _PATTERN_NAMES.get(names.get("pattern", ""), "")
+        name_max = names.get("maxLength")
         deps: dict[str, list[str]] = s.get("dependencies", {})
         min_props = s.get("minProperties")
         max_props = s.get("maxProperties")
@@ -394,6 +413,14 @@ class Validator:
                         "SOP103",
                         doc.key_span(kp),
                         f"`{key}` is not {name_what}",
+                        json_path=json_path(kp),
+                    )
+                    continue
+                if name_max is not None and len(key) > name_max:
+                    c.out.add(
+                        "SOP103",
+                        doc.key_span(kp),
+                        f"a key of {describe(p)} is longer than {name_max} characters",
                         json_path=json_path(kp),
                     )
                     continue

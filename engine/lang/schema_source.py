@@ -30,6 +30,13 @@ BASE = "https://sop.dev/schemas/"
 # refuses that and means the same as `$` in the ECMA regexes editors use.
 END = r"$(?!\n)"
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}" + END
+# Ids that become names in conditions (member attributes, channels: `<channel>_joins`): no `-`.
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}" + END
+# A fraction written as a percentage (`30%`); numbers are also accepted where it is.
+PERCENT_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,4})?%" + END
+_AUDIENCE_ID = r"[a-z][a-z0-9_-]{0,63}"
+# A group of members: everyone, a tier or a segment (`for_each`, `top.among`).
+GROUP_PATTERN = r"^(everyone|tier:" + _AUDIENCE_ID + r"|segment:" + _AUDIENCE_ID + r")" + END
 PARAM_PATTERN = r"^[a-z_][a-z0-9_]{0,63}" + END
 # Each number has a bounded count of digits so no duration overflows date arithmetic; `validate`
 # also refuses any duration above MAX_DURATION_DAYS (checks.durations).
@@ -52,6 +59,10 @@ MAX_JOINS = 10_000  # members one action brings
 MAX_INVITES = 100  # invitations per reached member
 MAX_INTERACTIONS = 1000  # extra interactions per participating member
 MAX_METRIC = 1e15  # a metric target
+MAX_TOP = 1000  # members (or teams) a leaderboard picks
+MAX_TEAMS = 100
+MAX_EXITS = 10  # exits of one stage
+MAX_ITEMS = 200  # attributes, segments, channels, redemption items
 
 # Scenario ranges (the simulator's memory budget is checked separately, before a run starts).
 MAX_POPULATION = 5_000_000  # seed members of one community
@@ -104,13 +115,147 @@ def ident(desc: str, examples: list[Any]) -> J:
     return p(desc, examples, type="string", pattern=ID_PATTERN)
 
 
-def expr(desc: str, examples: list[Any]) -> J:
+def expr(desc: str, examples: list[Any], *, windows: bool = False) -> J:
+    """A community condition or metric definition: an expression over metrics."""
+    more = (
+        "; avg(m, 7d), min(m, 7d), max(m, 7d) over the metric's last days (a rolling window)"
+        if windows
+        else ""
+    )
     return p(
         desc + " An expression: metric names, numbers (60% = 0.6), + - * /, comparisons,"
-        " and, or, not. Never code.",
+        f" and, or, not{more}. Never code.",
         examples,
         type="string",
         minLength=1,
+    )
+
+
+def member_expr(desc: str, examples: list[Any]) -> J:
+    """A member condition: an expression over one member's attributes."""
+    return p(
+        desc + " A member condition: member attributes (tenure_days, payments, invites, source,"
+        " referrer, points, tier, team ... and those under `members.attributes`), numbers,"
+        ' strings ("invite"), lists (source in ["invite", "kol"]), comparisons, and, or, not.'
+        " Never code.",
+        examples,
+        type="string",
+        minLength=1,
+    )
+
+
+def fraction(desc: str, examples: list[Any], most: float = 1) -> J:
+    """A number from 0 to `most`, or a percentage such as `30%`."""
+    return p(
+        f"{desc} A number (0.3) or a percentage (30%).",
+        examples,
+        anyOf=[
+            {
+                "description": f"A fraction from 0 to {most}.",
+                "type": "number",
+                "minimum": 0,
+                "maximum": most,
+            },
+            {"type": "string", "pattern": PERCENT_PATTERN},
+        ],
+    )
+
+
+def target_value(desc: str, examples: list[Any]) -> J:
+    """A metric's goal value: a number or a percentage (30% = 0.3)."""
+    return p(
+        desc,
+        examples,
+        anyOf=[
+            {
+                "description": f"A number (at most {MAX_METRIC:.0e} either way).",
+                "type": "number",
+                "minimum": -MAX_METRIC,
+                "maximum": MAX_METRIC,
+            },
+            {"type": "string", "pattern": PERCENT_PATTERN},
+        ],
+    )
+
+
+def target_schema(desc: str) -> J:
+    """A goal: `500` (at least, by the horizon) or `{at_least|at_most: v, by: 90d}`."""
+    goal = obj(
+        {
+            "at_least": target_value(
+                "The metric should reach at least this (members, core_members, rates to raise).",
+                [500, "30%"],
+            ),
+            "at_most": target_value(
+                "The metric should stay at or below this (churn_rate, costs).", ["10%"]
+            ),
+            "by": dur(
+                "When, counted from the playbook start (default: the end of the plan or"
+                " simulation horizon).",
+                ["90d"],
+            ),
+        },
+        oneOf=[{"required": ["at_least"]}, {"required": ["at_most"]}],
+        description="A goal with its direction and date.",
+        examples=[{"at_least": 500, "by": "90d"}, {"at_most": "10%"}],
+    )
+    return p(
+        desc + " A number or percentage alone means `at_least` it, by the horizon.",
+        [500, "30%", {"at_least": 500, "by": "90d"}, {"at_most": "10%"}],
+        anyOf=[
+            {
+                "description": f"A number (at most {MAX_METRIC:.0e} either way).",
+                "type": "number",
+                "minimum": -MAX_METRIC,
+                "maximum": MAX_METRIC,
+            },
+            {"type": "string", "pattern": PERCENT_PATTERN},
+            goal,
+        ],
+    )
+
+
+def count_schema(desc: str, examples: list[Any]) -> J:
+    """One count of a counted metric (`count:` / `per:`)."""
+
+    def cond(what: str, ex: list[Any]) -> J:
+        return p(
+            what + " A member condition over member attributes, or `true` for all.",
+            ex,
+            type=["string", "boolean"],
+        )
+
+    return obj(
+        {
+            "members": cond("Count the current members who satisfy this.", ["payments >= 2", True]),
+            "ever": cond(
+                "Count everyone who ever joined (those who left too) and satisfies this.",
+                ['payments >= 1 and source == "wechat_mp"'],
+            ),
+            "joins": cond(
+                "Count the joins (within `window`) of members who satisfy this.",
+                ['source == "invite"'],
+            ),
+            "events": p(
+                "Count member events of this type (within `window`): joined, message, post,"
+                " checkin, activity, violation, payment, invite, apply, redeem ...",
+                ["invite", "checkin"],
+                type="string",
+                pattern=NAME_PATTERN,
+            ),
+            "where": member_expr(
+                "For `events`: count only the events of members who satisfy this.",
+                ['tier == "vip"'],
+            ),
+            "window": dur(
+                "For `joins` and `events`: the trailing window counted (default: since the start).",
+                ["30d", "7d"],
+            ),
+        },
+        oneOf=[{"required": [k]} for k in ("members", "ever", "joins", "events")],
+        dependencies={"where": ["events"]},
+        description=desc,
+        examples=examples,
     )
 
 
@@ -189,10 +334,76 @@ def definitions() -> J:
         "do": p("The kind of action.", ["post", "task"], type="string", enum=sorted(ACTION_KINDS)),
         "owner": ident("Role responsible for the action (see `roles`).", ["ops"]),
         "to": p(
-            "Audience: everyone, member (who triggered the event), staff, referrer, or tier:<id>.",
-            ["everyone", "tier:core"],
+            "Audience: everyone, member (who triggered the event), staff, referrer, tier:<id>,"
+            " segment:<id>, or a leaderboard {top: N, by: <member attribute>} (the first N"
+            " members by it; `teams: true` ranks teams by their total).",
+            ["everyone", "tier:core", "segment:invited", {"top": 3, "by": "invites"}],
+            anyOf=[
+                {
+                    "type": "string",
+                    "pattern": r"^("
+                    + "|".join(AUDIENCES_FIXED)
+                    + r"|tier:"
+                    + _AUDIENCE_ID
+                    + r"|segment:"
+                    + _AUDIENCE_ID
+                    + r")"
+                    + END,
+                },
+                obj(
+                    {
+                        "top": p(
+                            f"How many members (or teams) it picks (1 to {MAX_TOP}).",
+                            [3],
+                            type="integer",
+                            minimum=1,
+                            maximum=MAX_TOP,
+                        ),
+                        "by": p(
+                            "The numeric member attribute ranked, highest first (invites,"
+                            " points, checkins, payments ... or a declared number).",
+                            ["invites"],
+                            type="string",
+                            pattern=NAME_PATTERN,
+                        ),
+                        "teams": p(
+                            "Rank teams (`teams:`) by their members' total of `by`, and pick"
+                            " every member of the first `top` teams.",
+                            [True],
+                            type="boolean",
+                        ),
+                        "among": p(
+                            "Rank only this group: everyone, tier:<id> or segment:<id>.",
+                            ["tier:core"],
+                            type="string",
+                            pattern=GROUP_PATTERN,
+                        ),
+                    },
+                    required=["top", "by"],
+                    description="A leaderboard: the first N members by a per-member measure.",
+                    examples=[
+                        {"top": 3, "by": "invites"},
+                        {"top": 1, "by": "checkins", "teams": True},
+                    ],
+                ),
+            ],
+        ),
+        "where": member_expr(
+            "Only for members who satisfy this: an event-triggered action fires only for such a"
+            " member; a message to a group reaches only such members.",
+            ['source == "invite"', "payments >= 1"],
+        ),
+        "for_each": p(
+            "For a `do: task`: one task per member of this group at the firing time"
+            " (everyone, tier:<id> or segment:<id>); the workload counts each.",
+            ["tier:vip", "segment:vip-care"],
             type="string",
-            pattern=r"^(" + "|".join(AUDIENCES_FIXED) + r"|tier:[a-z][a-z0-9_-]{0,63})" + END,
+            pattern=GROUP_PATTERN,
+        ),
+        "item": ident(
+            "For `do: redeem`: the item of `points.redeem` handed out (its stock decreases);"
+            " for `on: member.redeemed`: fire only for this item.",
+            ["mug"],
         ),
         "template": ident("Id of a template under `templates:`.", ["welcome"]),
         "text": p(
@@ -214,7 +425,11 @@ def definitions() -> J:
             minimum=0,
             maximum=20,
         ),
-        "if": expr("Fire only when this condition holds at the due time.", ["members >= 100"]),
+        "if": expr(
+            "Fire only when this condition holds at the due time.",
+            ["members >= 100"],
+            windows=True,
+        ),
         "reward": obj(
             {
                 "streak": p(
@@ -291,6 +506,21 @@ def definitions() -> J:
             minimum=1,
             maximum=MAX_DURATION_DAYS,
         ),
+        "counter": p(
+            "For member.milestone: the numeric member attribute watched (invites, points,"
+            " checkins, payments ... or a declared number).",
+            ["invites"],
+            type="string",
+            pattern=NAME_PATTERN,
+        ),
+        "reaches": p(
+            f"For member.milestone: fires once per member when `counter` first reaches this"
+            f" (at most {MAX_METRIC:.0e}).",
+            [10],
+            type="number",
+            minimum=-MAX_METRIC,
+            maximum=MAX_METRIC,
+        ),
     }
     action = obj(
         action_props,
@@ -306,6 +536,8 @@ def definitions() -> J:
             "at": ["on"],
             "tier": ["on"],
             "streak": ["on"],
+            "counter": ["on"],
+            "reaches": ["on"],
         },
         description="One thing to do, with exactly one schedule.",
     )
@@ -333,6 +565,7 @@ def definitions() -> J:
 
 
 def stage_schema() -> J:
+    """The schema of one stage."""
     policy = obj(
         {
             "extend": dur("Give the stage more time.", ["30d"]),
@@ -343,6 +576,15 @@ def stage_schema() -> J:
         minProperties=1,
         description="What happens when the gate is still closed at the deadline.",
         examples=[{"goto": "rescue"}],
+    )
+    deadline = obj(
+        {
+            "after": dur("Time from the stage start.", ["60d"]),
+            "then": policy,
+        },
+        required=["then"],
+        description="When no exit has been taken in time (under `exit:` or beside `exits:`).",
+        examples=[{"after": "60d", "then": {"goto": "rescue"}}],
     )
     include_item = p(
         "A fragment file with its parameters.",
@@ -412,7 +654,16 @@ def stage_schema() -> J:
                 {
                     "when": expr(
                         "The gate: the stage is done when this holds (after `duration.min`).",
-                        ["members >= 200 and daily_speak_rate >= 20%"],
+                        [
+                            "members >= 200 and daily_speak_rate >= 20%",
+                            "avg(daily_speak_rate, 7d) >= 20%",
+                        ],
+                        windows=True,
+                    ),
+                    "for": dur(
+                        "The gate must have held on each of the last days of this length"
+                        " (a steady state, not one lucky day).",
+                        ["7d"],
                     ),
                     "then": obj(
                         {
@@ -424,19 +675,53 @@ def stage_schema() -> J:
                         description="Where to go when the gate passes.",
                         examples=[{"goto": "growth"}],
                     ),
-                    "deadline": obj(
-                        {
-                            "after": dur("Time from the stage start.", ["60d"]),
-                            "then": policy,
-                        },
-                        required=["then"],
-                        description="When the gate is late.",
-                        examples=[{"after": "60d", "then": {"goto": "rescue"}}],
-                    ),
+                    "deadline": deadline,
                 },
-                description="Exit gate and deadline policy.",
-                examples=[{"when": "members >= 200"}],
+                description="Exit gate and deadline policy (one exit, named `pass`).",
+                examples=[{"when": "members >= 200"}, {"when": "members >= 200", "for": "7d"}],
             ),
+            "exits": p(
+                "Several ways out, tried in order; the first whose condition holds (for its"
+                f" `for`) wins. Instead of `exit:`. At most {MAX_EXITS}.",
+                [
+                    [
+                        {"id": "success", "when": "core_members >= 500", "for": "7d"},
+                        {
+                            "id": "decline",
+                            "when": "avg(daily_speak_rate, 14d) < 5%",
+                            "goto": "dissolution",
+                        },
+                    ]
+                ],
+                type="array",
+                minItems=1,
+                maxItems=MAX_EXITS,
+                items=obj(
+                    {
+                        "id": ident(
+                            "The outcome's name in every output (plan, simulate, status).",
+                            ["success", "decline"],
+                        ),
+                        "when": expr(
+                            "This exit is taken when this holds.",
+                            ["core_members >= 500 and avg(daily_speak_rate, 7d) >= 20%"],
+                            windows=True,
+                        ),
+                        "for": dur(
+                            "The condition must have held on each of the last days of this length.",
+                            ["7d"],
+                        ),
+                        "goto": ident(
+                            "The stage it leads to (default: the stages `after` this one).",
+                            ["dissolution"],
+                        ),
+                    },
+                    required=["id", "when"],
+                    description="One exit of a stage.",
+                    examples=[{"id": "success", "when": "members >= 500", "for": "7d"}],
+                ),
+            ),
+            "deadline": deadline,
         },
         description="A lifecycle stage.",
         required=[],
@@ -632,17 +917,270 @@ def playbook_schema() -> J:
                         "definition": expr(
                             "Computed from other metrics.", ["paying_members / members"]
                         ),
-                        "target": p(
-                            f"The number the team aims for (at most {MAX_METRIC:.0e} either way).",
-                            [300],
-                            type="number",
-                            minimum=-MAX_METRIC,
-                            maximum=MAX_METRIC,
+                        "target": target_schema(
+                            "The goal the team aims for (shorthand of `targets.<metric>`;"
+                            f" at most {MAX_METRIC:.0e} either way)."
+                        ),
+                        "count": count_schema(
+                            "A counted metric: how many members, joins or events match"
+                            " (divided by `per` when given).",
+                            [{"members": "payments >= 2"}, {"events": "invite", "window": "30d"}],
+                        ),
+                        "per": count_schema(
+                            "The denominator of a counted ratio: count / per (undefined while"
+                            " per is 0).",
+                            [{"members": "payments >= 1"}],
+                        ),
+                        "by_channel": p(
+                            "Also report it per acquisition channel (`channels:`).",
+                            [True],
+                            type="boolean",
+                        ),
+                        "cumulative": p(
+                            "A count that never decreases (totals since the start).",
+                            [True],
+                            type="boolean",
+                        ),
+                    },
+                    dependencies={"per": ["count"]},
+                ),
+                "Custom metrics; built-ins need no entry.",
+                [
+                    {"survey_responses": {"unit": "count"}},
+                    {
+                        "repeat_purchase_rate": {
+                            "unit": "ratio",
+                            "count": {"members": "payments >= 2"},
+                            "per": {"members": "payments >= 1"},
+                            "target": "30%",
+                        }
+                    },
+                ],
+            ),
+            "targets": p(
+                "Goals by metric (built-in or custom): plan lists them, simulate reports the"
+                " chance of reaching each, status shows progress.",
+                [
+                    {
+                        "core_members": {"at_least": 500, "by": "90d"},
+                        "churn_rate": {"at_most": "10%"},
+                    }
+                ],
+                type="object",
+                propertyNames={"pattern": ID_PATTERN},
+                additionalProperties=target_schema("The goal of this metric."),
+            ),
+            "members": obj(
+                {
+                    "attributes": p(
+                        "Member attributes the playbook declares, set by events (`update`,"
+                        " `apply`) and imports, read by member conditions; ids are names"
+                        f" (a-z, 0-9, _). At most {MAX_ITEMS}.",
+                        [{"city": {"type": "string", "title": "城市"}}],
+                        type="object",
+                        maxProperties=MAX_ITEMS,
+                        propertyNames={"pattern": NAME_PATTERN},
+                        additionalProperties=obj(
+                            {
+                                "type": p(
+                                    "Its type; enum values are listed in `values`.",
+                                    ["string", "enum"],
+                                    type="string",
+                                    enum=["string", "number", "integer", "boolean", "enum", "date"],
+                                ),
+                                "title": p("Title, any language.", ["孩子年级"], type="string"),
+                                "description": p("What it records.", ["报名时填写"], type="string"),
+                                "values": p(
+                                    "For `type: enum`: the allowed values.",
+                                    [["小学", "初中", "高中"]],
+                                    type="array",
+                                    minItems=1,
+                                    maxItems=MAX_ITEMS,
+                                    items={"type": "string", "minLength": 1},
+                                ),
+                                "pii": p(
+                                    "Personal data (phone, address): never written to logs,"
+                                    " plan output or the dashboard, nor sent to a group.",
+                                    [True],
+                                    type="boolean",
+                                ),
+                                "default": p(
+                                    "The value of a member it was never set for.",
+                                    ["", 0],
+                                    type=["string", "number", "boolean"],
+                                ),
+                            },
+                            required=["type"],
+                        ),
+                    ),
+                },
+                description="What the playbook knows about each member.",
+                examples=[{"attributes": {"city": {"type": "string"}}}],
+            ),
+            "segments": id_map(
+                obj(
+                    {
+                        "title": p("Segment title.", ["裂变用户"], type="string"),
+                        "description": p("Who they are.", ["好友邀请入群的成员"], type="string"),
+                        "when": member_expr(
+                            "The members in the segment.", ['source == "invite"', 'tier == "vip"']
+                        ),
+                        "size": p(
+                            "The planner's estimate of its members (for the workload of"
+                            f" per-member tasks; at most {MAX_GROUP:,}); simulate forecasts it.",
+                            [30],
+                            type="integer",
+                            minimum=0,
+                            maximum=MAX_GROUP,
+                        ),
+                    },
+                    required=["when"],
+                ),
+                "Named groups of members by their attributes; audiences `segment:<id>`.",
+                [{"invited": {"title": "裂变用户", "when": 'source == "invite"'}}],
+                most=MAX_ITEMS,
+            ),
+            "channels": p(
+                "Acquisition channels: where members come from (their `source`). Each adds"
+                " the metrics `<id>_joins` and `<id>_share`; ids are names (a-z, 0-9, _)."
+                f" At most {MAX_ITEMS}.",
+                [{"invite": {"title": "好友邀请", "share": "30%", "referral": True}}],
+                type="object",
+                maxProperties=MAX_ITEMS,
+                propertyNames={"pattern": NAME_PATTERN},
+                additionalProperties=obj(
+                    {
+                        "title": p("Channel title.", ["公众号引流"], type="string"),
+                        "description": p("How it brings members.", ["公众号文章"], type="string"),
+                        "share": fraction(
+                            "The planned share of all joins (a target of `<id>_share`).",
+                            ["30%", 0.2],
+                        ),
+                        "referral": p(
+                            "Joins by a member's invitation land in this channel (at most one).",
+                            [True],
+                            type="boolean",
+                        ),
+                        "opens": ident(
+                            "The stage in which it starts bringing members (default: from the"
+                            " start).",
+                            ["cold-start"],
                         ),
                     }
                 ),
-                "Custom metrics; built-ins need no entry.",
-                [{"survey_responses": {"unit": "count"}}],
+            ),
+            "admission": obj(
+                {
+                    "require": p(
+                        "Attributes an application must carry (declared under"
+                        " `members.attributes`).",
+                        [["referrer_note", "expectation"]],
+                        type="array",
+                        maxItems=MAX_ITEMS,
+                        items={"type": "string", "pattern": NAME_PATTERN},
+                    ),
+                    "approve": member_expr(
+                        "Approve at once when the applicant satisfies this; otherwise staff"
+                        " review.",
+                        ['referrer != ""'],
+                    ),
+                    "review": obj(
+                        {
+                            "owner": ident("The role that reviews applications.", ["members"]),
+                            "within": dur("How soon a review is due (default 24h).", ["24h"]),
+                        },
+                        required=["owner"],
+                        description="The review task of each application not approved at once.",
+                        examples=[{"owner": "members", "within": "24h"}],
+                    ),
+                },
+                required=["review"],
+                description="An entry threshold: people apply, staff review; `member.applied`,"
+                " `member.approved` and `member.rejected` trigger actions.",
+                examples=[{"require": ["referrer_note"], "review": {"owner": "ops"}}],
+            ),
+            "points": obj(
+                {
+                    "earn": p(
+                        "Points one member event earns, by event type (checkin, post, invite,"
+                        f" payment, message ...; 0 to {MAX_POINTS:,}).",
+                        [{"checkin": 5, "post": 10, "invite": 50}],
+                        type="object",
+                        propertyNames={"pattern": NAME_PATTERN},
+                        additionalProperties={
+                            "description": f"Points per event (0 to {MAX_POINTS:,}).",
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_POINTS,
+                        },
+                    ),
+                    "expire": dur("Points lapse this long after they were earned.", ["365d"]),
+                    "redeem": id_map(
+                        obj(
+                            {
+                                "title": p("Item title.", ["定制马克杯"], type="string"),
+                                "cost": p(
+                                    f"Points it costs (1 to {MAX_POINTS:,}).",
+                                    [200],
+                                    type="integer",
+                                    minimum=1,
+                                    maximum=MAX_POINTS,
+                                ),
+                                "stock": p(
+                                    f"How many there are (default: unlimited; at most"
+                                    f" {MAX_POINTS:,}).",
+                                    [100],
+                                    type="integer",
+                                    minimum=0,
+                                    maximum=MAX_POINTS,
+                                ),
+                            },
+                            required=["cost"],
+                        ),
+                        "Items members can buy with points.",
+                        [{"mug": {"title": "定制马克杯", "cost": 200, "stock": 100}}],
+                        most=MAX_ITEMS,
+                    ),
+                },
+                description="A points ledger per member: earned by events and rewards, spent on"
+                " items; the balance is the member attribute `points`.",
+                examples=[{"earn": {"checkin": 5}, "redeem": {"mug": {"cost": 200}}}],
+            ),
+            "teams": obj(
+                {
+                    "names": p(
+                        f"The teams' names (2 to {MAX_TEAMS}); not with `assign: attribute`.",
+                        [["红队", "蓝队", "绿队"]],
+                        type="array",
+                        minItems=2,
+                        maxItems=MAX_TEAMS,
+                        items={"type": "string", "minLength": 1},
+                    ),
+                    "assign": p(
+                        "How members are split: round-robin (in order of joining), balanced"
+                        " (to the smallest team), attribute (one team per value of `by`).",
+                        ["round-robin"],
+                        type="string",
+                        enum=["round-robin", "balanced", "attribute"],
+                    ),
+                    "by": p(
+                        "For `assign: attribute`: the member attribute whose values name the"
+                        " teams.",
+                        ["city"],
+                        type="string",
+                        pattern=NAME_PATTERN,
+                    ),
+                    "score": p(
+                        "The numeric member attribute a team's score sums over its members.",
+                        ["checkins", "points"],
+                        type="string",
+                        pattern=NAME_PATTERN,
+                    ),
+                },
+                required=["score"],
+                description="Teams for PK contests; the member attribute `team` holds each"
+                " member's team.",
+                examples=[{"names": ["红队", "蓝队"], "score": "checkins"}],
             ),
             "tiers": obj(
                 {
@@ -685,6 +1223,14 @@ def playbook_schema() -> J:
                                     },
                                     description="Demotion rule.",
                                     examples=[{"silent_for": "14d"}],
+                                ),
+                                "size": p(
+                                    "The planner's estimate of members in the tier (for the"
+                                    f" workload of per-member tasks; at most {MAX_GROUP:,}).",
+                                    [30],
+                                    type="integer",
+                                    minimum=0,
+                                    maximum=MAX_GROUP,
                                 ),
                                 "perks": p(
                                     "What the tier gets.",
@@ -744,7 +1290,9 @@ def playbook_schema() -> J:
                     {
                         "title": p("Incident title.", ["广告刷屏"], type="string"),
                         "detect": expr(
-                            "Raised automatically when this holds.", ["churn_rate > 10%"]
+                            "Raised automatically when this holds.",
+                            ["churn_rate > 10%", "avg(daily_speak_rate, 3d) < 5%"],
+                            windows=True,
                         ),
                         "owner": ident("Role in charge.", ["ops"]),
                         "steps": p(
@@ -906,6 +1454,7 @@ def scenario_schema() -> J:
                         exclusiveMinimum=0,
                         maximum=MAX_DAYS,
                     ),
+                    **_scenario_channels(num),
                 },
                 description="Where members come from.",
                 examples=[{"seed_users": 80}],
@@ -987,7 +1536,128 @@ def scenario_schema() -> J:
                     }
                 ),
             ),
+            **_scenario_members(num),
         },
+    }
+
+
+def _scenario_channels(num: Any) -> J:
+    """The scenario's per-channel inflow (`acquisition.channels`, `default_channel`)."""
+    return {
+        "channels": p(
+            "Per acquisition channel of the playbook: its own joins a day (Poisson, once the"
+            " channel is open and from `from_day`) and its share of the organic, Bass, seed and"
+            " action joins. Referral joins land in the playbook's `referral: true` channel.",
+            [{"kol": {"per_day": 5, "from_day": 14}, "wechat_mp": {"share": 0.2}}],
+            type="object",
+            propertyNames={"pattern": ID_PATTERN},
+            maxProperties=200,
+            additionalProperties=obj(
+                {
+                    "per_day": num(
+                        "Mean joins a day by this channel.", 5, minimum=0, maximum=100_000
+                    ),
+                    "from_day": num(
+                        "First day (from the playbook start) it brings joins.",
+                        14,
+                        minimum=0,
+                        maximum=MAX_DAYS,
+                    ),
+                    "share": num(
+                        "Share of the organic, Bass, seed and action joins it brings.",
+                        0.2,
+                        minimum=0,
+                        maximum=1,
+                    ),
+                }
+            ),
+        ),
+        "default_channel": ident(
+            "The channel joins no other channel claims land in (default: `organic`).",
+            ["wechat_mp"],
+        ),
+    }
+
+
+def _scenario_members(num: Any) -> J:
+    """The scenario's member model: attribute distributions, admission, points."""
+    dist = {
+        "values": p(
+            "String or enum attribute: each value's probability (the rest stays unset).",
+            [{"上海": 0.3, "北京": 0.2}],
+            type="object",
+            propertyNames={"maxLength": 200},
+            maxProperties=1000,
+            additionalProperties={"type": "number", "minimum": 0, "maximum": 1},
+        ),
+        "mean": num(
+            "Number attribute: mean of a normal distribution.", 500, minimum=-1e12, maximum=1e12
+        ),
+        "sd": num("Number attribute: standard deviation.", 200, minimum=0, maximum=1e12),
+        "min": num(
+            "Number attribute: values below are raised to it.", 0, minimum=-1e12, maximum=1e12
+        ),
+        "max": num(
+            "Number attribute: values above are lowered to it.", 5000, minimum=-1e12, maximum=1e12
+        ),
+        "p": num("Boolean attribute: probability of true.", 0.3, minimum=0, maximum=1),
+    }
+    return {
+        "attributes": p(
+            "How each declared member attribute (`members.attributes`) is drawn for a joiner,"
+            " optionally per acquisition channel; an attribute left out stays unset.",
+            [{"city": {"values": {"上海": 0.3}, "by_channel": {"kol": {"values": {"上海": 0.6}}}}}],
+            type="object",
+            propertyNames={"pattern": ID_PATTERN},
+            maxProperties=200,
+            additionalProperties=obj(
+                {
+                    **dist,
+                    "by_channel": p(
+                        "Per channel: the distribution of members who came by it.",
+                        [{"kol": {"values": {"上海": 0.6}}}],
+                        type="object",
+                        propertyNames={"pattern": ID_PATTERN},
+                        maxProperties=200,
+                        additionalProperties=obj(dist),
+                    ),
+                }
+            ),
+        ),
+        "admission": obj(
+            {
+                "applications_per_join": num(
+                    "Share of the acquisition model's arrivals who file an application.",
+                    0.9,
+                    minimum=0,
+                    maximum=1,
+                ),
+                "approve_rate": num(
+                    "Share of reviewed applications staff approve.", 0.8, minimum=0, maximum=1
+                ),
+                "review_days": num(
+                    "Days from application to decision (default: the playbook's review"
+                    " `within`, rounded up to days).",
+                    1,
+                    minimum=0,
+                    maximum=365,
+                ),
+            },
+            description="Applications under the playbook's `admission:`.",
+            examples=[{"approve_rate": 0.8}],
+        ),
+        "points": obj(
+            {
+                "redeem_per_day": num(
+                    "Daily chance that a member who can afford an item redeems one.",
+                    0.02,
+                    minimum=0,
+                    maximum=1,
+                ),
+            },
+            description="How members spend points (`points.redeem`).",
+            examples=[{"redeem_per_day": 0.02}],
+        ),
     }
 
 

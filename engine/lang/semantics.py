@@ -135,15 +135,23 @@ def deadline_of(stage: Stage) -> timedelta | None:
     return stage.max_duration
 
 
+def exit_targets(stage: Stage) -> list[str | None]:
+    """Where each exit of a stage leads, in order (None: the stages `after` it)."""
+    if stage.exits:
+        return [e.goto for e in stage.exits]
+    return [stage.goto] if stage.gate is not None else []
+
+
 def hands_over(stage: Stage) -> bool:
     """Whether a stage can end in a way that starts the stages `after` it.
 
-    It does when its gate passes and no `exit.then.goto` sends it elsewhere, or when it is
-    timeboxed: it has a maximum duration and no gate, or a gate but no deadline policy.
+    It does when one of its exits has no `goto` (a plain pass), or when it is timeboxed: it
+    has a maximum duration and no exit, or exits but no deadline policy.
     """
-    if stage.gate is not None and stage.goto is None:
+    targets = exit_targets(stage)
+    if any(t is None for t in targets):
         return True
-    return deadline_of(stage) is not None and (stage.gate is None or stage.deadline is None)
+    return deadline_of(stage) is not None and (not targets or stage.deadline is None)
 
 
 def reachable_stages(pb: Playbook) -> set[str]:
@@ -158,7 +166,8 @@ def reachable_stages(pb: Playbook) -> set[str]:
     while todo:
         sid = todo.pop()
         s = stages[sid]
-        nxt = [t for t in (s.goto, s.deadline.goto if s.deadline else None) if t and t in stages]
+        gotos = [*exit_targets(s), s.deadline.goto if s.deadline else None]
+        nxt = [t for t in gotos if t and t in stages]
         if hands_over(s):
             nxt += [
                 t.id
@@ -184,8 +193,11 @@ def blocked_by(pb: Playbook, stage: Stage, reachable: set[str]) -> str | None:
 
 def why_no_hand_over(stage: Stage) -> str:
     """In words, why a stage never starts the stages after it."""
-    if stage.gate is not None and stage.goto is not None:
-        return f"when its gate passes it always goes to `{stage.goto}` (`exit.then.goto`)"
+    targets = exit_targets(stage)
+    if len(targets) > 1:
+        return "each of its exits goes to another stage (`goto`)"
+    if targets:
+        return f"when its gate passes it always goes to `{targets[0]}` (`exit.then.goto`)"
     if stage.gate is None:
         return "it has no gate and no maximum duration, so it runs until the playbook ends"
     return "its deadline policy never lets it end without a `goto` or an abort"

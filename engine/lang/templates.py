@@ -7,7 +7,7 @@ happens in `sop.engine.lang.sandbox.BoundedSandbox`, whose limits are listed the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -105,8 +105,14 @@ def is_plain(text: str) -> bool:
     return "{" not in text
 
 
-def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
-    """Syntax errors and reads of unknown variables, each with its line within the template."""
+def template_problems(
+    text: str, params: Mapping[str, object], member_attrs: Collection[str] = ()
+) -> list[Problem]:
+    """Syntax errors and reads of unknown variables, each with its line within the template.
+
+    `member_attrs` are the playbook's declared member attributes (`member.city`), readable
+    besides the built-in ones.
+    """
     if is_plain(text):
         return []
     from jinja2 import TemplateSyntaxError, nodes
@@ -147,6 +153,8 @@ def template_problems(text: str, params: Mapping[str, object]) -> list[Problem]:
         if isinstance(ga, nodes.Getattr) and isinstance(ga.node, nodes.Name):
             owner, attr = ga.node.name, ga.attr
             allowed: Any = {"member": TEMPLATE_MEMBER_ATTRS, "params": params}.get(owner)
+            if owner == "member" and attr in member_attrs:
+                continue
             if allowed is not None and attr not in allowed:
                 problems.append(
                     ("SOP209", ga.lineno - 1, attr, f"`{owner}` has no attribute `{attr}`")
@@ -203,6 +211,33 @@ def needs_member(text: str) -> bool:
     except Exception:
         return True  # not renderable without a member either; the caller skips it
     return any(n.name in ("member", "event") for n in _unbound_reads(ast))
+
+
+def member_attribute_reads(text: str) -> list[tuple[int, str]]:
+    """The member attributes a template reads (`member.phone`, `member["phone"]`): (line
+    offset, attribute), in order; for the personal-data check (SOP219)."""
+    if is_plain(text):
+        return []
+    from jinja2 import nodes
+
+    try:
+        ast = _parse(text)
+    except Exception:
+        return []  # SOP208's finding
+    found: list[tuple[int, str]] = []
+    for n in _walk(ast):
+        if isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name):
+            if n.node.name == "member":
+                found.append((n.lineno - 1, n.attr))
+        elif (
+            isinstance(n, nodes.Getitem)
+            and isinstance(n.node, nodes.Name)
+            and n.node.name == "member"
+            and isinstance(n.arg, nodes.Const)
+            and isinstance(n.arg.value, str)
+        ):
+            found.append((n.lineno - 1, n.arg.value))
+    return found
 
 
 def member_reads(text: str) -> list[tuple[int, str]]:

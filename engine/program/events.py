@@ -9,22 +9,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from ..lang.model import Action, OnEvent
 from .anchors import ChainLink, chain_below
 
 # The fact of an event a rule may filter on, by event. A rule for one of the first four events
-# without its value (SOP101) never fires; `member.tier_changed` without `tier` fires on any change.
+# without its value (SOP101) never fires; `member.tier_changed` without `tier` fires on any change,
+# `member.redeemed` without `item` on any redemption; `member.milestone` fires for the milestone
+# `(counter, reaches)` the caller reports crossed (`milestones.crossed`).
 FACT_OF = {
     "member.silent": "silent_for",  # timedelta
     "member.violation": "count",  # int
     "member.anniversary": "tenure",  # timedelta
     "member.checkin_streak": "streak",  # int
     "member.tier_changed": "tier",  # tier id
+    "member.milestone": "milestone",  # (counter, reaches): the milestone the member crossed
+    "member.redeemed": "item",  # the `points.redeem` item
 }
-_NEEDS_VALUE = frozenset(FACT_OF) - {"member.tier_changed"}
+_NEEDS_VALUE = frozenset(FACT_OF) - {"member.tier_changed", "member.redeemed"}
 
-Value = int | str | timedelta | None
+Value = int | str | timedelta | tuple[str, float] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,13 @@ class EventRule:
                 return True
         return False
 
+    def admits(self, member: Mapping[str, Any]) -> Any:
+        """Whether the action's `where:` holds for the member (one member's attributes: a bool;
+        the simulator's arrays: a mask); True without one. See engine/program/members.py."""
+        from .members import matches
+
+        return matches(self.action.where, member)
+
 
 def triggers_of(s: OnEvent) -> tuple[Trigger, ...]:
     """What an `on:` schedule listens for (none when it lacks its required value)."""
@@ -72,6 +84,13 @@ def triggers_of(s: OnEvent) -> tuple[Trigger, ...]:
         values = [s.streak] if s.streak else []
     elif s.event == "member.tier_changed":
         values = [s.tier or None]
+    elif s.event == "member.milestone":
+        # the caller reports a crossing (engine/program/milestones.py) as milestone=(counter,
+        # reaches); a milestone without both never fires (validate flags it)
+        ok = s.counter is not None and s.reaches is not None
+        values = [(str(s.counter), float(s.reaches or 0))] if ok else []
+    elif s.event == "member.redeemed":
+        values = [s.item or None]
     else:
         values = [None]
     if s.event in _NEEDS_VALUE:

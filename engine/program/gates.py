@@ -16,14 +16,16 @@ import operator
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core import expr as ex
 from . import metrics
+from .truth import truth
 
 if TYPE_CHECKING:
-    from ..lang.model import Stage
-    from .lifecycle import GateOracle, StageState
+    from ..lang.model import Exit, Stage
+    from .history import History
+    from .lifecycle import ExitOracle, GateOracle, StageState
 
 Why = Callable[[str], str]
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -68,6 +70,21 @@ class Comparison:
     metric: str
     op: str
     threshold: float | None  # None: the other side reads metrics too (no single threshold)
+    window: tuple[str, int] | None = None  # `avg(metric, 7d)`: ("avg", 7); None: the metric
+
+    @property
+    def key(self) -> str:
+        """The name its value has in a day's values (`expr.window_key` for a window)."""
+        if self.window is None:
+            return self.metric
+        return ex.window_key(self.window[0], self.metric, self.window[1])
+
+    @property
+    def label(self) -> str:
+        """How outputs name its left side: `members`, `avg(daily_speak_rate, 7d)`."""
+        if self.window is None:
+            return self.metric
+        return window_label(self.window[0], self.metric, self.window[1])
 
     @property
     def direction(self) -> int:
@@ -85,6 +102,19 @@ class Comparison:
         if value is None or self.threshold is None or math.isnan(value):
             return None
         return self.threshold - value
+
+    def shortfall(self, value: float | None) -> float | None:
+        """How far `value` is from meeting it, in the metric's unit: 0 when it is met, None
+        without a value or a single threshold (`>=`: threshold - value; `<=`: value - threshold;
+        `==`: the distance either way)."""
+        met = self.met(value)
+        if met is None or value is None or self.threshold is None:
+            return None
+        if met:
+            return 0.0
+        if self.direction == 0:
+            return abs(value - self.threshold)
+        return (self.threshold - value) * self.direction
 
 
 def comparisons(node: ex.Node | None) -> list[Comparison]:
@@ -106,10 +136,10 @@ def comparisons(node: ex.Node | None) -> list[Comparison]:
     def walk(n: ex.Node) -> None:
         if n.kind == "cmp" and len(n.args) == 2:
             left, right = n.args
-            if left.kind == "name":
-                out.append(Comparison(str(left.value), n.op, constant(right)))
-            elif right.kind == "name":
-                out.append(Comparison(str(right.value), _FLIP[n.op], constant(left)))
+            if left.kind in ("name", "call"):
+                out.append(_comparison(left, n.op, constant(right)))
+            elif right.kind in ("name", "call"):
+                out.append(_comparison(right, _FLIP[n.op], constant(left)))
             return
         for a in n.args:
             walk(a)
@@ -119,14 +149,101 @@ def comparisons(node: ex.Node | None) -> list[Comparison]:
     return out
 
 
-def judge(node: ex.Node, values: Mapping[str, float], why: Why | None = None) -> Verdict:
-    """Decide condition `node` on `values` (name -> number, NaN when undefined)."""
-    state, names = _truth(node, values)
-    if state is not None:
-        return PASSES if state else FAILS
+def _comparison(side: ex.Node, op: str, threshold: float | None) -> Comparison:
+    if side.kind == "call":
+        w_op, metric, days = ex.windows(side)[0]
+        return Comparison(metric, op, threshold, (w_op, days))
+    return Comparison(str(side.value), op, threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One comparison of a condition on a day: whether it holds and how far it falls short.
+
+    The weak links of a failing gate are its clauses that do not hold (004: "分析哪个环节出了问题").
+    """
+
+    text: str  # the clause as written
+    holds: bool | None  # None: it read an undefined value
+    metric: str | None  # what it measures (`avg(daily_speak_rate, 7d)`), None: no single one
+    value: float | None  # its value that day (None: undefined)
+    threshold: float | None
+    shortfall: float | None  # 0 when it holds; None: undefined or no single threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON outputs."""
+        return {
+            "text": self.text,
+            "holds": self.holds,
+            "metric": self.metric,
+            "value": self.value,
+            "threshold": self.threshold,
+            "shortfall": self.shortfall,
+        }
+
+
+def clauses(node: ex.Node | None, values: Mapping[str, Any], text: str = "") -> list[Clause]:
+    """Every comparison (and `in`) of condition `node` on `values`, in reading order.
+
+    `text` is the condition's source (`Expression.text`), for each clause's own text.
+    """
+    out: list[Clause] = []
+
+    def walk(n: ex.Node) -> None:
+        if n.kind in ("cmp", "in"):
+            t, f = truth(n, values)
+            holds = True if t else False if f else None
+            source = text[n.start : n.end] if text else ""
+            cmp = comparisons(n) if n.kind == "cmp" else []
+            if cmp:
+                c = cmp[0]
+                raw = values.get(c.key)
+                value = None if raw is None or _nan(raw) else float(raw)
+                out.append(Clause(source, holds, c.label, value, c.threshold, c.shortfall(value)))
+            else:
+                out.append(Clause(source, holds, None, None, None, 0.0 if holds else None))
+            return
+        for a in n.args:
+            walk(a)
+
+    if node is not None:
+        walk(node)
+    return out
+
+
+def weak_links(node: ex.Node | None, values: Mapping[str, Any], text: str = "") -> list[Clause]:
+    """The clauses of a condition that do not hold (none when the condition holds)."""
+    if node is None or truth(node, values)[0]:
+        return []
+    return [c for c in clauses(node, values, text) if c.holds is not True]
+
+
+def judge(node: ex.Node, values: Mapping[str, Any], why: Why | None = None) -> Verdict:
+    """Decide condition `node` on `values` (name -> number, NaN when undefined).
+
+    The decision is `truth.truth`'s (the same the simulator's arrays get); when it is unknown,
+    the verdict names the undefined metrics (or windows) it depends on and why.
+    """
+    t, f = truth(node, values)
+    if t:
+        return PASSES
+    if f:
+        return FAILS
     explain = why or (lambda n: metrics.why_undefined(n, values))
-    found = tuple((n, explain(n)) for n in dict.fromkeys(names))
+    found = tuple((n, explain(n)) for n in dict.fromkeys(_blame(node, values)))
     return Verdict(False, found or (("value", "the expression has no value (∞ − ∞)"),))
+
+
+def _blame(node: ex.Node, values: Mapping[str, Any]) -> list[str]:
+    """The undefined names (and windows) an unknown condition depends on, in reading order."""
+    if node.kind in ("and", "or", "not"):
+        out: list[str] = []
+        for a in node.args:
+            t, f = truth(a, values)
+            if not t and not f:
+                out += _blame(a, values)
+        return out
+    return _undefined_names(node, values)
 
 
 def metric_gate(
@@ -156,39 +273,150 @@ def metric_gate(
     return gate
 
 
-def _undefined_names(node: ex.Node, values: Mapping[str, float]) -> list[str]:
-    return [str(n.value) for n in ex.names(node) if _nan(values[str(n.value)])]
+def history_exits(
+    read: Callable[[Stage, StageState, datetime], tuple[History, Any]],
+    why: Callable[[str, Mapping[str, float]], str] | None = None,
+    notes: MutableMapping[str, str] | None = None,
+) -> ExitOracle:
+    """The exit oracle of an interpreter with metric histories (the simulator; the runtime).
+
+    `read(stage, st, now)` gives the history of every metric up to the day just closed (name ->
+    values by day, engine/program/history.py) and the stage's `days_in_stage` at this check. An
+    exit fires when its condition held on each of its last `for:` days in the stage (windows
+    read through the history). `notes` keeps, per stage, why its latest check of each exit was
+    undecided (an undefined metric or window), as `metric_gate` does.
+    """
+    from . import history as H
+    from .lifecycle import ExitOracle, exits_of
+
+    def fires(stage: Stage, st: StageState, now: datetime, exit: Exit) -> bool:
+        exits = exits_of(stage)
+        if notes is not None and exits and exit.id == exits[0].id:
+            notes.pop(stage.id, None)  # a new check: notes of the previous one are stale
+        node = exit.when.node
+        if node is None:
+            return False
+        history, days_in_stage = read(stage, st, now)
+        if H.exit_holds(node, exit.hold, history, days_in_stage):
+            return True
+        if notes is not None:
+            note_undecided(notes, stage.id, len(exits), exit.id,
+                           exit_verdict(exit, history, days_in_stage, why))  # fmt: skip
+        return False
+
+    return ExitOracle(fires)
+
+
+def note_undecided(
+    notes: MutableMapping[str, str], stage: str, exits: int, exit: str, verdict: Verdict
+) -> None:
+    """Add why an exit's check was undecided to `notes[stage]` (one home of the note's form:
+    `undefined: ...`, prefixed `exit ID: ` when the stage has several exits, joined by `; `)."""
+    if verdict.decided:
+        return
+    note = verdict.note if exits == 1 else f"exit {exit}: {verdict.note}"
+    old = notes.get(stage)
+    notes[stage] = note if not old else f"{old}; {note}"
+
+
+def exit_verdict(
+    exit: Exit,
+    history: History,
+    days_in_stage: Any,
+    why: Callable[[str, Mapping[str, float]], str] | None = None,
+) -> Verdict:
+    """Today's verdict of an exit's condition on one community's history (not its `for:`)."""
+    from . import history as H
+
+    node = exit.when.node
+    if node is None:
+        return FAILS
+    env = H.condition_env(node, history, days_in_stage)
+    labels = {window_label(*w): w for w in ex.windows(node)}
+
+    def explain(name: str) -> str:
+        if name in labels:
+            op, metric, days = labels[name]
+            return H.why_window(op, metric, days, history)
+        return why(name, env) if why else metrics.why_undefined(name, env)
+
+    return judge(node, env, explain)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """One exit of a stage at a check: does it fire, how long has it held, which clauses fail."""
+
+    exit: str
+    fires: bool
+    held_days: int  # days in a row (ending today, within the stage) its condition has held
+    hold_days: int  # days its `for:` asks for (1 without one)
+    clauses: tuple[Clause, ...]  # today's
+    note: str = ""  # why today's check was undecided ("" when decided)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON outputs."""
+        return {
+            "exit": self.exit,
+            "fires": self.fires,
+            "held_days": self.held_days,
+            "hold_days": self.hold_days,
+            "clauses": [c.as_dict() for c in self.clauses],
+            "note": self.note or None,
+        }
+
+
+def exit_status(
+    exit: Exit,
+    history: History,
+    days_in_stage: float,
+    why: Callable[[str, Mapping[str, float]], str] | None = None,
+) -> ExitStatus:
+    """An exit on one community's history at a check (`sop status`, the dashboard, reports)."""
+    from . import history as H
+    from .lifecycle import hold_days
+
+    need = hold_days(exit.hold)
+    node = exit.when.node
+    if node is None:
+        return ExitStatus(exit.id, False, 0, need, ())
+    held = int(H.held_for(node, history, days_in_stage, need))
+    env = H.condition_env(node, history, days_in_stage)
+    verdict = exit_verdict(exit, history, days_in_stage, why)
+    return ExitStatus(
+        exit.id,
+        held >= need,
+        held,
+        need,
+        tuple(clauses(node, env, exit.when.text)),
+        verdict.note,
+    )
+
+
+def window_label(op: str, metric: str, days: int) -> str:
+    """How outputs name a window function: `avg(daily_speak_rate, 7d)`."""
+    return f"{op}({metric}, {days}d)"
+
+
+def _undefined_names(node: ex.Node, values: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+
+    def walk(n: ex.Node) -> None:
+        if n.kind == "call":
+            op, metric, days = ex.windows(n)[0]
+            if _nan(values.get(ex.window_key(op, metric, days))):
+                out.append(window_label(op, metric, days))
+            return
+        if n.kind == "name":
+            if _nan(values.get(str(n.value))):
+                out.append(str(n.value))
+            return
+        for a in n.args:
+            walk(a)
+
+    walk(node)
+    return out
 
 
 def _nan(x: object) -> bool:
     return isinstance(x, float) and math.isnan(x)
-
-
-def _truth(node: ex.Node, values: Mapping[str, float]) -> tuple[bool | None, list[str]]:
-    """True, False, or None (unknown) with the undefined names it depends on."""
-    k = node.kind
-    if k == "bool":
-        return bool(node.value), []
-    if k == "not":
-        state, names = _truth(node.args[0], values)
-        return (None if state is None else not state), names
-    if k in ("and", "or"):
-        decisive = k == "or"  # True decides an `or`, False an `and`
-        unknown: list[str] | None = None
-        for a in node.args:
-            state, names = _truth(a, values)
-            if state is decisive:
-                return decisive, []
-            if state is None:
-                unknown = [*(unknown or []), *names]
-        return (None, unknown) if unknown is not None else (not decisive, [])
-    if k == "cmp":
-        left, right = (float(ex.evaluate(a, values)) for a in node.args)
-        if math.isnan(left) or math.isnan(right):
-            return None, _undefined_names(node, values)
-        return _COMPARE[node.op](left, right), []
-    # a bare number (the type check refuses it in a gate): unknown when it has no value
-    value = float(ex.evaluate(node, values))
-    if math.isnan(value):
-        return None, _undefined_names(node, values)
-    return bool(value), []

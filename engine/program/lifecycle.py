@@ -4,16 +4,24 @@
 picks up a saved `LifecycleState` without entering anything again, as a runtime restarted from
 its store must. The lifecycle has ended once a stage has run and none is running any more (the
 last stage finished, or an abort): nothing is due after that, not even the routines.
+
+A stage leaves by one of its exits (`Stage.exits`; a single `exit:` is one exit named `pass`),
+tried in order at each daily check once the stage's minimum duration is over: the first that
+fires wins, and the transition names it. Whether an exit fires is the gate oracle's answer: an
+`ExitOracle` is asked per exit (the simulator and the runtime, reading metric histories through
+`gates.history_exits`), while a plain `GateOracle` (a bool per stage, as plan's assumed gates)
+answers for the first exit only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from ..lang.model import Playbook, Stage
+from ..lang.model import Exit, Playbook, Stage
 from ..lang.semantics import deadline_of, starting_stages
 
 DAY = timedelta(days=1)
@@ -51,6 +59,7 @@ class Transition:
     event: str  # started | passed | timeboxed | extended | alert | goto | aborted | deadline
     detail: str = ""
     role: str | None = None
+    exit: str | None = None  # `passed` (and its `goto`): the id of the exit that fired
 
     def as_dict(self) -> dict[str, str | None]:
         """Plain data: the plan's JSON and the store's saved lifecycle write it alike."""
@@ -60,7 +69,20 @@ class Transition:
             "event": self.event,
             "detail": self.detail,
             "role": self.role,
+            "exit": self.exit,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str | None]) -> Transition:
+        """`as_dict`'s output back (data saved before exits had ids reads `exit` as None)."""
+        return cls(
+            datetime.fromisoformat(str(data["at"])),
+            str(data["stage"]),
+            str(data["event"]),
+            data.get("detail") or "",
+            data.get("role"),
+            data.get("exit"),
+        )
 
 
 @dataclass
@@ -74,9 +96,49 @@ class StageState:
     outcome: str = "running"
     extended: bool = False
     alerted: bool = False
+    exit: str | None = None  # the exit it left by (outcome `passed`)
 
 
+# Plan's assumed gates and the first form of every oracle: does the stage's (first) exit fire?
 GateOracle = Callable[[Stage, StageState, datetime], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitOracle:
+    """Whether one exit of a stage fires at a daily check (its condition held for its `for:`).
+
+    `Lifecycle.step` asks it for each exit in order and takes the first that fires.
+    """
+
+    fires: Callable[[Stage, StageState, datetime, Exit], bool]
+
+
+def hold_days(hold: timedelta | None) -> int:
+    """The days an exit's `for:` asks its condition to hold on (1 without one: today's check)."""
+    if hold is None:
+        return 1
+    return max(1, math.ceil(hold.total_seconds() / 86400))
+
+
+def exits_of(stage: Stage) -> tuple[Exit, ...]:
+    """A stage's exits in order (a model built without `exits` but with a gate: one, `pass`)."""
+    if stage.exits:
+        return stage.exits
+    if stage.gate is None:
+        return ()
+    return (Exit("pass", stage.gate, None, stage.goto),)
+
+
+def first_exit(
+    stage: Stage, st: StageState, now: datetime, gate: GateOracle | ExitOracle
+) -> Exit | None:
+    """The exit that fires at this check: the first in order whose oracle answer is yes."""
+    exits = exits_of(stage)
+    if not exits:
+        return None
+    if isinstance(gate, ExitOracle):
+        return next((e for e in exits if gate.fires(stage, st, now, e)), None)
+    return exits[0] if gate(stage, st, now) else None
 
 
 @dataclass(frozen=True)
@@ -147,12 +209,14 @@ class Lifecycle:
     def _passed(self, sid: str) -> bool:
         return any(s.stage == sid and s.outcome in ("passed", "timeboxed") for s in self.states)
 
-    def _finish(self, st: StageState, at: datetime, outcome: str, goto: str | None) -> None:
-        st.ended, st.outcome = at, outcome
-        self.transitions.append(Transition(at, st.stage, outcome))
+    def _finish(
+        self, st: StageState, at: datetime, outcome: str, goto: str | None, exit: str | None = None
+    ) -> None:
+        st.ended, st.outcome, st.exit = at, outcome, exit
+        self.transitions.append(Transition(at, st.stage, outcome, exit=exit))
         pb = self.program.playbook
         if goto:
-            self.transitions.append(Transition(at, st.stage, "goto", goto))
+            self.transitions.append(Transition(at, st.stage, "goto", goto, exit=exit))
             # a goto into a stage that is running joins it: one window per stage at a time, so
             # an occurrence's key (action + scheduled instant) never repeats (docs/time.md)
             if not any(x.stage == goto and x.ended is None for x in self.states):
@@ -166,8 +230,8 @@ class Lifecycle:
             if not running and all(self._passed(a) for a in s.after):
                 self._enter(nxt, at)
 
-    def step(self, now: datetime, gate: GateOracle) -> None:
-        """The daily check at local midnight `now`: gates, deadlines, policies."""
+    def step(self, now: datetime, gate: GateOracle | ExitOracle) -> None:
+        """The daily check at local midnight `now`: exits (in order), deadlines, policies."""
         if self.finished:
             return
         pb = self.program.playbook
@@ -175,12 +239,14 @@ class Lifecycle:
             stage = pb.stages[st.stage]
             age = now - st.started
             ready = age >= (stage.min_duration or DAY)
-            if stage.gate is not None and ready and gate(stage, st, now):
-                self._finish(st, now, "passed", stage.goto)
+            fired = first_exit(stage, st, now, gate) if ready else None
+            if fired is not None:
+                # an exit without `goto` starts the `after:` successors, as a plain pass
+                self._finish(st, now, "passed", fired.goto, fired.id)
                 continue
             if st.deadline is None or now < st.deadline:
                 continue
-            if stage.gate is None or stage.deadline is None:
+            if not exits_of(stage) or stage.deadline is None:
                 self._finish(st, now, "timeboxed", None)  # max duration reached
                 continue
             self._apply_policy(st, stage, now)

@@ -13,12 +13,15 @@ its close. A member who joined on day j has been a member for K days at the clos
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.catalog import BUILTIN_METRICS, MetricUnit
 from ..core.expr import divide
+
+if TYPE_CHECKING:
+    from ..lang.model import Playbook
 
 INF = math.inf
 UNDEFINED = math.nan
@@ -38,6 +41,7 @@ class MetricDefinition:
     low: float
     high: float  # INF when unbounded
     undefined: str  # when it has no value ("" when it always has one)
+    requires: str = ""  # the construct that adds it (channels, points, teams, admission)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for `sop metrics --format json` (an unbounded end is null)."""
@@ -48,6 +52,7 @@ class MetricDefinition:
             "measured": self.measured,
             "range": [self.low, None if self.high == INF else self.high],
             "undefined": self.undefined or None,
+            "requires": self.requires or None,
         }
 
     @property
@@ -144,9 +149,135 @@ DEFINITIONS: dict[str, MetricDefinition] = {
 }
 
 
-def may_be_undefined(name: str) -> bool:
-    """Whether built-in `name` can be undefined (custom metrics: always)."""
+# -- metrics a construct adds (they exist only in a playbook that declares it) -----------------
+
+CHANNEL = "<channel>"  # stands for each declared channel id in the generic names
+CHANNEL_WINDOW = WEEK  # <channel>_joins: joins on days d-6..d
+APPLICATIONS_WINDOW = WEEK  # applications: on days d-6..d
+APPROVAL_WINDOW = 30  # approval_rate: decisions on days d-29..d
+
+# generic name -> (requires, unit, (low, high), measured on day d, undefined)
+_CONSTRUCT_SPEC: dict[str, tuple[str, MetricUnit, tuple[float, float], str, str]] = {
+    f"{CHANNEL}_joins": (
+        "channels",
+        MetricUnit.COUNT,
+        (0, INF),
+        "joins via the channel (members whose `source` is its id) on days d-6..d",
+        "",
+    ),
+    f"{CHANNEL}_share": (
+        "channels",
+        MetricUnit.RATIO,
+        (0, 1),
+        "joins via the channel since the start ÷ all joins since the start",
+        "before anyone has joined",
+    ),
+    "points_issued": (
+        "points",
+        MetricUnit.COUNT,
+        (0, INF),
+        "points earned (by `points.earn` events and `reward.points`) since the start",
+        "",
+    ),
+    "points_redeemed": (
+        "points",
+        MetricUnit.COUNT,
+        (0, INF),
+        "points spent on redemptions since the start",
+        "",
+    ),
+    "points_outstanding": (
+        "points",
+        MetricUnit.COUNT,
+        (0, INF),
+        "the sum of the current members' balances at the close of the day (lapsed points gone)",
+        "",
+    ),
+    "team_score_top": (
+        "teams",
+        MetricUnit.COUNT,
+        (0, INF),
+        "the highest team score: a team's score sums `teams.score` over its current members",
+        "while there is no team (attribute teams before any member has a value)",
+    ),
+    "team_score_bottom": (
+        "teams",
+        MetricUnit.COUNT,
+        (0, INF),
+        "the lowest team score (a team without members scores 0)",
+        "while there is no team (attribute teams before any member has a value)",
+    ),
+    "team_score_spread": (
+        "teams",
+        MetricUnit.RATIO,
+        (0, 1),
+        "(team_score_top - team_score_bottom) ÷ team_score_top",
+        "while the top team's score is 0, or there is no team",
+    ),
+    "applications": (
+        "admission",
+        MetricUnit.COUNT,
+        (0, INF),
+        "applications to join (`member.applied`) on days d-6..d",
+        "",
+    ),
+    "approval_rate": (
+        "admission",
+        MetricUnit.RATIO,
+        (0, 1),
+        "applications approved on days d-29..d ÷ applications decided (approved or rejected)"
+        " on those days",
+        "when no application was decided in the last 30 days",
+    ),
+}
+
+
+def _construct(name: str, generic: str) -> MetricDefinition:
+    requires, unit, (low, high), measured, undefined = _CONSTRUCT_SPEC[generic]
+    channel = name[: -len(generic) + len(CHANNEL)] if generic.startswith(CHANNEL) else ""
+    summary = measured.replace("the channel", f"channel `{channel}`") if channel else measured
+    return MetricDefinition(name, unit, summary, measured, low, high, undefined, requires)
+
+
+CONSTRUCT_DEFINITIONS: dict[str, MetricDefinition] = {
+    g: MetricDefinition(g, spec[1], spec[3], spec[3], *spec[2], spec[4], spec[0])
+    for g, spec in _CONSTRUCT_SPEC.items()
+}
+
+
+def _generic(name: str, pb: Playbook) -> str | None:
+    """The generic name of a construct metric of `pb` (`invite_share` -> `<channel>_share`)."""
+    if name in _CONSTRUCT_SPEC:
+        return name
+    for c in pb.channels:
+        for suffix in ("_joins", "_share"):
+            if name == c + suffix:
+                return CHANNEL + suffix
+    return None
+
+
+def definitions(pb: Playbook) -> dict[str, MetricDefinition]:
+    """Every built-in metric of a playbook: the catalogue's and those its constructs add."""
+    out = dict(DEFINITIONS)
+    for name in pb.builtin_metrics():
+        if name not in out and name not in pb.metrics:
+            generic = _generic(name, pb)
+            if generic is not None:
+                out[name] = _construct(name, generic)
+    return out
+
+
+def definition(name: str, pb: Playbook | None = None) -> MetricDefinition | None:
+    """The definition of built-in `name` (with `pb`, a construct's metric too), else None."""
     d = DEFINITIONS.get(name)
+    if d is not None or pb is None:
+        return d
+    return definitions(pb).get(name)
+
+
+def may_be_undefined(name: str, pb: Playbook | None = None) -> bool:
+    """Whether built-in `name` can be undefined (custom metrics: always)."""
+    d = definition(name, pb)
     return d is None or bool(d.undefined)
 
 
@@ -219,14 +350,48 @@ def groups(members: Any, capacity: int) -> Any:
     return np.ceil(np.asarray(members, dtype=float) / capacity)
 
 
-def before_start() -> dict[str, float]:
-    """The built-in metrics before the first day closes: counts 0, every ratio undefined."""
-    return {n: UNDEFINED if d.undefined else 0.0 for n, d in DEFINITIONS.items()}
+def channel_share(via: Any, joins: Any) -> Any:
+    """<channel>_share: joins via the channel ÷ all joins, since the start."""
+    return ratio(via, joins)
 
 
-def why_undefined(name: str, values: Mapping[str, float]) -> str:
-    """Why built-in `name` has no value, as precisely as the day's other metrics tell."""
-    d = DEFINITIONS.get(name)
+def team_extremes(scores: Any) -> tuple[Any, Any]:
+    """(team_score_top, team_score_bottom) from team scores (..., teams); NaN with no team."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    if s.shape[-1] == 0:
+        none = np.full(s.shape[:-1], UNDEFINED)
+        return (float(none), float(none)) if s.ndim == 1 else (none, none)
+    top, bottom = s.max(axis=-1), s.min(axis=-1)
+    if np.ndim(top) == 0:
+        return float(top), float(bottom)
+    return top, bottom
+
+
+def team_spread(top: Any, bottom: Any) -> Any:
+    """team_score_spread: (top - bottom) ÷ top, undefined when top is 0 (or undefined)."""
+    import numpy as np
+
+    return ratio(np.asarray(top, dtype=float) - bottom, top)
+
+
+def approval_rate(approved: Any, decided: Any) -> Any:
+    """approval_rate: approved ÷ decided applications (the last 30 days)."""
+    return ratio(approved, decided)
+
+
+def before_start(pb: Playbook | None = None) -> dict[str, float]:
+    """The built-in metrics before the first day closes: counts 0, every ratio undefined
+    (with `pb`, the metrics its constructs add too)."""
+    defs = DEFINITIONS if pb is None else definitions(pb)
+    return {n: UNDEFINED if d.undefined else 0.0 for n, d in defs.items()}
+
+
+def why_undefined(name: str, values: Mapping[str, float], pb: Playbook | None = None) -> str:
+    """Why built-in `name` has no value, as precisely as the day's other metrics tell (with
+    `pb`, a construct's metric too)."""
+    d = definition(name, pb)
     if d is None or not d.undefined:
         return "no value"
     if name.startswith("retention_d"):
@@ -245,27 +410,50 @@ def why_undefined(name: str, values: Mapping[str, float]) -> str:
 
 
 def table() -> list[dict[str, Any]]:
-    """Every built-in metric's definition as plain data, in catalogue order."""
-    return [d.as_dict() for d in DEFINITIONS.values()]
+    """Every built-in metric's definition as plain data, in catalogue order, then the metrics
+    constructs add (`requires` names the construct; `<channel>` stands for a channel id)."""
+    return [d.as_dict() for d in (*DEFINITIONS.values(), *CONSTRUCT_DEFINITIONS.values())]
 
 
 def text_table() -> str:
     """The definitions for a terminal: one block a metric."""
     lines = []
-    for d in DEFINITIONS.values():
-        lines.append(f"{d.name}  ({d.unit}, {d.range_text})  {d.summary}")
+    for d in (*DEFINITIONS.values(), *CONSTRUCT_DEFINITIONS.values()):
+        need = f"  [with {d.requires}]" if d.requires else ""
+        lines.append(f"{d.name}  ({d.unit}, {d.range_text})  {d.summary}{need}")
         lines.append(f"    measured:  {d.measured}")
         lines.append(f"    undefined: {d.undefined or 'never'}")
     return "\n".join(lines) + "\n"
 
 
-def markdown_table() -> str:
-    """The definitions as the Markdown table of docs/metrics.md."""
-    rows = [
-        "| metric | unit | range | measured on day d | undefined |",
-        "|---|---|---|---|---|",
-    ]
-    for d in DEFINITIONS.values():
-        cells = [f"`{d.name}`", str(d.unit), d.range_text, d.measured, d.undefined or "never"]
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+def _markdown(defs: Iterable[MetricDefinition], head: str, cell: Callable[..., list[str]]) -> str:
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for d in defs:
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cell(d)) + " |")
     return "\n".join(rows) + "\n"
+
+
+def markdown_table() -> str:
+    """The definitions as the Markdown tables of docs/metrics.md (built-ins, then constructs)."""
+    built_in = _markdown(
+        DEFINITIONS.values(),
+        "| metric | unit | range | measured on day d | undefined |",
+        lambda d: [f"`{d.name}`", str(d.unit), d.range_text, d.measured, d.undefined or "never"],
+    )
+    constructs = _markdown(
+        CONSTRUCT_DEFINITIONS.values(),
+        "| metric | with | unit | range | measured on day d | undefined |",
+        lambda d: [
+            f"`{d.name}`",
+            f"`{d.requires}:`",
+            str(d.unit),
+            d.range_text,
+            d.measured,
+            d.undefined or "never",
+        ],
+    )
+    return (
+        built_in
+        + "\nMetrics a construct adds (only in a playbook that declares it):\n\n"
+        + constructs
+    )

@@ -13,7 +13,7 @@ whether its anchor will still fire once the stage may have ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -21,11 +21,19 @@ from zoneinfo import ZoneInfo
 
 from ..core.schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
 from ..core.timeutil import Window
-from ..lang.model import Action, Cron, DayOffset, Playbook, Stage
+from ..lang.model import Action, Cron, DayOffset, Exit, Playbook, Stage
 from ..lang.semantics import Anchored, quiet_window, resolve_anchors
 from .anchors import chain_below, children_of
 from .events import EventRule, active_rules, compile_event_rules
-from .lifecycle import GateOracle, Lifecycle, StageState, StageWindow
+from .lifecycle import (
+    ExitOracle,
+    GateOracle,
+    Lifecycle,
+    StageState,
+    StageWindow,
+    exits_of,
+    hold_days,
+)
 from .occurrence import Occurrence, occurrence_key
 
 DAY = timedelta(days=1)
@@ -259,12 +267,24 @@ class Program:
         return [r.action for r in self.event_table(stages)]
 
     def on_event(
-        self, stages: Iterable[str | None], event: str, member: str, at: datetime, **facts: object
+        self,
+        stages: Iterable[str | None],
+        event: str,
+        member: str,
+        at: datetime,
+        allow: Callable[[Action], bool] | None = None,
+        **facts: object,
     ) -> list[Occurrence]:
-        """Occurrences a member event causes now (and the actions chained after them)."""
+        """Occurrences a member event causes now (and the actions chained after them).
+
+        `allow` (the runtime's per-member filter: `where:`, a milestone's counter, a redeemed
+        item) may refuse a rule's action; a refused rule sets off nothing, its chain neither.
+        """
         out: list[Occurrence] = []
         for r in self.event_table(stages):
             if not r.matches(event, facts):
+                continue
+            if allow is not None and not allow(r.action):
                 continue
             out.append(self._occurrence(r.action, at, member))
             out.extend(self._occurrence(c.action, at + c.offset, member) for c in r.chain)
@@ -299,24 +319,45 @@ class Program:
         return max(stage.min_duration or DAY, last, DAY)
 
 
-def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozenset()) -> GateOracle:
-    """Plan's gate oracle: `pass` opens each gate as soon as the stage's work is done."""
-    if mode == "fail":
-        return lambda stage, st, now: False
+def assumed_exits(
+    program: Program,
+    mode: str = "pass",
+    failing: frozenset[str] = frozenset(),
+    taken: Mapping[str, str] | None = None,
+) -> ExitOracle:
+    """Plan's exit oracle: with `pass`, each stage leaves by its first exit (or the exit `taken`
+    names for it) as soon as the stage's work is done and that exit's `for:` has run its days;
+    with `fail`, and for the `failing` stages, no exit fires."""
+    taken = taken or {}
 
-    def oracle(stage: Stage, st: StageState, now: datetime) -> bool:
-        if stage.id in failing:
+    def fires(stage: Stage, st: StageState, now: datetime, exit: Exit) -> bool:
+        if mode == "fail" or stage.id in failing:
             return False
-        return now - st.started >= program.natural_length(stage)
+        exits = exits_of(stage)
+        if exit.id != taken.get(stage.id, exits[0].id if exits else None):
+            return False
+        held = timedelta(days=hold_days(exit.hold))
+        return now - st.started >= max(program.natural_length(stage), held)
 
-    return oracle
+    return ExitOracle(fires)
+
+
+def assumed_gate(program: Program, mode: str, failing: frozenset[str] = frozenset()) -> GateOracle:
+    """Plan's gate oracle (each stage's first exit): `assumed_exits` without a choice of exit."""
+    oracle = assumed_exits(program, mode, failing)
+
+    def gate(stage: Stage, st: StageState, now: datetime) -> bool:
+        exits = exits_of(stage)
+        return bool(exits) and oracle.fires(stage, st, now, exits[0])
+
+    return gate
 
 
 def run_lifecycle(
     program: Program,
     start: datetime,
     days: int,
-    gate: GateOracle,
+    gate: GateOracle | ExitOracle,
     include_optional: Iterable[str] = (),
 ) -> Lifecycle:
     """Start a lifecycle and step it through `days` local midnights."""
