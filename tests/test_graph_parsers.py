@@ -208,3 +208,79 @@ def test_mermaid_accepts_the_stages_only_drawing_and_rejects_a_broken_label(play
     _, good, broken = mermaid_docs
     assert "error" in broken  # the parser is strict: an unescaped quote would be caught
     assert good["vertices"] == {f"s_{k}": label(playbook, s) for k, s in _STAGE_IDS.items()}
+
+
+# -- Branching exits (issue 12): one labelled edge per exit and target ---------------------
+
+BRANCHING = r"""
+playbook: branching-graph
+timezone: Asia/Shanghai
+roles: {ops: {headcount: 1}}
+defaults: {owner: ops}
+stages:
+  grow:
+    title: "成长 \"q\" | <b>x</b> #35; ;"
+    duration: {max: 120d}
+    exits:
+      - {id: success, when: "core_members >= 500 and avg(daily_speak_rate, 7d) >= 20%", for: 7d}
+      - {id: stall, when: "days_in_stage > 60 and members <= 100"}
+      - {id: decline, when: "avg(daily_speak_rate, 14d) < 5% or members < 10", goto: end}
+  deep:
+    after: grow
+    title: deep
+    exit: {when: "members >= 1000", for: 14d}
+  end:
+    rescue: true
+    title: end
+    duration: {max: 30d}
+    exits:
+      - {id: done, when: "members < 5"}
+"""
+
+SUCCESS = "success: core_members >= 500 and avg(daily_speak_rate, 7d) >= 20% for 7d"
+STALL = "stall: days_in_stage > 60 and members <= 100"
+DECLINE = "decline: avg(daily_speak_rate, 14d) < 5% or members < 10"
+# every exit is an edge to where it leads; `done` leads nowhere, so it ends at `finish`
+EXIT_EDGES = {
+    ("s_grow", "s_deep", SUCCESS),
+    ("s_grow", "s_deep", STALL),
+    ("s_grow", "s_end", DECLINE),
+    ("s_end", "finish", "done: members < 5"),
+}
+
+
+@pytest.fixture(scope="module")
+def branching(tmp_path_factory: pytest.TempPathFactory) -> Playbook:
+    path = tmp_path_factory.mktemp("g") / "branching.yaml"
+    path.write_text(textwrap.dedent(BRANCHING), encoding="utf-8")
+    res = load_playbook(str(path))
+    assert res.playbook is not None, [(d.code, d.message) for d in res.diagnostics]
+    return res.playbook
+
+
+def test_graphviz_draws_each_exit_as_a_labelled_edge(branching):
+    doc = graphviz(dot(branching, actions=False))
+    objects = doc["objects"]
+    assert isinstance(objects, list)
+    names = [o["name"] for o in objects]
+    edges = {(names[e["tail"]], names[e["head"]], drawn(e)) for e in doc["edges"]}  # type: ignore[union-attr]
+    assert edges == EXIT_EDGES
+    nodes = {o["name"]: drawn(o) for o in objects}
+    # a single `exit:` keeps its gate (with its hold) on the stage; a branching stage does not
+    assert nodes["s_deep"] == "deep\ngate: members >= 1000 for 14d"
+    assert nodes["s_grow"] == terminal(branching.stages["grow"].title)
+    assert nodes["finish"] == "end of the playbook"
+    # the goto exit is dashed, the exits to the `after:` successor solid
+    styles = {(names[e["tail"]], names[e["head"]], e.get("style")) for e in doc["edges"]}  # type: ignore[union-attr]
+    assert ("s_grow", "s_end", "dashed") in styles and ("s_grow", "s_deep", "solid") in styles
+
+
+def test_mermaid_reads_each_exit_edge_with_its_label(branching):
+    doc, with_actions = mermaid_read(mermaid(branching, actions=False), mermaid(branching))
+    assert "error" not in doc and "error" not in with_actions, (doc, with_actions)
+    assert {tuple(e) for e in doc["edges"]} == EXIT_EDGES  # type: ignore[attr-defined]
+    assert {tuple(e) for e in with_actions["edges"]} == EXIT_EDGES  # type: ignore[attr-defined]
+    vertices = doc["vertices"]
+    assert isinstance(vertices, dict)
+    assert vertices["s_grow"] == terminal(branching.stages["grow"].title)
+    assert vertices["s_deep"] == "deep\ngate: members >= 1000 for 14d"

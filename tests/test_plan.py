@@ -295,7 +295,8 @@ def test_csv_rows_match_json():
     rows = list(csv.DictReader(io.StringIO(out)))
     occurrences = [r for r in rows if r["key"]]  # then one keyless row per member-event rule
     assert [r["key"] for r in occurrences] == [o["key"] for o in json.loads(js)["occurrences"]]
-    assert [r["action"] for r in rows if not r["key"]] == [
+    # keyless rows: the member-event rules, then the incident steps (`incident` set)
+    assert [r["action"] for r in rows if not r["key"] and not r["incident"]] == [
         r["action"] for r in json.loads(js)["event_rules"]
     ]
 

@@ -17,6 +17,7 @@ from ..core.diagnostics import Collector
 from ..lang.model import Action, Playbook
 from ..lang.semantics import is_member_message
 from ..program import Firing, Program, StageWindow
+from .sections import tasks_per_firing
 from .timeline import PlanError, PlanOptions, lifecycle
 
 # Firings examined at most: a 90-day plan of a busy real community holds a few thousand; this
@@ -50,6 +51,7 @@ def run_plan_checks(
     windows = lc.windows(end)
     load = _count(pb, program, windows, start, end, budget)
     check_workload(pb, load, days, out)
+    check_unknown_workload(pb, load, days, out)
     check_rate_budget(pb, load, out)
     if load.crowded is not None:
         check_member_frequency(pb, program, windows, load.crowded, out)
@@ -103,16 +105,18 @@ def _tally_day(
 ) -> None:
     tasks: Counter[str] = Counter()
     everyone = 0
-    tiers: Counter[str] = Counter()
+    groups: Counter[str] = Counter()
     for aid, n in fired.items():
         a = pb.actions[aid]
         if a.owner:
-            tasks[a.owner] += n
+            # a per-member task is one task per member of its group (its planned size); without
+            # a size it counts once here and SOP304 says the workload is unknown
+            tasks[a.owner] += n * (tasks_per_firing(pb, a) or 1)
         if is_member_message(a):
             if a.audience == "everyone":
                 everyone += n
-            elif a.audience.startswith("tier:"):
-                tiers[a.audience] += n
+            elif _group(a):
+                groups[a.audience] += n
     for role, n in tasks.items():
         if role not in caps:
             continue
@@ -128,8 +132,17 @@ def _tally_day(
         if rate and n > rate:
             load.late[bid] = (f"{day:%Y-%m-%d} {minute // 60:02d}:{minute % 60:02d}", n)
     cap = pb.member_messages_per_day
-    if cap and load.crowded is None and everyone + max(tiers.values(), default=0) > cap:
+    if cap and load.crowded is None and everyone + max(groups.values(), default=0) > cap:
         load.crowded = day
+
+
+def _group(a: Action) -> bool:
+    """A message to part of the members: a tier, a segment or a leaderboard's top N.
+
+    A member may belong to several segments; the check counts the busiest one group (as for
+    tiers), so what it reports is a lower bound for a member in several.
+    """
+    return a.audience == "top" or a.audience.startswith(("tier:", "segment:"))
 
 
 def check_workload(pb: Playbook, load: _Load, days: int, out: Collector) -> None:
@@ -145,6 +158,22 @@ def check_workload(pb: Playbook, load: _Load, days: int, out: Collector) -> None
                 f" ({r.headcount} × {r.capacity or pb.staff_tasks_per_day}/day);"
                 f" {load.busy[role]} day(s) over capacity in the {days}-day plan",
             )
+
+
+def check_unknown_workload(pb: Playbook, load: _Load, days: int, out: Collector) -> None:
+    """SOP304: a per-member task (`for_each`) whose group has no planned size fires in the plan,
+    so its workload cannot be counted."""
+    for aid, n in sorted(load.fired.items()):
+        a = pb.actions[aid]
+        if a.for_each is None or tasks_per_firing(pb, a) is not None:
+            continue
+        out.add(
+            "SOP304",
+            a.spans.get("for_each", a.spans[""]),
+            f"action `{aid}` makes one task per member of `{a.for_each}` but that group has no"
+            f" planned `size`; its {n} firing(s) in the {days}-day plan are counted as one task"
+            f" each, so the workload of `{a.owner or 'its owner'}` is unknown",
+        )
 
 
 def check_rate_budget(pb: Playbook, load: _Load, out: Collector) -> None:
@@ -177,15 +206,15 @@ def check_member_frequency(
         key=lambda f: (f[0], f[1]),
     )
     everyone: list[str] = []
-    tiers: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {}
     for _, aid, _, a in firings:
         if not is_member_message(a):
             continue
         if a.audience == "everyone":
             everyone.append(aid)
-        elif a.audience.startswith("tier:"):
-            tiers.setdefault(a.audience, []).append(aid)
-    received = everyone + max(tiers.values(), key=len, default=[])
+        elif _group(a):
+            groups.setdefault(a.audience, []).append(aid)
+    received = everyone + max(groups.values(), key=len, default=[])
     names = ", ".join(received[:LISTED])
     if len(received) > LISTED:
         names += f", … ({len(received) - LISTED} more)"

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from ..core.status import ExitCode
 from ..core.textsafe import terminal
-from ..lang.model import Action, Playbook
+from ..core.timeutil import format_duration
+from ..lang.model import Action, Attribute, IncidentStep, Playbook
 from ..program import Occurrence, Program
+from ..program.lifecycle import exits_of
+from .sections import all_targets
 from .timeline import PlanOptions, make_plan
 from .words import schedule_words
 
@@ -20,7 +23,9 @@ from .words import schedule_words
 class Change:
     """One changed thing: what, and its fields old → new."""
 
-    kind: str  # stage | action | template | role | backend
+    # stage | exit | action | template | role | backend | target | metric | incident | channel
+    # | segment | attribute | points | redemption | teams | admission | playbook
+    kind: str
     id: str
     change: str  # added | removed | changed
     fields: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -61,10 +66,23 @@ class Diff:
 
 def _show(v: Any) -> str:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        if hasattr(v, "text"):
+        if hasattr(v, "text") and not hasattr(v, "kind"):  # an Expression or a Template
             return str(v.text)
-        return str({f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.compare})
+        return str({f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.compare})
+    if isinstance(v, tuple) and any(dataclasses.is_dataclass(x) for x in v):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    if isinstance(v, timedelta):
+        return format_duration(v)
     return str(v)
+
+
+def _plain(v: Any) -> Any:
+    """A field value inside a shown dataclass: conditions by their text, durations spelled."""
+    if isinstance(v, timedelta):
+        return format_duration(v)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _show(v)
+    return v
 
 
 def _field_changes(old: Any, new: Any, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
@@ -77,7 +95,12 @@ def _field_changes(old: Any, new: Any, skip: tuple[str, ...] = ()) -> dict[str, 
             out[f.name] = (_show(a), _show(b))
     if isinstance(old, Action) and "schedule" in out:
         out["schedule"] = (schedule_words(old), schedule_words(new))
+    if isinstance(old, Attribute) and "default" in out and (old.pii or new.pii):
+        out["default"] = (_HIDDEN, _HIDDEN)  # a PII attribute's value is never printed
     return out
+
+
+_HIDDEN = "(hidden: personal data)"
 
 
 def _compare(
@@ -97,14 +120,93 @@ def _compare(
             out.append(Change(kind, k, "changed", fields))
 
 
+def _exits(pb: Playbook) -> dict[str, Any]:
+    """Every stage's exits, keyed `stage.exit`."""
+    return {f"{s.id}.{e.id}": e for s in pb.stages.values() for e in exits_of(s)}
+
+
+def _compare_one(kind: str, old: Any, new: Any, out: list[Change]) -> None:
+    """A section the playbook has at most once (`admission`, `teams`)."""
+    _compare(
+        kind,
+        {kind: old} if old is not None else {},
+        {kind: new} if new is not None else {},
+        out,
+    )
+
+
+def _step_text(st: IncidentStep) -> str:
+    delay = f" {'within' if st.kind == 'alert' else 'after'} {_show(st.delay)}" if st.delay else ""
+    extra = f" template {st.template}" if st.template else ""
+    extra += f" text {st.text}" if st.text else ""
+    return f"{st.kind} {st.target}{delay}{extra}"
+
+
+def _compare_steps(old: Playbook, new: Playbook, out: list[Change]) -> None:
+    """An incident's steps, one field per step that differs (`step 2`), added or removed."""
+    for iid in old.incidents.keys() & new.incidents.keys():
+        a, b = old.incidents[iid].steps, new.incidents[iid].steps
+        fields = {}
+        for i in range(max(len(a), len(b))):
+            x = _step_text(a[i]) if i < len(a) else ""
+            y = _step_text(b[i]) if i < len(b) else ""
+            if x != y:
+                fields[f"step {i + 1}"] = (x, y)
+        if not fields:
+            continue
+        found = next((c for c in out if (c.kind, c.id) == ("incident", iid)), None)
+        if found is None:
+            out.append(Change("incident", iid, "changed", fields))
+        else:
+            found.fields.update(fields)
+
+
+def _compare_points(old: Playbook, new: Playbook, out: list[Change]) -> None:
+    """Points: what events earn and the expiry (kind `points`), the catalogue (`redemption`)."""
+    a, b = old.points, new.points
+    if a is None or b is None:
+        _compare_one("points", a, b, out)
+        return
+    earn = {f"earn.{k}": v for k, v in a.earn.items()}, {f"earn.{k}": v for k, v in b.earn.items()}
+    for k in earn[0].keys() - earn[1].keys():
+        out.append(Change("points", k, "removed", {"points": (str(earn[0][k]), "")}))
+    for k in earn[1].keys() - earn[0].keys():
+        out.append(Change("points", k, "added", {"points": ("", str(earn[1][k]))}))
+    for k in earn[0].keys() & earn[1].keys():
+        if earn[0][k] != earn[1][k]:
+            out.append(
+                Change("points", k, "changed", {"points": (str(earn[0][k]), str(earn[1][k]))})
+            )
+    if a.expire != b.expire:
+        out.append(
+            Change("points", "expire", "changed", {"expire": (_show(a.expire), _show(b.expire))})
+        )
+    _compare("redemption", dict(a.redeem), dict(b.redeem), out)
+
+
 def diff(old: Playbook, new: Playbook, start: date | None = None, days: int = 30) -> Diff:
     """Compare two playbooks and their next `days` days of occurrences."""
     changes: list[Change] = []
-    _compare("stage", dict(old.stages), dict(new.stages), changes, skip=("actions",))
+    # a stage's gate and goto are its first exit's: exits are compared on their own
+    skip = ("actions", "gate", "goto", "exits")
+    _compare("stage", dict(old.stages), dict(new.stages), changes, skip=skip)
+    _compare("exit", _exits(old), _exits(new), changes)
     _compare("action", dict(old.actions), dict(new.actions), changes)
     _compare("template", dict(old.templates), dict(new.templates), changes)
     _compare("role", dict(old.roles), dict(new.roles), changes)
     _compare("backend", dict(old.backends), dict(new.backends), changes)
+    targets = {t.metric: t for t in all_targets(old)}, {t.metric: t for t in all_targets(new)}
+    _compare("target", *targets, changes)
+    # a metric's own `target:` is reported as a target, above
+    _compare("metric", dict(old.metrics), dict(new.metrics), changes, skip=("target",))
+    _compare("incident", dict(old.incidents), dict(new.incidents), changes, skip=("steps",))
+    _compare_steps(old, new, changes)
+    _compare("channel", dict(old.channels), dict(new.channels), changes)
+    _compare("segment", dict(old.segments), dict(new.segments), changes)
+    _compare("attribute", dict(old.attributes), dict(new.attributes), changes)
+    _compare_points(old, new, changes)
+    _compare_one("teams", old.teams, new.teams, changes)
+    _compare_one("admission", old.admission, new.admission, changes)
     for f in ("id", "title", "timezone", "community", "tiers", "moderation"):
         a, b = getattr(old, f), getattr(new, f)
         if a != b:

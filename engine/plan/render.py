@@ -13,17 +13,20 @@ import hashlib
 import io
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import chain
 from typing import IO, Any
 
 from ..core.textsafe import csv_cell, dumps, markup, terminal
 from ..core.timeutil import format_duration
 from ..lang.model import Action
 from ..program import Occurrence
+from ..program.lifecycle import exits_of
+from . import sections
 from .timeline import Timeline, render_messages
-from .words import schedule_words
+from .words import audience_words, schedule_words
 
 DURATIONS = {"task": 30, "live": 90, "meetup": 180}  # minutes on a calendar
 # Formats slower per occurrence than the plan's own bound (a rich table row or an icalendar event
@@ -51,9 +54,49 @@ def plan_dict(tl: Timeline) -> dict[str, Any]:
     """The JSON document of a plan."""
     msgs = render_messages(tl)
     doc = _head(tl)
-    doc["occurrences"] = [_occurrence_dict(o, msgs) for o in tl.occurrences]
+    facts = _ActionFacts(tl)
+    doc["occurrences"] = [_occurrence_dict(o, msgs, facts) for o in tl.occurrences]
     doc["event_rules"] = _event_rules(tl)
     return doc
+
+
+class _ActionFacts(dict[str, dict[str, Any]]):
+    """The audience details of each action (`sections.action_facts`), built once per action."""
+
+    def __init__(self, tl: Timeline) -> None:
+        super().__init__()
+        self._pb = tl.playbook
+        self._rules = {a.id: a for a in tl.event_rules}  # with admission's review task
+
+    def __missing__(self, aid: str) -> dict[str, Any]:
+        a = self._pb.actions.get(aid) or self._rules[aid]
+        facts = {"to": audience_words(a, where=False), **sections.action_facts(self._pb, a)}
+        self[aid] = facts
+        return facts
+
+
+def facts_dict(tl: Timeline) -> dict[str, Any]:
+    """The playbook's standing facts in a plan: exits by stage, targets (due dates from the
+    plan's start), channels, member attributes and segments, admission, points, teams and
+    incidents."""
+    pb = tl.playbook
+    tz = tl.program.tz
+    first = tl.start.astimezone(tz).date()
+    last = tl.end.astimezone(tz).date()
+    succ = tl.program.successors
+    return {
+        "exits": {
+            s.id: sections.exits(s, succ.get(s.id, ())) for s in pb.stages.values() if exits_of(s)
+        },
+        "targets": sections.targets(pb, first, last),
+        "channels": sections.channels(pb),
+        "attributes": sections.attributes(pb),
+        "segments": sections.segments(pb),
+        "admission": sections.admission(pb),
+        "points": sections.points(pb),
+        "teams": sections.teams(pb),
+        "incidents": sections.incidents(pb),
+    }
 
 
 def _head(tl: Timeline) -> dict[str, Any]:
@@ -74,10 +117,13 @@ def _head(tl: Timeline) -> dict[str, Any]:
             if w.stage
         ],
         "transitions": [t.as_dict() for t in tl.transitions],
+        **facts_dict(tl),
     }
 
 
-def _occurrence_dict(o: Occurrence, msgs: dict[str, str | None]) -> dict[str, Any]:
+def _occurrence_dict(
+    o: Occurrence, msgs: dict[str, str | None], facts: _ActionFacts
+) -> dict[str, Any]:
     return {
         "key": o.key,
         "action": o.action,
@@ -90,6 +136,7 @@ def _occurrence_dict(o: Occurrence, msgs: dict[str, str | None]) -> dict[str, An
         "backend": o.backend,
         "reason": o.reason or None,
         "message": msgs.get(o.action),
+        **facts[o.action],
     }
 
 
@@ -139,15 +186,18 @@ def _shifted(expected: dict[date, float], offset: timedelta, tl: Timeline) -> di
 
 
 def _event_rules(tl: Timeline) -> list[dict[str, Any]]:
+    facts = _ActionFacts(tl)
     return [
         {
             "action": r.action.id,
             "stage": r.action.stage,
             "kind": r.action.kind,
             "owner": r.action.owner,
+            "audience": r.action.audience,
             "rule": schedule_words(r.action),
             "event_rule": r.trigger,
             "expected_per_day": {d.isoformat(): round(n, 2) for d, n in sorted(r.expected.items())},
+            **facts[r.action.id],
         }
         for r in event_rules(tl)
     ]
@@ -156,13 +206,14 @@ def _event_rules(tl: Timeline) -> list[dict[str, Any]]:
 def write_json(tl: Timeline, out: IO[str]) -> None:
     """Plan as strict JSON, the occurrences written one at a time (same text as plan_dict)."""
     msgs = render_messages(tl)
+    facts = _ActionFacts(tl)
     head = dumps(_head(tl))
     out.write(head[: -len("\n}")] + ',\n  "occurrences": ')
     if not tl.occurrences:
         out.write("[]")
     for i, o in enumerate(tl.occurrences):
         # an item of a list inside the document: indented by two levels, as json.dumps would
-        text = dumps(_occurrence_dict(o, msgs)).replace("\n", "\n    ")
+        text = dumps(_occurrence_dict(o, msgs, facts)).replace("\n", "\n    ")
         out.write(("[\n    " if i == 0 else ",\n    ") + text)
     if tl.occurrences:
         out.write("\n  ]")
@@ -187,17 +238,28 @@ def to_csv(tl: Timeline) -> str:
 
 
 CSV_COLUMNS = ("key", "at", "stage", "action", "kind", "owner", "audience", "backend", "reason")
+# after `rule`: a member condition, the staff tasks of one row (per-member tasks: the planned size
+# of the group, empty when unknown), and the incident a step row belongs to
+CSV_EXTRA = ("where", "tasks", "incident")
 
 
 def write_csv(tl: Timeline, out: IO[str]) -> None:
     """One row per occurrence, written as it goes (the csv module quotes every field); then one
-    row per member-event rule and chained action, with no key or time and its rule in words.
+    row per member-event rule and chained action, with no key or time and its rule in words;
+    then one row per incident step, its offset from the incident's opening in `rule`.
 
     Ids cannot start a formula today (they start with a letter); every cell still goes through
     `csv_cell`, so a field added later cannot carry `=cmd|...` into a spreadsheet.
     """
+    pb = tl.playbook
+    facts = _ActionFacts(tl)
     w = csv.writer(out, lineterminator="\n")
-    w.writerow([*CSV_COLUMNS, "rule"])
+    w.writerow([*CSV_COLUMNS, "rule", *CSV_EXTRA])
+
+    def extra(aid: str) -> list[str]:
+        f = facts[aid]
+        return [f["where"] or "", "" if f["tasks"] is None else str(f["tasks"]), ""]
+
     for o in tl.occurrences:
         w.writerow(
             csv_cell(c)
@@ -208,28 +270,52 @@ def write_csv(tl: Timeline, out: IO[str]) -> None:
                 o.action,
                 o.kind,
                 o.owner or "",
-                o.audience,
+                facts[o.action]["to"],
                 o.backend or "",
                 o.reason,
                 "",
+                *extra(o.action),
             ]
         )
     for r in event_rules(tl):
         a = r.action
         w.writerow(
-            [
+            csv_cell(c)
+            for c in [
                 "",
                 "",
                 a.stage or "",
                 a.id,
                 a.kind,
                 a.owner or "",
-                a.audience,
+                facts[a.id]["to"],
                 a.backend or "",
                 "",
                 schedule_words(a),
+                *extra(a.id),
             ]
         )
+    for inc in pb.incidents.values():
+        for st in sections.incident_steps(inc):
+            when = sections.offset_words(st)
+            w.writerow(
+                csv_cell(c)
+                for c in [
+                    "",
+                    "",
+                    "",
+                    "",
+                    st["kind"],
+                    st["who"],
+                    "",
+                    "",
+                    "",
+                    f"step {st['step']}, {when}: {sections.step_words(st)}",
+                    "",
+                    "",
+                    inc.id,
+                ]
+            )
 
 
 def uid(key: str) -> str:
@@ -248,7 +334,8 @@ def _ics_text(text: str) -> str:
 
 
 def to_ics(tl: Timeline) -> bytes:
-    """iCalendar with VTIMEZONE, one VEVENT per occurrence, owner role as category."""
+    """iCalendar with VTIMEZONE, one VEVENT per occurrence (owner role as category), then one
+    VTODO per target due inside the plan."""
     buf = io.BytesIO()
     write_ics(tl, buf)
     return buf.getvalue()
@@ -267,7 +354,11 @@ def write_ics(tl: Timeline, out: IO[bytes]) -> None:
     cal.add("x-wr-calname", terminal(f"{pb.title} ({pb.id})"))
     cal.add("x-wr-timezone", pb.timezone)
     stamp = tl.start.astimezone(UTC)  # deterministic: re-exports are byte-identical
-    events = (_event(tl, o, msgs, stamp) for o in tl.occurrences)
+    facts = _ActionFacts(tl)
+    # the targets are to-dos due on their dates, after the events (one VEVENT per occurrence)
+    events = chain(
+        (_event(tl, o, msgs, stamp, facts) for o in tl.occurrences), _target_todos(tl, stamp)
+    )
     first = next(events, None)
     if first is not None:
         cal.add_component(first)
@@ -281,7 +372,30 @@ def write_ics(tl: Timeline, out: IO[bytes]) -> None:
     out.write(end)
 
 
-def _event(tl: Timeline, o: Occurrence, msgs: dict[str, str | None], stamp: Any) -> Any:
+def _target_todos(tl: Timeline, stamp: Any) -> Iterator[Any]:
+    """One VTODO per target due inside the plan, due on its date."""
+    from icalendar import Todo
+
+    pb = tl.playbook
+    tz = tl.program.tz
+    first = tl.start.astimezone(tz).date()
+    last = tl.end.astimezone(tz).date()
+    for t in sections.targets(pb, first, last):
+        due = date.fromisoformat(t["by"])
+        if not first <= due <= last:
+            continue  # due after the plan (a target checked at the horizon is due on `last`)
+        ev = Todo()
+        ev.add("uid", uid(f"{pb.id}/target/{t['metric']}/{t['by']}"))
+        ev.add("dtstamp", stamp)
+        ev.add("due", due)
+        ev.add("summary", terminal(f"target: {t['metric']} {t['goal']}"))
+        ev.add("description", _ics_text(f"metric: {t['metric']}\ngoal: {t['goal']} by {due}"))
+        yield ev
+
+
+def _event(
+    tl: Timeline, o: Occurrence, msgs: dict[str, str | None], stamp: Any, facts: _ActionFacts
+) -> Any:
     from icalendar import Event
 
     pb = tl.playbook
@@ -292,12 +406,18 @@ def _event(tl: Timeline, o: Occurrence, msgs: dict[str, str | None], stamp: Any)
     ev.add("dtend", o.at + timedelta(minutes=DURATIONS.get(o.kind, 15)))
     stage = pb.stages[o.stage].title if o.stage else "routine"
     ev.add("summary", terminal(f"[{stage}] {_title(tl, o.action)}"))
+    f = facts[o.action]
     desc = [
         f"action: {o.action} ({o.kind})",
-        f"audience: {o.audience}",
+        f"audience: {f['to']}",
         f"backend: {o.backend or '-'}",
         f"key: {o.key}",
     ]
+    if f["where"]:
+        desc.append(f"where: {f['where']}")
+    if f["for_each"]:
+        n = f["tasks"]
+        desc.append(f"tasks: {n if n is not None else 'unknown (no planned size)'}")
     if o.reason:
         desc.append(o.reason)
     if msgs.get(o.action):
@@ -336,14 +456,21 @@ def write_markdown(tl: Timeline, out: IO[str]) -> None:
         lines += ["## Team", "", "| role | title | headcount |", "|---|---|---|"]
         lines += [f"| {r.id} | {_cell(r.title)} | {r.headcount} |" for r in pb.roles.values()]
         lines.append("")
+    facts = facts_dict(tl)
+    lines += _md_targets(facts["targets"])
+    lines += _md_channels(facts["channels"])
+    lines += _md_members(facts["attributes"], facts["segments"])
+    lines += _md_admission(facts["admission"])
+    lines += _md_points(facts["points"])
+    lines += _md_teams(facts["teams"])
     timeline = {w.stage: w for w in tl.windows if w.stage}
     written = ""
     sections: list[tuple[str, str | None]] = [("Routines (every stage)", None)]
     sections += [(f"Stage: {t(s.title)} (`{s.id}`)", s.id) for s in pb.stages.values()]
     for heading, sid in sections:
         actions = [a for a in pb.actions.values() if a.stage == sid]
-        if not actions:
-            continue
+        if not actions and sid is None:
+            continue  # a stage is listed even without actions: its timing and exits
         lines += [f"## {heading}", ""]
         if sid:
             lines += [*_stage_facts(tl, sid, timeline.get(sid)), ""]
@@ -361,7 +488,7 @@ def write_markdown(tl: Timeline, out: IO[str]) -> None:
             for a in acts:
                 lines.append(
                     f"| {_cell(_title(tl, a.id))} | {a.kind} | {_cell(schedule_words(a))} |"
-                    f" {_cell(a.audience)} | {counts.get(a.id, '—')} |"
+                    f" {_cell(audience_words(a))} | {_times(tl, a, counts.get(a.id))} |"
                 )
             lines.append("")
             for a in acts:
@@ -374,7 +501,154 @@ def write_markdown(tl: Timeline, out: IO[str]) -> None:
         # a section goes out once the next one starts; the last one ends with one newline
         out.write(written)
         written, lines = "\n".join(lines) + "\n", []
+    incidents = _md_incidents(facts["incidents"])
+    if incidents:
+        lines = [*(lines or [""]), *incidents]
     out.write((written + "\n".join(lines)).rstrip() + "\n")
+
+
+def _code(text: str) -> str:
+    """User text as markdown inline code on one line (a backtick inside widens the fence)."""
+    text = terminal(text)
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def _times(tl: Timeline, a: Action, n: int | None) -> str:
+    """How often an action is done in the plan; a per-member task says how many tasks that is."""
+    if n is None:
+        return "—"
+    if a.for_each is None:
+        return str(n)
+    size = sections.tasks_per_firing(tl.playbook, a)
+    if size is None:
+        return f"{n} × ? tasks (no planned size of {_cell(a.for_each)})"
+    return f"{n} × {size} = {n * size} tasks"
+
+
+def _md_targets(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = ["## Targets", "", "| metric | goal | by |", "|---|---|---|"]
+    for r in rows:
+        within = f" ({r['within']} from the start)" if r["within"] else " (end of the plan)"
+        out.append(f"| {_cell(r['metric'])} | {_cell(r['goal'])} | {r['by']}{within} |")
+    return [*out, ""]
+
+
+def _md_channels(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = [
+        "## Acquisition channels",
+        "",
+        "| channel | title | planned share | opens |",
+        "|---|---|---|---|",
+    ]
+    for c in rows:
+        share = "—" if c["share"] is None else sections.value_text("ratio", c["share"])
+        if c["referral"]:
+            share += " (referrals land here)"
+        opens = f"in stage `{c['opens']}`" if c["opens"] else "from the start"
+        out.append(f"| {c['id']} | {_cell(c['title'])} | {share} | {_cell(opens)} |")
+    return [*out, ""]
+
+
+def _md_members(attrs: list[dict[str, Any]], segs: list[dict[str, Any]]) -> list[str]:
+    if not attrs and not segs:
+        return []
+    out = ["## Members", ""]
+    if attrs:
+        out += [
+            "### Attributes",
+            "",
+            "| attribute | type | title | values |",
+            "|---|---|---|---|",
+        ]
+        for a in attrs:
+            values = ", ".join(a["values"]) or "—"
+            if a["pii"]:
+                values = "personal data (PII): never shown in plans, logs or the dashboard"
+            out.append(f"| {a['id']} | {a['type']} | {_cell(a['title'])} | {_cell(values)} |")
+        out.append("")
+    if segs:
+        out += [
+            "### Segments",
+            "",
+            "| segment | title | condition | planned size |",
+            "|---|---|---|---|",
+        ]
+        for g in segs:
+            size = "—" if g["size"] is None else f"{g['size']:,}"
+            out.append(f"| {g['id']} | {_cell(g['title'])} | {_cell(_code(g['when']))} | {size} |")
+        out.append("")
+    return out
+
+
+def _md_admission(adm: dict[str, Any] | None) -> list[str]:
+    if adm is None:
+        return []
+    out = ["## Admission", ""]
+    req = ", ".join(f"`{r}`" for r in adm["require"]) or "nothing"
+    out.append(f"- **An application must give**: {req}")
+    if adm["approve"]:
+        out.append(f"- **Approved at once when**: {_code(adm['approve'])}")
+    review = adm["review"]
+    out.append(f"- **Otherwise reviewed by**: `{review['owner']}` within {review['within']}")
+    return [*out, ""]
+
+
+def _md_points(p: dict[str, Any] | None) -> list[str]:
+    if p is None:
+        return []
+    out = ["## Points", "", "| earned by | points |", "|---|---|"]
+    out += [f"| {_cell(ev)} | {n:,} |" for ev, n in p["earn"].items()]
+    out.append("")
+    if p["expire"]:
+        out += [f"Points lapse {p['expire']} after they are earned.", ""]
+    if p["redeem"]:
+        out += ["| item | title | cost | stock |", "|---|---|---|---|"]
+        for r in p["redeem"]:
+            stock = "unlimited" if r["stock"] is None else f"{r['stock']:,}"
+            out.append(f"| {r['id']} | {_cell(r['title'])} | {r['cost']:,} | {stock} |")
+        out.append("")
+    return out
+
+
+def _md_teams(tm: dict[str, Any] | None) -> list[str]:
+    if tm is None:
+        return []
+    assign = tm["assign"] + (f" by `{tm['by']}`" if tm["by"] else "")
+    names = ", ".join(_cell(n) for n in tm["names"]) or "one per value of the attribute"
+    return [
+        "## Teams",
+        "",
+        f"- **Teams**: {names}",
+        f"- **Members are assigned**: {assign}",
+        f"- **A team scores**: the sum of its members' `{tm['score']}`",
+        "",
+    ]
+
+
+def _md_incidents(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = ["## Incidents", ""]
+    for inc in rows:
+        out += [f"### {terminal(inc['title'])} (`{inc['id']}`)", ""]
+        out.append(f"- **Owner**: `{inc['owner']}`")
+        if inc["detect"]:
+            out.append(f"- **Opened when**: {_code(inc['detect'])}")
+        else:
+            out.append("- **Opened by**: staff (`sop incident open`)")
+        out += ["", "| step | due | who | what |", "|---|---|---|---|"]
+        for st in inc["steps"]:
+            out.append(
+                f"| {st['step']} | {sections.offset_words(st)} | {_cell(st['who'])} |"
+                f" {_cell(sections.step_words(st))} |"
+            )
+        out.append("")
+    return out
 
 
 def _stage_facts(tl: Timeline, sid: str, w: Any) -> list[str]:
@@ -398,8 +672,20 @@ def _stage_facts(tl: Timeline, sid: str, w: Any) -> list[str]:
                 if v
             )
         )
-    if s.gate:
-        facts.append(f"- **Exit gate**: `{terminal(s.gate.text)}`")
+    opening = [c.id for c in tl.playbook.channels.values() if c.opens == sid]
+    if opening:
+        facts.append("- **Opens channels**: " + ", ".join(f"`{c}`" for c in opening))
+    succ = tl.program.successors.get(sid, [])
+    exits = exits_of(s)
+    if len(exits) == 1 and exits[0].id == "pass":
+        e = exits[0]
+        hold = f" for {format_duration(e.hold)}" if e.hold else ""
+        facts.append(f"- **Exit gate**: {_code(e.when.text)}{hold} → {_leads(tl, e, succ)}")
+    elif exits:
+        facts.append("- **Exits** (tried in order; the first that holds wins):")
+        for i, e in enumerate(exits, start=1):
+            hold = f" for {format_duration(e.hold)}" if e.hold else ""
+            facts.append(f"  {i}. `{e.id}`: {_code(e.when.text)}{hold} → {_leads(tl, e, succ)}")
     if s.deadline:
         d = s.deadline
         then = ", ".join(
@@ -416,6 +702,52 @@ def _stage_facts(tl: Timeline, sid: str, w: Any) -> list[str]:
     return facts
 
 
+def _task_count(tl: Timeline, aid: str) -> str:
+    """` (30 tasks)` after a per-member task (`(? tasks)` without a planned size)."""
+    a = tl.playbook.actions[aid]
+    if a.for_each is None:
+        return ""
+    n = sections.tasks_per_firing(tl.playbook, a)
+    return f" ({'?' if n is None else n} tasks)"
+
+
+def _table_facts(tl: Timeline, console: Any) -> None:
+    """After the calendar: the targets and the incident steps (the handbook has the rest)."""
+    from rich.table import Table
+
+    m = markup
+    facts = facts_dict(tl)
+    if facts["targets"]:
+        table = Table(title="targets", title_justify="left")
+        for col in ("metric", "goal", "by"):
+            table.add_column(col)
+        for r in facts["targets"]:
+            table.add_row(m(r["metric"]), m(r["goal"]), r["by"])
+        console.print(table)
+    for inc in facts["incidents"]:
+        table = Table(title=f"incident {m(inc['id'])}: {m(inc['title'])}", title_justify="left")
+        for col in ("step", "due", "who", "what"):
+            table.add_column(col)
+        for st in inc["steps"]:
+            table.add_row(
+                str(st["step"]),
+                sections.offset_words(st),
+                m(st["who"]),
+                m(sections.step_words(st)),
+            )
+        console.print(table)
+
+
+def _leads(tl: Timeline, e: Any, successors: list[str]) -> str:
+    """Where an exit leads, in words; an optional successor starts only when it is included."""
+    stages = tl.playbook.stages
+    to = [
+        f"`{x}`" + (" (optional)" if stages[x].optional and not e.goto else "")
+        for x in sections.exit_targets(e, successors)
+    ]
+    return ", ".join(to) if to else "the playbook ends"
+
+
 def to_table(tl: Timeline, console: Any) -> None:
     """A rich table per day: time, stage, action, owner, audience, backend (user text escaped)."""
     from rich.table import Table
@@ -423,6 +755,7 @@ def to_table(tl: Timeline, console: Any) -> None:
     pb = tl.playbook
     tz = tl.program.tz
     m = markup
+    audiences = {aid: audience_words(a) for aid, a in pb.actions.items()}
     by_day: dict[Any, list[Any]] = defaultdict(list)
     for o in tl.occurrences:
         by_day[o.at.astimezone(tz).date()].append(o)
@@ -435,10 +768,16 @@ def to_table(tl: Timeline, console: Any) -> None:
             table.add_column(col)
         for t in trans.get(day, []):
             who = f" → {m(t.role)}" if t.role else ""
+            # the single `exit:` is `pass`: "passed" says it already
+            by = (
+                f" by exit {m(t.exit)}"
+                if t.exit not in (None, "pass") and t.event != "goto"
+                else ""
+            )
             table.add_row(
                 f"{t.at.astimezone(tz):%H:%M}",
                 m(pb.stages[t.stage].title),
-                f"[bold]stage {t.event}[/] {m(t.detail)}{who}",
+                f"[bold]stage {t.event}[/]{by} {m(t.detail)}{who}",
                 "",
                 "",
                 "",
@@ -449,10 +788,10 @@ def to_table(tl: Timeline, console: Any) -> None:
             table.add_row(
                 f"{o.at.astimezone(tz):%H:%M}{note}",
                 m(pb.stages[o.stage].title) if o.stage else "routine",
-                m(_title(tl, o.action)),
+                m(_title(tl, o.action)) + _task_count(tl, o.action),
                 o.kind,
                 m(o.owner or ""),
-                m(o.audience),
+                m(audiences[o.action]),
                 m(o.backend or ""),
             )
         console.print(table)
@@ -464,8 +803,12 @@ def to_table(tl: Timeline, console: Any) -> None:
         for r in rules:
             a, exp = r.action, r.expected
             avg = f"{sum(exp.values()) / max(len(exp), 1):.1f}" if exp else "—"
-            table.add_row(a.id, a.stage or "routine", m(schedule_words(a)), m(a.owner or ""), avg)
+            rule = schedule_words(a)
+            if a.where is not None or a.audience not in ("member", "staff"):
+                rule += f" → {audiences[a.id]}"
+            table.add_row(a.id, a.stage or "routine", m(rule), m(a.owner or ""), avg)
         console.print(table)
+    _table_facts(tl, console)
     console.print(
         f"{len(tl.occurrences)} occurrences from {tl.start:%Y-%m-%d} to {tl.end:%Y-%m-%d}"
     )

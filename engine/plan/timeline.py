@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from ..core.schedule import local_midnight
+from ..core.status import UsageError
+from ..core.suggest import did_you_mean
 from ..core.timeutil import MAX_HORIZON_DAYS
 from ..lang.model import Action, OnEvent, Playbook
 from ..program import (
@@ -18,10 +21,12 @@ from ..program import (
     StageWindow,
     StartDateError,
     Transition,
-    assumed_gate,
     run_lifecycle,
 )
 from ..program import start_date as _program_start
+from ..program.lifecycle import exits_of
+from ..program.program import assumed_exits
+from .sections import review_action
 
 MAX_DAYS = MAX_HORIZON_DAYS
 # The most occurrences one plan holds: far above a real community's year (about a thousand), low
@@ -46,6 +51,8 @@ class PlanOptions:
     joins_per_day: float | None = None
     include_optional: tuple[str, ...] = ()
     failing: tuple[str, ...] = ()  # with assume_gates=pass: these stages' gates never pass
+    # (stage, exit id): the exit each of these stages takes, as soon as it can (`--assume-exit`)
+    exits: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -80,6 +87,66 @@ class Timeline:
         ]
 
 
+def parse_assumed_exits(
+    pb: Playbook,
+    values: Iterable[str],
+    *,
+    assume_gates: str = "pass",
+    failing: Iterable[str] = (),
+) -> tuple[tuple[str, str], ...]:
+    """`--assume-exit STAGE=EXIT_ID` values, checked against the playbook and the other gate
+    assumptions (UsageError, exit 2); the (stage, exit id) pairs of `PlanOptions.exits`."""
+    out: dict[str, str] = {}
+    values = list(values)
+    if values and assume_gates == "fail":
+        raise UsageError(
+            "--assume-exit picks the exit a stage takes when gates pass; with --assume-gates fail"
+            " no exit fires (use --fail STAGE for the stages whose gates should stay closed)"
+        )
+    failing = set(failing)
+    for v in values:
+        sid, sep, eid = v.partition("=")
+        sid, eid = sid.strip(), eid.strip()
+        if not sep or not sid or not eid:
+            raise UsageError(f"--assume-exit {v!r}: write STAGE=EXIT_ID, e.g. growth=decline")
+        stage = pb.stages.get(sid)
+        if stage is None:
+            raise UsageError(f"--assume-exit {v!r}: {_unknown('stage', sid, pb.stages)}")
+        ids = [e.id for e in exits_of(stage)]
+        if not ids:
+            raise UsageError(
+                f"--assume-exit {v!r}: stage {sid!r} has no exit (it ends at its maximum"
+                " duration or by its deadline policy)"
+            )
+        if eid not in ids:
+            hint = did_you_mean(eid, ids)
+            raise UsageError(
+                f"--assume-exit {v!r}: stage {sid!r} has no exit {eid!r}"
+                + (f"; {hint}" if hint else "")
+                + f" (its exits: {', '.join(ids)})"
+            )
+        if sid in failing:
+            raise UsageError(
+                f"--assume-exit {v!r}: --fail {sid} says no exit of stage {sid!r} fires"
+            )
+        if out.get(sid, eid) != eid:
+            raise UsageError(
+                f"--assume-exit {v!r}: stage {sid!r} is already assumed to take exit {out[sid]!r}"
+            )
+        out[sid] = eid
+    return tuple(out.items())
+
+
+def _unknown(what: str, value: str, known: Iterable[str]) -> str:
+    names = list(known)
+    hint = did_you_mean(value, names)
+    return (
+        f"{what} {value!r} is not in the playbook"
+        + (f"; {hint}" if hint else "")
+        + f" (known: {', '.join(names) or 'none'})"
+    )
+
+
 def start_date(pb: Playbook, start: date | None) -> date:
     """The planning start (the Program's rule: explicit, else community.start, else a Monday)."""
     try:
@@ -95,7 +162,9 @@ def lifecycle(program: Program, options: PlanOptions) -> tuple[datetime, datetim
     d0 = start_date(program.playbook, options.start)
     start = local_midnight(d0, program.tz)
     end = local_midnight(d0 + timedelta(days=options.days), program.tz)
-    gate = assumed_gate(program, options.assume_gates, frozenset(options.failing))
+    gate = assumed_exits(
+        program, options.assume_gates, frozenset(options.failing), dict(options.exits)
+    )
     # what fires on a day depends only on the stages as they stand that day (a runtime knows no
     # more), so the lifecycle is stepped to the horizon and no further
     lc = run_lifecycle(program, start, options.days, gate, options.include_optional)
@@ -136,6 +205,9 @@ def make_plan(program: Program, options: PlanOptions) -> Timeline:
         rules = [a for a in rules if a.owner == options.role]
     if options.stage:
         rules = [a for a in rules if a.stage in (options.stage, None)]
+    review = review_action(program.playbook)  # admission's review task, one per application
+    if review is not None and (not options.role or review.owner == options.role):
+        rules.append(review)
     transitions = [t for t in lc.transitions if t.at < end]
     tl = Timeline(program, start, end, occ, transitions, _as_of(windows, end), rules)
     tl.chained = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..core.schedule import parse_cron
 from ..core.timeutil import format_duration
-from ..lang.model import Action, Cron, DayOffset, OnEvent, Relative
+from ..lang.model import Action, Audience, Cron, DayOffset, OnEvent, Relative
 
 _DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 _MON = ["", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -63,5 +63,35 @@ def schedule_words(a: Action) -> str:
         extra = f" of {s.streak} days"
     elif s.tier:
         extra = f" to {s.tier}"
+    elif s.counter is not None and s.reaches is not None:
+        extra = f" {s.counter} reaches {_number(s.reaches)}"
+    elif s.item:
+        extra = f" {s.item}"
     within = f", within {format_duration(s.within)}" if s.within else ""
     return f"on {s.event}{extra}{within}"
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def audience_words(a: Action, *, where: bool = True) -> str:
+    """Who an action reaches, in words: `top 3 by invites`, `each member of tier:vip`, with its
+    `where:` condition when asked."""
+    top = a.top
+    if a.audience == Audience.TOP and top is not None:
+        who = (
+            f"members of the top {top.n} team{'s' * (top.n > 1)} by {top.by}"
+            if top.teams
+            else f"top {top.n} by {top.by}"
+        )
+        if top.among:
+            who += f" among {top.among}"
+    else:
+        who = a.audience
+    if a.for_each:
+        each = f"one task per member of {a.for_each}"
+        who = each if a.audience == Audience.STAFF else f"{who}, {each}"
+    if where and a.where is not None:
+        who += f" where {a.where.text}"
+    return who
