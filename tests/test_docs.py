@@ -60,6 +60,19 @@ def test_readme_tour_validates(tmp_path: Path) -> None:
     assert res.diagnostics == []
 
 
+def test_readme_member_language_validates(tmp_path: Path) -> None:
+    """The README's brief of the member-level language, on top of the tour's header."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour, members = re.findall(r"```yaml\n(.*?)```", readme, re.S)[:2]
+    header = _top_level_blocks(tour)
+    mine = _top_level_blocks(members)
+    text = "".join(v for k, v in header.items() if k not in mine) + members
+    path = tmp_path / "members.yaml"
+    path.write_text(text, encoding="utf-8")
+    res = validate_file(str(path), Options(plan_checks=False))
+    assert [(d.code, d.message) for d in res.diagnostics] == []
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = re.findall(r"```bash\n(.*?)```", readme, re.S)[:2]
