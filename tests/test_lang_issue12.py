@@ -209,7 +209,11 @@ CASES: list[tuple[str, str, str]] = [
         _with(R, R + '  tell: {on: member.joined, do: post, text: "{{ member.phone }}"}\n'),
         "phone }}",
     ),
-    ("SOP236", _with("for: 7d}", "for: 100d}"), "100d"),
+    (
+        "SOP236",
+        _with("for: 7d}", "for: 100d}").replace("{extend: 30d}", "{extend: 30d, goto: s3}"),
+        "100d",
+    ),
     (
         "SOP244",
         _with('bj: {title: 北京, when: city == "北京"}', "bj: {when: members > 3}"),
@@ -274,6 +278,24 @@ CASES: list[tuple[str, str, str]] = [
         '"tier:vip", text: x',
     ),
     ("SOP299", _with("  score: checkins\n", "  score: checkins\n  by: city\n"), "city\n"),
+    (
+        "SOP237",
+        _with(
+            "  s3:\n    rescue: true\n",
+            "  s3:\n    rescue: true\n    deadline: {then: {alert: ops}}\n",
+        ),
+        "deadline: {then",
+    ),
+    ("SOP238", _with("goto: s3}", "goto: s2}"), "s2}@2"),
+    (
+        "SOP239",
+        _with(
+            "steps: [{alert: ops, within: 30m}]",
+            "steps: [{escalate: ops, after: 4h}, {escalate: ops, after: 1h}]",
+        ),
+        "1h",
+    ),
+    ("SOP238", _with("then: {extend: 30d}", "then: {goto: s2}"), "s2}@2"),
 ]
 
 
@@ -339,3 +361,171 @@ def test_a_declared_attribute_may_be_read_in_a_template(check) -> None:
 def test_pii_may_go_to_the_member_themself(check) -> None:
     res, _ = check(_with("text: 欢迎}", 'text: "{{ member.phone }}"}'), plan_checks=False)
     assert res.diagnostics == []
+
+
+# The review of issue 12: each mistake below was accepted before and is now located.
+W14 = "exit: {when: 'avg(members, 14d) >= 10', for: 20d}\n    duration: {max: 30d}"
+
+
+def _attr(line: str) -> str:
+    """B12 with one more declared attribute."""
+    return _with("    note: {type: string}\n", f"    note: {{type: string}}\n    {line}\n")
+
+
+REVIEW_CASES: list[tuple[str, str, str]] = [
+    (
+        "SOP103",
+        _with(
+            "    note: {type: string}\n",
+            "    note: {type: string}\n    n: {type: integer, default: abc}\n",
+        ),
+        "abc",
+    ),
+    (
+        "SOP103",
+        _with(
+            "    note: {type: string}\n",
+            "    note: {type: string}\n    n: {type: integer, default: 2.5}\n",
+        ),
+        "2.5",
+    ),
+    (
+        "SOP103",
+        _with("values: [小学, 初中, 高中]}", "values: [小学, 初中], default: 大学}"),
+        "大学",
+    ),
+    ("SOP103", _with("values: [小学, 初中, 高中]}", "values: [小学, 初中, 小学]}"), "[小学"),
+    (
+        "SOP270",
+        _with("metrics:\n", "metrics:\n  invite_joins: {unit: count, count: {ever: true}}\n"),
+        "invite_joins",
+    ),
+    (
+        "SOP270",
+        _with("metrics:\n", "metrics:\n  team_score_top: {unit: count, count: {ever: true}}\n"),
+        "team_score_top",
+    ),
+    ("SOP103", _with("  kol: {opens: s2}\n", "  kol: {opens: s2}\n  organic: {}\n"), "organic: {}"),
+    ("SOP277", _with("  kol: {opens: s2}\n", "  kol: {opens: s1}\n  ads: {}\n"), "ads"),
+    ("SOP103", _with("{at_least: 50, by: 90d}", "{at_least: 50, by: 36h}"), "36h"),
+    # a starting stage: avg(x, 14d) has its days on day 14, then holds 20 days: day 33 > 30
+    ("SOP236", _with("exit: {when: members >= 10, for: 3d}", W14), "20d"),
+    ("SOP103", _with("reaches: 10,", "reaches: 0,"), "0, do: reward"),
+    (
+        "SOP103",
+        _with('source == "invite", window: 30d}', 'source == "invite", window: 12h}'),
+        "12h",
+    ),
+    ("SOP103", _with("reaches: 10,", "reaches: 2.5,"), "2.5"),
+    (
+        "SOP205",
+        _with(
+            "tiers:\n  levels:\n    normal: {}\n    vip: {promote: payments >= 2, size: 30}\n", ""
+        )
+        .replace('for_each: "tier:vip"', 'where: tier == "vip"')
+        .replace("do: task, where", "do: message, to: member, where"),
+        '"vip"',
+    ),
+    (
+        "SOP215",
+        _with("teams:\n  names: [红队, 蓝队]\n  score: checkins\n", "")
+        .replace(", teams: true}", "}")
+        .replace('source == "invite", size', 'team == "红队", size'),
+        '"红队"',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "token"), REVIEW_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(REVIEW_CASES)]
+)
+def test_review_mistakes_are_located(check, code: str, text: str, token: str) -> None:
+    test_new_code_is_reported_at_token(check, code, text, token)
+
+
+def test_a_valid_attribute_default_is_accepted(check) -> None:
+    text = _with(
+        "    note: {type: string}\n",
+        "    note: {type: string}\n    n: {type: integer, default: 3}\n",
+    )
+    res, _ = check(text, plan_checks=False)
+    assert [d.code for d in res.diagnostics] == []
+
+
+def test_an_extend_only_deadline_lets_a_long_hold_fire(check) -> None:
+    # the stage runs on after `extend`: the exit can still fire on day 20
+    text = _with(
+        "exit: {when: members >= 10, for: 3d}",
+        "exit: {when: members >= 10, for: 20d}\n    deadline: {after: 5d, then: {extend: 3d}}",
+    )
+    res, _ = check(text, plan_checks=False)
+    assert [d.code for d in res.diagnostics] == []
+
+
+def test_a_hold_the_stage_outlasts_is_not_sop236(check) -> None:
+    res, _ = check(_with("exit: {when: members >= 10, for: 3d}", W14.replace("30d", "33d")))
+    assert "SOP236" not in [d.code for d in res.diagnostics]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "code"),
+    [
+        (
+            'when: "core_members >= 50 and avg(daily_speak_rate, 7d) >= 20%"',
+            "when: core_members >= 50 and avg(daily_speak_rate, 7d) >= 20%",
+            "SOP100",
+        ),
+        (
+            'bj: {title: 北京, when: city == "北京"}',
+            'bj: {title: 北京, when: city in ["北京", "上海"]}',
+            "SOP001",
+        ),
+    ],
+)
+def test_an_unquoted_condition_in_a_flow_mapping_says_quote_it(check, old, new, code) -> None:
+    res, _ = check(_with(old, new), plan_checks=False)
+    found = [d for d in res.diagnostics if d.code == code]
+    assert found and "quote the condition" in found[0].hint, res.diagnostics
+
+
+@pytest.mark.parametrize(
+    ("when", "token", "words"),
+    [
+        ("avg(daily_speak_rate, 7d) >= 20", "20", "can never hold (did you mean 0.2?)"),
+        ("daily_speak_rate < 20", "20", "always holds (did you mean 0.2?)"),
+        ("20 > daily_speak_rate", "20", "always holds (did you mean 0.2?)"),
+        ("daily_speak_rate >= 300%", "300%", "`>= 300%` it can never hold"),
+    ],
+)
+def test_sop243_on_windows_with_words_by_direction(check, when: str, token: str, words) -> None:
+    text = _with("exit: {when: members >= 10, for: 3d}", f"exit: {{when: '{when}', for: 3d}}")
+    res, text = check(text, plan_checks=False)
+    (d,) = [d for d in res.diagnostics if d.code == "SOP243"]
+    line, col = position(text, f"'{when}'")
+    assert (d.line, d.column) == (line, col + 1 + when.index(token))
+    assert d.message.endswith(words) and ("did you mean" in words) == ("did you mean" in d.message)
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [("{at_most: 300%}", "300% is always met"), ("{at_least: 30}", "reached (did you mean 0.3?)")],
+)
+def test_sop274_words_by_direction(check, target: str, words: str) -> None:
+    res, _ = check(_with("churn_rate: {at_most: 10%}", f"churn_rate: {target}"), plan_checks=False)
+    (d,) = [d for d in res.diagnostics if d.code == "SOP274"]
+    assert d.message.endswith(words)
+
+
+def test_a_hold_of_no_days_is_located(check) -> None:
+    res, text = check(
+        _with("members >= 10, for: 3d}", "members >= 10, for: 0d}"), plan_checks=False
+    )
+    (d,) = [d for d in res.diagnostics if d.code == "SOP103"]
+    line, col = position(text, "for: 0d}")
+    assert (d.line, d.column) == (line, col + len("for: "))
+
+
+def test_an_unquoted_true_condition_hints_to_quote_it(check) -> None:
+    res, _ = check(_with("members >= 10, for: 3d}", "true}"), plan_checks=False)
+    (d,) = [d for d in res.diagnostics if d.code == "SOP102"]
+    assert 'quote it to keep it as text, e.g. "true"' in d.hint

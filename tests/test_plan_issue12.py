@@ -155,7 +155,7 @@ def path(tmp_path: Path) -> str:
 def test_targets_are_due_on_dates_counted_from_the_start(path):
     doc = plan_json(path, "--start", "2027-04-01")
     targets = {t["metric"]: t for t in doc["targets"]}
-    # `by: 90d` from the plan's start; no `by`: the end of the plan (60 days)
+    # `by: 90d` from the plan's start; no `by`: the end of the horizon, whatever --days says
     assert targets["core_members"]["by"] == "2027-06-30"
     assert targets["core_members"]["direction"] == "at_least"
     assert targets["churn_rate"] == {
@@ -163,7 +163,7 @@ def test_targets_are_due_on_dates_counted_from_the_start(path):
         "direction": "at_most",
         "value": 0.1,
         "goal": "≤ 10%",
-        "by": "2027-05-31",
+        "by": "end of horizon",
     }
     # a metric's own `target:` is listed too
     assert targets["repeat_purchase_rate"]["goal"] == "≥ 30%"
@@ -173,7 +173,7 @@ def test_handbook_lists_targets_channels_members_admission_points_and_teams(path
     code, md, _ = sop("plan", path, "--days", "30", "--format", "markdown")
     assert code == 0
     assert "| core_members | ≥ 500 | 2027-05-30 (90d from the start) |" in md
-    assert "| churn_rate | ≤ 10% | 2027-03-31 (end of the plan) |" in md
+    assert "| churn_rate | ≤ 10% | end of horizon |" in md
     assert "| invite | 好友邀请 | 30% (referrals land here) | from the start |" in md
     assert "| wechat_mp | 公众号引流 | 20% | in stage `growth` |" in md
     assert "- **Opens channels**: `wechat_mp`" in md
@@ -310,10 +310,10 @@ def test_plan_takes_the_first_exit_unless_told_which(path):
         return [(t["stage"], t["event"], t["exit"]) for t in doc["transitions"]]
 
     first = plan_json(path)
-    # `success` holds for 7d, inside growth's 10-day minimum: it passes on day 10
+    # `success` reads avg(x, 7d) for 7d: filled on day 7, held to day 13 (past the 10-day minimum)
     assert ("growth", "passed", "success") in taken(first)
     passed = next(t for t in first["transitions"] if t["event"] == "passed")
-    assert passed["at"] == "2027-03-11T00:00:00+08:00"
+    assert passed["at"] == "2027-03-14T00:00:00+08:00"
     assert ("deepening", "started", None) in taken(first)
     assert "dissolution" not in {t["stage"] for t in first["transitions"]}
     declined = plan_json(path, "--assume-exit", "growth=decline")
@@ -331,7 +331,7 @@ def test_an_exit_held_longer_than_the_stage_work_passes_when_its_hold_is_over(tm
     doc = plan_json(write(tmp_path, text))
     passed = next(t for t in doc["transitions"] if t["event"] == "passed")
     assert (passed["stage"], passed["exit"]) == ("growth", "success")
-    assert passed["at"] == "2027-03-08T00:00:00+08:00"  # 7 days after 2027-03-01
+    assert passed["at"] == "2027-03-14T00:00:00+08:00"  # 7d window + 7d hold - 1 = day 13
 
 
 @pytest.mark.parametrize(
@@ -539,3 +539,76 @@ stages:
     assert "3 messages" in d.message and "m3" in d.message and "2027-03-05" in d.message
     res, _ = check(text.replace("member_messages_per_day: 2", "member_messages_per_day: 3"))
     assert not [d for d in res.diagnostics if d.code == "SOP303"]
+
+
+# -- the review of issue 12 -----------------------------------------------------------------
+
+JOIN = """\
+playbook: join
+timezone: Asia/Shanghai
+community: {start: 2027-03-01}
+roles: {ops: {headcount: 1}}
+backends: {group: {type: console}}
+defaults: {backend: group, owner: ops}
+stages:
+  a:
+    duration: {max: 30d}
+    exits:
+      - {id: success, when: members >= 10}
+      - {id: decline, when: members < 5, goto: rescue}
+  b:
+    duration: {min: 20d, max: 20d}
+  c:
+    after: [a, b]
+  rescue:
+    rescue: true
+"""
+
+
+def test_a_goto_exit_is_not_a_pass_for_an_after_join(tmp_path):
+    path = write(tmp_path, JOIN)
+    started = lambda doc: {t["stage"] for t in doc["transitions"] if t["event"] == "started"}  # noqa: E731
+    assert "c" in started(plan_json(path, "--assume-exit", "a=success"))
+    declined = plan_json(path, "--assume-exit", "a=decline")
+    assert ("a", "passed", "decline") in [
+        (t["stage"], t["event"], t["exit"]) for t in declined["transitions"]
+    ]
+    assert "rescue" in started(declined) and "c" not in started(declined)
+    args = ["plan", path, "--days", "60", "--assume-exit", "a=decline", "--format", "table"]
+    res = CliRunner().invoke(main, args, env={"COLUMNS": "300"}, catch_exceptions=False)
+    assert res.exit_code == 0 and "stage left by exit decline → rescue" in res.stdout
+    assert "stage passed" not in res.stdout
+
+
+def test_a_target_without_by_is_due_at_the_end_of_the_horizon_not_a_date(path):
+    short, long = plan_json(path, "--days", "5"), plan_json(path, "--days", "200")
+    by = lambda doc: {t["metric"]: t["by"] for t in doc["targets"]}  # noqa: E731
+    assert by(short) == by(long)
+    assert by(short)["churn_rate"] == "end of horizon"
+    assert by(short)["core_members"] == "2027-05-30"  # by: 90d from 2027-03-01
+
+
+def test_plan_assumes_an_exit_only_once_its_window_is_full_and_its_hold_run(tmp_path):
+    text = JOIN.replace(
+        "    exits:\n      - {id: success, when: members >= 10}\n",
+        "    exits:\n      - {id: success, when: 'avg(members, 14d) >= 10', for: 20d}\n",
+    ).replace("duration: {max: 30d}", "duration: {max: 40d}")
+    doc = plan_json(write(tmp_path, text))
+    passed = next(t for t in doc["transitions"] if t["stage"] == "a" and t["event"] == "passed")
+    assert passed["at"] == "2027-04-03T00:00:00+08:00"  # day 33 = 14 + 20 - 1, not day 20
+
+
+def test_incident_steps_are_listed_in_time_order_with_their_numbers(tmp_path):
+    text = JOIN + textwrap.dedent(
+        """\
+        incidents:
+          late:
+            owner: ops
+            steps:
+              - {escalate: ops, after: 4h}
+              - {alert: ops, within: 30m}
+        """
+    )
+    doc = plan_json(write(tmp_path, text))
+    (inc,) = doc["incidents"]
+    assert [(s["step"], s["kind"]) for s in inc["steps"]] == [(2, "alert"), (1, "escalate")]

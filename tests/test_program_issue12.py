@@ -270,8 +270,9 @@ def test_plan_can_assume_any_exit_and_a_hold_delays_the_assumed_pass(program):
     assert "dissolution" in {s.stage for s in lc.states}
     lc = run_lifecycle(program, start, 10, assumed_gate(program, "pass"))
     passed = next(t for t in lc.transitions if t.event == "passed")
-    # the first exit holds `for: 3d`: plan does not assume it passes before 3 days of stage
-    assert (passed.exit, passed.at.date()) == ("success", TZ_START + timedelta(days=3))
+    # the first exit holds `for: 3d` on `avg(x, 3d)`, and the stage starts with the history: the
+    # window has its 3 days on day 3, then it holds 3 days in a row: day 5 at the earliest
+    assert (passed.exit, passed.at.date()) == ("success", TZ_START + timedelta(days=5))
 
 
 # -- member attributes and conditions ----------------------------------------------------------

@@ -495,6 +495,28 @@ _rule(
     "Shorten `for:` or lengthen the stage's deadline or `duration.max`.",
 )
 _rule(
+    "SOP237",
+    "deadline-without-exits",
+    E,
+    "Stage `deadline:` on a stage with no exits",
+    "A deadline is the policy for a late exit: add `exits:`, or bound the stage with"
+    " `duration.max` alone.",
+)
+_rule(
+    "SOP238",
+    "goto-own-stage",
+    W,
+    "`goto` leads back to its own stage",
+    "A stage that jumps to itself stays open for ever: go to another stage (a rescue stage).",
+)
+_rule(
+    "SOP239",
+    "escalation-out-of-order",
+    W,
+    "Incident step escalates sooner than an earlier step",
+    "Step times count from the opening: give later escalations a longer `after`.",
+)
+_rule(
     "SOP244",
     "wrong-condition-vocabulary",
     E,

@@ -313,7 +313,8 @@ class _Parser:
     def atom(self) -> Node:
         t = self.take()
         if t.kind == "num":
-            return Node("num", t.start, t.end, value=_number(t.text))
+            # `op` "%" keeps how it was written: 300% is 3, and a hint should not say 0.03
+            return Node("num", t.start, t.end, "%" if t.text.endswith("%") else "", _number(t.text))
         if t.kind == "str":
             return Node("str", t.start, t.end, value=t.text[1:-1])
         if t.kind == "dur":
@@ -392,6 +393,10 @@ def check(node: Node, known: Mapping[str, str], *, windows: bool = False) -> lis
             )
         )
     return problems
+
+
+# `a OP b` read from b's side: `3 < x` is `x > 3`.
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem], windows: bool) -> str:
@@ -481,19 +486,23 @@ def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem], window
                     node.end,
                 )
             )
-        for a, b in ((left, right), (right, left)):
+        for a, b, op in ((left, right, node.op), (right, left, _FLIPPED.get(node.op, node.op))):
+            read = a.value if a.kind == "name" else a.args[0].value if a.kind == "call" else None
             if (
-                a.kind == "name"
-                and known.get(str(a.value)) == "ratio"
+                read is not None
+                and known.get(str(read)) == "ratio"  # a window of a ratio is a ratio too
                 and b.kind == "num"
                 and isinstance(b.value, float)
                 and b.value > 1
             ):
+                verdict = "always holds" if op in ("<", "<=", "!=") else "can never hold"
+                shown = f"{b.value * 100:g}%" if b.op == "%" else f"{b.value:g}"
+                mean = "" if b.op == "%" else f" (did you mean {b.value / 100:g}?)"
                 out.append(
                     ExprProblem(
                         "SOP243",
-                        f"`{a.value}` is a ratio between 0 and 1; {b.value:g} can never be"
-                        f" reached (did you mean {b.value / 100:g}?)",
+                        f"`{read}` is a ratio between 0 and 1; compared `{op} {shown}` it"
+                        f" {verdict}{mean}",
                         b.start,
                         b.end,
                     )

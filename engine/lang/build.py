@@ -623,12 +623,21 @@ def _target(doc: Document, path: KeyPath, metric: str, t: Any) -> Target:
         spans["value"] = doc.span((*path, key))
         value = fraction(t[key])
         return Target(
-            metric, value if value is not None else 0.0, at_most, _dur(t.get("by")), spans
+            metric,
+            value if value is not None else 0.0,
+            at_most,
+            _dur(t.get("by")),
+            spans,
+            _percent(t[key]),
         )
     spans = _spans(doc, path, {})
     spans["value"] = doc.span(path)
     value = fraction(t)
-    return Target(metric, value if value is not None else 0.0, spans=spans)
+    return Target(metric, value if value is not None else 0.0, spans=spans, percent=_percent(t))
+
+
+def _percent(raw: Any) -> bool:
+    return isinstance(raw, str) and raw.strip().endswith("%")
 
 
 def _targets(doc: Document, d: dict[str, Any]) -> dict[str, Target]:

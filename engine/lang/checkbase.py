@@ -9,7 +9,7 @@ from datetime import timedelta
 from ..core.diagnostics import Collector, Span
 from ..core.suggest import did_you_mean
 from .model import Action, Expression, OnEvent, Playbook, Stage, Template
-from .semantics import Anchored, resolve_anchors
+from .semantics import Anchored, resolve_anchors, stage_open_bound
 
 Check = Callable[[Playbook, Collector], None]
 CHECKS: list[Check] = []
@@ -54,10 +54,8 @@ _ANCHORS: dict[int, tuple[Playbook, dict[str, Anchored]]] = {}
 
 
 def stage_end_bound(s: Stage) -> timedelta | None:
-    """The latest a stage can last: its deadline plus extension, else its max duration."""
-    if s.deadline:
-        return s.deadline.after + (s.deadline.extend or timedelta(0))
-    return s.max_duration
+    """The latest a stage can last (None: it may run on), `semantics.stage_open_bound`."""
+    return stage_open_bound(s)
 
 
 def member_conditions(pb: Playbook) -> list[tuple[Expression | None, str]]:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from functools import lru_cache
 
 from ..core import expr as ex
-from ..core.catalog import BUILTIN_METRICS
 from ..core.diagnostics import Collector, Span
 from ..core.suggest import did_you_mean
 from ..core.timeutil import format_duration
@@ -669,12 +668,14 @@ def expressions(pb: Playbook, out: Collector) -> None:
 @check
 def builtin_metric_names(pb: Playbook, out: Collector) -> None:
     """A custom metric may not reuse a built-in's name: it would mean two different numbers."""
+    # the playbook's built-ins: channels, points, teams and admission add their own
+    builtins = pb.builtin_metrics()
     for mid in pb.metrics:
-        if mid in BUILTIN_METRICS:
+        if mid in builtins:
             out.add(
                 "SOP270",
                 pb.spans.get(f"metrics.{mid}", pb.spans[""]),
-                f"`{mid}` is a built-in metric ({BUILTIN_METRICS[mid].description});"
+                f"`{mid}` is a built-in metric ({builtins[mid].description});"
                 " it cannot be declared under `metrics:`",
             )
 

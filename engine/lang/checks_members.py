@@ -21,6 +21,7 @@ from .model import (
     Playbook,
     TeamAssignment,
 )
+from .semantics import earliest_exit_day, exits_of, hold_days, starting_stages
 
 MAX_CHANNELS_OPENING = 3  # 004: do not open too many channels at once
 
@@ -76,6 +77,20 @@ def attributes(pb: Playbook, out: Collector) -> None:
                 a.spans.get("type", a.spans[""]),
                 f"attribute `{a.id}` is an enum: list its `values`",
             )
+        seen: set[str] = set()
+        for v in a.values:
+            if v in seen:
+                out.add(
+                    "SOP103",
+                    a.spans.get("values", a.spans[""]),
+                    f"attribute `{a.id}` lists the value `{v}` twice",
+                )
+            seen.add(v)
+        if a.default is not None:
+            try:
+                a.coerce(a.default)  # the same rule events and imports go through
+            except ValueError as err:
+                out.add("SOP103", a.spans.get("default", a.spans[""]), f"`default`: {err}")
 
 
 def _known_values(pb: Playbook) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -86,9 +101,11 @@ def _known_values(pb: Playbook) -> dict[str, tuple[str, tuple[str, ...]]]:
         if a.type == AttributeType.ENUM and a.values
     }
     sets["source"] = ("SOP214", (*pb.channels, ORGANIC))
-    if pb.tiers:
-        sets["tier"] = ("SOP205", tuple(t.id for t in pb.tiers.levels))
-    if pb.teams is not None and pb.teams.assign != TeamAssignment.ATTRIBUTE:
+    # without `tiers:` / `teams:` every member's tier / team is "" (program/members.py)
+    sets["tier"] = ("SOP205", (*(t.id for t in pb.tiers.levels), "") if pb.tiers else ("",))
+    if pb.teams is None:
+        sets["team"] = ("SOP215", ("",))
+    elif pb.teams.assign != TeamAssignment.ATTRIBUTE:
         sets["team"] = ("SOP215", (*pb.teams.names, ""))
     return sets
 
@@ -183,6 +200,22 @@ def _leaderboard(pb: Playbook, a: Action, out: Collector) -> None:
 # -- member events: milestones, redemptions ----------------------------------------------------
 
 
+def _milestone_reaches(
+    pb: Playbook, out: Collector, counter: str | None, reaches: float, span: Span
+) -> None:
+    """Counters start at 0 and a milestone fires when one first reaches `reaches` from below:
+    it must be above 0, and a whole number when the counter counts (invites, payments)."""
+    declared = pb.attributes.get(counter or "")
+    counts = (declared is None and MEMBER_ATTRIBUTE_UNITS.get(counter or "") == "count") or (
+        declared is not None and declared.type == AttributeType.INTEGER
+    )
+    if reaches <= 0:
+        out.add("SOP103", span, f"`reaches: {reaches:g}`: counters start at 0; use more than 0")
+    elif counts and reaches != int(reaches):
+        what = f"`{counter}` counts in whole numbers; `reaches: {reaches:g}` is not one"
+        out.add("SOP103", span, what)
+
+
 @check
 def member_event_options(pb: Playbook, out: Collector) -> None:
     """Milestones watch a numeric attribute; redemptions name an item of `points.redeem`."""
@@ -200,6 +233,8 @@ def member_event_options(pb: Playbook, out: Collector) -> None:
                 )
             if s.counter is not None:
                 _attribute(pb, out, s.counter, sp["counter"], numeric="a milestone's `counter`")
+            if s.reaches is not None:
+                _milestone_reaches(pb, out, s.counter, s.reaches, sp["reaches"])
         if isinstance(s, OnEvent) and s.item is not None and s.item not in items:
             unknown(out, "SOP216", "item", s.item, items, sp["item"])
         if a.kind == "redeem":
@@ -236,6 +271,7 @@ def member_event_options(pb: Playbook, out: Collector) -> None:
 def exits(pb: Playbook, out: Collector) -> None:
     """Exit ids are unique, every exit can be taken, one form of exit and deadline per stage,
     and no exit must hold longer than the stage can last."""
+    starting = set(starting_stages(pb, pb.stages))
     for s in pb.stages.values():
         sp = s.spans
         if "key.exit" in sp and "key.exits" in sp:
@@ -244,6 +280,18 @@ def exits(pb: Playbook, out: Collector) -> None:
                 sp["key.exits"],
                 f"stage `{s.id}` has both `exit:` and `exits:`; `exit:` would be ignored",
             )
+        if "key.deadline" in sp and not exits_of(s):
+            out.add(
+                "SOP237",
+                sp["key.deadline"],
+                f"stage `{s.id}` has a `deadline:` but no exits: the deadline would be ignored",
+            )
+        gotos = [(e.goto, e.spans.get("goto", e.spans[""])) for e in s.exits]
+        if s.deadline is not None and s.deadline.goto:
+            gotos.append((s.deadline.goto, s.deadline.spans.get("then.goto", sp[""])))
+        for goto, span in gotos:
+            if goto == s.id:
+                out.add("SOP238", span, f"stage `{s.id}`: `goto: {goto}` leads back to itself")
         if "key.exit.deadline" in sp and "key.deadline" in sp:
             out.add(
                 "SOP286",
@@ -270,13 +318,27 @@ def exits(pb: Playbook, out: Collector) -> None:
                 )
             elif _always(e.when) and e.hold is None:
                 always = e.id
+            if e.hold is not None and e.hold <= timedelta(0):
+                # hold_days reads it as 1 day (today's check): say so rather than run on silently
+                out.add(
+                    "SOP103",
+                    e.spans.get("for", e.spans[""]),
+                    f"stage `{s.id}`: exit `{e.id}`: `for: {format_duration(e.hold)}` holds on no"
+                    " day; leave `for:` out for today's check, or give at least 1d",
+                )
             end = stage_end_bound(s)
-            if e.hold is not None and end is not None and e.hold > end:
+            # a starting stage starts with the history; a later one may find years of it
+            before = 0 if s.id in starting else 10**6
+            first = earliest_exit_day(e, before)
+            if end is not None and first > end.days:
+                why = f"hold for {format_duration(e.hold)}" if e.hold else "wait"
+                if first > hold_days(e.hold):
+                    why += " after its longest window has its days"
                 out.add(
                     "SOP236",
-                    e.spans.get("for", e.spans[""]),
-                    f"stage `{s.id}`: exit `{e.id}` must hold for {format_duration(e.hold)},"
-                    f" but the stage lasts at most {format_duration(end)}",
+                    e.spans.get("for", e.spans["when"] if "when" in e.spans else e.spans[""]),
+                    f"stage `{s.id}`: exit `{e.id}` can fire on day {first} at the earliest (it"
+                    f" must {why}), but the stage ends after {format_duration(end)}",
                 )
 
 
@@ -308,6 +370,14 @@ def counted_metrics(pb: Playbook, out: Collector) -> None:
                     f"metric `{m.id}`: a count of `{c.of}` is taken now, over no window;"
                     " `window` would be ignored",
                 )
+            elif c.window is not None and c.window < timedelta(days=1):
+                # counts are taken once a day: a shorter window counts nothing
+                out.add(
+                    "SOP103",
+                    c.spans["window"],
+                    f"metric `{m.id}`: a count's `window` is at least 1d, not"
+                    f" {format_duration(c.window)}",
+                )
             if c.event is not None and c.event not in EVENT_TYPES:
                 unknown(out, "SOP217", "event type", c.event, EVENT_TYPES, c.spans["events"])
         if (
@@ -333,12 +403,22 @@ def targets(pb: Playbook, out: Collector) -> None:
         if mid not in units:
             unknown(out, "SOP218", "metric", mid, units, t.spans[""])
             continue
+        if t.by is not None and (t.by <= timedelta(0) or t.by % timedelta(days=1)):
+            # a target is judged at a day's end: `36h` would be read one way by one reader
+            out.add(
+                "SOP103",
+                t.spans.get("by", t.spans[""]),
+                f"target of `{mid}`: `by` is a whole number of days, e.g. 90d"
+                f" (not {format_duration(t.by)})",
+            )
         if units[mid] == "ratio" and t.value > 1:
+            shown = f"{t.value * 100:g}%" if t.percent else f"{t.value:g}"
+            verdict = "is always met" if t.at_most else "can never be reached"
+            mean = "" if t.percent else f" (did you mean {t.value / 100:g}?)"
             out.add(
                 "SOP274",
                 t.spans.get("value", t.spans[""]),
-                f"`{mid}` is a ratio between 0 and 1; a target of {t.value:g} can never be"
-                f" reached (did you mean {t.value / 100:g}?)",
+                f"`{mid}` is a ratio between 0 and 1; a target of {shown} {verdict}{mean}",
             )
     for m in pb.metrics.values():
         both = pb.targets.get(m.id)
@@ -376,12 +456,22 @@ def channels(pb: Playbook, out: Collector) -> None:
             c.spans["referral"],
             f"channels `{referral[0].id}` and `{c.id}` are both `referral: true`",
         )
+    if ORGANIC in pb.channels:
+        out.add(
+            "SOP103",
+            pb.channels[ORGANIC].spans[""],
+            f"`{ORGANIC}` is the source of members who came by no channel; it cannot be a"
+            " channel id",
+        )
+    # a channel without `opens` opens when the playbook starts: at its starting stage(s)
+    starting: list[str | None] = [*starting_stages(pb)] or [None]
     opening: dict[str | None, list[str]] = {}
     for c in pb.channels.values():
         if c.opens is not None and c.opens not in pb.stages:
             unknown(out, "SOP202", "stage", c.opens, pb.stages, c.spans["opens"])
             continue
-        opening.setdefault(c.opens, []).append(c.id)
+        for stage in [c.opens] if c.opens is not None else starting:
+            opening.setdefault(stage, []).append(c.id)
     for stage, ids in opening.items():
         if len(ids) > MAX_CHANNELS_OPENING:
             c = pb.channels[ids[MAX_CHANNELS_OPENING]]
@@ -507,3 +597,25 @@ def new_durations(pb: Playbook) -> list[tuple[timedelta | None, Span | None, str
         span = pb.admission.spans.get("review.within")
         found.append((pb.admission.review_within, span, "`admission.review.within`"))
     return found
+
+
+@check
+def incident_steps(pb: Playbook, out: Collector) -> None:
+    """Escalations are written in time order: each step's time counts from the opening, so a
+    later escalation with a shorter `after` would fire before the one above it."""
+    for inc in pb.incidents.values():
+        latest: tuple[int, timedelta] | None = None
+        for i, st in enumerate(inc.steps):
+            if st.kind != "escalate":
+                continue
+            after = st.delay or timedelta(0)
+            if latest is not None and after < latest[1]:
+                out.add(
+                    "SOP239",
+                    st.spans.get("after", st.spans[""]),
+                    f"incident `{inc.id}`, step {i + 1}: escalates {format_duration(after)} after"
+                    f" the opening, before step {latest[0] + 1}"
+                    f" ({format_duration(latest[1])}); step times count from the opening",
+                )
+            elif latest is None or after >= latest[1]:
+                latest = (i, after)

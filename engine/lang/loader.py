@@ -100,6 +100,12 @@ class Document:
         return lines[n - 1] if 0 < n <= len(lines) else ""
 
 
+# A condition written unquoted inside `{ }`: YAML reads its `,` and `[` as the mapping's own.
+FLOW_CONDITION_HINT = (
+    'inside { } a comma ends the value: quote the condition, e.g. when: "avg(x, 7d) >= 20%"'
+)
+
+
 def _fail(code: str, file: str, line: int, col: int, message: str, hint: str = "") -> LoadError:
     r = rule(code)
     return LoadError(
@@ -205,7 +211,12 @@ def load_text(text: str, file: str = "<string>") -> Document:
         msg = e.problem or str(e)
         if e.context:
             msg = f"{msg} ({e.context})"
-        raise _fail("SOP001", file, line, col, msg) from None
+        hint = ""
+        lines = text.splitlines()
+        near = lines[line - 1] if 0 < line <= len(lines) else ""
+        if "flow mapping" in (e.context or "") and "[" in near:
+            hint = FLOW_CONDITION_HINT
+        raise _fail("SOP001", file, line, col, msg, hint) from None
     except yaml.reader.ReaderError as e:
         pos = max(int(e.position), 0)
         if _C_PARSER:  # libyaml counts bytes of the UTF-8 encoding

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.diagnostics import Span
 from ..core.expr import Node
@@ -79,6 +79,33 @@ class Attribute:
             return "boolean"
         return "string"
 
+    def coerce(self, raw: Any) -> Any:
+        """A value of this attribute from an event, an import or its `default`; ValueError says
+        what is wrong."""
+        if self.type in (AttributeType.NUMBER, AttributeType.INTEGER):
+            if isinstance(raw, bool):
+                raise ValueError(f"`{self.id}` is a number, not {str(raw).lower()}")
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"`{self.id}` is a number; {raw!r} is not one") from None
+            if self.type == AttributeType.INTEGER and value != int(value):
+                raise ValueError(f"`{self.id}` is a whole number; {raw!r} is not one")
+            return value
+        if self.type == AttributeType.BOOLEAN:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("true", "yes", "1"):
+                return True
+            if text in ("false", "no", "0", ""):
+                return False
+            raise ValueError(f"`{self.id}` is true or false; {raw!r} is neither")
+        text = "" if raw is None else str(raw)
+        if self.type == AttributeType.ENUM and text and text not in self.values:
+            raise ValueError(f"`{self.id}` is one of {', '.join(self.values)}; {text!r} is not")
+        return text
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -141,6 +168,7 @@ class Target:
     at_most: bool = False  # True: the goal is to stay at or below `value` (churn_rate)
     by: timedelta | None = None  # None: by the end of the horizon / the plan
     spans: Spans = field(default_factory=dict, compare=False, repr=False)
+    percent: bool = field(default=False, compare=False)  # written as `30%` (hints say so)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.diagnostics import Collector
 from ..core.suggest import did_you_mean
-from .loader import Document, KeyPath
+from .loader import FLOW_CONDITION_HINT, Document, KeyPath
 from .schema_source import (
     DATE_PATTERN,
     DURATION_PATTERN,
@@ -92,6 +92,15 @@ class _Ctx:
         self.doc = doc
         self.out = out
         self.trial = trial
+
+
+# The tail of a condition a `,` cut off inside `{ }`: `7d) >= 20%`, `x > 3`.
+_CONDITION_TAIL = re.compile(r"[)%]|[<>]=?|[=!]=")
+
+
+def _condition_tail(key: str) -> bool:
+    """Whether an unknown key looks like the rest of an unquoted condition, not a misspelling."""
+    return bool(_CONDITION_TAIL.search(key))
 
 
 def json_path(path: KeyPath) -> str:
@@ -262,10 +271,16 @@ class Validator:
             for pr in preds:
                 if pr(v):
                     return
+            hint = None
+            if types == ["string"] and isinstance(v, (bool, int, float)) and not c.trial:
+                # YAML read `true`, `yes` or `10` as a value of its own: quotes keep it text
+                shown = str(v).lower() if isinstance(v, bool) else _show(v)
+                hint = f'quote it to keep it as text, e.g. "{shown}"'
             c.out.add(
                 "SOP102",
                 c.doc.span(p),
                 f"{describe(p)} must be {words}, not {_type_name(v)} ({_show(v)})",
+                hint=hint,
                 json_path=json_path(p),
             )
 
@@ -436,6 +451,8 @@ class Validator:
                             did_you_mean(key, prop_names)
                             or f"allowed keys: {', '.join(prop_names)}"
                         )
+                        if _condition_tail(key):
+                            hint = FLOW_CONDITION_HINT
                     c.out.add(
                         "SOP100",
                         doc.key_span(kp),

@@ -11,13 +11,15 @@ and the interpreters (the layers above) must read it the same way:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..core import expr as ex
 from ..core.catalog import MESSAGE_KINDS
 from ..core.timeutil import Window
-from .model import Action, OnEvent, Playbook, Relative, Stage
+from .model import Action, Exit, OnEvent, Playbook, Relative, Stage
 
 # -- member messages ---------------------------------------------------------------------------
 
@@ -135,11 +137,53 @@ def deadline_of(stage: Stage) -> timedelta | None:
     return stage.max_duration
 
 
+def exits_of(stage: Stage) -> tuple[Exit, ...]:
+    """A stage's exits in order (a model built without `exits` but with a gate: one, `pass`)."""
+    if stage.exits:
+        return stage.exits
+    if stage.gate is None:
+        return ()
+    return (Exit("pass", stage.gate, None, stage.goto),)
+
+
+def hold_days(hold: timedelta | None) -> int:
+    """The days an exit's `for:` asks its condition to hold on (1 without one: today's check)."""
+    if hold is None:
+        return 1
+    return max(1, math.ceil(hold.total_seconds() / 86400))
+
+
+def stage_open_bound(stage: Stage) -> timedelta | None:
+    """The longest a stage can stay open (None: no bound), as the lifecycle runs it.
+
+    Without a stage `deadline:` (or without exits) it is timeboxed at its deadline or maximum;
+    a deadline whose policy ends in `goto` or `abort` ends it after any `extend`; a policy that
+    only extends or alerts lets it run on until an exit fires.
+    """
+    dl = stage.deadline
+    if dl is None or not exits_of(stage):
+        return deadline_of(stage)
+    if dl.goto or dl.abort:
+        return dl.after + (dl.extend or timedelta(0))
+    return None
+
+
+def earliest_exit_day(exit: Exit, days_before: int = 0) -> int:
+    """The first stage day (1 = the stage's first closed day) an exit can fire on.
+
+    A `for:` hold counts only the stage's own days (program/history.py `daily_truth`), but a
+    window function (`avg(x, 14d)`) reads the community's history, which began `days_before`
+    closed days before the stage did: the condition is defined once the longest window has its
+    days, and then must hold `for:` days in a row.
+    """
+    node = exit.when.node if exit.when is not None else None
+    window = max((d for _, _, d in ex.windows(node)), default=1) if node is not None else 1
+    return max(1, window - days_before) + hold_days(exit.hold) - 1
+
+
 def exit_targets(stage: Stage) -> list[str | None]:
     """Where each exit of a stage leads, in order (None: the stages `after` it)."""
-    if stage.exits:
-        return [e.goto for e in stage.exits]
-    return [stage.goto] if stage.gate is not None else []
+    return [e.goto for e in exits_of(stage)]
 
 
 def hands_over(stage: Stage) -> bool:

@@ -14,7 +14,7 @@ from ..core.timeutil import format_duration
 from ..lang.model import Action, Attribute, IncidentStep, Playbook
 from ..program import Occurrence, Program
 from ..program.lifecycle import exits_of
-from .sections import all_targets
+from ..program.targets import targets as all_targets
 from .timeline import PlanOptions, make_plan
 from .words import schedule_words
 
@@ -195,7 +195,7 @@ def diff(old: Playbook, new: Playbook, start: date | None = None, days: int = 30
     _compare("template", dict(old.templates), dict(new.templates), changes)
     _compare("role", dict(old.roles), dict(new.roles), changes)
     _compare("backend", dict(old.backends), dict(new.backends), changes)
-    targets = {t.metric: t for t in all_targets(old)}, {t.metric: t for t in all_targets(new)}
+    targets = all_targets(old), all_targets(new)
     _compare("target", *targets, changes)
     # a metric's own `target:` is reported as a target, above
     _compare("metric", dict(old.metrics), dict(new.metrics), changes, skip=("target",))

@@ -18,7 +18,7 @@ from ..core.timeutil import format_duration
 from ..lang.model import Exit, Playbook, Relative, Stage
 from ..program import Program
 from ..program.lifecycle import exits_of
-from .sections import exit_targets, exit_words
+from .sections import exit_destinations, exit_words
 
 
 def _enc(name: str) -> str:
@@ -93,7 +93,7 @@ def graph_dict(pb: Playbook) -> dict[str, Any]:
                         "when": e.when.text,
                         "for": format_duration(e.hold) if e.hold else None,
                         "goto": e.goto,
-                        "to": exit_targets(e, succ.get(s.id, ())),
+                        "to": exit_destinations(e, succ.get(s.id, ())),
                     }
                     for e in exits_of(s)
                 ],
@@ -115,7 +115,7 @@ def _edges(pb: Playbook) -> list[tuple[str, str | None, str, str]]:
         if not _branching(s):
             continue
         for e in exits_of(s):
-            targets: list[str | None] = [*exit_targets(e, succ.get(s.id, ()))]
+            targets: list[str | None] = [*exit_destinations(e, succ.get(s.id, ()))]
             style = "dashed" if e.goto else "solid"
             for t in targets or [None]:
                 out.append((s.id, t, exit_label(e), style))

@@ -21,9 +21,10 @@ from typing import IO, Any
 
 from ..core.textsafe import csv_cell, dumps, markup, terminal
 from ..core.timeutil import format_duration
-from ..lang.model import Action
+from ..lang.model import Action, Stage
 from ..program import Occurrence
 from ..program.lifecycle import exits_of
+from ..program.targets import END_OF_HORIZON
 from . import sections
 from .timeline import Timeline, render_messages
 from .words import audience_words, schedule_words
@@ -82,13 +83,12 @@ def facts_dict(tl: Timeline) -> dict[str, Any]:
     pb = tl.playbook
     tz = tl.program.tz
     first = tl.start.astimezone(tz).date()
-    last = tl.end.astimezone(tz).date()
     succ = tl.program.successors
     return {
         "exits": {
             s.id: sections.exits(s, succ.get(s.id, ())) for s in pb.stages.values() if exits_of(s)
         },
-        "targets": sections.targets(pb, first, last),
+        "targets": sections.targets(pb, first),
         "channels": sections.channels(pb),
         "attributes": sections.attributes(pb),
         "segments": sections.segments(pb),
@@ -380,10 +380,11 @@ def _target_todos(tl: Timeline, stamp: Any) -> Iterator[Any]:
     tz = tl.program.tz
     first = tl.start.astimezone(tz).date()
     last = tl.end.astimezone(tz).date()
-    for t in sections.targets(pb, first, last):
-        due = date.fromisoformat(t["by"])
+    for t in sections.targets(pb, first):
+        # a target without `by` is due at the end of the plan: its last day here
+        due = last if t["by"] == END_OF_HORIZON else date.fromisoformat(t["by"])
         if not first <= due <= last:
-            continue  # due after the plan (a target checked at the horizon is due on `last`)
+            continue  # due after the plan
         ev = Todo()
         ev.add("uid", uid(f"{pb.id}/target/{t['metric']}/{t['by']}"))
         ev.add("dtstamp", stamp)
@@ -531,7 +532,7 @@ def _md_targets(rows: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["## Targets", "", "| metric | goal | by |", "|---|---|---|"]
     for r in rows:
-        within = f" ({r['within']} from the start)" if r["within"] else " (end of the plan)"
+        within = f" ({r['within']} from the start)" if r["within"] else ""
         out.append(f"| {_cell(r['metric'])} | {_cell(r['goal'])} | {r['by']}{within} |")
     return [*out, ""]
 
@@ -743,9 +744,14 @@ def _leads(tl: Timeline, e: Any, successors: list[str]) -> str:
     stages = tl.playbook.stages
     to = [
         f"`{x}`" + (" (optional)" if stages[x].optional and not e.goto else "")
-        for x in sections.exit_targets(e, successors)
+        for x in sections.exit_destinations(e, successors)
     ]
     return ", ".join(to) if to else "the playbook ends"
+
+
+def _exit_goto(stage: Stage, exit_id: str | None) -> str | None:
+    """The stage the exit `exit_id` of `stage` jumps to, None when it is a plain pass."""
+    return next((e.goto for e in exits_of(stage) if e.id == exit_id), None)
 
 
 def to_table(tl: Timeline, console: Any) -> None:
@@ -774,10 +780,14 @@ def to_table(tl: Timeline, console: Any) -> None:
                 if t.exit not in (None, "pass") and t.event != "goto"
                 else ""
             )
+            what = f"[bold]stage {t.event}[/]{by}"
+            goto = _exit_goto(pb.stages[t.stage], t.exit) if t.event == "passed" else None
+            if goto:  # a jump (e.g. decline → dissolution) is no pass: `after:` joins wait
+                what = f"[bold]stage left[/] by exit {m(t.exit or '')} → {m(goto)}"
             table.add_row(
                 f"{t.at.astimezone(tz):%H:%M}",
                 m(pb.stages[t.stage].title),
-                f"[bold]stage {t.event}[/]{by} {m(t.detail)}{who}",
+                f"{what} {m(t.detail)}{who}",
                 "",
                 "",
                 "",

@@ -23,10 +23,11 @@ from ..lang.model import (
     OnEvent,
     Playbook,
     Stage,
-    Target,
 )
 from ..program.incidents import schedule
 from ..program.lifecycle import exits_of
+from ..program.targets import END_OF_HORIZON, due_day
+from ..program.targets import targets as all_targets
 
 
 def duration_text(td: timedelta | None) -> str | None:
@@ -49,21 +50,13 @@ def value_text(unit: str, v: float) -> str:
 # -- targets -----------------------------------------------------------------------------------
 
 
-def all_targets(pb: Playbook) -> list[Target]:
-    """`targets:` and each metric's own `target:` (the shorthand), one per metric, in order."""
-    out = dict(pb.targets)
-    for m in pb.metrics.values():
-        if m.target is not None and m.id not in out:
-            out[m.id] = m.target
-    return list(out.values())
-
-
-def targets(pb: Playbook, start: date, end: date) -> list[dict[str, Any]]:
-    """Each target with its direction and the date it is due (`by` from the start, else the
-    last day of the plan)."""
+def targets(pb: Playbook, start: date) -> list[dict[str, Any]]:
+    """Each target with its direction and the date it is due: `by` days from the start
+    (`program.targets.due_day`); without `by`, "end of horizon" (the end of whichever plan,
+    simulation or run judges it, so it is no date of its own)."""
     units = pb.metric_units()
     rows = []
-    for t in all_targets(pb):
+    for t in all_targets(pb).values():
         unit = units.get(t.metric, "count")
         rows.append(
             {
@@ -73,8 +66,11 @@ def targets(pb: Playbook, start: date, end: date) -> list[dict[str, Any]]:
                 "value": t.value,
                 "goal": ("≤ " if t.at_most else "≥ ") + value_text(unit, t.value),
                 "within": duration_text(t.by),
-                # `by` counts from the start; without it the target is due at the horizon
-                "by": (start + t.by if t.by is not None else end).isoformat(),
+                "by": (
+                    (start + timedelta(days=due_day(t, 0))).isoformat()
+                    if t.by is not None
+                    else END_OF_HORIZON
+                ),
             }
         )
     return rows
@@ -192,8 +188,8 @@ def teams(pb: Playbook) -> dict[str, Any] | None:
 
 
 def incident_steps(inc: Incident) -> list[dict[str, Any]]:
-    """An incident's steps in order: who does what, when after the opening it starts and by when
-    it must be answered (the Program's `incidents.schedule`, which run follows too)."""
+    """An incident's steps in time order: who does what, when after the opening it starts and by
+    when it must be answered (the Program's `incidents.schedule`, which run follows too)."""
     return [
         {
             "step": st.index + 1,
@@ -206,7 +202,8 @@ def incident_steps(inc: Incident) -> list[dict[str, Any]]:
             "template": st.step.template,
             "text": st.step.text,
         }
-        for st in schedule(inc)
+        # in time order (each time counts from the opening), keeping the written step numbers
+        for st in sorted(schedule(inc), key=lambda st: st.at)
     ]
 
 
@@ -253,7 +250,7 @@ def step_words(step: Mapping[str, Any]) -> str:
 # -- exits -------------------------------------------------------------------------------------
 
 
-def exit_targets(e: Exit, successors: Sequence[str]) -> list[str]:
+def exit_destinations(e: Exit, successors: Sequence[str]) -> list[str]:
     """Where an exit leads: its `goto`, else the stage's `after:` successors (none: the end)."""
     return [e.goto] if e.goto else list(successors)
 
@@ -272,7 +269,7 @@ def exits(stage: Stage, successors: Sequence[str]) -> list[dict[str, Any]]:
             "when": e.when.text,
             "for": duration_text(e.hold),
             "goto": e.goto,
-            "to": exit_targets(e, successors),
+            "to": exit_destinations(e, successors),
         }
         for e in exits_of(stage)
     ]

@@ -163,7 +163,7 @@ def lifecycle(program: Program, options: PlanOptions) -> tuple[datetime, datetim
     start = local_midnight(d0, program.tz)
     end = local_midnight(d0 + timedelta(days=options.days), program.tz)
     gate = assumed_exits(
-        program, options.assume_gates, frozenset(options.failing), dict(options.exits)
+        program, options.assume_gates, frozenset(options.failing), dict(options.exits), start
     )
     # what fires on a day depends only on the stages as they stand that day (a runtime knows no
     # more), so the lifecycle is stepped to the horizon and no further

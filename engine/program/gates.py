@@ -25,7 +25,7 @@ from .truth import truth
 if TYPE_CHECKING:
     from ..lang.model import Exit, Stage
     from .history import History
-    from .lifecycle import ExitOracle, GateOracle, StageState
+    from .lifecycle import ExitOracle, StageState
 
 Why = Callable[[str], str]
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -246,33 +246,6 @@ def _blame(node: ex.Node, values: Mapping[str, Any]) -> list[str]:
     return _undefined_names(node, values)
 
 
-def metric_gate(
-    values: Callable[[Stage, StageState, datetime], Mapping[str, float]],
-    why: Callable[[str, Mapping[str, float]], str] | None = None,
-    notes: MutableMapping[str, str] | None = None,
-) -> GateOracle:
-    """The gate oracle of an interpreter with metric values (the simulator; the runtime).
-
-    `values` gives the metrics a stage's gate reads at a check (`days_in_stage` included);
-    `notes` keeps, per stage, why its latest check was undecided (cleared by a decided one).
-    Plan has no values: its assumed gates (`assumed_gate`) pass or fail without reading any.
-    """
-
-    def gate(stage: Stage, st: StageState, now: datetime) -> bool:
-        if stage.gate is None or stage.gate.node is None:
-            return False
-        v = values(stage, st, now)
-        verdict = judge(stage.gate.node, v, (lambda n: why(n, v)) if why else None)
-        if notes is not None:
-            if verdict.decided:
-                notes.pop(stage.id, None)
-            else:
-                notes[stage.id] = verdict.note
-        return verdict.holds
-
-    return gate
-
-
 def history_exits(
     read: Callable[[Stage, StageState, datetime], tuple[History, Any]],
     why: Callable[[str, Mapping[str, float]], str] | None = None,
@@ -284,7 +257,7 @@ def history_exits(
     values by day, engine/program/history.py) and the stage's `days_in_stage` at this check. An
     exit fires when its condition held on each of its last `for:` days in the stage (windows
     read through the history). `notes` keeps, per stage, why its latest check of each exit was
-    undecided (an undefined metric or window), as `metric_gate` does.
+    undecided (an undefined metric or window).
     """
     from . import history as H
     from .lifecycle import ExitOracle, exits_of

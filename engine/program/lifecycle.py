@@ -15,14 +15,14 @@ answers for the first exit only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..lang.model import Exit, Playbook, Stage
-from ..lang.semantics import deadline_of, starting_stages
+from ..lang.semantics import deadline_of, exits_of, starting_stages
+from ..lang.semantics import hold_days as hold_days  # one home in lang; read here by program
 
 DAY = timedelta(days=1)
 
@@ -113,22 +113,6 @@ class ExitOracle:
     fires: Callable[[Stage, StageState, datetime, Exit], bool]
 
 
-def hold_days(hold: timedelta | None) -> int:
-    """The days an exit's `for:` asks its condition to hold on (1 without one: today's check)."""
-    if hold is None:
-        return 1
-    return max(1, math.ceil(hold.total_seconds() / 86400))
-
-
-def exits_of(stage: Stage) -> tuple[Exit, ...]:
-    """A stage's exits in order (a model built without `exits` but with a gate: one, `pass`)."""
-    if stage.exits:
-        return stage.exits
-    if stage.gate is None:
-        return ()
-    return (Exit("pass", stage.gate, None, stage.goto),)
-
-
 def first_exit(
     stage: Stage, st: StageState, now: datetime, gate: GateOracle | ExitOracle
 ) -> Exit | None:
@@ -207,7 +191,18 @@ class Lifecycle:
         self.transitions.append(Transition(at, sid, "started"))
 
     def _passed(self, sid: str) -> bool:
-        return any(s.stage == sid and s.outcome in ("passed", "timeboxed") for s in self.states)
+        """Stage `sid` was left so that its `after:` successors start: timeboxed, or by an exit
+        without `goto` (an exit that jumps elsewhere, e.g. `decline`, is not a pass for a join;
+        its outcome still reads "passed" so counts of exits taken stay as they are)."""
+        return any(s.stage == sid and self._joins(s) for s in self.states)
+
+    def _joins(self, st: StageState) -> bool:
+        if st.outcome == "timeboxed":
+            return True
+        if st.outcome != "passed":
+            return False
+        stage = self.program.playbook.stages[st.stage]
+        return not any(e.id == st.exit and e.goto for e in exits_of(stage))
 
     def _finish(
         self, st: StageState, at: datetime, outcome: str, goto: str | None, exit: str | None = None

@@ -62,29 +62,8 @@ def defaults(pb: Playbook) -> dict[str, Any]:
 
 def coerce(a: Attribute, raw: Any) -> Any:
     """A declared attribute's value from an event or an import; ValueError says what is wrong."""
-    if a.type in (AttributeType.NUMBER, AttributeType.INTEGER):
-        if isinstance(raw, bool):
-            raise ValueError(f"`{a.id}` is a number, not {str(raw).lower()}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"`{a.id}` is a number; {raw!r} is not one") from None
-        if a.type == AttributeType.INTEGER and value != int(value):
-            raise ValueError(f"`{a.id}` is a whole number; {raw!r} is not one")
-        return value
-    if a.type == AttributeType.BOOLEAN:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("true", "yes", "1"):
-            return True
-        if text in ("false", "no", "0", ""):
-            return False
-        raise ValueError(f"`{a.id}` is true or false; {raw!r} is neither")
-    text = "" if raw is None else str(raw)
-    if a.type == AttributeType.ENUM and text and text not in a.values:
-        raise ValueError(f"`{a.id}` is one of {', '.join(a.values)}; {text!r} is not")
-    return text
+    # The rule lives with the model so `validate` checks a declared `default` with it too.
+    return a.coerce(raw)
 
 
 def member_values(pb: Playbook, attrs: Mapping[str, Any]) -> dict[str, Any]:

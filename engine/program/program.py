@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from ..core.schedule import apply_quiet_hours, cron_between, local_midnight, quiet_move, to_instant
 from ..core.timeutil import Window
 from ..lang.model import Action, Cron, DayOffset, Exit, Playbook, Stage
-from ..lang.semantics import Anchored, quiet_window, resolve_anchors
+from ..lang.semantics import Anchored, earliest_exit_day, quiet_window, resolve_anchors
 from .anchors import chain_below, children_of
 from .events import EventRule, active_rules, compile_event_rules
 from .lifecycle import (
@@ -32,7 +32,6 @@ from .lifecycle import (
     StageState,
     StageWindow,
     exits_of,
-    hold_days,
 )
 from .occurrence import Occurrence, occurrence_key
 
@@ -324,10 +323,12 @@ def assumed_exits(
     mode: str = "pass",
     failing: frozenset[str] = frozenset(),
     taken: Mapping[str, str] | None = None,
+    origin: datetime | None = None,
 ) -> ExitOracle:
     """Plan's exit oracle: with `pass`, each stage leaves by its first exit (or the exit `taken`
-    names for it) as soon as the stage's work is done and that exit's `for:` has run its days;
-    with `fail`, and for the `failing` stages, no exit fires."""
+    names for it) as soon as the stage's work is done and that exit can first fire
+    (`semantics.earliest_exit_day`: its `for:` run, its windows filled from `origin`, the day the
+    history starts); with `fail`, and for the `failing` stages, no exit fires."""
     taken = taken or {}
 
     def fires(stage: Stage, st: StageState, now: datetime, exit: Exit) -> bool:
@@ -336,7 +337,8 @@ def assumed_exits(
         exits = exits_of(stage)
         if exit.id != taken.get(stage.id, exits[0].id if exits else None):
             return False
-        held = timedelta(days=hold_days(exit.hold))
+        before = max(0, (st.started - origin).days) if origin is not None else 0
+        held = timedelta(days=earliest_exit_day(exit, before))
         return now - st.started >= max(program.natural_length(stage), held)
 
     return ExitOracle(fires)

@@ -12,6 +12,10 @@ from typing import Any
 
 from ..lang.model import Playbook, Target
 
+# What a target without `by` is due at, in words: the last day of whichever plan, simulation or
+# run judges it (`due_day(t, horizon_days)`), so it has no date of its own.
+END_OF_HORIZON = "end of horizon"
+
 
 def targets(pb: Playbook) -> dict[str, Target]:
     """Every target of a playbook by metric (`metrics.*.target` is merged in by the builder)."""
