@@ -2,8 +2,11 @@
 
 Python loops over days (and over the few runs of a chunk for stage logic); every per-member step is
 a NumPy array operation. Each run walks the same compiled Program as `plan` and `run`: the actions
-`Program.due()` returns for that run's active stages fire, and a run leaves a stage when its gate
-passes on that run's own metrics (`Lifecycle.step`). Equations: docs/simulation.md.
+`Program.due()` returns for that run's active stages fire, and a run leaves a stage by the first
+of its exits that holds on that run's own metric history (`Lifecycle.step`, `history.exit_holds`).
+A playbook with member-level constructs (channels, attributes, segments, admission, points, teams,
+counted metrics, leaderboards, `where:`) adds their arrays and daily steps (constructs.py); one
+without them runs the plain path unchanged. Equations: docs/simulation.md.
 """
 
 from __future__ import annotations
@@ -21,19 +24,24 @@ from ..core import expr as ex
 from ..core.catalog import BUILTIN_METRICS
 from ..core.schedule import cron_instants, local_midnight
 from ..core.timeutil import format_duration
-from ..lang.model import Action, Expression, Playbook, Stage
+from ..lang.model import Action, Exit, Expression, Playbook, Stage
 from ..lang.semantics import guard_chain, is_member_message, quiet_window
 from ..program import Lifecycle, Program, StageState, StageWindow, gates, start_date
+from ..program import history as H
 from ..program import metrics as defs
 from ..program.events import EventRule, Trigger
+from ..program.lifecycle import ExitOracle, exits_of
 from ..program.tiers import demote_silent, review
+from ..program.truth import truth
+from .constructs import POP7, Apply, ChunkState, Cohort, Constructs, member_level
 from .scenario import Scenario
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
 _NONE: frozenset[str] = frozenset()  # no guard failed
 SILENT_NEVER = -30000  # silence counter of empty slots and departed members
-_POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_POP7 = POP7
 JOINED = Trigger("member.joined")
+APPROVED = Trigger("member.approved")
 # Bytes one member costs during a simulated day: the arrays of _Pop.SPEC (32 a slot, with slack
 # slots as the arrays grow), the day's temporaries (uniform draws, propensities, masks, message
 # counts) and the copy made while the arrays grow. tracemalloc measured 103-109 bytes a member
@@ -63,6 +71,9 @@ class Effects:
     messages: np.ndarray
     joins: float = 0.0
     checkin: bool = False  # a check-in is due today
+    points: np.ndarray | None = None  # reward points per member of each tier
+    members: tuple[Action, ...] = ()  # actions that reach members one by one (constructs.py)
+    fired: tuple[Action, ...] = ()  # every action fired today whose `if:` holds (workload)
 
 
 @dataclass
@@ -75,6 +86,18 @@ class EventRules:
     messages: dict[Trigger, int]
     actions: dict[Trigger, list[Action]]
     events: set[str] = field(default_factory=set)  # events some active rule listens for
+    # what the rules without `where:` set off besides effects (tasks, points, redemptions)
+    extra: dict[Trigger, Apply] = field(default_factory=dict)
+    # rules with `where:`: per trigger, (the rule, what it sets off for a member it admits)
+    filtered: dict[Trigger, list[tuple[EventRule, Apply]]] = field(default_factory=dict)
+
+    def listens(self, trigger: Trigger) -> bool:
+        """Whether some active rule fires on `trigger`."""
+        return trigger in self.actions or trigger in self.filtered
+
+    def triggers(self) -> set[Trigger]:
+        """Every trigger some active rule fires on."""
+        return {*self.actions, *self.filtered}
 
 
 @dataclass
@@ -86,6 +109,7 @@ class GuardEnv:
     day: int
     sim: Simulator
     _seen: dict[str, bool] = field(default_factory=dict)
+    history: Any = None  # the run's metric history up to yesterday (window functions)
 
     def holds(self, a: Action) -> bool:
         """Whether `a`'s own `if:` holds (True without one)."""
@@ -99,9 +123,43 @@ class GuardEnv:
                     **self.metrics,
                     "days_in_stage": self.sim._days_in_stage(self.lc, a.stage, self.day),
                 }
+                if self.history is not None and ex.windows(guard.node):
+                    env.update(H.window_values(guard.node, self.history))
                 hit = gates.judge(guard.node, env).holds  # undefined: it does not hold
             self._seen[a.id] = hit
         return hit
+
+
+@dataclass
+class Reach:
+    """Today's effects of the actions that reach members one by one, per member."""
+
+    speak: np.ndarray
+    participation: np.ndarray
+    churn: np.ndarray  # multiplier on the hazard
+    ugc: np.ndarray
+    conversion: np.ndarray
+    messages: np.ndarray
+    invites: np.ndarray  # per run: invitations the recipients send
+    redeemed: list[tuple[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
+    any_part: bool = False
+
+    @classmethod
+    def empty(cls, runs: int, n: int) -> Reach:
+        """No effect on anyone yet."""
+
+        def z() -> np.ndarray:
+            return np.zeros((runs, n), dtype=np.float32)
+
+        return cls(
+            z(),
+            z(),
+            np.ones((runs, n), np.float32),
+            z(),
+            z(),
+            np.zeros((runs, n), np.int32),
+            np.zeros(runs),
+        )
 
 
 @dataclass
@@ -118,6 +176,13 @@ class ChunkResult:
     first_run: int = 0
     # per run: stage -> why its gate was undecided at its last check (an undefined metric)
     gate_notes: list[dict[str, str]] = field(default_factory=list)
+    # per run: stage -> the id of the exit it left by (stages left by an exit only)
+    stage_exits: list[dict[str, str]] = field(default_factory=list)
+    segments: np.ndarray | None = None  # (runs, days, segments) members of each segment
+    workload: np.ndarray | None = None  # (runs, days, roles) staff tasks a day
+    by_channel: np.ndarray | None = None  # (runs, days, metric x channel) by_channel values
+    by_channel_names: list[str] = field(default_factory=list)
+    channel_joins: np.ndarray | None = None  # (runs, channels) joins via each channel
 
 
 @dataclass
@@ -127,6 +192,8 @@ class _Pop:
     runs: int
     cap: int
     max_cap: int = 1 << 62  # members a run may reach within the memory budget
+    # the arrays the playbook's member-level constructs add: name -> dtype or (dtype, width)
+    extra: dict[str, Any] = field(default_factory=dict)
     n: np.ndarray = field(init=False)
     arrays: dict[str, np.ndarray] = field(init=False)
 
@@ -151,7 +218,11 @@ class _Pop:
     def __post_init__(self) -> None:
         self.cap = min(self.cap, self.max_cap)
         self.n = np.zeros(self.runs, dtype=np.int64)
-        self.arrays = {k: np.zeros((self.runs, self.cap), dtype=t) for k, t in self.SPEC.items()}
+        self.shapes = {k: _shape(t) for k, t in {**self.SPEC, **self.extra}.items()}
+        self.arrays = {
+            k: np.zeros((self.runs, self.cap, *tail), dtype=t)
+            for k, (t, tail) in self.shapes.items()
+        }
         self.arrays["join_day"][:] = -1
         self.arrays["silent"][:] = SILENT_NEVER
 
@@ -168,7 +239,7 @@ class _Pop:
             )
         cap = min(max(need, int(self.cap * 1.6) + 64), self.max_cap)
         for k, a in self.arrays.items():
-            b = np.zeros((self.runs, cap), dtype=a.dtype)
+            b = np.zeros((self.runs, cap, *a.shape[2:]), dtype=a.dtype)
             if k == "join_day":
                 b[:] = -1
             elif k == "silent":
@@ -213,8 +284,12 @@ class Simulator:
         self.tiers = [t.id for t in playbook.tiers.levels] if playbook.tiers else ["all"]
         # a built-in name keeps its built-in meaning (validate refuses redeclaring it: SOP270);
         # one column per name, so the report and the gates read the same number
-        self.custom = [m for m in playbook.metrics if m not in BUILTIN_METRICS]
-        self.metric_names = [*METRICS, *self.custom]
+        builtins = playbook.builtin_metrics()
+        self.construct_metrics = [m for m in builtins if m not in BUILTIN_METRICS]
+        self.custom = [m for m in playbook.metrics if m not in builtins]
+        self.metric_names = [*METRICS, *self.construct_metrics, *self.custom]
+        self.cx = Constructs(playbook, scenario)
+        self.stage_exits = {sid: exits_of(st) for sid, st in playbook.stages.items()}
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self._rank = {t: i for i, t in enumerate(self.tiers)}
@@ -230,6 +305,15 @@ class Simulator:
             a.id: self._guard_chain(a) for a in playbook.actions.values()
         }
         self.has_guards = any(self._guards.values())
+        # guards with window functions read the run's history (engine/program/history.py)
+        self.window_guards = any(
+            a.guard is not None and a.guard.node is not None and ex.windows(a.guard.node)
+            for a in playbook.actions.values()
+        )
+        self._chunk: ChunkState | None = None  # the chunk being simulated (constructs.py)
+        self._pop: _Pop | None = None
+        self._day = 0
+        self._depth = 0  # redemptions setting off redemptions
 
     # -- calendar --------------------------------------------------------------------------
 
@@ -262,9 +346,12 @@ class Simulator:
     def _guard_chain(self, a: Action) -> tuple[Action, ...]:
         return guard_chain(self.pb.actions, a)
 
-    def guard_env(self, lc: Lifecycle, prev: dict[str, float], d: int) -> GuardEnv:
-        """What an `if:` reads on day `d`: the run's metrics at the close of day d-1."""
-        return GuardEnv(prev, lc, d, self)
+    def guard_env(
+        self, lc: Lifecycle, prev: dict[str, float], d: int, history: Any = None
+    ) -> GuardEnv:
+        """What an `if:` reads on day `d`: the run's metrics at the close of day d-1 (and its
+        history up to then, for window functions)."""
+        return GuardEnv(prev, lc, d, self, history=history)
 
     def _holds(self, a: Action, env: GuardEnv | None) -> bool:
         """Whether `a` and every guarded anchor before it pass their `if:` today."""
@@ -329,11 +416,23 @@ class Simulator:
         z = [np.zeros(T, dtype=np.float32) for _ in range(7)]
         eff = Effects(z[0], z[1], z[2], z[3], z[4], z[5], z[6])
         eff.churn[:] = 1.0
+        members: list[Action] = []
+        fired: list[Action] = []
         for aid in due:
             if aid in failed:
                 continue
             a = self.pb.actions[aid]
+            fired.append(a)
+            if self.cx.active and member_level(a):
+                members.append(a)  # reaches members one by one: ChunkState.recipients
+                eff.joins += a.effect.joins
+                eff.checkin |= a.kind == "checkin"
+                continue
             mask = self._audience(a.audience)
+            if mask is not None and a.reward_points:
+                if eff.points is None:
+                    eff.points = np.zeros(T, dtype=np.float32)
+                eff.points[mask] += a.reward_points
             if mask is not None:
                 e = a.effect
                 eff.speak[mask] += e.speak
@@ -346,6 +445,7 @@ class Simulator:
                     eff.messages[mask] += 1
                 eff.joins += e.joins
                 eff.checkin |= a.kind == "checkin"
+        eff.members, eff.fired = tuple(members), tuple(fired)
         self._effects_cache[key] = eff
         return eff
 
@@ -382,9 +482,25 @@ class Simulator:
             if r.action.id in failed:
                 continue  # its `if:` does not hold today: neither it nor its chain fires
             chain = [r.action, *_fired_chain(r, failed)]
+            if r.action.where is not None:  # reaches only the members it admits
+                extra = Apply()
+                for i, c in enumerate(chain):
+                    extra.add(c, i == 0)
+                for t in r.triggers:
+                    rules.events.add(t.event)
+                    rules.filtered.setdefault(t, []).append((r, extra))
+                continue
             for t in r.triggers:
                 rules.events.add(t.event)
                 rules.actions.setdefault(t, []).extend(chain)
+                if self.cx.active or any(c.kind == "task" for c in chain):
+                    extra = rules.extra.setdefault(t, Apply())
+                    for c in chain:  # effects and messages are aggregated below
+                        if c.kind == "task" and c.owner:
+                            extra.tasks[c.owner] += 1
+                        extra.points += c.reward_points or 0
+                        if c.redeem_item:
+                            extra.redeem = (*extra.redeem, c.redeem_item)
                 for c in chain:
                     rules.speak[t] = rules.speak.get(t, 0.0) + c.effect.speak
                     rules.churn[t] = rules.churn.get(t, 1.0) * (1 + c.effect.churn)
@@ -407,19 +523,23 @@ class Simulator:
     def run_chunk(self, runs: int, seed: np.random.SeedSequence, first_run: int = 0) -> ChunkResult:
         """Simulate `runs` runs for `self.days` days."""
         rng = np.random.default_rng(seed)
-        sc, act = self.sc, self.sc.activity
+        sc, act, cx = self.sc, self.sc.activity, self.cx
         D, R, T = self.days, runs, len(self.tiers)
         M = len(self.metric_names)
         mi = {m: i for i, m in enumerate(self.metric_names)}
         out = np.zeros((R, D, M), dtype=np.float32)
         seed_users = round(sc.acquisition.seed_users)
+        extra = cx.columns()
         max_cap = 1 << 62
         if self.memory_budget is not None:
-            max_cap = max(1, self.memory_budget // (R * BYTES_PER_MEMBER))
-        pop = _Pop(R, max(256, seed_users * 2), max_cap)
+            max_cap = max(1, self.memory_budget // (R * bytes_per_member(extra)))
+        pop = _Pop(R, max(256, seed_users * 2), max_cap, extra)
         lcs = [Lifecycle.start(self.program, self.day_start(0)) for _ in range(R)]
         if self.record is not None:
             self.record[:] = [[] for _ in range(R)]
+        st = self._chunk = ChunkState(cx, R, D, rng)
+        self._pop = pop  # for the chunk's length only (tests read the members at the end)
+        self._depth = 0
         joined_by_day = np.zeros((R, D + 1), dtype=np.float64)
         left_by_day = np.zeros((R, D + 1), dtype=np.float64)
         ugc_by_day = np.zeros((R, D + 1), dtype=np.float64)
@@ -449,8 +569,11 @@ class Simulator:
 
         prev = [self._before_start() for _ in lcs]
         for d in range(D):
+            self._day = d
             envs = [
-                self.guard_env(lc, prev[r], d) if self.has_guards else None
+                self.guard_env(lc, prev[r], d, self._history(out, r, d, mi))
+                if self.has_guards
+                else None
                 for r, lc in enumerate(lcs)
             ]
             effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
@@ -458,6 +581,12 @@ class Simulator:
             if self.record is not None:
                 for r, lc in enumerate(lcs):
                     self.record[r].append(self._due_today(lc, d))
+            # -- staff work and single-member audiences, on the members as the day starts ------
+            n0 = int(pop.n.max()) if R else 0
+            sl0 = np.s_[:, :n0]
+            alive0 = pop["alive"][sl0]
+            st.scheduled_work(pop, sl0, d, [e.fired for e in effs], alive0)
+            reach = self._reach(pop, st, sl0, d, effs, alive0) if cx.active else None
             # -- acquisition ----------------------------------------------------------------
             n_before = pop.n.copy()
             alive = pop["alive"]
@@ -477,14 +606,33 @@ class Simulator:
             weights = np.where(ages >= 0, np.exp(-np.maximum(ages, 0) / inv_tau), 0.0)
             invites = (hist * weights).sum(axis=1) * a_cfg.invites_per_member_per_day
             invites += np.array([float((e.invites * 1.0).mean()) for e in effs]) * members
-            ref = _poisson(rng, invites * a_cfg.invite_conversion, pop.max_cap, d, "referral")
+            cohort = None
+            if cx.active:
+                if reach is not None:
+                    invites += reach.invites
+                invites = invites * st.referral_open(lcs, d)
+                # invitations are events of their own (`invite`): drawn, then each joins with
+                # the conversion (Poisson thinning: the same law as the plain model's joins)
+                sent = _poisson(rng, invites, pop.max_cap, d, "invitation")
+                st.invites_total = sent.astype(float)
+                st.invites_today = self._invite_senders(pop, st, sent, n0, rng)
+                ref = rng.binomial(sent, a_cfg.invite_conversion)
+            else:
+                ref = _poisson(rng, invites * a_cfg.invite_conversion, pop.max_cap, d, "referral")
             burst = _poisson(rng, np.array([e.joins for e in effs]), pop.max_cap, d, "action")
             burst *= opened
-            new += ref + burst
+            if cx.active:
+                cohort = st.arrivals(lcs, new + burst, ref, opened, d)
+                new = cohort.counts(R)
+                ref = np.bincount(cohort.run[cohort.referred], minlength=R).astype(np.int64)
+            else:
+                new += ref + burst
             referral_joins += ref
             total_joins += new
             self._credit_referrers(pop, ref, rng)
-            self._add_members(pop, new, ref, d, rng)
+            self._add_members(pop, new, ref, d, rng, cohort)
+            if cx.active:
+                st.assign_teams(pop, n_before, new)
             joined_by_day[:, d] = new
             hist[:, d] += new
             # -- events on joining -----------------------------------------------------------
@@ -497,6 +645,13 @@ class Simulator:
             # int32: a uint8 wrapped at 256, so 300 messages passed a cap of 100
             ev_msgs = np.zeros((R, n_max), dtype=np.int32)
             self._apply_event(pop, rules, JOINED, joined_today, ev_msgs, sl)
+            if self.pb.admission is not None:
+                self._apply_event(pop, rules, APPROVED, joined_today, ev_msgs, sl)
+                self._outsiders(rules, st, d)
+            if reach is not None:
+                ev_msgs[:, :n0] += reach.messages
+                for item, done in reach.redeemed:
+                    self._redeemed(pop, rules, item, done, ev_msgs, sl)
             # -- activity --------------------------------------------------------------------
             jd = pop["join_day"][sl]
             tier = pop["tier"][sl]
@@ -504,6 +659,8 @@ class Simulator:
             by_join = decay_lut[np.clip(d - np.arange(D + 1), 0, D + 1)]
             p = pop["speak"][sl] * by_join[jd]
             p += _gather(np.stack([e.speak for e in effs]), tier)
+            if reach is not None:
+                p[:, :n0] += reach.speak
             ev_lift = pop["events"][sl]
             p += ev_lift
             ev_lift *= 0.9  # event-action lifts fade: about a week's half-life
@@ -524,11 +681,16 @@ class Simulator:
             # -- participation, conversion, churn (one more uniform) -----------------------------
             u2 = rng.random((R, n_max), dtype=np.float32)
             part_p = _gather(np.stack([e.participation for e in effs]), tier)
+            ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
+            if reach is not None and reach.any_part:
+                part_p = _widen(part_p, (R, n_max))
+                part_p[:, :n0] = 1 - (1 - part_p[:, :n0]) * (1 - reach.participation)
+                ugc_p = _widen(ugc_p, (R, n_max))
+                ugc_p[:, :n0] += reach.ugc
             if part_p.any():
                 # engaged members take part more: scaled by propensity relative to a newcomer's
                 part_p = np.minimum(part_p * p * inv_mean_speak, 1.0)
                 part = u2 >= 1 - part_p  # part_p is 0 for the departed (p is)
-                ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
                 if ugc_p.any():
                     ugc |= part & (u2 >= 1 - part_p * ugc_p)
             else:
@@ -542,6 +704,10 @@ class Simulator:
                 np.stack([e.conversion for e in effs]), tier
             )
             hz = pop["hazard"][sl] * _gather(np.stack([e.churn for e in effs]), tier)
+            if reach is not None:
+                conv_p = _widen(conv_p, (R, n_max))
+                conv_p[:, :n0] += reach.conversion
+                hz[:, :n0] *= reach.churn
             leave = (u2 < hz) & alive_now
             pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
             ever_paid += (pays & (pop["payments"][sl] == 0)).sum(axis=1)
@@ -557,13 +723,27 @@ class Simulator:
             # -- silence, streaks, anniversaries -------------------------------------------------
             fire("member.silent", pop["silent"][sl], living_only=True)
             checkin = np.array([e.checkin for e in effs])[:, None]
+            checked = part & checkin
             if checkin.any():
-                st = pop["streak"][sl]
-                st += part
-                st *= part | ~checkin  # a check-in day without taking part breaks the streak
+                stk = pop["streak"][sl]
+                stk += part
+                stk *= part | ~checkin  # a check-in day without taking part breaks the streak
             fire("member.checkin_streak", pop["streak"][sl])
             if any("member.anniversary" in rr.events for rr in rules):
                 fire("member.anniversary", d - jd)
+            # -- counters, points, milestones, redemptions --------------------------------------
+            events = {
+                "joined": joined_today,
+                "message": speak,
+                "post": ugc,
+                "checkin": checked,
+                "activity": part,
+                "violation": viol,
+                "payment": pays,
+                "left": leave,
+            }
+            if cx.active:
+                self._counters(pop, st, rules, sl, d, effs, events, tier, alive_now, ev_msgs)
             # -- departures --------------------------------------------------------------------
             alive[sl] &= ~leave
             rows, cols = _nonzero2d(leave)
@@ -610,6 +790,13 @@ class Simulator:
             m[:, mi["ugc_posts"]] = ugc_by_day[:, lo : d + 1].sum(axis=1)
             m[:, mi["groups"]] = defs.groups(n_alive, self.capacity)
             m[:, mi["community_age"]] = d
+            if cx.active:
+                menv = st.env(pop, sl, d)  # the members at the close of the day
+                measured = st.construct_metrics(pop, sl, d, alive_now, total_joins, menv)
+                measured.update(st.counted_metrics(pop, sl, d, alive_now, events, leave, menv))
+                for name, v in measured.items():
+                    m[:, mi[name]] = v
+                st.segment_sizes(d, alive_now, menv)
             self._custom_metrics(m, mi, custom_state, n_alive, rng)
             # -- expectations ----------------------------------------------------------------
             self._expectations(
@@ -629,47 +816,238 @@ class Simulator:
             )
             # -- stages: the daily check at the next midnight ------------------------------------
             t_next = self.day_start(d + 1)
+            table = self._exit_table(out, mi, d, lcs)
             for r, lc in enumerate(lcs):
                 env = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
                 prev[r] = env
-                lc.step(t_next, self._oracle(env, d + 1, gate_notes[r]))
+                lc.step(t_next, self._exit_oracle(table, r, out, mi, d, gate_notes[r]))
             if d % 7 == 6 and pop.n.sum() and alive.sum() < 0.5 * pop.n.sum():
                 pop.compact()
         res = self._finish(out, lcs, expect_fail, member_days, first_run)
         res.gate_notes = gate_notes
+        res.workload = st.workload
+        if cx.active:
+            res.segments = st.segments
+            res.by_channel, res.by_channel_names = st.by_channel, st.by_channel_names
+            res.channel_joins = st.channel_joins.sum(axis=1)
+        self._chunk = self._pop = None
         return res
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _history(self, out: np.ndarray, r: int, d: int, mi: dict[str, int]) -> Any:
+        """Run `r`'s metric history of the closed days before day `d` (window guards only)."""
+        return H.ArrayHistory(out[r, :d, :], mi) if self.window_guards else None
+
+    def _reach(
+        self,
+        pop: _Pop,
+        st: ChunkState,
+        sl: Any,
+        d: int,
+        effs: Sequence[Effects],
+        alive: np.ndarray,
+    ) -> Reach | None:
+        """Effects of today's actions that reach members one by one (segments, leaderboards,
+        `where:`, redemptions), on the members as the day starts; rewards and redemptions are
+        booked at once."""
+        acts = {a.id: a for e in effs for a in e.members}
+        if not acts:
+            return None
+        R, n = alive.shape
+        reach = Reach.empty(R, n)
+        for a in acts.values():
+            k = np.array([sum(x.id == a.id for x in e.members) for e in effs], dtype=np.float32)
+            who = st.recipients(pop, sl, d, a, alive) & (k > 0)[:, None]
+            if not who.any():
+                continue
+            w = who * k[:, None]  # an action due twice today reaches its members twice
+            e = a.effect
+            reach.speak += e.speak * w
+            reach.participation = 1 - (1 - reach.participation) * (1 - e.participation) ** w
+            reach.churn *= (1 + e.churn) ** w
+            reach.ugc += e.ugc * w
+            reach.conversion += e.conversion * w
+            reach.invites += e.invites * w.sum(axis=1)
+            reach.any_part |= bool(e.participation or e.ugc)
+            if is_member_message(a):
+                reach.messages += w.astype(np.int32)
+            if a.reward_points:
+                st.earn(pop, sl, d, a.reward_points * w)
+            if a.redeem_item:
+                rows, cols = _nonzero2d(who)
+                reach.redeemed.append((a.redeem_item, st.redeem(pop, rows, cols, a.redeem_item)))
+        return reach
+
+    def _invite_senders(
+        self, pop: _Pop, st: ChunkState, sent: np.ndarray, n: int, rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """Who sent today's invitations (uniformly among the living), when points or a counted
+        metric need it per member."""
+        if not self.cx.invites_by_member or not sent.any():
+            return None
+        out = np.zeros((pop.runs, n), dtype=np.int32)
+        for r in np.flatnonzero(sent):
+            living = np.flatnonzero(pop["alive"][r, : pop.n[r]])
+            if len(living):
+                np.add.at(out[r], rng.choice(living, size=int(sent[r])), 1)
+        return out
+
+    def _outsiders(self, rules: Sequence[EventRules], st: ChunkState, d: int) -> None:
+        """Staff tasks set off by applicants, who are not members: `member.applied` (filed
+        today) and `member.rejected` (decided today)."""
+        for event, counts in (
+            ("member.applied", st.applications[:, d]),
+            ("member.rejected", st.rejected[:, d]),
+        ):
+            trig = Trigger(event)
+            for r, rr in enumerate(rules):
+                if not counts[r]:
+                    continue
+                applies = [rr.extra.get(trig), *(x for _, x in rr.filtered.get(trig, ()))]
+                for x in applies:
+                    if x is not None:
+                        st.event_work_run(r, d, x.tasks, float(counts[r]))
+
+    def _counters(
+        self,
+        pop: _Pop,
+        st: ChunkState,
+        rules: Sequence[EventRules],
+        sl: Any,
+        d: int,
+        effs: Sequence[Effects],
+        events: dict[str, Any],
+        tier: np.ndarray,
+        alive: np.ndarray,
+        ev_msgs: np.ndarray,
+    ) -> None:
+        """The day's counters (messages, check-ins), points earned, milestones crossed,
+        redemptions and lapsed points; `events` gains `invite` and `redeem`."""
+        cx = self.cx
+        R, n = alive.shape
+        pop["messages"][sl] += events["message"]
+        pop["checkins"][sl] += events["checkin"]
+        if st.invites_today is not None:
+            events["invite"] = _pad(st.invites_today, (R, n))
+        if self.pb.points is not None:
+            amount = np.zeros((R, n), dtype=np.float32)
+            for ev, pts in cx.earn.items():
+                mask = events.get(ev)
+                if mask is not None and pts:
+                    amount += np.float32(pts) * mask
+            if any(e.points is not None for e in effs):
+                table = np.stack(
+                    [
+                        np.zeros(len(self.tiers), np.float32) if e.points is None else e.points
+                        for e in effs
+                    ]
+                )
+                amount += _gather(table, tier) * alive
+            st.earn(pop, sl, d, amount)
+        if "redeem" in cx.events:
+            st.redeemed_today = np.zeros((R, n), dtype=bool)
+        for m, hit in st.milestone_hits(pop, sl, d, alive):
+            trig = cx.trigger_of(m)
+            hit &= np.array([rr.listens(trig) for rr in rules])[:, None]
+            pop["ms_fired:" + m.action][sl] |= hit
+            self._apply_event(pop, rules, trig, hit, ev_msgs, sl)
+        for item, rows, cols in st.voluntary(pop, sl, alive):
+            self._redeemed(pop, rules, item, (rows, cols), ev_msgs, sl)
+        if st.redeemed_today is not None:
+            events["redeem"] = st.redeemed_today
+        st.lapse(pop, sl, d)
 
     def _open(self, lc: Lifecycle) -> bool:
         """Acquisition is open once the scenario's start stage has been entered."""
         first = self.sc.acquisition.start_stage
         return first is None or any(s.stage == first for s in lc.states)
 
-    def _oracle(self, env: dict[str, float], day: int, notes: dict[str, str]) -> Any:
-        """The gate check of one run on its metrics; an undecided check is noted per stage."""
+    def _exit_table(
+        self, out: np.ndarray, mi: dict[str, int], d: int, lcs: Sequence[Lifecycle]
+    ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each exit of a running stage, over the runs: whether it fires at the check after
+        day `d` (history.exit_holds: held on each of its `for:` days in the stage), whether
+        today's verdict is unknown (an undefined metric), and the stage's days_in_stage."""
+        table: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        running = {s.stage for lc in lcs for s in lc.active}
+        history = None
+        for sid in sorted(running):
+            exits = self.stage_exits.get(sid, ())
+            if not exits:
+                continue
+            dis = np.full(len(lcs), np.nan)
+            for r, lc in enumerate(lcs):
+                for s in lc.active:
+                    if s.stage == sid:
+                        dis[r] = d + 1 - (s.started.astimezone(self.tz).date() - self.start).days
+            if history is None:
+                history = H.ArrayHistory(out[:, : d + 1, :], mi)
+            for e in exits:
+                node = e.when.node
+                none = np.zeros(len(lcs), dtype=bool)
+                if node is None:
+                    table[(sid, e.id)] = (none, none, dis)
+                    continue
+                fires = np.asarray(H.exit_holds(node, e.hold, history, dis), dtype=bool)
+                t, f = truth(node, H.condition_env(node, history, dis))
+                unknown = ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool)
+                table[(sid, e.id)] = (fires, unknown, dis)
+        return table
 
-        def values(stage: Stage, st: StageState, now: Any) -> dict[str, float]:
-            started = (st.started.astimezone(self.tz).date() - self.start).days
-            return {**env, "days_in_stage": day - started}
+    def _exit_oracle(
+        self,
+        table: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        r: int,
+        out: np.ndarray,
+        mi: dict[str, int],
+        d: int,
+        notes: dict[str, str],
+    ) -> ExitOracle:
+        """Run `r`'s exit oracle at the check after day `d`, read from `_exit_table`; why an
+        exit was undecided is noted per stage, as `gates.history_exits` notes it."""
 
-        return gates.metric_gate(values, self._why, notes)
+        def fires(stage: Stage, st: StageState, now: Any, e: Exit) -> bool:
+            exits = self.stage_exits.get(stage.id, ())
+            if exits and e.id == exits[0].id:
+                notes.pop(stage.id, None)  # a new check: the notes of the last one are stale
+            hit = table.get((stage.id, e.id))
+            if hit is None:
+                return False
+            fired, unknown, dis = hit
+            if fired[r]:
+                return True
+            if unknown[r]:
+                history = H.ArrayHistory(out[r, : d + 1, :], mi)
+                verdict = gates.exit_verdict(e, history, float(dis[r]), self._why)
+                if not verdict.decided:
+                    note = verdict.note if len(exits) == 1 else f"exit {e.id}: {verdict.note}"
+                    old = notes.get(stage.id)
+                    notes[stage.id] = note if not old else f"{old}; {note}"
+            return False
+
+        return ExitOracle(fires)
 
     def _why(self, name: str, values: Mapping[str, float]) -> str:
         """Why metric `name` has no value in this simulation."""
-        if name in BUILTIN_METRICS:
-            return defs.why_undefined(name, values)
+        if name in BUILTIN_METRICS or name in self.construct_metrics:
+            return defs.why_undefined(name, values, self.pb)
         metric = self.pb.metrics.get(name)
         if metric is not None and metric.definition is not None:
             return "its definition has no value (it reads an undefined metric or divides by 0)"
+        if metric is not None and metric.count is not None:
+            return "its `per` count is 0"
         return f"not modelled: add it under `metrics:` in scenario `{self.sc.name}`"
 
     def _before_start(self) -> dict[str, float]:
         """What an `if:` reads on day 0: no day has closed, so every ratio is undefined."""
-        values = {n: v for n, v in defs.before_start().items() if n in self.metric_names}
+        values = {n: v for n, v in defs.before_start(self.pb).items() if n in self.metric_names}
         for name in self.custom:
             model = self.sc.metrics.get(name)
             values[name] = model.start if model is not None else defs.UNDEFINED
+            counted = self.pb.metrics[name]
+            if counted.count is not None:  # counts start at 0; a ratio of counts is undefined
+                values[name] = defs.UNDEFINED if counted.per is not None else 0.0
         for name in self.custom:
             metric = self.pb.metrics[name]
             if metric.definition and metric.definition.node:
@@ -685,8 +1063,16 @@ class Simulator:
                 np.add.at(pop["invites"][r], who, 1)
 
     def _add_members(
-        self, pop: _Pop, new: np.ndarray, ref: np.ndarray, d: int, rng: np.random.Generator
+        self,
+        pop: _Pop,
+        new: np.ndarray,
+        ref: np.ndarray,
+        d: int,
+        rng: np.random.Generator,
+        cohort: Cohort | None = None,
     ) -> None:
+        """Place the day's joiners (`cohort`: with their channel, attributes and approval,
+        sorted by run; referred joiners last in each run)."""
         total = int(new.sum())
         if not total:
             return
@@ -709,6 +1095,12 @@ class Simulator:
             pop["hazard"][r, a:b] = hazard[k : k + c]
             pop["speak"][r, a:b] = speak[k : k + c]
             pop["referred"][r, b - int(ref[r]) : b] = True
+            if cohort is not None:
+                pop["source"][r, a:b] = cohort.source[k : k + c]
+                if "approved" in pop.arrays:
+                    pop["approved"][r, a:b] = cohort.approved[k : k + c]
+                for col, values in cohort.attrs.items():
+                    pop[col][r, a:b] = values[k : k + c]
             pop.n[r] = b
             k += c
 
@@ -723,6 +1115,8 @@ class Simulator:
         **_: Any,
     ) -> None:
         """Apply the actions a trigger sets off to the members in `who` (masked, in place)."""
+        if any(trigger in rr.filtered for rr in rules):
+            self._apply_filtered(pop, rules, trigger, who, ev_msgs, sl)
         if not any(trigger in rr.actions for rr in rules):
             return
         mult = np.array([rr.churn.get(trigger, 1.0) for rr in rules], dtype=np.float32)
@@ -737,6 +1131,97 @@ class Simulator:
             pop["events"][sl][rows, cols] += lift[rows]
         if msgs.any():
             ev_msgs[rows, cols] += msgs[rows].astype(np.int32)
+        extras = [rr.extra.get(trigger) for rr in rules]
+        if any(x is not None for x in extras):
+            self._apply_extra(pop, rules, extras, rows, cols, ev_msgs, sl)
+
+    def _apply_filtered(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        trigger: Trigger,
+        who: np.ndarray,
+        ev_msgs: np.ndarray,
+        sl: Any,
+    ) -> None:
+        """The rules with `where:`: each reaches the members it admits (EventRule.admits'
+        rule: members.matches over their attributes)."""
+        st = self._chunk
+        assert st is not None
+        groups: dict[int, tuple[EventRule, Apply]] = {}
+        for rr in rules:
+            for rule, extra in rr.filtered.get(trigger, ()):
+                groups.setdefault(id(rule), (rule, extra))
+        for rule, extra in groups.values():
+            runs = np.array(
+                [any(x is rule for x, _ in rr.filtered.get(trigger, ())) for rr in rules]
+            )
+            hit = who & runs[:, None]
+            if not hit.any():
+                continue
+            hit &= self.cx.mm.condition(rule.action.where).mask(st.env(pop, sl, self._day))
+            rows, cols = _nonzero2d(hit)
+            if not len(rows):
+                continue
+            if extra.churn != 1:
+                pop["hazard"][sl][rows, cols] *= np.float32(extra.churn)
+            if extra.speak:
+                pop["events"][sl][rows, cols] += np.float32(extra.speak)
+            if extra.messages:
+                ev_msgs[rows, cols] += extra.messages
+            self._apply_extra(pop, rules, [extra] * len(rules), rows, cols, ev_msgs, sl)
+
+    def _apply_extra(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        extras: Sequence[Apply | None],
+        rows: np.ndarray,
+        cols: np.ndarray,
+        ev_msgs: np.ndarray,
+        sl: Any,
+    ) -> None:
+        """Staff tasks (one per member), reward points and redemptions an event sets off."""
+        st, d = self._chunk, self._day
+        assert st is not None
+        per_run = np.bincount(rows, minlength=len(rules))
+        for r, x in enumerate(extras):
+            if x is None or not per_run[r]:
+                continue
+            for owner, n in x.tasks.items():
+                role = self.cx.role_index.get(owner)
+                if role is not None:
+                    st.workload[r, d, role] += n * per_run[r]
+        pts = np.array([0.0 if x is None else x.points for x in extras], dtype=np.float32)
+        if pts.any():
+            st.earn_sparse(pop, d, rows, cols, pts[rows])
+        items = {i for x in extras if x is not None for i in x.redeem}
+        for item in sorted(items):
+            on = np.array([x is not None and item in x.redeem for x in extras])
+            sel = on[rows]
+            done = st.redeem(pop, rows[sel], cols[sel], item)
+            self._redeemed(pop, rules, item, done, ev_msgs, sl)
+
+    def _redeemed(
+        self,
+        pop: _Pop,
+        rules: Sequence[EventRules],
+        item: str,
+        done: tuple[np.ndarray, np.ndarray],
+        ev_msgs: np.ndarray,
+        sl: Any,
+    ) -> None:
+        """`member.redeemed` for the members who redeemed `item` (a rule without `item:`
+        hears every redemption)."""
+        rows, cols = done
+        if not len(rows) or self._depth > 2:  # a redemption that redeems again stops here
+            return
+        who = np.zeros(ev_msgs.shape, dtype=bool)
+        who[rows, cols] = True
+        self._depth += 1
+        for trig in (Trigger("member.redeemed", item), Trigger("member.redeemed")):
+            self._apply_event(pop, rules, trig, who, ev_msgs, sl)
+        self._depth -= 1
 
     def _fire_when(
         self,
@@ -754,7 +1239,7 @@ class Simulator:
         Durations (`for`, `at`) are compared in whole days, the attribute's unit. `living_only`
         says the attribute can only match living members (no mask needed).
         """
-        triggers = {t for rr in rules for t in rr.actions if t.event == event}
+        triggers = {t for rr in rules for t in rr.triggers() if t.event == event}
         for t in sorted(triggers, key=lambda t: _in_days(t.value)):
             hit = attribute == _in_days(t.value)
             if among is not None:
@@ -794,7 +1279,7 @@ class Simulator:
             changed |= review(tiers, tier, env)
         changed &= alive
         if changed.any():
-            moved = {x for rr in rules for x in rr.actions if x.event == "member.tier_changed"}
+            moved = {x for rr in rules for x in rr.triggers() if x.event == "member.tier_changed"}
             for trig in moved:
                 # a rule with `tier:` fires only for members who moved into that tier
                 into = None if trig.value is None else self._rank.get(str(trig.value))
@@ -812,6 +1297,8 @@ class Simulator:
         rng: np.random.Generator,
     ) -> None:
         for name in self.custom:
+            if name in self.cx.counted:
+                continue  # counted from the members (ChunkState.counted_metrics)
             model = self.sc.metrics.get(name)
             if model is not None:
                 state[name] = (
@@ -899,8 +1386,10 @@ class Simulator:
         entered = np.full((len(lcs), S), -1, dtype=np.int16)
         passed = np.full((len(lcs), S), -1, dtype=np.int16)
         outcomes = []
+        exits: list[dict[str, str]] = []
         for r, lc in enumerate(lcs):
             res: dict[str, str] = {}
+            took: dict[str, str] = {}
             for st in lc.states:
                 j = self.stage_ids.index(st.stage)
                 day = (st.started.astimezone(self.tz).date() - self.start).days
@@ -908,8 +1397,11 @@ class Simulator:
                     entered[r, j] = day
                 if st.outcome == "passed" and st.ended is not None:
                     passed[r, j] = (st.ended.astimezone(self.tz).date() - self.start).days
+                    if st.exit is not None:
+                        took[st.stage] = st.exit
                 res[st.stage] = st.outcome
             outcomes.append(res)
+            exits.append(took)
         return ChunkResult(
             out,
             self.metric_names,
@@ -919,6 +1411,7 @@ class Simulator:
             [(first_run + r, d, w) for r, d, w in fails],
             member_days,
             first_run,
+            stage_exits=exits,
         )
 
 
@@ -932,6 +1425,38 @@ def _poisson(rng: np.random.Generator, lam: np.ndarray, limit: int, d: int, what
             f" budget allows ({limit:,} members a run)"
         )
     return rng.poisson(lam)
+
+
+def _widen(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable array of `shape` from a broadcastable one (a per-tier column)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x.copy() if x.shape == shape else np.broadcast_to(x, shape).copy()
+
+
+def _pad(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`x` (runs, members at the start of the day) padded with zeros to today's members."""
+    if x.shape == shape:
+        return x
+    out = np.zeros(shape, dtype=x.dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def _shape(spec: Any) -> tuple[Any, tuple[int, ...]]:
+    """(dtype, trailing shape) of a member array's spec: a dtype or (dtype, width)."""
+    if isinstance(spec, tuple):
+        return spec[0], (int(spec[1]),)
+    return spec, ()
+
+
+def bytes_per_member(extra: dict[str, Any]) -> int:
+    """BYTES_PER_MEMBER plus what the member-level constructs' arrays add (twice: the arrays
+    and the day's temporaries built from them)."""
+    more = 0
+    for spec in extra.values():
+        t, tail = _shape(spec)
+        more += np.dtype(t).itemsize * int(np.prod(tail or (1,)))
+    return BYTES_PER_MEMBER + 2 * more
 
 
 def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

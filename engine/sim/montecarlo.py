@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,21 @@ from ..core import expr as ex
 from ..core.status import ExitCode
 from ..lang.model import OnEvent, Playbook
 from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator, wilson
+from .outcomes import Forecasts
 from .scenario import Scenario
+from .summary import (
+    EXPECT_TOLERANCE,
+    UNDECIDED,
+    Bounded,
+    ExpectSummary,
+    GateOutcome,
+    Share,
+    Shortfall,
+    deadline_days,
+    expect_summary,
+    gate_outcomes,
+    shortfalls,
+)
 
 CHUNK_RUNS = 8  # fixed: the seed of chunk i never depends on how many workers there are
 MEMORY_BUDGET_MIB = 1536  # default budget of each worker process and of the collected results
@@ -42,6 +57,7 @@ class MemoryEstimate:
     runs_in_flight: int  # runs one worker holds at once (a chunk)
     per_worker: int  # bytes of one worker's member arrays and metrics
     results: int  # bytes of the collected metrics in the main process
+    member_bytes: int = BYTES_PER_MEMBER  # with the arrays of the member-level constructs
 
     def problem(self, budget_mib: int) -> str | None:
         """Why this does not fit in `budget_mib` MiB (per worker and for the results), or None."""
@@ -50,7 +66,7 @@ class MemoryEstimate:
             return (
                 f"the simulation needs about {self.per_worker / MIB:,.0f} MiB per worker"
                 f" (~{self.members:,} members a run x {self.runs_in_flight} runs in flight x"
-                f" {BYTES_PER_MEMBER} bytes), more than the memory budget of {budget_mib:,} MiB;"
+                f" {self.member_bytes} bytes), more than the memory budget of {budget_mib:,} MiB;"
                 " lower the scenario's population (seed_users, organic_per_day, market) or"
                 " --days, or raise --max-memory-mib"
             )
@@ -71,7 +87,8 @@ def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions)
     leaves); the seed joins at once.
     Referral cascades are not foreseen here: the kernel stops a run that outgrows the budget.
     """
-    from .kernel import bass_cdf, sbg_survival
+    from .constructs import Constructs
+    from .kernel import bass_cdf, bytes_per_member, sbg_survival
 
     a, ret = scenario.acquisition, scenario.retention
     days = options.days
@@ -79,6 +96,8 @@ def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions)
     daily = a.organic_per_day + sum(
         x.effect.joins for x in playbook.actions.values() if not isinstance(x.schedule, OnEvent)
     )
+    daily += sum(c.per_day for c in a.channels.values())  # channels' own joins
+    member_bytes = bytes_per_member(Constructs(playbook, scenario).columns())
     # word of mouth: the Bass curve's adopters by the horizon (none start without innovators)
     bass = (
         float(a.market * bass_cdf(np.array(days / 365.0), a.bass_p, a.bass_q)) if a.bass_p else 0.0
@@ -87,10 +106,16 @@ def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions)
     members = int(min(members, 1e18))
     in_flight = min(CHUNK_RUNS, options.runs)
     n_metrics = len(METRICS) + len(playbook.metrics)
-    per_worker = in_flight * (max(members, 256) * BYTES_PER_MEMBER + days * n_metrics * 4)
+    # what the member-level constructs add per run and day: their metrics, segment sizes, staff
+    # workload per role, by_channel values
+    n_metrics += len(playbook.builtin_metrics()) - len(METRICS) + len(playbook.segments)
+    n_metrics += len(playbook.roles) + sum(m.by_channel for m in playbook.metrics.values()) * (
+        len(playbook.channels) + 1
+    )
+    per_worker = in_flight * (max(members, 256) * member_bytes + days * n_metrics * 4)
     # chunks and their concatenation (float32) live together, and percentiles copy a metric
     results = options.runs * days * (n_metrics * 8 + 16)
-    return MemoryEstimate(members, in_flight, per_worker, results)
+    return MemoryEstimate(members, in_flight, per_worker, results, member_bytes)
 
 
 def check_memory(playbook: Playbook, scenario: Scenario, options: SimOptions) -> None:
@@ -100,32 +125,84 @@ def check_memory(playbook: Playbook, scenario: Scenario, options: SimOptions) ->
         raise SimulationTooLarge(problem)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GateResult:
-    """P(gate passes by its deadline) with a 95 % interval and the median passing day."""
+    """P(gate passes by its deadline) with a 95 % interval, the median passing day, and how
+    every run ended the horizon (`summary.GateOutcome`): undecided runs are never read as 0 %."""
 
     stage: str
     gate: str
     deadline_days: int | None
     entered: int
-    passed: int
+    passed: int  # runs that passed by the deadline
     runs: int
-    interval: tuple[float, float]
+    interval: tuple[float, float]  # of P(pass by the deadline), undecided runs included
     median_day: float | None
     # why the gate could not be decided at its last check, with the number of runs: a gate
     # that reads an undefined metric does not pass (e.g. "undefined: retention_d30 (no cohort
     # is 30 days old)"); runs in which it passed are not counted
     undefined: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)  # GateOutcome -> runs
+    median_days_late: float | None = None  # of the late passes: days after the deadline
+    shortfalls: tuple[Shortfall, ...] = ()  # in the runs that missed the deadline
+    for_days: int | None = None  # the gate must hold on each of its last N days (`for:`)
 
     @property
     def probability(self) -> float:
-        """Unconditional probability over all runs."""
+        """P(pass by the deadline) over all runs; undecided runs count as not passing."""
         return self.passed / self.runs if self.runs else 0.0
 
     @property
     def undefined_runs(self) -> int:
         """Runs whose last check of this gate read an undefined metric."""
         return sum(self.undefined.values())
+
+    def count(self, *kinds: GateOutcome) -> int:
+        """Runs that ended the horizon in one of `kinds`."""
+        return sum(self.outcomes.get(k, 0) for k in kinds)
+
+    @property
+    def undecided(self) -> int:
+        """Runs in which the horizon came before the answer (open, or not reached yet)."""
+        return self.count(*UNDECIDED)
+
+    @property
+    def by_deadline(self) -> Bounded:
+        """P(pass by the deadline) over all runs, a range while runs are undecided."""
+        return Bounded(self.passed, self.undecided, self.runs)
+
+    @property
+    def if_entered(self) -> Bounded:
+        """P(pass by the deadline | the stage was entered within the horizon)."""
+        return Bounded(self.passed, self.count(GateOutcome.OPEN), self.entered)
+
+    @property
+    def late(self) -> Share:
+        """Runs that passed after the deadline, of all runs."""
+        return Share(self.count(GateOutcome.LATE), self.runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (the `gates` items of the JSON document)."""
+        return {
+            "stage": self.stage,
+            "gate": self.gate,
+            "deadline_days": self.deadline_days,
+            "for_days": self.for_days,
+            "p_pass": round(self.probability, 4),
+            "interval95": [round(self.interval[0], 4), round(self.interval[1], 4)],
+            "p_pass_max": self.by_deadline.as_dict()["p_max"],
+            "decided": self.by_deadline.decided,
+            "p_pass_if_entered": round(self.passed / self.entered, 4) if self.entered else None,
+            "if_entered": self.if_entered.as_dict(),
+            "entered": self.entered,
+            "passed": self.passed,
+            "runs": self.runs,
+            "median_pass_day": self.median_day,
+            "outcomes": {k.value: self.outcomes.get(k, 0) for k in GateOutcome},
+            "late": {**self.late.as_dict(), "median_days_late": self.median_days_late},
+            "shortfalls": [s.as_dict() for s in self.shortfalls],
+            "undefined": [{"note": n, "runs": c} for n, c in self.undefined.items()],
+        }
 
 
 @dataclass
@@ -148,6 +225,12 @@ class SimResult:
     units: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     gate_notes: list[dict[str, str]] = field(default_factory=list)  # per run (ChunkResult)
+    start: date | None = None  # the local date of simulated day 0 (`program.start_date`)
+    # per stage, how each run ended the horizon (summary.gate_outcomes)
+    kinds: dict[str, list[GateOutcome]] = field(default_factory=dict)
+    stage_exits: list[dict[str, str]] = field(default_factory=list)  # per run (ChunkResult)
+    # exits, targets, incidents, segments, channels, workload (outcomes.py)
+    forecasts: Forecasts | None = None
 
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
         """(len(qs), days) percentiles of a metric across the runs where it has a value.
@@ -174,27 +257,73 @@ class SimResult:
             ent = self.stage_entered[:, j]
             pas = self.stage_passed[:, j]
             e, p = ent[ent >= 0], pas[pas >= 0]
+            kinds = self.kinds.get(sid, [])
+            lo, hi = wilson(len(e), runs)
             out[sid] = {
                 "entered": len(e),
                 "passed": len(p),
                 "runs": runs,
                 "p_entered": len(e) / runs if runs else 0.0,
+                "p_entered_interval95": [round(lo, 4), round(hi, 4)],
                 "entered_day": _pcts(e),
                 "passed_day": _pcts(p),
                 "outcomes": _count(o.get(sid, "not reached") for o in self.outcomes),
+                # of the runs that never entered it: not yet (undecided) or never will
+                "not_reached": {
+                    "within_horizon": kinds.count(GateOutcome.PENDING),
+                    "path_not_taken": kinds.count(GateOutcome.NOT_TAKEN),
+                },
             }
         return out
 
-    def exit_code(self, min_probability: float | None = None) -> ExitCode:
-        """1 when an `expect:` invariant failed or a gate's P(pass) is below `min_probability`."""
-        low = min_probability is not None and any(
-            g.probability < min_probability for g in self.gates
-        )
-        return ExitCode.FINDINGS if self.expect_failures or low else ExitCode.OK
+    def expectations(self, tolerance: float = EXPECT_TOLERANCE) -> ExpectSummary:
+        """The runs that broke an `expect:` invariant, against `tolerance`."""
+        return expect_summary(self.expect_failures, self.metrics.shape[0], tolerance)
 
-    def as_dict(self, every: int = 1) -> dict[str, Any]:
+    def verdict(
+        self, min_probability: float | None = None, expect_tolerance: float = EXPECT_TOLERANCE
+    ) -> list[str]:
+        """Why `sop simulate` exits 1: every reason in words (empty: it exits 0).
+
+        A gate whose P(pass by its deadline) is below `min_probability` (undecided runs count as
+        not passing: a horizon too short to decide is no pass); `expect:` invariants broken, at
+        95 % confidence, in more than `expect_tolerance` of the runs.
+        """
+        out = []
+        if min_probability is not None:
+            for g in self.gates:
+                if g.probability < min_probability:
+                    why = f" ({g.undecided} run(s) undecided at the horizon)" if g.undecided else ""
+                    out.append(
+                        f"gate of `{g.stage}`: P(pass by the deadline) {g.probability:.1%} is"
+                        f" below --min-probability {min_probability:g}{why}"
+                    )
+        ex_ = self.expectations(expect_tolerance)
+        if ex_.exceeds:
+            lo, hi = ex_.broken.interval
+            out.append(
+                f"expect: broken in {ex_.broken.k} of {ex_.broken.n} runs (95 % interval"
+                f" {lo:.1%}–{hi:.1%}), more than --expect-tolerance {expect_tolerance:g}"
+            )
+        return out
+
+    def exit_code(
+        self, min_probability: float | None = None, expect_tolerance: float = EXPECT_TOLERANCE
+    ) -> ExitCode:
+        """1 when `verdict` has a reason, else 0."""
+        return ExitCode.FINDINGS if self.verdict(min_probability, expect_tolerance) else ExitCode.OK
+
+    def as_dict(
+        self,
+        every: int = 1,
+        *,
+        min_probability: float | None = None,
+        expect_tolerance: float = EXPECT_TOLERANCE,
+    ) -> dict[str, Any]:
         """The JSON document of a simulation (see `to_dict`)."""
-        return self.to_dict(every)
+        return self.to_dict(
+            every, min_probability=min_probability, expect_tolerance=expect_tolerance
+        )
 
     def forecast(self, playbook: Playbook) -> dict[str, Any]:
         """What the dashboard draws actual values over: the document, with its first day."""
@@ -202,11 +331,20 @@ class SimResult:
 
         return {**self.to_dict(), "start": start_date(playbook).isoformat()}
 
-    def to_dict(self, every: int = 1) -> dict[str, Any]:
-        """The JSON document of a simulation (daily metric percentiles every `every` days)."""
+    def to_dict(
+        self,
+        every: int = 1,
+        *,
+        min_probability: float | None = None,
+        expect_tolerance: float = EXPECT_TOLERANCE,
+    ) -> dict[str, Any]:
+        """The JSON document of a simulation (daily metric percentiles every `every` days), with
+        the verdict its exit code follows."""
         days = list(range(0, self.metrics.shape[1], every))
+        reasons = self.verdict(min_probability, expect_tolerance)
         return {
             "playbook": self.playbook,
+            "start": None if self.start is None else self.start.isoformat(),
             "scenario": self.scenario.as_dict(),
             "options": {
                 "runs": self.options.runs,
@@ -215,22 +353,7 @@ class SimResult:
                 "workers": self.options.workers,
                 "executor": self.options.executor,
             },
-            "gates": [
-                {
-                    "stage": g.stage,
-                    "gate": g.gate,
-                    "deadline_days": g.deadline_days,
-                    "p_pass": round(g.probability, 4),
-                    "interval95": [round(g.interval[0], 4), round(g.interval[1], 4)],
-                    "p_pass_if_entered": round(g.passed / g.entered, 4) if g.entered else None,
-                    "entered": g.entered,
-                    "passed": g.passed,
-                    "runs": g.runs,
-                    "median_pass_day": g.median_day,
-                    "undefined": [{"note": n, "runs": c} for n, c in g.undefined.items()],
-                }
-                for g in self.gates
-            ],
+            "gates": [g.as_dict() for g in self.gates],
             "stages": self.stage_timing(),
             "metrics": {
                 name: {
@@ -245,7 +368,15 @@ class SimResult:
                 for name in self.metric_names
             },
             "expect": [{"run": r, "day": d, "failure": w} for r, d, w in self.expect_failures],
+            "expect_summary": self.expectations(expect_tolerance).as_dict(),
+            "verdict": {
+                "exit_code": int(ExitCode.FINDINGS if reasons else ExitCode.OK),
+                "min_probability": min_probability,
+                "expect_tolerance": expect_tolerance,
+                "reasons": reasons,
+            },
             "warnings": self.warnings,
+            **(self.forecasts.as_dict(every) if self.forecasts is not None else {}),
             "performance": {
                 "member_days": self.member_days,
                 "seconds": round(self.seconds, 3),
@@ -260,9 +391,14 @@ class Sweep:
 
     rows: list[tuple[dict[str, str], SimResult]]
 
-    def exit_code(self, min_probability: float | None = None) -> ExitCode:
+    def exit_code(
+        self, min_probability: float | None = None, expect_tolerance: float = EXPECT_TOLERANCE
+    ) -> ExitCode:
         """The worst exit code of its simulations."""
-        return max((r.exit_code(min_probability) for _, r in self.rows), default=ExitCode.OK)
+        return max(
+            (r.exit_code(min_probability, expect_tolerance) for _, r in self.rows),
+            default=ExitCode.OK,
+        )
 
     def as_dict(self) -> list[dict[str, Any]]:
         """The JSON document of a sweep: the swept values and the gates of each simulation."""
@@ -401,10 +537,39 @@ def aggregate(
         seconds=seconds,
         gate_notes=[n for r in results for n in r.gate_notes],
     )
+    from ..program import start_date
+
+    res.start = start_date(playbook)
+    res.stage_exits = [x for r in results for x in getattr(r, "stage_exits", [])]
+    res.kinds = gate_outcomes(
+        playbook, res.stage_ids, entered, passed, res.outcomes, options.days, res.stage_exits
+    )
     res.gates = gate_results(playbook, res)
     res.units = playbook.metric_units()
     res.warnings = unmodelled_warnings(playbook, scenario)
+    res.forecasts = _forecasts(playbook, scenario, results, res)
+    res.warnings += res.forecasts.warnings
     return res
+
+
+def _forecasts(
+    playbook: Playbook, scenario: Scenario, results: list[ChunkResult], res: SimResult
+) -> Forecasts:
+    """Exits, targets, incidents, segments, channels and workload of the runs."""
+    from .outcomes import forecasts
+
+    return forecasts(
+        playbook,
+        scenario,
+        results,
+        res.metric_names,
+        res.metrics,
+        res.stage_ids,
+        res.stage_entered,
+        res.stage_passed,
+        res.outcomes,
+        res.stage_exits,
+    )
 
 
 def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
@@ -413,7 +578,7 @@ def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
     unknown = [
         m.id
         for m in playbook.metrics.values()
-        if m.definition is None and m.id not in scenario.metrics
+        if m.definition is None and m.count is None and m.id not in scenario.metrics
     ]
     out = [
         f"metric `{m}` has neither a definition nor a model in scenario `{scenario.name}`:"
@@ -433,37 +598,58 @@ def unmodelled_warnings(playbook: Playbook, scenario: Scenario) -> list[str]:
     return out
 
 
-def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
-    """For every gate: P(it passes by its stage's deadline), its interval and median day."""
-    from ..lang.semantics import deadline_of
+def _hold_days(stage: Any) -> int | None:
+    """The `for:` days of a stage's gate (its first exit), None without one."""
+    hold = stage.exits[0].hold if stage.exits else None
+    return hold.days if hold else None
 
+
+def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
+    """For every gate: P(it passes by its stage's deadline), its interval, the median day, how
+    each run ended the horizon, late passes, and which comparison fell short in the others."""
     out = []
     runs = res.metrics.shape[0]
+    kinds_of = res.kinds or gate_outcomes(
+        pb,
+        res.stage_ids,
+        res.stage_entered,
+        res.stage_passed,
+        res.outcomes,
+        res.options.days,
+        res.stage_exits,
+    )
     for j, sid in enumerate(res.stage_ids):
         st = pb.stages[sid]
         if st.gate is None:
             continue
-        dl = deadline_of(st)
-        dl_days = int(dl.total_seconds() // 86400) if dl else None
+        kinds = kinds_of[sid]
+        dl_days = deadline_days(st)
         ent = res.stage_entered[:, j]
         pas = res.stage_passed[:, j]
-        ok = (pas >= 0) & (ent >= 0)
-        if dl_days is not None:
-            ok &= (pas - ent) <= dl_days
+        ok = np.array([k is GateOutcome.ON_TIME for k in kinds], dtype=bool)
+        late = np.array([k is GateOutcome.LATE for k in kinds], dtype=bool)
         n_ok = int(ok.sum())
         med = float(np.median(pas[ok])) if n_ok else None
+        late_by = (pas[late] - ent[late] - (dl_days or 0)) if late.any() else None
         undefined = _count(n[sid] for r, n in enumerate(res.gate_notes) if sid in n and not ok[r])
+        outcomes = _count(kinds)
+        entered = int((ent >= 0).sum())
+        bounded = Bounded(n_ok, sum(outcomes.get(k, 0) for k in UNDECIDED), runs)
         out.append(
             GateResult(
                 sid,
                 st.gate.text,
                 dl_days,
-                int((ent >= 0).sum()),
+                entered,
                 n_ok,
                 runs,
-                wilson(n_ok, runs),
+                bounded.interval,
                 med,
                 dict(sorted(undefined.items(), key=lambda x: -x[1])),
+                {GateOutcome(k): v for k, v in outcomes.items()},
+                None if late_by is None else float(np.median(late_by)),
+                shortfalls(st, j, kinds, res.stage_entered, res.metrics, res.metric_names),
+                _hold_days(st),
             )
         )
     return out

@@ -13,6 +13,20 @@ from ..lang.model import Playbook
 
 
 @dataclass(frozen=True)
+class ChannelInflow:
+    """One acquisition channel's joins: its own Poisson stream and its share of the rest.
+
+    `per_day` joins a day come by the channel itself once it is open (its playbook `opens:`
+    stage entered) and from day `from_day`; `share` is the share of the organic, Bass, seed and
+    action joins that are attributed to it (the remainder goes to the default channel).
+    """
+
+    per_day: float = 0.0
+    from_day: float = 0.0
+    share: float = 0.0
+
+
+@dataclass(frozen=True)
 class Acquisition:
     """Seed users, organic inflow, Bass word of mouth and referral invitations."""
 
@@ -25,6 +39,10 @@ class Acquisition:
     invites_per_member_per_day: float = 0.01
     invite_conversion: float = 0.15
     invite_decay_days: float = 30.0
+    # per-channel inflow (`acquisition.channels`); joins no channel claims land in
+    # `default_channel` (a declared channel id), else in `organic` (catalog.ORGANIC)
+    channels: dict[str, ChannelInflow] = field(default_factory=dict)
+    default_channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,49 @@ class Conversion:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """How a declared member attribute is drawn for a joiner.
+
+    Strings and enums: `values` maps a value to its probability (the rest stays unset); numbers:
+    Normal(`mean`, `sd`) clipped to [`low`, `high`] (integers rounded); booleans: true with
+    probability `p`.
+    """
+
+    values: dict[str, float] = field(default_factory=dict)
+    mean: float | None = None
+    sd: float = 0.0
+    low: float | None = None
+    high: float | None = None
+    p: float | None = None
+
+
+@dataclass(frozen=True)
+class AttributeModel:
+    """A declared attribute's distribution, overridden per acquisition channel."""
+
+    base: Distribution = field(default_factory=Distribution)
+    by_channel: dict[str, Distribution] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdmissionModel:
+    """Applications and staff decisions under the playbook's `admission:`."""
+
+    # of the acquisition model's arrivals, the share who file an application (the entry
+    # threshold deters the rest)
+    applications_per_join: float = 1.0
+    approve_rate: float = 0.8  # share of reviewed applications staff approve
+    review_days: float | None = None  # days to a decision; None: the playbook's `review.within`
+
+
+@dataclass(frozen=True)
+class PointsModel:
+    """How members spend points (`points.redeem`)."""
+
+    redeem_per_day: float = 0.02  # daily chance that a member who can afford an item redeems
+
+
+@dataclass(frozen=True)
 class CustomMetric:
     """A custom metric the playbook reads but does not define: a noisy trend."""
 
@@ -77,6 +138,9 @@ class Scenario:
     activity: Activity = field(default_factory=Activity)
     conversion: Conversion = field(default_factory=Conversion)
     metrics: dict[str, CustomMetric] = field(default_factory=dict)
+    attributes: dict[str, AttributeModel] = field(default_factory=dict)
+    admission: AdmissionModel = field(default_factory=AdmissionModel)
+    points: PointsModel = field(default_factory=PointsModel)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for reports and JSON."""
@@ -93,11 +157,13 @@ class ScenarioError(Exception):
         self.document = document
 
 
-_SECTIONS = {
+_SECTIONS: dict[str, Any] = {
     "acquisition": Acquisition,
     "retention": Retention,
     "activity": Activity,
     "conversion": Conversion,
+    "admission": AdmissionModel,
+    "points": PointsModel,
 }
 
 
@@ -106,15 +172,40 @@ def from_data(data: dict[str, Any]) -> Scenario:
     kw: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         if name in data:
-            kw[name] = cls(
-                **{k: (v if isinstance(v, str) else float(v)) for k, v in data[name].items()}
+            kw[name] = cls(**{k: _value(k, v) for k, v in data[name].items()})
+    if "attributes" in data:
+        kw["attributes"] = {
+            k: AttributeModel(
+                _distribution(v),
+                {c: _distribution(x) for c, x in (v.get("by_channel") or {}).items()},
             )
+            for k, v in data["attributes"].items()
+        }
     if "metrics" in data:
         kw["metrics"] = {
             k: CustomMetric(**{f: float(x) for f, x in v.items()})
             for k, v in data["metrics"].items()
         }
     return Scenario(name=data.get("scenario", "custom"), **kw)
+
+
+def _value(key: str, v: Any) -> Any:
+    """A section's value: text stays text, `channels` become ChannelInflow, numbers floats."""
+    if key == "channels":
+        return {c: ChannelInflow(**{f: float(x) for f, x in m.items()}) for c, m in v.items()}
+    if v is None or isinstance(v, str):
+        return v
+    return float(v)
+
+
+def _distribution(data: dict[str, Any]) -> Distribution:
+    number: dict[str, float] = {k: float(data[k]) for k in ("mean", "sd", "p") if k in data}
+    if "min" in data:
+        number["low"] = float(data["min"])
+    if "max" in data:
+        number["high"] = float(data["max"])
+    values = {str(k): float(x) for k, x in (data.get("values") or {}).items()}
+    return Distribution(values=values, **number)
 
 
 def load_scenario(
@@ -128,8 +219,9 @@ def load_scenario(
     """Load and validate a scenario file (or the defaults), then apply `path=value` overrides.
 
     The file is read through sop.engine.core.files, confined to `root` (default: its own folder).
-    With `playbook`, the scenario's stage and metric names are checked against it (SOP293,
-    SOP294): an error raises ScenarioError, warnings (SOP295) are added to `warnings`.
+    With `playbook`, the scenario's stage, metric, channel and attribute names are checked against
+    it (SOP293, SOP294, SOP288, SOP289): an error raises ScenarioError, warnings (SOP295) are
+    added to `warnings`.
     """
     from ..lang.schema import validator
 
@@ -183,6 +275,7 @@ def check_scenario(pb: Playbook, doc: Document, out: Collector) -> None:
             hint=did_you_mean(first, pb.stages),
             json_path="$.acquisition.start_stage",
         )
+    _check_members(pb, doc, out)
     metrics = data.get("metrics")
     for name in metrics if isinstance(metrics, dict) else {}:
         span = doc.key_span(("metrics", name))
@@ -205,14 +298,114 @@ def check_scenario(pb: Playbook, doc: Document, out: Collector) -> None:
                 hint=did_you_mean(name, pb.metrics),
                 json_path=jp,
             )
-        elif pb.metrics[name].definition is not None:
+        elif pb.metrics[name].definition is not None or pb.metrics[name].count is not None:
+            how = "a `definition:`" if pb.metrics[name].definition is not None else "a `count:`"
             out.add(
                 "SOP295",
                 span,
-                f"metric `{name}` has a `definition:` in playbook `{pb.id}`, which the"
+                f"metric `{name}` has {how} in playbook `{pb.id}`, which the"
                 " simulation uses: this model would be ignored",
                 json_path=jp,
             )
+
+
+def _check_members(pb: Playbook, doc: Document, out: Collector) -> None:
+    """Channels, attributes, admission and points a scenario models exist in the playbook
+    (SOP288), and each attribute's distribution fits the attribute's type (SOP289)."""
+    from ..core.suggest import did_you_mean
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+
+    def unknown(path: tuple[str, ...], what: str, name: str, known: Any, key: bool) -> None:
+        names = list(known)
+        out.add(
+            "SOP288",
+            doc.key_span(path) if key else doc.span(path),
+            f"{what} `{name}` is not declared by playbook `{pb.id}`"
+            f" ({', '.join(names) or 'none declared'}): this model would be ignored",
+            hint=did_you_mean(name, names),
+            json_path="$." + ".".join(path),
+        )
+
+    acq = data.get("acquisition")
+    acq = acq if isinstance(acq, dict) else {}
+    channels = acq.get("channels")
+    for c in channels if isinstance(channels, dict) else {}:
+        if c not in pb.channels:
+            unknown(("acquisition", "channels", c), "channel", c, pb.channels, True)
+    default = acq.get("default_channel")
+    if isinstance(default, str) and default not in pb.channels:
+        unknown(("acquisition", "default_channel"), "channel", default, pb.channels, False)
+    attrs = data.get("attributes")
+    for name, model in attrs.items() if isinstance(attrs, dict) else ():
+        a = pb.attributes.get(name)
+        if a is None:
+            unknown(("attributes", name), "member attribute", name, pb.attributes, True)
+            continue
+        if not isinstance(model, dict):
+            continue
+        _check_distribution(a, model, ("attributes", name), doc, out)
+        by = model.get("by_channel")
+        for c, m in by.items() if isinstance(by, dict) else ():
+            path = ("attributes", name, "by_channel", c)
+            if c not in pb.channels:
+                unknown(path, "channel", c, pb.channels, True)
+            elif isinstance(m, dict):
+                _check_distribution(a, m, path, doc, out)
+    for section, declared in (("admission", pb.admission), ("points", pb.points)):
+        if section in data and declared is None:
+            out.add(
+                "SOP288",
+                doc.key_span((section,)),
+                f"playbook `{pb.id}` has no `{section}:`: this model would be ignored",
+                json_path=f"$.{section}",
+            )
+
+
+def _check_distribution(
+    a: Any, model: dict[str, Any], path: tuple[str, ...], doc: Document, out: Collector
+) -> None:
+    """A distribution's keys fit attribute `a`'s type; enum values are among its values."""
+    from ..lang.model import AttributeType as T
+
+    kinds = {
+        T.STRING: {"values"},
+        T.ENUM: {"values"},
+        T.NUMBER: {"mean", "sd", "min", "max"},
+        T.INTEGER: {"mean", "sd", "min", "max"},
+        T.BOOLEAN: {"p"},
+        T.DATE: set(),
+    }
+    allowed = kinds.get(a.type, set())
+    for key in model:
+        if key == "by_channel" or key in allowed:
+            continue
+        fits = ", ".join(sorted(allowed)) or "nothing: dates are not simulated"
+        out.add(
+            "SOP289",
+            doc.key_span((*path, key)),
+            f"`{key}` does not fit attribute `{a.id}` of type {a.type} (it takes: {fits})",
+            json_path="$." + ".".join((*path, key)),
+        )
+    values = model.get("values")
+    if not isinstance(values, dict):
+        return
+    for v in values:
+        if a.type == T.ENUM and str(v) not in a.values:
+            out.add(
+                "SOP289",
+                doc.key_span((*path, "values", v)),
+                f"`{v}` is not a value of enum attribute `{a.id}` ({', '.join(a.values)})",
+                json_path="$." + ".".join((*path, "values", str(v))),
+            )
+    total = sum(float(x) for x in values.values() if isinstance(x, (int, float)))
+    if total > 1 + 1e-9:
+        out.add(
+            "SOP289",
+            doc.span((*path, "values")),
+            f"the probabilities of attribute `{a.id}` add up to {total:g}, more than 1",
+            json_path="$." + ".".join((*path, "values")),
+        )
 
 
 def scenario_beside(playbook_path: str) -> str | None:
