@@ -1,58 +1,147 @@
-"""Simulation output: a terminal summary (rich) and a self-contained HTML report (inline SVG)."""
+"""Simulation output: a terminal summary (rich) and a self-contained HTML report (inline SVG).
+
+Both say the same things (engine/sim/summary.py decides them): per gate, P(pass by its deadline)
+with its 95 % interval — a range while runs are undecided at the horizon, never a 0 % that only
+means "not reached" — the same given the stage was entered, the late passes, and which
+comparison fell short; per expectation, the share of runs that broke it against the exit code's
+tolerance. The HTML report adds calendar dates, charts and the scenario's assumptions.
+"""
 
 from __future__ import annotations
 
 import html
 import io
+import itertools
 import math
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
 from typing import Any
 
-from ..core.expr import thresholds
+from ..core.language import HTML_LANG, text_language
 from ..core.textsafe import markup
 from ..lang.model import Playbook
-from .montecarlo import SimResult
+from ..program import DEFAULT_START  # day 0 of a result built without its start (tests)
+from ..program.gates import comparisons
+from .montecarlo import GateResult, SimResult
+from .summary import EXPECT_TOLERANCE, WORDS, Bounded, GateOutcome, Share
 
 KEY_METRICS = ("members", "daily_speak_rate", "retention_d30", "core_members")
+# how each outcome is drawn in the report's outcome bars, decided first to undecided last
+COLOURS = {
+    GateOutcome.ON_TIME: "#16a34a",
+    GateOutcome.LATE: "#f59e0b",
+    GateOutcome.FAILED: "#dc2626",
+    GateOutcome.OVERDUE: "#9a3412",
+    GateOutcome.OPEN: "#94a3b8",
+    GateOutcome.PENDING: "#cbd5e1",
+    GateOutcome.NOT_TAKEN: "#e5e7eb",
+}
+_OPS = {">=": "≥", "<=": "≤", "!=": "≠", "==": "=", ">": ">", "<": "<"}
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
 
 
-def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60, 90, 180)) -> None:
-    """Gate probabilities, stage timing, metric percentiles, expectations."""
-    from rich.table import Table
+def _interval(lo: float, hi: float) -> str:
+    return f"[{100 * lo:.1f}–{100 * hi:.1f}]"
 
+
+def bounded(b: Bounded, sep: str = " ") -> str:
+    """`76.8% [72.4–80.6]`; a range `10.0–55.0% [...]` while runs are undecided; or `undecided`."""
+    if b.n == 0:
+        return "not entered"
+    if b.k == 0 and b.undecided == b.n:
+        return "undecided"
+    lo, hi = b.interval
+    if b.decided:
+        return f"{_pct(b.low)}{sep}{_interval(lo, hi)}"
+    return f"{100 * (b.low or 0):.1f}–{_pct(b.high)}{sep}{_interval(lo, hi)}"
+
+
+def share(s: Share) -> str:
+    """`93 of 400 (23.3% [19.4–27.6])`."""
+    if not s.n:
+        return "—"
+    return f"{s.k} of {s.n} ({_pct(s.p)} {_interval(*s.interval)})"
+
+
+def start_of(res: SimResult) -> date:
+    """The date of simulated day 0."""
+    return res.start or DEFAULT_START
+
+
+def day_date(res: SimResult, day: float | None) -> str:
+    """`2027-01-12` for a simulated day (rounded), or `—`."""
+    if day is None or math.isnan(day):
+        return "—"
+    return (start_of(res) + timedelta(days=round(day))).isoformat()
+
+
+def _fmt(x: float, unit: str = "ratio") -> str:
+    if math.isnan(x):
+        return "undefined"  # in every run that day (engine/program/metrics.py)
+    if unit == "ratio":
+        return f"{x:.3f}"
+    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.1f}"
+
+
+def _value(x: float, unit: str) -> str:
+    """A threshold or a shortfall as a reader writes it: ratios in percent."""
+    if unit == "ratio":
+        return f"{100 * x:.3g}%"
+    return f"{x:,.4g}"
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def to_text(
+    res: SimResult,
+    console: Any,
+    checkpoints: tuple[int, ...] = (30, 60, 90, 180),
+    *,
+    min_probability: float | None = None,
+    expect_tolerance: float = EXPECT_TOLERANCE,
+) -> None:
+    """Gate outcomes and probabilities, stage timing, metric percentiles, expectations, verdict."""
     o = res.options
+    first = start_of(res)
     # every string from the playbook or scenario goes through `markup`: literal, on one line
     console.print(
         f"[bold]{markup(res.playbook)}[/] · scenario [bold]{markup(res.scenario.name)}[/]"
-        f" · {o.runs} runs × {o.days} days · seed {o.seed}"
+        f" · {o.runs} runs × {o.days} days from {first} · seed {o.seed}"
     )
-    t = Table(title="gates: P(pass by the deadline)", title_justify="left")
-    for col in ("stage", "gate", "deadline", "P(pass)", "95% interval", "if entered", "median day"):
-        t.add_column(col)
+    t = _table("gates: P(pass by the deadline)")
+    t.add_column("stage", overflow="fold")
+    t.add_column("deadline")
+    for col in ("P\n[95%]", "if entered\n[95%]"):  # an interval is never cut
+        t.add_column(col, no_wrap=True, min_width=12)
+    t.add_column("runs late ·\nmissed · undecided")
+    t.add_column("median\nday")
     for g in res.gates:
+        missed = g.count(GateOutcome.FAILED, GateOutcome.OVERDUE)
         t.add_row(
             markup(g.stage),
-            markup(g.gate),
-            f"{g.deadline_days}d" if g.deadline_days else "—",
-            _pct(g.probability),
-            f"{_pct(g.interval[0])}–{_pct(g.interval[1])}",
-            _pct(g.passed / g.entered) if g.entered else "not entered",
+            f"{g.deadline_days}d" if g.deadline_days is not None else "—",
+            bounded(g.by_deadline, "\n"),
+            bounded(g.if_entered, "\n"),
+            f"{g.late.k} · {missed} · {g.undecided}",
             f"{g.median_day:.0f}" if g.median_day is not None else "—",
         )
     console.print(t)
-    for g in res.gates:  # an undefined metric never reads as 0: say why a gate stayed shut
-        for note, runs in g.undefined.items():
-            console.print(
-                f"  gate of [bold]{markup(g.stage)}[/] undecided at its last check in {runs}"
-                f" run(s): {markup(note)}"
-            )
-    t = Table(title="stages", title_justify="left")
+    console.print(
+        "  (missed: failed at the deadline, or past it and still open; a range while runs are"
+        " undecided at the horizon: its low end counts them as missing the deadline, its high"
+        " end as passing; [95%] is the Wilson interval around both ends)"
+    )
+    for g in res.gates:
+        for line in gate_lines(res, g):
+            console.print(f"  {markup(line)}")
+    t = _table("stages")
     for col in (
         "stage",
-        "entered",
+        "entered [95%]",
         "entered day p5/p50/p95",
         "passed",
         "passed day p50",
@@ -63,15 +152,15 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
         e, p = s["entered_day"], s["passed_day"]
         t.add_row(
             markup(sid),
-            _pct(s["p_entered"]),
+            f"{_pct(s['p_entered'])}\n{_interval(*s['p_entered_interval95'])}",
             "/".join("—" if e[k] is None else f"{e[k]:.0f}" for k in ("p5", "p50", "p95")),
             str(s["passed"]),
             "—" if p["p50"] is None else f"{p['p50']:.0f}",
-            markup(", ".join(f"{k} {v}" for k, v in s["outcomes"].items())),
+            markup(stage_outcomes(s)),
         )
     console.print(t)
     days = [d for d in checkpoints if d <= o.days]
-    t = Table(title="metrics p50 [p5–p95]", title_justify="left")
+    t = _table("metrics p50 [p5–p95]")
     t.add_column("metric")
     for d in days:
         t.add_column(f"day {d}")
@@ -85,24 +174,104 @@ def to_text(res: SimResult, console: Any, checkpoints: tuple[int, ...] = (30, 60
             cells.append(f"{_fmt(q[1][i], u)} [{_fmt(q[0][i], u)}–{_fmt(q[2][i], u)}]")
         t.add_row(markup(name), *cells)
     console.print(t)
+    ex = res.expectations(expect_tolerance)
     if res.expect_failures:
-        console.print(f"[bold red]{len(res.expect_failures)} expectation failure(s)[/]")
+        colour = "bold red" if ex.exceeds else "yellow"
+        console.print(f"[{colour}]expectations: {expect_words(res, expect_tolerance)}[/]")
         for r, d, w in res.expect_failures[:10]:
-            console.print(f"  run {r}, day {d}: {markup(w)}")
+            console.print(f"  run {r}, day {d} ({day_date(res, d)}): {markup(w)}")
     else:
-        console.print("expectations: all held on every run")
+        console.print(f"expectations: {expect_words(res, expect_tolerance)}")
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {markup(w)}")
     rate = res.member_days / max(res.seconds, 1e-9)
     console.print(f"{res.member_days:,} member-days in {res.seconds:.2f} s ({rate:,.0f}/s)")
+    reasons = res.verdict(min_probability, expect_tolerance)
+    if reasons:
+        console.print("[bold red]exit 1:[/] " + markup("; ".join(reasons)))
 
 
-def _fmt(x: float, unit: str = "ratio") -> str:
-    if math.isnan(x):
-        return "undefined"  # in every run that day (engine/program/metrics.py)
-    if unit == "ratio":
-        return f"{x:.3f}"
-    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:.1f}"
+def condition(g: GateResult) -> str:
+    """The gate as written, with its `for:` days: `core_members >= 500 (for 7d)`."""
+    return g.gate if g.for_days is None else f"{g.gate} (for {g.for_days}d)"
+
+
+def _table(title: str) -> Any:
+    """A compact table: 80 columns hold a gate's row without cutting an interval."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1, 0, 0), show_edge=False
+    )
+
+
+def gate_lines(res: SimResult, g: GateResult) -> list[str]:
+    """What a gate's row cannot hold: its condition, undecided runs, late passes, shortfalls,
+    undefined notes."""
+    deadline = "no deadline" if g.deadline_days is None else f"deadline {g.deadline_days}d"
+    out = [f"gate of {g.stage}: {condition(g)}, {deadline}"]
+    units = res.units
+    if g.undecided:
+        open_, pending = g.count(GateOutcome.OPEN), g.count(GateOutcome.PENDING)
+        parts = [f"{n} {w}" for n, w in ((open_, "still open"), (pending, "not reached")) if n]
+        out.append(
+            f"gate of {g.stage}: undecided in {g.undecided} of {g.runs} runs at the horizon"
+            f" (day {res.options.days}: {', '.join(parts)}); simulate more --days to decide"
+        )
+    if g.late.k:
+        out.append(
+            f"gate of {g.stage}: passed late in {share(g.late)} runs, a median of"
+            f" {g.median_days_late:.0f} days after the deadline (extended or alert-only)"
+        )
+    for s in g.shortfalls:
+        if not (s.false or s.undefined):
+            continue
+        by = "" if s.median_shortfall is None else f", by a median of {_gap(s, units)}"
+        und = f"; no value in {s.undefined}" if s.undefined else ""
+        out.append(
+            f"gate of {g.stage}: `{s.clause}` fell short"
+            f" in {share(Share(s.false, s.checked))} runs that missed the deadline or are open"
+            f" at the horizon{by}{und}"
+        )
+    for note, runs in g.undefined.items():
+        out.append(f"gate of {g.stage}: undecided at its last check in {runs} run(s): {note}")
+    return out
+
+
+def stage_outcomes(s: dict[str, Any]) -> str:
+    """`passed 400`, `not reached 400 (path not taken)`, `not reached 12 (within the horizon)`."""
+    parts = []
+    nr = s.get("not_reached", {})
+    for k, v in s["outcomes"].items():
+        if k != "not reached":
+            parts.append(f"{k} {v}")
+    if nr.get("within_horizon"):
+        parts.append(f"not reached yet {nr['within_horizon']}")
+    if nr.get("path_not_taken"):
+        parts.append(f"path not taken {nr['path_not_taken']}")
+    if "not reached" in s["outcomes"] and not nr:
+        parts.append(f"not reached {s['outcomes']['not reached']}")
+    return ", ".join(parts)
+
+
+def expect_words(res: SimResult, tolerance: float) -> str:
+    """`held on every run`, or `broken in 1 of 400 runs (0.3% [0.0–1.4]) ...`."""
+    ex = res.expectations(tolerance)
+    if not ex.broken.k:
+        return "all held on every run"
+    verdict = (
+        "more than the tolerance: exit 1"
+        if ex.exceeds
+        else "within the tolerance: reported, exit 0"
+    )
+    return (
+        f"broken in {share(ex.broken)} runs; tolerance {tolerance:.1%} of runs,"
+        f" judged on the interval's lower end ({verdict})"
+    )
+
+
+# -- charts ---------------------------------------------------------------------------------------
 
 
 def _svg(fig: Any) -> str:
@@ -117,138 +286,598 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg") :]
 
 
-def fan_chart(res: SimResult, metric: str, pb: Playbook) -> str:
-    """A fan chart (p5–p95, p25–p75, median) with gate thresholds on this metric."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    # text as glyph outlines: the SVG needs no font (chart text is ids, numbers and dates)
+    plt.rcParams["svg.fonttype"] = "path"
+    plt.rcParams["svg.hashsalt"] = "sop"  # stable element ids: the same input, the same file
+    return plt
+
+
+def _dates(res: SimResult, days: Iterable[float]) -> Any:
     import numpy as np
 
-    q = res.percentiles(metric, (5, 25, 50, 75, 95))
-    x = np.arange(q.shape[1])
-    fig, ax = plt.subplots(figsize=(6.4, 2.8))
-    ax.fill_between(x, q[0], q[4], alpha=0.18, color="#2563eb", label="p5–p95")
-    ax.fill_between(x, q[1], q[3], alpha=0.35, color="#2563eb", label="p25–p75")
-    ax.plot(x, q[2], color="#1e3a8a", lw=1.6, label="median")
+    return np.datetime64(start_of(res)) + np.array([round(d) for d in days], dtype="timedelta64[D]")
+
+
+def _date_axis(ax: Any, res: SimResult) -> None:
+    import matplotlib.dates as mdates
+
+    first = _dates(res, [0])[0]
+    last = _dates(res, [max(res.options.days - 1, 1)])[0]
+    ax.set_xlim(first, last)
+    loc = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+def stage_markers(res: SimResult) -> list[tuple[str, float, float]]:
+    """(stage, median entry day, share of runs entering it) of each stage entered in some run."""
+    out = []
+    for sid, s in res.stage_timing().items():
+        if s["entered_day"]["p50"] is not None:
+            out.append((sid, float(s["entered_day"]["p50"]), float(s["p_entered"])))
+    return out
+
+
+def threshold_lines(res: SimResult, metric: str, pb: Playbook) -> list[tuple[str, float, str]]:
+    """(op, value, stages) per distinct threshold the gates set on `metric` (a stage whose gate
+    reads a window of it says so: `cold-start (avg 7d)`)."""
+    found: dict[tuple[str, float], list[str]] = {}
     for s in pb.stages.values():
-        if s.gate and s.gate.node:
-            for name, op, value in thresholds(s.gate.node):
-                if name == metric:
-                    ax.axhline(value, color="#dc2626", ls="--", lw=1)
-                    ax.annotate(
-                        f"{s.id}: {op} {value:g}",
-                        (0, value),
-                        fontsize=7,
-                        color="#dc2626",
-                        va="bottom",
-                    )
-    ax.set_title(metric, fontsize=10)
-    ax.set_xlabel("day")
+        if s.gate is None or s.gate.node is None:
+            continue
+        for c in comparisons(s.gate.node):
+            if c.metric == metric and c.threshold is not None:
+                stages = found.setdefault((c.op, c.threshold), [])
+                who = s.id if c.window is None else f"{s.id} ({c.window[0]} {c.window[1]}d)"
+                if who not in stages:
+                    stages.append(who)
+    return [(op, v, ", ".join(stages)) for (op, v), stages in sorted(found.items(), key=_by_value)]
+
+
+def _by_value(item: tuple[tuple[str, float], list[str]]) -> float:
+    return item[0][1]
+
+
+def fan_figure(res: SimResult, metric: str, pb: Playbook) -> Any:
+    """The fan chart of `metric` as a matplotlib Figure: p5–p95 and p25–p75 bands, the median,
+    gate thresholds labelled in the right margin, and the median day each stage starts.
+
+    Labels are placed so that none overlaps another (`place_column`, `place_rows`); their Text
+    artists carry gids `threshold-N` and `stage-N`.
+    """
+    plt = _pyplot()
+    import numpy as np
+    from matplotlib.ticker import PercentFormatter
+
+    q = res.percentiles(metric, (5, 25, 50, 75, 95))
+    x = _dates(res, range(q.shape[1]))
+    unit = res.units.get(metric, "count")
+    fig = plt.figure(figsize=(6.4, 3.0))
+    ax = fig.add_axes((0.1, 0.12, 0.66, 0.66))
+    ax.fill_between(x, q[0], q[4], alpha=0.18, color="#2563eb", lw=0)
+    ax.fill_between(x, q[1], q[3], alpha=0.35, color="#2563eb", lw=0)
+    ax.plot(x, q[2], color="#1e3a8a", lw=1.6)
+    lines = threshold_lines(res, metric, pb)
+    for _, value, _ in lines:
+        ax.axhline(value, color="#dc2626", ls="--", lw=1)
+    markers = stage_markers(res)
+    for _, day, _ in markers:
+        ax.axvline(_dates(res, [day])[0], color="#475569", ls=":", lw=1)
+    _date_axis(ax, res)
+    if unit == "ratio":
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    if np.isnan(q).all():
+        ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.tick_params(labelsize=8)
+    fig.canvas.draw()  # the limits and the renderer the labels are measured with
+    renderer = fig.canvas.get_renderer()
+    lo, hi = ax.get_ylim()
+    texts = [
+        ax.text(
+            1.02,
+            0.0,
+            f"{stages} {_OPS.get(op, op)} {_value(value, unit)}",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#dc2626",
+            va="center",
+            ha="left",
+            gid=f"threshold-{i}",
+        )
+        for i, (op, value, stages) in enumerate(lines)
+    ]
+    place_column(ax, texts, [(v - lo) / (hi - lo) if hi > lo else 0.5 for _, v, _ in lines])
+    x0, x1 = (float(v) for v in ax.get_xlim())
+    stage_texts = [
+        ax.text(
+            0.0,
+            1.02,
+            sid if p >= 0.995 else f"{sid} ({100 * p:.0f}%)",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#334155",
+            va="bottom",
+            ha="left",
+            gid=f"stage-{i}",
+        )
+        for i, (sid, _, p) in enumerate(markers)
+    ]
+    xs = [
+        (float(_num(_dates(res, [day])[0])) - x0) / (x1 - x0) if x1 > x0 else 0.0
+        for _, day, _ in markers
+    ]
+    place_rows(ax, stage_texts, xs)
+    del renderer
+    return fig
+
+
+def _num(d: Any) -> float:
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(d))
+
+
+PAD = 0.01  # axes fraction between two labels
+
+
+def place_column(ax: Any, texts: Sequence[Any], ys: Sequence[float]) -> None:
+    """Put labels at `ys` (axes fraction, their centres), moved apart just enough not to overlap.
+
+    Measured with the figure's renderer; kept inside the axes' height when they fit.
+    """
+    if not texts:
+        return
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    heights = [t.get_window_extent(renderer).height / box.height for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: ys[i])
+    centre = {i: min(max(ys[i], 0.0), 1.0) for i in order}
+    # push up from the bottom, then pull down from the top if the column overflows
+    for a, b in itertools.pairwise(order):
+        need = centre[a] + (heights[a] + heights[b]) / 2 + PAD
+        centre[b] = max(centre[b], need)
+    top = order[-1]
+    over = centre[top] + heights[top] / 2 - 1.0
+    if over > 0:
+        centre[top] -= over
+        for a, b in itertools.pairwise(order[::-1]):
+            need = centre[a] - (heights[a] + heights[b]) / 2 - PAD
+            centre[b] = min(centre[b], need)
+    for i, t in enumerate(texts):
+        t.set_position((t.get_position()[0], centre[i]))
+
+
+def place_rows(ax: Any, texts: Sequence[Any], xs: Sequence[float]) -> None:
+    """Put labels at `xs` (axes fraction, their left edges) above the axes, in as many rows as
+    it takes for none to overlap another (a label goes to the first row where it fits)."""
+    if not texts:
+        return
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    widths = [t.get_window_extent(renderer).width / box.width for t in texts]
+    height = max(t.get_window_extent(renderer).height for t in texts) / box.height
+    ends: list[float] = []  # right edge of the last label in each row
+    for i in sorted(range(len(texts)), key=lambda i: xs[i]):
+        x = min(max(xs[i], 0.0), 1.0)
+        row = next((r for r, end in enumerate(ends) if x >= end + PAD), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = x + widths[i]
+        texts[i].set_position((x, 1.02 + row * (height + PAD)))
+
+
+def fan_chart(res: SimResult, metric: str, pb: Playbook) -> str:
+    """The fan chart of `metric` as inline SVG."""
+    plt = _pyplot()
+    fig = fan_figure(res, metric, pb)
     svg = _svg(fig)
     plt.close(fig)
     return svg
 
 
-def timeline_chart(res: SimResult) -> str:
-    """Stage entry and pass days across runs (p5–p95 bars, median ticks)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def timeline_figure(res: SimResult, pb: Playbook | None = None) -> Any:
+    """Stage rows on a calendar: median entry to median pass (or the horizon), p5–p95 whiskers
+    of the entry and pass days, and the median deadline."""
+    plt = _pyplot()
+    from .summary import deadline_days
 
     timing = res.stage_timing()
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(timing) + 0.8))
-    for i, (sid, s) in enumerate(timing.items()):
+    rows = list(timing.items())
+    height = 0.36 * len(rows) + 0.7  # inches: a row per stage and the date axis
+    fig = plt.figure(figsize=(8.0, height))
+    ax = fig.add_axes((0.2, 0.6 / height, 0.76, 0.36 * len(rows) / height))
+    _date_axis(ax, res)  # date units first: the bars below are placed in date numbers
+    labels = []
+    for i, (sid, s) in enumerate(rows):
+        y = len(rows) - 1 - i
         e, p = s["entered_day"], s["passed_day"]
+        labels.append(f"{sid} · {_pct(s['p_entered'])}")
         if e["p50"] is None:
             continue
-        end = p["p50"] if p["p50"] is not None else res.options.days
-        ax.barh(i, end - e["p50"], left=e["p50"], color="#93c5fd", edgecolor="#1e3a8a")
-        ax.text(e["p50"], i, f" {sid} ({_pct(s['p_entered'])})", va="center", fontsize=7)
-    ax.set_yticks([])
-    ax.set_xlim(0, res.options.days)
-    ax.set_xlabel("day (median entry → median pass)")
+        end = p["p50"] if p["p50"] is not None and s["passed"] * 2 >= s["entered"] else None
+        start_d = _num(_dates(res, [e["p50"]])[0])
+        stop_d = _num(_dates(res, [end if end is not None else res.options.days - 1])[0])
+        ax.barh(
+            y,
+            max(stop_d - start_d, 0.5),
+            left=start_d,
+            height=0.55,
+            color="#93c5fd" if end is not None else "#e2e8f0",
+            edgecolor="#1e3a8a",
+            lw=0.8,
+        )
+        ax.plot(_dates(res, [e["p5"], e["p95"]]), [y, y], color="#1e3a8a", lw=2.2)
+        if p["p5"] is not None:
+            ax.plot(_dates(res, [p["p5"], p["p95"]]), [y, y], color="#16a34a", lw=2.2)
+        dl = deadline_days(pb.stages[sid]) if pb is not None and sid in pb.stages else None
+        if dl is not None and e["p50"] + dl < res.options.days:
+            ax.plot(_dates(res, [e["p50"] + dl]), [y], marker="|", ms=12, color="#dc2626")
+    ax.set_yticks(range(len(rows)), labels[::-1], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def timeline_chart(res: SimResult, pb: Playbook | None = None) -> str:
+    """The stage timeline as inline SVG."""
+    plt = _pyplot()
+    fig = timeline_figure(res, pb)
     svg = _svg(fig)
     plt.close(fig)
     return svg
 
 
-def to_html(res: SimResult, pb: Playbook) -> str:
-    """One self-contained HTML file: no scripts, no network, charts as inline SVG."""
+# -- HTML -----------------------------------------------------------------------------------------
+
+
+def playbook_words(pb: Playbook) -> list[str]:
+    """The words a reader of the playbook reads: its title, stage titles, templates, texts."""
+    words = [pb.title, *(s.title for s in pb.stages.values())]
+    words += [t.text for t in pb.templates.values()]
+    words += [a.text.text for a in pb.actions.values() if a.text is not None]
+    words += [m.description for m in pb.metrics.values() if m.description]
+    return [w for w in words if w]
+
+
+def scenario_rows(res: SimResult) -> list[tuple[str, str, str, str]]:
+    """(section, parameter, value, what it means) of every value the scenario sets or defaults
+    (none left unset), meanings from the scenario schema's descriptions."""
+    from ..lang.schema import load_schema
+
+    root = load_schema("scenario.schema.json")
+    out = []
+    doc = {k: v for k, v in res.scenario.as_dict().items() if k != "name"}  # in the heading
+    for path, value, spec in _flatten(doc, root, root, ()):
+        section, key = (path[0], ".".join(path[1:])) if len(path) > 1 else ("", path[0])
+        out.append((section, key, _plain(value), str(spec.get("description", ""))))
+    return out
+
+
+def _flatten(
+    value: Any, spec: dict[str, Any], root: dict[str, Any], path: tuple[str, ...]
+) -> Iterable[tuple[tuple[str, ...], Any, dict[str, Any]]]:
+    """(path, leaf value, its schema) of a nested scenario document; empty and unset skipped."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, _child(spec, k, root), root, (*path, str(k)))
+    elif value is not None and value != [] and path:
+        yield path, value, spec
+
+
+def _child(spec: dict[str, Any], key: str, root: dict[str, Any]) -> dict[str, Any]:
+    """The schema of `key` inside `spec` ($ref followed within the document)."""
+    spec = _deref(spec, root)
+    props = spec.get("properties")
+    if isinstance(props, dict) and isinstance(props.get(key), dict):
+        return _deref(props[key], root)
+    more = spec.get("additionalProperties")
+    return _deref(more, root) if isinstance(more, dict) else {}
+
+
+def _deref(spec: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = spec.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return spec
+    node: Any = root
+    for part in ref[2:].split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return (
+        {**node, **{k: v for k, v in spec.items() if k != "$ref"}}
+        if isinstance(node, dict)
+        else spec
+    )
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if v is None:
+        return "—"
+    return str(v)
+
+
+def outcome_bar(g: GateResult) -> str:
+    """The runs of a gate by outcome: a stacked bar (widths in %) and the counts in words."""
+    e = html.escape
+    segments = "".join(
+        f'<span class="seg" style="width:{100 * g.count(k) / g.runs:.2f}%;'
+        f'background:{COLOURS[k]}" title="{e(WORDS[k])}: {g.count(k)}"></span>'
+        for k in GateOutcome
+        if g.count(k) and g.runs
+    )
+    words = " · ".join(
+        f'<span class="key" style="--c:{COLOURS[k]}">{e(WORDS[k])} {g.count(k)}</span>'
+        for k in GateOutcome
+        if g.count(k)
+    )
+    return f'<div class="bar">{segments}</div><div class="small">{words}</div>'
+
+
+def _gate_rows(res: SimResult, pb: Playbook) -> str:
+    e = html.escape
+    rows = []
+    for g in res.gates:
+        st = pb.stages.get(g.stage)
+        title = f"<br><span class=small>{e(st.title)}</span>" if st and st.title else ""
+        late = (
+            f"{_pct(g.late.p)} {_interval(*g.late.interval)}<br><span class=small>{g.late.k} of"
+            f" {g.late.n} runs, a median of {g.median_days_late:.0f} days late</span>"
+            if g.late.k
+            else "0"
+        )
+        med = (
+            "—"
+            if g.median_day is None
+            else f"{day_date(res, g.median_day)}<br><span class=small>day {g.median_day:.0f}</span>"
+        )
+        rows.append(
+            f'<tr data-stage="{e(g.stage)}"><td><b>{e(g.stage)}</b>{title}</td>'
+            f"<td><code>{e(condition(g))}</code></td>"
+            f"<td>{'—' if g.deadline_days is None else f'{g.deadline_days} days'}</td>"
+            f'<td class="p">{e(bounded(g.by_deadline))}</td>'
+            f'<td class="p">{e(bounded(g.if_entered))}</td>'
+            f'<td class="p">{late}</td><td class="p">{med}</td>'
+            f'<td class="outcomes">{outcome_bar(g)}</td></tr>'
+        )
+        notes = [line.split(": ", 1)[1] for line in gate_lines(res, g) if "undecided" in line]
+        for note in notes:
+            rows.append(f'<tr class="note"><td></td><td colspan=7>{e(note)}</td></tr>')
+    return "".join(rows)
+
+
+def _shortfall_tables(res: SimResult) -> str:
+    e = html.escape
+    out = []
+    for g in res.gates:
+        shown = [s for s in g.shortfalls if s.checked and (s.false or s.undefined)]
+        if not shown:
+            continue
+        body = "".join(
+            f"<tr><td><code>{e(s.clause)}</code></td>"
+            f'<td class="p">{e(share(Share(s.false, s.checked)))}</td>'
+            f"<td>{e(_gap(s, res.units))}</td>"
+            f"<td>{s.undefined}</td></tr>"
+            for s in shown
+        )
+        out.append(
+            f'<h3 data-stage="{e(g.stage)}">{e(g.stage)}: <code>{e(condition(g))}</code></h3>'
+            f"<p>In the {shown[0].checked} runs that missed the deadline or are still open at the"
+            " horizon, read at the deadline's check (or the horizon's last one)"
+            + (
+                f"; a run can miss with every comparison holding that day, since the gate must"
+                f" hold for {g.for_days} days in a row"
+                if g.for_days
+                else ""
+            )
+            + ":</p>"
+            "<table><tr><th>comparison</th><th>runs in which it fell short [95%]</th>"
+            "<th>median shortfall</th><th>runs without a value</th></tr>"
+            f"{body}</table>"
+        )
+    if not out:
+        return "<p>Every gate passed by its deadline in every run that reached it.</p>"
+    return "".join(out)
+
+
+def _gap(s: Any, units: dict[str, str]) -> str:
+    """A median shortfall: a count, or percentage points of a ratio."""
+    if s.median_shortfall is None:
+        return "—"
+    if units.get(s.base, "count") == "ratio":
+        return f"{100 * s.median_shortfall:.2g} percentage points"
+    return f"{s.median_shortfall:,.4g}"
+
+
+def _description(pb: Playbook, metric: str) -> str:
+    m = pb.metrics.get(metric)
+    return f" — {html.escape(m.description)}" if m is not None and m.description else ""
+
+
+def _stage_rows(res: SimResult, pb: Playbook) -> str:
+    e = html.escape
+    rows = []
+    for sid, s in res.stage_timing().items():
+        st = pb.stages.get(sid)
+        title = f"<br><span class=small>{e(st.title)}</span>" if st and st.title else ""
+        d = s["entered_day"]
+        when = (
+            "—"
+            if d["p50"] is None
+            else f"{day_date(res, d['p50'])}<br><span class=small>p5–p95 {day_date(res, d['p5'])}"
+            f" – {day_date(res, d['p95'])}</span>"
+        )
+        passed = day_date(res, s["passed_day"]["p50"])
+        rows.append(
+            f"<tr><td><b>{e(sid)}</b>{title}</td>"
+            f'<td class="p">{_pct(s["p_entered"])} {_interval(*s["p_entered_interval95"])}</td>'
+            f"<td>{when}</td><td>{s['passed']} · {passed}</td>"
+            f"<td>{e(stage_outcomes(s))}</td></tr>"
+        )
+    return "".join(rows)
+
+
+CSS = """
+body{font-family:'Noto Sans SC',system-ui,-apple-system,'PingFang SC','Microsoft YaHei',
+'Noto Sans CJK SC',sans-serif;margin:2rem;max-width:78rem;color:#111;line-height:1.45}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem}
+td,th{border:1px solid #ddd;padding:.3rem .55rem;text-align:left;font-size:.88rem;
+vertical-align:top}
+th{background:#f8fafc} td.p{white-space:nowrap;font-variant-numeric:tabular-nums}
+td.p .small{white-space:normal;display:inline-block;max-width:11rem}
+tr.note td{border-top:none;color:#475569;font-size:.82rem}
+figure{margin:.4rem 0} figcaption{font-size:.85rem;color:#334155} figure svg{height:auto}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(30rem,1fr));gap:.5rem 1.5rem}
+.charts svg,.timeline svg{max-width:100%}
+code{font-size:.84rem} .small{font-size:.8rem;color:#475569}
+.bar{display:flex;width:14rem;height:.8rem;border:1px solid #cbd5e1;background:#fff}
+.bar .seg{display:block;height:100%}
+.key::before{content:"";display:inline-block;width:.65rem;height:.65rem;margin-right:.25rem;
+background:var(--c);vertical-align:-.05rem}
+.caveat{background:#fffbeb;border-left:4px solid #f59e0b;padding:.5rem .8rem;max-width:60rem}
+.verdict{padding:.5rem .8rem;max-width:60rem;border-left:4px solid #16a34a;background:#f0fdf4}
+.verdict.fail{border-color:#dc2626;background:#fef2f2}
+.legend span{margin-right:1rem;white-space:nowrap}
+"""
+
+
+def to_html(
+    res: SimResult,
+    pb: Playbook,
+    *,
+    min_probability: float | None = None,
+    expect_tolerance: float = EXPECT_TOLERANCE,
+) -> str:
+    """One self-contained HTML file: no scripts, no network, charts as inline SVG, the CJK
+    characters it uses in an embedded subset of the shipped Noto Sans SC."""
+    from ..core.fonts import embedded_css
+
     e = html.escape
     metrics = [m for m in KEY_METRICS if m in res.metric_names]
     gated = {
-        n
+        c.metric
         for s in pb.stages.values()
         if s.gate and s.gate.node
-        for n, _, _ in thresholds(s.gate.node)
+        for c in comparisons(s.gate.node)
     }
     metrics += [m for m in sorted(gated) if m not in metrics and m in res.metric_names]
-    rows = "".join(
-        f"<tr><td>{e(g.stage)}</td><td><code>{e(g.gate)}</code></td>"
-        f"<td>{g.deadline_days or '—'}</td><td><b>{_pct(g.probability)}</b></td>"
-        f"<td>{_pct(g.interval[0])} – {_pct(g.interval[1])}</td>"
-        f"<td>{'—' if g.median_day is None else f'{g.median_day:.0f}'}</td></tr>"
-        + "".join(
-            f"<tr><td></td><td colspan=5>undecided at its last check in {runs} run(s):"
-            f" {e(note)}</td></tr>"
-            for note, runs in g.undefined.items()
-        )
-        for g in res.gates
-    )
-    fails = "".join(f"<li>run {r}, day {d}: {e(w)}</li>" for r, d, w in res.expect_failures[:50])
-    sc = res.scenario.as_dict()
-    scenario = "".join(
-        f"<tr><th>{e(k)}</th><td><code>{e(str(v))}</code></td></tr>" for k, v in sc.items()
-    )
-    charts = "".join(f"<figure>{fan_chart(res, m, pb)}</figure>" for m in metrics)
     o = res.options
+    first = start_of(res)
+    last = first + timedelta(days=o.days - 1)
+    reasons = res.verdict(min_probability, expect_tolerance)
+    verdict = (
+        f'<div class="verdict fail"><b>sop simulate exits 1:</b> {e("; ".join(reasons))}</div>'
+        if reasons
+        else '<div class="verdict"><b>sop simulate exits 0</b>: no expectation broken beyond'
+        f" the tolerance ({100 * expect_tolerance:g}% of runs)"
+        + (
+            f" and every gate at or above --min-probability {min_probability:g}"
+            if min_probability is not None
+            else ""
+        )
+        + ".</div>"
+    )
+    fails = "".join(
+        f"<li>run {r}, day {d} ({day_date(res, d)}): {e(w)}</li>"
+        for r, d, w in res.expect_failures[:50]
+    )
+    ex = res.expectations(expect_tolerance)
+    expect = (
+        f"<p>{e(expect_words(res, expect_tolerance))}.</p><ul>{fails}</ul>"
+        if ex.broken.k
+        else "<p>All expectations held on every run.</p>"
+    )
+    scenario = "".join(
+        f"<tr><td>{e(sec)}</td><td><code>{e(key)}</code></td><td><code>{e(val)}</code></td>"
+        f"<td>{e(meaning)}</td></tr>"
+        for sec, key, val, meaning in scenario_rows(res)
+    )
+    charts = "".join(
+        f'<figure data-metric="{e(m)}">{fan_chart(res, m, pb)}<figcaption><b>{e(m)}</b>'
+        f"{_description(pb, m)}"
+        "</figcaption></figure>"
+        for m in metrics
+    )
+    warnings = "".join(f"<li>{e(w)}</li>" for w in res.warnings)
+    lang = text_language(playbook_words(pb))
+    body = f"""<h1>{e(pb.title)}</h1>
+<p>Playbook <code>{e(pb.id)}</code> v{e(pb.version)} · scenario <b>{e(res.scenario.name)}</b> ·
+{o.runs} runs × {o.days} days, {first.isoformat()} to {last.isoformat()} · seed <b>{o.seed}</b> ·
+{res.member_days:,} member-days in {res.seconds:.1f} s</p>
+<p class="caveat">These probabilities follow from the scenario's parameters (the table at the end),
+which are <b>assumptions, not measurements</b>, unless they were fitted to this community's own
+history with <code>sop calibrate</code>. The 95% intervals cover the randomness of the simulated
+runs only, not a wrong assumption.</p>
+{verdict}
+{"<h2>Warnings</h2><ul>" + warnings + "</ul>" if warnings else ""}
+<h2>Gates</h2>
+<p class="small">P(pass by deadline) counts the runs in which a stage's gate passed by its deadline
+(within the horizon when it has none), of all runs; "if entered", of the runs that entered the
+stage. While runs are still undecided at the horizon (the stage open before its deadline, or not
+reached yet) it is a range: its low end counts them as missing the deadline, its high end as
+passing. [95%] is the Wilson interval around both ends. Late passes came after the deadline (an
+extension or an alert-only deadline).</p>
+<table><tr><th>stage</th><th>gate</th><th>deadline</th><th>P(pass by deadline) [95%]</th>
+<th>if entered [95%]</th><th>passed late [95%]</th><th>median pass</th><th>runs by outcome</th>
+</tr>{_gate_rows(res, pb)}</table>
+<h2>Where the gates fall short</h2>{_shortfall_tables(res)}
+<h2>Stages</h2>
+<table><tr><th>stage</th><th>entered [95%]</th><th>median entry</th><th>passed · median day</th>
+<th>outcomes at the horizon</th></tr>{_stage_rows(res, pb)}</table>
+<figure class="timeline">{timeline_chart(res, pb)}<figcaption>Median entry to median pass of
+each stage (grey: most runs had not passed by the horizon); blue whiskers: entry p5–p95, green:
+pass p5–p95; red tick: the deadline from the median entry.</figcaption></figure>
+<h2>Key metrics</h2>
+<p class="legend small"><span style="color:#2563eb">■ p5–p95 of the runs</span>
+<span style="color:#1e40af">■ p25–p75</span><span style="color:#1e3a8a">— median</span>
+<span style="color:#dc2626">- - gate threshold (stages that set it)</span>
+<span style="color:#475569">⋯ median day a stage starts</span></p>
+<div class="charts">{charts}</div>
+<h2>Expectations</h2>
+{expect}
+<h2>Scenario <code>{e(res.scenario.name)}</code>: assumptions</h2>
+<p class="caveat">Every value below is an input of the forecast, not a finding: unless it was
+fitted with <code>sop calibrate</code> to the community's history (and checked with
+<code>sop backtest</code>), treat it as a guess and try others with <code>--set</code> or
+<code>--sweep</code>.</p>
+<table><tr><th>section</th><th>parameter</th><th>value</th><th>what it means</th></tr>
+{scenario}</table>
+"""
+    fonts = embedded_css(body)
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{HTML_LANG[lang]}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>sop simulate · {e(pb.title)}</title>
 <style>
-body{{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",
-sans-serif;margin:2rem;max-width:70rem;color:#111}} table{{border-collapse:collapse;margin:1rem 0}}
-td,th{{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;font-size:.9rem}}
-figure{{display:inline-block;margin:.5rem}} code{{font-size:.85rem}}
+{fonts}
+{CSS}
 </style></head><body>
-<h1>{e(pb.title)}</h1>
-<p>Playbook <code>{e(pb.id)}</code> v{e(pb.version)} · scenario <b>{e(res.scenario.name)}</b> ·
-{o.runs} runs × {o.days} days · seed <b>{o.seed}</b> · {res.member_days:,} member-days in
-{res.seconds:.1f} s</p>
-<h2>Gates</h2>
-<table><tr><th>stage</th><th>gate</th><th>deadline (days)</th><th>P(pass by deadline)</th>
-<th>95% interval</th><th>median day</th></tr>{rows}</table>
-<h2>Stage timeline</h2><figure>{timeline_chart(res)}</figure>
-<h2>Key metrics</h2>{charts}
-<h2>Expectations</h2>
-{"<ul>" + fails + "</ul>" if fails else "<p>All expectations held on every run.</p>"}
-<h2>Scenario</h2><table>{scenario}</table>
-</body></html>
+{body}</body></html>
 """
 
 
 def sweep_table(rows: list[tuple[dict[str, Any], SimResult]], console: Any) -> None:
-    """Gate probabilities per swept value."""
-    from rich.table import Table
-
+    """Gate probabilities per swept value (a range, or `undecided`, where the horizon is short)."""
     if not rows:
         return
-    t = Table(title="sweep: P(gate passes by its deadline)", title_justify="left")
+    t = _table("sweep: P(gate passes by its deadline) [95%]")
     names = list(rows[0][0])
     for n in names:
-        t.add_column(markup(n))
+        t.add_column(markup(n), overflow="fold")
     for g in rows[0][1].gates:
-        t.add_column(markup(g.stage))
+        t.add_column(markup(g.stage), no_wrap=True, min_width=12)
     for values, res in rows:
         t.add_row(
             *(markup(str(values[n])) for n in names),
-            *(
-                f"{_pct(g.probability)} [{_pct(g.interval[0])}–{_pct(g.interval[1])}]"
-                for g in res.gates
-            ),
+            *(bounded(g.by_deadline, "\n") for g in res.gates),
         )
     console.print(t)
