@@ -344,7 +344,7 @@ def test_calibrate_acquisition_recovers_bass(tmp_path) -> None:
     f.write_text(
         "period,cumulative\n" + "".join(f"{a},{b:.3f}\n" for a, b in zip(t, y, strict=True))
     )
-    code, out = sop("calibrate", "acquisition", str(f), "--format", "json")
+    code, out = sop("calibrate", "acquisition", str(f), "--format", "json", "--period-days", "1")
     fit = json.loads(out)
     assert code == 0
     assert abs(fit["params"]["p_per_period"] / 0.002 - 1) < 0.01
@@ -356,7 +356,7 @@ def test_calibrate_acquisition_recovers_bass(tmp_path) -> None:
     ("model", "csv_name", "extra"),
     [
         ("retention", "retention-cohort.csv", ["--period-days", "365"]),
-        ("acquisition", "acquisition-joins.csv", []),
+        ("acquisition", "acquisition-joins.csv", ["--period-days", "1"]),
         ("activity", "activity-members.csv", ["--period-days", "7"]),
     ],
 )

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -17,16 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .exports import CSV_BYTES, MAX_ROWS, CalibrationError, quote, read_text
 
-class CalibrationError(Exception):
-    """The input cannot be fitted; the message says why and where (`FILE:LINE: ...`)."""
+__all__ = ["CSV_BYTES", "MAX_ROWS", "CalibrationError", "read_text"]
 
 
-# Bounds of what an export can hold. The CSV is untrusted: it is read through sop.engine.core.files
-# (regular files only, at most CSV_BYTES), and every value must be finite and in range, so a fit
-# never sees NaN, infinities or magnitudes that overflow its special functions.
-CSV_BYTES = 48 * 1024 * 1024  # a million members of activity data is about 25 MB
-MAX_ROWS = 2_000_000
+# Bounds of the numbers an export may hold (see exports.py for the file's own bounds).
 MAX_COUNT = 1e12  # survivors, cumulative joins
 MAX_PERIOD = 1e7  # periods, recency and T, in periods
 MAX_PERIOD_DAYS = 3650.0
@@ -42,16 +39,23 @@ class Fit:
     rmse: float | None
     fragment: dict[str, Any]
     n: int
+    notes: tuple[str, ...] = ()  # what the user should know (units inferred, a mapping made)
+    warnings: tuple[str, ...] = ()  # what may make the fit unreliable (a parameter at a bound)
+    extra: dict[str, Any] | None = None  # more results for JSON (e.g. BG/NBD's dropout)
 
     def __post_init__(self) -> None:
         # plain Python numbers only: fragments are dumped as YAML and JSON
         object.__setattr__(self, "params", _plain(self.params))
         object.__setattr__(self, "fragment", _plain(self.fragment))
+        if self.extra is not None:
+            object.__setattr__(self, "extra", _plain(self.extra))
 
 
 def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
     if isinstance(v, np.generic):
         return v.item()
     return v
@@ -75,30 +79,9 @@ class Table:
         return CalibrationError(f"{self.path}:{int(self.lines[row])}: {message}")
 
 
-def _quote(field: str) -> str:
-    """A short, terminal-safe rendering of a CSV field for an error message."""
-    from ..core.textsafe import terminal
-
-    return repr(terminal(field[:40] + ("…" if len(field) > 40 else "")))
-
-
 def read_csv(path: str, columns: tuple[str, ...], *, root: str | None = None) -> Table:
     """Numeric columns of a CSV with a header row; every error names the file and line."""
-    from ..core.files import FileRefused, read_bytes
-
-    try:
-        raw = read_bytes(path, limit=CSV_BYTES, root=root)
-    except FileRefused as e:
-        raise CalibrationError(f"{path}: {e.message}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise CalibrationError(f"{path}:{line}: not UTF-8 text (a binary file?)") from None
-    nul = text.find("\x00")
-    if nul >= 0:
-        line = text.count("\n", 0, nul) + 1
-        raise CalibrationError(f"{path}:{line}: a NUL character: this is not a CSV file")
+    text = read_text(path, root=root)
     import array
 
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -140,7 +123,7 @@ def read_csv(path: str, columns: tuple[str, ...], *, root: str | None = None) ->
                     v = float(field)
                 except ValueError:
                     raise CalibrationError(
-                        f"{path}:{line}: `{c}` is not a number: {_quote(field)}"
+                        f"{path}:{line}: `{c}` is not a number: {quote(field)}"
                     ) from None
                 if not math.isfinite(v):
                     raise CalibrationError(f"{path}:{line}: `{c}` must be a finite number, not {v}")
@@ -186,6 +169,46 @@ def check_period_days(period_days: float) -> None:
         )
 
 
+def require_period_days(path: str, period_days: float | None, what: str) -> float:
+    """The period length given, or a usage error that says how to give it (no silent default)."""
+    if period_days is None:
+        raise CalibrationError(
+            f"{path}: --period-days is required: the length in days of one period of the"
+            f" {what} (e.g. 1 for daily rows, 7 for weekly, 30 for monthly)"
+        )
+    check_period_days(period_days)
+    return period_days
+
+
+MONTH_DAYS = 365.25 / 12
+
+
+def infer_period_days(days: np.ndarray) -> tuple[float, str] | None:
+    """The spacing of sorted, distinct dates (ordinals): equal steps, calendar months or years.
+
+    Returns (period length in days, how it was read), or None when the spacing is irregular.
+    """
+    from datetime import date
+
+    steps = np.diff(days)
+    if len(steps) == 0:
+        return None
+    # calendar steps first: a year is 365.25 days on average whether or not a leap day falls in
+    ds = [date.fromordinal(int(d)) for d in days]
+    month_ends = all(date.fromordinal(d.toordinal() + 1).day == 1 for d in ds)
+    if len({d.day for d in ds}) == 1 or month_ends:
+        gaps = set(np.diff([d.year * 12 + d.month for d in ds]).tolist())
+        if gaps == {1}:
+            return MONTH_DAYS, "one row a calendar month"
+        if gaps == {3}:
+            return 3 * MONTH_DAYS, "one row a quarter"
+        if gaps == {12}:
+            return 365.25, "one row a year"
+    if (steps == steps[0]).all():
+        return float(steps[0]), f"every row {int(steps[0])} day(s) after the one before"
+    return None
+
+
 def _checked(path: str, fit: Fit) -> Fit:
     """The fit, if its parameters are finite and its fragment is a valid scenario."""
     from ..core.diagnostics import Collector
@@ -207,6 +230,73 @@ def _checked(path: str, fit: Fit) -> Fit:
             f" {out.items[0].message}; the data may not follow the model"
         )
     return fit
+
+
+def read_series(
+    path: str, value: str, period_days: float | None, *, root: str | None = None
+) -> tuple[Table, float | None, tuple[str, ...]]:
+    """`period,VALUE` rows, or `date,VALUE` rows read as consecutive periods.
+
+    With dates and no --period-days, the period is the dates' spacing (equal steps, calendar
+    months, quarters or years); irregular dates need --period-days. Returns the table (its
+    `period` column numbered from 0), the period length if known, and notes for the user.
+    """
+    header = next(csv.reader(io.StringIO(read_text(path, root=root), newline="")), None) or []
+    names = [h.strip().lower() for h in header]
+    if "period" in [h.strip() for h in header] or "date" not in names:
+        return read_csv(path, ("period", value), root=root), period_days, ()
+    from .exports import parse_date, read_rows
+
+    rows = read_rows(path, ("date", value), root=root)
+    n = len(rows.lines)
+    days = np.empty(n, dtype=np.int64)
+    vals = np.empty(n)
+    for i in range(n):
+        d = parse_date(rows.cells["date"][i])
+        if d is None:
+            raise rows.fail(
+                i, "date", f"`date` is not a date: {quote(rows.cells['date'][i])} (YYYY-MM-DD)"
+            )
+        days[i] = d
+        try:
+            v = float(rows.cells[value][i])
+        except ValueError:
+            raise rows.fail(
+                i, value, f"`{value}` is not a number: {quote(rows.cells[value][i])}"
+            ) from None
+        if not math.isfinite(v):
+            raise rows.fail(i, value, f"`{value}` must be a finite number, not {v}")
+        vals[i] = v
+    order = np.argsort(days, kind="stable")
+    days, vals, lines = days[order], vals[order], rows.lines[order]
+    dup = np.flatnonzero(days[1:] == days[:-1])
+    if len(dup):
+        i = int(dup[0]) + 1
+        raise CalibrationError(
+            f"{path}:{int(lines[i])}: date {date_text(days[i])} appears twice (also on line"
+            f" {int(lines[i - 1])})"
+        )
+    notes: tuple[str, ...] = ()
+    if period_days is None:
+        found = infer_period_days(days)
+        if found is None:
+            raise CalibrationError(
+                f"{path}: the dates are not evenly spaced (equal steps, months, quarters or"
+                " years), so the period cannot be inferred: give --period-days"
+            )
+        period_days, how = found
+        notes = (f"periods of {period_days:g} days, inferred from the dates of {path} ({how})",)
+    check_period_days(period_days)
+    period = np.round((days - days[0]) / period_days)
+    table = Table(path, ("period", value), np.column_stack([period, vals]), lines)
+    return table, period_days, notes
+
+
+def date_text(ordinal: int) -> str:
+    """An ordinal day as YYYY-MM-DD."""
+    from datetime import date
+
+    return date.fromordinal(int(ordinal)).isoformat()
 
 
 # -- retention: sBG ----------------------------------------------------------------------------
@@ -327,10 +417,11 @@ def _minimize(fn: Any, starts: tuple[list[float], ...], rows: int = 1) -> tuple[
     return best.x, float(best.fun)
 
 
-def calibrate_retention(path: str, period_days: float, *, root: str | None = None) -> Fit:
-    """Fit sBG to `period,survivors`: one row per period, periods consecutive."""
-    check_period_days(period_days)
-    t = read_csv(path, ("period", "survivors"), root=root)
+def calibrate_retention(path: str, period_days: float | None, *, root: str | None = None) -> Fit:
+    """Fit sBG to `period,survivors` (or `date,survivors`): one row per period, consecutive."""
+    if period_days is not None:
+        check_period_days(period_days)
+    t, period_days, notes = read_series(path, "survivors", period_days, root=root)
     _in_range(t, "period", 0, MAX_PERIOD, "a period", whole=True)
     _in_range(t, "survivors", 0, MAX_COUNT, "survivors")
     t = _sorted_by(t, "period")
@@ -357,17 +448,22 @@ def calibrate_retention(path: str, period_days: float, *, root: str | None = Non
     if s[-1] == s[0]:
         raise t.fail(len(s) - 1, "no one ever left the cohort: there is no churn to fit")
     a, b, ll = fit_sbg(s)
-    return _checked(
+    fit = _checked(
         path,
         Fit(
             "sBG",
             {"alpha": a, "beta": b},
             ll,
             None,
-            {"retention": {"alpha": round(a, 4), "beta": round(b, 4), "period_days": period_days}},
+            {"retention": {"alpha": round(a, 4), "beta": round(b, 4), "period_days": 1.0}},
             len(s),
+            notes,
         ),
     )
+    # the fit needs no unit; the scenario does: no silent default (a year read as a day)
+    period_days = require_period_days(path, period_days, "cohort table")
+    fragment = {"retention": {**fit.fragment["retention"], "period_days": period_days}}
+    return dataclasses.replace(fit, fragment=fragment)
 
 
 # -- acquisition: Bass -------------------------------------------------------------------------
@@ -379,12 +475,17 @@ def bass_cumulative(t: np.ndarray, p: float, q: float, m: float) -> np.ndarray:
     return m * (1 - e) / (1 + (q / p) * e)
 
 
-def calibrate_acquisition(path: str, period_days: float, *, root: str | None = None) -> Fit:
-    """Fit Bass p, q, m to `period,cumulative` (p, q reported per year)."""
+def calibrate_acquisition(path: str, period_days: float | None, *, root: str | None = None) -> Fit:
+    """Fit Bass p, q, m to `period,cumulative` or `date,cumulative` (p, q reported per year).
+
+    The fragment is the whole inflow: organic joins, seed users and referrals are set to 0,
+    since the cumulative joins fitted already hold them (the defaults on top simulated +33 %).
+    """
     from scipy.optimize import curve_fit
 
-    check_period_days(period_days)
-    tab = read_csv(path, ("period", "cumulative"), root=root)
+    if period_days is not None:
+        check_period_days(period_days)
+    tab, period_days, notes = read_series(path, "cumulative", period_days, root=root)
     _in_range(tab, "period", 0, MAX_PERIOD, "a period")
     _in_range(tab, "cumulative", 0, MAX_COUNT, "cumulative joins")
     tab = _sorted_by(tab, "period")
@@ -417,7 +518,19 @@ def calibrate_acquisition(path: str, period_days: float, *, root: str | None = N
     except (RuntimeError, ValueError) as e:
         raise CalibrationError(f"{path}: the Bass fit did not converge: {e}") from None
     rmse = float(np.sqrt(np.mean((bass_cumulative(t, p, q, m) - y) ** 2)))
+    period_days = require_period_days(path, period_days, "joins table")
     per_year = 365.0 / period_days
+    warnings = []
+    if m >= y[-1] * 100 * (1 - 1e-6):
+        warnings.append(
+            f"the market size m sits at its upper bound ({y[-1] * 100:g}, 100× the joins seen):"
+            " the joins show no saturation yet, so m is not identified"
+        )
+    elif m <= y[-1] * (1 + 1e-6):
+        warnings.append("the market size m sits at its lower bound (the joins seen): saturated")
+    for name, v, lo, hi in (("p", p, 1e-7, 1.0), ("q", q, 0.0, 5.0)):
+        if v <= lo * (1 + 1e-6) + 1e-12 or v >= hi * (1 - 1e-6):
+            warnings.append(f"Bass {name} sits at its bound ({v:g} per period)")
     return _checked(
         path,
         Fit(
@@ -426,13 +539,24 @@ def calibrate_acquisition(path: str, period_days: float, *, root: str | None = N
             None,
             rmse,
             {
+                # the fitted joins are the whole inflow: nothing else on top of them
                 "acquisition": {
+                    "seed_users": 0,
+                    "organic_per_day": 0,
                     "bass_p": round(p * per_year, 5),
                     "bass_q": round(q * per_year, 5),
                     "market": round(m),
+                    "invites_per_member_per_day": 0,
+                    "invite_conversion": 0,
                 }
             },
             len(t),
+            (
+                *notes,
+                "the fragment's inflow is this Bass curve alone: seed_users, organic_per_day and"
+                " referral invitations are 0, since the joins fitted include them",
+            ),
+            tuple(warnings),
         ),
     )
 
@@ -538,9 +662,47 @@ def simulate_bgnbd(
     return count
 
 
-def calibrate_activity(path: str, period_days: float, *, root: str | None = None) -> Fit:
-    """Fit BG/NBD to `member,frequency,recency,T` and map it onto the activity model."""
-    check_period_days(period_days)
+def bgnbd_survival(t: Any, r: float, alpha: float, a: float, b: float) -> np.ndarray:
+    """P(still active at t) for a new BG/NBD customer: E[e^{−λ p t}] = E_p[(α / (α + p t))^r].
+
+    Activities come at rate λ and each ends the customer's activity with probability p, so
+    activity ends at rate λ·p; the expectation over p ~ Beta(a, b) is taken by quadrature.
+    """
+    from numpy.polynomial.legendre import leggauss
+    from scipy.special import betaincinv
+
+    u, w = leggauss(64)
+    p = betaincinv(a, b, (u + 1) / 2)
+    t = np.asarray(t, dtype=float)
+    return np.asarray((w / 2) @ (alpha / (alpha + np.outer(p, t))) ** r, dtype=float)
+
+
+def daily_speak_beta(r: float, alpha: float, period_days: float) -> tuple[float, float]:
+    """Beta(a, b) matching the mean and variance of P(speaking on a day) = 1 − e^{−λ/P}.
+
+    λ ~ Gamma(r, α) activities a period; within a day activities are Poisson, so a member with
+    rate λ speaks on a day with probability 1 − e^{−λ/P}, which stays below 1 however active
+    (the old mapping took a period's rate for a day's and clamped it).
+    """
+
+    def lap(k: float) -> float:  # E[e^{−kλ/P}]
+        return float((alpha * period_days / (alpha * period_days + k)) ** r)
+
+    m1 = 1 - lap(1)
+    m2 = 1 - 2 * lap(1) + lap(2)
+    var = max(m2 - m1 * m1, 1e-15)
+    nu = m1 * (1 - m1) / var - 1
+    return m1 * nu, (1 - m1) * nu
+
+
+def calibrate_activity(path: str, period_days: float | None, *, root: str | None = None) -> Fit:
+    """Fit BG/NBD to `member,frequency,recency,T` and map it onto the activity model.
+
+    r, α give the daily speaking propensity; a, b (dropout after an activity) give the share
+    still active after t periods, mapped to the closest sBG retention.
+    """
+    if period_days is not None:
+        check_period_days(period_days)
     tab = read_csv(path, ("frequency", "recency", "T"), root=root)
     _in_range(tab, "frequency", 0, MAX_COUNT, "a frequency (repeat activities)", whole=True)
     _in_range(tab, "T", 0, MAX_PERIOD, "T (periods observed)")
@@ -555,9 +717,29 @@ def calibrate_activity(path: str, period_days: float, *, root: str | None = None
     if not (T > 0).any():
         raise tab.fail(0, "every T is 0: no member was observed for any time")
     (r, alpha, a, b), ll = fit_bgnbd(x, tx, T)
-    daily_rate = r / alpha / period_days
-    # Beta(r, k) with mean equal to the Gamma mean r/alpha per day approximates the daily rate
-    k = max(r / max(daily_rate, 1e-9) - r, 1e-3)
+    period_days = require_period_days(path, period_days, "activity table (recency and T)")
+    sa, sb = daily_speak_beta(r, alpha, period_days)
+    warnings = []
+    lo, hi = 0.001, 1_000_000.0  # the scenario's range of Beta shapes
+    if not (lo <= sa <= hi and lo <= sb <= hi):
+        warnings.append(
+            f"the daily speaking Beta({sa:.4g}, {sb:.4g}) is outside the scenario's range"
+            f" ({lo:g} to {hi:g}): clamped, so the simulated spread of speaking differs"
+        )
+    sa, sb = min(max(sa, lo), hi), min(max(sb, lo), hi)
+    # dropout: the share still active after t periods, as the sBG the simulator reads
+    horizon = int(min(max(36, math.ceil(float(T.max()))), 520))
+    curve = bgnbd_survival(np.arange(1, horizon + 1), r, alpha, a, b)
+    from .retention_models import closest_sbg
+
+    ra, rb = closest_sbg(curve)
+    notes = (
+        f"activity: BG/NBD's rate r/α = {r / alpha:.4g} activities a period of"
+        f" {period_days:g} days, read as a daily speaking probability 1 − e^(−λ/{period_days:g})",
+        f"retention: from BG/NBD's dropout (a={a:.4g}, b={b:.4g}): after each activity a member"
+        f" stops for good with probability p ~ Beta(a, b); {curve[min(11, horizon - 1)]:.0%}"
+        f" still active after {min(12, horizon)} periods; the simulator reads that as leaving",
+    )
     return _checked(
         path,
         Fit(
@@ -565,8 +747,27 @@ def calibrate_activity(path: str, period_days: float, *, root: str | None = None
             {"r": r, "alpha": alpha, "a": a, "b": b},
             ll,
             None,
-            {"activity": {"speak_alpha": round(r, 4), "speak_beta": round(k, 4)}},
+            {
+                "activity": {"speak_alpha": round(sa, 4), "speak_beta": round(sb, 4)},
+                "retention": {
+                    "alpha": round(ra, 4),
+                    "beta": round(rb, 4),
+                    "period_days": period_days,
+                },
+            },
             len(x),
+            notes,
+            tuple(warnings),
+            {
+                "dropout": {
+                    "a": a,
+                    "b": b,
+                    "still_active": {
+                        str(t): float(curve[t - 1]) for t in (1, 3, 6, 12, 24, 36) if t <= horizon
+                    },
+                    "as_retention": {"alpha": ra, "beta": rb, "period_days": period_days},
+                }
+            },
         ),
     )
 
