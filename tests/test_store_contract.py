@@ -1351,3 +1351,167 @@ def test_the_runner_reads_the_next_escalation_and_the_awaited_sends_by_index(
     store.complete_task(RUN, "b", at(21), "platform:crm")
     assert store.awaiting_confirmation(RUN, 10) == []
     assert store.next_escalation(RUN) == at(30)
+
+
+# -- issue 12: attributes, points, applications, incidents, exits, expansions ---------------------
+
+
+def test_a_member_keeps_attributes_source_team_counts_and_marks(store: StateStore) -> None:
+    m = MemberRecord(
+        "李四", joined_at=at(0), attributes={"city": "北京", "score": 7.5, "vip": True},
+        source="invite", team="红队", checkins=3, messages=9, approved=True,
+        marks=("milestone:ten",),
+    )  # fmt: skip
+    store.put_members(RUN, [m, MemberRecord("m2", joined_at=at(1), team="蓝队")])
+    assert store.get_members(RUN, ["李四"]) == {"李四": m}
+    assert list(store.iter_members(RUN))[1] == m  # by id: "m2" < "李四"
+    facts = {f.id: (f.source, f.team) for f in store.member_facts(RUN)}
+    assert facts == {"李四": ("invite", "红队"), "m2": (None, "蓝队")}
+    assert store.team_sizes(RUN) == {"红队": 1, "蓝队": 1}
+    store.put_members(RUN, [replace(m, left_at=at(5))])
+    assert store.team_sizes(RUN) == {"蓝队": 1}  # current members only
+
+
+def test_the_points_ledger_records_each_key_once_and_sums(store: StateStore) -> None:
+    from sop.engine.run.store.base import LedgerEntry, PointsKind
+
+    entries = [
+        LedgerEntry("earn:e1", "a", at(0), 5, PointsKind.EARN),
+        LedgerEntry("reward:k1", "a", at(1), 30, PointsKind.REWARD, None, "top"),
+        LedgerEntry("earn:e2", "b", at(2), 5, PointsKind.EARN),
+        LedgerEntry("redeem:e3", "a", at(3), -20, PointsKind.REDEEM, "杯子"),
+    ]
+    assert store.add_ledger(RUN, entries) == 4
+    assert store.add_ledger(RUN, [replace(entries[0], points=500), entries[1]]) == 0
+    assert store.ledger(RUN, "a") == [entries[0], entries[1], entries[3]]
+    assert store.ledger(RUN) == sorted(entries, key=lambda e: (e.at, e.key))
+    assert store.points_balances(RUN) == {"a": 15, "b": 5}
+    assert store.points_totals(RUN) == {
+        PointsKind.EARN: 10, PointsKind.REWARD: 30, PointsKind.REDEEM: -20,
+    }  # fmt: skip
+    assert store.redeemed_counts(RUN) == {"杯子": 1}
+
+
+def test_ingest_saves_ledger_applications_and_review_tasks_with_the_event(
+    store: StateStore,
+) -> None:
+    from sop.engine.run.store.base import (
+        ApplicationRecord,
+        ApplicationState,
+        IngestContext,
+        LedgerEntry,
+        PointsKind,
+    )
+
+    seen: list[dict[str, Any]] = []
+
+    def derive(events: Sequence[EventRecord], members: Mapping[str, MemberRecord]) -> list[Any]:
+        assert isinstance(members, IngestContext)
+        seen.append({
+            "joined": members.joined_count(), "teams": members.team_sizes(),
+            "ledger": [x.key for x in members.ledger("a")], "redeemed": members.redeemed(),
+            "application": members.application("a"),
+        })  # fmt: skip
+        out = []
+        for e in events:
+            if e.type == "apply":
+                task = NewTask("review:a", "lead", "admission.review", "Review a", "", at(60), "a")
+                app = ApplicationRecord("a", ApplicationState.PENDING, e.at, task="review:a")
+                out.append(Ingested(MemberRecord("a"), tasks=(task,), application=app))
+            elif e.type == "approve":
+                app = ApplicationRecord("a", ApplicationState.APPROVED, at(0), e.at, "ann", "ok",
+                                        "review:a")  # fmt: skip
+                m = MemberRecord("a", joined_at=e.at, team="红")
+                entry = LedgerEntry(f"earn:{e.id}", "a", e.at, 5, PointsKind.EARN)
+                out.append(Ingested(m, application=app, done_tasks=("review:a",), ledger=(entry,)))
+            else:
+                out.append(Ingested(MemberRecord("a", joined_at=at(1), team="红"),
+                                    refusal="no"))  # fmt: skip
+        return out
+
+    store.ingest(RUN, [event("e1", "a", 0, "apply")], derive, "http")
+    assert store.get_task(RUN, "review:a").state is TaskState.OPEN  # type: ignore[union-attr]
+    pending = store.get_application(RUN, "a")
+    assert pending is not None and pending.state is ApplicationState.PENDING
+    store.ingest(RUN, [event("e2", "a", 1, "approve")], derive, "ann")
+    assert seen[-1]["application"] == pending  # the deriver reads it inside the transaction
+    done = store.get_task(RUN, "review:a")
+    assert done is not None and done.state is TaskState.DONE and done.done_by == "ann"
+    assert [a.state for a in store.applications(RUN)] == [ApplicationState.APPROVED]
+    assert store.applications(RUN, [ApplicationState.PENDING]) == []
+    assert store.points_balances(RUN) == {"a": 5}
+    store.ingest(RUN, [event("e3", "a", 2, "redeem")], derive, "http")
+    assert seen[-1] == {
+        "joined": 1, "teams": {"红": 1}, "ledger": ["earn:e2"], "redeemed": {},
+        "application": store.get_application(RUN, "a"),
+    }  # fmt: skip
+    refused = [e for e in store.audit_log(RUN) if e.action == "event.refused"]
+    assert [(e.subject, e.detail) for e in refused] == [("a", {"reason": "no"})]
+
+
+def test_an_incident_opens_once_with_its_steps_and_closes_once(store: StateStore) -> None:
+    from sop.engine.run.store.base import IncidentRecord, IncidentState
+
+    rec = IncidentRecord("quiet/2026-03-01T01:00:00Z", "quiet", IncidentState.OPEN, at(0), "ann",
+                         "静")  # fmt: skip
+    steps = [occ("quiet-step-0", 0, member=None), occ("quiet-step-1", 60, member=None)]
+    assert store.open_incident(RUN, rec, steps, "ann") is True
+    assert store.open_incident(RUN, rec, [occ("other", 0)], "bob") is False
+    assert [o.key for o in store.occurrences(RUN)] == ["quiet-step-0", "quiet-step-1"]
+    store.add_occurrences(RUN, [occ("task-of-it", 0)])
+    claimed = store.claim(RUN, at(0), 10, at(5), "w")
+    task = NewTask("task-of-it", "ops", "incident:quiet:1", "Alert", "", at(30))
+    store.record(RUN, [Outcome(o.key, o.fence, S.SENT, at(1), task=task if o.key ==
+                                "task-of-it" else None) for o in claimed], "w")  # fmt: skip
+    assert store.get_incident(RUN, rec.id) == rec
+    assert store.incidents(RUN, [IncidentState.OPEN]) == [rec]
+    closed = store.close_incident(RUN, rec.id, at(90), "bob", "好了", ["task-of-it", "none"])
+    assert closed == replace(rec, state=IncidentState.CLOSED, closed_at=at(90), closed_by="bob",
+                             close_note="好了")  # fmt: skip
+    assert store.close_incident(RUN, rec.id, at(91), "bob") is None
+    assert store.get_task(RUN, "task-of-it").state is TaskState.DONE  # type: ignore[union-attr]
+    assert store.incidents(RUN, [IncidentState.OPEN]) == []
+    later = replace(rec, id="quiet/2026-03-02T01:00:00Z", opened_at=at(1440), detected=True,
+                    opened_by="detect")  # fmt: skip
+    run = store.get_run(RUN)
+    assert run is not None
+    assert store.save_run(run, incidents=[later]) is not None  # opened by `detect:` with a save
+    assert [i.id for i in store.incidents(RUN)] == [later.id, rec.id]  # the latest first
+    assert [(e.action, e.subject) for e in store.audit_log(RUN) if "incident" in e.action] == [
+        ("incident.opened", rec.id), ("incident.closed", rec.id), ("incident.opened", later.id),
+    ]  # fmt: skip
+
+
+def test_exits_and_the_daily_history_read_back(store: StateStore) -> None:
+    run = store.get_run(RUN)
+    assert run is not None
+    d0 = date(2026, 3, 1)
+    metrics = [
+        MetricValue("members", d0 + timedelta(days=i), float(10 + i), "events") for i in range(5)
+    ]
+    t = TransitionRecord(at(10), "launch", "passed", "", None, {"avg(x, 7d)": 0.3}, "success")
+    ev = GateEvaluation("launch", at(10), True, {"members": 14.0}, "", "success")
+    assert store.save_run(run, [t], [ev], metrics) is not None
+    assert store.transitions(RUN) == [t]
+    assert store.gate_evaluations(RUN) == [ev]
+    since = store.metric_values(RUN, ["members"], since=d0 + timedelta(days=3))
+    assert [(m.day, m.value) for m in since] == [(d0 + timedelta(days=3), 13.0),
+                                                 (d0 + timedelta(days=4), 14.0)]  # fmt: skip
+
+
+def test_an_expanded_occurrence_inserts_its_members_with_its_outcome(store: StateStore) -> None:
+    store.add_occurrences(RUN, [occ("post", 0, member=None, audience="segment:bj")])
+    [o] = store.claim(RUN, at(0), 10, at(5), "w")
+    children = (occ("post/a", 0, member="a"), occ("post/b", 0, member="b"))
+    stale = store.record(
+        RUN, [Outcome(o.key, o.fence, S.EXPANDED, at(0), "to 2", children=children)], "w"
+    )
+    assert stale == []
+    got = {x.key: x.state for x in store.occurrences(RUN)}
+    assert got == {"post": S.EXPANDED, "post/a": S.PENDING, "post/b": S.PENDING}
+    # a stale outcome inserts nothing
+    store.add_occurrences(RUN, [occ("post2", 0, member=None)])
+    [o2] = [x for x in store.claim(RUN, at(0), 10, at(5), "w") if x.key == "post2"]
+    store.record(RUN, [Outcome(o2.key, o2.fence - 1, S.EXPANDED, at(0), "",
+                               children=(occ("post2/a", 0),))], "w")  # fmt: skip
+    assert store.get_occurrence(RUN, "post2/a") is None

@@ -255,7 +255,7 @@ def test_overview_shows_the_stage_its_gate_with_values_and_thresholds_and_the_al
 ) -> None:
     text = client(seeded, None).get("/").text
     assert 'data-stage="cold-start"' in text  # the running stage, by id
-    assert "members &gt;= 200 and daily_speak_rate &gt;= 20%" in text  # its gate
+    assert "members &gt;= 200 and avg(daily_speak_rate, 7d) &gt;= 20%" in text  # its gate
     # members: the latest daily value, its threshold, a sparkline
     row = re.search(r'data-metric="members">(.*?)</tr>', text, re.S)
     assert row and "&gt;= 200" in row.group(1) and "<svg" in row.group(1)

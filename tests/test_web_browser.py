@@ -162,7 +162,7 @@ def test_the_overview_shows_the_stage_and_gates_in_chinese_with_the_packaged_fon
     stage = p.locator("#stage [data-stage=cold-start]")
     assert stage.inner_text().startswith("启动期")
     gate = p.locator("#gates .gate[data-stage=cold-start]")
-    assert "members >= 200 and daily_speak_rate >= 20%" in gate.inner_text()
+    assert "members >= 200 and avg(daily_speak_rate, 7d) >= 20%" in gate.inner_text()
     members = gate.locator("tr[data-metric=members]")
     assert members.locator("td.value").inner_text() == "300"
     assert members.locator("svg.spark polyline").count() == 1

@@ -276,8 +276,8 @@ class Program:
     ) -> list[Occurrence]:
         """Occurrences a member event causes now (and the actions chained after them).
 
-        `allow` (the runtime's per-member filter: `where:`, a milestone's counter, a redeemed
-        item) may refuse a rule's action; a refused rule sets off nothing, its chain neither.
+        `allow` (the runtime's per-member filter: the action's `where:` on the member) may
+        refuse a rule's action; a refused rule sets off nothing, its chain neither.
         """
         out: list[Occurrence] = []
         for r in self.event_table(stages):

@@ -30,6 +30,7 @@ def encode_lifecycle(state: LifecycleState) -> dict[str, Any]:
                 "outcome": s.outcome,
                 "extended": s.extended,
                 "alerted": s.alerted,
+                "exit": s.exit,
             }
             for s in state.stages
         ],
@@ -53,14 +54,10 @@ def decode_lifecycle(data: dict[str, Any]) -> LifecycleState:
                 s["outcome"],
                 bool(s["extended"]),
                 bool(s["alerted"]),
+                s.get("exit"),
             )
             for s in data.get("stages", ())
         ),
-        transitions=tuple(
-            Transition(
-                datetime.fromisoformat(t["at"]), t["stage"], t["event"], t["detail"], t["role"]
-            )
-            for t in data.get("transitions", ())
-        ),
+        transitions=tuple(Transition.from_dict(t) for t in data.get("transitions", ())),
         finished=_p(data.get("finished")),
     )

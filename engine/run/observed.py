@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+from ..core.catalog import ORGANIC
 from ..core.schedule import local_midnight
+from ..lang.model import Playbook
 from ..program import Program
 from ..program import metrics as M
 from .members import SPEAKING, TAKING_PART, EventType
-from .store.base import MemberFacts, StateStore
+from .population import Population
+from .store.base import ApplicationState, LedgerEntry, MemberFacts, PointsKind, StateStore
 
 DEFAULT_CAPACITY = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -141,3 +145,171 @@ def _core(
 def as_evidence(values: Mapping[str, float]) -> dict[str, float | None]:
     """Values for the record: NaN (undefined) as None."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+# -- metrics the playbook's constructs add, and counted metrics ------------------------------
+
+DAILY = "#"  # a counted metric's daily count is kept as `<metric>#count` / `<metric>#per`
+DAILY_SOURCE = "daily"  # the `source` its values are recorded under
+
+
+def construct_values(
+    program: Program,
+    store: StateStore,
+    run_id: str,
+    day: date,
+    pop: Population,
+    ledger: Sequence[LedgerEntry] | None = None,
+) -> dict[str, float]:
+    """The metrics channels, points, teams and admission add (`<channel>_joins`, ...), of local
+    day `day`, with program/metrics.py's arithmetic; `pop`: the members at its close; `ledger`:
+    the points ledger when the caller has read it already."""
+    pb = program.playbook
+    tz = program.tz
+    close = local_midnight(day + timedelta(days=1), tz)
+    week_start = local_midnight(day - timedelta(days=M.CHANNEL_WINDOW - 1), tz)
+    out: dict[str, float] = {}
+    if pb.channels:
+        joined = [
+            (f.source, f.joined_at)
+            for f in store.member_facts(run_id)
+            if f.joined_at is not None and f.joined_at < close
+        ]
+        for c in pb.channels:
+            via = [at for source, at in joined if source == c]
+            out[f"{c}_joins"] = float(sum(1 for at in via if at >= week_start))
+            out[f"{c}_share"] = float(M.channel_share(len(via), len(joined)))
+    if pb.points is not None:
+        entries = [e for e in (store.ledger(run_id) if ledger is None else ledger) if e.at < close]
+        current = {m.id for m in pop.members}
+        out["points_issued"] = float(
+            sum(e.points for e in entries if e.kind in (PointsKind.EARN, PointsKind.REWARD))
+        )
+        out["points_redeemed"] = float(
+            -sum(e.points for e in entries if e.kind == PointsKind.REDEEM)
+        )
+        out["points_outstanding"] = float(sum(e.points for e in entries if e.member in current))
+    if pb.teams is not None:
+        scores = list(pop.team_scores().values())
+        top, bottom = M.team_extremes(scores)
+        out["team_score_top"] = float(top)
+        out["team_score_bottom"] = float(bottom)
+        out["team_score_spread"] = float(M.team_spread(top, bottom))
+    if pb.admission is not None:
+        apps = store.applications(run_id)
+        days = M.APPLICATIONS_WINDOW
+        start = local_midnight(day - timedelta(days=days - 1), tz)
+        out["applications"] = float(sum(1 for a in apps if start <= a.applied_at < close))
+        since = local_midnight(day - timedelta(days=M.APPROVAL_WINDOW - 1), tz)
+        decided = [a for a in apps if a.decided_at is not None and since <= a.decided_at < close]
+        approved = sum(1 for a in decided if a.state == ApplicationState.APPROVED)
+        out["approval_rate"] = float(M.approval_rate(approved, len(decided)))
+    return out
+
+
+def counted_keys(pb: Playbook) -> list[str]:
+    """The value names counted metrics report: each metric, and `metric[channel]` for a
+    `by_channel` one (each declared channel and `organic`)."""
+    from ..program import counted as C
+
+    out = []
+    for mid, metric in C.counted_metrics(pb.metrics).items():
+        out.append(mid)
+        if metric.by_channel:
+            out += [C.channel_key(mid, ch) for ch in (*pb.channels, ORGANIC)]
+    return out
+
+
+def counted_values(
+    program: Program, store: StateStore, run_id: str, day: date, pop: Population
+) -> dict[str, float]:
+    """Counted metrics (`count:` / `per:`) of local day `day` with program/counted.py's rules,
+    and the daily counts their windows sum (`<metric>#count`, recorded with them: a window
+    sums what was counted at the close of each of its days, as the simulator does)."""
+    from ..lang.model import CountOf
+    from ..program import counted as C
+
+    pb = program.playbook
+    metrics = C.counted_metrics(pb.metrics)
+    if not metrics:
+        return {}
+    tz = program.tz
+    day_start, close = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
+    keys = counted_keys(pb)
+    series_names = [f"{k}{DAILY}{part}" for k in keys for part in ("count", "per")]
+    stored: dict[str, dict[date, float]] = {}
+    for mv in store.metric_values(run_id, [*keys, *series_names]):
+        if mv.day < day and mv.value is not None:
+            stored.setdefault(mv.name, {})[mv.day] = mv.value
+    envs = {m.id: e for m, e in zip([*pop.members, *pop.past], [*pop.envs, *pop.past_envs],
+                                    strict=True)}  # fmt: skip
+    joined_today = [
+        m.id for m in [*pop.members, *pop.past] if m.joined_at and day_start <= m.joined_at < close
+    ]
+    events: dict[str, list[str]] = {}
+    out: dict[str, float] = {}
+    origin_day = min(stored.get(series_names[0], {day: 0.0}), default=day)
+
+    def count_of(count: Any, key: str, part: str, channel: str | None) -> Any:
+        def chosen(env: Mapping[str, Any]) -> bool:
+            if channel is not None and env.get("source") != channel:
+                return False
+            return count.where is None or bool(C.selects(count, env))  # no `where`: everyone
+
+        if count.of == CountOf.MEMBERS:
+            return float(sum(1 for env in pop.envs if chosen(env)))
+        if count.of == CountOf.EVER:
+            return float(sum(1 for env in [*pop.envs, *pop.past_envs] if chosen(env)))
+        if count.of == CountOf.JOINS:
+            today = sum(1 for mid in joined_today if chosen(envs[mid]))
+        else:
+            if count.event not in events:
+                facts = store.event_facts(run_id, day_start, close, [str(count.event)])
+                events[str(count.event)] = [m for m, _, _ in facts]
+            today = sum(1 for mid in events[str(count.event)] if mid in envs and chosen(envs[mid]))
+        name = f"{key}{DAILY}{part}"
+        out[name] = float(today)
+        before = stored.get(name, {})
+        first = min([origin_day, *before], default=day)
+        n = (day - first).days
+        daily = [before.get(first + timedelta(days=i), 0.0) for i in range(n)] + [float(today)]
+        return C.count_value(count, daily=daily)
+
+    for mid, metric in metrics.items():
+        assert metric.count is not None
+        variants: list[tuple[str, str | None]] = [(mid, None)]
+        if metric.by_channel:
+            variants += [(C.channel_key(mid, ch), ch) for ch in (*pb.channels, ORGANIC)]
+        for key, channel in variants:
+            count = count_of(metric.count, key, "count", channel)
+            per = count_of(metric.per, key, "per", channel) if metric.per is not None else None
+            value = float(C.value(metric, count, per))
+            if metric.cumulative:
+                previous = stored.get(key, {}).get(day - timedelta(days=1), math.nan)
+                value = float(C.keep_cumulative(previous, value))
+            out[key] = value
+    return out
+
+
+def stored_history(
+    store: StateStore,
+    run_id: str,
+    names: Sequence[str],
+    first: date,
+    day: date,
+    today: Mapping[str, float] | None = None,
+) -> dict[str, list[float]]:
+    """The daily history of `names` (program/history.py's form) from day `first` to `day`, as
+    recorded; with `today`, `day`'s values are those (a check not saved yet) instead."""
+    by_day: dict[date, dict[str, float]] = {}
+    if names and day >= first:
+        for mv in store.metric_values(run_id, list(names), since=first):
+            if mv.day > day or (today is not None and mv.day == day):
+                continue
+            row = by_day.setdefault(mv.day, {})
+            if mv.value is not None or mv.name not in row:  # a defined value wins
+                row[mv.name] = math.nan if mv.value is None else mv.value
+    if today is not None:
+        by_day[day] = {n: today.get(n, math.nan) for n in names}
+    days = [by_day.get(first + timedelta(days=i), {}) for i in range((day - first).days + 1)]
+    return {n: [d.get(n, math.nan) for d in days] for n in names}

@@ -18,21 +18,47 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 
+from ..core import expr as ex
 from ..core.schedule import cron_between, local_midnight
 from ..lang.model import Action, OnEvent, Stage
 from ..lang.semantics import guard_chain
 from ..lang.templates import RenderError
 from ..program import Lifecycle, Program
 from ..program import gates as G
-from ..program.lifecycle import StageState, StageWindow
+from ..program import history as H
+from ..program.lifecycle import StageState, StageWindow, exits_of
+from . import incidents as I
+from .attributes import member_values
 from .codec import decode_lifecycle, encode_lifecycle
 from .delivery import compose
-from .members import StageClock, derived_occurrences, fire, next_derived, tier_changes
-from .observed import as_evidence, built_in_values
+from .errors import RunError
+from .members import (
+    StageClock,
+    balance,
+    derived_occurrences,
+    fire,
+    next_derived,
+    tier_changes,
+)
+from .observed import (
+    DAILY,
+    DAILY_SOURCE,
+    as_evidence,
+    built_in_values,
+    construct_values,
+    counted_keys,
+    counted_values,
+    stored_history,
+)
+from .population import Population, expands
 from .ports import Backend, Clock, Delivery, MetricSource, MetricSourceError, SendResult, SendStatus
 from .store.base import (
     GateEvaluation,
+    IncidentRecord,
+    IncidentState,
+    LedgerEntry,
     MemberRecord,
     MetricValue,
     NewOccurrence,
@@ -40,6 +66,8 @@ from .store.base import (
     OccurrenceRecord,
     OccurrenceState,
     Outcome,
+    PointsKind,
+    Resolution,
     RunRecord,
     StateStore,
     TransitionRecord,
@@ -97,22 +125,34 @@ class TickReport:
     escalated: int = 0
     deferred: int = 0
     confirmed: int = 0  # sends a staff member confirmed on the platform
+    expanded: int = 0  # occurrences fanned out into one per member (segments, leaderboards)
+    incidents: list[str] = field(default_factory=list)  # incidents `detect:` opened
     source_errors: list[str] = field(default_factory=list)
     next_wake: datetime | None = None
 
     def add(self, other: TickReport) -> None:
         """Sum another tick's counts into this one."""
         for name in ("inserted", "skipped", "sent", "retried", "dead", "uncertain", "resent",
-                     "stale", "escalated", "deferred", "confirmed"):  # fmt: skip
+                     "stale", "escalated", "deferred", "confirmed", "expanded"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.transitions += other.transitions
+        self.incidents += other.incidents
         self.source_errors += [e for e in other.source_errors if e not in self.source_errors]
         self.at = other.at
         self.next_wake = other.next_wake
 
 
-class RunError(Exception):
-    """The run cannot go on as asked (said to the operator)."""
+@dataclass
+class _DayWork:
+    """What the daily checks of one save collect besides transitions and metrics."""
+
+    episodes: dict[str, bool]  # incident id -> its `detect:` held at the last check
+    incidents: list[IncidentRecord] = field(default_factory=list)  # opened by `detect:`
+    lapsed: list[LedgerEntry] = field(default_factory=list)  # points past `points.expire`
+
+
+def _always(a: Action) -> bool:
+    return True
 
 
 def stage_clock(lc: Lifecycle, until: datetime) -> StageClock:
@@ -146,7 +186,10 @@ class Runner:
         self.tz = program.tz
         self._rng = random.Random(self.options.seed)
         self._last_values: dict[str, float] = {}
+        self._history: dict[str, list[float]] | None = None  # up to the last closed day
         self._windows: list[StageWindow] = []
+        self._origin: datetime | None = None
+        self._expanded = False
         self._polled: dict[str, datetime] = {}
         self._batch_stages: dict[str, StageState] | None = (
             None  # active stages, per batch  # task id -> when its platform was last asked
@@ -251,11 +294,12 @@ class Runner:
             metrics: list[MetricValue] = []
             items: list[NewOccurrence] = []  # tier changes, scheduled firings, derived events
             tiered: dict[str, MemberRecord] = {}  # members whose tier moved
+            day = _DayWork(dict(run.lifecycle.get("episodes") or {}))
             checked = run.checked_until
             m = self._next_midnight(checked)
             while m <= now and not lc.finished:
                 self._daily_check(
-                    run, lc, m, transitions, evaluations, metrics, report, tiered, items
+                    run, lc, m, transitions, evaluations, metrics, report, tiered, items, day
                 )
                 checked = m
                 m = self._next_midnight(m)
@@ -264,6 +308,7 @@ class Runner:
             horizon = self._next_midnight(now)
             windows = lc.windows(horizon)
             self._windows = windows
+            self._origin = run.origin
             # inserted once due, not ahead: a firing missed while no runner ran is known as
             # missed when it is inserted, and the coalesce policy decides it there
             scheduled_until = run.scheduled_until
@@ -275,13 +320,14 @@ class Runner:
             if derived_until < now:
                 stages = stage_clock(lc, horizon)
                 items += derived_occurrences(
-                    self.program, stages, self.store, self.run_id, derived_until, now
-                )
+                    self.program, stages, self.store, self.run_id, derived_until, now,
+                    self._where_for,
+                )  # fmt: skip
                 derived_until = now
             saved = self.store.save_run(
                 replace(
                     run,
-                    lifecycle=encode_lifecycle(lc.state()),
+                    lifecycle={**encode_lifecycle(lc.state()), "episodes": day.episodes},
                     checked_until=checked,
                     scheduled_until=scheduled_until,
                     derived_until=derived_until,
@@ -290,14 +336,19 @@ class Runner:
                 evaluations,
                 metrics,
                 items,
+                day.incidents,
             )
             if saved is not None:
                 # after the run is saved: a redo (another runner saved first) finds them again,
-                # and the tier-change occurrences already stored keep their keys
+                # and the tier-change occurrences already stored keep their keys; lapsed points
+                # are keyed by member and day, so a redo records them once
                 if tiered:
                     self.store.put_members(self.run_id, list(tiered.values()))
+                if day.lapsed:
+                    self.store.add_ledger(self.run_id, day.lapsed)
                 report.transitions += transitions
                 report.inserted += len(items)
+                report.incidents += [i.id for i in day.incidents]
                 return saved
         raise RunError("the run's state keeps changing under this runner (100 attempts)")
 
@@ -320,54 +371,172 @@ class Runner:
         report: TickReport,
         tiered: dict[str, MemberRecord],
         occurrences: list[NewOccurrence],
+        work: _DayWork,
     ) -> None:
-        """The check at local midnight `midnight`: the day before closed; gates read it."""
+        """The check at local midnight `midnight`: the day before closed; exits read its
+        metrics and their daily history (`for:`, avg/min/max windows)."""
         day = (midnight - timedelta(hours=12)).astimezone(self.tz).date()
-        values = self.day_values(run, day, midnight, report)
+        pb = self.program.playbook
+        ledger = self.store.ledger(self.run_id) if pb.points is not None else []
+        values = self.day_values(run, day, midnight, report, ledger=ledger)
+        built_in = self._built_in
         for name, v in values.items():
-            metrics.append(
-                MetricValue(
-                    name,
-                    day,
-                    None if math.isnan(v) else v,
-                    "events" if name in self._built_in else "sources",
-                )
-            )
+            if name == H.DAYS_IN_STAGE:
+                continue
+            source = DAILY_SOURCE if DAILY in name else "events" if name in built_in else "sources"
+            metrics.append(MetricValue(name, day, None if math.isnan(v) else v, source))
         self._last_values = values
-        read: dict[str, dict[str, float]] = {}
+        history = self._history_until(run, day, values)
+        self._history = history
         notes: dict[str, str] = {}
+        read: dict[str, float] = {}
 
-        def stage_values(stage: Stage, st: StageState, now: datetime) -> dict[str, float]:
-            v = dict(values)
-            v["days_in_stage"] = float(self._days_in_stage(st.started, now))
-            read[stage.id] = v
-            return v
-
-        oracle = G.metric_gate(stage_values, notes=notes)
-
-        def gate(stage: Stage, st: StageState, now: datetime) -> bool:
-            holds = oracle(stage, st, now)
-            if stage.gate is not None and stage.id in read:
-                evaluations.append(
-                    GateEvaluation(
-                        stage.id, now, holds, self._gate_evidence(stage, read[stage.id]),
-                        notes.get(stage.id, ""),
-                    )
-                )  # fmt: skip
-            return holds
+        def read_history(stage: Stage, st: StageState, now: datetime) -> tuple[H.History, float]:
+            read[stage.id] = float(self._days_in_stage(st.started, now))
+            return history, read[stage.id]
 
         self._tier_review(run, lc, day, midnight, tiered, occurrences)
         before = len(lc.transitions)
-        lc.step(midnight, gate)
-        for t in lc.transitions[before:]:
-            evidence = self._gate_evidence(self.program.playbook.stages[t.stage], read.get(t.stage))
-            transitions.append(TransitionRecord(t.at, t.stage, t.event, t.detail, t.role, evidence))
+        lc.step(midnight, G.history_exits(read_history, notes=notes))
+        new = lc.transitions[before:]
+        fired = {t.stage: t.exit for t in new if t.event == "passed"}
+        stages = self.program.playbook.stages
+        for sid, dis in read.items():
+            evaluations.append(
+                GateEvaluation(
+                    sid, midnight, sid in fired, self._evidence(stages[sid], history, dis),
+                    notes.get(sid, ""), fired.get(sid),
+                )
+            )  # fmt: skip
+        for t in new:
+            read_at = read.get(t.stage)
+            evidence = (
+                self._evidence(stages[t.stage], history, read_at) if read_at is not None else {}
+            )
+            transitions.append(
+                TransitionRecord(t.at, t.stage, t.event, t.detail, t.role, evidence, t.exit)
+            )
+        self._detect(midnight, history, work, occurrences)
+        self._lapse(run, day, midnight, work, ledger)
 
-    @property
+    def _history_until(
+        self, run: RunRecord, day: date, today: Mapping[str, float]
+    ) -> dict[str, list[float]]:
+        """Each metric a condition reads, by day from the start to `day` (today's `today`)."""
+        first = run.origin.astimezone(self.tz).date()
+        names = sorted(self._history_names)
+        return stored_history(self.store, self.run_id, names, first, day, today)
+
+    @cached_property
+    def _history_names(self) -> frozenset[str]:
+        """The metrics whose daily history conditions read: exits, `detect:`, `if:` guards."""
+        pb = self.program.playbook
+        nodes = [e.when.node for s in pb.stages.values() for e in exits_of(s)]
+        nodes += [i.detect.node for i in pb.incidents.values() if i.detect is not None]
+        nodes += [a.guard.node for a in pb.actions.values() if a.guard is not None]
+        out: set[str] = set()
+        for n in nodes:
+            if n is None:
+                continue
+            out |= {str(x.value) for x in ex.names(n)}
+            out |= {m for _, m, _ in ex.windows(n)}
+        out.discard(H.DAYS_IN_STAGE)
+        return frozenset(out)
+
+    def _evidence(
+        self, stage: Stage, history: H.History, days_in_stage: float
+    ) -> dict[str, float | None]:
+        """What a stage's exits read at a check: each metric and window (`avg(x, 7d)`)."""
+        out: dict[str, float] = {}
+        for e in exits_of(stage):
+            node = e.when.node
+            if node is None:
+                continue
+            env = H.condition_env(node, history, days_in_stage)
+            for x in ex.names(node):
+                out[str(x.value)] = float(env.get(str(x.value), math.nan))
+            for op, metric, days in ex.windows(node):
+                out[G.window_label(op, metric, days)] = float(env[ex.window_key(op, metric, days)])
+        return as_evidence(out)
+
+    def _detect(
+        self,
+        midnight: datetime,
+        history: H.History,
+        work: _DayWork,
+        occurrences: list[NewOccurrence],
+    ) -> None:
+        """Incidents whose `detect:` holds on the day just closed: opened once per episode (a
+        stretch of days it holds), never while one of that name is open; closing is manual."""
+        from ..program.incidents import detects
+
+        pb = self.program.playbook
+        watched = [i for i in pb.incidents.values() if i.detect is not None]
+        if not watched:
+            return
+        open_now = {i.incident for i in self.store.incidents(self.run_id, [IncidentState.OPEN])}
+        open_now |= {r.incident for r in work.incidents}
+        for inc in watched:
+            if not detects(inc, history):
+                work.episodes[inc.id] = False
+                continue
+            if work.episodes.get(inc.id):
+                continue  # the same episode: opened (or already open) when it began
+            work.episodes[inc.id] = True
+            if inc.id in open_now:
+                continue
+            assert inc.detect is not None
+            record = I.new_record(inc.id, midnight, "detect", f"detect: {inc.detect.text}", True)
+            work.incidents.append(record)
+            occurrences += I.step_occurrences(self.program, inc.id, midnight)
+
+    def _lapse(
+        self,
+        run: RunRecord,
+        day: date,
+        midnight: datetime,
+        work: _DayWork,
+        ledger: Sequence[LedgerEntry],
+    ) -> None:
+        """Points older than `points.expire` lapse at this check (program/points.py: lots spent
+        oldest first; a lot earned on day e lapses once today - e >= expire)."""
+        from ..program.points import expire_days, lapse, spend
+
+        pts = self.program.playbook.points
+        days = expire_days(pts) if pts is not None else None
+        if days is None:
+            return
+        first = run.origin.astimezone(self.tz).date()
+        today = (day - first).days
+        by_member: dict[str, list[LedgerEntry]] = {}
+        for e in [*ledger, *work.lapsed]:
+            if e.at < midnight:
+                by_member.setdefault(e.member, []).append(e)
+        for member, entries in sorted(by_member.items()):
+            lots: list[float] = []
+            lot_days: list[int] = []
+            for e in sorted(entries, key=lambda e: (e.at, e.key)):
+                if e.points > 0:
+                    lots.append(float(e.points))
+                    lot_days.append((e.at.astimezone(self.tz).date() - first).days)
+                elif lots:
+                    lots = [float(x) for x in spend(lots, -e.points)]
+            if not lots:
+                continue
+            _, gone = lapse(lots, lot_days, today, days)
+            if float(gone) > 0:
+                work.lapsed.append(
+                    LedgerEntry(f"expire:{member}:{day.isoformat()}", member, midnight,
+                                -round(float(gone)), PointsKind.EXPIRE)
+                )  # fmt: skip
+
+    @cached_property
     def _built_in(self) -> frozenset[str]:
-        from ..program.metrics import DEFINITIONS
+        """Metrics counted from recorded events (the playbook's built-ins and counted ones)."""
+        from ..program.metrics import definitions
 
-        return frozenset(DEFINITIONS)
+        pb = self.program.playbook
+        return frozenset([*definitions(pb), *counted_keys(pb)])
 
     def _days_in_stage(self, started: datetime, now: datetime) -> int:
         return (now.astimezone(self.tz).date() - started.astimezone(self.tz).date()).days
@@ -400,24 +569,37 @@ class Runner:
         for m in tier_changes(self.program, members, day, review_day):
             tiered[m.id] = m
             occurrences += fire(
-                self.program, stages, "member.tier_changed", m.id, midnight, tier=m.tier
-            )
+                self.program, stages, "member.tier_changed", m.id, midnight,
+                self._where_for(m, midnight), tier=m.tier,
+            )  # fmt: skip
 
-    def _gate_evidence(
-        self, stage: Stage, values: Mapping[str, float] | None
-    ) -> dict[str, float | None]:
-        if values is None or stage.gate is None or stage.gate.node is None:
-            return {}
-        from ..core import expr as ex
+    def _where_for(self, m: MemberRecord, at: datetime) -> Callable[[Action], bool]:
+        """The per-member filter of the event rules (`where:`) for member `m` at `at`."""
+        from ..program.members import matches
 
-        names = {str(n.value) for n in ex.names(stage.gate.node)}
-        return as_evidence({k: v for k, v in values.items() if k in names})
+        pb = self.program.playbook
+        if not any(a.where is not None for a in pb.actions.values()):
+            return _always
+        points = balance(self.store.ledger(self.run_id, m.id)) if pb.points is not None else 0
+        env = member_values(pb, m, at.astimezone(self.tz).date(), self.tz, points)
+        return lambda a: a.where is None or bool(matches(a.where, env))
 
     def day_values(
-        self, run: RunRecord, day: date, at: datetime, report: TickReport | None = None
+        self,
+        run: RunRecord,
+        day: date,
+        at: datetime,
+        report: TickReport | None = None,
+        pop: Population | None = None,
+        ledger: Sequence[LedgerEntry] | None = None,
     ) -> dict[str, float]:
         """Every metric of local day `day` as known at `at` (NaN: unknown), custom ones too."""
         values = built_in_values(self.program, self.store, self.run_id, run.origin, day)
+        pb = self.program.playbook
+        if pb.channels or pb.points or pb.teams or pb.admission or counted_keys(pb):
+            pop = pop or Population.load(self.program, self.store, self.run_id, at, day)
+            values.update(construct_values(self.program, self.store, self.run_id, day, pop, ledger))
+            values.update(counted_values(self.program, self.store, self.run_id, day, pop))
         local = at.astimezone(self.tz)
         for name in self.program.playbook.metrics:
             values.setdefault(name, math.nan)
@@ -486,7 +668,17 @@ class Runner:
         nothing half done (the next one finds the rest still expired).
         """
         resend = [n for n, b in self.backends.items() if b.capabilities.idempotent]
+        actions = self.program.playbook.actions
         for o in self.store.expire_leases(self.run_id, self.lease_clock(), resend):
+            a = actions.get(o.action)
+            if o.state == OccurrenceState.UNCERTAIN and o.member is None and a and expands(a):
+                # an expansion sends nothing itself: its runner died before fanning it out, so
+                # nothing went out and it goes back to be expanded (its members' keys dedup)
+                again = self.store.resolve(self.run_id, o.key, Resolution.RESEND, now,
+                                           self.options.worker)  # fmt: skip
+                if again is not None:
+                    report.resent += 1
+                    continue
             if o.state == OccurrenceState.PENDING:
                 report.resent += 1
             else:
@@ -501,10 +693,12 @@ class Runner:
             )
             if not claimed:
                 return
+            self._expanded = False
             outcomes = self._send_all(claimed, now, report)
             stale = self.store.record(self.run_id, outcomes, self.options.worker)
             report.stale += len(stale)
-            if len(claimed) < self.options.batch:
+            # an expansion inserted its members' occurrences, due now: claim them next
+            if len(claimed) < self.options.batch and not self._expanded:
                 return
 
     def _send_all(
@@ -519,6 +713,17 @@ class Runner:
         )
         for i, o in enumerate(claimed):
             a = pb.actions.get(o.action)
+            if a is None and I.parse_step(o.action) is not None:
+                step = I.plan_step(self.program, self.store, self.run_id, o.key, o.action,
+                                   o.scheduled_at, o.due_at)  # fmt: skip
+                if step.skip or step.task is not None:
+                    state = OccurrenceState.SKIPPED if step.skip else OccurrenceState.SENT
+                    outcomes.append(Outcome(o.key, o.fence, state, now, step.skip or "task opened",
+                                            task=step.task))  # fmt: skip
+                    report.skipped += bool(step.skip)
+                    report.sent += not step.skip
+                    continue
+                a = step.action
             if a is None:
                 outcomes.append(self._done(o, OccurrenceState.SKIPPED, now,
                                            "the playbook no longer has this action"))  # fmt: skip
@@ -529,6 +734,17 @@ class Runner:
                 outcomes.append(self._done(o, OccurrenceState.SKIPPED, now, why_not))
                 report.skipped += 1
                 continue
+            if o.member is None and expands(a):
+                outcomes.append(self._expand(o, a, now))
+                report.expanded += 1
+                self._expanded = True
+                continue
+            if o.member is not None:
+                refused = self._points_for(o, a, members.get(o.member))
+                if refused:
+                    outcomes.append(self._done(o, OccurrenceState.SKIPPED, now, refused))
+                    report.skipped += 1
+                    continue
             backend = self.backends.get(o.backend or "")
             if backend is None:
                 outcomes.append(self._done(o, OccurrenceState.DEAD, now,
@@ -586,6 +802,96 @@ class Runner:
                 report.stale += len(self.store.record(self.run_id, [outcome], self.options.worker))
         return outcomes
 
+    def _expand(self, o: OccurrenceRecord, a: Action, now: datetime) -> Outcome:
+        """Fan an occurrence out into one per member it reaches now (a segment on current
+        attributes, a leaderboard at firing time, `for_each`, a `where:`), in one transaction
+        with its outcome. A message to each goes out as a `to: member` one does on that
+        backend: @-mentioning them in the group where the platform can, else privately."""
+        pop = Population.load(self.program, self.store, self.run_id, now)
+        chosen = pop.recipients(a)
+        task = a.kind == "task"
+        audience = o.audience if task else "member"
+        children = tuple(
+            NewOccurrence(
+                f"{o.key}/{member}",
+                o.action,
+                o.stage,
+                o.kind,
+                member,
+                audience,
+                o.owner,
+                o.backend,
+                o.scheduled_at,
+                o.due_at,
+            )
+            for member in chosen
+        )
+        what = a.for_each or (f"top {a.top.n} by {a.top.by}" if a.top else a.audience)
+        detail = f"to {len(children)} member{'s' * (len(children) != 1)} ({what})"
+        return Outcome(o.key, o.fence, OccurrenceState.EXPANDED, now, detail, children=children)
+
+    def _points_for(self, o: OccurrenceRecord, a: Action, m: object) -> str:
+        """A member's points moved by the action about to go out (a reward's `points`, a
+        `do: redeem`'s cost), once per occurrence (the entry's key is the occurrence's); why
+        it must not go out ("" when it may)."""
+        pb = self.program.playbook
+        member = o.member
+        if pb.points is None or member is None:
+            return ""
+        gain = a.reward_points or 0
+        item = a.redeem_item if a.kind == "redeem" else None
+        if not gain and item is None:
+            return ""
+        entries = self.store.ledger(self.run_id, member)
+        key = f"reward:{o.key}" if gain else f"redeem:{o.key}"
+        if any(e.key == key for e in entries):
+            return ""  # moved on an earlier attempt
+        before = balance(entries)
+        if item is not None:
+            from ..program.points import check_redeem
+
+            redeemed = self.store.redeemed_counts(self.run_id).get(item, 0)
+            check = check_redeem(pb.points.redeem, item, before, redeemed)
+            if not check.ok:
+                return f"redeem refused: {check.message}"
+            cost = pb.points.redeem[item].cost
+            entry = LedgerEntry(key, member, o.due_at, -int(cost), PointsKind.REDEEM, item)
+        else:
+            entry = LedgerEntry(key, member, o.due_at, int(gain), PointsKind.REWARD)
+        self.store.add_ledger(self.run_id, [entry])
+        self._set_off(o, entry, before, m if isinstance(m, MemberRecord) else None)
+        return ""
+
+    def _set_off(
+        self, o: OccurrenceRecord, entry: LedgerEntry, before: int, m: MemberRecord | None
+    ) -> None:
+        """What a points movement by an action sets off: `member.redeemed`, and a milestone on
+        `points` it crossed (marked on the member: once)."""
+        from ..program.milestones import crossed, milestones
+
+        if m is None or self._origin is None:
+            return
+        stages = StageClock(self._origin, [(w.stage, w.start, w.end) for w in self._windows])
+        allow = self._where_for(m, o.due_at)
+        out: list[NewOccurrence] = []
+        if entry.kind == PointsKind.REDEEM:
+            out += fire(self.program, stages, "member.redeemed", m.id, o.due_at, allow,
+                        item=entry.item)  # fmt: skip
+        marks = list(m.marks)
+        for ms in milestones(self.program.playbook.actions):
+            mark = f"milestone:{ms.action}"
+            if ms.counter != "points":
+                continue
+            if crossed(before, before + entry.points, ms.reaches, mark in marks):
+                out += fire(self.program, stages, "member.milestone", m.id, o.due_at, allow,
+                            milestone=(ms.counter, ms.reaches))  # fmt: skip
+                marks.append(mark)
+        # the occurrences first (their keys are the due instant's: a retry adds none twice),
+        # then the marks
+        self.store.add_occurrences(self.run_id, out)
+        if len(marks) != len(m.marks):
+            self.store.put_members(self.run_id, [replace(m, marks=tuple(marks))])
+
     def _why_not(
         self, o: OccurrenceRecord, a: Action, members: Mapping[str, object], now: datetime
     ) -> str:
@@ -603,6 +909,8 @@ class Runner:
             g = x.guard
             assert g is not None and g.node is not None
             env = dict(self._guard_values(now))
+            if ex.windows(g.node) and self._history is not None:
+                env.update(H.window_values(g.node, self._history))
             st = self._stage_state(x.stage)
             env["days_in_stage"] = (
                 float(self._days_in_stage(st.started, now)) if st is not None else math.nan
@@ -620,6 +928,7 @@ class Runner:
             if run is not None:
                 day = (run.checked_until - timedelta(hours=12)).astimezone(self.tz).date()
                 self._last_values = self.day_values(run, day, run.checked_until)
+                self._history = self._history_until(run, day, self._last_values)
         names = self.program.playbook.metric_units()
         return {**dict.fromkeys(names, math.nan), **self._last_values}
 

@@ -388,7 +388,7 @@ def _events(program: Program, items: list[object], received: datetime) -> list[E
     out = []
     for i, obj in enumerate(items):
         try:
-            e = parse_event(obj, program.tz, received, require_id=True)
+            e = parse_event(obj, program.tz, received, require_id=True, pb=program.playbook)
         except EventError as err:
             raise Rejected(400, str(err), field=err.field, index=i) from None
         out.append(e)
@@ -413,7 +413,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-async def _accept(request: Request, s: _Settings, writer: GroupCommit) -> Response:
+async def _accept(
+    request: Request, s: _Settings, writer: GroupCommit, refused: dict[str, str] | None = None
+) -> Response:
     _check_media_type(request)
     given = request.headers.get(SIGNATURE_HEADER)
     signed = s.secret is not None or not s.allow_unsigned
@@ -447,10 +449,17 @@ async def _accept(request: Request, s: _Settings, writer: GroupCommit) -> Respon
                 " again (repeated ids are ignored)"
             ) from None
     new = sum(flags)
+    results: list[dict[str, Any]] = []
+    for ev, f in zip(events, flags, strict=True):
+        row: dict[str, Any] = {"id": ev.id, "new": f}
+        why = refused.pop(ev.id, None) if refused is not None and f else None
+        if why:  # recorded, but it changed nothing (a redemption the balance cannot cover)
+            row["refused"] = why
+        results.append(row)
     return AsciiJSON({
         "accepted": new,
         "duplicates": len(flags) - new,
-        "results": [{"id": e.id, "new": f} for e, f in zip(events, flags, strict=True)],
+        "results": results,
     })  # fmt: skip
 
 
@@ -478,12 +487,15 @@ def create_app(
         program, run_id, secret or None, allow_unsigned, max_body, body_timeout,
         clock or RealClock(),
     )  # fmt: skip
+    refused: dict[str, str] = {}  # event id -> why it changed nothing (filled by the writer)
     if writer is None:
-        writer = GroupCommit(lambda events: service.ingest(program, store, run_id, events, actor))
+        writer = GroupCommit(
+            lambda events: service.ingest(program, store, run_id, events, actor, refused)
+        )
 
     async def post_events(request: Request) -> Response:
         try:
-            return await _accept(request, s, writer)
+            return await _accept(request, s, writer, refused)
         except Rejected as r:
             log.info(
                 "refused %d from %s (field %.64r, index %s)",

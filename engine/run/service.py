@@ -5,20 +5,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from ..core import expr as ex
 from ..core.schedule import local_midnight
+from ..lang.model import Target
 from ..program import Lifecycle, LifecycleState, Program
+from ..program import gates as G
 from ..program.gates import Comparison, comparisons
+from ..program.history import DAYS_IN_STAGE
+from ..program.lifecycle import exits_of
+from .attributes import mask, pii_values
 from .codec import decode_lifecycle
+from .incidents import as_dict as incident_dict
 from .members import deriver, parse_event
+from .observed import stored_history
 from .runner import RunError, stage_clock
 from .store.base import (
+    ApplicationRecord,
+    ApplicationState,
     EventRecord,
     GateEvaluation,
+    IncidentRecord,
+    IncidentState,
     OccurrenceRecord,
     OccurrenceState,
     StateStore,
@@ -33,6 +46,7 @@ RETRYING_LIMIT = 50
 DEAD_LIMIT = 200
 UNCERTAIN_LIMIT = 200
 TASKS_LIMIT = 200
+APPLICATIONS_LIMIT = 50
 
 
 def require_run(store: StateStore, run_id: str) -> Any:
@@ -52,20 +66,64 @@ def ingest(
     run_id: str,
     events: Sequence[EventRecord],
     actor: str,
+    refusals: dict[str, str] | None = None,
 ) -> list[bool]:
-    """Store new events (deduplicated by id) and what they set off; a `new` flag per event."""
+    """Store new events (deduplicated by id) and what they set off; a `new` flag per event.
+
+    `refusals` receives, by event id, why a new event changed nothing (a redemption the balance
+    or the stock cannot cover, a decision on no pending application): it is recorded, refused.
+    """
     run = require_run(store, run_id)
     lc = Lifecycle.restore(program, decode_lifecycle(dict(run.lifecycle)))
     horizon = max((e.at for e in events), default=run.checked_until) + timedelta(days=1)
     stages = stage_clock(lc, max(horizon, run.checked_until + timedelta(days=1)))
-    return store.ingest(run_id, events, deriver(program, stages), actor)
+    return store.ingest(run_id, events, deriver(program, stages, refusals), actor)
+
+
+@dataclass(frozen=True)
+class Ingestion:
+    """What recording some events did: how many were new, and the refused ones with why."""
+
+    accepted: int
+    duplicates: int
+    refused: Mapping[str, str] = field(default_factory=dict)  # event id -> reason
+    where: Mapping[str, str] = field(default_factory=dict)  # event id -> its line/row
+
+    @property
+    def exit_code(self) -> int:
+        """1 when an event was refused (recorded, but it changed nothing), else 0."""
+        return 1 if self.refused else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (`refused` only when an event was)."""
+        out: dict[str, Any] = {"accepted": self.accepted, "duplicates": self.duplicates}
+        if self.refused:
+            out["refused"] = [
+                {"id": k, "at": self.where.get(k), "reason": v} for k, v in self.refused.items()
+            ]
+        return out
+
+
+def record_events(
+    program: Program,
+    store: StateStore,
+    run_id: str,
+    events: Sequence[EventRecord],
+    actor: str,
+    where: Mapping[str, str] | None = None,
+) -> Ingestion:
+    """`ingest`, summed up for the operator (`where`: each event's line or row, for refusals)."""
+    refusals: dict[str, str] = {}
+    flags = ingest(program, store, run_id, events, actor, refusals)
+    new = sum(flags)
+    return Ingestion(new, len(flags) - new, refusals, dict(where or {}))
 
 
 def parse_events(
     program: Program, items: Iterable[object], received: datetime, require_id: bool = True
 ) -> list[EventRecord]:
     """Check events given as plain data (EventError names the first bad one's field)."""
-    return [parse_event(x, program.tz, received, require_id) for x in items]
+    return [parse_event(x, program.tz, received, require_id, program.playbook) for x in items]
 
 
 @dataclass(frozen=True)
@@ -80,13 +138,16 @@ class GateStatus:
     distances: Mapping[str, float | None]  # threshold minus value, per compared metric
     note: str = ""
     terms: tuple[Comparison, ...] = ()  # the condition's comparisons (not in the JSON)
+    # each exit on the recorded history: does it fire, held days, today's clauses and, when it
+    # does not fire, its weak links (the clauses that fall short, and by how much)
+    exits: tuple[dict[str, Any], ...] = ()
 
     def shortfall(self, metric: str) -> float | None:
-        """How far `metric` is from meeting its comparisons (+: it needs more, -: less); None
-        when it meets them or cannot be compared."""
+        """How far `metric` (a metric, or a window's label `avg(x, 7d)`) is from meeting its
+        comparisons (+: it needs more, -: less); None when it meets them or cannot be compared."""
         value = self.values.get(metric)
         for c in self.terms:
-            if c.metric == metric and c.met(value) is False and c.direction:
+            if c.label == metric and c.met(value) is False and c.direction:
                 return c.distance(value)
         return None
 
@@ -100,6 +161,44 @@ class GateStatus:
             "values": dict(self.values),
             "distances": dict(self.distances),
             "note": self.note or None,
+            "exits": list(self.exits),
+        }
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """A target (`targets:`) at the last check: the value, met or not, progress, shortfall."""
+
+    metric: str
+    target: Target
+    value: float | None
+    day: date | None  # the day the value is of
+    due: date | None  # the day it is judged on (`by`); None: the end of the run
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the value meets the target (None: no value yet)."""
+        from ..program.targets import met
+
+        return None if self.value is None else bool(met(self.value, self.target))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        from ..program.targets import describe, progress, shortfall
+
+        v = math.nan if self.value is None else self.value
+        prog, short = float(progress(v, self.target)), float(shortfall(v, self.target))
+        return {
+            "metric": self.metric,
+            "target": describe(self.target),
+            "goal": self.target.value,
+            "at_most": self.target.at_most,
+            "due": self.due.isoformat() if self.due else None,
+            "value": self.value,
+            "day": self.day.isoformat() if self.day else None,
+            "met": self.met,
+            "progress": None if math.isnan(prog) else prog,
+            "shortfall": None if math.isnan(short) else short,
         }
 
 
@@ -125,6 +224,9 @@ class Status:
     # uncertain, open_tasks; a list missing here is whole
     totals: Mapping[str, int] = field(default_factory=dict)
     overdue: int = 0  # open tasks due before `now`
+    targets: list[TargetStatus] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)  # open ones
+    applications: list[ApplicationRecord] = field(default_factory=list)  # pending ones
 
     @property
     def attention(self) -> bool:
@@ -165,7 +267,27 @@ class Status:
             "open_tasks_total": self.total("open_tasks"),
             "overdue_tasks": self.overdue,
             "transitions": self.transitions,
+            "targets": [t.as_dict() for t in self.targets],
+            "open_incidents": [incident_dict(i, tz) for i in self.incidents],
+            "pending_applications": [application_dict(a, tz) for a in self.applications],
         }
+
+
+def application_dict(a: ApplicationRecord, tz: Any = None) -> dict[str, Any]:
+    """An application as plain data (instants in `tz` when given)."""
+
+    def t(x: datetime | None) -> str | None:
+        return None if x is None else (x.astimezone(tz) if tz is not None else x).isoformat()
+
+    return {
+        "member": a.member,
+        "state": str(a.state),
+        "applied_at": t(a.applied_at),
+        "decided_at": t(a.decided_at),
+        "decided_by": a.decided_by,
+        "note": a.note or None,
+        "task": a.task,
+    }
 
 
 def occurrence_dict(o: OccurrenceRecord, tz: Any = None) -> dict[str, Any]:
@@ -229,38 +351,123 @@ def stage_rows(program: Program, state: LifecycleState, now: datetime) -> list[d
             "outcome": s.outcome,
             "deadline": s.deadline.astimezone(tz).isoformat() if s.deadline else None,
             "days": (now - s.started).days if s.ended is None else (s.ended - s.started).days,
+            "exit": s.exit,
         }
         for s in state.stages
     ]
 
 
+def condition_names(nodes: Sequence[ex.Node | None]) -> list[str]:
+    """The metrics conditions read, directly or through a window (days_in_stage aside)."""
+    out: set[str] = set()
+    for n in nodes:
+        if n is None:
+            continue
+        out |= {str(x.value) for x in ex.names(n)}
+        out |= {m for _, m, _ in ex.windows(n)}
+    out.discard(DAYS_IN_STAGE)
+    return sorted(out)
+
+
+def last_closed_day(program: Program, checked_until: datetime) -> date:
+    """The local day the latest daily check read (the day before its midnight)."""
+    return (checked_until - timedelta(hours=12)).astimezone(program.tz).date()
+
+
 def gate_statuses(
     program: Program, store: StateStore, run_id: str, state: LifecycleState, now: datetime
 ) -> list[GateStatus]:
-    """The gates of the running stages with their latest reading: the values it read and, per
-    `metric OP number` comparison, the distance (threshold minus value). One bounded read."""
+    """The exits of the running stages with their latest reading: the values it read and, per
+    `metric OP number` comparison, the distance (threshold minus value); per exit, on the
+    recorded daily history, whether it fires, how many days it has held, and its weak links."""
     tz = program.tz
     latest: dict[str, GateEvaluation] = {}
     for e in store.gate_evaluations(run_id, limit=EVALUATIONS_READ):
         latest[e.stage] = e
     first_check = local_midnight(now.astimezone(tz).date() + timedelta(days=1), tz)
+    running = [
+        (s, program.playbook.stages[s.stage])
+        for s in state.stages
+        if s.ended is None and s.stage in program.playbook.stages
+    ]
+    running = [(s, st) for s, st in running if exits_of(st)]
+    run = store.get_run(run_id)
+    history: dict[str, list[float]] = {}
+    if running and run is not None and run.checked_until > run.origin:
+        nodes = [e.when.node for _, st in running for e in exits_of(st)]
+        first = run.origin.astimezone(tz).date()
+        day = last_closed_day(program, run.checked_until)
+        history = stored_history(store, run_id, condition_names(nodes), first, day)
     out = []
-    for s in state.stages:
-        stage = program.playbook.stages.get(s.stage)
-        if s.ended is not None or stage is None or stage.gate is None:
-            continue
+    for s, stage in running:
+        exits = exits_of(stage)
         ev = latest.get(s.stage)
         values = dict(ev.values) if ev else {}
-        terms = tuple(comparisons(stage.gate.node))
-        distances = {c.metric: c.distance(values.get(c.metric)) for c in terms}
+        terms = tuple(c for e in exits for c in comparisons(e.when.node))
+        distances = {c.label: c.distance(values.get(c.label)) for c in terms}
         unread = f"not read yet (the first check is at {first_check:%Y-%m-%d %H:%M})"
         note = ev.note if ev else unread
+        views: list[dict[str, Any]] = []
+        if history and run is not None:
+            dis = float(
+                (run.checked_until.astimezone(tz).date() - s.started.astimezone(tz).date()).days
+            )
+            for x in exits:
+                st = G.exit_status(x, history, dis)
+                row = st.as_dict()
+                row["when"] = x.when.text
+                row["goto"] = x.goto
+                row["weak_links"] = (
+                    [] if st.fires else [c.as_dict() for c in st.clauses if c.holds is not True]
+                )
+                views.append(row)
         out.append(
             GateStatus(
-                s.stage, stage.gate.text, ev.holds if ev else None,
-                ev.at.astimezone(tz) if ev else None, values, distances, note, terms,
+                s.stage, exits[0].when.text if len(exits) == 1 else "; ".join(
+                    f"{e.id}: {e.when.text}" for e in exits),
+                ev.holds if ev else None, ev.at.astimezone(tz) if ev else None, values,
+                distances, note, terms, tuple(views),
             )
         )  # fmt: skip
+    return out
+
+
+def target_statuses(program: Program, store: StateStore, run_id: str) -> list[TargetStatus]:
+    """Every target with the latest recorded value of its metric."""
+    from ..program.targets import due_day, targets
+
+    goals = targets(program.playbook)
+    run = store.get_run(run_id)
+    if not goals or run is None:
+        return []
+    latest: dict[str, tuple[date, float | None]] = {}
+    for mv in store.metric_values(run_id, list(goals)):
+        seen = latest.get(mv.name)
+        if seen is None or mv.day > seen[0] or (mv.day == seen[0] and mv.value is not None):
+            latest[mv.name] = (mv.day, mv.value)
+    first = run.origin.astimezone(program.tz).date()
+    out = []
+    for metric, t in goals.items():
+        day, value = latest.get(metric, (None, None))
+        due = first + timedelta(days=due_day(t, 0)) if t.by is not None else None
+        out.append(TargetStatus(metric, t, value, day, due))
+    return out
+
+
+def masked_tasks(
+    program: Program, store: StateStore, run_id: str, tasks: list[TaskRecord]
+) -> list[TaskRecord]:
+    """Tasks as status and the dashboard show them: their members' PII attributes masked."""
+    pb = program.playbook
+    if not any(a.pii for a in pb.attributes.values()):
+        return tasks
+    members = store.get_members(run_id, sorted({t.member for t in tasks if t.member}))
+    out = []
+    for t in tasks:
+        secrets = pii_values(pb, members.get(t.member or ""))
+        out.append(
+            replace(t, text=mask(t.text, secrets), title=mask(t.title, secrets)) if secrets else t
+        )
     return out
 
 
@@ -288,12 +495,13 @@ def status(program: Program, store: StateStore, run_id: str, now: datetime) -> S
         failures=retrying.items,
         dead=dead.items,
         uncertain=uncertain.items,
-        tasks=store.open_tasks(run_id, TASKS_LIMIT),
+        tasks=masked_tasks(program, store, run_id, store.open_tasks(run_id, TASKS_LIMIT)),
         transitions=[
             {
                 "at": t.at.astimezone(tz).isoformat(),
                 "stage": t.stage,
                 "event": t.event,
+                "exit": t.exit,
                 "detail": t.detail or None,
                 "evidence": dict(t.evidence),
             }
@@ -306,6 +514,9 @@ def status(program: Program, store: StateStore, run_id: str, now: datetime) -> S
             "open_tasks": sum(open_counts.values()),
         },
         overdue=store.overdue_task_count(run_id, now),
+        targets=target_statuses(program, store, run_id),
+        incidents=store.incidents(run_id, [IncidentState.OPEN]),
+        applications=store.applications(run_id, [ApplicationState.PENDING], APPLICATIONS_LIMIT),
     )
 
 
@@ -418,3 +629,154 @@ def send_test(
         scheduled_at=at, due_at=at, attempt=1, attributes=dict(attributes or {}),
     )  # fmt: skip
     return TestSend(name, d, backends[name].send(d))
+
+
+# -- applications, member imports --------------------------------------------------------------
+
+
+def decide_application(
+    program: Program,
+    store: StateStore,
+    run_id: str,
+    member: str,
+    approve: bool,
+    now: datetime,
+    actor: str,
+    note: str = "",
+) -> Ingestion:
+    """A staff decision on a member's pending application, recorded as an `approve`/`reject`
+    event (the deriver applies it: member.approved / member.rejected, and on approval the
+    join). RunError when the member has no pending application."""
+    if program.playbook.admission is None:
+        raise RunError("the playbook has no `admission:`: there are no applications")
+    require_run(store, run_id)
+    current = store.get_application(run_id, member)
+    if current is None or current.state is not ApplicationState.PENDING:
+        state = "no application" if current is None else f"its application is {current.state}"
+        raise RunError(f"{member!r} has no pending application ({state}; see"
+                       " `sop applications list`)")  # fmt: skip
+    kind = "approve" if approve else "reject"
+    data: dict[str, Any] = {"by": actor}
+    if note:
+        data["note"] = note
+    obj = {"type": kind, "member": member, "at": now.isoformat(), "data": data}
+    events = parse_events(program, [obj], now, require_id=False)
+    return record_events(program, store, run_id, events, actor)
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """One bad cell or row of an import, located (1-based line and column)."""
+
+    line: int
+    column: int
+    message: str
+
+    def text(self, file: str) -> str:
+        """`file:line:column: message`."""
+        return f"{file}:{self.line}:{self.column}: {self.message}"
+
+
+MEMBER_ID_COLUMNS = ("member_id", "member", "id")
+
+
+def read_members_csv(
+    program: Program, text: str, now: datetime, source_id: str
+) -> tuple[list[EventRecord], list[ImportProblem]]:
+    """`sop members import`: a CSV of `member_id` and attribute columns (declared attributes,
+    `source`, `referrer`) as one `update` event per row, or every bad cell located (then
+    nothing is imported). Event ids are `import:<source_id>:<line>`: importing the same file
+    again changes nothing. An empty cell leaves the attribute as it is."""
+    import csv
+    import io
+
+    from .attributes import check_attributes
+    from .errors import EventError
+
+    pb = program.playbook
+    rows = list(csv.reader(io.StringIO(text)))
+    problems: list[ImportProblem] = []
+    if not rows:
+        return [], [ImportProblem(1, 1, "empty file: the first line names the columns")]
+    header = [h.strip().lstrip("\ufeff") for h in rows[0]]
+    id_col = next((i for i, h in enumerate(header) if h in MEMBER_ID_COLUMNS), None)
+    if id_col is None:
+        return [], [ImportProblem(1, 1, "no member_id column (the member's id on the platform)")]
+    known = {*pb.attributes, "source", "referrer"}
+    for i, h in enumerate(header):
+        if i != id_col and h not in known:
+            declared = ", ".join(pb.attributes) or "none"
+            why = f"unknown attribute column {h!r} (declared: {declared}; also source, referrer)"
+            problems.append(ImportProblem(1, i + 1, why))
+    seen: dict[str, int] = {}
+    events: list[EventRecord] = []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            problems.append(ImportProblem(n, 1, f"{len(row)} cells, the header has {len(header)}"))
+            continue
+        member = row[id_col].strip()
+        if not member:
+            problems.append(ImportProblem(n, id_col + 1, "member_id is empty"))
+            continue
+        if member in seen:
+            problems.append(ImportProblem(n, id_col + 1, f"member {member!r} is also on line"
+                                          f" {seen[member]}"))  # fmt: skip
+            continue
+        seen[member] = n
+        values = {h: row[i].strip() for i, h in enumerate(header) if i != id_col and h in known
+                  and row[i].strip() != ""}  # fmt: skip
+        bad = False
+        for i, h in enumerate(header):
+            if h not in values:
+                continue
+            try:
+                check_attributes(pb, {h: values[h]}, "")
+            except EventError as e:
+                problems.append(ImportProblem(n, i + 1, f"{h}: {str(e).partition(': ')[2]}"))
+                bad = True
+        if bad or not values:
+            continue
+        obj = {
+            "id": f"import:{source_id}:{n}",
+            "type": "update",
+            "member": member,
+            "at": now.isoformat(),
+            "attributes": values,
+        }
+        try:
+            events.append(parse_event(obj, program.tz, now, True, pb))
+        except EventError as e:
+            problems.append(ImportProblem(n, id_col + 1, str(e)))
+    return events, problems
+
+
+def member_view(program: Program, store: StateStore, run_id: str, member: str) -> dict[str, Any]:
+    """One member as `sop members show` prints it: PII attributes masked."""
+    from .attributes import shown_attributes
+
+    require_run(store, run_id)
+    m = store.get_members(run_id, [member]).get(member)
+    if m is None:
+        raise RunError(f"no member {member!r} in run {run_id!r}")
+    tz = program.tz
+    points = sum(e.points for e in store.ledger(run_id, member))
+    app = store.get_application(run_id, member)
+    return {
+        "member": m.id,
+        "joined_at": m.joined_at.astimezone(tz).isoformat() if m.joined_at else None,
+        "left_at": m.left_at.astimezone(tz).isoformat() if m.left_at else None,
+        "source": m.source,
+        "referrer": m.referrer,
+        "team": m.team,
+        "tier": m.tier,
+        "points": points,
+        "checkins": m.checkins,
+        "messages": m.messages,
+        "invites": m.invites,
+        "payments": m.paid,
+        "application": application_dict(app, tz) if app else None,
+        "milestones": [x.removeprefix("milestone:") for x in m.marks],
+        "attributes": shown_attributes(program.playbook, m),
+    }

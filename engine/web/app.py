@@ -1,9 +1,11 @@
-"""The dashboard as Starlette routes: pages, the three changes an operator makes, sign-in.
+"""The dashboard as Starlette routes: pages, the changes an operator makes, sign-in.
 
 Pages are rendered on the server (Jinja2, autoescaped) from the page models of views.py;
 htmx (vendored in static/) swaps the row a change touched. Every change goes through the store
-command the CLI uses (`complete_task`, `postpone_task`, `resolve`), with the actor, so it lands
-in the audit log. Store calls and rendering run in the thread pool: the store's calls block.
+command the CLI uses (`complete_task`, `postpone_task`, `resolve`; an application's decision,
+opening and closing an incident through the engine functions `sop applications` and
+`sop incident` call), with the actor, so it lands in the audit log. Store calls and rendering
+run in the thread pool: the store's calls block.
 
 `create_dashboard_app()` is the dashboard on its own; `dashboard_routes()` mounts it into
 another app (the events endpoint of `sop serve`) after that app's own routes.
@@ -331,6 +333,14 @@ class Dashboard:
     def _members(self, r: views.Reader, request: Request) -> Any:
         return views.members(r, self.translator(request)("members.total"))
 
+    @staticmethod
+    def _applications(r: views.Reader, request: Request) -> Any:
+        return views.applications(r)
+
+    @staticmethod
+    def _incidents(r: views.Reader, request: Request) -> Any:
+        return views.incidents(r)
+
     # -- changes ---------------------------------------------------------------------------
 
     async def _form(self, request: Request) -> dict[str, str]:
@@ -462,6 +472,69 @@ class Dashboard:
         return self._answer(request, who, form, "_delivery_row.html", flash, "/deliveries",
                             o=done, decided=True)  # fmt: skip
 
+    async def decide(self, request: Request, who: Who, form: dict[str, str]) -> Response:
+        """Approve or reject a pending application (`sop applications approve|reject`)."""
+        from ..run.service import decide_application
+
+        member = form.get("member", "")
+        decision = form.get("decision", "")
+        if decision not in ("approve", "reject") or not member:
+            raise _Refused(400, "error.forbidden")
+        note = form.get("note", "")[:500]
+        try:
+            done = await run_in_threadpool(
+                decide_application, self.program, self.store, self.run_id, member,
+                decision == "approve", self.now(), who.actor, note,
+            )  # fmt: skip
+        except RunError as e:
+            raise _Refused(409, "applications.refused", why=str(e)) from None
+        if done.refused:
+            raise _Refused(409, "applications.refused", why=next(iter(done.refused.values())))
+        log.info("%s %sd the application of %s", who.actor, decision, member)
+        t = self.translator(request)
+        flash = t("applications.approved" if decision == "approve" else "applications.rejected",
+                  member=member)  # fmt: skip
+        return self._answer(request, who, form, "_flash.html", flash, "/applications",
+                            message=flash)  # fmt: skip
+
+    async def incident_open(self, request: Request, who: Who, form: dict[str, str]) -> Response:
+        """Start an incident of the playbook (`sop incident open NAME`)."""
+        from ..run import incidents
+
+        name = form.get("name", "")
+        if name not in self.program.playbook.incidents:
+            raise _Refused(400, "error.forbidden")
+        note = form.get("note", "")[:500]
+        try:
+            rec = await run_in_threadpool(
+                incidents.open_incident, self.program, self.store, self.run_id, name,
+                self.now(), who.actor, note,
+            )  # fmt: skip
+        except RunError as e:
+            raise _Refused(409, "incidents.refused", why=str(e)) from None
+        log.info("%s opened incident %s", who.actor, rec.id)
+        flash = self.translator(request)("incidents.opened", id=rec.id)
+        return self._answer(request, who, form, "_flash.html", flash, "/incidents",
+                            message=flash)  # fmt: skip
+
+    async def incident_close(self, request: Request, who: Who, form: dict[str, str]) -> Response:
+        """Close an open incident (`sop incident close ID`)."""
+        from ..run import incidents
+
+        ref = form.get("id", "")
+        note = form.get("note", "")[:500]
+        try:
+            rec = await run_in_threadpool(
+                incidents.close_incident, self.program, self.store, self.run_id, ref,
+                self.now(), who.actor, note,
+            )  # fmt: skip
+        except RunError as e:
+            raise _Refused(409, "incidents.refused", why=str(e)) from None
+        log.info("%s closed incident %s", who.actor, rec.id)
+        flash = self.translator(request)("incidents.closed", id=rec.id)
+        return self._answer(request, who, form, "_flash.html", flash, "/incidents",
+                            message=flash)  # fmt: skip
+
     # -- sign-in and language --------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
@@ -527,6 +600,15 @@ class Dashboard:
             Route("/tasks", self.page("tasks.html", self._tasks), methods=["GET"]),
             Route("/deliveries", self.page("deliveries.html", self._deliveries), methods=["GET"]),
             Route("/members", self.page("members.html", self._members), methods=["GET"]),
+            Route(
+                "/applications",
+                self.page("applications.html", self._applications),
+                methods=["GET"],
+            ),
+            Route("/incidents", self.page("incidents.html", self._incidents), methods=["GET"]),
+            Route("/applications/decide", self.change(self.decide), methods=["POST"]),
+            Route("/incidents/open", self.change(self.incident_open), methods=["POST"]),
+            Route("/incidents/close", self.change(self.incident_close), methods=["POST"]),
             Route("/tasks/done", self.change(self.task_done), methods=["POST"]),
             Route("/tasks/postpone", self.change(self.task_postpone), methods=["POST"]),
             Route("/deliveries/resolve", self.change(self.resolve), methods=["POST"]),

@@ -26,7 +26,11 @@ from ..run import service
 from ..run.codec import decode_lifecycle
 from ..run.store.base import (
     NO_ROLE,
+    ApplicationRecord,
+    ApplicationState,
     EventRecord,
+    IncidentRecord,
+    IncidentState,
     MemberRecord,
     MetricValue,
     OccurrenceRecord,
@@ -151,6 +155,37 @@ class StageView:
     deadline: datetime | None
     days: int
     policy: list[Words]
+    exit: str | None = None  # the exit it left by
+
+
+@dataclass(frozen=True)
+class ClauseView:
+    text: str
+    holds: bool | None
+    value: str
+    shortfall: str
+
+
+@dataclass(frozen=True)
+class ExitView:
+    id: str
+    when: str
+    goto: str | None
+    fires: bool
+    held_days: int
+    hold_days: int
+    weak: list[ClauseView]  # the clauses that fall short (its weak links)
+
+
+@dataclass(frozen=True)
+class TargetView:
+    metric: str
+    target: str
+    value: str
+    met: bool | None
+    progress: float | None  # 0..1
+    shortfall: str
+    due: date | None
 
 
 @dataclass(frozen=True)
@@ -173,6 +208,7 @@ class GateView:
     at: datetime | None
     min_days: int | None  # the stage's minimum duration, when the gate is not read yet
     rows: list[GateRow]
+    exits: list[ExitView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -203,6 +239,9 @@ class Overview:
     next: list[NextItem]
     counts: dict[str, int]
     transitions: list[tuple[datetime, str, str]]  # at, stage title, event
+    targets: list[TargetView] = field(default_factory=list)
+    incidents: list[IncidentRecord] = field(default_factory=list)  # open ones
+    applications: int = 0  # waiting for review
 
 
 def _policy(r: Reader, stage_id: str) -> list[Words]:
@@ -239,6 +278,7 @@ def _stage_views(r: Reader, stages: Sequence[Mapping[str, Any]]) -> list[StageVi
                 deadline=datetime.fromisoformat(s["deadline"]) if s["deadline"] else None,
                 days=int(s["days"]),
                 policy=_policy(r, s["stage"]),
+                exit=s.get("exit"),
             )
         )
     return out
@@ -247,14 +287,15 @@ def _stage_views(r: Reader, stages: Sequence[Mapping[str, Any]]) -> list[StageVi
 def _gate_views(r: Reader, statuses: Sequence[service.GateStatus]) -> list[GateView]:
     names = sorted({t.metric for g in statuses for t in g.terms})
     series = metric_series(r.store.metric_values(r.run_id, names)) if names else {}
+    series.update(_window_series(r, statuses, series))
     days = [r.today - timedelta(days=i) for i in range(30, 0, -1)]
     out = []
     for g in statuses:
         stage = r.pb.stages[g.stage]
         rows = []
         for term in g.terms:
-            known = latest(series.get(term.metric, {}))
-            value = g.values.get(term.metric) if g.at is not None else None
+            known = latest(series.get(term.label, {}))
+            value = g.values.get(term.label) if g.at is not None else None
             if value is None and known is not None:
                 value = known[1]
             met = term.met(value)
@@ -262,16 +303,16 @@ def _gate_views(r: Reader, statuses: Sequence[service.GateStatus]) -> list[GateV
             distance = "" if gap is None else format_delta(r.pb, term.metric, gap)
             rows.append(
                 GateRow(
-                    metric=term.metric,
+                    metric=term.label,
                     op=term.op,
                     value=format_value(r.pb, term.metric, value),
                     threshold=format_value(r.pb, term.metric, term.threshold),
                     distance=distance,
                     met=met,
                     spark=charts.sparkline(
-                        [series.get(term.metric, {}).get(d) for d in days],
+                        [series.get(term.label, {}).get(d) for d in days],
                         term.threshold,
-                        label=term.metric,
+                        label=term.label,
                     ),
                 )
             )
@@ -285,6 +326,73 @@ def _gate_views(r: Reader, statuses: Sequence[service.GateStatus]) -> list[GateV
                 at=g.at,
                 min_days=stage.min_duration.days if unread and stage.min_duration else None,
                 rows=rows,
+                exits=[_exit_view(r, x) for x in g.exits],
+            )
+        )
+    return out
+
+
+def _window_series(
+    r: Reader, statuses: Sequence[service.GateStatus], series: Mapping[str, Any]
+) -> dict[str, dict[date, float | None]]:
+    """A window's (`avg(x, 7d)`) value on each recorded day, from its metric's days."""
+    from ..program.history import window
+
+    out: dict[str, dict[date, float | None]] = {}
+    for g in statuses:
+        for t in g.terms:
+            if t.window is None or t.label in out:
+                continue
+            by_day = series.get(t.metric, {})
+            days = sorted(by_day)
+            op, n = t.window
+            values = [math.nan if by_day[d] is None else float(by_day[d]) for d in days]
+            row: dict[date, float | None] = {}
+            for i, d in enumerate(days):
+                v = window(op, values[: i + 1], n)
+                row[d] = None if math.isnan(v) else v
+            out[t.label] = row
+    return out
+
+
+def _metric_of(label: str) -> str:
+    """The metric a clause's label measures (`avg(x, 7d)` -> x)."""
+    if "(" in label and label.endswith(")"):
+        return label[label.index("(") + 1 :].split(",")[0].strip()
+    return label
+
+
+def _exit_view(r: Reader, x: Mapping[str, Any]) -> ExitView:
+    def clause(c: Mapping[str, Any]) -> ClauseView:
+        metric = _metric_of(c.get("metric") or "")
+        short = c.get("shortfall")
+        return ClauseView(
+            c.get("text") or c.get("metric") or "",
+            c.get("holds"),
+            format_value(r.pb, metric, c.get("value")),
+            "" if short is None else format_delta(r.pb, metric, float(short)),
+        )
+
+    return ExitView(
+        x["exit"], x.get("when") or "", x.get("goto"), bool(x["fires"]), int(x["held_days"]),
+        int(x["hold_days"]), [clause(c) for c in x.get("weak_links") or ()],
+    )  # fmt: skip
+
+
+def _targets(r: Reader) -> list[TargetView]:
+    out = []
+    for t in service.target_statuses(r.program, r.store, r.run_id):
+        d = t.as_dict()
+        short = d["shortfall"]
+        out.append(
+            TargetView(
+                t.metric,
+                d["target"],
+                format_value(r.pb, t.metric, t.value),
+                t.met,
+                d["progress"],
+                "" if not short else format_delta(r.pb, t.metric, short),
+                t.due,
             )
         )
     return out
@@ -337,6 +445,14 @@ def overview(r: Reader) -> Overview:
     upcoming = r.program.due(lc.windows(horizon), r.now, horizon)
     nxt = [NextItem(o.at, o.action, o.kind, o.owner, o.stage) for o in upcoming[:8]]
     transitions = [(t.at, titles.get(t.stage, t.stage), t.event) for t in history[-8:]][::-1]
+    open_incidents = r.store.incidents(r.run_id, [IncidentState.OPEN])
+    for i in open_incidents:
+        inc = r.pb.incidents.get(i.incident)
+        words = {"title": inc.title if inc else i.incident, "at": i.opened_at}
+        alerts.insert(0, Alert("bad", ("alert.incident", words), "/incidents"))
+    waiting = len(r.store.applications(r.run_id, [ApplicationState.PENDING]))
+    if waiting:
+        alerts.append(Alert("warn", ("alert.applications", {"n": waiting}), "/applications"))
     return Overview(
         playbook_title=r.pb.title or r.pb.id,
         origin=run.origin,
@@ -348,6 +464,9 @@ def overview(r: Reader) -> Overview:
         next=nxt,
         counts=counts,
         transitions=transitions,
+        targets=_targets(r),
+        incidents=open_incidents,
+        applications=waiting,
     )
 
 
@@ -634,6 +753,7 @@ class TasksView:
 
 
 def task_view(r: Reader, t: TaskRecord) -> TaskView:
+    t = service.masked_tasks(r.program, r.store, r.run_id, [t])[0]  # PII never on a page
     role = r.pb.roles.get(t.role or "")
     return TaskView(
         t.id, t.role, role.title if role else (t.role or ""), t.action, t.text, t.due_at,
@@ -800,3 +920,113 @@ def members(r: Reader, members_label: str = "members") -> MembersView:
         violations,
         violators,
     )
+
+
+# -- applications ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplicationView:
+    member: str
+    state: str
+    applied: datetime
+    decided: datetime | None
+    decided_by: str | None
+    note: str
+    answers: list[tuple[str, str]]  # the required attributes (PII masked)
+
+
+@dataclass(frozen=True)
+class ApplicationsView:
+    enabled: bool
+    pending: list[ApplicationView]
+    decided: list[ApplicationView]
+    review_owner: str
+    within_hours: int
+
+
+def _application_view(r: Reader, a: ApplicationRecord, m: MemberRecord | None) -> ApplicationView:
+    from ..run.attributes import shown_attributes
+
+    adm = r.pb.admission
+    shown = shown_attributes(r.pb, m) if m is not None else {}
+    answers = [(k, str(shown.get(k, ""))) for k in (adm.require if adm else ())]
+    return ApplicationView(
+        a.member, str(a.state), a.applied_at, a.decided_at, a.decided_by, a.note, answers
+    )
+
+
+def applications(r: Reader) -> ApplicationsView:
+    """The Applications page: who waits for review (approve or reject), decided lately."""
+    r.run()
+    adm = r.pb.admission
+    if adm is None:
+        return ApplicationsView(False, [], [], "", 0)
+    pending = r.store.applications(r.run_id, [ApplicationState.PENDING], LIST_LIMIT)
+    decided = r.store.applications(r.run_id, [ApplicationState.APPROVED, ApplicationState.REJECTED])
+    decided = sorted(decided, key=lambda a: a.decided_at or a.applied_at, reverse=True)[:20]
+    members = r.store.get_members(r.run_id, sorted({a.member for a in [*pending, *decided]}))
+    role = r.pb.roles.get(adm.review_owner)
+    return ApplicationsView(
+        True,
+        [_application_view(r, a, members.get(a.member)) for a in pending],
+        [_application_view(r, a, members.get(a.member)) for a in decided],
+        role.title if role else adm.review_owner,
+        int(adm.review_within.total_seconds() // 3600),
+    )
+
+
+# -- incidents ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    kind: str
+    target: str
+    role: str
+    at_minutes: int
+    due_minutes: int | None
+    only_if_open: bool
+
+
+@dataclass(frozen=True)
+class IncidentPlan:
+    id: str
+    title: str
+    owner: str
+    detect: str | None
+    steps: list[PlanStep]
+    open: bool  # one of it is open now
+
+
+@dataclass(frozen=True)
+class IncidentsView:
+    plans: list[IncidentPlan]
+    open: list[IncidentRecord]
+    closed: list[IncidentRecord]
+
+
+def incidents(r: Reader) -> IncidentsView:
+    """The Incidents page: the playbook's emergency plans (open one), open and closed ones."""
+    from ..program.incidents import schedule
+
+    r.run()
+    rows = r.store.incidents(r.run_id, limit=LIST_LIMIT)
+    opened = [i for i in rows if i.state == IncidentState.OPEN]
+    plans = []
+    for inc in r.pb.incidents.values():
+        steps = [
+            PlanStep(
+                s.step.kind,
+                s.step.target,
+                s.role,
+                int(s.at.total_seconds() // 60),
+                None if s.due is None else int(s.due.total_seconds() // 60),
+                s.only_if_open,
+            )
+            for s in schedule(inc)
+        ]
+        detect = inc.detect.text if inc.detect is not None else None
+        busy = any(i.incident == inc.id for i in opened)
+        plans.append(IncidentPlan(inc.id, inc.title, inc.owner, detect, steps, busy))
+    return IncidentsView(plans, opened, [i for i in rows if i.state != IncidentState.OPEN][:20])

@@ -27,6 +27,9 @@ class OccurrenceState(enum.StrEnum):
     UNCERTAIN = "uncertain"  # may or may not have been sent: an operator decides
     SKIPPED = "skipped"  # deliberately not sent (missed its grace window, coalesced), with why
     DROPPED = "dropped"  # an operator dropped it
+    # fanned out at its firing time into one occurrence per member (a segment, a leaderboard,
+    # `for_each`, a group message with `where:`): its children (key + "/" + member) carry the sends
+    EXPANDED = "expanded"
 
 
 CLAIMABLE = (OccurrenceState.PENDING, OccurrenceState.RETRY)
@@ -154,6 +157,8 @@ class Outcome:
     next_at: datetime | None = None  # for RETRY: when to try again
     task: NewTask | None = None  # opened in the same transaction (a task-list backend)
     attempted: bool = True  # False: put back unsent (a rate limit), not counted as an attempt
+    # EXPANDED: the per-member occurrences it fans out into, inserted in the same transaction
+    children: tuple[NewOccurrence, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,15 @@ class MemberRecord:
     invites: int = 0  # members this member referred
     referrer: str | None = None
     tier: str | None = None
+    # the member's attributes: declared ones (`members.attributes`, checked against their types)
+    # and what the platform says about them (name, phone, a platform user id ...)
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None  # the acquisition channel they joined by (None: organic)
+    team: str | None = None  # assigned at join (`teams:`), kept
+    checkins: int = 0  # check-ins ever (one a day counts)
+    messages: int = 0  # messages and posts ever
+    approved: bool | None = None  # an application's outcome (None: never applied)
+    marks: tuple[str, ...] = ()  # once-per-member firings done (`milestone:<action>`)
 
 
 class MemberTime(enum.StrEnum):
@@ -217,17 +230,142 @@ class MemberFacts:
     left_at: datetime | None
     referrer: str | None
     tier: str | None
+    source: str | None = None
+    team: str | None = None
+
+
+class PointsKind(enum.StrEnum):
+    """Why a member's points balance moved (one ledger entry each)."""
+
+    EARN = "earn"  # an event the playbook pays for (`points.earn`)
+    REWARD = "reward"  # a reward action's `reward.points`
+    REDEEM = "redeem"  # spent on an item (`points.redeem`), negative
+    EXPIRE = "expire"  # lapsed after `points.expire`, negative
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One movement of a member's points; `key` makes it happen once (its cause's id)."""
+
+    key: str  # earn:<event id>, reward:<occurrence key>, redeem:<event id>, expire:<...>
+    member: str
+    at: datetime
+    points: int  # positive when earned, negative when spent or lapsed
+    kind: PointsKind
+    item: str | None = None  # REDEEM: the item
+    detail: str = ""
+
+
+class ApplicationState(enum.StrEnum):
+    """Where an application to join stands (`admission:`)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationRecord:
+    """One member's application: applied, then approved or rejected (by a rule or by staff)."""
+
+    member: str
+    state: ApplicationState
+    applied_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    note: str = ""
+    task: str | None = None  # the review task's id (None: decided by the approve rule)
+
+
+class IncidentState(enum.StrEnum):
+    """An incident is open until someone closes it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """One started emergency plan (`incidents.<name>`): who opened it, when, and its close."""
+
+    id: str  # <name>/<opened, UTC>
+    incident: str  # the playbook's incident id
+    state: IncidentState
+    opened_at: datetime
+    opened_by: str
+    note: str = ""
+    detected: bool = False  # opened by its `detect:` condition, not by a person
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    close_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Ingested:
-    """What ingesting one new event changed: the member and the occurrences it caused."""
+    """What ingesting one new event changed: the member, the occurrences it caused, and the
+    points, application and tasks it moved — all saved in the event's transaction."""
 
     member: MemberRecord
     occurrences: tuple[NewOccurrence, ...] = ()
+    ledger: tuple[LedgerEntry, ...] = ()
+    application: ApplicationRecord | None = None  # saved over the member's earlier one
+    tasks: tuple[NewTask, ...] = ()  # opened (an application's review task)
+    done_tasks: tuple[str, ...] = ()  # completed (the review task of a decided application)
+    refusal: str = ""  # the event was recorded but changed nothing, for this reason
 
 
-# (new events, their members as stored before them) -> one Ingested per new event, in order
+class IngestContext(Mapping[str, MemberRecord]):
+    """What a deriver reads inside the ingest transaction: the events' members as stored (a
+    mapping by id), and, asked for only when needed, run-wide facts the rules depend on."""
+
+    def __init__(
+        self,
+        members: Mapping[str, MemberRecord],
+        ledger: Callable[[str], list[LedgerEntry]] | None = None,
+        team_sizes: Callable[[], dict[str, int]] | None = None,
+        joined_count: Callable[[], int] | None = None,
+        redeemed: Callable[[], dict[str, int]] | None = None,
+        application: Callable[[str], ApplicationRecord | None] | None = None,
+    ) -> None:
+        self._members = dict(members)
+        self._ledger = ledger or (lambda member: [])
+        self._team_sizes = team_sizes or dict
+        self._joined_count = joined_count or (lambda: 0)
+        self._redeemed = redeemed or dict
+        self._application = application or (lambda member: None)
+
+    def __getitem__(self, key: str) -> MemberRecord:
+        return self._members[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def ledger(self, member: str) -> list[LedgerEntry]:
+        """A member's points ledger so far, by time."""
+        return self._ledger(member)
+
+    def team_sizes(self) -> dict[str, int]:
+        """Current members per team (members who left are not counted)."""
+        return self._team_sizes()
+
+    def joined_count(self) -> int:
+        """How many members ever joined (the next joiner is number this + 1)."""
+        return self._joined_count()
+
+    def redeemed(self) -> dict[str, int]:
+        """How many of each item have been redeemed."""
+        return self._redeemed()
+
+    def application(self, member: str) -> ApplicationRecord | None:
+        """A member's application as stored."""
+        return self._application(member)
+
+
+# (new events, their members as stored before them — an `IngestContext`) -> one Ingested per
+# new event, in order
 Deriver = Callable[[Sequence[EventRecord], Mapping[str, MemberRecord]], Sequence[Ingested]]
 
 
@@ -241,6 +379,7 @@ class TransitionRecord:
     detail: str = ""
     role: str | None = None
     evidence: Mapping[str, float | None] = field(default_factory=dict)
+    exit: str | None = None  # which of the stage's exits fired (`pass`, `success` ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +391,7 @@ class GateEvaluation:
     holds: bool
     values: Mapping[str, float | None]
     note: str = ""
+    exit: str | None = None  # the exit that held (None: none did)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +491,10 @@ class StateStore(Protocol):
         evaluations: Sequence[GateEvaluation] = (),
         metrics: Sequence[MetricValue] = (),
         occurrences: Sequence[NewOccurrence] = (),
+        incidents: Sequence[IncidentRecord] = (),
     ) -> RunRecord | None:
-        """Save a run if its rev is still current, with what happened; the saved run or None."""
+        """Save a run if its rev is still current, with what happened (incidents its `detect:`
+        conditions opened: ignored when their id exists); the saved run or None."""
         ...
 
     # -- occurrences
@@ -512,8 +654,10 @@ class StateStore(Protocol):
         ...
 
     # -- metrics, gates, transitions
-    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
-        """Recorded metric values by day."""
+    def metric_values(
+        self, run_id: str, names: Sequence[str] | None = None, since: date | None = None
+    ) -> list[MetricValue]:
+        """Recorded metric values by day (the daily history; from day `since` on when given)."""
         ...
 
     def gate_evaluations(self, run_id: str, limit: int | None = None) -> list[GateEvaluation]:
@@ -574,6 +718,81 @@ class StateStore(Protocol):
         self, run_id: str, due_before: datetime, now: datetime, actor: str
     ) -> list[TaskRecord]:
         """Open tasks due before `due_before`, not yet escalated: escalated at `now`; them."""
+        ...
+
+    # -- points, applications, incidents, teams
+    def add_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> int:
+        """Record points movements, ignoring keys present; how many were new."""
+        ...
+
+    def ledger(self, run_id: str, member: str | None = None) -> list[LedgerEntry]:
+        """Points movements (of one member, when given) by time, then key."""
+        ...
+
+    def points_balances(self, run_id: str) -> dict[str, int]:
+        """Every member's points balance (members with no entry are left out)."""
+        ...
+
+    def points_totals(self, run_id: str) -> dict[PointsKind, int]:
+        """The sum of the ledger's points per kind (kinds with no entry are left out)."""
+        ...
+
+    def redeemed_counts(self, run_id: str) -> dict[str, int]:
+        """How many of each item were redeemed."""
+        ...
+
+    def applications(
+        self,
+        run_id: str,
+        states: Sequence[ApplicationState] | None = None,
+        limit: int | None = None,
+    ) -> list[ApplicationRecord]:
+        """Applications (in `states` when given), the earliest applied first."""
+        ...
+
+    def get_application(self, run_id: str, member: str) -> ApplicationRecord | None:
+        """A member's application."""
+        ...
+
+    def open_incident(
+        self,
+        run_id: str,
+        incident: IncidentRecord,
+        occurrences: Sequence[NewOccurrence],
+        actor: str,
+    ) -> bool:
+        """Start an incident with its steps' occurrences; False (nothing changed) when one with
+        its id exists."""
+        ...
+
+    def close_incident(
+        self,
+        run_id: str,
+        incident_id: str,
+        now: datetime,
+        actor: str,
+        note: str = "",
+        tasks: Sequence[str] = (),
+    ) -> IncidentRecord | None:
+        """Close an open incident and complete its open `tasks`; the closed record, or None when
+        there is no open incident with that id."""
+        ...
+
+    def incidents(
+        self,
+        run_id: str,
+        states: Sequence[IncidentState] | None = None,
+        limit: int | None = None,
+    ) -> list[IncidentRecord]:
+        """Incidents (in `states` when given), the latest opened first."""
+        ...
+
+    def get_incident(self, run_id: str, incident_id: str) -> IncidentRecord | None:
+        """One incident by id."""
+        ...
+
+    def team_sizes(self, run_id: str) -> dict[str, int]:
+        """Current members per team (teams with none are left out)."""
         ...
 
     # -- forecasts

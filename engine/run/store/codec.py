@@ -61,9 +61,17 @@ def member_state(m: MemberRecord) -> str:
             "invites": m.invites,
             "referrer": m.referrer,
             "tier": m.tier,
-            "attributes": dict(m.attributes),
+            "checkins": m.checkins,
+            "messages": m.messages,
+            "approved": m.approved,
+            "marks": list(m.marks),
         }
     )
+
+
+def member_attributes(m: MemberRecord) -> str:
+    """A member's attributes as stored in their own column (JSON)."""
+    return dumps(dict(m.attributes))
 
 
 def member_from(
@@ -72,9 +80,14 @@ def member_from(
     joined_at: int | None,
     left_at: int | None,
     last_active_at: int | None,
+    attributes: str | None = None,
+    source: str | None = None,
+    team: str | None = None,
 ) -> MemberRecord:
-    """A member back from its row."""
+    """A member back from its row (`attributes` NULL: a row from before schema 7, whose
+    attributes are in `state`)."""
     s: Mapping[str, Any] = json.loads(state)
+    attrs = json.loads(attributes) if attributes is not None else s.get("attributes")
     return MemberRecord(
         id=member_id,
         joined_at=opt_dt(joined_at),
@@ -91,5 +104,11 @@ def member_from(
         invites=int(s.get("invites", 0)),
         referrer=s.get("referrer"),
         tier=s.get("tier"),
-        attributes=dict(s.get("attributes") or {}),
+        attributes=dict(attrs or {}),
+        source=source,
+        team=team,
+        checkins=int(s.get("checkins", 0)),
+        messages=int(s.get("messages", 0)),
+        approved=s.get("approved"),
+        marks=tuple(s.get("marks") or ()),
     )

@@ -12,19 +12,25 @@ import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from .base import (
     CLAIMABLE,
     MEMBER_COUNT_CAP,
     NO_ROLE,
+    ApplicationRecord,
+    ApplicationState,
     AttemptRecord,
     AuditEntry,
     Deriver,
     EventRecord,
     ForecastRecord,
     GateEvaluation,
+    IncidentRecord,
+    IncidentState,
+    IngestContext,
+    LedgerEntry,
     MemberFacts,
     MemberRecord,
     MemberTime,
@@ -34,6 +40,7 @@ from .base import (
     OccurrenceState,
     Outcome,
     Page,
+    PointsKind,
     Resolution,
     RunRecord,
     TaskRecord,
@@ -68,6 +75,9 @@ class MemoryStore:
         self._fence = 0
         self._forecasts: dict[str, dict[datetime, Any]] = {}
         self._seq = itertools.count(1)
+        self._ledger: dict[tuple[str, str], LedgerEntry] = {}
+        self._applications: dict[tuple[str, str], ApplicationRecord] = {}
+        self._incidents: dict[tuple[str, str], IncidentRecord] = {}
 
     def close(self) -> None:
         """Nothing to release."""
@@ -116,6 +126,7 @@ class MemoryStore:
         evaluations: Sequence[GateEvaluation] = (),
         metrics: Sequence[MetricValue] = (),
         occurrences: Sequence[NewOccurrence] = (),
+        incidents: Sequence[IncidentRecord] = (),
     ) -> RunRecord | None:
         """Save a run if its rev is still current, with what happened; the saved run or None."""
         with self._lock:
@@ -134,6 +145,10 @@ class MemoryStore:
                     m, value=value
                 )
             self._insert(run.id, occurrences)
+            for i in incidents:
+                if (run.id, i.id) not in self._incidents:
+                    self._incidents[(run.id, i.id)] = i
+                    self._log(run.id, i.opened_by, "incident.opened", i.id, {"detected": True})
             return saved
 
     # -- occurrences
@@ -208,15 +223,19 @@ class MemoryStore:
                     self._attempts.setdefault((run_id, o.key), []).append(
                         AttemptRecord(o.key, attempt, o.fence, o.at, o.state, o.detail)
                     )
-                if o.task is not None and (run_id, o.task.id) not in self._tasks:
-                    t = o.task
-                    self._tasks[(run_id, t.id)] = TaskRecord(
-                        t.id, run_id, t.role, t.action, t.title, t.text, t.due_at, t.member,
-                        TaskState.OPEN, o.at, None, None, None, t.remote_id, t.backend,
-                    )  # fmt: skip
+                if o.task is not None:
+                    self._open_task(run_id, o.task, o.at)
+                self._insert(run_id, o.children)
             if stale:
                 self._log(run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
         return stale
+
+    def _open_task(self, run_id: str, t: Any, at: datetime) -> None:
+        if (run_id, t.id) not in self._tasks:
+            self._tasks[(run_id, t.id)] = TaskRecord(
+                t.id, run_id, t.role, t.action, t.title, t.text, t.due_at, t.member,
+                TaskState.OPEN, at, None, None, None, t.remote_id, t.backend,
+            )  # fmt: skip
 
     def expire_leases(
         self, run_id: str, now: datetime, resend: Collection[str] = ()
@@ -377,12 +396,35 @@ class MemoryStore:
                     for m in {e.member for e in new}
                     if (run_id, m) in self._members
                 }
-                results = list(derive(new, members))  # before any change: if it fails, none
+                context = IngestContext(
+                    members,
+                    ledger=lambda member: self.ledger(run_id, member),
+                    team_sizes=lambda: self.team_sizes(run_id),
+                    joined_count=lambda: sum(
+                        1
+                        for (r, _), m in self._members.items()
+                        if r == run_id and m.joined_at is not None
+                    ),
+                    redeemed=lambda: self.redeemed_counts(run_id),
+                    application=lambda member: self._applications.get((run_id, member)),
+                )
+                results = list(derive(new, context))  # before any change: if it fails, none
                 for e in new:
                     self._events[(run_id, e.id)] = e
+                now = datetime.now().astimezone()
                 for r in results:
                     self._members[(run_id, r.member.id)] = r.member
                     self._insert(run_id, r.occurrences)
+                    self._add_ledger(run_id, r.ledger)
+                    if r.application is not None:
+                        self._applications[(run_id, r.member.id)] = r.application
+                    for t in r.tasks:
+                        self._open_task(run_id, t, now)
+                    for task_id in r.done_tasks:
+                        self._done(run_id, task_id, now, actor)
+                    if r.refusal:
+                        self._log(run_id, actor, "event.refused", r.member.id,
+                                  {"reason": r.refusal})  # fmt: skip
                 self._log(
                     run_id, actor, "events.ingested", f"{len(new)} events",
                     {"new": len(new), "duplicates": len(events) - len(new)},
@@ -410,7 +452,7 @@ class MemoryStore:
         """What daily metrics read of every member, without the rest of its state."""
         with self._lock:
             return [
-                MemberFacts(m.id, m.joined_at, m.left_at, m.referrer, m.tier)
+                MemberFacts(m.id, m.joined_at, m.left_at, m.referrer, m.tier, m.source, m.team)
                 for (r, _), m in self._members.items()
                 if r == run_id
             ]
@@ -496,13 +538,15 @@ class MemoryStore:
         return _capped(rows, limit)
 
     # -- metrics, gates, transitions
-    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
-        """Recorded metric values by day."""
+    def metric_values(
+        self, run_id: str, names: Sequence[str] | None = None, since: date | None = None
+    ) -> list[MetricValue]:
+        """Recorded metric values by day (from day `since` on when given)."""
         with self._lock:
             rows = [
                 m
                 for (r, n, _, _), m in self._metrics.items()
-                if r == run_id and (not names or n in names)
+                if r == run_id and (not names or n in names) and (since is None or m.day >= since)
             ]
         return sorted(rows, key=lambda m: (m.day, m.name, m.source))
 
@@ -571,14 +615,17 @@ class MemoryStore:
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
         with self._lock:
-            t = self._tasks.get((run_id, task_id))
-            if t is None or t.state != TaskState.OPEN:
-                return False
-            self._tasks[(run_id, task_id)] = replace(
-                t, state=TaskState.DONE, done_at=now, done_by=actor
-            )
-            self._log(run_id, actor, "task.done", task_id, {})
-            return True
+            return self._done(run_id, task_id, now, actor)
+
+    def _done(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
+        t = self._tasks.get((run_id, task_id))
+        if t is None or t.state != TaskState.OPEN:
+            return False
+        self._tasks[(run_id, task_id)] = replace(
+            t, state=TaskState.DONE, done_at=now, done_by=actor
+        )
+        self._log(run_id, actor, "task.done", task_id, {})
+        return True
 
     def postpone_task(self, run_id: str, task_id: str, to: datetime, actor: str) -> bool:
         """Move an open task's due time; False when there is no open task with that id."""
@@ -604,6 +651,148 @@ class MemoryStore:
                     out.append(u)
                     self._log(run_id, actor, "task.overdue", t.id, {"role": t.role})
         return sorted(out, key=lambda t: (t.due_at, t.id))
+
+    # -- points, applications, incidents, teams
+    def _add_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> int:
+        new = 0
+        for e in entries:
+            if (run_id, e.key) not in self._ledger:
+                self._ledger[(run_id, e.key)] = e
+                new += 1
+        return new
+
+    def add_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> int:
+        """Record points movements, ignoring keys present; how many were new."""
+        with self._lock:
+            return self._add_ledger(run_id, entries)
+
+    def ledger(self, run_id: str, member: str | None = None) -> list[LedgerEntry]:
+        """Points movements (of one member, when given) by time, then key."""
+        with self._lock:
+            rows = [
+                e
+                for (r, _), e in self._ledger.items()
+                if r == run_id and (member is None or e.member == member)
+            ]
+        return sorted(rows, key=lambda e: (e.at, e.key))
+
+    def points_balances(self, run_id: str) -> dict[str, int]:
+        """Every member's points balance (members with no entry are left out)."""
+        out: Counter[str] = Counter()
+        for e in self.ledger(run_id):
+            out[e.member] += e.points
+        return {m: out[m] for m in sorted(out)}
+
+    def points_totals(self, run_id: str) -> dict[PointsKind, int]:
+        """The sum of the ledger's points per kind (kinds with no entry are left out)."""
+        out: dict[PointsKind, int] = {}
+        for e in self.ledger(run_id):
+            out[e.kind] = out.get(e.kind, 0) + e.points
+        return out
+
+    def redeemed_counts(self, run_id: str) -> dict[str, int]:
+        """How many of each item were redeemed."""
+        return dict(
+            Counter(e.item or "" for e in self.ledger(run_id) if e.kind == PointsKind.REDEEM)
+        )
+
+    def applications(
+        self,
+        run_id: str,
+        states: Sequence[ApplicationState] | None = None,
+        limit: int | None = None,
+    ) -> list[ApplicationRecord]:
+        """Applications (in `states` when given), the earliest applied first."""
+        with self._lock:
+            rows = sorted(
+                (
+                    a
+                    for (r, _), a in self._applications.items()
+                    if r == run_id and (not states or a.state in states)
+                ),
+                key=lambda a: (a.applied_at, a.member),
+            )
+        return rows if limit is None else rows[:limit]
+
+    def get_application(self, run_id: str, member: str) -> ApplicationRecord | None:
+        """A member's application."""
+        with self._lock:
+            return self._applications.get((run_id, member))
+
+    def open_incident(
+        self,
+        run_id: str,
+        incident: IncidentRecord,
+        occurrences: Sequence[NewOccurrence],
+        actor: str,
+    ) -> bool:
+        """Start an incident with its steps' occurrences; False when its id exists."""
+        with self._lock:
+            if (run_id, incident.id) in self._incidents:
+                return False
+            self._incidents[(run_id, incident.id)] = incident
+            self._insert(run_id, occurrences)
+            self._log(run_id, actor, "incident.opened", incident.id,
+                      {"detected": incident.detected})  # fmt: skip
+            return True
+
+    def close_incident(
+        self,
+        run_id: str,
+        incident_id: str,
+        now: datetime,
+        actor: str,
+        note: str = "",
+        tasks: Sequence[str] = (),
+    ) -> IncidentRecord | None:
+        """Close an open incident and complete its open `tasks`; the closed record or None."""
+        with self._lock:
+            cur = self._incidents.get((run_id, incident_id))
+            if cur is None or cur.state != IncidentState.OPEN:
+                return None
+            done = replace(
+                cur, state=IncidentState.CLOSED, closed_at=now, closed_by=actor, close_note=note
+            )
+            self._incidents[(run_id, incident_id)] = done
+            for task_id in tasks:
+                self._done(run_id, task_id, now, actor)
+            self._log(run_id, actor, "incident.closed", incident_id, {"note": note})
+            return done
+
+    def incidents(
+        self,
+        run_id: str,
+        states: Sequence[IncidentState] | None = None,
+        limit: int | None = None,
+    ) -> list[IncidentRecord]:
+        """Incidents (in `states` when given), the latest opened first."""
+        with self._lock:
+            rows = sorted(
+                (
+                    i
+                    for (r, _), i in self._incidents.items()
+                    if r == run_id and (not states or i.state in states)
+                ),
+                key=lambda i: (i.opened_at, i.id),
+                reverse=True,
+            )
+        return rows if limit is None else rows[:limit]
+
+    def get_incident(self, run_id: str, incident_id: str) -> IncidentRecord | None:
+        """One incident by id."""
+        with self._lock:
+            return self._incidents.get((run_id, incident_id))
+
+    def team_sizes(self, run_id: str) -> dict[str, int]:
+        """Current members per team (teams with none are left out)."""
+        with self._lock:
+            return dict(
+                Counter(
+                    m.team
+                    for (r, _), m in self._members.items()
+                    if r == run_id and m.team and m.left_at is None and m.joined_at is not None
+                )
+            )
 
     # -- forecasts
     def save_forecast(self, playbook: str, created_at: datetime, data: Mapping[str, Any]) -> None:

@@ -21,12 +21,18 @@ from .base import (
     CLAIMABLE,
     MEMBER_COUNT_CAP,
     NO_ROLE,
+    ApplicationRecord,
+    ApplicationState,
     AttemptRecord,
     AuditEntry,
     Deriver,
     EventRecord,
     ForecastRecord,
     GateEvaluation,
+    IncidentRecord,
+    IncidentState,
+    IngestContext,
+    LedgerEntry,
     MemberFacts,
     MemberRecord,
     MemberTime,
@@ -36,6 +42,7 @@ from .base import (
     OccurrenceState,
     Outcome,
     Page,
+    PointsKind,
     Resolution,
     RunRecord,
     StoreError,
@@ -43,7 +50,17 @@ from .base import (
     TaskState,
     TransitionRecord,
 )
-from .codec import dumps, from_us, member_from, member_state, metric_value, opt_dt, opt_us, to_us
+from .codec import (
+    dumps,
+    from_us,
+    member_attributes,
+    member_from,
+    member_state,
+    metric_value,
+    opt_dt,
+    opt_us,
+    to_us,
+)
 
 WINDOW_US = 60_000_000  # a rate is per minute: the window is the last 60 s
 CHUNK = 400  # rows per multi-row statement (SQLite allows 32,766 parameters)
@@ -148,6 +165,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE rate_sends (target TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL)",
         "CREATE INDEX rate_sends_target ON rate_sends (target, at)",
     ),
+    (
+        # issue 12: members with attributes, channels and teams; points; applications;
+        # incidents; which exit a stage took; the daily metric history read by window
+        "ALTER TABLE members ADD COLUMN attributes TEXT",  # JSON; NULL: kept in `state` (older)
+        "ALTER TABLE members ADD COLUMN source TEXT",
+        "ALTER TABLE members ADD COLUMN team TEXT",
+        "CREATE INDEX members_team ON members (run, team) WHERE left_at IS NULL",
+        "ALTER TABLE transitions ADD COLUMN exit TEXT",
+        "ALTER TABLE gate_evaluations ADD COLUMN exit TEXT",
+        """CREATE TABLE points_ledger (
+            run TEXT NOT NULL, key TEXT NOT NULL, member TEXT NOT NULL, at BIGINT NOT NULL,
+            points BIGINT NOT NULL, kind TEXT NOT NULL, item TEXT, detail TEXT NOT NULL,
+            PRIMARY KEY (run, key))""",
+        "CREATE INDEX points_member ON points_ledger (run, member, at)",
+        """CREATE TABLE applications (
+            run TEXT NOT NULL, member TEXT NOT NULL, state TEXT NOT NULL,
+            applied_at BIGINT NOT NULL, decided_at BIGINT, decided_by TEXT, note TEXT NOT NULL,
+            task TEXT, PRIMARY KEY (run, member))""",
+        "CREATE INDEX applications_state ON applications (run, state, applied_at)",
+        """CREATE TABLE incidents (
+            run TEXT NOT NULL, id TEXT NOT NULL, incident TEXT NOT NULL, state TEXT NOT NULL,
+            opened_at BIGINT NOT NULL, opened_by TEXT NOT NULL, note TEXT NOT NULL,
+            detected INTEGER NOT NULL, closed_at BIGINT, closed_by TEXT,
+            close_note TEXT NOT NULL, PRIMARY KEY (run, id))""",
+        "CREATE INDEX incidents_opened ON incidents (run, state, opened_at)",
+        # window functions (avg/min/max over N days) read every metric of the last days
+        "CREATE INDEX metric_values_day ON metric_values (run, day)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -163,7 +208,12 @@ _TASK_COLUMNS = (
     "id, run, role, action, title, text, due_at, member, state, created_at, done_at, done_by,"
     " escalated_at, remote_id, backend"
 )
-_MEMBER_COLUMNS = "id, state, joined_at, left_at, last_active_at"
+_MEMBER_COLUMNS = "id, state, joined_at, left_at, last_active_at, attributes, source, team"
+_INCIDENT_COLUMNS = (
+    "id, incident, state, opened_at, opened_by, note, detected, closed_at, closed_by, close_note"
+)
+_APPLICATION_COLUMNS = "member, state, applied_at, decided_at, decided_by, note, task"
+_LEDGER_COLUMNS = "key, member, at, points, kind, item, detail"
 
 
 class Dialect(Protocol):
@@ -420,6 +470,7 @@ class SqlStore:
         evaluations: Sequence[GateEvaluation] = (),
         metrics: Sequence[MetricValue] = (),
         occurrences: Sequence[NewOccurrence] = (),
+        incidents: Sequence[IncidentRecord] = (),
     ) -> RunRecord | None:
         """Save a run if its rev is still current, with what happened; the saved run or None."""
         with self._write() as cur:
@@ -438,20 +489,21 @@ class SqlStore:
             if cur.rowcount != 1:
                 return None
             cur.executemany(
-                "INSERT INTO transitions (run, at, stage, event, detail, role, evidence)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transitions (run, at, stage, event, detail, role, evidence, exit)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (run.id, to_us(t.at), t.stage, t.event, t.detail, t.role, dumps(t.evidence))
+                    (run.id, to_us(t.at), t.stage, t.event, t.detail, t.role, dumps(t.evidence),
+                     t.exit)
                     for t in transitions
                 ],
-            )
+            )  # fmt: skip
             for t in transitions:
                 self._audit(cur, run.id, "runner", f"stage.{t.event}", t.stage, dict(t.evidence))
             cur.executemany(
-                "INSERT INTO gate_evaluations (run, stage, at, holds, vals, note)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO gate_evaluations (run, stage, at, holds, vals, note, exit)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (run.id, e.stage, to_us(e.at), int(e.holds), dumps(e.values), e.note)
+                    (run.id, e.stage, to_us(e.at), int(e.holds), dumps(e.values), e.note, e.exit)
                     for e in evaluations
                 ],
             )
@@ -464,6 +516,8 @@ class SqlStore:
                 ],
             )
             new = self._insert_occurrences(cur, run.id, occurrences)
+            for i in incidents:
+                self._insert_incident(cur, run.id, i)
             self._d.refresh_statistics(cur.raw, {"occurrences": new})
         return RunRecord(
             run.id,
@@ -654,15 +708,30 @@ class SqlStore:
             types = ("TEXT", "TEXT", "BIGINT", "INTEGER", "BIGINT", "TEXT", "TEXT")
             for chunk in _chunks(attempts_rows, CHUNK // 2):
                 self._insert(cur, "attempts", columns, types, chunk, "(run, key, fence) DO NOTHING")
-            cur.executemany(
-                "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
-                " created_at, remote_id, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (run, id) DO NOTHING",
-                tasks,
-            )
+            self._insert_tasks(cur, tasks)
+            children = [c for o in outcomes if o.key not in stale for c in o.children]
+            added = self._insert_occurrences(cur, run_id, children)
+            if added:
+                self._d.refresh_statistics(cur.raw, {"occurrences": added})
             if stale:
                 self._audit(cur, run_id, actor, "record.stale", f"{len(stale)} outcomes", stale)
         return stale
+
+    @staticmethod
+    def _task_row(run_id: str, t: Any, created: datetime) -> tuple[Any, ...]:
+        return (
+            run_id, t.id, t.role, t.action, t.title, t.text, to_us(t.due_at), t.member,
+            str(TaskState.OPEN), to_us(created), t.remote_id, t.backend,
+        )  # fmt: skip
+
+    @staticmethod
+    def _insert_tasks(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        cur.executemany(
+            "INSERT INTO tasks (run, id, role, action, title, text, due_at, member, state,"
+            " created_at, remote_id, backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run, id) DO NOTHING",
+            rows,
+        )
 
     def expire_leases(
         self, run_id: str, now: datetime, resend: Collection[str] = ()
@@ -904,13 +973,31 @@ class SqlStore:
                     new.append(e)
             if new:
                 members = self._members(cur, run_id, sorted({e.member for e in new}))
-                results = derive(new, members)
+                results = derive(new, self._context(cur, run_id, members))
                 final: dict[str, MemberRecord] = {}
                 occurrences: list[NewOccurrence] = []
+                ledger: list[LedgerEntry] = []
+                applications: dict[str, ApplicationRecord] = {}
+                tasks: list[tuple[Any, ...]] = []
+                done: list[str] = []
+                now = datetime.now().astimezone()
                 for r in results:
                     final[r.member.id] = r.member
                     occurrences.extend(r.occurrences)
+                    ledger.extend(r.ledger)
+                    if r.application is not None:
+                        applications[r.member.id] = r.application
+                    tasks.extend(self._task_row(run_id, t, now) for t in r.tasks)
+                    done.extend(r.done_tasks)
+                    if r.refusal:
+                        self._audit(cur, run_id, actor, "event.refused", r.member.id,
+                                    {"reason": r.refusal})  # fmt: skip
                 self._put_members(cur, run_id, list(final.values()))
+                self._insert_ledger(cur, run_id, ledger)
+                self._put_applications(cur, run_id, list(applications.values()))
+                self._insert_tasks(cur, tasks)
+                for task_id in done:
+                    self._complete(cur, run_id, task_id, now, actor)
                 added = self._insert_occurrences(cur, run_id, occurrences)
                 self._d.refresh_statistics(
                     cur.raw, {"events": len(new), "members": len(final), "occurrences": added}
@@ -937,13 +1024,33 @@ class SqlStore:
                 out[row[0]] = member_from(*row)
         return out
 
+    def _context(self, cur: Any, run_id: str, members: Mapping[str, MemberRecord]) -> IngestContext:
+        """The deriver's view inside the ingest transaction (its reads on the same cursor)."""
+
+        def joined() -> int:
+            cur.execute(
+                "SELECT COUNT(*) FROM members WHERE run = ? AND joined_at IS NOT NULL", (run_id,)
+            )
+            return int(cur.fetchone()[0])
+
+        return IngestContext(
+            members,
+            ledger=lambda member: self._ledger(cur, run_id, member),
+            team_sizes=lambda: self._team_sizes(cur, run_id),
+            joined_count=joined,
+            redeemed=lambda: self._redeemed(cur, run_id),
+            application=lambda member: self._get_application(cur, run_id, member),
+        )
+
     def _put_members(self, cur: Any, run_id: str, members: Sequence[MemberRecord]) -> None:
         cur.executemany(
             "INSERT INTO members (run, id, state, joined_at, left_at, last_active_at, referrer,"
-            " tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, id) DO UPDATE SET"
+            " tier, attributes, source, team) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (run, id) DO UPDATE SET"
             " state = excluded.state, joined_at = excluded.joined_at, left_at = excluded.left_at,"
             " last_active_at = excluded.last_active_at, referrer = excluded.referrer,"
-            " tier = excluded.tier",
+            " tier = excluded.tier, attributes = excluded.attributes,"
+            " source = excluded.source, team = excluded.team",
             [
                 (
                     run_id,
@@ -954,6 +1061,9 @@ class SqlStore:
                     opt_us(m.last_active_at),
                     m.referrer,
                     m.tier,
+                    member_attributes(m),
+                    m.source,
+                    m.team,
                 )
                 for m in members
             ],
@@ -963,11 +1073,13 @@ class SqlStore:
         """What daily metrics read of every member, without the rest of its state."""
         with self._read() as cur:
             cur.execute(
-                "SELECT id, joined_at, left_at, referrer, tier FROM members WHERE run = ?",
+                "SELECT id, joined_at, left_at, referrer, tier, source, team FROM members"
+                " WHERE run = ?",
                 (run_id,),
             )
             return [
-                MemberFacts(i, opt_dt(j), opt_dt(left), r, t) for i, j, left, r, t in cur.fetchall()
+                MemberFacts(i, opt_dt(j), opt_dt(left), r, t, src, team)
+                for i, j, left, r, t, src, team in cur.fetchall()
             ]
 
     def earliest_member_time(
@@ -1010,9 +1122,7 @@ class SqlStore:
         """Every member of a run."""
         with self._read() as cur:
             cur.execute(
-                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
-                " WHERE run = ? ORDER BY id",
-                (run_id,),
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE run = ? ORDER BY id", (run_id,)
             )
             rows = cur.fetchall()
         for row in rows:
@@ -1025,7 +1135,7 @@ class SqlStore:
         column = MemberTime(field).value  # a closed set: never text from outside
         with self._read() as cur:
             cur.execute(
-                "SELECT id, state, joined_at, left_at, last_active_at FROM members"
+                f"SELECT {_MEMBER_COLUMNS} FROM members"
                 f" WHERE run = ? AND left_at IS NULL AND {column} >= ? AND {column} < ?"
                 " ORDER BY id",
                 (run_id, to_us(since), to_us(until)),
@@ -1116,10 +1226,15 @@ class SqlStore:
 
     # -- metrics, gates, transitions -------------------------------------------------------
 
-    def metric_values(self, run_id: str, names: Sequence[str] | None = None) -> list[MetricValue]:
-        """Recorded metric values by day."""
+    def metric_values(
+        self, run_id: str, names: Sequence[str] | None = None, since: date | None = None
+    ) -> list[MetricValue]:
+        """Recorded metric values by day (from day `since` on when given)."""
         sql = "SELECT name, day, value, source FROM metric_values WHERE run = ?"
         params: list[Any] = [run_id]
+        if since is not None:
+            sql += " AND day >= ?"  # ISO dates sort as text
+            params.append(since.isoformat())
         if names:
             sql += f" AND name IN ({_marks(len(names))})"
             params.extend(names)
@@ -1132,7 +1247,7 @@ class SqlStore:
 
     def gate_evaluations(self, run_id: str, limit: int | None = None) -> list[GateEvaluation]:
         """Gate readings, latest last."""
-        sql = "SELECT stage, at, holds, vals, note FROM gate_evaluations WHERE run = ?"
+        sql = "SELECT stage, at, holds, vals, note, exit FROM gate_evaluations WHERE run = ?"
         sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -1140,20 +1255,21 @@ class SqlStore:
             cur.execute(sql, (run_id,))
             rows = cur.fetchall()
         return [
-            GateEvaluation(s, from_us(at), bool(h), json.loads(v), n) for s, at, h, v, n in rows
+            GateEvaluation(s, from_us(at), bool(h), json.loads(v), n, x)
+            for s, at, h, v, n, x in rows
         ][::-1]
 
     def transitions(self, run_id: str) -> list[TransitionRecord]:
         """Every transition, in order."""
         with self._read() as cur:
             cur.execute(
-                "SELECT at, stage, event, detail, role, evidence FROM transitions"
+                "SELECT at, stage, event, detail, role, evidence, exit FROM transitions"
                 " WHERE run = ? ORDER BY seq",
                 (run_id,),
             )
             return [
-                TransitionRecord(from_us(at), s, e, d, r, json.loads(ev))
-                for at, s, e, d, r, ev in cur.fetchall()
+                TransitionRecord(from_us(at), s, e, d, r, json.loads(ev), x)
+                for at, s, e, d, r, ev, x in cur.fetchall()
             ]
 
     # -- staff tasks -----------------------------------------------------------------------
@@ -1274,15 +1390,18 @@ class SqlStore:
     def complete_task(self, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
         """Mark a task done; False when there is no open task with that id."""
         with self._write() as cur:
-            cur.execute(
-                "UPDATE tasks SET state = 'done', done_at = ?, done_by = ?"
-                " WHERE run = ? AND id = ? AND state = 'open'",
-                (to_us(now), actor, run_id, task_id),
-            )
-            if cur.rowcount != 1:
-                return False
-            self._audit(cur, run_id, actor, "task.done", task_id, {})
-            return True
+            return self._complete(cur, run_id, task_id, now, actor)
+
+    def _complete(self, cur: Any, run_id: str, task_id: str, now: datetime, actor: str) -> bool:
+        cur.execute(
+            "UPDATE tasks SET state = 'done', done_at = ?, done_by = ?"
+            " WHERE run = ? AND id = ? AND state = 'open'",
+            (to_us(now), actor, run_id, task_id),
+        )
+        if cur.rowcount != 1:
+            return False
+        self._audit(cur, run_id, actor, "task.done", task_id, {})
+        return True
 
     def postpone_task(self, run_id: str, task_id: str, to: datetime, actor: str) -> bool:
         """Move an open task's due time; False when there is no open task with that id."""
@@ -1311,6 +1430,232 @@ class SqlStore:
             for t in rows:
                 self._audit(cur, run_id, actor, "task.overdue", t.id, {"role": t.role})
         return sorted(rows, key=lambda t: (t.due_at, t.id))
+
+    # -- points, applications, incidents, teams --------------------------------------------
+
+    @staticmethod
+    def _entry(row: Sequence[Any]) -> LedgerEntry:
+        k, m, at, p, kind, item, detail = row
+        return LedgerEntry(k, m, from_us(at), int(p), PointsKind(kind), item, detail)
+
+    def _insert_ledger(self, cur: Any, run_id: str, entries: Sequence[LedgerEntry]) -> int:
+        new = 0
+        for e in entries:
+            cur.execute(
+                f"INSERT INTO points_ledger (run, {_LEDGER_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key) DO NOTHING",
+                (run_id, e.key, e.member, to_us(e.at), int(e.points), str(e.kind), e.item,
+                 e.detail),
+            )  # fmt: skip
+            new += max(cur.rowcount, 0)
+        return new
+
+    def add_ledger(self, run_id: str, entries: Sequence[LedgerEntry]) -> int:
+        """Record points movements, ignoring keys present; how many were new."""
+        with self._write() as cur:
+            return self._insert_ledger(cur, run_id, entries)
+
+    def _ledger(self, cur: Any, run_id: str, member: str | None) -> list[LedgerEntry]:
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM points_ledger WHERE run = ?"
+        params: list[Any] = [run_id]
+        if member is not None:
+            sql += " AND member = ?"
+            params.append(member)
+        cur.execute(sql + " ORDER BY at, key", params)
+        return [self._entry(r) for r in cur.fetchall()]
+
+    def ledger(self, run_id: str, member: str | None = None) -> list[LedgerEntry]:
+        """Points movements (of one member, when given) by time, then key."""
+        with self._read() as cur:
+            return self._ledger(cur, run_id, member)
+
+    def points_balances(self, run_id: str) -> dict[str, int]:
+        """Every member's points balance (members with no entry are left out)."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT member, SUM(points) FROM points_ledger WHERE run = ? GROUP BY member"
+                " ORDER BY member",
+                (run_id,),
+            )
+            return {m: int(n) for m, n in cur.fetchall()}
+
+    def points_totals(self, run_id: str) -> dict[PointsKind, int]:
+        """The sum of the ledger's points per kind (kinds with no entry are left out)."""
+        with self._read() as cur:
+            cur.execute(
+                "SELECT kind, SUM(points) FROM points_ledger WHERE run = ? GROUP BY kind",
+                (run_id,),
+            )
+            return {PointsKind(k): int(n) for k, n in cur.fetchall()}
+
+    @staticmethod
+    def _redeemed(cur: Any, run_id: str) -> dict[str, int]:
+        cur.execute(
+            "SELECT item, COUNT(*) FROM points_ledger WHERE run = ? AND kind = ? GROUP BY item",
+            (run_id, str(PointsKind.REDEEM)),
+        )
+        return {item or "": int(n) for item, n in cur.fetchall()}
+
+    def redeemed_counts(self, run_id: str) -> dict[str, int]:
+        """How many of each item were redeemed."""
+        with self._read() as cur:
+            return self._redeemed(cur, run_id)
+
+    @staticmethod
+    def _application(row: Sequence[Any]) -> ApplicationRecord:
+        m, state, applied, decided, by, note, task = row
+        return ApplicationRecord(
+            m, ApplicationState(state), from_us(applied), opt_dt(decided), by, note, task
+        )
+
+    def _put_applications(
+        self, cur: Any, run_id: str, applications: Sequence[ApplicationRecord]
+    ) -> None:
+        cur.executemany(
+            f"INSERT INTO applications (run, {_APPLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?,"
+            " ?) ON CONFLICT (run, member) DO UPDATE SET state = excluded.state,"
+            " applied_at = excluded.applied_at, decided_at = excluded.decided_at,"
+            " decided_by = excluded.decided_by, note = excluded.note, task = excluded.task",
+            [
+                (run_id, a.member, str(a.state), to_us(a.applied_at), opt_us(a.decided_at),
+                 a.decided_by, a.note, a.task)
+                for a in applications
+            ],
+        )  # fmt: skip
+
+    def applications(
+        self,
+        run_id: str,
+        states: Sequence[ApplicationState] | None = None,
+        limit: int | None = None,
+    ) -> list[ApplicationRecord]:
+        """Applications (in `states` when given), the earliest applied first."""
+        sql = f"SELECT {_APPLICATION_COLUMNS} FROM applications WHERE run = ?"
+        params: list[Any] = [run_id]
+        if states:
+            sql += f" AND state IN ({_marks(len(states))})"
+            params.extend(str(x) for x in states)
+        sql += " ORDER BY applied_at, member"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read() as cur:
+            cur.execute(sql, params)
+            return [self._application(r) for r in cur.fetchall()]
+
+    def _get_application(self, cur: Any, run_id: str, member: str) -> ApplicationRecord | None:
+        cur.execute(
+            f"SELECT {_APPLICATION_COLUMNS} FROM applications WHERE run = ? AND member = ?",
+            (run_id, member),
+        )
+        row = cur.fetchone()
+        return self._application(row) if row else None
+
+    def get_application(self, run_id: str, member: str) -> ApplicationRecord | None:
+        """A member's application."""
+        with self._read() as cur:
+            return self._get_application(cur, run_id, member)
+
+    @staticmethod
+    def _incident(row: Sequence[Any]) -> IncidentRecord:
+        i, name, state, opened, by, note, detected, closed, closed_by, close_note = row
+        return IncidentRecord(
+            i, name, IncidentState(state), from_us(opened), by, note, bool(detected),
+            opt_dt(closed), closed_by, close_note,
+        )  # fmt: skip
+
+    def _insert_incident(self, cur: Any, run_id: str, i: IncidentRecord) -> bool:
+        cur.execute(
+            f"INSERT INTO incidents (run, {_INCIDENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?) ON CONFLICT (run, id) DO NOTHING",
+            (run_id, i.id, i.incident, str(i.state), to_us(i.opened_at), i.opened_by, i.note,
+             int(i.detected), opt_us(i.closed_at), i.closed_by, i.close_note),
+        )  # fmt: skip
+        if cur.rowcount != 1:
+            return False
+        self._audit(cur, run_id, i.opened_by, "incident.opened", i.id, {"detected": i.detected})
+        return True
+
+    def open_incident(
+        self,
+        run_id: str,
+        incident: IncidentRecord,
+        occurrences: Sequence[NewOccurrence],
+        actor: str,
+    ) -> bool:
+        """Start an incident with its steps' occurrences; False when its id exists."""
+        with self._write() as cur:
+            if not self._insert_incident(cur, run_id, incident):
+                return False
+            self._insert_occurrences(cur, run_id, occurrences)
+            return True
+
+    def close_incident(
+        self,
+        run_id: str,
+        incident_id: str,
+        now: datetime,
+        actor: str,
+        note: str = "",
+        tasks: Sequence[str] = (),
+    ) -> IncidentRecord | None:
+        """Close an open incident and complete its open `tasks`; the closed record or None."""
+        with self._write() as cur:
+            cur.execute(
+                "UPDATE incidents SET state = ?, closed_at = ?, closed_by = ?, close_note = ?"
+                f" WHERE run = ? AND id = ? AND state = ? RETURNING {_INCIDENT_COLUMNS}",
+                (str(IncidentState.CLOSED), to_us(now), actor, note, run_id, incident_id,
+                 str(IncidentState.OPEN)),
+            )  # fmt: skip
+            row = cur.fetchone()
+            if row is None:
+                return None
+            for task_id in tasks:
+                self._complete(cur, run_id, task_id, now, actor)
+            self._audit(cur, run_id, actor, "incident.closed", incident_id, {"note": note})
+            return self._incident(row)
+
+    def incidents(
+        self,
+        run_id: str,
+        states: Sequence[IncidentState] | None = None,
+        limit: int | None = None,
+    ) -> list[IncidentRecord]:
+        """Incidents (in `states` when given), the latest opened first."""
+        sql = f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE run = ?"
+        params: list[Any] = [run_id]
+        if states:
+            sql += f" AND state IN ({_marks(len(states))})"
+            params.extend(str(x) for x in states)
+        sql += " ORDER BY opened_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read() as cur:
+            cur.execute(sql, params)
+            return [self._incident(r) for r in cur.fetchall()]
+
+    def get_incident(self, run_id: str, incident_id: str) -> IncidentRecord | None:
+        """One incident by id."""
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE run = ? AND id = ?",
+                (run_id, incident_id),
+            )
+            row = cur.fetchone()
+        return self._incident(row) if row else None
+
+    @staticmethod
+    def _team_sizes(cur: Any, run_id: str) -> dict[str, int]:
+        cur.execute(
+            "SELECT team, COUNT(*) FROM members WHERE run = ? AND left_at IS NULL"
+            " AND joined_at IS NOT NULL AND team IS NOT NULL AND team <> '' GROUP BY team",
+            (run_id,),
+        )
+        return {t: int(n) for t, n in cur.fetchall()}
+
+    def team_sizes(self, run_id: str) -> dict[str, int]:
+        """Current members per team (teams with none are left out)."""
+        with self._read() as cur:
+            return self._team_sizes(cur, run_id)
 
     # -- forecasts -------------------------------------------------------------------------
 
