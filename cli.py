@@ -329,6 +329,13 @@ def _console() -> Any:
 )
 @click.option("--fail", "failing", multiple=True, help="Gate of this stage fails (repeatable).")
 @click.option(
+    "--assume-exit",
+    "assume_exit",
+    multiple=True,
+    metavar="STAGE=EXIT",
+    help="The exit this stage takes, e.g. growth=decline (repeatable; default its first exit).",
+)
+@click.option(
     "--joins-per-day",
     type=float,
     callback=lambda ctx, param, value: _joins(value),
@@ -352,6 +359,7 @@ def plan(
     stage: str | None,
     assume_gates: str,
     failing: tuple[str, ...],
+    assume_exit: tuple[str, ...],
     joins_per_day: float | None,
     include_optional: tuple[str, ...],
     fmt: str,
@@ -360,7 +368,7 @@ def plan(
 ) -> None:
     """The calendar of every action and staff task."""
     from sop.engine.plan import render as render_plan
-    from sop.engine.plan.timeline import PlanError, PlanOptions, make_plan
+    from sop.engine.plan.timeline import PlanError, PlanOptions, make_plan, parse_assumed_exits
     from sop.engine.program import Program
 
     _check_output(output, "--output")
@@ -371,6 +379,7 @@ def plan(
         check_plan_options(
             pb, role=role, stage=stage, failing=failing, include_optional=include_optional
         )
+        exits = parse_assumed_exits(pb, assume_exit, assume_gates=assume_gates, failing=failing)
     opts = PlanOptions(
         start=_date(start),
         days=days,
@@ -380,6 +389,7 @@ def plan(
         joins_per_day=joins_per_day,
         include_optional=include_optional,
         failing=failing,
+        exits=exits,
     )
     try:
         tl = make_plan(Program(pb), opts)
@@ -469,7 +479,7 @@ def _stdout_errors() -> Iterator[None]:
 @click.option("--no-actions", is_flag=True, help="Stages only.")
 @_root_option
 def graph(playbook: str, fmt: str, no_actions: bool, root: str | None) -> None:
-    """The stage graph (gates, goto edges) and action dependencies."""
+    """The stage graph (gates, exits as labelled edges, goto edges) and action dependencies."""
     from sop.engine.core.textsafe import dumps
     from sop.engine.plan import graph as g
 
@@ -589,7 +599,16 @@ def _scenario(pb: Any, path: str | None, sets: tuple[str, ...], root: str | None
 @click.option(
     "--min-probability",
     type=click.FloatRange(0, 1),
-    help="Exit 1 if any gate's P(pass) is below this.",
+    help="Exit 1 if any gate's P(pass by its deadline) is below this (runs left undecided by"
+    " the horizon count as not passing).",
+)
+@click.option(
+    "--expect-tolerance",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Exit 1 only if expect: invariants break in more than this share of runs, at 95%"
+    " confidence (0: any break).",
 )
 @click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 @_root_option
@@ -606,13 +625,22 @@ def simulate(
     address: str | None,
     report: str | None,
     min_probability: float | None,
+    expect_tolerance: float,
     fmt: str,
     root: str | None,
     max_memory_mib: int,
     save_forecast: bool,
     state: str | None,
 ) -> None:
-    """Monte Carlo forecast of the metrics and of every gate's pass probability."""
+    """Monte Carlo forecast of the metrics and of every gate's pass probability.
+
+    \b
+    Exit codes:
+      0  the forecast ran and neither reason for 1 holds
+      1  an expect: invariant broke in more than --expect-tolerance of the runs (at 95%
+         confidence), or a gate's P(pass by its deadline) is below --min-probability
+      2  usage or input error: a bad option, playbook or scenario, or over the memory budget
+    """
     from sop.engine.core.textsafe import dumps
     from sop.engine.sim.montecarlo import SimOptions
     from sop.engine.sim.montecarlo import simulate as run_sim
@@ -658,7 +686,7 @@ def simulate(
             from sop.engine.sim.render import sweep_table
 
             sweep_table(sweep.rows, _console())
-        raise SystemExit(sweep.exit_code(min_probability))
+        raise SystemExit(sweep.exit_code(min_probability, expect_tolerance))
     sc = _sim_scenario(pb, scenario_path, sets, scenario_root, opts)
     res = _run_sim(run_sim, pb, sc, opts, fmt)
     if save_forecast:
@@ -672,15 +700,17 @@ def simulate(
     if report:
         from sop.engine.sim.render import to_html
 
-        _write_file(report, to_html(res, pb), "--report")
+        html = to_html(res, pb, min_probability=min_probability, expect_tolerance=expect_tolerance)
+        _write_file(report, html, "--report")
         click.echo(f"wrote {report}", err=True)
     if fmt == "json":
-        click.echo(dumps(res.as_dict(), indent=None))
+        doc = res.as_dict(min_probability=min_probability, expect_tolerance=expect_tolerance)
+        click.echo(dumps(doc, indent=None))
     else:
         from sop.engine.sim.render import to_text
 
-        to_text(res, _console())
-    raise SystemExit(res.exit_code(min_probability))
+        to_text(res, _console(), min_probability=min_probability, expect_tolerance=expect_tolerance)
+    raise SystemExit(res.exit_code(min_probability, expect_tolerance))
 
 
 def _dask_address(value: str | None) -> str | None:
@@ -735,24 +765,99 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
         _fail(f"cannot reach the Dask scheduler at {opts.address}: {e}")
 
 
-@main.command()
-@click.argument("model", type=click.Choice(["retention", "acquisition", "activity"]))
-@click.argument("csv_file", type=_FILE)
-@click.option(
-    "--period-days",
-    type=click.FloatRange(0, 3650, min_open=True),
-    help="Length of one period in the CSV, in days, more than 0 and at most 3650"
-    " (default: 30 for retention, 1 otherwise).",
+_PERIOD_HELP = (
+    "Length of one period of the export in days (more than 0, at most 3650): required, no"
+    " default; retention and acquisition infer it from a `date` column instead of `period`."
 )
+_COMMUNITY_ONLY = ("as_of", "activity_file", "holdout", "bootstrap", "already_running", "output")
+
+
+def _day(value: str | None, option: str) -> int | None:
+    """A date option (YYYY-MM-DD or YYYY/MM/DD) as an ordinal day."""
+    if value is None:
+        return None
+    from sop.engine.sim.community_data import parse_date
+
+    day = parse_date(value)
+    if day is None:
+        _fail(f"{option} must be a date such as 2025-02-28, not {value!r}")
+    return day
+
+
+def _action_ids(value: str | None) -> tuple[str, ...]:
+    import re
+
+    ids = tuple(x.strip() for x in (value or "").split(",") if x.strip())
+    for i in ids:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", i):
+            _fail(f"--already-running: {i!r} is not an action id (a-z, 0-9, - and _)")
+    return ids
+
+
+@main.command()
+@click.argument("model", type=click.Choice(["retention", "acquisition", "activity", "community"]))
+@click.argument("csv_file", type=_FILE)
+@click.option("--period-days", type=click.FloatRange(0, 3650, min_open=True), help=_PERIOD_HELP)
+@click.option("--as-of", "as_of", help="community: the day the history is read at (required).")
+@click.option(
+    "--activity",
+    "activity_file",
+    type=_FILE,
+    help="community: activity export (member_id, date or period, count).",
+)
+@click.option(
+    "--holdout",
+    type=click.IntRange(1, 100_000),
+    help="community: periods held out to choose the retention model (default: last 20 %, >= 2).",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(0, 1000),
+    help="community: bootstrap draws of the retention parameters for the scenario.",
+)
+@click.option(
+    "--already-running",
+    "already_running",
+    metavar="IDS",
+    help="community: ids of the playbook's actions the history already ran (comma-separated).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="community: bootstrap seed.")
+@click.option("-o", "--output", type=_PATH, help="community: write the scenario to this file.")
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
-def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) -> None:
-    """Fit a model to exported history and print a scenario fragment."""
+def calibrate(
+    model: str,
+    csv_file: str,
+    period_days: float | None,
+    as_of: str | None,
+    activity_file: str | None,
+    holdout: int | None,
+    bootstrap: int | None,
+    already_running: str | None,
+    seed: int,
+    output: str | None,
+    fmt: str,
+) -> None:
+    """Fit a model to exported history and print a scenario fragment (or, for `community`, a
+    whole scenario from a members export)."""
     from sop.engine.core.textsafe import dumps
     from sop.engine.sim.calibrate import CALIBRATORS, CalibrationError
 
-    period = period_days if period_days is not None else (30.0 if model == "retention" else 1.0)
+    if model == "community":
+        _calibrate_community(
+            csv_file, period_days, as_of, activity_file, holdout, bootstrap, already_running,
+            seed, output, fmt,
+        )  # fmt: skip
+        return
+    given = dict(
+        as_of=as_of, activity_file=activity_file, holdout=holdout, bootstrap=bootstrap,
+        already_running=already_running, output=output,
+    )  # fmt: skip
+    for name in _COMMUNITY_ONLY:
+        if given[name] is not None:
+            flag = name.replace("_", "-").replace("-file", "")
+            _fail(f"--{flag} applies to `calibrate community`")
     try:
-        fit = CALIBRATORS[model](csv_file, period)
+        fit = CALIBRATORS[model](csv_file, period_days)
     except CalibrationError as e:
         _fail(str(e))
     if fmt == "json":
@@ -765,12 +870,16 @@ def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) ->
                     "log_likelihood": fit.log_likelihood,
                     "rmse": fit.rmse,
                     "scenario": fit.fragment,
+                    "notes": list(fit.notes),
+                    "warnings": list(fit.warnings),
+                    **(fit.extra or {}),
                 },
                 indent=2,
             )
         )
         return
     import yaml
+    from sop.engine.core.textsafe import terminal
 
     quality = (
         f"log-likelihood {fit.log_likelihood:.2f}"
@@ -778,8 +887,151 @@ def calibrate(model: str, csv_file: str, period_days: float | None, fmt: str) ->
         else f"RMSE {fit.rmse:.3g}"
     )
     params = ", ".join(f"{k}={v:.4g}" for k, v in fit.params.items())
-    click.echo(f"# {fit.model} fit on {fit.n} rows of {csv_file}: {params}; {quality}")
+    click.echo(terminal(f"# {fit.model} fit on {fit.n} rows of {csv_file}: {params}; {quality}"))
+    for w in fit.warnings:  # comments, so the output stays a valid scenario fragment
+        click.echo(terminal(f"# WARNING: {w}"))
+    for n in fit.notes:
+        click.echo(terminal(f"# {n}"))
     click.echo(yaml.safe_dump(fit.fragment, sort_keys=False, allow_unicode=True), nl=False)
+
+
+def _calibrate_community(
+    csv_file: str,
+    period_days: float | None,
+    as_of: str | None,
+    activity_file: str | None,
+    holdout: int | None,
+    bootstrap: int | None,
+    already_running: str | None,
+    seed: int,
+    output: str | None,
+    fmt: str,
+) -> None:
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.sim.calibrate import CalibrationError
+    from sop.engine.sim.community_fit import CommunityOptions, calibrate_community
+
+    if period_days is None:
+        _fail(
+            "--period-days is required: the length in days of one period of retention"
+            " (e.g. 30 for months, 7 for weeks); it has no default"
+        )
+    day = _day(as_of, "--as-of")
+    if day is None:
+        _fail("--as-of is required: the day the history is read at, e.g. the export's date")
+    _check_output(output, "--output")
+    opts = CommunityOptions(
+        period_days=period_days,
+        as_of=day,
+        holdout=holdout,
+        bootstrap=bootstrap or 0,
+        already_running=_action_ids(already_running),
+        seed=seed,
+    )
+    try:
+        res = calibrate_community(csv_file, opts, activity_path=activity_file)
+    except CalibrationError as e:
+        _fail(str(e))
+    text = res.yaml_text()
+    if output:
+        _write_file(output, text, "--output")
+    if fmt == "json":
+        click.echo(dumps(res.as_dict(), indent=2))
+    elif output:
+        r = res.retention
+        click.echo(
+            terminal(
+                f"wrote {output}: retention {r.chosen} (chosen on the last"
+                f" {r.holdout_periods} periods), {len(res.warnings)} warning(s)"
+            )
+        )
+    else:
+        click.echo(text, nl=False)
+    if fmt != "json":  # JSON carries them
+        for w in res.warnings:
+            click.echo(terminal(f"sop: warning: {w}"), err=True)
+    raise SystemExit(res.exit_code)
+
+
+@main.command()
+@click.argument("members_file", type=_FILE)
+@click.option("--cutoff", help="Fit on the history up to this day (YYYY-MM-DD; required).")
+@click.option("--period-days", type=click.FloatRange(0, 3650, min_open=True), help=_PERIOD_HELP)
+@click.option(
+    "--activity",
+    "activity_file",
+    type=_FILE,
+    help="Activity export (member_id, date or period, count).",
+)
+@click.option("--as-of", "as_of", help="Last day of the export (default: its latest date).")
+@click.option("--runs", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option(
+    "--holdout",
+    type=click.IntRange(1, 100_000),
+    help="Periods before the cutoff held out to weigh the retention models (default: 20 %).",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="Bootstrap refits per retention model (runs reuse them in turn).",
+)
+@click.option(
+    "--bucket",
+    type=click.IntRange(1, 1000),
+    default=12,
+    show_default=True,
+    help="Periods per horizon bucket of the scores.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(choices(TextOrJson)), default="text")
+def backtest(
+    members_file: str,
+    cutoff: str | None,
+    period_days: float | None,
+    activity_file: str | None,
+    as_of: str | None,
+    runs: int,
+    holdout: int | None,
+    bootstrap: int,
+    bucket: int,
+    seed: int,
+    fmt: str,
+) -> None:
+    """Fit a community's history up to a cutoff, forecast the rest, score it (MAPE, coverage)."""
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.sim.backtest import BacktestOptions
+    from sop.engine.sim.backtest import backtest as run
+    from sop.engine.sim.calibrate import CalibrationError
+
+    if period_days is None:
+        _fail(
+            "--period-days is required: the length in days of one period (e.g. 30 for months,"
+            " 7 for weeks); it has no default"
+        )
+    cut = _day(cutoff, "--cutoff")
+    if cut is None:
+        _fail("--cutoff is required: the last day of the history to fit")
+    opts = BacktestOptions(
+        period_days=period_days,
+        cutoff=cut,
+        end=_day(as_of, "--as-of"),
+        runs=runs,
+        seed=seed,
+        holdout=holdout,
+        bucket=bucket,
+        draws=bootstrap,
+    )
+    try:
+        res = run(members_file, opts, activity_path=activity_file)
+    except CalibrationError as e:
+        _fail(str(e))
+    if fmt == "json":
+        click.echo(dumps(res.as_dict(), indent=2))
+    else:
+        click.echo("\n".join(terminal(line) for line in res.text().split("\n")))
+    raise SystemExit(res.exit_code)
 
 
 # -- the runtime: run, tick, event(s), tasks, status, resolve, serve -----------------------------
@@ -859,11 +1111,14 @@ def _report_line(report: Any) -> str:
             (report.sent, "sent"), (report.retried, "retrying"), (report.dead, "dead"),
             (report.uncertain, "uncertain"), (report.skipped, "skipped"),
             (report.deferred, "deferred"), (report.escalated, "tasks overdue"),
+            (report.expanded, "fanned out to members"),
         )
         if n
     ]  # fmt: skip
     for t in report.transitions:
-        parts.append(f"{t.stage} {t.event}")
+        parts.append(f"{t.stage} {t.event}" + (f" (exit {t.exit})" if t.exit else ""))
+    for i in report.incidents:
+        parts.append(f"incident {i} opened (detected)")
     for e in report.source_errors:
         parts.append(f"metric source failed: {e}")
     return ", ".join(parts)
@@ -881,8 +1136,16 @@ def _report_dict(report: Any) -> dict[str, Any]:
         "deferred": report.deferred,
         "stale": report.stale,
         "tasks_overdue": report.escalated,
+        "expanded": report.expanded,
+        "incidents_opened": report.incidents,
         "transitions": [
-            {"at": t.at.isoformat(), "stage": t.stage, "event": t.event, "evidence": t.evidence}
+            {
+                "at": t.at.isoformat(),
+                "stage": t.stage,
+                "event": t.event,
+                "exit": t.exit,
+                "evidence": t.evidence,
+            }
             for t in report.transitions
         ],
         "metric_source_errors": report.source_errors,
@@ -1025,27 +1288,35 @@ def tick(
         click.echo(_report_line(report) or "nothing was due")
 
 
-def _data(items: tuple[str, ...]) -> dict[str, Any]:
+def _data(items: tuple[str, ...], option: str = "--data") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            _fail(f"--data must be NAME=VALUE, not {item!r}")
+            _fail(f"{option} must be NAME=VALUE, not {item!r}")
         out[key] = value
     return out
 
 
-def _ingest(program: Any, store: Any, run_id: str | None, events: list[Any], fmt: str) -> None:
-    from sop.engine.core.textsafe import dumps
-    from sop.engine.run.service import ingest
+def _ingest(
+    program: Any, store: Any, run_id: str | None, events: list[Any], fmt: str,
+    where: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import record_events
 
     with _runtime_errors():
-        flags = ingest(program, store, run_id or program.playbook.id, events, _actor())
-    new = sum(flags)
+        done = record_events(program, store, run_id or program.playbook.id, events, _actor(),
+                             where)  # fmt: skip
     if fmt == "json":
-        click.echo(dumps({"accepted": new, "duplicates": len(flags) - new}))
+        click.echo(dumps(done.as_dict()))
     else:
-        click.echo(f"{new} new event{'s' * (new != 1)}, {len(flags) - new} already recorded")
+        new = done.accepted
+        click.echo(f"{new} new event{'s' * (new != 1)}, {done.duplicates} already recorded")
+        for event_id, why in done.refused.items():
+            at = done.where.get(event_id) or f"event {event_id}"
+            click.echo(f"{terminal(at)}: refused: {terminal(why)}", err=True)
+    raise SystemExit(done.exit_code)
 
 
 @main.command()
@@ -1056,21 +1327,28 @@ def _ingest(program: Any, store: Any, run_id: str | None, events: list[Any], fmt
 @click.option(
     "--data", "data", multiple=True, metavar="NAME=VALUE", help="Event data (repeatable)."
 )
+@click.option(
+    "--attr", "attrs", multiple=True, metavar="NAME=VALUE",
+    help="A member attribute (joined, apply, update; repeatable), read as its declared type.",
+)  # fmt: skip
 @_playbook_option
 @_state_option
 @click.option("--run", "run_id", help="Run id (default: the playbook id).")
 @click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 def event(
     event_type: str, member: str, at: str | None, event_id: str | None, data: tuple[str, ...],
-    playbook: str, state: str | None, run_id: str | None, fmt: str,
+    attrs: tuple[str, ...], playbook: str, state: str | None, run_id: str | None, fmt: str,
 ) -> None:  # fmt: skip
-    """Record one member event (joined, left, message, post, checkin, activity, ...)."""
+    """Record one member event (joined, left, message, post, checkin, activity, apply, update,
+    redeem, ...); exit 1 when it is refused (a redemption the balance cannot cover)."""
     from datetime import UTC, datetime
 
     from sop.engine.run.service import parse_events
 
     program = _program(playbook)
     obj: dict[str, Any] = {"type": event_type, "member": member, "data": _data(data)}
+    if attrs:
+        obj["attributes"] = _data(attrs, "--attr")
     if at is not None:
         obj["at"] = at
     if event_id is not None:
@@ -1102,7 +1380,7 @@ def events_import(
 
     program = _program(playbook)
     received = datetime.now(UTC)
-    parsed, problems = [], []
+    parsed, problems, where = [], [], {}
     try:
         stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
@@ -1113,7 +1391,9 @@ def events_import(
                 if not line.strip():
                     continue
                 try:
-                    parsed.append(parse_event(json.loads(line), program.tz, received))
+                    e_ = parse_event(json.loads(line), program.tz, received, pb=program.playbook)
+                    parsed.append(e_)
+                    where[e_.id] = f"{file}:{n}"
                 except json.JSONDecodeError as e:
                     problems.append(f"{file}:{n}:{e.colno}: not JSON: {e.msg}")
                 except EventError as e:
@@ -1126,7 +1406,7 @@ def events_import(
         more = len(problems) - 20
         _fail(f"{len(problems)} bad line(s){f' ({more} more not shown)' if more > 0 else ''};"
               " nothing was imported")  # fmt: skip
-    _ingest(program, _store(state), run_id, parsed, fmt)
+    _ingest(program, _store(state), run_id, parsed, fmt, where)
 
 
 @main.group(invoke_without_command=True)
@@ -1277,6 +1557,252 @@ def resolve(
         click.echo(dumps(occurrence_dict(done, program.tz), indent=2))
     else:
         click.echo(f"{terminal(key)}: {done.state}")
+
+
+def _run_context(
+    fn: Callable[..., Any],
+) -> Callable[..., Any]:
+    """--playbook, --state, --run and --format, kept on the click context for subcommands."""
+    for option in reversed([
+        _playbook_option,
+        _state_option,
+        click.option("--run", "run_id", help="Run id (default: the playbook id)."),
+        click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson))),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _context(ctx: click.Context) -> tuple[Any, Any, str, str]:
+    """(program, store, run id, format) from a group's options."""
+    o = ctx.obj
+    program = _program(o["playbook"])
+    return program, _store(o["state"]), o["run_id"] or program.playbook.id, o["fmt"]
+
+
+@main.group("members")
+@_run_context
+@click.pass_context
+def members_cmd(
+    ctx: click.Context, playbook: str, state: str | None, run_id: str | None, fmt: str
+) -> None:
+    """Members: import attributes from a CSV, show one (PII attributes masked)."""
+    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
+
+
+@members_cmd.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.pass_context
+def members_import(ctx: click.Context, file: str) -> None:
+    """Set members' attributes from a CSV: a member_id column and attribute columns (all or
+    nothing; every bad cell is reported as FILE:LINE:COLUMN)."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from sop.engine.run.service import read_members_csv, require_run
+
+    program, store, rid, fmt = _context(ctx)
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else open(file, "rb").read()  # noqa: SIM115
+    except OSError as e:
+        _fail(f"{file}: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{file} is not UTF-8 text")
+    with _runtime_errors():
+        require_run(store, rid)
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    events, problems = read_members_csv(program, text, datetime.now(UTC), digest)
+    if problems:
+        for p in problems[:20]:
+            click.echo(p.text(file), err=True)
+        more = len(problems) - 20
+        _fail(f"{len(problems)} problem(s){f' ({more} more not shown)' if more > 0 else ''};"
+              " nothing was imported")  # fmt: skip
+    where = {e.id: f"{file}:{e.id.rpartition(':')[2]}" for e in events}
+    _ingest(program, store, rid, events, fmt, where)
+
+
+@members_cmd.command("show")
+@click.argument("member")
+@click.pass_context
+def members_show(ctx: click.Context, member: str) -> None:
+    """One member: join, source, team, points, application, attributes (PII masked)."""
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import member_view
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        view = member_view(program, store, rid, member)
+    if fmt == "json":
+        click.echo(dumps(view, indent=2))
+        return
+    for k, v in view.items():
+        if k == "attributes":
+            for name, value in v.items():
+                click.echo(f"  {terminal(name)}: {terminal(str(value))}")
+        elif v not in (None, [], ""):
+            click.echo(f"{k}: {terminal(str(v))}")
+
+
+@main.group("applications", invoke_without_command=True)
+@click.option("--all", "show_all", is_flag=True, help="Decided applications too.")
+@_run_context
+@click.pass_context
+def applications_cmd(
+    ctx: click.Context, show_all: bool, playbook: str, state: str | None, run_id: str | None,
+    fmt: str,
+) -> None:  # fmt: skip
+    """Applications to join (`admission:`): list them, or `approve|reject MEMBER [--note]`."""
+    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
+    if ctx.invoked_subcommand is not None:
+        return
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import application_dict, require_run
+    from sop.engine.run.store.base import ApplicationState
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        require_run(store, rid)
+        rows = store.applications(rid, None if show_all else [ApplicationState.PENDING])
+    if fmt == "json":
+        click.echo(dumps([application_dict(a, program.tz) for a in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no applications waiting" if not show_all else "no applications")
+        return
+    for a in rows:
+        when = a.applied_at.astimezone(program.tz).strftime("%Y-%m-%d %H:%M")
+        by = f" by {terminal(a.decided_by)}" if a.decided_by else ""
+        click.echo(f"{when}  {terminal(a.member)}  {a.state}{by}")
+
+
+def _decide(ctx: click.Context, member: str, approve: bool, note: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run.service import decide_application
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        done = decide_application(program, store, rid, member, approve, datetime.now(UTC),
+                                  _actor(), note or "")  # fmt: skip
+    verdict = "approved" if approve else "rejected"
+    if fmt == "json":
+        click.echo(dumps({"member": member, "decision": verdict, **done.as_dict()}))
+    elif done.refused:
+        for why in done.refused.values():
+            click.echo(f"{terminal(member)}: refused: {terminal(why)}", err=True)
+    else:
+        click.echo(f"{terminal(member)}: {verdict}")
+    raise SystemExit(done.exit_code)
+
+
+@applications_cmd.command("approve")
+@click.argument("member")
+@click.option("--note", help="Why (kept with the decision).")
+@click.pass_context
+def applications_approve(ctx: click.Context, member: str, note: str | None) -> None:
+    """Approve a pending application: member.approved, then the member joins."""
+    _decide(ctx, member, True, note)
+
+
+@applications_cmd.command("reject")
+@click.argument("member")
+@click.option("--note", help="Why (kept with the decision).")
+@click.pass_context
+def applications_reject(ctx: click.Context, member: str, note: str | None) -> None:
+    """Reject a pending application: member.rejected."""
+    _decide(ctx, member, False, note)
+
+
+@main.group("incident")
+@_run_context
+@click.pass_context
+def incident_cmd(
+    ctx: click.Context, playbook: str, state: str | None, run_id: str | None, fmt: str
+) -> None:
+    """Emergency plans: `open NAME`, `list`, `close ID|NAME` (steps become tasks and sends)."""
+    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
+
+
+@incident_cmd.command("open")
+@click.argument("name")
+@click.option("--note", help="What happened (shown with its tasks).")
+@click.pass_context
+def incident_open(ctx: click.Context, name: str, note: str | None) -> None:
+    """Start an incident: its steps become tasks and sends with deadlines."""
+    from datetime import UTC, datetime
+
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run import incidents
+    from sop.engine.run.service import require_run
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        require_run(store, rid)
+        rec = incidents.open_incident(program, store, rid, name, datetime.now(UTC), _actor(),
+                                      note or "")  # fmt: skip
+    if fmt == "json":
+        click.echo(dumps(incidents.as_dict(rec, program.tz), indent=2))
+        return
+    click.echo(f"incident {terminal(rec.id)} opened; its steps run with `sop run` / `sop tick`")
+    inc = program.playbook.incidents[name]
+    from sop.engine.program.incidents import schedule
+
+    for st in schedule(inc):
+        at = (rec.opened_at + st.at).astimezone(program.tz).strftime("%H:%M")
+        due = f", due {(rec.opened_at + st.due).astimezone(program.tz):%H:%M}" if st.due else ""
+        cond = " (if still open)" if st.only_if_open else ""
+        click.echo(f"  {at}  {st.step.kind} {terminal(st.step.target)} [{terminal(st.role)}]"
+                   f"{due}{cond}")  # fmt: skip
+
+
+@incident_cmd.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Closed incidents too.")
+@click.pass_context
+def incident_list(ctx: click.Context, show_all: bool) -> None:
+    """Open incidents (all with --all), the latest first."""
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run import incidents
+    from sop.engine.run.service import require_run
+    from sop.engine.run.store.base import IncidentState
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        require_run(store, rid)
+        rows = store.incidents(rid, None if show_all else [IncidentState.OPEN])
+    if fmt == "json":
+        click.echo(dumps([incidents.as_dict(i, program.tz) for i in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no open incidents" if not show_all else "no incidents")
+    for i in rows:
+        when = i.opened_at.astimezone(program.tz).strftime("%Y-%m-%d %H:%M")
+        by = "detected" if i.detected else terminal(i.opened_by)
+        click.echo(f"{when}  {terminal(i.id)}  {i.state}  ({by})")
+
+
+@incident_cmd.command("close")
+@click.argument("ref", metavar="ID|NAME")
+@click.option("--note", help="How it ended.")
+@click.pass_context
+def incident_close(ctx: click.Context, ref: str, note: str | None) -> None:
+    """Close an open incident (its open tasks are completed; steps not yet due are skipped)."""
+    from datetime import UTC, datetime
+
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.run import incidents
+
+    program, store, rid, fmt = _context(ctx)
+    with _runtime_errors():
+        rec = incidents.close_incident(program, store, rid, ref, datetime.now(UTC), _actor(),
+                                       note or "")  # fmt: skip
+    if fmt == "json":
+        click.echo(dumps(incidents.as_dict(rec, program.tz), indent=2))
+    else:
+        click.echo(f"incident {terminal(rec.id)}: closed")
 
 
 @main.command()
