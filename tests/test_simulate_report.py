@@ -478,3 +478,102 @@ def test_the_report_renders_its_chinese_in_a_browser_without_cjk_fonts(reference
         finally:
             browser.close()
     assert not errors, errors
+
+
+# -- the forecasts of issue 12: exits, targets, incidents, segments, channels, workload ----------
+
+
+def _p(d: dict) -> str:
+    """A share as both outputs print it, written out from the JSON document's numbers."""
+    lo, hi = d["interval95"]
+    return f"{100 * d['p']:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}]"
+
+
+@pytest.fixture(scope="module")
+def parents():
+    pb = load_playbook(str(PLAYBOOKS / "parent-community.yaml")).playbook
+    sc = load_scenario(str(PLAYBOOKS / "scenarios" / "parent-community.yaml"))
+    res = simulate(pb, sc, SimOptions(runs=6, days=90, seed=4))
+    return pb, res, res.to_dict()
+
+
+def _row(page: str, attr: str, value: str) -> str:
+    m = re.search(rf'<tr [^>]*data-{attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page, re.S)
+    assert m is not None, (attr, value)
+    return m.group(1)
+
+
+def test_the_report_shows_exits_targets_and_incidents_from_the_document(parents) -> None:
+    pb, res, doc = parents
+    page, text = to_html(res, pb), _text(res, checkpoints=(30, 60))
+    growth = next(x for x in doc["exits"] if x["stage"] == "growth")
+    assert len(growth["exits"]) == 2  # success -> deepening, decline -> dissolution
+    for ex in growth["exits"]:
+        cells = _row(page, "exit", ex["exit"])
+        assert _p(ex) in cells and f"→ <b>{ex['goto'] or 'deepening'}</b>" in cells
+    assert "decline → dissolution" in text and "exits: P(a stage is left by each exit)" in text
+    assert doc["targets"] and doc["incidents"]
+    for t in doc["targets"]:
+        cells = _row(page, "target", t["metric"])
+        assert _p(t["p_met"]) in cells and _p(t["p_reached"]) in cells
+        judged = date.fromisoformat(doc["start"]) + timedelta(days=t["judged_day"])
+        assert judged.isoformat() in cells and f"day {t['due_day']}" in cells
+    block = text[text.index("targets: P(met") :]
+    for t in doc["targets"]:
+        assert f"{100 * t['p_met']['p']:.1f}%" in block
+    for i in doc["incidents"]:
+        assert _p(i["triggered"]) in _row(page, "incident", i["incident"])
+        assert i["incident"] in text[text.index("incidents: P(detect") :]
+
+
+def test_the_report_shows_segments_channels_and_workload_from_the_document(parents) -> None:
+    pb, res, doc = parents
+    page, text = to_html(res, pb), _text(res, checkpoints=(30, 60))
+
+    def spread(q: dict) -> str:
+        return f"{q['p50']:,.0f} [{q['p5']:,.0f}–{q['p95']:,.0f}]"
+
+    assert doc["segments"]
+    for name, series in doc["segments"].items():
+        i = series["days"].index(29)  # day 30: the close of the 30th day
+        q = {k: series[k][i] for k in ("p5", "p50", "p95")}
+        if all(float(v).is_integer() or v >= 10 for v in q.values()):
+            assert spread(q) in _row(page, "segment", name)
+    for name, c in doc["channels"]["channels"].items():
+        if not c["declared"]:
+            continue
+        cells = _row(page, "channel", name)
+        assert f"{100 * c['planned_share']:.1f}%" in cells
+        gap = 100 * (c["share"]["p50"] - c["planned_share"])
+        assert f"{gap:+.1f} pp" in cells
+        assert f"{100 * c['share']['p50']:.1f}%" in cells
+    for role, w in doc["workload"].items():
+        cells = _row(page, "role", role)
+        assert f"<td>{w['capacity']:g}</td>" in cells and _p(w["over_capacity"]) in cells
+        assert {"tasks_per_day", "share_of_days_over", "days_over"} <= set(w)
+        assert f"{100 * w['over_capacity']['p']:.1f}%" in text[text.index("staff workload") :]
+    for title in ("segments:", "channels:", "metrics by channel", "staff workload"):
+        assert title in text
+
+
+def test_forecast_sections_keep_to_80_columns(parents) -> None:
+    _, res, _ = parents
+    console = Console(file=io.StringIO(), width=80, record=True, color_system=None)
+    to_text(res, console)
+    text = console.export_text()
+    new = text[text.index("exits: P(") : text.index("metrics p50")]
+    new += text[text.index("targets: P(") :]
+    assert max(len(line.rstrip()) for line in new.splitlines()) <= 80
+    assert "p50 [p5–p95]" in text  # a title's brackets are not read as a style
+
+
+def test_forecast_sections_are_absent_without_their_constructs(timed) -> None:
+    pb, res = timed
+    doc = res.to_dict()
+    assert not (doc["targets"] or doc["incidents"] or doc["segments"] or doc["channels"])
+    page, text = to_html(res, pb), _text(res)
+    for h2 in ("Exits", "Targets", "Incidents", "Segments", "Channels"):
+        assert f"<h2>{h2}</h2>" not in page
+    for title in ("exits:", "targets:", "incidents:", "segments:", "channels:"):
+        assert title not in text
+    assert "<h2>Staff workload</h2>" in page and "staff workload" in text  # roles: ops

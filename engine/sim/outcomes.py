@@ -269,7 +269,8 @@ def workload_summary(
     pb: Playbook, roles: Sequence[str], workload: np.ndarray | None, every: int = 1
 ) -> dict[str, Any]:
     """Per role: tasks a day (p5/p50/p95 over the runs), its capacity (headcount × tasks a
-    person a day), and P(some day above it) with its interval."""
+    person a day), P(some day above it) with its interval, and the tasks a day and the days
+    above capacity over every day of every run."""
     if workload is None or not len(roles):
         return {}
     out = {}
@@ -280,8 +281,13 @@ def workload_summary(
         w = workload[:, :, i]
         over = (w > cap).any(axis=1) if w.size else np.zeros(runs, bool)
         first = [int(np.argmax(row > cap)) for row in w if (row > cap).any()]
+        above = w > cap
         out[role] = {
             "capacity": cap,
+            # over every day of every run: how many tasks a day, and how often above capacity
+            "tasks_per_day": _quantiles(w.ravel()),
+            "share_of_days_over": round(float(above.mean()), 4) if w.size else None,
+            "days_over": _quantiles(above.sum(axis=1)),  # per run, p5/p50/p95
             "daily": daily_percentiles(w, every),
             "peak": _quantiles(w.max(axis=1) if w.size else np.zeros(0)),
             "total": _quantiles(w.sum(axis=1)),

@@ -159,6 +159,7 @@ def to_text(
             markup(stage_outcomes(s)),
         )
     console.print(t)
+    exits_text(res, console)
     days = [d for d in checkpoints if d <= o.days]
     t = _table("metrics p50 [p5–p95]")
     t.add_column("metric")
@@ -174,6 +175,7 @@ def to_text(
             cells.append(f"{_fmt(q[1][i], u)} [{_fmt(q[0][i], u)}–{_fmt(q[2][i], u)}]")
         t.add_row(markup(name), *cells)
     console.print(t)
+    forecasts_text(res, console, checkpoints)
     ex = res.expectations(expect_tolerance)
     if res.expect_failures:
         colour = "bold red" if ex.exceeds else "yellow"
@@ -199,10 +201,16 @@ def condition(g: GateResult) -> str:
 def _table(title: str) -> Any:
     """A compact table: 80 columns hold a gate's row without cutting an interval."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
+    # escaped: rich would read `[p5–p95]` as a style and drop it
     return Table(
-        title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1, 0, 0), show_edge=False
+        title=escape(title),
+        title_justify="left",
+        box=box.SIMPLE,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
     )
 
 
@@ -269,6 +277,296 @@ def expect_words(res: SimResult, tolerance: float) -> str:
         f"broken in {share(ex.broken)} runs; tolerance {tolerance:.1%} of runs,"
         f" judged on the interval's lower end ({verdict})"
     )
+
+
+# -- the forecasts of issue 12: exits, targets, incidents, segments, channels, workload ------------
+
+# how a run that left a stage by none of its exits ended the horizon (engine/program/lifecycle.py)
+OTHER_WORDS = {
+    "running": "still in the stage at the horizon",
+    "not entered": "never entered",
+    "deadline": "ended at its deadline",
+    "aborted": "aborted",
+    "timeboxed": "ended at its maximum duration",
+}
+
+
+def forecast_doc(res: SimResult) -> dict[str, Any]:
+    """The forecasts' keys of the JSON document (`exits` … `workload`), the numbers both
+    outputs show; empty for a result without them."""
+    f = res.forecasts
+    if f is None or f.playbook is None:
+        return {}
+    return f.as_dict()
+
+
+def run_share(d: dict[str, Any], sep: str = " ") -> str:
+    """`99.0% [94.5–99.8]` of a share's plain data (`RunShare.as_dict`)."""
+    return f"{_pct(d['p'])}{sep}{_interval(*d['interval95'])}"
+
+
+def spread(q: dict[str, Any], unit: str = "count") -> str:
+    """`24 [18–31]`: the p50 and [p5–p95] of a distribution, or `—` without values."""
+    if q.get("p50") is None:
+        return "—"
+    if unit == "ratio":
+        return f"{_pct(q['p50'])} [{100 * q['p5']:.1f}–{100 * q['p95']:.1f}]"
+    return f"{_fmt(q['p50'], unit)} [{_fmt(q['p5'], unit)}–{_fmt(q['p95'], unit)}]"
+
+
+def _day(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0f}"
+
+
+def checkpoint_days(res: SimResult, checkpoints: Sequence[int]) -> list[int]:
+    """The checkpoints within the horizon, and the horizon itself."""
+    days = [d for d in checkpoints if 0 < d <= res.options.days]
+    return days if res.options.days in days else [*days, res.options.days]
+
+
+def at_day(series: dict[str, Any], day: int) -> dict[str, Any]:
+    """p5/p50/p95 of a daily series (`daily_percentiles`) at the close of `day` (1-based, as
+    the metrics table reads it: day 30 is the 30th day)."""
+    i = series["days"].index(day - 1) if day - 1 in series["days"] else None
+    return {q: None if i is None else series[q][i] for q in ("p5", "p50", "p95")}
+
+
+def branching(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages with a choice of exits (one exit is its gate, in the gates table)."""
+    return [x for x in doc.get("exits", []) if len(x["exits"]) > 1]
+
+
+def leads_to(res: SimResult, stage: str, goto: str | None) -> str:
+    """Where an exit leads: its `goto`, else the stages `after:` this one (or the end)."""
+    if goto is not None:
+        return goto
+    pb = res.forecasts.playbook if res.forecasts is not None else None
+    nxt = (
+        [t.id for t in pb.stages.values() if stage in t.after and not t.rescue and not t.optional]
+        if pb is not None
+        else []
+    )
+    return ", ".join(nxt) if nxt else "the end"
+
+
+def exit_rows(res: SimResult, x: dict[str, Any]) -> list[tuple[str, str, Share, Share | None]]:
+    """(exit, where it leads, runs that left by it of all runs, of the runs that entered) of a
+    stage's exits, then the runs that left by none, by how they ended (no `if entered`)."""
+    rows: list[tuple[str, str, Share, Share | None]] = []
+    for e in x["exits"]:
+        entered = Share(e["runs"], x["entered"]) if x["entered"] else None
+        rows.append(
+            (e["exit"], leads_to(res, x["stage"], e["goto"]), Share(e["runs"], e["of"]), entered)
+        )
+    for k, v in x["other"].items():
+        rows.append(("", OTHER_WORDS.get(k, k), Share(v, x["runs"]), None))
+    return rows
+
+
+def _share_cell(s: Share | None, sep: str = " ") -> str:
+    return "—" if s is None or not s.n else f"{_pct(s.p)}{sep}{_interval(*s.interval)}"
+
+
+def _shortfall(t: dict[str, Any], units: dict[str, str]) -> str:
+    """The median shortfall of the runs that missed a target: a count or percentage points."""
+    gap = t["shortfall"].get("p50")
+    if gap is None:
+        return "—"
+    if units.get(t["metric"], "count") == "ratio":
+        return f"{100 * gap:.2g} pp"
+    return f"{gap:,.4g}"
+
+
+def target_text(t: dict[str, Any], units: dict[str, str]) -> str:
+    """`members >= 400 by day 120`, `trial_rate >= 30%`."""
+    op = "<=" if t["at_most"] else ">="
+    by = f" by day {t['due_day']}" if " by " in t["goal"] else ""
+    return f"{t['metric']} {op} {_value(t['value'], units.get(t['metric'], 'count'))}{by}"
+
+
+def judged_on(res: SimResult, t: dict[str, Any]) -> str:
+    """The calendar day at whose close a target is judged (the horizon's when `by` lies past)."""
+    when = day_date(res, t["judged_day"])
+    return f"{when} (horizon)" if t["beyond_horizon"] else when
+
+
+def workload_cells(w: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(tasks a day p50 · p95, peak day, share of days above capacity, its days per run)."""
+    per = w.get("tasks_per_day", {})
+    tasks = (
+        "—"
+        if per.get("p50") is None
+        else f"{_fmt(per['p50'], 'count')} · {_fmt(per['p95'], 'count')}"
+    )
+    share_over = w.get("share_of_days_over")
+    days = w.get("days_over", {})
+    return (
+        tasks,
+        spread(w["peak"]),
+        _pct_small(share_over),
+        spread(days),
+    )
+
+
+def forecasts_text(res: SimResult, console: Any, checkpoints: Sequence[int]) -> None:
+    """The forecasts' tables, each only when the playbook has what it forecasts."""
+    from rich.markup import escape
+
+    doc = forecast_doc(res)
+    if not doc:
+        return
+    units = res.units
+    days = checkpoint_days(res, checkpoints)
+    if doc["targets"]:
+        t = _table("targets: P(met on the day it is judged)")
+        t.add_column("target", overflow="fold")
+        t.add_column("judged at\nthe close of")
+        for col in ("met that\nday [95%]", "met on some\nday by then"):
+            t.add_column(col, no_wrap=True, min_width=12)
+        t.add_column("first\nday p50")
+        t.add_column("short\nby p50")
+        for x in doc["targets"]:
+            t.add_row(
+                markup(target_text(x, units)),
+                judged_on(res, x).replace(" ", "\n"),
+                run_share(x["p_met"], "\n"),
+                run_share(x["p_reached"], "\n"),
+                _day(x["p_reached"]["median_day"]),
+                _shortfall(x, units),
+            )
+        console.print(t)
+        console.print(
+            "  (short by: the median shortfall of the runs that missed it that day; first day:"
+            " the median first day it was met, among the runs that met it)"
+        )
+        for x in doc["targets"]:
+            if x["undefined_runs"]:
+                console.print(
+                    f"  target {markup(target_text(x, units))}: no value in"
+                    f" {x['undefined_runs']} runs on that day (counted as not met)"
+                )
+    if doc["incidents"]:
+        t = _table("incidents: P(detect: holds on some day within the horizon)")
+        t.add_column("incident", overflow="fold")
+        t.add_column("detect", overflow="fold", ratio=1)
+        t.add_column("P [95%]", no_wrap=True, min_width=12)
+        t.add_column(escape("first day\np50 [p5–p95]"))
+        t.add_column("days it\nheld p50")
+        for x in doc["incidents"]:
+            t.add_row(
+                markup(x["incident"]),
+                markup(x["detect"]),
+                run_share(x["triggered"], "\n"),
+                spread(x["first_day"]),
+                _day(x["days_triggered"]["p50"]),
+            )
+        console.print(t)
+    if doc["segments"]:
+        t = _table("segments: members p50 [p5–p95]")
+        t.add_column("segment", overflow="fold")
+        for d in days:
+            t.add_column(f"day {d}")
+        for name, series in doc["segments"].items():
+            t.add_row(markup(name), *(spread(at_day(series, d)) for d in days))
+        console.print(t)
+    channels = _shown_channels(doc)
+    if channels:
+        t = _table(f"channels: joins over the {res.options.days} days, p50 [p5–p95]")
+        t.add_column("channel", overflow="fold")
+        t.add_column("joins")
+        t.add_column("share of joins")
+        t.add_column("planned\nshare")
+        t.add_column("p50 vs\nplanned")
+        for name, c in channels.items():
+            t.add_row(markup(name), spread(c["joins"]), spread(c["share"], "ratio"), *_plan(c))
+        console.print(t)
+    by_channel = doc["channels"].get("metrics", {}) if doc["channels"] else {}
+    if by_channel:
+        t = _table("metrics by channel p50 [p5–p95]")
+        t.add_column("metric · channel", overflow="fold")
+        for d in days:
+            t.add_column(f"day {d}")
+        for metric, rows in _by_channel(by_channel, channels):
+            t.add_row(markup(metric), *("" for _ in days))
+            u = units.get(metric, "count")
+            for channel, series in rows:
+                t.add_row(f"  {markup(channel)}", *(spread(at_day(series, d), u) for d in days))
+        console.print(t)
+    if doc["workload"]:
+        t = _table("staff workload: tasks a day per role")
+        t.add_column("role", overflow="fold")
+        t.add_column("capacity\na day")
+        t.add_column("tasks a\nday p50 · p95")
+        t.add_column(escape("busiest day\np50 [p5–p95]"))
+        t.add_column("share of\ndays over")
+        t.add_column("runs with a day\nover [95%]", no_wrap=True, min_width=12)
+        for role, w in doc["workload"].items():
+            tasks, peak, share_over, _ = workload_cells(w)
+            t.add_row(
+                markup(role),
+                f"{w['capacity']:g}",
+                tasks,
+                peak,
+                share_over,
+                run_share(w["over_capacity"], "\n"),
+            )
+        console.print(t)
+        console.print(
+            "  (tasks a day and days over capacity: over every day of every run; capacity:"
+            " headcount × tasks a person a day)"
+        )
+
+
+def _shown_channels(doc: dict[str, Any]) -> dict[str, Any]:
+    """The channels worth a row: declared ones, and `organic` when some run had joins by it."""
+    chans = doc["channels"].get("channels", {}) if doc.get("channels") else {}
+    return {n: c for n, c in chans.items() if c["declared"] or (c["joins"].get("p95") or 0) > 0}
+
+
+def _by_channel(
+    metrics: dict[str, Any], shown: dict[str, Any]
+) -> list[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """`metric[channel]` series grouped by metric, for the channels shown."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, series in metrics.items():
+        metric, _, channel = name.partition("[")
+        channel = channel.removesuffix("]")
+        if channel in shown:
+            out.setdefault(metric, []).append((channel, series))
+    return list(out.items())
+
+
+def _plan(c: dict[str, Any]) -> tuple[str, str]:
+    """(the planned share, the simulated p50's distance from it in percentage points)."""
+    planned, p50 = c["planned_share"], c["share"].get("p50")
+    if planned is None:
+        return "—", "—"
+    gap = "—" if p50 is None else f"{100 * (p50 - planned):+.1f} pp"
+    return _pct(planned), gap
+
+
+def exits_text(res: SimResult, console: Any) -> None:
+    """Per stage with a choice of exits: P(leaving by each), and how the other runs ended."""
+    stages = branching(forecast_doc(res))
+    if not stages:
+        return
+    t = _table("exits: P(a stage is left by each exit)")
+    t.add_column("stage", overflow="fold")
+    t.add_column("exit → to", overflow="fold")
+    for col in ("P\n[95%]", "if entered\n[95%]"):
+        t.add_column(col, no_wrap=True, min_width=12)
+    t.add_column("median\nday")
+    for x in stages:
+        medians = {e["exit"]: e["median_day"] for e in x["exits"]}
+        for i, (exit_, to, of_all, if_entered) in enumerate(exit_rows(res, x)):
+            t.add_row(
+                markup(x["stage"]) if i == 0 else "",
+                f"{markup(exit_)} → {markup(to)}" if exit_ else f"[italic]{markup(to)}[/]",
+                _share_cell(of_all, "\n"),
+                _share_cell(if_entered, "\n"),
+                _day(medians.get(exit_)) if exit_ else "",
+            )
+    console.print(t)
 
 
 # -- charts ---------------------------------------------------------------------------------------
@@ -726,6 +1024,221 @@ def _stage_rows(res: SimResult, pb: Playbook) -> str:
     return "".join(rows)
 
 
+def _pct_small(x: float | None) -> str:
+    """A share that is not zero never reads `0.0%`."""
+    if x is not None and 0 < x < 0.0005:
+        return "<0.1%"
+    return _pct(x)
+
+
+def _td_share(d: dict[str, Any]) -> str:
+    return f'<td class="p">{html.escape(run_share(d))}</td>'
+
+
+def _html_exits(res: SimResult, doc: dict[str, Any]) -> str:
+    e = html.escape
+    stages = branching(doc)
+    if not stages:
+        return ""
+    rows = []
+    for x in stages:
+        medians = {ex["exit"]: ex["median_day"] for ex in x["exits"]}
+        body = exit_rows(res, x)
+        for i, (exit_, to, of_all, if_entered) in enumerate(body):
+            head = (
+                f'<td rowspan="{len(body)}"><b>{e(x["stage"])}</b><br><span class=small>'
+                f"entered in {x['entered']} of {x['runs']} runs</span></td>"
+                if i == 0
+                else ""
+            )
+            what = f"<code>{e(exit_)}</code> → <b>{e(to)}</b>" if exit_ else f"<i>{e(to)}</i>"
+            med = medians.get(exit_) if exit_ else None
+            when = (
+                "—"
+                if med is None
+                else f"{day_date(res, med)}<br><span class=small>day {med:.0f}</span>"
+            )
+            rows.append(
+                f'<tr data-stage="{e(x["stage"])}" data-exit="{e(exit_)}">{head}<td>{what}</td>'
+                f'<td class="p">{e(_share_cell(of_all))}</td>'
+                f'<td class="p">{e(_share_cell(if_entered))}</td><td class="p">'
+                f"{when if exit_ else ''}</td></tr>"
+            )
+    return (
+        "<h2>Exits</h2>"
+        '<p class="small">For each stage with a choice of exits, the runs that left it by each'
+        " exit (of all runs, and of the runs that entered it), where the exit leads — so"
+        " dissolution is a forecast outcome — and how the other runs ended the horizon.</p>"
+        "<table><tr><th>stage</th><th>exit → leads to</th><th>P [95%]</th>"
+        "<th>if entered [95%]</th><th>median day</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _html_targets(res: SimResult, doc: dict[str, Any]) -> str:
+    e = html.escape
+    if not doc["targets"]:
+        return ""
+    rows = []
+    for t in doc["targets"]:
+        first = t["p_reached"]["median_day"]
+        rows.append(
+            f'<tr data-target="{e(t["metric"])}"><td class="nw">'
+            f"<code>{e(target_text(t, res.units))}</code></td><td>{e(judged_on(res, t))}"
+            f"<br><span class=small>day {t['due_day']}</span></td>"
+            f"{_td_share(t['p_met'])}{_td_share(t['p_reached'])}"
+            f"<td>{'—' if first is None else e(day_date(res, first))}</td>"
+            f"<td>{e(_shortfall(t, res.units))}</td>"
+            f"<td>{t['undefined_runs']}</td></tr>"
+        )
+    return (
+        "<h2>Targets</h2>"
+        '<p class="small">Each target is judged at the close of its day (<code>by</code>, else the'
+        " horizon): P(met that day), and P(met on some day up to it) with the median first day"
+        " among the runs that met it; the median shortfall is of the runs that missed it that"
+        " day.</p><table><tr><th>target</th><th>judged at the close of</th>"
+        "<th>P(met that day) [95%]</th><th>P(met on some day by then) [95%]</th>"
+        "<th>median first day met</th><th>median shortfall</th><th>runs without a value</th>"
+        "</tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _html_incidents(res: SimResult, doc: dict[str, Any]) -> str:
+    e = html.escape
+    if not doc["incidents"]:
+        return ""
+    rows = []
+    for x in doc["incidents"]:
+        f = x["first_day"]
+        first = (
+            "—"
+            if f["p50"] is None
+            else f"{day_date(res, f['p50'])}<br><span class=small>p5–p95 {day_date(res, f['p5'])}"
+            f" – {day_date(res, f['p95'])}</span>"
+        )
+        title = f"<br><span class=small>{e(x['title'])}</span>" if x["title"] else ""
+        rows.append(
+            f'<tr data-incident="{e(x["incident"])}"><td><b>{e(x["incident"])}</b>{title}</td>'
+            f"<td><code>{e(x['detect'])}</code></td><td>{e(x['owner'])}</td>"
+            f"{_td_share(x['triggered'])}<td>{first}</td>"
+            f"<td>{e(spread(x['days_triggered']))}</td></tr>"
+        )
+    return (
+        "<h2>Incidents</h2>"
+        '<p class="small">P(the incident\'s <code>detect:</code> holds on some closed day within'
+        " the horizon), the first such day among the runs where it did, and on how many days it"
+        " held (p50 [p5–p95] over all runs).</p><table><tr><th>incident</th><th>detect</th>"
+        "<th>owner</th><th>P(detected) [95%]</th><th>first day (median)</th>"
+        "<th>days it held</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _day_header(res: SimResult, days: Sequence[int]) -> str:
+    return "".join(
+        f"<th>day {d}<br><span class=small>{day_date(res, d - 1)}</span></th>" for d in days
+    )
+
+
+def _html_segments(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> str:
+    e = html.escape
+    if not doc["segments"]:
+        return ""
+    pb = res.forecasts.playbook if res.forecasts is not None else None
+    rows = []
+    for name, series in doc["segments"].items():
+        seg = pb.segments.get(name) if pb is not None else None
+        when = getattr(getattr(seg, "when", None), "text", None)
+        cond = f"<br><code class=small>{e(when)}</code>" if when else ""
+        cells = "".join(f'<td class="p">{e(spread(at_day(series, d)))}</td>' for d in days)
+        rows.append(f'<tr data-segment="{e(name)}"><td><b>{e(name)}</b>{cond}</td>{cells}</tr>')
+    return (
+        "<h2>Segments</h2>"
+        '<p class="small">Members in each segment at the close of the day: p50 [p5–p95] over'
+        " the runs.</p><table><tr><th>segment</th>"
+        + _day_header(res, days)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _html_channels(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> str:
+    e = html.escape
+    shown = _shown_channels(doc)
+    if not shown:
+        return ""
+    rows = "".join(
+        f'<tr data-channel="{e(n)}"><td><b>{e(n)}</b></td><td class="p">{e(spread(c["joins"]))}'
+        f'</td><td class="p">{e(spread(c["share"], "ratio"))}</td>'
+        + "".join(f'<td class="p">{e(v)}</td>' for v in _plan(c))
+        + "</tr>"
+        for n, c in shown.items()
+    )
+    out = (
+        "<h2>Channels</h2>"
+        f'<p class="small">Joins by each channel over the {res.options.days} days and its share'
+        " of all joins, p50 [p5–p95] over the runs, against the share the playbook plans (the"
+        " scenario's shares drive the simulation).</p><table><tr><th>channel</th><th>joins</th>"
+        "<th>share of joins</th><th>planned share</th><th>p50 vs planned</th></tr>"
+        + rows
+        + "</table>"
+    )
+    grouped = _by_channel(doc["channels"].get("metrics", {}), shown)
+    if grouped:
+        body = []
+        for metric, series_rows in grouped:
+            u = res.units.get(metric, "count")
+            for i, (channel, series) in enumerate(series_rows):
+                head = (
+                    f'<td rowspan="{len(series_rows)}"><code>{e(metric)}</code></td>'
+                    if i == 0
+                    else ""
+                )
+                cells = "".join(
+                    f'<td class="p">{e(spread(at_day(series, d), u))}</td>' for d in days
+                )
+                body.append(f"<tr>{head}<td>{e(channel)}</td>{cells}</tr>")
+        out += (
+            "<h3>Metrics by channel, p50 [p5–p95]</h3><table><tr><th>metric</th><th>channel</th>"
+            + _day_header(res, days)
+            + "</tr>"
+            + "".join(body)
+            + "</table>"
+        )
+    return out
+
+
+def _html_workload(res: SimResult, doc: dict[str, Any]) -> str:
+    e = html.escape
+    if not doc["workload"]:
+        return ""
+    rows = []
+    for role, w in doc["workload"].items():
+        tasks, peak, share_over, per_run = workload_cells(w)
+        first = w["over_capacity"]["median_day"]
+        over = (
+            ""
+            if first is None
+            else f"<br><span class=small>first, median: {e(day_date(res, first))}</span>"
+        )
+        rows.append(
+            f'<tr data-role="{e(role)}"><td><b>{e(role)}</b></td><td>{w["capacity"]:g}</td>'
+            f'<td class="p">{e(tasks)}</td><td class="p">{e(peak)}</td>'
+            f'<td class="p">{e(share_over)}</td>'
+            f'<td class="p">{e(per_run)}</td>'
+            f'<td class="p">{e(run_share(w["over_capacity"]))}{over}</td></tr>'
+        )
+    return (
+        "<h2>Staff workload</h2>"
+        '<p class="small">Tasks a day per role — scheduled firings with an owner, one task per'
+        " member for <code>for_each</code> and event-triggered tasks, reviews — against its"
+        " capacity (headcount × tasks a person a day). Tasks a day and the share of days over"
+        " capacity are over every day of every run.</p><table><tr><th>role</th>"
+        "<th>capacity a day</th><th>tasks a day p50 · p95</th><th>busiest day p50 [p5–p95]</th>"
+        "<th>share of days over capacity</th><th>days over capacity a run p50 [p5–p95]</th>"
+        "<th>runs with a day over capacity [95%]</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
 CSS = """
 body{font-family:'Noto Sans SC',system-ui,-apple-system,'PingFang SC','Microsoft YaHei',
 'Noto Sans CJK SC',sans-serif;margin:2rem;max-width:78rem;color:#111;line-height:1.45}
@@ -739,6 +1252,7 @@ figure{margin:.4rem 0} figcaption{font-size:.85rem;color:#334155} figure svg{hei
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(30rem,1fr));gap:.5rem 1.5rem}
 .charts svg,.timeline svg{max-width:100%}
 code{font-size:.84rem} .small{font-size:.8rem;color:#475569}
+code{font-family:monospace,'Noto Sans SC'} td.nw{white-space:nowrap}
 .bar{display:flex;width:14rem;height:.8rem;border:1px solid #cbd5e1;background:#fff}
 .bar .seg{display:block;height:100%}
 .key::before{content:"";display:inline-block;width:.65rem;height:.65rem;margin-right:.25rem;
@@ -808,6 +1322,8 @@ def to_html(
         for m in metrics
     )
     warnings = "".join(f"<li>{e(w)}</li>" for w in res.warnings)
+    doc = forecast_doc(res)
+    days = checkpoint_days(res, (30, 60, 90, 180))
     lang = text_language(playbook_words(pb))
     body = f"""<h1>{e(pb.title)}</h1>
 <p>Playbook <code>{e(pb.id)}</code> v{e(pb.version)} · scenario <b>{e(res.scenario.name)}</b> ·
@@ -836,12 +1352,18 @@ extension or an alert-only deadline).</p>
 <figure class="timeline">{timeline_chart(res, pb)}<figcaption>Median entry to median pass of
 each stage (grey: most runs had not passed by the horizon); blue whiskers: entry p5–p95, green:
 pass p5–p95; red tick: the deadline from the median entry.</figcaption></figure>
+{_html_exits(res, doc) if doc else ""}
 <h2>Key metrics</h2>
 <p class="legend small"><span style="color:#2563eb">■ p5–p95 of the runs</span>
 <span style="color:#1e40af">■ p25–p75</span><span style="color:#1e3a8a">— median</span>
 <span style="color:#dc2626">- - gate threshold (stages that set it)</span>
 <span style="color:#475569">⋯ median day a stage starts</span></p>
 <div class="charts">{charts}</div>
+{_html_targets(res, doc) if doc else ""}
+{_html_incidents(res, doc) if doc else ""}
+{_html_segments(res, doc, days) if doc else ""}
+{_html_channels(res, doc, days) if doc else ""}
+{_html_workload(res, doc) if doc else ""}
 <h2>Expectations</h2>
 {expect}
 <h2>Scenario <code>{e(res.scenario.name)}</code>: assumptions</h2>
