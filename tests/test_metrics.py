@@ -181,7 +181,7 @@ def test_a_gate_on_an_undefined_metric_does_not_pass_and_says_why(tmp_path) -> N
     ]
     r = CliRunner().invoke(main, ["simulate", str(p), "--runs", "8", "--days", "20"])
     text = " ".join(r.stdout.split())  # the terminal wraps long lines
-    assert "early undecided at its last check in 8 run(s): undefined: retention_d30 (no" in text
+    assert "early: undecided at its last check in 8 run(s): undefined: retention_d30 (no" in text
 
 
 def test_an_if_guard_on_an_undefined_metric_does_not_hold(tmp_path) -> None:

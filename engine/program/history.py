@@ -127,7 +127,8 @@ def today(history: History, names: Sequence[str] | None = None) -> dict[str, Any
 def condition_env(node: ex.Node, history: History, days_in_stage: Any = math.nan) -> dict[str, Any]:
     """What a community condition reads today: its metrics, its windows, days_in_stage."""
     names = [str(n.value) for n in ex.names(node) if n.value != DAYS_IN_STAGE]
-    env = today(history, names)
+    # community_age lets an undefined metric say why precisely (metrics.why_undefined)
+    env = today(history, [*names, "community_age"])
     env.update(window_values(node, history))
     env[DAYS_IN_STAGE] = days_in_stage
     return env

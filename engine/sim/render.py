@@ -160,7 +160,7 @@ def to_text(
         )
     console.print(t)
     exits_text(res, console)
-    days = [d for d in checkpoints if d <= o.days]
+    days = [d for d in checkpoints if d <= o.days] or [o.days]  # a short horizon: its last day
     t = _table("metrics p50 [p5–p95]")
     t.add_column("metric")
     for d in days:
