@@ -70,7 +70,8 @@ def progress(value: Any, target: Target) -> Any:
 
 
 def describe(target: Target) -> str:
-    """The target as text: `>= 500 by day 90`, `<= 0.1`."""
+    """The target as text, a percentage as written: `>= 500 by day 90`, `<= 10%`."""
     op = "<=" if target.at_most else ">="
     by = f" by day {due_day(target, 0)}" if target.by is not None else ""
-    return f"{op} {target.value:g}{by}"
+    value = f"{target.value * 100:g}%" if target.percent else f"{target.value:g}"  # as written
+    return f"{op} {value}{by}"
