@@ -333,8 +333,11 @@ def test_a_long_table_the_model_cannot_fit_ends_quickly_with_a_clear_error(tmp_p
     n = 50_000
     f = tmp_path / "long.csv"
     f.write_text("period,survivors\n" + "".join(f"{i},{2 * n - i}\n" for i in range(n)))
-    r = _child("calibrate", "retention", str(f), timeout=30)
-    assert r.returncode == 2 and "out of range" in r.stderr and "Traceback" not in r.stderr
+    r = _child("calibrate", "retention", str(f), "--period-days", "30", timeout=30)
+    # one member a period of 100,000: every member churns alike, Beta is nearly a point; the fit
+    # ends quickly and says its parameters sit at the fitter's bound
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "sits at the fitter's bound" in r.stdout + r.stderr
 
 
 def test_identical_activity_rows_are_fitted_once_with_their_weight() -> None:

@@ -11,8 +11,9 @@ recursive parts run, so no condition reaches Python's recursion limit.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -396,7 +397,8 @@ def check(node: Node, known: Mapping[str, str], *, windows: bool = False) -> lis
 
 
 # `a OP b` read from b's side: `3 < x` is `x > 3`.
-_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+# `a op b` read from the other side (`200 <= members` is `members >= 200`)
+FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem], windows: bool) -> str:
@@ -486,7 +488,7 @@ def _typeof(node: Node, known: Mapping[str, str], out: list[ExprProblem], window
                     node.end,
                 )
             )
-        for a, b, op in ((left, right, node.op), (right, left, _FLIPPED.get(node.op, node.op))):
+        for a, b, op in ((left, right, node.op), (right, left, FLIPPED[node.op])):
             read = a.value if a.kind == "name" else a.args[0].value if a.kind == "call" else None
             if (
                 read is not None
@@ -585,18 +587,7 @@ def evaluate(node: Node, env: Mapping[str, Any], empty: float = 0.0) -> Any:
         return divide(a, b, empty)
     if k == "cmp":
         a, b = (evaluate(x, env, empty) for x in node.args)
-        op = node.op
-        if op == "<":
-            return a < b
-        if op == "<=":
-            return a <= b
-        if op == ">":
-            return a > b
-        if op == ">=":
-            return a >= b
-        if op == "==":
-            return a == b
-        return a != b
+        return COMPARE[node.op](a, b)
     if k == "not":
         v = evaluate(node.args[0], env, empty)
         return ~v if hasattr(v, "dtype") else not v
@@ -604,6 +595,17 @@ def evaluate(node: Node, env: Mapping[str, Any], empty: float = 0.0) -> Any:
     if hasattr(a, "dtype") or hasattr(b, "dtype"):
         return (a & b) if k == "and" else (a | b)
     return (a and b) if k == "and" else (a or b)
+
+
+# The comparison operators: scalars or NumPy arrays (elementwise) alike.
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 def divide(a: Any, b: Any, empty: float = 0.0) -> Any:

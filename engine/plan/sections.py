@@ -24,6 +24,7 @@ from ..lang.model import (
     Playbook,
     Stage,
 )
+from ..program.admission import REVIEW_ACTION
 from ..program.incidents import schedule
 from ..program.lifecycle import exits_of
 from ..program.targets import END_OF_HORIZON, due_day
@@ -126,11 +127,6 @@ def admission(pb: Playbook) -> dict[str, Any] | None:
         "approve": a.approve.text if a.approve else None,
         "review": {"owner": a.review_owner, "within": duration_text(a.review_within)},
     }
-
-
-# The action id of an application's review task; the runtime's tasks carry the same
-# (engine/run/members.py REVIEW_ACTION; tests/test_plan_issue12.py holds the two together).
-REVIEW_ACTION = "admission.review"
 
 
 def review_action(pb: Playbook) -> Action | None:

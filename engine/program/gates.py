@@ -12,8 +12,7 @@ does not hold before day 29, and the verdict names the metric and why it has no 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -28,14 +27,6 @@ if TYPE_CHECKING:
     from .lifecycle import ExitOracle, StageState
 
 Why = Callable[[str], str]
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +51,6 @@ class Verdict:
 
 PASSES = Verdict(True)
 FAILS = Verdict(False)
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +85,7 @@ class Comparison:
         """Whether `value` meets it (None: no value, or no single threshold)."""
         if value is None or self.threshold is None or math.isnan(value):
             return None
-        return _COMPARE[self.op](value, self.threshold)
+        return bool(ex.COMPARE[self.op](value, self.threshold))
 
     def distance(self, value: float | None) -> float | None:
         """Threshold minus value (None: no value, or no single threshold)."""
@@ -133,20 +123,24 @@ def comparisons(node: ex.Node | None) -> list[Comparison]:
         except (ArithmeticError, TypeError, ValueError):
             return None
 
-    def walk(n: ex.Node) -> None:
-        if n.kind == "cmp" and len(n.args) == 2:
-            left, right = n.args
-            if left.kind in ("name", "call"):
-                out.append(_comparison(left, n.op, constant(right)))
-            elif right.kind in ("name", "call"):
-                out.append(_comparison(right, _FLIP[n.op], constant(left)))
-            return
-        for a in n.args:
-            walk(a)
-
-    if node is not None:
-        walk(node)
+    for n in _outermost(node, lambda n: n.kind == "cmp" and len(n.args) == 2):
+        left, right = n.args
+        if left.kind in ("name", "call"):
+            out.append(_comparison(left, n.op, constant(right)))
+        elif right.kind in ("name", "call"):
+            out.append(_comparison(right, ex.FLIPPED[n.op], constant(left)))
     return out
+
+
+def _outermost(node: ex.Node | None, pick: Callable[[ex.Node], bool]) -> Iterator[ex.Node]:
+    """The nodes of a condition that `pick` takes, in reading order, none inside another."""
+    if node is None:
+        return
+    if pick(node):
+        yield node
+        return
+    for a in node.args:
+        yield from _outermost(a, pick)
 
 
 def _comparison(side: ex.Node, op: str, threshold: float | None) -> Comparison:
@@ -188,26 +182,18 @@ def clauses(node: ex.Node | None, values: Mapping[str, Any], text: str = "") -> 
     `text` is the condition's source (`Expression.text`), for each clause's own text.
     """
     out: list[Clause] = []
-
-    def walk(n: ex.Node) -> None:
-        if n.kind in ("cmp", "in"):
-            t, f = truth(n, values)
-            holds = True if t else False if f else None
-            source = text[n.start : n.end] if text else ""
-            cmp = comparisons(n) if n.kind == "cmp" else []
-            if cmp:
-                c = cmp[0]
-                raw = values.get(c.key)
-                value = None if raw is None or _nan(raw) else float(raw)
-                out.append(Clause(source, holds, c.label, value, c.threshold, c.shortfall(value)))
-            else:
-                out.append(Clause(source, holds, None, None, None, 0.0 if holds else None))
-            return
-        for a in n.args:
-            walk(a)
-
-    if node is not None:
-        walk(node)
+    for n in _outermost(node, lambda n: n.kind in ("cmp", "in")):
+        t, f = truth(n, values)
+        holds = True if t else False if f else None
+        source = text[n.start : n.end] if text else ""
+        cmp = comparisons(n) if n.kind == "cmp" else []
+        if cmp:
+            c = cmp[0]
+            raw = values.get(c.key)
+            value = None if raw is None or _nan(raw) else float(raw)
+            out.append(Clause(source, holds, c.label, value, c.threshold, c.shortfall(value)))
+        else:
+            out.append(Clause(source, holds, None, None, None, 0.0 if holds else None))
     return out
 
 

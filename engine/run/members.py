@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from ..lang.model import Action, Playbook
 from ..program import Occurrence, Program
+from ..program.admission import REVIEW_ACTION
 from .attributes import KEEP_DAYS, check_attributes, member_values
 from .errors import EventError
 from .store.base import (
@@ -44,7 +45,6 @@ from .store.base import (
 MAX_ID = 200
 MAX_DATA_KEYS = 50
 MAX_TEXT = 2000
-REVIEW_ACTION = "admission.review"  # the `action` of an application's review task
 
 
 class EventType(enum.StrEnum):

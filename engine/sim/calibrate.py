@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .exports import CSV_BYTES, MAX_ROWS, CalibrationError, quote, read_text
+from .exports import CSV_BYTES, MAX_ROWS, CalibrationError, quote, read_rows, read_text
 
 __all__ = ["CSV_BYTES", "MAX_ROWS", "CalibrationError", "read_text"]
 
@@ -81,60 +81,21 @@ class Table:
 
 def read_csv(path: str, columns: tuple[str, ...], *, root: str | None = None) -> Table:
     """Numeric columns of a CSV with a header row; every error names the file and line."""
-    text = read_text(path, root=root)
-    import array
-
-    reader = csv.reader(io.StringIO(text, newline=""))
-    cells = [array.array("d") for _ in columns]
-    lines = array.array("q")
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise CalibrationError(f"{path}: the file is empty; expected a header row")
-        header = [h.strip() for h in header]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise CalibrationError(
-                f"{path}:1: missing column(s) {', '.join(missing)};"
-                f" expected header {','.join(columns)}"
-            )
-        twice = [c for c in columns if header.count(c) > 1]
-        if twice:  # which of the two is meant cannot be guessed: refuse rather than pick one
-            raise CalibrationError(
-                f"{path}:1: column {twice[0]} appears {header.count(twice[0])} times in the"
-                f" header; keep one"
-            )
-        at = [header.index(c) for c in columns]
-        need = max(at) + 1
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            line = reader.line_num
-            if len(lines) >= MAX_ROWS:
-                raise CalibrationError(f"{path}:{line}: more than {MAX_ROWS:,} data rows")
-            if len(row) < need:
+    rows = read_rows(path, columns, root=root)
+    values = np.empty((len(rows.lines), len(columns)), dtype=np.float64)
+    for i, line in enumerate(rows.lines.tolist()):  # row by row: the first bad line is named
+        for j, c in enumerate(columns):
+            field = rows.cells[c][i]
+            try:
+                v = float(field)
+            except ValueError:
                 raise CalibrationError(
-                    f"{path}:{line}: {len(row)} field(s), expected {len(header)}"
-                    f" ({','.join(header)})"
-                )
-            for c, i, out in zip(columns, at, cells, strict=True):
-                field = row[i]
-                try:
-                    v = float(field)
-                except ValueError:
-                    raise CalibrationError(
-                        f"{path}:{line}: `{c}` is not a number: {quote(field)}"
-                    ) from None
-                if not math.isfinite(v):
-                    raise CalibrationError(f"{path}:{line}: `{c}` must be a finite number, not {v}")
-                out.append(v)
-            lines.append(line)
-    except csv.Error as e:  # a huge field, an unterminated quote
-        raise CalibrationError(f"{path}:{reader.line_num}: not a valid CSV row: {e}") from None
-    if not lines:
-        raise CalibrationError(f"{path}:2: no data rows after the header")
-    values = np.column_stack([np.frombuffer(c, dtype=np.float64) for c in cells])
-    return Table(path, columns, values, np.frombuffer(lines, dtype=np.int64))
+                    f"{path}:{line}: `{c}` is not a number: {quote(field)}"
+                ) from None
+            if not math.isfinite(v):
+                raise CalibrationError(f"{path}:{line}: `{c}` must be a finite number, not {v}")
+            values[i, j] = v
+    return Table(path, columns, values, rows.lines)
 
 
 def _in_range(t: Table, name: str, lo: float, hi: float, what: str, whole: bool = False) -> None:
@@ -463,7 +424,15 @@ def calibrate_retention(path: str, period_days: float | None, *, root: str | Non
     # the fit needs no unit; the scenario does: no silent default (a year read as a day)
     period_days = require_period_days(path, period_days, "cohort table")
     fragment = {"retention": {**fit.fragment["retention"], "period_days": period_days}}
-    return dataclasses.replace(fit, fragment=fragment)
+    at_bound = [
+        f"sBG {name} sits at the fitter's bound ({v:.4g}): the churn probability is nearly the"
+        " same for every member (a point, not a spread); the fit cannot tell how much members"
+        " differ"
+        for name, v in (("alpha", a), ("beta", b))
+        if min(abs(math.log(v) - LOG_BOUNDS[0]), abs(math.log(v) - LOG_BOUNDS[1]))
+        < 0.1  # e^0.1: 10 % off
+    ]
+    return dataclasses.replace(fit, fragment=fragment, warnings=(*fit.warnings, *at_bound))
 
 
 # -- acquisition: Bass -------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def read_rows(
     alternatives: tuple[tuple[str, ...], ...] = (),
     root: str | None = None,
 ) -> Rows:
-    """The named columns of a CSV (header names matched case-insensitively, trimmed).
+    """The named columns of a CSV (header names matched case-insensitively, trimmed; `cells`
+    keys are the names as asked).
 
     `alternatives`: groups of which exactly one column must be present (e.g. date or period).
     """
@@ -112,9 +113,9 @@ def read_rows(
         if header is None:
             raise CalibrationError(f"{path}: the file is empty; expected a header row")
         names = [h.strip().lower() for h in header]
-        missing = [c for c in required if c not in names]
+        missing = [c for c in required if c.lower() not in names]
         for group in alternatives:
-            if not any(c in names for c in group):
+            if not any(c.lower() in names for c in group):
                 missing.append(" or ".join(group))
         if missing:
             expected = ",".join(
@@ -126,17 +127,18 @@ def read_rows(
             )
         wanted = [*required, *optional, *(c for g in alternatives for c in g)]
         for c in wanted:
-            if names.count(c) > 1:  # which of the two is meant cannot be guessed
+            twice = names.count(c.lower())
+            if twice > 1:  # which of the two is meant cannot be guessed
                 raise CalibrationError(
-                    f"{path}:1: column {c} appears {names.count(c)} times in the header; keep one"
+                    f"{path}:1: column {c} appears {twice} times in the header; keep one"
                 )
         for group in alternatives:
-            present = [c for c in group if c in names]
+            present = [c for c in group if c.lower() in names]
             if len(present) > 1:
                 raise CalibrationError(
                     f"{path}:1: columns {' and '.join(present)} are both given; keep one"
                 )
-        at = {c: names.index(c) for c in wanted if c in names}
+        at = {c: names.index(c.lower()) for c in wanted if c.lower() in names}
         cells: dict[str, list[str]] = {c: [] for c in at}
         lines: list[int] = []
         need = max(at.values()) + 1

@@ -1064,13 +1064,23 @@ def _html_exits(res: SimResult, doc: dict[str, Any]) -> str:
                 f'<td class="p">{e(_share_cell(if_entered))}</td><td class="p">'
                 f"{when if exit_ else ''}</td></tr>"
             )
+    return _html_section(
+        "Exits",
+        "For each stage with a choice of exits, the runs that left it by each exit (of all runs,"
+        " and of the runs that entered it), where the exit leads — so dissolution is a forecast"
+        " outcome — and how the other runs ended the horizon.",
+        ["stage", "exit → leads to", "P [95%]", "if entered [95%]", "median day"],
+        rows,
+    )
+
+
+def _html_section(title: str, note: str, heads: Sequence[str], rows: Sequence[str]) -> str:
+    """A section of the HTML report: its heading, what it shows (HTML), its table."""
+    th = "".join(f"<th>{h}</th>" for h in heads)
     return (
-        "<h2>Exits</h2>"
-        '<p class="small">For each stage with a choice of exits, the runs that left it by each'
-        " exit (of all runs, and of the runs that entered it), where the exit leads — so"
-        " dissolution is a forecast outcome — and how the other runs ended the horizon.</p>"
-        "<table><tr><th>stage</th><th>exit → leads to</th><th>P [95%]</th>"
-        "<th>if entered [95%]</th><th>median day</th></tr>" + "".join(rows) + "</table>"
+        f'<h2>{title}</h2><p class="small">{note}</p><table><tr>{th}</tr>'
+        + "".join(rows)
+        + "</table>"
     )
 
 
@@ -1090,16 +1100,16 @@ def _html_targets(res: SimResult, doc: dict[str, Any]) -> str:
             f"<td>{e(_shortfall(t, res.units))}</td>"
             f"<td>{t['undefined_runs']}</td></tr>"
         )
-    return (
-        "<h2>Targets</h2>"
-        '<p class="small">Each target is judged at the close of its day (<code>by</code>, else the'
-        " horizon): P(met that day), and P(met on some day up to it) with the median first day"
-        " among the runs that met it; the median shortfall is of the runs that missed it that"
-        " day.</p><table><tr><th>target</th><th>judged at the close of</th>"
-        "<th>P(met that day) [95%]</th><th>P(met on some day by then) [95%]</th>"
-        "<th>median first day met</th><th>median shortfall</th><th>runs without a value</th>"
-        "</tr>" + "".join(rows) + "</table>"
-    )
+    return _html_section(
+        "Targets",
+        "Each target is judged at the close of its day (<code>by</code>, else the horizon):"
+        " P(met that day), and P(met on some day up to it) with the median first day among the"
+        " runs that met it; the median shortfall is of the runs that missed it that day.",
+        ["target", "judged at the close of", "P(met that day) [95%]",
+         "P(met on some day by then) [95%]", "median first day met", "median shortfall",
+         "runs without a value"],
+        rows,
+    )  # fmt: skip
 
 
 def _html_incidents(res: SimResult, doc: dict[str, Any]) -> str:
@@ -1122,20 +1132,18 @@ def _html_incidents(res: SimResult, doc: dict[str, Any]) -> str:
             f"{_td_share(x['triggered'])}<td>{first}</td>"
             f"<td>{e(spread(x['days_triggered']))}</td></tr>"
         )
-    return (
-        "<h2>Incidents</h2>"
-        '<p class="small">P(the incident\'s <code>detect:</code> holds on some closed day within'
-        " the horizon), the first such day among the runs where it did, and on how many days it"
-        " held (p50 [p5–p95] over all runs).</p><table><tr><th>incident</th><th>detect</th>"
-        "<th>owner</th><th>P(detected) [95%]</th><th>first day (median)</th>"
-        "<th>days it held</th></tr>" + "".join(rows) + "</table>"
+    return _html_section(
+        "Incidents",
+        "P(the incident's <code>detect:</code> holds on some closed day within the horizon), the"
+        " first such day among the runs where it did, and on how many days it held (p50"
+        " [p5–p95] over all runs).",
+        ["incident", "detect", "owner", "P(detected) [95%]", "first day (median)", "days it held"],
+        rows,
     )
 
 
-def _day_header(res: SimResult, days: Sequence[int]) -> str:
-    return "".join(
-        f"<th>day {d}<br><span class=small>{day_date(res, d - 1)}</span></th>" for d in days
-    )
+def _day_heads(res: SimResult, days: Sequence[int]) -> list[str]:
+    return [f"day {d}<br><span class=small>{day_date(res, d - 1)}</span>" for d in days]
 
 
 def _html_segments(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> str:
@@ -1150,14 +1158,11 @@ def _html_segments(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> 
         cond = f"<br><code class=small>{e(when)}</code>" if when else ""
         cells = "".join(f'<td class="p">{e(spread(at_day(series, d)))}</td>' for d in days)
         rows.append(f'<tr data-segment="{e(name)}"><td><b>{e(name)}</b>{cond}</td>{cells}</tr>')
-    return (
-        "<h2>Segments</h2>"
-        '<p class="small">Members in each segment at the close of the day: p50 [p5–p95] over'
-        " the runs.</p><table><tr><th>segment</th>"
-        + _day_header(res, days)
-        + "</tr>"
-        + "".join(rows)
-        + "</table>"
+    return _html_section(
+        "Segments",
+        "Members in each segment at the close of the day: p50 [p5–p95] over the runs.",
+        ["segment", *_day_heads(res, days)],
+        rows,
     )
 
 
@@ -1166,21 +1171,20 @@ def _html_channels(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> 
     shown = _shown_channels(doc)
     if not shown:
         return ""
-    rows = "".join(
+    rows = [
         f'<tr data-channel="{e(n)}"><td><b>{e(n)}</b></td><td class="p">{e(spread(c["joins"]))}'
         f'</td><td class="p">{e(spread(c["share"], "ratio"))}</td>'
         + "".join(f'<td class="p">{e(v)}</td>' for v in _plan(c))
         + "</tr>"
         for n, c in shown.items()
-    )
-    out = (
-        "<h2>Channels</h2>"
-        f'<p class="small">Joins by each channel over the {res.options.days} days and its share'
-        " of all joins, p50 [p5–p95] over the runs, against the share the playbook plans (the"
-        " scenario's shares drive the simulation).</p><table><tr><th>channel</th><th>joins</th>"
-        "<th>share of joins</th><th>planned share</th><th>p50 vs planned</th></tr>"
-        + rows
-        + "</table>"
+    ]
+    out = _html_section(
+        "Channels",
+        f"Joins by each channel over the {res.options.days} days and its share of all joins, p50"
+        " [p5–p95] over the runs, against the share the playbook plans (the scenario's shares"
+        " drive the simulation).",
+        ["channel", "joins", "share of joins", "planned share", "p50 vs planned"],
+        rows,
     )
     grouped = _by_channel(doc["channels"].get("metrics", {}), shown)
     if grouped:
@@ -1199,7 +1203,7 @@ def _html_channels(res: SimResult, doc: dict[str, Any], days: Sequence[int]) -> 
                 body.append(f"<tr>{head}<td>{e(channel)}</td>{cells}</tr>")
         out += (
             "<h3>Metrics by channel, p50 [p5–p95]</h3><table><tr><th>metric</th><th>channel</th>"
-            + _day_header(res, days)
+            + "".join(f"<th>{h}</th>" for h in _day_heads(res, days))
             + "</tr>"
             + "".join(body)
             + "</table>"
@@ -1227,16 +1231,17 @@ def _html_workload(res: SimResult, doc: dict[str, Any]) -> str:
             f'<td class="p">{e(per_run)}</td>'
             f'<td class="p">{e(run_share(w["over_capacity"]))}{over}</td></tr>'
         )
-    return (
-        "<h2>Staff workload</h2>"
-        '<p class="small">Tasks a day per role — scheduled firings with an owner, one task per'
-        " member for <code>for_each</code> and event-triggered tasks, reviews — against its"
-        " capacity (headcount × tasks a person a day). Tasks a day and the share of days over"
-        " capacity are over every day of every run.</p><table><tr><th>role</th>"
-        "<th>capacity a day</th><th>tasks a day p50 · p95</th><th>busiest day p50 [p5–p95]</th>"
-        "<th>share of days over capacity</th><th>days over capacity a run p50 [p5–p95]</th>"
-        "<th>runs with a day over capacity [95%]</th></tr>" + "".join(rows) + "</table>"
-    )
+    return _html_section(
+        "Staff workload",
+        "Tasks a day per role — scheduled firings with an owner, one task per member for"
+        " <code>for_each</code> and event-triggered tasks, reviews — against its capacity"
+        " (headcount × tasks a person a day). Tasks a day and the share of days over capacity"
+        " are over every day of every run.",
+        ["role", "capacity a day", "tasks a day p50 · p95", "busiest day p50 [p5–p95]",
+         "share of days over capacity", "days over capacity a run p50 [p5–p95]",
+         "runs with a day over capacity [95%]"],
+        rows,
+    )  # fmt: skip
 
 
 CSS = """

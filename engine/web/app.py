@@ -504,34 +504,30 @@ class Dashboard:
         name = form.get("name", "")
         if name not in self.program.playbook.incidents:
             raise _Refused(400, "error.forbidden")
-        note = form.get("note", "")[:500]
-        try:
-            rec = await run_in_threadpool(
-                incidents.open_incident, self.program, self.store, self.run_id, name,
-                self.now(), who.actor, note,
-            )  # fmt: skip
-        except RunError as e:
-            raise _Refused(409, "incidents.refused", why=str(e)) from None
-        log.info("%s opened incident %s", who.actor, rec.id)
-        flash = self.translator(request)("incidents.opened", id=rec.id)
-        return self._answer(request, who, form, "_flash.html", flash, "/incidents",
-                            message=flash)  # fmt: skip
+        return await self._incident_change(request, who, form, incidents.open_incident, name,
+                                           "incidents.opened")  # fmt: skip
 
     async def incident_close(self, request: Request, who: Who, form: dict[str, str]) -> Response:
         """Close an open incident (`sop incident close ID`)."""
         from ..run import incidents
 
-        ref = form.get("id", "")
+        return await self._incident_change(request, who, form, incidents.close_incident,
+                                           form.get("id", ""), "incidents.closed")  # fmt: skip
+
+    async def _incident_change(
+        self, request: Request, who: Who, form: dict[str, str], change: Callable[..., Any],
+        ref: str, flash_key: str,
+    ) -> Response:  # fmt: skip
+        """Open or close an incident as `who`; `flash_key` (incidents.opened|closed) says so."""
         note = form.get("note", "")[:500]
         try:
             rec = await run_in_threadpool(
-                incidents.close_incident, self.program, self.store, self.run_id, ref,
-                self.now(), who.actor, note,
-            )  # fmt: skip
+                change, self.program, self.store, self.run_id, ref, self.now(), who.actor, note
+            )
         except RunError as e:
             raise _Refused(409, "incidents.refused", why=str(e)) from None
-        log.info("%s closed incident %s", who.actor, rec.id)
-        flash = self.translator(request)("incidents.closed", id=rec.id)
+        log.info("%s %s incident %s", who.actor, flash_key.rpartition(".")[2], rec.id)
+        flash = self.translator(request)(flash_key, id=rec.id)
         return self._answer(request, who, form, "_flash.html", flash, "/incidents",
                             message=flash)  # fmt: skip
 
