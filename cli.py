@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sop.engine.core.formats import GraphFormat, PlanFormat, TextOrJson, ValidateFormat, choices
@@ -22,7 +22,7 @@ def _color(stream: Any) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     from sop.engine.core.status import ExitCode
 
     click.echo(f"sop: error: {message}", err=True)
@@ -610,6 +610,12 @@ def _scenario(pb: Any, path: str | None, sets: tuple[str, ...], root: str | None
     help="Exit 1 only if expect: invariants break in more than this share of runs, at 95%"
     " confidence (0: any break).",
 )
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="Also print which drawn scenario parameter moves each gate most (parameters given as"
+    " distributions; JSON always has `sensitivity`).",
+)
 @click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
 @_root_option
 def simulate(
@@ -631,6 +637,7 @@ def simulate(
     max_memory_mib: int,
     save_forecast: bool,
     state: str | None,
+    sensitivity: bool,
 ) -> None:
     """Monte Carlo forecast of the metrics and of every gate's pass probability.
 
@@ -710,6 +717,10 @@ def simulate(
         from sop.engine.sim.render import to_text
 
         to_text(res, _console(), min_probability=min_probability, expect_tolerance=expect_tolerance)
+        if sensitivity:
+            from sop.engine.sim.uncertainty import sensitivity_table
+
+            click.echo(sensitivity_table(res.sensitivity), nl=False)
     raise SystemExit(res.exit_code(min_probability, expect_tolerance))
 
 
@@ -784,6 +795,17 @@ def _day(value: str | None, option: str) -> int | None:
     return day
 
 
+def _period_days(value: float | None, what: str) -> float:
+    """--period-days, which calibrate community and backtest need: a wrong default would skew
+    every fitted rate, so there is none."""
+    if value is None:
+        _fail(
+            f"--period-days is required: the length in days of {what} (e.g. 30 for months,"
+            " 7 for weeks); it has no default"
+        )
+    return value
+
+
 def _action_ids(value: str | None) -> tuple[str, ...]:
     import re
 
@@ -839,23 +861,64 @@ def calibrate(
 ) -> None:
     """Fit a model to exported history and print a scenario fragment (or, for `community`, a
     whole scenario from a members export)."""
+    if model != "community":
+        given = dict(
+            as_of=as_of, activity_file=activity_file, holdout=holdout, bootstrap=bootstrap,
+            already_running=already_running, output=output,
+        )  # fmt: skip
+        for name in _COMMUNITY_ONLY:
+            if given[name] is not None:
+                flag = name.replace("_", "-").replace("-file", "")
+                _fail(f"--{flag} applies to `calibrate community`")
+        _print_fit(model, csv_file, period_days, fmt)
+        return
+    from sop.engine.core.textsafe import dumps, terminal
+    from sop.engine.sim.calibrate import CalibrationError
+    from sop.engine.sim.community_fit import CommunityOptions, calibrate_community
+
+    period = _period_days(period_days, "one period of retention")
+    day = _day(as_of, "--as-of")
+    if day is None:
+        _fail("--as-of is required: the day the history is read at, e.g. the export's date")
+    _check_output(output, "--output")
+    opts = CommunityOptions(
+        period_days=period,
+        as_of=day,
+        holdout=holdout,
+        bootstrap=bootstrap or 0,
+        already_running=_action_ids(already_running),
+        seed=seed,
+    )
+    try:
+        res = calibrate_community(csv_file, opts, activity_path=activity_file)
+    except CalibrationError as e:
+        _fail(str(e))
+    text = res.yaml_text()
+    if output:
+        _write_file(output, text, "--output")
+    if fmt == "json":
+        click.echo(dumps(res.as_dict(), indent=2))
+    elif output:
+        r = res.retention
+        click.echo(
+            terminal(
+                f"wrote {output}: retention {r.chosen} (chosen on the last"
+                f" {r.holdout_periods} periods), {len(res.warnings)} warning(s)"
+            )
+        )
+    else:
+        click.echo(text, nl=False)
+    if fmt != "json":  # JSON carries them
+        for w in res.warnings:
+            click.echo(terminal(f"sop: warning: {w}"), err=True)
+    raise SystemExit(res.exit_code)
+
+
+def _print_fit(model: str, csv_file: str, period_days: float | None, fmt: str) -> None:
+    """One model's fit (`calibrate retention|acquisition|activity`) as a scenario fragment."""
     from sop.engine.core.textsafe import dumps
     from sop.engine.sim.calibrate import CALIBRATORS, CalibrationError
 
-    if model == "community":
-        _calibrate_community(
-            csv_file, period_days, as_of, activity_file, holdout, bootstrap, already_running,
-            seed, output, fmt,
-        )  # fmt: skip
-        return
-    given = dict(
-        as_of=as_of, activity_file=activity_file, holdout=holdout, bootstrap=bootstrap,
-        already_running=already_running, output=output,
-    )  # fmt: skip
-    for name in _COMMUNITY_ONLY:
-        if given[name] is not None:
-            flag = name.replace("_", "-").replace("-file", "")
-            _fail(f"--{flag} applies to `calibrate community`")
     try:
         fit = CALIBRATORS[model](csv_file, period_days)
     except CalibrationError as e:
@@ -893,64 +956,6 @@ def calibrate(
     for n in fit.notes:
         click.echo(terminal(f"# {n}"))
     click.echo(yaml.safe_dump(fit.fragment, sort_keys=False, allow_unicode=True), nl=False)
-
-
-def _calibrate_community(
-    csv_file: str,
-    period_days: float | None,
-    as_of: str | None,
-    activity_file: str | None,
-    holdout: int | None,
-    bootstrap: int | None,
-    already_running: str | None,
-    seed: int,
-    output: str | None,
-    fmt: str,
-) -> None:
-    from sop.engine.core.textsafe import dumps, terminal
-    from sop.engine.sim.calibrate import CalibrationError
-    from sop.engine.sim.community_fit import CommunityOptions, calibrate_community
-
-    if period_days is None:
-        _fail(
-            "--period-days is required: the length in days of one period of retention"
-            " (e.g. 30 for months, 7 for weeks); it has no default"
-        )
-    day = _day(as_of, "--as-of")
-    if day is None:
-        _fail("--as-of is required: the day the history is read at, e.g. the export's date")
-    _check_output(output, "--output")
-    opts = CommunityOptions(
-        period_days=period_days,
-        as_of=day,
-        holdout=holdout,
-        bootstrap=bootstrap or 0,
-        already_running=_action_ids(already_running),
-        seed=seed,
-    )
-    try:
-        res = calibrate_community(csv_file, opts, activity_path=activity_file)
-    except CalibrationError as e:
-        _fail(str(e))
-    text = res.yaml_text()
-    if output:
-        _write_file(output, text, "--output")
-    if fmt == "json":
-        click.echo(dumps(res.as_dict(), indent=2))
-    elif output:
-        r = res.retention
-        click.echo(
-            terminal(
-                f"wrote {output}: retention {r.chosen} (chosen on the last"
-                f" {r.holdout_periods} periods), {len(res.warnings)} warning(s)"
-            )
-        )
-    else:
-        click.echo(text, nl=False)
-    if fmt != "json":  # JSON carries them
-        for w in res.warnings:
-            click.echo(terminal(f"sop: warning: {w}"), err=True)
-    raise SystemExit(res.exit_code)
 
 
 @main.command()
@@ -1005,16 +1010,12 @@ def backtest(
     from sop.engine.sim.backtest import backtest as run
     from sop.engine.sim.calibrate import CalibrationError
 
-    if period_days is None:
-        _fail(
-            "--period-days is required: the length in days of one period (e.g. 30 for months,"
-            " 7 for weeks); it has no default"
-        )
+    period = _period_days(period_days, "one period")
     cut = _day(cutoff, "--cutoff")
     if cut is None:
         _fail("--cutoff is required: the last day of the history to fit")
     opts = BacktestOptions(
-        period_days=period_days,
+        period_days=period,
         cutoff=cut,
         end=_day(as_of, "--as-of"),
         runs=runs,
@@ -1180,6 +1181,21 @@ def _runner_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _open_runner(
+    program: Any, state: str | None, clock: Any, routes: tuple[str, ...],
+    sources: tuple[str, ...], options: Any, root: str | None,
+) -> Any:  # fmt: skip
+    """The runner of `run` and `tick`: the state store, the routed backends and metric sources."""
+    from sop.engine.run.service import open_runner
+
+    store = _store(state)
+    with _runtime_errors():
+        return open_runner(
+            program, store, clock, routes=routes, metric_sources=sources, options=options,
+            root=root or os.getcwd(),
+        )  # fmt: skip
+
+
 @main.command()
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @click.option(
@@ -1202,7 +1218,7 @@ def run(
 
     from sop.engine.core.textsafe import dumps
     from sop.engine.run.clock import RealClock, VirtualClock
-    from sop.engine.run.service import close_runner, open_runner
+    from sop.engine.run.service import close_runner
 
     program = _program(playbook, root)
     t0 = _instant(start, program.tz, "--from")
@@ -1217,12 +1233,7 @@ def run(
         clock = VirtualClock(t0 or local_midnight(start_date(program.playbook), program.tz))
     options = _run_options(run_id, t0.astimezone(program.tz).date() if t0 else None, grace,
                            coalesce, batch)  # fmt: skip
-    store = _store(state)
-    with _runtime_errors():
-        runner = open_runner(
-            program, store, clock, routes=routes, metric_sources=sources, options=options,
-            root=root or os.getcwd(),
-        )  # fmt: skip
+    runner = _open_runner(program, state, clock, routes, sources, options, root)
     stopping = []
 
     def stop(_sig: int, _frame: Any) -> None:
@@ -1265,18 +1276,13 @@ def tick(
     """Process what is due now and exit (for cron, systemd timers, CronJobs)."""
     from sop.engine.core.textsafe import dumps
     from sop.engine.run.clock import RealClock, VirtualClock
-    from sop.engine.run.service import close_runner, open_runner
+    from sop.engine.run.service import close_runner
 
     program = _program(playbook, root)
     t = _instant(at, program.tz, "--at")
     clock: Any = VirtualClock(t) if t is not None else RealClock()
     options = _run_options(run_id, None, grace, coalesce, batch)
-    store = _store(state)
-    with _runtime_errors():
-        runner = open_runner(
-            program, store, clock, routes=routes, metric_sources=sources, options=options,
-            root=root or os.getcwd(),
-        )  # fmt: skip
+    runner = _open_runner(program, state, clock, routes, sources, options, root)
     try:
         with _runtime_errors():
             report = runner.tick()
@@ -1409,20 +1415,44 @@ def events_import(
     _ingest(program, _store(state), run_id, parsed, fmt, where)
 
 
+def _run_context(
+    fn: Callable[..., Any],
+) -> Callable[..., Any]:
+    """--playbook, --state, --run and --format of a group; its subcommands read them through
+    `_context` (the group itself ignores them: `**_options`)."""
+    for option in reversed([
+        _playbook_option,
+        _state_option,
+        click.option("--run", "run_id", help="Run id (default: the playbook id)."),
+        click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson))),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _group_options(ctx: click.Context) -> dict[str, Any]:
+    """The options of the `_run_context` group a command runs in (the group's own when it runs
+    without a subcommand)."""
+    return ctx.params if "playbook" in ctx.params or ctx.parent is None else ctx.parent.params
+
+
+def _context(ctx: click.Context) -> tuple[Any, Any, str, str]:
+    """(program, store, run id, format) from a `_run_context` group's options."""
+    o = _group_options(ctx)
+    program = _program(o["playbook"])
+    return program, _store(o["state"]), o["run_id"] or program.playbook.id, o["fmt"]
+
+
 @main.group(invoke_without_command=True)
 @click.option("--role", help="Only this role's tasks.")
 @click.option("--all", "show_all", is_flag=True, help="Done tasks too.")
-@_playbook_option
-@_state_option
-@click.option("--run", "run_id", help="Run id (default: the playbook id).")
-@click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson)))
+@_run_context
 @click.pass_context
 def tasks(
     ctx: click.Context, role: str | None, show_all: bool, playbook: str, state: str | None,
     run_id: str | None, fmt: str,
 ) -> None:  # fmt: skip
     """Staff tasks: list them, or `done ID`, `postpone ID --to T`."""
-    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
     if ctx.invoked_subcommand is not None:
         return
     from sop.engine.core.textsafe import dumps, terminal
@@ -1459,16 +1489,13 @@ def _task_change(ctx: click.Context, task_id: str, change: Callable[[Any, str, A
     from sop.engine.core.textsafe import dumps, terminal
     from sop.engine.run.service import require_run
 
-    o = ctx.obj
-    program = _program(o["playbook"])
-    store = _store(o["state"])
-    rid = o["run_id"] or program.playbook.id
+    _, store, rid, fmt = _context(ctx)
     with _runtime_errors():
         require_run(store, rid)
         ok = change(store, rid, datetime.now(UTC))
     if not ok:
         _fail(f"no open task {terminal(task_id)!r} in run {rid!r} (see `sop tasks`)")
-    if o["fmt"] == "json":
+    if fmt == "json":
         click.echo(dumps({"task": task_id, "ok": True}))
     else:
         click.echo(f"task {terminal(task_id)}: done" if ctx.command.name == "done"
@@ -1491,7 +1518,7 @@ def tasks_postpone(ctx: click.Context, task_id: str, to: str) -> None:
     """Move a task to a later time."""
     from zoneinfo import ZoneInfo
 
-    program_tz = ZoneInfo(_load(ctx.obj["playbook"]).timezone)
+    program_tz = ZoneInfo(_load(_group_options(ctx)["playbook"]).timezone)
     when = _instant(to, program_tz, "--to")
     _task_change(ctx, task_id, lambda s, rid, now: s.postpone_task(rid, task_id, when, _actor()))
 
@@ -1559,35 +1586,10 @@ def resolve(
         click.echo(f"{terminal(key)}: {done.state}")
 
 
-def _run_context(
-    fn: Callable[..., Any],
-) -> Callable[..., Any]:
-    """--playbook, --state, --run and --format, kept on the click context for subcommands."""
-    for option in reversed([
-        _playbook_option,
-        _state_option,
-        click.option("--run", "run_id", help="Run id (default: the playbook id)."),
-        click.option("--format", "fmt", default="text", type=click.Choice(choices(TextOrJson))),
-    ]):  # fmt: skip
-        fn = option(fn)
-    return fn
-
-
-def _context(ctx: click.Context) -> tuple[Any, Any, str, str]:
-    """(program, store, run id, format) from a group's options."""
-    o = ctx.obj
-    program = _program(o["playbook"])
-    return program, _store(o["state"]), o["run_id"] or program.playbook.id, o["fmt"]
-
-
 @main.group("members")
 @_run_context
-@click.pass_context
-def members_cmd(
-    ctx: click.Context, playbook: str, state: str | None, run_id: str | None, fmt: str
-) -> None:
+def members_cmd(**_options: Any) -> None:
     """Members: import attributes from a CSV, show one (PII attributes masked)."""
-    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
 
 
 @members_cmd.command("import")
@@ -1650,12 +1652,8 @@ def members_show(ctx: click.Context, member: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Decided applications too.")
 @_run_context
 @click.pass_context
-def applications_cmd(
-    ctx: click.Context, show_all: bool, playbook: str, state: str | None, run_id: str | None,
-    fmt: str,
-) -> None:  # fmt: skip
+def applications_cmd(ctx: click.Context, show_all: bool, **_options: Any) -> None:
     """Applications to join (`admission:`): list them, or `approve|reject MEMBER [--note]`."""
-    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
     if ctx.invoked_subcommand is not None:
         return
     from sop.engine.core.textsafe import dumps, terminal
@@ -1719,12 +1717,8 @@ def applications_reject(ctx: click.Context, member: str, note: str | None) -> No
 
 @main.group("incident")
 @_run_context
-@click.pass_context
-def incident_cmd(
-    ctx: click.Context, playbook: str, state: str | None, run_id: str | None, fmt: str
-) -> None:
+def incident_cmd(**_options: Any) -> None:
     """Emergency plans: `open NAME`, `list`, `close ID|NAME` (steps become tasks and sends)."""
-    ctx.obj = {"playbook": playbook, "state": state, "run_id": run_id, "fmt": fmt}
 
 
 @incident_cmd.command("open")

@@ -191,6 +191,10 @@ def _validate(
         elif kind == DocumentKind.SCENARIO:
             validator("scenario.schema.json").validate(head, out)
             result.documents[shown] = head
+            if not out.items:  # each parameter fits its model (SOP287)
+                from .sim.scenario import check_parameters
+
+                check_parameters(head, out)
             if not out.items and path != STDIN:
                 _check_scenario(path, head, options, out)
         else:

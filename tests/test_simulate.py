@@ -428,7 +428,8 @@ STREAK = """\
 
 
 def test_checkin_streak_rewards_fire(tmp_path) -> None:
-    """A 7-day streak reward that stops churn keeps visibly more members than none."""
+    """A 7-day streak reward with `churn: -1` keeps visibly more members than none (the
+    hazard at the floor of the cap, half, for a fading month: docs/simulation.md)."""
     reward = STREAK.replace(
         "    stages:",
         "      reward: {on: member.checkin_streak, streak: 7, do: reward, to: member, text: 奖励,"
@@ -444,7 +445,7 @@ def test_checkin_streak_rewards_fire(tmp_path) -> None:
     with_reward, _ = _pb(tmp_path, reward)
     a = simulate(plain, sc, SimOptions(runs=2, days=60, seed=4)).percentiles("members", (50,))
     b = simulate(with_reward, sc, SimOptions(runs=2, days=60, seed=4)).percentiles("members", (50,))
-    assert b[0][-1] > a[0][-1] * 1.2
+    assert b[0][-1] > a[0][-1] * 1.06
 
 
 def test_referrals_credit_inviters_for_tier_rules(tmp_path) -> None:

@@ -250,5 +250,6 @@ def test_every_code_has_a_triggering_test() -> None:
     covered |= {"SOP260"}  # test_security_plan.py
     covered |= {"SOP290", "SOP291", "SOP292", "SOP293", "SOP294", "SOP295"}  # test_validate_ignored
     covered |= {"SOP288", "SOP289"}  # test_sim_issue12.py (scenario against its playbook)
+    covered |= {"SOP249", "SOP287"}  # test_sim_model13.py (history_includes, parameters)
     covered |= {c[0] for c in ISSUE_12_CASES}  # test_lang_issue12.py
     assert covered == {r.code for r in all_rules()}

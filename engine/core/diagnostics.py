@@ -404,6 +404,22 @@ _rule(
     "Strings and enums take `values` (an enum's own values, probabilities adding up to at most"
     " 1), numbers `mean`/`sd`/`min`/`max`, booleans `p`.",
 )
+_rule(
+    "SOP287",
+    "scenario-parameter-mismatch",
+    E,
+    "Scenario parameter does not fit its model",
+    "Give the retention model the keys it takes (`c`: bdw, bdw-mixture; `early_quit_share`:"
+    " sbg-mixture, bdw-mixture), draws rows with its parameters in order, and distributions"
+    " with low <= high, min <= max and a mean between them.",
+)
+_rule(
+    "SOP249",
+    "scenario-unknown-action",
+    E,
+    "Scenario's `history_includes` names an action the playbook does not have",
+    "List the ids of the playbook's actions that already ran in the calibrated history.",
+)
 # Plan-based checks (built on the compiled Program).
 _rule(
     "SOP301",

@@ -161,21 +161,22 @@ def fraction(desc: str, examples: list[Any], most: float = 1) -> J:
     )
 
 
+def _target_values() -> list[J]:
+    """The forms of a metric's goal value: a bounded number or a percentage (30% = 0.3)."""
+    return [
+        {
+            "description": f"A number (at most {MAX_METRIC:.0e} either way).",
+            "type": "number",
+            "minimum": -MAX_METRIC,
+            "maximum": MAX_METRIC,
+        },
+        {"type": "string", "pattern": PERCENT_PATTERN},
+    ]
+
+
 def target_value(desc: str, examples: list[Any]) -> J:
     """A metric's goal value: a number or a percentage (30% = 0.3)."""
-    return p(
-        desc,
-        examples,
-        anyOf=[
-            {
-                "description": f"A number (at most {MAX_METRIC:.0e} either way).",
-                "type": "number",
-                "minimum": -MAX_METRIC,
-                "maximum": MAX_METRIC,
-            },
-            {"type": "string", "pattern": PERCENT_PATTERN},
-        ],
-    )
+    return p(desc, examples, anyOf=_target_values())
 
 
 def target_schema(desc: str) -> J:
@@ -202,16 +203,7 @@ def target_schema(desc: str) -> J:
     return p(
         desc + " A number or percentage alone means `at_least` it, by the horizon.",
         [500, "30%", {"at_least": 500, "by": "90d"}, {"at_most": "10%"}],
-        anyOf=[
-            {
-                "description": f"A number (at most {MAX_METRIC:.0e} either way).",
-                "type": "number",
-                "minimum": -MAX_METRIC,
-                "maximum": MAX_METRIC,
-            },
-            {"type": "string", "pattern": PERCENT_PATTERN},
-            goal,
-        ],
+        anyOf=[*_target_values(), goal],
     )
 
 
@@ -1393,12 +1385,25 @@ def fragment_schema() -> J:
 def scenario_schema() -> J:
     """The schema of a simulation scenario file."""
 
-    def num(desc: str, ex: float, **kw: Any) -> J:
+    def fixed(desc: str, ex: float, **kw: Any) -> J:
         return p(desc, [ex], type="number", **kw)
+
+    def num(desc: str, ex: float, **kw: Any) -> J:
+        """A parameter that may be a distribution (engine/sim/parameters.py)."""
+        return p(
+            desc,
+            [ex],
+            anyOf=[
+                {"type": "number", **kw},
+                {"type": "object", "$ref": "#/definitions/distribution"},
+            ],
+        )
 
     # Ranges a real community can need; every number is bounded, so no value is infinite and
     # the simulator's arrays stay within reach (`simulate` also checks its memory budget).
     SHAPE = {"minimum": 0.001, "maximum": 1_000_000}  # Beta shape parameters
+    # retention's Beta may be nearly a point: `sop calibrate` fits ln alpha, ln beta up to 17
+    RET_SHAPE = {"minimum": 0.001, "maximum": 100_000_000}
     METRIC_VALUE = {"minimum": -1e12, "maximum": 1e12}
 
     return {
@@ -1454,27 +1459,61 @@ def scenario_schema() -> J:
                         exclusiveMinimum=0,
                         maximum=MAX_DAYS,
                     ),
-                    **_scenario_channels(num),
+                    **_scenario_channels(fixed),
                 },
                 description="Where members come from.",
                 examples=[{"seed_users": 80}],
             ),
             "retention": obj(
                 {
-                    "alpha": num(
-                        "sBG: churn probability per period ~ Beta(alpha, beta).",
-                        1.0,
-                        **SHAPE,
+                    "model": p(
+                        "Retention model: sbg, sbg-mixture (early quitters), bdw"
+                        " (beta-discrete-Weibull: hazards that rise or fall with tenure),"
+                        " bdw-mixture.",
+                        ["sbg"],
+                        type="string",
+                        enum=["sbg", "sbg-mixture", "bdw", "bdw-mixture"],
                     ),
-                    "beta": num("sBG beta.", 4.0, **SHAPE),
-                    "period_days": num(
-                        "Length of the sBG period in days.",
+                    "alpha": num(
+                        "Churn probability per period ~ Beta(alpha, beta).",
+                        1.0,
+                        **RET_SHAPE,
+                    ),
+                    "beta": num("Beta beta of the churn probability.", 4.0, **RET_SHAPE),
+                    "c": num(
+                        "bdw: survival (1 - theta)^(t^c); c > 1 hazards rise with tenure.",
+                        1.2,
+                        minimum=0.018,
+                        maximum=20,
+                    ),
+                    "early_quit_share": num(
+                        "sbg-mixture, bdw-mixture: share of joiners who leave in the first period.",
+                        0.2,
+                        minimum=0,
+                        maximum=0.999,
+                    ),
+                    "period_days": fixed(
+                        "Length of the retention period in days.",
                         30,
                         exclusiveMinimum=0,
                         maximum=MAX_DAYS,
                     ),
+                    "draws": p(
+                        "Joint draws of the model's parameters (alpha, beta, [c],"
+                        " [early_quit_share]): each run resamples one row.",
+                        [[[1.1, 21.9], [1.2, 23.0]]],
+                        type="array",
+                        minItems=1,
+                        maxItems=1000,
+                        items={
+                            "type": "array",
+                            "minItems": 2,
+                            "maxItems": 4,
+                            "items": {"type": "number", "minimum": 0, **_upper(RET_SHAPE)},
+                        },
+                    ),
                 },
-                description="Heterogeneous churn (shifted-beta-geometric).",
+                description="Heterogeneous churn (shifted-beta-geometric and its relatives).",
                 examples=[{"alpha": 1.0, "beta": 4.0}],
             ),
             "activity": obj(
@@ -1498,6 +1537,13 @@ def scenario_schema() -> J:
                     ),
                     "violation_per_speak": num(
                         "Chance that a speaking day breaks a rule.", 0.002, minimum=0, maximum=1
+                    ),
+                    "retention_coupling": num(
+                        "Correlation of speaking and staying propensities (Gaussian copula);"
+                        " 0: independent.",
+                        0.35,
+                        minimum=-0.95,
+                        maximum=0.95,
                     ),
                 },
                 description="Who speaks, how often.",
@@ -1536,9 +1582,58 @@ def scenario_schema() -> J:
                     }
                 ),
             ),
-            **_scenario_members(num),
+            "history_includes": p(
+                "Actions the calibrated history already ran: their effects are in the"
+                " parameters, so the simulation does not apply them again.",
+                [["welcome", "nudge-silent"]],
+                type="array",
+                maxItems=MAX_ACTIONS,
+                items={"type": "string", "pattern": ID_PATTERN},
+            ),
+            **_scenario_members(fixed),
         },
+        "definitions": {"distribution": _distribution()},
     }
+
+
+def _upper(bounds: J) -> J:
+    """The upper bound of a range."""
+    return {"maximum": bounds["maximum"]} if "maximum" in bounds else {}
+
+
+def _distribution() -> J:
+    """A parameter's distribution: normal, uniform or resampled draws (each value within the
+    parameter's own range: `simulate` checks it, SOP287)."""
+    number = {"type": "number", "minimum": -1e12, "maximum": 1e12}
+    spread = {"type": "number", "minimum": 0, "maximum": 1e12}
+    return obj(
+        {
+            "mean": p("Normal: the mean.", [1.0], **number),
+            "sd": p("Normal: the standard deviation.", [0.1], **spread),
+            "min": p("Normal: truncated below.", [0.5], **number),
+            "max": p("Normal: truncated above.", [1.5], **number),
+            "low": p("Uniform: the lower end.", [0.5], **number),
+            "high": p("Uniform: the upper end.", [1.5], **number),
+            "draws": p(
+                "Values resampled with equal weight.",
+                [[0.9, 1.0, 1.2]],
+                type="array",
+                minItems=1,
+                maxItems=1000,
+                items=number,
+            ),
+        },
+        oneOf=[{"required": ["mean"]}, {"required": ["low"]}, {"required": ["draws"]}],
+        dependencies={
+            "sd": ["mean"],
+            "min": ["mean"],
+            "max": ["mean"],
+            "low": ["high"],
+            "high": ["low"],
+        },
+        description="A distribution: {mean, sd} (normal), {low, high} (uniform) or {draws}.",
+        examples=[{"mean": 1.0, "sd": 0.1}],
+    )
 
 
 def _scenario_channels(num: Any) -> J:

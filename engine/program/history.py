@@ -54,12 +54,16 @@ def from_days(days: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
     return {n: [float(d.get(n, math.nan)) for d in days] for n in names}
 
 
-def _series(history: History, name: str) -> np.ndarray:
+def _series(history: History, name: str, tail: int | None = None) -> np.ndarray:
+    """A metric's values by day (the last `tail` days only: a check reads a few of them, and
+    converting a whole history every day costs as much as the history is long)."""
     import numpy as np
 
     values = history.get(name)
     if values is None:
         return np.full(0, np.nan)  # unknown to this history: no day has a value
+    if tail is not None and tail >= 1:
+        values = values[..., -tail:] if hasattr(values, "shape") else list(values)[-tail:]
     return np.asarray(values, dtype=float)
 
 
@@ -108,7 +112,8 @@ def window(op: str, series: Any, days: int) -> Any:
 def window_values(node: ex.Node, history: History) -> dict[str, Any]:
     """Today's value of every window function `node` reads, under its `expr.window_key`."""
     return {
-        ex.window_key(op, m, d): window(op, _series(history, m), d) for op, m, d in ex.windows(node)
+        ex.window_key(op, m, d): window(op, _series(history, m, d), d)
+        for op, m, d in ex.windows(node)
     }
 
 
@@ -118,7 +123,7 @@ def today(history: History, names: Sequence[str] | None = None) -> dict[str, Any
 
     out: dict[str, Any] = {}
     for n in history if names is None else names:
-        arr = _series(history, n)
+        arr = _series(history, n, 1)
         v = arr[..., -1] if arr.shape[-1] else np.full(arr.shape[:-1], np.nan)
         out[n] = float(v) if np.ndim(v) == 0 else v
     return out
@@ -148,9 +153,9 @@ def daily_truth(node: ex.Node, history: History, days_in_stage: Any, last: int) 
     for n in ex.names(node):
         name = str(n.value)
         if name != DAYS_IN_STAGE and name not in env:
-            env[name] = _padded(_series(history, name), last)
+            env[name] = _padded(_series(history, name, last), last)
     for op, m, d in ex.windows(node):
-        env[ex.window_key(op, m, d)] = rolling(op, _series(history, m), d, last)
+        env[ex.window_key(op, m, d)] = rolling(op, _series(history, m, last + d - 1), d, last)
     stage_day = dis[..., None] - back
     env[DAYS_IN_STAGE] = stage_day
     shape = np.broadcast_shapes(stage_day.shape, *(np.shape(v) for v in env.values()))

@@ -116,25 +116,38 @@ def labels(codes: Any, names: Any) -> Any:
 
 def matches(condition: Expression | None, env: Mapping[str, Any]) -> Any:
     """Whether a member condition holds: a bool for one member, a mask for arrays (None: all)."""
-    everyone = _everyone(env)
     if condition is None or condition.node is None:
-        return everyone
+        return _everyone(env)
     hit = holds(condition.node, env)
-    if everyone is True:
+    shape = _members_shape(env)
+    if shape is None:
         return bool(hit)
     import numpy as np
 
-    return np.broadcast_to(hit, everyone.shape).copy()  # `true and ...` stays a mask
+    if isinstance(hit, np.ndarray) and hit.shape == shape and hit.dtype == np.bool_:
+        return hit  # a mask truth() made for this call: nobody else holds it
+    return np.broadcast_to(hit, shape).copy()  # `true and ...` stays a mask
 
 
-def _everyone(env: Mapping[str, Any]) -> Any:
+def _members_shape(env: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The members' shape of an env over arrays (None: one member's scalars)."""
+    shape = getattr(env, "shape", None)  # an env that knows it (the simulator's)
+    if isinstance(shape, tuple):
+        return shape or None
     for v in env.values():
         shape = getattr(v, "shape", ())
         if shape:
-            import numpy as np
+            return tuple(shape)
+    return None
 
-            return np.ones(shape, dtype=bool)
-    return True
+
+def _everyone(env: Mapping[str, Any]) -> Any:
+    shape = _members_shape(env)
+    if shape is None:
+        return True
+    import numpy as np
+
+    return np.ones(shape, dtype=bool)
 
 
 def segment_mask(pb: Playbook, segment: str, env: Mapping[str, Any]) -> Any:

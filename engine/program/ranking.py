@@ -57,7 +57,23 @@ def team_scores(team: Any, score: Any, teams: int, present: Any = None) -> Any:
     s = np.nan_to_num(np.asarray(score, dtype=float))  # an undefined score adds nothing
     if present is not None:
         s = np.where(np.asarray(present, dtype=bool), s, 0.0)
+    t, s = np.broadcast_arrays(t, s)
+    if s.ndim and teams and _whole(s):
+        # whole numbers add up exactly in any order: one pass over the members for all teams
+        lead = int(np.prod(s.shape[:-1], dtype=np.int64))
+        tt = t.reshape(lead, -1)
+        ok = (tt >= 0) & (tt < teams)
+        cell = (np.arange(lead)[:, None] * teams + tt)[ok]
+        sums = np.bincount(cell, weights=s.reshape(lead, -1)[ok], minlength=lead * teams)
+        return sums.reshape(*s.shape[:-1], teams)
     return np.stack([np.where(t == k, s, 0.0).sum(axis=-1) for k in range(teams)], axis=-1)
+
+
+def _whole(s: Any) -> bool:
+    """Whether every value is a whole number and any sum of them is exact in a float."""
+    import numpy as np
+
+    return bool(np.all(s == np.floor(s))) and float(np.abs(s).sum()) < 2.0**52
 
 
 def top_teams(scores: Any, n: int) -> Any:

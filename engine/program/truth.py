@@ -24,28 +24,35 @@ def _is_array(x: object) -> bool:
 
 
 def defined(x: Any) -> Any:
-    """Where a value is defined (not NaN); text and booleans always are."""
+    """Where a value is defined (not NaN); text, integers and booleans always are (a plain True
+    then, even for an array: `and` with it costs nothing)."""
     if _is_array(x) or hasattr(x, "dtype"):
         import numpy as np
 
         arr = np.asarray(x)
         if arr.dtype.kind in "fc":
             return ~np.isnan(arr) if arr.ndim else not bool(np.isnan(arr))
-        return np.ones(arr.shape, dtype=bool) if arr.ndim else True
+        return True
     return not (isinstance(x, float) and math.isnan(x))
 
 
 def _and(a: Any, b: Any) -> Any:
-    if a.__class__ is bool and b.__class__ is bool:  # one community, one member: plain bools
-        return a and b
+    # plain bools (one community, one member) answer at once; True and an array is the array
+    # (every array here is made by this module's operations, so none is shared with the env)
+    if a.__class__ is bool:
+        return (a and b) if b.__class__ is bool else (b if a else False)
+    if b.__class__ is bool:
+        return a if b else False
     import numpy as np
 
     return np.logical_and(a, b)
 
 
 def _or(a: Any, b: Any) -> Any:
-    if a.__class__ is bool and b.__class__ is bool:
-        return a or b
+    if a.__class__ is bool:
+        return (a or b) if b.__class__ is bool else (True if a else b)
+    if b.__class__ is bool:
+        return True if b else a
     import numpy as np
 
     return np.logical_or(a, b)

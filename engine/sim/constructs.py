@@ -29,6 +29,7 @@ from ..program.lifecycle import Lifecycle
 from ..program.milestones import crossed, milestones
 from .attributes import MemberEnv, MemberModel
 from .scenario import Scenario
+from .streams import Streams
 
 POP7 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # days in a 7-day mask
 
@@ -124,14 +125,16 @@ class Apply:
     """What a member event sets off for each member it reaches (one rule group, aggregated)."""
 
     speak: float = 0.0
-    churn: float = 1.0  # multiplier on the member's hazard, for good
+    churn: float = 1.0  # (1 + churn) on the member's hazard: a fading window (effects.py)
     messages: int = 0
     tasks: Counter[str] = field(default_factory=Counter)
     points: float = 0.0
     redeem: tuple[str, ...] = ()
+    actions: tuple[Action, ...] = ()  # the chain, for its other effects (dynamics.py)
 
     def add(self, a: Action, first: bool) -> None:
         """Add one action of the rule's chain (`first`: the event's own action)."""
+        self.actions = (*self.actions, a)
         self.speak += a.effect.speak
         self.churn *= 1 + a.effect.churn
         if first:  # the event's own action goes out now; the chain behind it on later days
@@ -230,7 +233,7 @@ class ChunkState:
     cx: Constructs
     runs: int
     days: int
-    rng: np.random.Generator
+    rng: Any  # np.random.Generator (one chunk) or Streams (chunks run together)
     workload: np.ndarray = field(init=False)
     segments: np.ndarray = field(init=False)
     by_channel: np.ndarray = field(init=False)
@@ -255,6 +258,7 @@ class ChunkState:
 
     def __post_init__(self) -> None:
         R, D, cx = self.runs, self.days, self.cx
+        self.rng = Streams.of(self.rng, R)
         C = len(cx.channels)
         self.workload = np.zeros((R, D, len(cx.roles)), dtype=np.float32)
         self.segments = np.zeros((R, D, len(cx.segments)), dtype=np.float32)
@@ -357,7 +361,11 @@ class ChunkState:
             if model is None:
                 continue
             if model.per_day > 0:
-                counts[:, code] += rng.poisson(model.per_day, R) * is_open[:, code]
+                lam = model.per_day
+                counts[:, code] += (
+                    rng.split(lambda g, rows, lam=lam: g.poisson(lam, rows.stop - rows.start))
+                    * is_open[:, code]
+                )
             if model.share > 0:
                 shares[:, code] = model.share * is_open[:, code]
         total = shares.sum(axis=1, keepdims=True)
@@ -365,13 +373,14 @@ class ChunkState:
         shares[:, cx.mm.default_channel] += 1 - shares.sum(axis=1)
         shares = np.clip(shares, 0, None)
         shares /= shares.sum(axis=1, keepdims=True)
-        counts += rng.multinomial(np.asarray(base, dtype=np.int64), shares)
+        base = np.asarray(base, dtype=np.int64)
+        counts += rng.split(lambda g, rows: g.multinomial(base[rows], shares[rows]))
         ref = np.asarray(ref, dtype=np.int64)
         adm = cx.pb.admission
         if adm is not None:
             rate = cx.sc.admission.applications_per_join
-            counts = rng.binomial(counts, rate)
-            ref = rng.binomial(ref, rate)
+            counts = rng.split(lambda g, rows: g.binomial(counts[rows], rate))
+            ref = rng.split(lambda g, rows: g.binomial(ref[rows], rate))
         people = self._cohort(counts, ref)
         if adm is not None:
             people = self._admit(people, d)
@@ -419,8 +428,19 @@ class ChunkState:
         referred = np.concatenate([np.zeros(int(flat.sum()), bool), np.ones(int(ref.sum()), bool)])
         order = np.argsort(run, kind="stable")
         run, source, referred = run[order], source[order], referred[order]
-        attrs = self.cx.mm.draw(source, self.rng)
+        attrs = self._draw(run, source)
         return Cohort(run, source, referred, attrs, np.zeros(len(run), dtype=bool))
+
+    def _draw(self, run: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray]:
+        """Declared attributes of joiners (sorted by run), each chunk's from its own stream."""
+        rng, mm = self.rng, self.cx.mm
+        if rng.single:
+            return mm.draw(source, rng.gens[0])
+        cuts = np.searchsorted(run, [r.start for r in rng.rows] + [rng.runs], side="left")
+        parts = [
+            mm.draw(source[a:b], g) for g, a, b in zip(rng.gens, cuts[:-1], cuts[1:], strict=True)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in mm.columns()}
 
     def _admit(self, people: Cohort, d: int) -> Cohort:
         """Applications: approved at once when `approve` holds, else reviewed by staff and
@@ -437,7 +457,8 @@ class ChunkState:
         self.applications[:, d] += people.counts(R)
         self._app_counts("apply", env, people, d, np.ones(len(people.run), bool))
         reviewed = ~auto
-        ok = reviewed & (self.rng.random(len(people.run)) < cx.sc.admission.approve_rate)
+        draws = self.rng.split_items(people.run, lambda g, it: g.random(it.stop - it.start))
+        ok = reviewed & (draws < cx.sc.admission.approve_rate)
         no = reviewed & ~ok
         later = d + cx.review_days
         role = cx.role_index.get(adm.review_owner)
@@ -568,31 +589,51 @@ class ChunkState:
             return np.zeros(alive.shape, dtype=bool)
         T = len(self.cx.team_names)
         idx = pop["team"][sl].astype(np.int64) - 1
-        scores = ranking.team_scores(idx, measure, T, among)
+        scores = self._team_scores(idx, measure, T, among)
         best = ranking.top_teams(scores, top.n)  # (runs, n)
         return (idx[:, :, None] == best[:, None, :]).any(axis=2) & among
+
+    def _team_scores(self, idx: np.ndarray, measure: np.ndarray, T: int, among: Any) -> Any:
+        """ranking.team_scores per chunk (its sums over the members each chunk has alone)."""
+        if self.rng.single:
+            return ranking.team_scores(idx, measure, T, among)
+        rows_w = zip(self.rng.rows, self.rng.widths, strict=True)
+        return np.concatenate(
+            [ranking.team_scores(idx[r, :w], measure[r, :w], T, among[r, :w]) for r, w in rows_w]
+        )
 
     # -- workload ----------------------------------------------------------------------------
 
     def scheduled_work(
-        self, pop: _Pop, sl: Any, d: int, due: Sequence[Sequence[Action]], alive: np.ndarray
+        self,
+        pop: _Pop,
+        sl: Any,
+        d: int,
+        due: Sequence[Sequence[Action]],
+        alive: np.ndarray,
+        idx: np.ndarray | None = None,
     ) -> None:
         """Staff work of the scheduled actions fired today: one per firing of an action with an
-        owner (as `sop plan` counts it), one per member of the group for `for_each`."""
+        owner (as `sop plan` counts it), one per member of the group for `for_each`. `due`:
+        each run's fired actions, or with `idx` the distinct lists and each run's index."""
+        runs_of = np.arange(len(due)) if idx is None else idx
+        once = np.zeros((len(due), len(self.cx.roles)), dtype=np.float32)
         env = None
-        for r, acts in enumerate(due):
+        for u, acts in enumerate(due):
             for a in acts:
                 role = self.cx.role_index.get(a.owner or "")
                 if role is None:
                     continue
                 if a.for_each is None:
-                    self.workload[r, d, role] += 1
+                    once[u, role] += 1
                     continue
                 if env is None:
                     env = self.env(pop, sl, d)
-                self.workload[r, d, role] += float(
-                    (self.group(env, a.for_each)[r] & alive[r]).sum()
-                )
+                runs = np.flatnonzero(runs_of == u)
+                members = self.group(env, a.for_each)[runs] & alive[runs]
+                self.workload[runs, d, role] += members.sum(axis=1)
+        if once.any():  # whole counts: the order they are added in does not matter
+            self.workload[:, d, :] += once[runs_of]
 
     def event_work_run(self, r: int, d: int, tasks: Mapping[str, int], people: float) -> None:
         """Event-triggered staff tasks in run `r`: one per person the event happened to."""
@@ -621,7 +662,7 @@ class ChunkState:
             return
         pop["points"][sl] += amount
         pop["lots"][sl][..., self.slot(d)] += amount
-        self.issued += amount.sum(axis=tuple(range(1, amount.ndim)))
+        self.issued += self.rng.rowsums(amount)
 
     def earn_sparse(self, pop: _Pop, d: int, rows: np.ndarray, cols: np.ndarray, pts: Any) -> None:
         """Add points to the members at (rows, cols)."""
@@ -694,11 +735,12 @@ class ChunkState:
         rows, cols = np.nonzero(alive & (bal >= cx.items[0].cost))
         if not len(rows):
             return []
-        go = self.rng.random(len(rows)) < rate
+        go = self.rng.split_items(rows, lambda g, it: g.random(it.stop - it.start)) < rate
         rows, cols = rows[go], cols[go]
         costs = np.array([it.cost for it in cx.items], dtype=float)
         k = np.searchsorted(costs, bal[rows, cols], side="right")  # items it can afford
-        pick = np.minimum((self.rng.random(len(rows)) * k).astype(np.int64), len(costs) - 1)
+        draws = self.rng.split_items(rows, lambda g, it: g.random(it.stop - it.start))
+        pick = np.minimum((draws * k).astype(np.int64), len(costs) - 1)
         out = []
         for i, it in enumerate(cx.items):
             sel = pick == i
@@ -747,14 +789,12 @@ class ChunkState:
         if cx.pb.points is not None:
             out["points_issued"] = self.issued.copy()
             out["points_redeemed"] = self.spent.copy()
-            out["points_outstanding"] = np.where(alive, pop["points"][sl], 0).sum(axis=1)
+            out["points_outstanding"] = self.rng.rowsums(np.where(alive, pop["points"][sl], 0))
         if cx.pb.teams is not None:
             T = len(cx.team_names)
             if "team" in pop.arrays and T:
                 idx = pop["team"][sl].astype(np.int64) - 1
-                scores = ranking.team_scores(
-                    idx, np.asarray(env[cx.pb.teams.score], float), T, alive
-                )
+                scores = self._team_scores(idx, np.asarray(env[cx.pb.teams.score], float), T, alive)
             else:
                 scores = np.zeros((self.runs, 0))
             top, bottom = defs.team_extremes(scores)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -34,12 +34,16 @@ from ..program.lifecycle import ExitOracle, exits_of
 from ..program.tiers import demote_silent, review
 from ..program.truth import truth
 from .constructs import POP7, Apply, ChunkState, Cohort, Constructs, member_level
+from .dynamics import Dynamics
+from .effects import EVENT_SPEAK_FADE, in_effect
 from .scenario import Scenario
+from .streams import Streams
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
 _NONE: frozenset[str] = frozenset()  # no guard failed
 SILENT_NEVER = -30000  # silence counter of empty slots and departed members
 _POP7 = POP7
+_EMPTY = {"join_day": -1, "silent": SILENT_NEVER}  # an empty slot's values (else 0)
 JOINED = Trigger("member.joined")
 APPROVED = Trigger("member.approved")
 # Bytes one member costs during a simulated day: the arrays of _Pop.SPEC (32 a slot, with slack
@@ -74,6 +78,7 @@ class Effects:
     points: np.ndarray | None = None  # reward points per member of each tier
     members: tuple[Action, ...] = ()  # actions that reach members one by one (constructs.py)
     fired: tuple[Action, ...] = ()  # every action fired today whose `if:` holds (workload)
+    interactions: np.ndarray | None = None  # messages a participant writes (effects.py)
 
 
 @dataclass
@@ -81,7 +86,7 @@ class EventRules:
     """The Program's member-event rules active in one run today, aggregated per trigger."""
 
     speak: dict[Trigger, float]
-    churn: dict[Trigger, float]  # permanent multiplier on the member's hazard
+    churn: dict[Trigger, float]  # (1 + churn): starts a fading window (effects.py)
     conversion: dict[Trigger, float]
     messages: dict[Trigger, int]
     actions: dict[Trigger, list[Action]]
@@ -143,6 +148,7 @@ class Reach:
     invites: np.ndarray  # per run: invitations the recipients send
     redeemed: list[tuple[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=list)
     any_part: bool = False
+    interactions: np.ndarray | None = None  # messages a participant writes (effects.py)
 
     @classmethod
     def empty(cls, runs: int, n: int) -> Reach:
@@ -160,6 +166,104 @@ class Reach:
             np.zeros((runs, n), np.int32),
             np.zeros(runs),
         )
+
+
+def _distinct(items: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
+    """The distinct objects of `items` (by identity, in order of first appearance), and each
+    item's index among them."""
+    seen: dict[int, int] = {}
+    uniq: list[Any] = []
+    idx = np.empty(len(items), dtype=np.intp)
+    for i, x in enumerate(items):
+        j = seen.get(id(x))
+        if j is None:
+            j = seen[id(x)] = len(uniq)
+            uniq.append(x)
+        idx[i] = j
+    return uniq, idx
+
+
+class RuleSet(Sequence[EventRules]):
+    """Each run's event rules today; runs in the same state share one (cached) EventRules, so
+    per-run values are computed once per distinct object and gathered."""
+
+    def __init__(self, runs: list[EventRules]) -> None:
+        self.runs = runs
+        self.uniq, self.idx = _distinct(runs)
+        self._memo: dict[Any, Any] = {}
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.runs[i]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Any:
+        return iter(self.runs)
+
+    def listening(self, trigger: Trigger) -> tuple[bool, bool]:
+        """(some run has a rule without `where:` on `trigger`, some run has one with it)."""
+        key = ("listening", trigger)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = (
+                any(trigger in u.actions for u in self.uniq),
+                any(trigger in u.filtered for u in self.uniq),
+            )
+        return hit
+
+    def triggers_of(self, event: str) -> set[Trigger]:
+        """The triggers of `event` some run's rules fire on (built in run order, as a set)."""
+        key = ("triggers", event)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = {t for u in self.uniq for t in u.triggers() if t.event == event}
+        return hit
+
+    def per_run(self, key: Any, value: Any, dtype: Any) -> np.ndarray:
+        """`value(rules)` of each run's rules, as an array."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = np.array([value(u) for u in self.uniq], dtype=dtype)[self.idx]
+        return hit
+
+    def uniform(self, key: Any, value: Any, dtype: Any) -> Any:
+        """`value(rules)` as one scalar when every run has the same, else per run."""
+        col = self.per_run(key, value, dtype)
+        if len(self.uniq) == 1 or (col == col[0]).all():
+            return col[0]
+        return col
+
+
+class Today:
+    """Each run's scheduled effects today, and the (few) distinct Effects objects they share."""
+
+    def __init__(self, effs: list[Effects]) -> None:
+        self.effs = effs
+        self.uniq, self.idx = _distinct(effs)
+        self._cols: dict[str, np.ndarray] = {}
+
+    def table(self, name: str) -> np.ndarray:
+        """(runs, tiers) of an Effects field (speak, churn, messages, ...)."""
+        hit = self._cols.get(name)
+        if hit is None:
+            hit = self._cols[name] = np.stack([getattr(e, name) for e in self.uniq])[self.idx]
+        return hit
+
+    def each(self, value: Any) -> np.ndarray:
+        """(runs,) of `value(effects)`."""
+        return np.array([value(e) for e in self.uniq])[self.idx]
+
+
+@dataclass
+class _RunState:
+    """What a run's day depends on of its lifecycle, read once per lifecycle change (each
+    change appends a transition: `version`)."""
+
+    version: int
+    key: int  # equal for runs whose stage windows and finish are equal
+    open: bool  # acquisition has started
+    starts: dict[str, int]  # the running stages' start days
 
 
 @dataclass
@@ -183,6 +287,9 @@ class ChunkResult:
     by_channel: np.ndarray | None = None  # (runs, days, metric x channel) by_channel values
     by_channel_names: list[str] = field(default_factory=list)
     channel_joins: np.ndarray | None = None  # (runs, channels) joins via each channel
+    # the runs' draws of the scenario's uncertain parameters (parameters.py): (runs, names)
+    parameters: np.ndarray | None = None
+    parameter_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -194,8 +301,10 @@ class _Pop:
     max_cap: int = 1 << 62  # members a run may reach within the memory budget
     # the arrays the playbook's member-level constructs add: name -> dtype or (dtype, width)
     extra: dict[str, Any] = field(default_factory=dict)
+    days: int = 0  # simulated days: join days are 0 .. days
     n: np.ndarray = field(init=False)
     arrays: dict[str, np.ndarray] = field(init=False)
+    by_day: np.ndarray = field(init=False)  # (runs, days + 1) slots below n by join day
 
     SPEC: ClassVar[dict[str, Any]] = {
         "alive": np.bool_,
@@ -218,6 +327,7 @@ class _Pop:
     def __post_init__(self) -> None:
         self.cap = min(self.cap, self.max_cap)
         self.n = np.zeros(self.runs, dtype=np.int64)
+        self.by_day = np.zeros((self.runs, self.days + 1), dtype=np.int64)
         self.shapes = {k: _shape(t) for k, t in {**self.SPEC, **self.extra}.items()}
         self.arrays = {
             k: np.zeros((self.runs, self.cap, *tail), dtype=t)
@@ -228,6 +338,16 @@ class _Pop:
 
     def __getitem__(self, k: str) -> np.ndarray:
         return self.arrays[k]
+
+    def flat(self, k: str) -> np.ndarray:
+        """Array `k` with runs and slots as one axis (a view): slot j of run r is r * cap + j."""
+        a = self.arrays[k]
+        return a.reshape(self.runs * self.cap, *a.shape[2:])
+
+    def reset(self, flat: np.ndarray) -> None:
+        """Every array back to its empty-slot value at the (flat) slots `flat`."""
+        for k in self.arrays:
+            self.flat(k)[flat] = _EMPTY.get(k, 0)
 
     def grow(self, need: int) -> None:
         if need <= self.cap:
@@ -248,10 +368,10 @@ class _Pop:
             self.arrays[k] = b
         self.cap = cap
 
-    def compact(self) -> None:
-        """Drop departed members so daily work scales with the living."""
+    def compact(self, rows: slice | None = None) -> None:
+        """Drop departed members of runs `rows` (all) so daily work scales with the living."""
         alive = self.arrays["alive"]
-        for r in range(self.runs):
+        for r in range(self.runs)[rows or slice(None)]:
             n = int(self.n[r])
             keep = np.flatnonzero(alive[r, :n])
             m = len(keep)
@@ -259,8 +379,9 @@ class _Pop:
                 continue
             for k, a in self.arrays.items():
                 a[r, :m] = a[r, keep]
-                a[r, m:n] = {"join_day": -1, "silent": SILENT_NEVER}.get(k, 0)
+                a[r, m:n] = _EMPTY.get(k, 0)
             self.n[r] = m
+            self.by_day[r] = np.bincount(self.arrays["join_day"][r, :m], minlength=self.days + 1)
 
 
 class Simulator:
@@ -269,6 +390,8 @@ class Simulator:
     def __init__(
         self, playbook: Playbook, scenario: Scenario, days: int, memory_budget: int | None = None
     ) -> None:
+        # the actions the calibrated history already ran keep no effect (effects.in_effect)
+        playbook = in_effect(playbook, scenario.history_includes)
         self.pb = playbook
         self.sc = scenario
         self.days = days
@@ -289,6 +412,7 @@ class Simulator:
         self.custom = [m for m in playbook.metrics if m not in builtins]
         self.metric_names = [*METRICS, *self.construct_metrics, *self.custom]
         self.cx = Constructs(playbook, scenario)
+        self.dyn = Dynamics(playbook, scenario, days)  # retention, effects, parameters per run
         self.stage_exits = {sid: exits_of(st) for sid, st in playbook.stages.items()}
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
@@ -314,6 +438,11 @@ class Simulator:
         self._pop: _Pop | None = None
         self._day = 0
         self._depth = 0  # redemptions setting off redemptions
+        self._states: list[_RunState | None] = []  # per run of the chunks being simulated
+        self._state_keys: dict[tuple[Any, ...], int] = {}
+        self._welcome_ok: dict[tuple[int, int], bool] = {}
+        # (day, run state) -> (effects, event rules) without guards: shared by every chunk
+        self._today_cache: dict[tuple[int, int], tuple[Effects, EventRules]] = {}
 
     # -- calendar --------------------------------------------------------------------------
 
@@ -337,6 +466,37 @@ class Simulator:
         }
 
     # -- what fires today ------------------------------------------------------------------
+
+    def _state(self, r: int, lc: Lifecycle) -> _RunState:
+        """Run `r`'s state, read again only when its lifecycle changed."""
+        v = len(lc.transitions)
+        hit = self._states[r]
+        if hit is not None and hit.version == v:
+            return hit
+        spans = (lc.finished, *((s.stage, s.started, s.ended) for s in lc.states))
+        key = self._state_keys.setdefault(spans, len(self._state_keys))
+        starts = {
+            s.stage: (s.started.astimezone(self.tz).date() - self.start).days for s in lc.active
+        }
+        hit = self._states[r] = _RunState(v, key, self._open(lc), starts)
+        return hit
+
+    def _shared_today(
+        self, lcs: Sequence[Lifecycle], d: int
+    ) -> tuple[list[Effects], list[EventRules]]:
+        """Each run's effects and event rules today, computed once per distinct run state (no
+        `if:` guards: they depend on nothing else)."""
+        memo = self._today_cache
+        effs: list[Effects] = []
+        rules: list[EventRules] = []
+        for r, lc in enumerate(lcs):
+            key = (d, self._state(r, lc).key)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = (self.effects_today(lc, d), self.event_rules(lc))
+            effs.append(hit[0])
+            rules.append(hit[1])
+        return effs, rules
 
     def _key(self, lc: Lifecycle) -> tuple[Any, ...]:
         return tuple(sorted((s.stage, s.started) for s in lc.active))
@@ -441,6 +601,10 @@ class Simulator:
                 eff.ugc[mask] += e.ugc
                 eff.conversion[mask] += e.conversion
                 eff.invites[mask] += e.invites
+                if e.interactions:
+                    if eff.interactions is None:
+                        eff.interactions = np.zeros(T, dtype=np.float32)
+                    eff.interactions[mask] += e.interactions
                 if is_member_message(a):
                     eff.messages[mask] += 1
                 eff.joins += e.joins
@@ -522,18 +686,46 @@ class Simulator:
 
     def run_chunk(self, runs: int, seed: np.random.SeedSequence, first_run: int = 0) -> ChunkResult:
         """Simulate `runs` runs for `self.days` days."""
-        rng = np.random.default_rng(seed)
+        return self.run_chunks([(runs, seed, first_run)])[0]
+
+    def run_chunks(
+        self, specs: Sequence[tuple[int, np.random.SeedSequence, int]]
+    ) -> list[ChunkResult]:
+        """Simulate chunks of runs `(runs, seed, first_run)` together, in one vectorised step;
+        each chunk's results are those it gives alone (streams.py). When the chunks together
+        outgrow the memory budget, each is run alone (so alone decides what is too large)."""
+        if len(specs) > 1 and self._group_safe():
+            try:
+                return self._run(specs)
+            except SimulationTooLarge:
+                pass
+            return [self._run([s])[0] for s in specs]
+        if len(specs) > 1:
+            return [self._run([s])[0] for s in specs]
+        return self._run(specs)
+
+    def _group_safe(self) -> bool:
+        """Whether chunks can share a step: not when each chunk draws parameters of its own
+        (parameters.py draws them per chunk)."""
+        return not self.sc.uncertain and self.sc.joint_draws() is None
+
+    def _run(self, specs: Sequence[tuple[int, np.random.SeedSequence, int]]) -> list[ChunkResult]:
+        rng = Streams.seeded([s for _, s, _ in specs], [n for n, _, _ in specs])
         sc, act, cx = self.sc, self.sc.activity, self.cx
-        D, R, T = self.days, runs, len(self.tiers)
+        D, R, T = self.days, rng.runs, len(self.tiers)
+        dyn = self.dyn
+        # the runs' parameter draws, from a stream of their own (chunks run together only
+        # without parameter draws: run_chunks)
+        dyn.start(R, specs[0][1])
         M = len(self.metric_names)
         mi = {m: i for i, m in enumerate(self.metric_names)}
         out = np.zeros((R, D, M), dtype=np.float32)
-        seed_users = round(sc.acquisition.seed_users)
-        extra = cx.columns()
+        seed_users = dyn.seed_users()
+        extra = {**cx.columns(), **dyn.columns()}
         max_cap = 1 << 62
         if self.memory_budget is not None:
             max_cap = max(1, self.memory_budget // (R * bytes_per_member(extra)))
-        pop = _Pop(R, max(256, seed_users * 2), max_cap, extra)
+        pop = _Pop(R, max(256, int(seed_users.max(initial=0)) * 2), max_cap, extra, D)
         lcs = [Lifecycle.start(self.program, self.day_start(0)) for _ in range(R)]
         if self.record is not None:
             self.record[:] = [[] for _ in range(R)]
@@ -550,62 +742,77 @@ class Simulator:
         # survivors[k][:, j]: of day j's joiners, those still members after k days (day j+k-1)
         survivors = {k: np.zeros((R, D + 1)) for k in defs.RETENTION_DAYS}
         gate_notes: list[dict[str, str]] = [{} for _ in range(R)]
-        custom_state = {k: np.full(R, v.start) for k, v in self.sc.metrics.items()}
+        custom_state = dyn.metric_states(R)
         expect_fail: list[tuple[int, int, str]] = []
         failed_runs: set[tuple[int, int]] = set()
-        member_days = 0
-        decay_tau = act.tenure_decay_days
-        inv_tau = sc.acquisition.invite_decay_days
+        member_days = np.zeros(R, dtype=np.int64)
+        inv_tau = dyn.column("acquisition.invite_decay_days", sc.acquisition.invite_decay_days)
         cap_expect = [e for e in self.pb.expect if e.max_messages_per_member_per_day]
         welcome_expect = [e for e in self.pb.expect if e.event]
         hist = np.zeros((R, D + 1))
         n_alive_prev = np.zeros(R)
         opened = np.zeros(R, dtype=bool)
-        inv_mean_speak = np.float32((act.speak_alpha + act.speak_beta) / act.speak_alpha)
-        ages_lut = np.arange(D + 2, dtype=np.float32)
-        decay_lut = (
-            act.decay_floor + (1 - act.decay_floor) * np.exp(-ages_lut / decay_tau)
-        ).astype(np.float32)
+        inv_mean_speak = dyn.inv_mean_speak()
+        decay_lut = dyn.decay_table(D)  # (D + 2,), or per run when its parameters are drawn
+        ugc_per_speak = dyn.column("activity.ugc_per_speak", act.ugc_per_speak)
+        violation_per_speak = dyn.column("activity.violation_per_speak", act.violation_per_speak)
+        base_daily = dyn.column("conversion.base_daily", sc.conversion.base_daily)
 
-        prev = [self._before_start() for _ in lcs]
+        prev = [self._before_start() for _ in lcs] if self.has_guards else []
+        self._states = [None] * R
         for d in range(D):
             self._day = d
-            envs = [
-                self.guard_env(lc, prev[r], d, self._history(out, r, d, mi))
-                if self.has_guards
-                else None
-                for r, lc in enumerate(lcs)
-            ]
-            effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
-            rules = [self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)]
+            if self.has_guards:
+                envs = [
+                    self.guard_env(lc, prev[r], d, self._history(out, r, d, mi))
+                    for r, lc in enumerate(lcs)
+                ]
+                effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
+                rules_ = [self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)]
+            else:
+                effs, rules_ = self._shared_today(lcs, d)
+            today, rules = Today(effs), RuleSet(rules_)
             if self.record is not None:
                 for r, lc in enumerate(lcs):
                     self.record[r].append(self._due_today(lc, d))
             # -- staff work and single-member audiences, on the members as the day starts ------
             n0 = int(pop.n.max()) if R else 0
+            rng.set_widths(pop.n)
             sl0 = np.s_[:, :n0]
             alive0 = pop["alive"][sl0]
-            st.scheduled_work(pop, sl0, d, [e.fired for e in effs], alive0)
+            st.scheduled_work(pop, sl0, d, [e.fired for e in today.uniq], alive0, today.idx)
             reach = self._reach(pop, st, sl0, d, effs, alive0) if cx.active else None
             # -- acquisition ----------------------------------------------------------------
             n_before = pop.n.copy()
             alive = pop["alive"]
             members = n_alive_prev
             a_cfg = sc.acquisition
-            is_open = np.array([self._open(lc) for lc in lcs])
+            is_open = np.array([self._state(r, lc).open for r, lc in enumerate(lcs)])
             new = np.where(is_open & ~opened, seed_users, 0).astype(np.int64)
             opened |= is_open
-            new += rng.poisson(a_cfg.organic_per_day, R) * opened
+            organic = dyn.value("acquisition.organic_per_day", a_cfg.organic_per_day)
+            new += rng.split(_poisson_runs(organic)) * opened
             if a_cfg.market > 0 and (a_cfg.bass_p or a_cfg.bass_q):
-                step = bass_step(bass_adopters, a_cfg.market, a_cfg.bass_p, a_cfg.bass_q, rng)
+                left, prob = bass_chances(
+                    bass_adopters,
+                    dyn.value("acquisition.market", a_cfg.market),
+                    dyn.value("acquisition.bass_p", a_cfg.bass_p),
+                    dyn.value("acquisition.bass_q", a_cfg.bass_q),
+                )
+                step = rng.split(_binomial(left, prob)).astype(float)
                 step *= opened
                 bass_adopters += step
                 new += step.astype(np.int64)
             # referral: invitation activity decays with tenure (via the join-day histogram)
             ages = d - np.arange(D + 1)
             weights = np.where(ages >= 0, np.exp(-np.maximum(ages, 0) / inv_tau), 0.0)
-            invites = (hist * weights).sum(axis=1) * a_cfg.invites_per_member_per_day
-            invites += np.array([float((e.invites * 1.0).mean()) for e in effs]) * members
+            invites = (hist * weights).sum(axis=1) * dyn.value(
+                "acquisition.invites_per_member_per_day", a_cfg.invites_per_member_per_day
+            )
+            invites += today.each(lambda e: float((e.invites * 1.0).mean())) * members
+            if dyn.event_acq:
+                invites += dyn.take_invites()  # sent because of event actions (effects.py)
+            conversion = dyn.value("acquisition.invite_conversion", a_cfg.invite_conversion)
             cohort = None
             if cx.active:
                 if reach is not None:
@@ -616,10 +823,13 @@ class Simulator:
                 sent = _poisson(rng, invites, pop.max_cap, d, "invitation")
                 st.invites_total = sent.astype(float)
                 st.invites_today = self._invite_senders(pop, st, sent, n0, rng)
-                ref = rng.binomial(sent, a_cfg.invite_conversion)
+                ref = rng.split(_binomial(sent, conversion))
             else:
-                ref = _poisson(rng, invites * a_cfg.invite_conversion, pop.max_cap, d, "referral")
-            burst = _poisson(rng, np.array([e.joins for e in effs]), pop.max_cap, d, "action")
+                ref = _poisson(rng, invites * conversion, pop.max_cap, d, "referral")
+            bursts = today.each(lambda e: e.joins)
+            if dyn.event_acq:
+                bursts = bursts + dyn.take_joins()  # brought by event actions (effects.py)
+            burst = _poisson(rng, bursts, pop.max_cap, d, "action")
             burst *= opened
             if cx.active:
                 cohort = st.arrivals(lcs, new + burst, ref, opened, d)
@@ -639,9 +849,9 @@ class Simulator:
             alive = pop["alive"]
             n_max = int(pop.n.max()) if R else 0
             sl = np.s_[:, :n_max]
-            joined_today = np.zeros((R, n_max), dtype=bool)
-            for r in range(R):
-                joined_today[r, n_before[r] : pop.n[r]] = True
+            rng.set_widths(pop.n)
+            slots = np.arange(n_max)
+            joined_today = (slots >= n_before[:, None]) & (slots < pop.n[:, None])
             # int32: a uint8 wrapped at 256, so 300 messages passed a cap of 100
             ev_msgs = np.zeros((R, n_max), dtype=np.int32)
             self._apply_event(pop, rules, JOINED, joined_today, ev_msgs, sl)
@@ -656,21 +866,24 @@ class Simulator:
             jd = pop["join_day"][sl]
             tier = pop["tier"][sl]
             # tenure decay by join day: index -1 (empty slots) reads the last entry, harmless
-            by_join = decay_lut[np.clip(d - np.arange(D + 1), 0, D + 1)]
-            p = pop["speak"][sl] * by_join[jd]
-            p += _gather(np.stack([e.speak for e in effs]), tier)
-            if reach is not None:
-                p[:, :n0] += reach.speak
+            by_join = decay_lut[..., np.clip(d - np.arange(D + 1), 0, D + 1)]
+            # (runs, D + 1) when drawn per run: each run's own decay
+            p = pop["speak"][sl] * _by_join_day(by_join, pop.by_day, d, pop.n, n_max)
             ev_lift = pop["events"][sl]
-            p += ev_lift
-            ev_lift *= 0.9  # event-action lifts fade: about a week's half-life
+            # every lift of the day together, capped (effects.py: what an effect means)
+            p += dyn.speak_lift(
+                _gather(today.table("speak"), tier),
+                None if reach is None else reach.speak,
+                ev_lift,
+            )
+            ev_lift *= EVENT_SPEAK_FADE  # event-action lifts fade: about a week's half-life
             np.clip(p, 0, 1, out=p)
             alive_now = alive[sl]
             p *= alive_now  # p = 0 for the departed: every `u < p` below is False for them
-            u = rng.random((R, n_max), dtype=np.float32)
+            u = rng.uniform(n_max, rng.widths)
             speak = u < p
-            ugc = u < p * act.ugc_per_speak
-            viol = (u >= p * (1 - act.violation_per_speak)) & speak
+            ugc = u < p * ugc_per_speak
+            viol = (u >= p * (1 - violation_per_speak)) & speak
             s7 = pop["speak7"][sl]
             s7 <<= 1
             s7 |= speak
@@ -679,14 +892,21 @@ class Simulator:
             silent += 1
             silent *= ~speak
             # -- participation, conversion, churn (one more uniform) -----------------------------
-            u2 = rng.random((R, n_max), dtype=np.float32)
-            part_p = _gather(np.stack([e.participation for e in effs]), tier)
-            ugc_p = _gather(np.stack([e.ugc for e in effs]), tier)
+            u2 = rng.uniform(n_max, rng.widths)
+            part_p = _gather(today.table("participation"), tier)
+            ugc_p = _gather(today.table("ugc"), tier)
             if reach is not None and reach.any_part:
                 part_p = _widen(part_p, (R, n_max))
                 part_p[:, :n0] = 1 - (1 - part_p[:, :n0]) * (1 - reach.participation)
                 ugc_p = _widen(ugc_p, (R, n_max))
                 ugc_p[:, :n0] += reach.ugc
+            day_fx = dyn.take_day_effects(pop, sl)  # event actions' one-day effects
+            if day_fx is not None:
+                # only where an effect is due: 1 - (1 - x) is not x to the last bit, and a run
+                # must not depend on which runs share its step
+                fx0 = day_fx[..., 0]
+                part_p = np.where(fx0 != 0, 1 - (1 - part_p) * (1 - fx0), part_p)
+                ugc_p = ugc_p + day_fx[..., 1]
             if part_p.any():
                 # engaged members take part more: scaled by propensity relative to a newcomer's
                 part_p = np.minimum(part_p * p * inv_mean_speak, 1.0)
@@ -699,15 +919,40 @@ class Simulator:
             p7 <<= 1
             p7 |= part
             p7 &= 0x7F
+            sched_inter = [e.interactions for e in effs]
+            if (
+                any(x is not None for x in sched_inter)
+                or day_fx is not None
+                or (reach is not None and reach.interactions is not None)
+            ):
+                inter = np.stack([np.zeros(T, np.float32) if x is None else x for x in sched_inter])
+                talk = dyn.talks(
+                    part,
+                    _gather(inter, tier),
+                    None if reach is None else reach.interactions,
+                    day_fx,
+                    cast(Any, rng),
+                )
+                if talk is not None:  # a participant who writes in the activity has spoken
+                    speak |= talk
+                    s7 |= talk
+                    silent *= ~talk
             pop["ugc"][sl] += ugc
-            conv_p = sc.conversion.base_daily + _gather(
-                np.stack([e.conversion for e in effs]), tier
+            conv_p = base_daily + _gather(today.table("conversion"), tier)
+            if day_fx is not None:
+                conv_p = conv_p + day_fx[..., 2]
+            # the retention law's hazard times the effects' fading, capped multiplier
+            hz = dyn.hazard(
+                pop,
+                sl,
+                d,
+                jd,
+                _gather(today.table("churn"), tier),
+                None if reach is None else reach.churn,
             )
-            hz = pop["hazard"][sl] * _gather(np.stack([e.churn for e in effs]), tier)
             if reach is not None:
                 conv_p = _widen(conv_p, (R, n_max))
                 conv_p[:, :n0] += reach.conversion
-                hz[:, :n0] *= reach.churn
             leave = (u2 < hz) & alive_now
             pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
             ever_paid += (pays & (pop["payments"][sl] == 0)).sum(axis=1)
@@ -722,15 +967,15 @@ class Simulator:
             fire("member.violation", vcount, viol)
             # -- silence, streaks, anniversaries -------------------------------------------------
             fire("member.silent", pop["silent"][sl], living_only=True)
-            checkin = np.array([e.checkin for e in effs])[:, None]
+            checkin = today.each(lambda e: e.checkin)[:, None]
             checked = part & checkin
             if checkin.any():
                 stk = pop["streak"][sl]
                 stk += part
                 stk *= part | ~checkin  # a check-in day without taking part breaks the streak
             fire("member.checkin_streak", pop["streak"][sl])
-            if any("member.anniversary" in rr.events for rr in rules):
-                fire("member.anniversary", d - jd)
+            if any("member.anniversary" in rr.events for rr in rules.uniq):
+                fire("member.anniversary", jd, from_day=d)  # tenure d - jd, read from jd
             # -- counters, points, milestones, redemptions --------------------------------------
             events = {
                 "joined": joined_today,
@@ -759,7 +1004,7 @@ class Simulator:
             alive_now = alive[sl]
             n_alive = alive_now.sum(axis=1).astype(float)
             n_alive_prev = n_alive
-            member_days += int(n_alive.sum())
+            member_days += alive_now.sum(axis=1)
             m = out[:, d, :]
             m[:, mi["members"]] = n_alive
             m[:, mi["new_members"]] = new
@@ -801,7 +1046,7 @@ class Simulator:
             # -- expectations ----------------------------------------------------------------
             self._expectations(
                 d,
-                effs,
+                today,
                 rules,
                 ev_msgs,
                 sl,
@@ -818,20 +1063,32 @@ class Simulator:
             t_next = self.day_start(d + 1)
             table = self._exit_table(out, mi, d, lcs)
             for r, lc in enumerate(lcs):
-                env = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
-                prev[r] = env
+                if self.has_guards:  # what tomorrow's `if:` guards read
+                    prev[r] = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
                 lc.step(t_next, self._exit_oracle(table, r, out, mi, d, gate_notes[r]))
-            if d % 7 == 6 and pop.n.sum() and alive.sum() < 0.5 * pop.n.sum():
-                pop.compact()
-        res = self._finish(out, lcs, expect_fail, member_days, first_run)
-        res.gate_notes = gate_notes
-        res.workload = st.workload
-        if cx.active:
-            res.segments = st.segments
-            res.by_channel, res.by_channel_names = st.by_channel, st.by_channel_names
-            res.channel_joins = st.channel_joins.sum(axis=1)
+            if d % 7 == 6:
+                for chunk in rng.rows:  # each chunk decides as it would alone
+                    n = pop.n[chunk].sum()
+                    if n and alive[chunk].sum() < 0.5 * n:
+                        pop.compact(chunk)
+        results = []
+        for (_, _, first_run), chunk in zip(specs, rng.rows, strict=True):
+            lo, hi = chunk.start, chunk.stop
+            part = [(r - lo, day, w) for r, day, w in expect_fail if lo <= r < hi]
+            days = int(member_days[chunk].sum())
+            res = self._finish(out[chunk], lcs[chunk], part, days, first_run)
+            res.gate_notes = gate_notes[chunk]
+            res.workload = st.workload[chunk]
+            if cx.active:
+                res.segments = st.segments[chunk]
+                res.by_channel, res.by_channel_names = st.by_channel[chunk], st.by_channel_names
+                res.channel_joins = st.channel_joins[chunk].sum(axis=1)
+            names, drawn = dyn.rp.table()
+            if names:
+                res.parameter_names, res.parameters = names, drawn[chunk]
+            results.append(res)
         self._chunk = self._pop = None
-        return res
+        return results
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -870,6 +1127,11 @@ class Simulator:
             reach.conversion += e.conversion * w
             reach.invites += e.invites * w.sum(axis=1)
             reach.any_part |= bool(e.participation or e.ugc)
+            if e.interactions:
+                more = e.interactions * w
+                reach.interactions = (
+                    more if reach.interactions is None else reach.interactions + more
+                )
             if is_member_message(a):
                 reach.messages += w.astype(np.int32)
             if a.reward_points:
@@ -880,17 +1142,17 @@ class Simulator:
         return reach
 
     def _invite_senders(
-        self, pop: _Pop, st: ChunkState, sent: np.ndarray, n: int, rng: np.random.Generator
+        self, pop: _Pop, st: ChunkState, sent: np.ndarray, n: int, rng: Streams
     ) -> np.ndarray | None:
         """Who sent today's invitations (uniformly among the living), when points or a counted
         metric need it per member."""
         if not self.cx.invites_by_member or not sent.any():
             return None
         out = np.zeros((pop.runs, n), dtype=np.int32)
-        for r in np.flatnonzero(sent):
-            living = np.flatnonzero(pop["alive"][r, : pop.n[r]])
-            if len(living):
-                np.add.at(out[r], rng.choice(living, size=int(sent[r])), 1)
+        flat = _pick_living(pop, sent, rng)
+        if flat is not None:
+            rows, cols = np.divmod(flat, pop.cap)
+            np.add.at(out.reshape(-1), rows * n + cols, 1)
         return out
 
     def _outsiders(self, rules: Sequence[EventRules], st: ChunkState, d: int) -> None:
@@ -970,17 +1232,14 @@ class Simulator:
         day `d` (history.exit_holds: held on each of its `for:` days in the stage), whether
         today's verdict is unknown (an undefined metric), and the stage's days_in_stage."""
         table: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        running = {s.stage for lc in lcs for s in lc.active}
+        starts = [self._state(r, lc).starts for r, lc in enumerate(lcs)]
+        running = {sid for st in starts for sid in st}
         history = None
         for sid in sorted(running):
             exits = self.stage_exits.get(sid, ())
             if not exits:
                 continue
-            dis = np.full(len(lcs), np.nan)
-            for r, lc in enumerate(lcs):
-                for s in lc.active:
-                    if s.stage == sid:
-                        dis[r] = d + 1 - (s.started.astimezone(self.tz).date() - self.start).days
+            dis = d + 1 - np.array([st.get(sid, np.nan) for st in starts], dtype=float)
             if history is None:
                 history = H.ArrayHistory(out[:, : d + 1, :], mi)
             for e in exits:
@@ -991,7 +1250,9 @@ class Simulator:
                     continue
                 fires = np.asarray(H.exit_holds(node, e.hold, history, dis), dtype=bool)
                 t, f = truth(node, H.condition_env(node, history, dis))
-                unknown = ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool)
+                unknown = np.broadcast_to(
+                    ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool), (len(lcs),)
+                )
                 table[(sid, e.id)] = (fires, unknown, dis)
         return table
 
@@ -1044,7 +1305,7 @@ class Simulator:
         values = {n: v for n, v in defs.before_start(self.pb).items() if n in self.metric_names}
         for name in self.custom:
             model = self.sc.metrics.get(name)
-            values[name] = model.start if model is not None else defs.UNDEFINED
+            values[name] = self.dyn.metric_start(name) if model is not None else defs.UNDEFINED
             counted = self.pb.metrics[name]
             if counted.count is not None:  # counts start at 0; a ratio of counts is undefined
                 values[name] = defs.UNDEFINED if counted.per is not None else 0.0
@@ -1054,13 +1315,11 @@ class Simulator:
                 values[name] = float(ex.evaluate(metric.definition.node, values, defs.UNDEFINED))
         return values
 
-    def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: np.random.Generator) -> None:
+    def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: Streams) -> None:
         """Each referral join counts as an invite of a current member (for tier rules)."""
-        for r in np.flatnonzero(ref):
-            living = np.flatnonzero(pop["alive"][r, : pop.n[r]])
-            if len(living):
-                who = rng.choice(living, size=int(ref[r]))
-                np.add.at(pop["invites"][r], who, 1)
+        flat = _pick_living(pop, ref, rng)
+        if flat is not None:
+            np.add.at(pop.flat("invites"), flat, 1)
 
     def _add_members(
         self,
@@ -1068,7 +1327,7 @@ class Simulator:
         new: np.ndarray,
         ref: np.ndarray,
         d: int,
-        rng: np.random.Generator,
+        rng: Streams,
         cohort: Cohort | None = None,
     ) -> None:
         """Place the day's joiners (`cohort`: with their channel, attributes and approval,
@@ -1077,62 +1336,90 @@ class Simulator:
         if not total:
             return
         pop.grow(int((pop.n + new).max()))
-        act, ret = self.sc.activity, self.sc.retention
-        theta = rng.beta(ret.alpha, ret.beta, total).astype(np.float32)
-        hazard = (1 - np.power(1 - np.minimum(theta, 0.999999), 1 / ret.period_days)).astype(
-            np.float32
+        # churn and speaking propensities (retention.py: the model, early quitters, coupling)
+        hazard, speak, more = self._joiners(new, rng)
+        # joiners in run order (as drawn): run r's go to slots n[r] .. n[r] + new[r]
+        new = np.asarray(new, dtype=np.int64)
+        before = np.cumsum(new) - new
+        offset = np.arange(total) - np.repeat(before, new)  # each joiner's place among its run's
+        flat = np.repeat(np.arange(pop.runs) * pop.cap + pop.n, new) + offset
+        pop.reset(flat)  # a slot is a new member's: nothing of an earlier occupant carries over
+        pop.flat("alive")[flat] = True
+        pop.flat("join_day")[flat] = d
+        pop.flat("silent")[flat] = 0
+        pop.flat("hazard")[flat] = hazard
+        pop.flat("speak")[flat] = speak
+        pop.flat("referred")[flat] = offset >= np.repeat(new - np.asarray(ref, np.int64), new)
+        for col, values in more.items():
+            pop.flat(col)[flat] = values
+        if cohort is not None:
+            pop.flat("source")[flat] = cohort.source
+            if "approved" in pop.arrays:
+                pop.flat("approved")[flat] = cohort.approved
+            for col, values in cohort.attrs.items():
+                pop.flat(col)[flat] = values
+        pop.n += new
+        pop.by_day[:, d] += new
+
+    def _joiners(self, new: np.ndarray, rng: Streams) -> tuple[Any, Any, dict[str, Any]]:
+        """Dynamics.joiners, each chunk's joiners from its own stream."""
+        if rng.single:
+            return self.dyn.joiners(new, rng.gens[0])
+        parts = []
+        for g, rows in zip(rng.gens, rng.rows, strict=True):
+            mine = np.zeros_like(new)
+            mine[rows] = new[rows]
+            parts.append(self.dyn.joiners(mine, g))
+        more = {k: np.concatenate([p[2][k] for p in parts]) for k in parts[0][2]}
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            more,
         )
-        speak = rng.beta(act.speak_alpha, act.speak_beta, total).astype(np.float32)
-        k = 0
-        for r in range(pop.runs):
-            c = int(new[r])
-            if not c:
-                continue
-            a, b = int(pop.n[r]), int(pop.n[r]) + c
-            pop["alive"][r, a:b] = True
-            pop["join_day"][r, a:b] = d
-            pop["silent"][r, a:b] = 0
-            pop["hazard"][r, a:b] = hazard[k : k + c]
-            pop["speak"][r, a:b] = speak[k : k + c]
-            pop["referred"][r, b - int(ref[r]) : b] = True
-            if cohort is not None:
-                pop["source"][r, a:b] = cohort.source[k : k + c]
-                if "approved" in pop.arrays:
-                    pop["approved"][r, a:b] = cohort.approved[k : k + c]
-                for col, values in cohort.attrs.items():
-                    pop[col][r, a:b] = values[k : k + c]
-            pop.n[r] = b
-            k += c
 
     def _apply_event(
         self,
         pop: _Pop,
         rules: Sequence[EventRules],
         trigger: Trigger,
-        who: np.ndarray,
+        who: np.ndarray | None,
         ev_msgs: np.ndarray,
         sl: Any,
+        at: np.ndarray | None = None,
         **_: Any,
     ) -> None:
-        """Apply the actions a trigger sets off to the members in `who` (masked, in place)."""
-        if any(trigger in rr.filtered for rr in rules):
+        """Apply the actions a trigger sets off to the members in `who` (masked, in place), or
+        at the flat positions `at` of today's (runs, members) arrays."""
+        rules = rules if isinstance(rules, RuleSet) else RuleSet(list(rules))
+        plain, filtered = rules.listening(trigger)
+        n = ev_msgs.shape[1]
+        if filtered:
+            if who is None:
+                assert at is not None
+                who = np.zeros(ev_msgs.shape, dtype=bool)
+                who.reshape(-1)[at] = True
             self._apply_filtered(pop, rules, trigger, who, ev_msgs, sl)
-        if not any(trigger in rr.actions for rr in rules):
+        if not plain:
             return
-        mult = np.array([rr.churn.get(trigger, 1.0) for rr in rules], dtype=np.float32)
-        lift = np.array([rr.speak.get(trigger, 0.0) for rr in rules], dtype=np.float32)
-        msgs = np.array([rr.messages.get(trigger, 0) for rr in rules], dtype=np.float32)
-        rows, cols = _nonzero2d(who)  # events touch few members: update them sparsely
-        if not len(rows):
+        f32 = np.float32
+        mult = rules.uniform(("churn", trigger), lambda u: u.churn.get(trigger, 1.0), f32)
+        lift = rules.uniform(("speak", trigger), lambda u: u.speak.get(trigger, 0.0), f32)
+        msgs = rules.uniform(("messages", trigger), lambda u: u.messages.get(trigger, 0), f32)
+        # events touch few members: update them sparsely, by flat position
+        flat = np.flatnonzero(np.asarray(who)) if at is None else at
+        if not len(flat):
             return
+        rows, cols = np.divmod(flat, n)
+        at_pop = rows * pop.cap + cols  # the same members in the (runs, capacity) arrays
         if (mult != 1).any():
-            pop["hazard"][sl][rows, cols] *= mult[rows]
+            self.dyn.churn_effect(pop, sl, rows, cols, mult if mult.ndim == 0 else mult[rows])
         if lift.any():
-            pop["events"][sl][rows, cols] += lift[rows]
+            pop.flat("events")[at_pop] += lift if lift.ndim == 0 else lift[rows]
         if msgs.any():
-            ev_msgs[rows, cols] += msgs[rows].astype(np.int32)
-        extras = [rr.extra.get(trigger) for rr in rules]
-        if any(x is not None for x in extras):
+            ev_msgs.reshape(-1)[flat] += (msgs if msgs.ndim == 0 else msgs[rows]).astype(np.int32)
+        self.dyn.event_effects(pop, sl, rows, cols, [rr.actions.get(trigger, ()) for rr in rules])
+        if any(trigger in u.extra for u in rules.uniq):
+            extras = [rr.extra.get(trigger) for rr in rules]
             self._apply_extra(pop, rules, extras, rows, cols, ev_msgs, sl)
 
     def _apply_filtered(
@@ -1164,7 +1451,8 @@ class Simulator:
             if not len(rows):
                 continue
             if extra.churn != 1:
-                pop["hazard"][sl][rows, cols] *= np.float32(extra.churn)
+                self.dyn.churn_effect(pop, sl, rows, cols, np.float32(extra.churn))
+            self.dyn.event_effects(pop, sl, rows, cols, [extra.actions] * len(rules))
             if extra.speak:
                 pop["events"][sl][rows, cols] += np.float32(extra.speak)
             if extra.messages:
@@ -1185,13 +1473,15 @@ class Simulator:
         st, d = self._chunk, self._day
         assert st is not None
         per_run = np.bincount(rows, minlength=len(rules))
-        for r, x in enumerate(extras):
-            if x is None or not per_run[r]:
+        uniq, idx = _distinct(extras)
+        for u, x in enumerate(uniq):
+            if x is None or not x.tasks:
                 continue
+            runs = np.flatnonzero((idx == u) & (per_run > 0))
             for owner, n in x.tasks.items():
                 role = self.cx.role_index.get(owner)
-                if role is not None:
-                    st.workload[r, d, role] += n * per_run[r]
+                if role is not None and len(runs):  # whole counts: any order adds the same
+                    st.workload[runs, d, role] += n * per_run[runs]
         pts = np.array([0.0 if x is None else x.points for x in extras], dtype=np.float32)
         if pts.any():
             st.earn_sparse(pop, d, rows, cols, pts[rows])
@@ -1233,20 +1523,40 @@ class Simulator:
         attribute: np.ndarray,
         among: np.ndarray | None = None,
         living_only: bool = False,
+        from_day: int | None = None,
     ) -> None:
         """Fire `event` for members whose `attribute` equals a value some trigger listens for.
 
         Durations (`for`, `at`) are compared in whole days, the attribute's unit. `living_only`
-        says the attribute can only match living members (no mask needed).
+        says the attribute can only match living members (no mask needed). With `from_day`, the
+        value compared is `from_day - attribute` (tenure from the join day).
         """
-        triggers = {t for rr in rules for t in rr.triggers() if t.event == event}
-        for t in sorted(triggers, key=lambda t: _in_days(t.value)):
-            hit = attribute == _in_days(t.value)
-            if among is not None:
-                hit &= among
-            if not living_only:  # the attribute may match departed members: mask them out
-                hit &= pop["alive"][sl]
-            self._apply_event(pop, rules, t, hit, ev_msgs, sl)
+        if not isinstance(rules, RuleSet):
+            rules = RuleSet(list(rules))
+        triggers = sorted(rules.triggers_of(event), key=lambda t: _in_days(t.value))
+        if not triggers:
+            return
+        values = [_in_days(t.value) for t in triggers]
+        if from_day is not None:
+            values = [from_day - v for v in values]
+        lo, hi = min(values), max(values)
+        # one pass finds every member some trigger may fire for; each trigger then picks its own
+        # among them (no trigger changes the attribute: a mask per trigger would read it again)
+        cand = attribute == values[0]
+        for v in values[1:]:
+            cand |= attribute == v
+        if among is not None:
+            cand &= among
+        if not living_only:  # the attribute may match departed members: mask them out
+            cand &= pop["alive"][sl]
+        flat = np.flatnonzero(cand)
+        if not len(flat):
+            return
+        n = cand.shape[1]
+        at = attribute[flat // n, flat % n] if lo != hi else None
+        for t, v in zip(triggers, values, strict=True):
+            mine = flat if at is None else flat[at == v]
+            self._apply_event(pop, rules, t, None, ev_msgs, sl, at=mine)
 
     def _tiers(
         self,
@@ -1279,7 +1589,11 @@ class Simulator:
             changed |= review(tiers, tier, env)
         changed &= alive
         if changed.any():
-            moved = {x for rr in rules for x in rr.triggers() if x.event == "member.tier_changed"}
+            moved = (
+                rules.triggers_of("member.tier_changed")
+                if isinstance(rules, RuleSet)
+                else {x for rr in rules for x in rr.triggers() if x.event == "member.tier_changed"}
+            )
             for trig in moved:
                 # a rule with `tier:` fires only for members who moved into that tier
                 into = None if trig.value is None else self._rank.get(str(trig.value))
@@ -1294,17 +1608,14 @@ class Simulator:
         mi: dict[str, int],
         state: dict[str, np.ndarray],
         members: np.ndarray,
-        rng: np.random.Generator,
+        rng: Streams,
     ) -> None:
         for name in self.custom:
             if name in self.cx.counted:
                 continue  # counted from the members (ChunkState.counted_metrics)
             model = self.sc.metrics.get(name)
-            if model is not None:
-                state[name] = (
-                    state[name] + model.per_day + model.noise * rng.standard_normal(len(members))
-                )
-                m[:, mi[name]] = state[name] + model.per_member * members
+            if model is not None:  # a walk bounded by the metric's unit (walks.py)
+                m[:, mi[name]] = self.dyn.metric_step(name, state, members, cast(Any, rng))
             else:  # neither modelled nor (yet) defined: the simulation does not know it
                 m[:, mi[name]] = defs.UNDEFINED
         for name in self.custom:  # definitions read built-ins and modelled metrics
@@ -1317,8 +1628,8 @@ class Simulator:
     def _expectations(
         self,
         d: int,
-        effs: list[Effects],
-        rules: list[EventRules],
+        today: Today,
+        rules: Sequence[EventRules],
         ev_msgs: np.ndarray,
         sl: Any,
         tier: np.ndarray,
@@ -1332,7 +1643,7 @@ class Simulator:
     ) -> None:
         for i, e in enumerate(caps):
             cap = e.max_messages_per_member_per_day
-            sched = np.stack([x.messages for x in effs])
+            sched = today.table("messages")
             if (sched == sched[:, :1]).all():  # every tier gets the same scheduled messages
                 worst = sched[:, 0] + ev_msgs.max(axis=1, initial=0)
             else:  # events only reach the living, so no mask is needed here
@@ -1341,16 +1652,23 @@ class Simulator:
                 if (r, 1000 + i) not in failed:
                     failed.add((r, 1000 + i))
                     fails.append((r, d, f"a member received {int(worst[r])} messages (cap {cap})"))
+        anyone = joined.any(axis=1) if welcomes else None
         for i, e in enumerate(welcomes):
-            for r, rr in enumerate(rules):
-                if (r, i) in failed or not joined[r].any() or e.event != "member.joined":
+            if e.event != "member.joined":
+                continue
+            assert anyone is not None
+            for r in (int(x) for x in np.flatnonzero(anyone)):
+                if (r, i) in failed:
                     continue
                 if lcs[r].finished is not None:
                     continue  # the playbook has stopped: nothing is promised any more
-                ok = any(
-                    a.id == e.action and self._delay_ok(a, e.within)
-                    for a in rr.actions.get(JOINED, [])
-                )
+                rr = rules[r]
+                ok = self._welcome_ok.get((id(rr), i))  # EventRules are cached: ids stay
+                if ok is None:
+                    ok = self._welcome_ok[(id(rr), i)] = any(
+                        a.id == e.action and self._delay_ok(a, e.within)
+                        for a in rr.actions.get(JOINED, [])
+                    )
                 if not ok:
                     failed.add((r, i))
                     stages = ",".join(s.stage for s in lcs[r].active) or "none"
@@ -1415,8 +1733,9 @@ class Simulator:
         )
 
 
-def _poisson(rng: np.random.Generator, lam: np.ndarray, limit: int, d: int, what: str) -> Any:
-    """Poisson joins, refused (not drawn) when their mean alone exceeds the members budget."""
+def _poisson(rng: Streams, lam: np.ndarray, limit: int, d: int, what: str) -> Any:
+    """Poisson joins per run, refused (not drawn) when their mean alone exceeds the members
+    budget."""
     lam = np.maximum(np.nan_to_num(np.asarray(lam, dtype=float), nan=0.0, posinf=np.inf), 0)
     worst = float(lam.max(initial=0.0))
     if worst > limit:
@@ -1424,7 +1743,67 @@ def _poisson(rng: np.random.Generator, lam: np.ndarray, limit: int, d: int, what
             f"day {d}: {worst:.3g} {what} joins expected in one day, more than the memory"
             f" budget allows ({limit:,} members a run)"
         )
-    return rng.poisson(lam)
+    return rng.split(lambda g, rows: g.poisson(lam[rows]))
+
+
+def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
+    """`k[r]` members of each run r drawn uniformly (with replacement) among its living, by
+    flat position in the (runs, capacity) arrays; None when nobody is drawn. Each run draws as
+    `Generator.choice(living, k[r])` does (an index among its living members)."""
+    runs = np.flatnonzero(k)
+    if not len(runs):
+        return None
+    width = int(pop.n[runs].max())
+    alive = pop["alive"][runs, :width]
+    living = np.count_nonzero(alive, axis=1)
+    size = np.where(living > 0, k[runs], 0)  # a run with nobody living draws nothing
+    if not size.any():
+        return None
+    # one call per chunk draws each run's indices in turn, as one call per run would
+    high = np.repeat(living, size)
+    idx = rng.split_items(
+        np.repeat(runs, size), lambda g, it: g.integers(0, high[it]) if it.stop > it.start else []
+    ).astype(np.int64)
+    pos = np.flatnonzero(alive)  # every living member of those runs, run by run
+    idx += np.repeat(np.cumsum(living) - living, size)
+    rows, cols = np.divmod(pos[idx], width)
+    return runs[rows] * pop.cap + cols
+
+
+def _by_join_day(
+    table: np.ndarray, by_day: np.ndarray, d: int, n: np.ndarray, width: int
+) -> np.ndarray:
+    """`table[..., join_day]` of every slot of today's (runs, width) views, without a gather:
+    a run's slots are in join order, so its row is a stretch of equal values per join day (and
+    the empty slots past n read table[..., -1], as the join day -1 of an empty slot does)."""
+    runs = len(n)
+    values = np.empty((runs, d + 2), dtype=table.dtype)
+    values[:, : d + 1] = table[..., : d + 1]
+    values[:, d + 1] = table[..., -1]
+    counts = np.empty((runs, d + 2), dtype=np.int64)
+    counts[:, : d + 1] = by_day[:, : d + 1]
+    counts[:, d + 1] = width - n
+    return np.repeat(values.ravel(), counts.ravel()).reshape(runs, width)
+
+
+def _binomial(n: np.ndarray, p: Any) -> Any:
+    """A chunk's binomial draws of `n` trials with chance `p` (per run, or one for all)."""
+    return lambda g, rows: g.binomial(n[rows], _at(p, rows))
+
+
+def _poisson_runs(lam: Any) -> Any:
+    """A chunk's Poisson draws, one per run, of mean `lam` (per run, or one for all)."""
+    return lambda g, rows: g.poisson(_at(lam, rows), _len(rows))
+
+
+def _at(x: Any, rows: slice) -> Any:
+    """A chunk's rows of a per-run value (a scalar stands for every run)."""
+    return x[rows] if np.ndim(x) else x
+
+
+def _len(rows: slice) -> int:
+    """Runs in a chunk's slice."""
+    return int(rows.stop - rows.start)
 
 
 def _widen(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -1505,10 +1884,18 @@ def bass_step(
     dt_days: float = 1.0,
 ) -> np.ndarray:
     """One day of Bass diffusion: each non-adopter adopts with 1 - exp(-(p + q F) dt)."""
+    remaining, prob = bass_chances(adopters, m, p, q, dt_days)
+    return rng.binomial(remaining, prob).astype(float)
+
+
+def bass_chances(
+    adopters: np.ndarray, m: float, p: float, q: float, dt_days: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(non-adopters, each one's chance to adopt today) of Bass diffusion (`bass_step`)."""
     remaining = np.maximum(m - adopters, 0)
     hazard = (p + q * adopters / m) * dt_days / 365.0
     prob = -np.expm1(-hazard)
-    return rng.binomial(remaining.astype(np.int64), np.clip(prob, 0, 1)).astype(float)
+    return remaining.astype(np.int64), np.clip(prob, 0, 1)
 
 
 def bass_cdf(t_years: np.ndarray, p: float, q: float) -> np.ndarray:

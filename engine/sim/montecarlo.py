@@ -32,6 +32,9 @@ from .summary import (
 )
 
 CHUNK_RUNS = 8  # fixed: the seed of chunk i never depends on how many workers there are
+# Chunks run together in one vectorised step (a group): NumPy's cost per call is spread over up
+# to this many runs; each chunk keeps its own stream, so results do not change (streams.py).
+GROUP_RUNS = 128
 MEMORY_BUDGET_MIB = 1536  # default budget of each worker process and of the collected results
 MIB = 1 << 20
 
@@ -231,6 +234,12 @@ class SimResult:
     stage_exits: list[dict[str, str]] = field(default_factory=list)  # per run (ChunkResult)
     # exits, targets, incidents, segments, channels, workload (outcomes.py)
     forecasts: Forecasts | None = None
+    # each run's draws of the uncertain parameters (runs, names), and what they explain
+    # (uncertainty.py: JSON `uncertainty` and `sensitivity`)
+    parameter_names: list[str] = field(default_factory=list)
+    parameters: np.ndarray | None = None
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+    sensitivity: dict[str, Any] = field(default_factory=dict)
 
     def percentiles(self, metric: str, qs: tuple[int, ...] = (5, 50, 95)) -> np.ndarray:
         """(len(qs), days) percentiles of a metric across the runs where it has a value.
@@ -377,6 +386,8 @@ class SimResult:
             },
             "warnings": self.warnings,
             **(self.forecasts.as_dict(every) if self.forecasts is not None else {}),
+            "uncertainty": self.uncertainty,
+            "sensitivity": self.sensitivity,
             "performance": {
                 "member_days": self.member_days,
                 "seconds": round(self.seconds, 3),
@@ -424,7 +435,30 @@ def _count(items: Iterator[str] | Any) -> dict[str, int]:
     return out
 
 
-_SIMULATORS: dict[int, Simulator] = {}
+_SIMULATORS: dict[str, Simulator] = {}
+
+
+def content_key(playbook: Playbook, scenario: Scenario, days: int, budget: int | None) -> str:
+    """What a simulator is built from, as a digest: equal for equal contents, whichever process
+    unpickled them (object ids are not: every task's arguments arrive as new objects)."""
+    import hashlib
+    import pickle
+
+    blob = pickle.dumps((playbook, scenario, days, budget), protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _simulator(
+    playbook: Playbook, scenario: Scenario, days: int, budget: int | None, key: str | None
+) -> Simulator:
+    """This process's simulator for these contents (built once, then reused by every task)."""
+    key = key or content_key(playbook, scenario, days, budget)
+    sim = _SIMULATORS.get(key)
+    if sim is None:
+        sim = Simulator(playbook, scenario, days, budget)
+        _SIMULATORS.clear()
+        _SIMULATORS[key] = sim
+    return sim
 
 
 def run_chunk(
@@ -435,15 +469,23 @@ def run_chunk(
     seed: np.random.SeedSequence,
     first_run: int,
     memory_budget: int | None = None,
+    key: str | None = None,
 ) -> ChunkResult:
     """One chunk, in whatever process or Dask worker it lands on (simulator cached per process)."""
-    key = hash((id(playbook), id(scenario), days, memory_budget))
-    sim = _SIMULATORS.get(key)
-    if sim is None or sim.pb is not playbook:
-        sim = Simulator(playbook, scenario, days, memory_budget)
-        _SIMULATORS.clear()
-        _SIMULATORS[key] = sim
-    return sim.run_chunk(runs, seed, first_run)
+    return _simulator(playbook, scenario, days, memory_budget, key).run_chunk(runs, seed, first_run)
+
+
+def run_group(
+    playbook: Playbook,
+    scenario: Scenario,
+    days: int,
+    specs: list[tuple[int, np.random.SeedSequence, int]],
+    memory_budget: int | None = None,
+    key: str | None = None,
+) -> list[ChunkResult]:
+    """Chunks `(runs, seed, first_run)` run together in one vectorised step, wherever they land
+    (simulator cached per process): each chunk's result is the one it gives alone."""
+    return _simulator(playbook, scenario, days, memory_budget, key).run_chunks(specs)
 
 
 def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]:
@@ -455,6 +497,21 @@ def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]
     ]
 
 
+def groups(
+    plan: list[tuple[int, int, np.random.SeedSequence]], workers: int, chunk_bytes: int, budget: int
+) -> list[list[tuple[int, int, np.random.SeedSequence]]]:
+    """Consecutive chunks run together: at most GROUP_RUNS runs, half the memory budget of a
+    worker (`chunk_bytes`: the estimate of one chunk), and at least two groups a worker while
+    there are chunks enough (so a slow group does not leave a worker idle at the end)."""
+    if not plan:
+        return []
+    by_memory = max(1, (budget // 2) // max(chunk_bytes, 1))
+    size = max(1, min(GROUP_RUNS // CHUNK_RUNS, by_memory))
+    if workers > 1:
+        size = max(1, min(size, math.ceil(len(plan) / (2 * workers))))
+    return [plan[i : i + size] for i in range(0, len(plan), size)]
+
+
 def simulate(
     playbook: Playbook,
     scenario: Scenario,
@@ -462,11 +519,20 @@ def simulate(
     progress: Callable[[int], None] | None = None,
 ) -> SimResult:
     """Run the Monte Carlo and aggregate it."""
-    check_memory(playbook, scenario, options)
+    estimate = estimate_memory(playbook, scenario, options)
+    problem = estimate.problem(options.memory_budget_mib)
+    if problem:
+        raise SimulationTooLarge(problem)
     t0 = time.perf_counter()
     plan = chunks(options)
     budget = options.memory_budget_mib * MIB
-    args = [(playbook, scenario, options.days, n, s, first, budget) for first, n, s in plan]
+    workers = 1 if options.executor != "dask" and options.workers <= 1 else options.workers
+    chunk_bytes = estimate.per_worker // max(estimate.runs_in_flight, 1) * CHUNK_RUNS
+    key = content_key(playbook, scenario, options.days, budget)
+    args = [
+        (playbook, scenario, options.days, [(n, s, first) for first, n, s in g], budget, key)
+        for g in groups(plan, workers, chunk_bytes, budget)
+    ]
     if options.executor == "dask":
         results = _dask(args, options.address)
     elif options.workers > 1 and len(args) > 1:
@@ -474,9 +540,9 @@ def simulate(
     else:
         results = []
         for a in args:
-            results.append(run_chunk(*a))
+            results.extend(run_group(*a))
             if progress:
-                progress(a[3])
+                progress(sum(n for n, _, _ in a[3]))
     seconds = time.perf_counter() - t0
     return aggregate(playbook, scenario, options, results, seconds)
 
@@ -489,12 +555,12 @@ def _processes(
 
     ctx = mp.get_context("fork") if hasattr(mp, "get_context") else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_chunk, *a) for a in args]
+        futures = [pool.submit(run_group, *a) for a in args]
         out = []
         for f, a in zip(futures, args, strict=True):
-            out.append(f.result())
+            out.extend(f.result())
             if progress:
-                progress(a[3])
+                progress(sum(n for n, _, _ in a[3]))
     return out
 
 
@@ -506,8 +572,8 @@ def _dask(args: list[tuple[Any, ...]], address: str | None) -> list[ChunkResult]
     if not address:
         raise RuntimeError("--executor dask needs --address tcp://HOST:PORT")
     with Client(address, timeout="10s") as client:
-        futures = client.map(lambda a: run_chunk(*a), args, pure=False)
-        return list(client.gather(futures))
+        futures = client.map(lambda a: run_group(*a), args, pure=False)
+        return [r for group in client.gather(futures) for r in group]
 
 
 def aggregate(
@@ -549,7 +615,30 @@ def aggregate(
     res.warnings = unmodelled_warnings(playbook, scenario)
     res.forecasts = _forecasts(playbook, scenario, results, res)
     res.warnings += res.forecasts.warnings
+    _uncertainty(playbook, scenario, results, res)
     return res
+
+
+def _uncertainty(
+    playbook: Playbook, scenario: Scenario, results: list[ChunkResult], res: SimResult
+) -> None:
+    """The runs' parameter draws, and how much of each gate's and metric's spread they explain
+    (uncertainty.py); notes on the retention model's coupling (retention.py)."""
+    from .retention import coupling_notes
+    from .uncertainty import analyse
+
+    res.warnings += coupling_notes(scenario)
+    names = results[0].parameter_names if results else []
+    if names:
+        res.parameter_names = names
+        res.parameters = np.concatenate([r.parameters for r in results if r.parameters is not None])
+    draws = {p: d.as_dict() for p, d in scenario.uncertain.items()}
+    if scenario.retention.draws:
+        draws["retention.draws"] = {"rows": len(scenario.retention.draws)}
+    gated = [g.stage for g in res.gates]
+    res.uncertainty, res.sensitivity = analyse(
+        res.parameter_names, res.parameters, res.kinds, gated, res.metrics, res.metric_names, draws
+    )
 
 
 def _forecasts(

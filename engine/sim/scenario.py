@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,13 @@ from typing import Any
 from ..core.diagnostics import Collector, Diagnostic, Severity
 from ..lang.loader import Document, LoadError, load_file
 from ..lang.model import Playbook
+from .parameters import METRIC_KEYS, UNCERTAIN, Dist, JointDraws, is_distribution, parse, problems
+
+# `activity.retention_coupling` by default (engine/sim/retention.py): the correlation of the
+# process behind tests/data/calibrate, whose export shows members 1.9x as likely to leave after a
+# silent month; under the default scenario it makes a member silent for a whole 30-day period
+# 1.5x as likely to leave in the next (docs/simulation.md, "Engagement and retention").
+DEFAULT_COUPLING = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,19 @@ class Acquisition:
 
 @dataclass(frozen=True)
 class Retention:
-    """sBG: each member's churn probability per period is drawn from Beta(alpha, beta)."""
+    """Each member's churn probability per period is drawn from Beta(alpha, beta); `model`
+    (retention_models.RetentionModel) adds tenure dependence `c` and early quitters."""
 
     # E[theta] = 0.4 -> ~60 % stay past day 30; S(3 periods) = beta/(beta+3) ~ 33 % at day 90,
     # the seed SOP's targets (retention_d30 >= 60 %, retention_d90 >= 30 %).
     alpha: float = 1.0
     beta: float = 1.5
     period_days: float = 30.0
+    model: str = "sbg"  # sbg | sbg-mixture | bdw | bdw-mixture (engine/sim/retention.py)
+    c: float = 1.0  # bdw: S(t | theta) = (1 - theta)^(t^c)
+    early_quit_share: float = 0.0  # sbg-mixture, bdw-mixture: leave in the first period
+    # joint draws of the model's parameters in its order (alpha, beta, [c], [early_quit_share])
+    draws: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Activity:
     decay_floor: float = 0.4
     ugc_per_speak: float = 0.02
     violation_per_speak: float = 0.002
+    # Gaussian-copula correlation of speaking and staying (engine/sim/retention.py)
+    retention_coupling: float = DEFAULT_COUPLING
 
 
 @dataclass(frozen=True)
@@ -141,10 +157,31 @@ class Scenario:
     attributes: dict[str, AttributeModel] = field(default_factory=dict)
     admission: AdmissionModel = field(default_factory=AdmissionModel)
     points: PointsModel = field(default_factory=PointsModel)
+    # actions whose effects the calibrated parameters already hold (not applied again)
+    history_includes: tuple[str, ...] = ()
+    # parameters given as distributions, by path (`retention.alpha`): each run draws its own
+    uncertain: dict[str, Dist] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data, for reports and JSON."""
-        return dataclasses.asdict(self)
+        """Plain data, for reports and JSON (a distribution where the scenario gave one)."""
+        out = dataclasses.asdict(self)
+        out.pop("uncertain")
+        for path, dist in self.uncertain.items():
+            node = out
+            *parents, leaf = path.split(".")
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[leaf] = dist.as_dict()
+        return out
+
+    def joint_draws(self) -> JointDraws | None:
+        """`retention.draws` with the names of the retention model's parameters, if any."""
+        if not self.retention.draws:
+            return None
+        from .retention_models import SPECS, RetentionModel
+
+        names = SPECS[RetentionModel(self.retention.model)].names
+        return JointDraws(names, self.retention.draws)
 
 
 class ScenarioError(Exception):
@@ -168,11 +205,15 @@ _SECTIONS: dict[str, Any] = {
 
 
 def from_data(data: dict[str, Any]) -> Scenario:
-    """A Scenario from schema-valid data; missing values take the defaults."""
+    """A Scenario from schema-valid data; missing values take the defaults, and a parameter
+    given as a distribution takes its point value (`uncertain` keeps the distribution)."""
     kw: dict[str, Any] = {}
+    uncertain: dict[str, Dist] = {}
     for name, cls in _SECTIONS.items():
         if name in data:
-            kw[name] = cls(**{k: _value(k, v) for k, v in data[name].items()})
+            kw[name] = cls(
+                **{k: _uncertain(f"{name}.{k}", v, uncertain) for k, v in data[name].items()}
+            )
     if "attributes" in data:
         kw["attributes"] = {
             k: AttributeModel(
@@ -183,16 +224,64 @@ def from_data(data: dict[str, Any]) -> Scenario:
         }
     if "metrics" in data:
         kw["metrics"] = {
-            k: CustomMetric(**{f: float(x) for f, x in v.items()})
+            k: CustomMetric(
+                **{f: _uncertain(f"metrics.{k}.{f}", x, uncertain) for f, x in v.items()}
+            )
             for k, v in data["metrics"].items()
         }
-    return Scenario(name=data.get("scenario", "custom"), **kw)
+    if data.get("history_includes"):
+        kw["history_includes"] = tuple(str(a) for a in data["history_includes"])
+    return Scenario(name=data.get("scenario", "custom"), uncertain=uncertain, **kw)
+
+
+def _uncertain(path: str, v: Any, uncertain: dict[str, Dist]) -> Any:
+    """A value of `path`; a distribution is kept in `uncertain` and stands as its point."""
+    if not is_distribution(v) or path.endswith(".channels"):
+        return _value(path.rsplit(".", 1)[-1], v)
+    dist = uncertain[path] = parse(v, _range(path))
+    return dist.point
+
+
+def _range(path: str) -> tuple[float, float]:
+    """[low, high] of a scenario number, from the scenario schema (exclusive ends as given)."""
+    number = _number_schema(path)
+    lo = number.get("minimum", number.get("exclusiveMinimum", -math.inf))
+    return (float(lo), float(number.get("maximum", math.inf)))
+
+
+def _range_exclusive(path: str) -> bool:
+    """Whether the low end of a scenario number's range is excluded."""
+    return "exclusiveMinimum" in _number_schema(path)
+
+
+def _number_schema(path: str) -> dict[str, Any]:
+    """The number branch of a scenario parameter's schema ({} when there is none)."""
+    from ..lang.schema import load_schema
+
+    node: Any = load_schema("scenario.schema.json")
+    parts = path.split(".")
+    if parts[0] == "metrics":
+        parts = ["metrics", "*", *parts[2:]]
+    for k in parts:
+        if not isinstance(node, dict):
+            return {}
+        props = node.get("properties", {})
+        node = props.get(k) if k in props else node.get("additionalProperties", {})
+    if not isinstance(node, dict):
+        return {}
+    for branch in node.get("anyOf", [node]):
+        if isinstance(branch, dict) and branch.get("type") == "number":
+            return branch
+    return {}
 
 
 def _value(key: str, v: Any) -> Any:
-    """A section's value: text stays text, `channels` become ChannelInflow, numbers floats."""
+    """A section's value: text stays text, `channels` become ChannelInflow, `draws` rows of
+    numbers, numbers floats."""
     if key == "channels":
         return {c: ChannelInflow(**{f: float(x) for f, x in m.items()}) for c, m in v.items()}
+    if key == "draws":
+        return tuple(tuple(float(x) for x in row) for row in v)
     if v is None or isinstance(v, str):
         return v
     return float(v)
@@ -233,6 +322,8 @@ def load_scenario(
             raise ScenarioError([e.diagnostic], e.document) from None
         out = Collector()
         validator("scenario.schema.json").validate(doc, out)
+        if not out.items:
+            check_parameters(doc, out)
         if playbook is not None and not out.items:
             check_scenario(playbook, doc, out)
         if _errors(out.items):
@@ -245,6 +336,8 @@ def load_scenario(
     out = Collector()
     merged = Document("--set", "", data)
     validator("scenario.schema.json").validate(merged, out)
+    if overrides and not out.items:
+        check_parameters(merged, out)
     if playbook is not None and overrides and not out.items:
         check_scenario(playbook, merged, out)  # the file was clean: a finding comes from --set
     if _errors(out.items):
@@ -258,12 +351,113 @@ def _errors(items: list[Diagnostic]) -> bool:
     return any(d.severity == Severity.ERROR for d in items)
 
 
+def check_parameters(doc: Document, out: Collector) -> None:
+    """A schema-valid scenario's parameters fit their models (SOP287): the retention model
+    takes each retention key given, `retention.draws` rows have its parameters, and every
+    distribution is a usable one."""
+    from .retention_models import SPECS, RetentionModel
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+    ret = data.get("retention")
+    ret = ret if isinstance(ret, dict) else {}
+    model = RetentionModel(ret.get("model", "sbg"))
+    names = SPECS[model].names
+
+    def bad(path: tuple[Any, ...], message: str, key: bool = True) -> None:
+        out.add(
+            "SOP287",
+            doc.key_span(path) if key else doc.span(path),
+            message,
+            json_path="$." + ".".join(str(p) for p in path),
+        )
+
+    for key in ("c", "early_quit_share"):
+        if key in ret and key not in names:
+            takes = ", ".join(names)
+            having = ", ".join(str(m) for m, spec in SPECS.items() if key in spec.names)
+            bad(
+                ("retention", key),
+                f"retention model `{model}` has no `{key}` (it takes {takes}): this value would"
+                f" be ignored; choose a model that has it ({having})",
+            )
+    draws = ret.get("draws")
+    for i, row in enumerate(draws if isinstance(draws, list) else ()):
+        if isinstance(row, list) and len(row) != len(names):
+            bad(
+                ("retention", "draws", i),
+                f"draw {i + 1} has {len(row)} number(s); retention model `{model}` takes"
+                f" {len(names)} ({', '.join(names)}, in that order)",
+                key=False,
+            )
+            break
+        row = row if isinstance(row, list) else []
+        outside = _outside([(f"retention.{n}", x) for n, x in zip(names, row, strict=False)])
+        if outside:
+            bad(("retention", "draws", i), f"draw {i + 1}: {outside}", key=False)
+            break
+    if isinstance(draws, list):
+        for key in names:
+            if is_distribution(ret.get(key)):
+                bad(
+                    ("retention", key),
+                    f"`retention.{key}` is a distribution and `retention.draws` draws it too:"
+                    " give one of them",
+                )
+    for path, value in _distributions(data):
+        name = ".".join(path)
+        values = [value.get(k) for k in ("mean", "min", "max", "low", "high")]
+        values += list(value.get("draws") or [])
+        outside = _outside([(name, x) for x in values if isinstance(x, (int, float))])
+        for message in [*problems(value), *([outside] if outside else [])]:
+            bad(path, f"{name}: {message}", key=False)
+
+
+def _outside(values: list[tuple[str, Any]]) -> str:
+    """Why one of (path, number) lies outside its parameter's range ('' when none does)."""
+    for path, x in values:
+        lo, hi = _range(path)
+        exclusive = _range_exclusive(path)
+        if not isinstance(x, (int, float)) or x > hi or x < lo or (exclusive and x <= lo):
+            low = f"more than {lo:g}" if exclusive else f"{lo:g}"
+            return f"{x} is outside the range of `{path}` ({low} to {hi:g})"
+    return ""
+
+
+def _distributions(data: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(path, mapping) of every parameter a scenario gives as a distribution."""
+    out: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    for section, keys in UNCERTAIN.items():
+        sec = data.get(section)
+        if not isinstance(sec, dict):
+            continue
+        for key in keys:
+            if is_distribution(sec.get(key)):
+                out.append(((section, key), sec[key]))
+    metrics = data.get("metrics")
+    for name, model in metrics.items() if isinstance(metrics, dict) else ():
+        for key in METRIC_KEYS if isinstance(model, dict) else ():
+            if is_distribution(model.get(key)):
+                out.append((("metrics", name, key), model[key]))
+    return out
+
+
 def check_scenario(pb: Playbook, doc: Document, out: Collector) -> None:
     """The stage and metrics a schema-valid scenario names exist in the playbook it simulates."""
     from ..core.catalog import BUILTIN_METRICS
     from ..core.suggest import did_you_mean
 
     data = doc.data if isinstance(doc.data, dict) else {}
+    included = data.get("history_includes")
+    for i, aid in enumerate(included if isinstance(included, list) else ()):
+        if aid not in pb.actions:
+            out.add(
+                "SOP249",
+                doc.span(("history_includes", i)),
+                f"`history_includes` names `{aid}`, which is no action of playbook `{pb.id}`:"
+                " its effects would not be left out of the forecast",
+                hint=did_you_mean(str(aid), pb.actions),
+                json_path=f"$.history_includes[{i}]",
+            )
     acq = data.get("acquisition")
     first = acq.get("start_stage") if isinstance(acq, dict) else None
     if isinstance(first, str) and first not in pb.stages:

@@ -1,0 +1,127 @@
+"""The random streams of the chunks one vectorised step runs together.
+
+A chunk of runs has its own seed (montecarlo.chunks spawns one per chunk from the root seed), so
+its numbers never depend on how many workers there are. The kernel runs several chunks at once
+(their runs stacked along the first axis of every member array) to spread NumPy's per-call cost
+over more runs; `Streams` makes every draw per chunk, from that chunk's own generator, in the
+order and shape the chunk would draw alone. A chunk's results are therefore bit for bit those it
+gives alone, whichever chunks share its step (tests/test_sim_speed.py holds them equal).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class Streams:
+    """One `np.random.Generator` per chunk; chunk `c` owns the runs `rows[c]` (a slice)."""
+
+    def __init__(self, gens: Sequence[np.random.Generator], sizes: Sequence[int]) -> None:
+        self.gens = list(gens)
+        bounds = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
+        self.rows = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        self.runs = int(bounds[-1])
+        self.single = len(self.gens) == 1
+        # the chunk of each run, and the views' width each chunk would have alone (set by the
+        # kernel when it takes the day's views: `widths`)
+        self.chunk_of = np.repeat(np.arange(len(self.gens)), np.diff(bounds))
+        self.widths: list[int] = [0] * len(self.gens)
+
+    @classmethod
+    def of(cls, rng: np.random.Generator | Streams, runs: int) -> Streams:
+        """`rng` itself, or one stream for all `runs` of a single chunk."""
+        return rng if isinstance(rng, Streams) else cls([rng], [runs])
+
+    @classmethod
+    def seeded(cls, seeds: Sequence[np.random.SeedSequence], sizes: Sequence[int]) -> Streams:
+        """The streams of chunks with these seeds and numbers of runs."""
+        return cls([np.random.default_rng(s) for s in seeds], sizes)
+
+    def gen(self, run: int) -> np.random.Generator:
+        """The generator of the chunk run `run` belongs to."""
+        return self.gens[int(self.chunk_of[run])]
+
+    def split(self, draw: Callable[[np.random.Generator, slice], Any]) -> Any:
+        """`draw(generator, rows)` for each chunk, concatenated along the runs (one chunk: its
+        draw as it is)."""
+        if self.single:
+            return draw(self.gens[0], self.rows[0])
+        return np.concatenate(
+            [np.asarray(draw(g, rows)) for g, rows in zip(self.gens, self.rows, strict=True)]
+        )
+
+    def split_items(
+        self, run: np.ndarray, draw: Callable[[np.random.Generator, slice], Any]
+    ) -> Any:
+        """`draw(generator, items)` for each chunk over a flat array of items sorted by run
+        (`run`: each item's run), concatenated."""
+        if self.single:
+            return draw(self.gens[0], slice(0, len(run)))
+        cuts = np.searchsorted(run, [r.start for r in self.rows] + [self.runs], side="left")
+        return np.concatenate(
+            [
+                np.asarray(draw(g, slice(int(a), int(b))))
+                for g, a, b in zip(self.gens, cuts[:-1], cuts[1:], strict=True)
+            ]
+        )
+
+    def uniform(self, n: int, widths: Sequence[int]) -> np.ndarray:
+        """(runs, n) float32 uniforms: chunk `c` draws (its runs, widths[c]) as it would alone;
+        the columns past its width (slots no member of that chunk has ever had) read 0."""
+        if self.single:
+            return self.gens[0].random((self.runs, n), dtype=np.float32)
+        out = np.empty((self.runs, n), dtype=np.float32)
+        for g, rows, w in zip(self.gens, self.rows, widths, strict=True):
+            if w == n:
+                g.random(out=out[rows], dtype=np.float32)  # a block of whole rows: contiguous
+            else:
+                out[rows, :w] = g.random((rows.stop - rows.start, w), dtype=np.float32)
+                out[rows, w:] = 0
+        return out
+
+    def set_widths(self, n: np.ndarray) -> list[int]:
+        """Each chunk's widest run (`n`: members' slots per run): the width of its views."""
+        self.widths = [int(n[rows].max()) if rows.stop > rows.start else 0 for rows in self.rows]
+        return self.widths
+
+    def rowsums(self, x: np.ndarray, how: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+        """`how(x)` (default: the sum over the last axis) of a (runs, members, ...) array, per
+        chunk over the width it would have alone: a float sum's rounding depends on its length."""
+        how = how or (lambda a: a.sum(axis=-1))
+        if self.single:
+            return how(x)
+        return np.concatenate(
+            [how(x[rows, :w]) for rows, w in zip(self.rows, self.widths, strict=True)]
+        )
+
+    # -- the draws of one value per run, or per member, that Generator-based code makes -------
+
+    def standard_normal(self, n: int) -> np.ndarray:
+        """One standard normal per run (`n`: the runs), each chunk's from its own stream."""
+        if self.single:
+            return self.gens[0].standard_normal(n)
+        assert n == self.runs
+        return self.split(lambda g, rows: g.standard_normal(rows.stop - rows.start))
+
+    def random(self, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        """Uniforms of a (runs, members) shape (float32), as `uniform`."""
+        if self.single:
+            return self.gens[0].random(shape, dtype=dtype)
+        assert len(shape) == 2 and shape[0] == self.runs and np.dtype(dtype) == np.float32
+        return self.uniform(shape[1], self.widths)
+
+    def random_for(self, need: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """(runs, members) float32 uniforms drawn only by the chunks where `need` (broadcast
+        over the shape) has a nonzero value, as each would decide alone; 1.0 elsewhere."""
+        if self.single:
+            return self.gens[0].random(shape, dtype=np.float32)
+        need = np.broadcast_to(need, shape)
+        out = np.ones(shape, dtype=np.float32)
+        for g, rows, w in zip(self.gens, self.rows, self.widths, strict=True):
+            if np.any(need[rows, :w]):
+                out[rows, :w] = g.random((rows.stop - rows.start, w), dtype=np.float32)
+        return out
