@@ -1,16 +1,21 @@
-"""The `sop` command's entry point: `--help` without importing click, and a quick exit.
+"""The `sop` command's entry point: `--help` and plain `validate` without click, quick exits.
 
 The console script and `python -m sop` land here. `sop --help`, the first command most people
 type, is printed from the text click renders for it, stored below (tests/test_startup.py holds
 it equal to click's own rendering, and rewrites it: `python -m tests.test_startup`), so it costs
-little more than starting Python. Everything else goes to click in cli.py. A verb that only
-writes to stdout, stderr or files it closes itself ends with `os._exit` once its output is
-flushed: interpreter teardown (freeing every module's objects) would add about 20 ms to a
-command that takes 100.
+little more than starting Python. `sop validate PATH...` with only --format, --strict or
+--no-plan-checks, the command CI and editors run on every change, is read here and runs what
+cli.py's `validate` runs, without importing click and cli.py (a fifth of its start-up);
+tests/test_startup.py holds its output and exit code equal to click's on every kind of input.
+Everything else goes to click in cli.py. A verb that only writes to stdout, stderr or files it
+closes itself ends with `os._exit` once its output is flushed: interpreter teardown (freeing
+every module's objects) would add about 20 ms to a command that takes 100.
 """
 
 from __future__ import annotations
 
+import codecs
+import gc
 import os
 import sys
 
@@ -102,6 +107,100 @@ def _quick_exit(code: object) -> None:
     os._exit(status)
 
 
+class _Validate:
+    """The options of a `sop validate` command line simple enough to parse without click."""
+
+    __slots__ = ("fmt", "no_plan_checks", "paths", "strict")
+
+    def __init__(self, paths: list[str], fmt: str | None, strict: bool, no_plan_checks: bool):
+        self.paths, self.fmt, self.strict, self.no_plan_checks = paths, fmt, strict, no_plan_checks
+
+
+def _simple_validate(args: list[str]) -> _Validate | None:
+    """`sop validate PATH... [--format F] [--strict] [--no-plan-checks]`, or None for click.
+
+    Strict on purpose: any other option, `--`, a repeated `--format`, an unknown format, a path
+    click would refuse (an unreadable one) or one whose error message click would re-encode
+    (escape sequences, non-ASCII on a stderr that is not UTF-8) is left to click, which says
+    what is wrong with it exactly as it always has.
+    """
+    if not args or args[0] != "validate":
+        return None
+    if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return None  # a shell asking click for completions
+    from sop.engine.core.formats import ValidateFormat, choices
+
+    paths: list[str] = []
+    fmt: str | None = None
+    flags = {"--strict": False, "--no-plan-checks": False}
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in flags:
+            flags[arg] = True
+        elif arg == "--format" or arg.startswith("--format="):
+            value = arg[9:] if arg.startswith("--format=") else next(rest, None)
+            if fmt is not None or value not in choices(ValidateFormat):
+                return None
+            fmt = value
+        elif (arg.startswith("-") and arg != "-") or not _plain_path(arg):
+            return None
+        else:
+            paths.append(arg)
+    if not paths:
+        return None
+    return _Validate(paths, fmt, flags["--strict"], flags["--no-plan-checks"])
+
+
+def _plain_path(path: str) -> bool:
+    """A path click's `Path()` accepts as it is, and that reads the same in any message."""
+    if not path.isprintable():  # escape sequences: click.echo strips them off a non-terminal
+        return False
+    if not path.isascii() and codecs.lookup(sys.stderr.encoding or "ascii").name != "utf-8":
+        return False  # click.echo writes UTF-8 to a stream it thinks misconfigured
+    try:
+        os.stat(path)
+    except OSError:
+        return True  # click leaves missing paths to the command
+    return path == "-" or os.access(path, os.R_OK)
+
+
+def _validate(v: _Validate) -> int:
+    """What `validate` in cli.py does for these options, without importing click."""
+    gc.set_threshold(200_000, 20, 20)  # as in cli.py: a short-lived process, acyclic trees
+    from sop.engine.core.formats import default_validate_format
+    from sop.engine.core.status import ExitCode, UsageError
+    from sop.engine.report import RENDERERS
+    from sop.engine.validate import ValidateOptions, validate_report
+
+    fmt = v.fmt or default_validate_format(os.environ)
+    opts = ValidateOptions(plan_checks=not v.no_plan_checks, strict=v.strict)
+    try:  # every step inside, as cli.py's group runs every verb inside _stdout_errors
+        try:
+            report = validate_report(v.paths, opts)
+        except UsageError as e:
+            sys.stderr.write(f"sop: error: {e.message}\n")
+            return ExitCode.USAGE
+        color = fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        RENDERERS[fmt](report.results, sys.stdout, color)
+        sys.stdout.flush()
+        note = report.skipped_note()
+        if note:
+            sys.stderr.write(f"sop: note: {note}\n")
+    except OSError as e:  # what cli.py's _stdout_errors says and does
+        if e.filename is not None:
+            sys.stderr.write(f"sop: error: {e.filename}: {e.strerror or e}\n")
+            return ExitCode.USAGE
+        import contextlib
+
+        with contextlib.suppress(OSError, ValueError):  # nothing more goes there, not at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(e, BrokenPipeError):
+            return ExitCode.FINDINGS
+        sys.stderr.write(f"sop: error: cannot write to stdout: {e.strerror or e}\n")
+        return ExitCode.USAGE
+    return report.exit_code
+
+
 def main() -> None:
     """Run the `sop` command with sys.argv."""
     args = sys.argv[1:]
@@ -111,6 +210,14 @@ def main() -> None:
         except BrokenPipeError:  # unbuffered output to a reader that went away
             os._exit(1)
         _quick_exit(0)
+    simple = _simple_validate(args)
+    if simple is not None:
+        try:
+            code = _validate(simple)
+        except (EOFError, KeyboardInterrupt):  # as click ends an interrupted command
+            sys.stderr.write("\nAborted!\n")
+            code = 1
+        _quick_exit(code)
     from sop.cli import main as cli
 
     if not args or args[0] not in QUICK_EXIT:

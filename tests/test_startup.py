@@ -6,18 +6,20 @@ When a command or its help changes, `python -m tests.test_startup` rewrites the 
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sop.__main__ import HELP, HELP_WIDTH
-from sop.engine.core.schedule import _simple_cron, parse_cron
+from sop.engine.core.schedule import _simple_cron, month_days, parse_cron
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,6 +114,133 @@ def test_python_dash_m_sop_runs_the_same_command():
         [sys.executable, "-m", "sop", "--version"], capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0 and res.stdout.startswith("sop, version ")
+
+
+# -- `sop validate` without click ----------------------------------------------------------
+
+BROKEN = """\
+playbook: broken
+timezone: Mars/Olympus
+roles: {ops: {headcount: 1}}
+stages:
+  s1:
+    actions:
+      a1: {cron: "61 * * * *", do: post, owner: nobody, text: "hi"}
+"""
+WARNS = "playbook: w\ntimezone: UTC\nstages:\n  s: {}\ntemplates: {unused: x}\n"
+# The entry point's os._exit, patched to say on stderr (a last line) whether click was imported
+CLICK_PROBE = (
+    "import sys, os; _exit = os._exit;"
+    " os._exit = lambda c: (print('click' in sys.modules, file=sys.stderr), _exit(c));"
+)
+Outcome = tuple[int, str, str]  # exit code, stdout, stderr
+
+
+def _sop_validate(prog: str, args: list[str], stdin: str, env: dict[str, str]) -> Outcome:
+    probe = CLICK_PROBE if prog == "__main__" else ""
+    res = subprocess.run(
+        [sys.executable, "-c", f"{probe}import sys; sys.argv[0] = 'sop'; from sop.{prog} import"
+         " main; main()", "validate", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+        check=False,
+    )  # fmt: skip
+    return res.returncode, res.stdout, res.stderr
+
+
+def _both_ways(
+    cases: list[tuple[list[str], str, dict[str, str]]],
+) -> list[tuple[bool, Outcome, Outcome]]:
+    """`sop validate ARGS` through the entry point and through click's own command: for each
+    case, whether the entry point imported click, and each side's outcome."""
+    with ThreadPoolExecutor(4) as pool:
+        entry = list(pool.map(lambda c: _sop_validate("__main__", *c), cases))
+        click = list(pool.map(lambda c: _sop_validate("cli", *c), cases))
+    out = []
+    for (code, stdout, stderr), via_click in zip(entry, click, strict=True):
+        *said, probe = stderr.splitlines(keepends=True)
+        out.append((probe == "True\n", (code, stdout, "".join(said)), via_click))
+    return out
+
+
+def test_plain_validate_command_lines_skip_click_and_say_what_click_says(tmp_path):
+    broken, warns = tmp_path / "broken.yaml", tmp_path / "warns.yaml"
+    broken.write_text(BROKEN, encoding="utf-8")
+    warns.write_text(WARNS, encoding="utf-8")
+    mixed = tmp_path / "mixed"
+    (mixed / ".github").mkdir(parents=True)
+    (mixed / "compose.yaml").write_text("services: {}\n", encoding="utf-8")
+    (mixed / "p.yaml").write_text(WARNS, encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "空的").mkdir()
+    reference = str(ROOT / "playbooks" / "community-lifecycle.yaml")
+    cases: list[tuple[list[str], str, dict[str, str]]] = [
+        ([reference], "", {}),
+        ([reference, "--format", "json"], "", {}),
+        ([str(broken)], "", {}),
+        ([str(broken), "--format=github"], "", {}),
+        (["--format", "sarif", str(broken), reference], "", {}),
+        (["--format", "junit", str(broken)], "", {}),
+        ([str(warns)], "", {}),
+        ([str(warns), "--strict"], "", {}),
+        (["--strict", "--no-plan-checks", str(warns)], "", {}),
+        ([str(tmp_path / "missing.yaml")], "", {}),
+        ([str(mixed)], "", {}),
+        ([str(tmp_path / "empty")], "", {}),
+        ([str(tmp_path / "空的")], "", {"PYTHONIOENCODING": "utf-8"}),
+        (["-"], BROKEN, {}),
+        (["-", "-"], "", {}),
+        ([str(broken)], "", {"GITHUB_ACTIONS": "true"}),
+    ]
+    for (args, _, _), (used_click, entry, via_click) in zip(cases, _both_ways(cases), strict=True):
+        assert not used_click, args
+        assert entry == via_click, args
+        assert entry[1] or entry[2], args  # every case says something
+
+
+def test_other_validate_command_lines_go_to_click(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN, encoding="utf-8")
+    (tmp_path / "空的").mkdir()
+    cases: list[tuple[list[str], str, dict[str, str]]] = [
+        ([str(broken), "--days", "30"], "", {}),
+        ([str(broken), "--format", "xml"], "", {}),
+        ([str(broken), "--format", "json", "--format", "text"], "", {}),
+        ([str(broken), "--"], "", {}),
+        (["--help"], "", {}),
+        ([], "", {}),
+        ([f"{tmp_path}/\x1b[31mred.yaml"], "", {}),  # click.echo strips escape sequences
+        ([str(tmp_path / "空的")], "", {"PYTHONIOENCODING": "ascii"}),  # and writes UTF-8
+        ([str(broken), "--root", str(tmp_path)], "", {}),
+        (
+            [str(broken)],
+            "",
+            {"_SOP_COMPLETE": "bash_complete", "COMP_WORDS": "sop va", "COMP_CWORD": "1"},
+        ),
+    ]
+    for (args, _, _), (used_click, entry, via_click) in zip(cases, _both_ways(cases), strict=True):
+        assert used_click, args
+        assert entry == via_click, args
+
+
+def test_a_reader_that_goes_away_ends_a_plain_validate_as_click_ends_it():
+    reference = str(ROOT / "playbooks" / "community-lifecycle.yaml")
+    outcomes = []
+    for prog in ("__main__", "cli"):
+        code = f"import sys; sys.argv[0] = 'sop'; from sop.{prog} import main; main()"
+        cmd = [sys.executable, "-c", code, "validate", reference, "--format", "json"]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()  # before anything is read
+            outcomes.append((proc.wait(timeout=60), proc.stderr.read()))
+    assert outcomes[0] == outcomes[1] == (1, b"")
+
+
+def test_month_days_is_calendars_count() -> None:
+    assert [month_days(y, m) for y in (1, 1900, 2000, 2024, 2026, 9999) for m in range(1, 13)] == [
+        calendar.monthrange(y, m)[1]
+        for y in (1, 1900, 2000, 2024, 2026, 9999)
+        for m in range(1, 13)
+    ]
 
 
 # -- cron without croniter -----------------------------------------------------------------
