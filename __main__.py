@@ -124,7 +124,7 @@ def _simple_validate(args: list[str]) -> _Validate | None:
     (escape sequences, non-ASCII on a stderr that is not UTF-8) is left to click, which says
     what is wrong with it exactly as it always has.
     """
-    if not args or args[0] != "validate":
+    if not args or args[0] != "validate" or os.name == "nt":  # click expands globs on Windows
         return None
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
         return None  # a shell asking click for completions
