@@ -5,7 +5,7 @@ type, is printed from the text click renders for it, stored below (tests/test_st
 it equal to click's own rendering, and rewrites it: `python -m tests.test_startup`), so it costs
 little more than starting Python. `sop validate PATH...` with only --format, --strict or
 --no-plan-checks, the command CI and editors run on every change, is read here and runs what
-cli.py's `validate` runs, without importing click and cli.py (a fifth of its start-up);
+cli.py's `validate` runs, without importing click and cli.py (7 % of its work);
 tests/test_startup.py holds its output and exit code equal to click's on every kind of input.
 Everything else goes to click in cli.py. A verb that only writes to stdout, stderr or files it
 closes itself ends with `os._exit` once its output is flushed: interpreter teardown (freeing
