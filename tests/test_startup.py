@@ -12,9 +12,12 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pytest
 from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -233,6 +236,111 @@ def test_a_reader_that_goes_away_ends_a_plain_validate_as_click_ends_it():
             proc.stdout.close()  # before anything is read
             outcomes.append((proc.wait(timeout=60), proc.stderr.read()))
     assert outcomes[0] == outcomes[1] == (1, b"")
+
+
+# -- dataclass methods compiled once -------------------------------------------------------
+
+DATACLASSES = """\
+from __future__ import annotations
+import dataclasses
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    \"\"\"A region.\"\"\"
+    file: str
+    line: int = 1
+    tags: tuple[str, ...] = ()
+
+@dataclass
+class Load:
+    \"\"\"Counts.\"\"\"
+    worst: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+@dataclass(frozen=True, order=True)
+class Key:
+    \"\"\"Ordered.\"\"\"
+    a: int
+    b: str = "x"
+"""
+
+
+def _define(exec_hook: object | None) -> dict[str, Any]:
+    """The classes above, defined with dataclasses' own exec or with `exec_hook` in its place."""
+    import dataclasses
+
+    saved = dataclasses.__dict__.get("exec")
+    if exec_hook is not None:
+        dataclasses.exec = exec_hook
+    module = types.ModuleType("dc_probe")  # dataclasses looks a class's module up
+    sys.modules["dc_probe"] = module
+    try:
+        exec(DATACLASSES, module.__dict__)  # the test's own text, run as a module runs
+        return module.__dict__
+    finally:
+        del sys.modules["dc_probe"]
+        if saved is None:
+            dataclasses.__dict__.pop("exec", None)
+        else:
+            dataclasses.exec = saved
+
+
+def test_dataclass_methods_compiled_once_are_the_methods_dataclasses_compiles(monkeypatch):
+    import dataclasses
+    import inspect
+
+    import sop.__main__ as entry
+
+    monkeypatch.setattr(entry, "_METHODS", {})
+    monkeypatch.setattr(entry, "_FRESH", [])
+    plain, cold = _define(None), _define(entry._exec_once)
+    compiled = len(entry._FRESH)
+    warm = _define(entry._exec_once)
+    assert compiled >= 10 and len(entry._FRESH) == compiled  # the second time, nothing compiled
+    for name in ("Span", "Load", "Key"):
+        ours, theirs = cold[name], plain[name]
+        for method in ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__lt__"):
+            a, b = getattr(ours, method), getattr(theirs, method)
+            if a is b or not hasattr(a, "__code__"):
+                continue
+            assert a.__code__.co_code == b.__code__.co_code, (name, method)
+            assert a.__code__.co_consts == b.__code__.co_consts, (name, method)
+            assert a.__qualname__ == b.__qualname__
+            assert str(inspect.signature(a)) == str(inspect.signature(b))
+        assert list(ours.__dataclass_fields__) == list(theirs.__dataclass_fields__)
+    for ns in (cold, warm):
+        span = ns["Span"]("a.yaml", 3)
+        assert repr(span) == "Span(file='a.yaml', line=3, tags=())"
+        assert span == ns["Span"]("a.yaml", 3) and hash(span) == hash(ns["Span"]("a.yaml", 3))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            span.line = 4
+        assert ns["Load"]().worst == {} and ns["Key"](1) < ns["Key"](2)
+
+
+def test_a_validate_reads_the_methods_an_earlier_run_compiled_and_says_the_same(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # as on a user's machine
+    env = {"PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}  # bytecode and methods go there
+    reference = str(ROOT / "playbooks" / "community-lifecycle.yaml")
+    cases = [([reference, "--format", "json"], "", env), ([reference], "", env)]
+
+    def methods() -> list[Path]:
+        return list((tmp_path / "pycache").rglob("dataclass-methods.*.marshal"))
+
+    first = _both_ways(cases)
+    (written,) = methods()
+    stamp = written.stat().st_mtime_ns
+    second = _both_ways(cases)
+    assert written.stat().st_mtime_ns == stamp  # nothing new to keep
+    written.write_bytes(b"not marshal data")
+    third = _both_ways(cases)
+    for runs in (first, second, third):
+        for used_click, entry, via_click in runs:
+            assert not used_click and entry == via_click and entry[0] == 0
+    assert [r[1] for r in first] == [r[1] for r in second] == [r[1] for r in third]
+    assert written.read_bytes() != b"not marshal data"  # a broken file is compiled anew
 
 
 def test_month_days_is_calendars_count() -> None:
