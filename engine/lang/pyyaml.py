@@ -2,12 +2,12 @@
 
 Importing `yaml` compiles `Reader.NON_PRINTABLE`, used only by PyYAML's pure-Python reader (the
 loader reads through libyaml when it is there). Python 3.11's `re` builds that class one code
-point at a time, U+00A0 to U+FFFD: about 5 ms, more than half of importing PyYAML and 8 % of the
-work of `sop validate` (57 M of 714 M instructions). The same set written as the few code points
-it holds compiles in a tenth of that; it goes into `re`'s cache under PyYAML's pattern, so PyYAML
-gets a pattern that matches exactly the same characters (tests/test_loader.py checks every code
-point). Should `re` keep its cache elsewhere or PyYAML change the pattern, the entry is never
-read and nothing else changes. Nothing is kept between processes.
+point at a time, U+00A0 to U+FFFD: about 5 ms (57 M instructions), more than half of importing
+PyYAML. The same set written as the few code points it holds compiles in a tenth of that; it goes
+into `re`'s cache under PyYAML's pattern, so PyYAML gets a pattern that matches exactly the same
+characters (tests/test_loader.py checks every code point). Should `re` keep its cache elsewhere
+or PyYAML change the pattern, the entry is never read and nothing else changes. Nothing is kept
+between processes.
 """
 
 from __future__ import annotations
