@@ -160,6 +160,8 @@ def validate(
 
     In a folder, YAML files that are not playbooks, fragments or scenarios are skipped.
     """
+    # __main__.py runs plain `sop validate PATH...` lines without click (`_validate` there): a
+    # change here goes there too; tests/test_startup.py compares the two on every kind of input.
     import gc
 
     gc.set_threshold(200_000, 20, 20)  # a short-lived process building acyclic trees

@@ -6,7 +6,6 @@ import codecs
 import functools
 import io
 import os
-import unicodedata
 from collections.abc import Callable
 from typing import TextIO
 
@@ -70,6 +69,7 @@ def _source_line(result: FileResult, d: Diagnostic) -> str:
 
 def _width(s: str) -> int:
     """Display width: CJK characters take two terminal cells, combining marks none."""
+    import unicodedata  # only for findings: a clean run never imports it
 
     def cells(c: str) -> int:
         if unicodedata.east_asian_width(c) in "WF":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -185,3 +188,28 @@ def test_unsupported_tags_are_refused() -> None:
 
 def test_limits_are_module_constants() -> None:
     assert loader.MAX_DEPTH >= 32 and loader.MAX_BYTES >= 2**20
+
+
+def test_the_pattern_primed_for_pyyaml_matches_exactly_the_same_code_points() -> None:
+    from sop.engine.lang import pyyaml
+
+    ours = re.compile(pyyaml.NON_PRINTABLE)
+    # re.UNICODE, the default for text, only keys re's cache apart from the primed entry
+    theirs = re.compile(pyyaml.PYYAML_NON_PRINTABLE, re.UNICODE)
+    assert theirs.pattern != ours.pattern
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    assert [m.start() for m in ours.finditer(every)] == [m.start() for m in theirs.finditer(every)]
+
+
+def test_pyyaml_reads_through_the_primed_pattern_and_still_refuses_control_characters() -> None:
+    code = """if True:
+        from sop.engine.lang import pyyaml
+        import yaml
+        print(yaml.reader.Reader.NON_PRINTABLE.pattern == pyyaml.NON_PRINTABLE)
+        try:
+            yaml.load("a: b\\x07", Loader=yaml.SafeLoader)  # PyYAML's pure-Python reader
+        except yaml.reader.ReaderError as e:
+            print(hex(e.character), e.position)
+    """
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout == "True\n0x7 4\n", res.stderr

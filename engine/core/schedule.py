@@ -9,7 +9,6 @@ time is then mapped to an instant with the documented DST rules (docs/time.md):
 
 from __future__ import annotations
 
-import calendar
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -58,7 +57,7 @@ class CronSpec:
             return True
         if any(nearest_weekday(d.year, d.month, w) == d.day for w in self.nearest):
             return True
-        return self.last_dom and d.day == calendar.monthrange(d.year, d.month)[1]
+        return self.last_dom and d.day == month_days(d.year, d.month)
 
     def _dow_ok(self, d: date) -> bool:
         if self.dows is None:
@@ -69,15 +68,22 @@ class CronSpec:
         nth = self.nth.get(dow)
         if nth is None:
             return True
-        last = d.day + 7 > calendar.monthrange(d.year, d.month)[1]
+        last = d.day + 7 > month_days(d.year, d.month)
         return (d.day - 1) // 7 + 1 in nth or ("l" in nth and last)
+
+
+def month_days(year: int, month: int) -> int:
+    """The number of days in a month (the module `calendar` would import `locale` for it)."""
+    if month == 12:  # also in year 9999, which has no following January
+        return 31
+    return (date(year, month + 1, 1) - date(year, month, 1)).days
 
 
 def nearest_weekday(year: int, month: int, day: int) -> int:
     """The day `W` fires: the weekday nearest `day`, never leaving the month (croniter's rule)."""
-    last = calendar.monthrange(year, month)[1]
+    last = month_days(year, month)
     day = min(day, last)
-    wd = calendar.weekday(year, month, day)  # 0 = Monday
+    wd = date(year, month, day).weekday()  # 0 = Monday
     if wd < 5:
         return day
     if wd == 5:  # Saturday: the Friday before, or the Monday after when that leaves the month

@@ -13,11 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..core.diagnostics import Diagnostic, Severity, Span, rule
 from ..core.files import MAX_BYTES as _FILE_LIMIT
 from ..core.files import FileRefused, read_bytes, read_stream
+from .pyyaml import yaml
 
 try:  # the C parser is ~10x faster; PyYAML without libyaml falls back to pure Python
     from yaml import CSafeLoader as _Parser
