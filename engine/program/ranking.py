@@ -62,8 +62,8 @@ def team_scores(team: Any, score: Any, teams: int, present: Any = None) -> Any:
         # whole numbers add up exactly in any order: one pass over the members for all teams
         lead = int(np.prod(s.shape[:-1], dtype=np.int64))
         tt = t.reshape(lead, -1)
-        ok = (tt >= 0) & (tt < teams)
-        cell = (np.arange(lead)[:, None] * teams + tt)[ok]
+        ok = (tt >= 0) & (tt < teams)  # false for NaN too: a team index read as a float
+        cell = (np.arange(lead)[:, None] * teams + np.where(ok, tt, 0).astype(np.int64))[ok]
         sums = np.bincount(cell, weights=s.reshape(lead, -1)[ok], minlength=lead * teams)
         return sums.reshape(*s.shape[:-1], teams)
     return np.stack([np.where(t == k, s, 0.0).sum(axis=-1) for k in range(teams)], axis=-1)
