@@ -719,7 +719,7 @@ class Simulator:
         dyn.start(R, specs[0][1])
         M = len(self.metric_names)
         mi = {m: i for i, m in enumerate(self.metric_names)}
-        out = np.zeros((R, D, M), dtype=np.float32)
+        out = np.zeros((R, D, M), dtype=np.float64)  # float64: a gate reads 20 % as run reads it
         seed_users = dyn.seed_users()
         extra = {**cx.columns(), **dyn.columns()}
         max_cap = 1 << 62
