@@ -400,11 +400,12 @@ def test_simulation_json_has_no_bare_nan(tmp_path) -> None:
 
 
 def test_simulate_json_from_the_cli_is_strict(tmp_path) -> None:
-    # a defined metric that overflows float32 is infinite; JSON has no token for that
+    # a defined metric that overflows a float (1e12 ** 27) is infinite; JSON has no token for it
+    product = " * ".join(["big"] * 27)
     text = BURST.replace("GUARD", "").replace(
         "    routines:",
         "    metrics:\n      big: {unit: count}\n"
-        "      huge: {unit: count, definition: big * big * big * big}\n    routines:",
+        f"      huge: {{unit: count, definition: {product}}}\n    routines:",
     )
     pb = tmp_path / "p.yaml"
     pb.write_text(textwrap.dedent(text), encoding="utf-8")
