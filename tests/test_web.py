@@ -646,3 +646,19 @@ def test_help_and_validate_never_import_the_dashboard() -> None:
         ]
         assert "sop.engine.core" in imported or args == ["--help"], res.stderr[-2000:]
         assert not [m for m in imported if m.startswith(("sop.engine.web", "starlette"))], args
+
+
+def test_a_run_ahead_of_the_dashboards_clock_never_counts_days_backwards(seeded: Seeded) -> None:
+    """A virtual-clock run checked to day 20 seen from a clock 30 days earlier: the overview
+    shows the run's own present (day >= 1) and says that the run is ahead."""
+    early = VirtualClock(NOW - timedelta(days=30))
+    app = create_dashboard_app(
+        seeded.program, seeded.store, seeded.run_id, DashboardSettings(token=None, clock=early)
+    )
+    c = TestClient(app, base_url=BASE, follow_redirects=False, headers={"Accept-Language": "en"})
+    text = c.get("/").text
+    days = [int(n) for n in re.findall(r'class="badge">day (-?\d+)<', text)]
+    assert days and min(days) >= 1, days
+    assert "ahead of the wall clock" in text
+    same = client(seeded, None, **{"Accept-Language": "en"}).get("/").text
+    assert "ahead of the wall clock" not in same  # the run's own clock: no note

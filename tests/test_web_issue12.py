@@ -126,6 +126,10 @@ def test_an_incident_is_opened_and_closed_from_the_page(community: Community) ->
     t = signed_in(community)
     page = t.get("/incidents").text
     assert 'data-plan="quiet"' in page and "4" in page  # its steps, escalation after 240 min
+    # a `do` step reads as the action's name and its text, not the raw kind
+    assert "<li>post by" in page and "「大家好」" in page  # kind.post reads "post" in English
+    zh = t.get("/incidents", headers={"Accept-Language": "zh-CN"}).text
+    assert "立即执行：发帖" in zh and "：post" not in zh  # the action's name, not the raw kind
     token = csrf_of(t, "/incidents")
     before = {i.id for i in community.store.incidents("t12")}
     r = t.post(

@@ -146,9 +146,24 @@ class Dashboard:
     # -- plumbing --------------------------------------------------------------------------
 
     def now(self) -> datetime:
+        """The dashboard's present: its clock, but never before the run's own daily checks (a
+        run driven by a virtual clock may be ahead of the wall clock; its days must not count
+        backwards)."""
         clock = self.settings.clock
         t = clock.now() if clock is not None else datetime.now(UTC)
+        run = self.store.get_run(self.run_id)
+        if run is not None and run.checked_until > t:
+            t = run.checked_until
         return t.astimezone(self.program.tz)
+
+    def run_ahead(self) -> datetime | None:
+        """The run's checked time when it is ahead of the dashboard's clock, else None."""
+        clock = self.settings.clock
+        t = clock.now() if clock is not None else datetime.now(UTC)
+        run = self.store.get_run(self.run_id)
+        if run is not None and run.checked_until > t:
+            return run.checked_until.astimezone(self.program.tz)
+        return None
 
     def who(self, request: Request) -> Who | None:
         """Who the request is from, or None when it must sign in."""
@@ -230,7 +245,7 @@ class Dashboard:
         now = self.now()
         html = self.env.get_template(template).render(
             t=t, say=say, dt=dt, short=short, hm=hm, weekday=weekday, kind=kind, tier=tier,
-            now=now, tz=str(tz),
+            now=now, tz=str(tz), run_ahead=self.run_ahead(),
             who=who, csrf=who.session.csrf if who and who.session else "",
             path=request.url.path, query=request.url.query,
             token_required=bool(self.settings.token), playbook=self.program.playbook,

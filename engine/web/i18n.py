@@ -41,6 +41,9 @@ EN: Mapping[str, str] = {
     "login.bad_name": "Give a name of 1 to 40 characters (it is recorded with each change).",
     "login.throttled": "Too many failed attempts from your address; wait a few minutes.",
     # overview
+    "base.run_ahead": (
+        "This run's clock is ahead of the wall clock (a virtual-clock run): shown as of {at}."
+    ),
     "overview.title": "Overview",
     "overview.stage": "Current stage",
     "overview.stages": "Stages",
@@ -313,6 +316,7 @@ ZH: Mapping[str, str] = {
     "login.bad": "令牌不正确。",
     "login.bad_name": "请填写1到40个字符的名字（每次操作都会记录）。",
     "login.throttled": "该地址失败次数过多，请几分钟后再试。",
+    "base.run_ahead": "本次运行的时钟领先于当前时间（虚拟时钟运行）：按{at}时的状态显示。",
     "overview.title": "总览",
     "overview.stage": "当前阶段",
     "overview.stages": "阶段",

@@ -987,6 +987,7 @@ class PlanStep:
     at_minutes: int
     due_minutes: int | None
     only_if_open: bool
+    text: str | None  # what a `do` step says (its text), shown beside it
 
 
 @dataclass(frozen=True)
@@ -1006,6 +1007,12 @@ class IncidentsView:
     closed: list[IncidentRecord]
 
 
+def _clip(text: str, limit: int = 60) -> str:
+    """The first line of `text`, at most `limit` characters (an ellipsis when cut)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def incidents(r: Reader) -> IncidentsView:
     """The Incidents page: the playbook's emergency plans (open one), open and closed ones."""
     from ..program.incidents import schedule
@@ -1023,6 +1030,7 @@ def incidents(r: Reader) -> IncidentsView:
                 int(s.at.total_seconds() // 60),
                 None if s.due is None else int(s.due.total_seconds() // 60),
                 s.only_if_open,
+                _clip(s.step.text) if s.step.text else None,
             )
             for s in schedule(inc)
         ]
