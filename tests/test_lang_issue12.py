@@ -277,6 +277,11 @@ CASES: list[tuple[str, str, str]] = [
         _with(R, R + '  each: {cron: "0 9 * * 1", do: post, for_each: "tier:vip", text: x}\n'),
         '"tier:vip", text: x',
     ),
+    (
+        "SOP305",
+        _with(R, R + '  each: {on: member.joined, do: task, for_each: "tier:vip", text: x}\n'),
+        '"tier:vip", text: x',
+    ),
     ("SOP299", _with("  score: checkins\n", "  score: checkins\n  by: city\n"), "city\n"),
     (
         "SOP237",

@@ -450,6 +450,14 @@ _rule(
     "Give the tier or segment of `for_each` a `size:` (its expected members) so the workload"
     " check can count one task per member.",
 )
+_rule(
+    "SOP305",
+    "per-member-task-on-event",
+    W,
+    "Per-member tasks on a member event: one task per member of the group each time it fires",
+    "Give the action a `cron:` (a periodic list, one task per member), or drop `for_each` and"
+    " send the task about the event's member.",
+)
 # Issue 12: members, segments, channels, counted metrics, targets, exits, leaderboards, points,
 # teams, admission (engine/lang/checks.py).
 _rule(

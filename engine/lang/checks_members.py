@@ -159,6 +159,13 @@ def audiences(pb: Playbook, out: Collector) -> None:
                     f"action `{a.id}` is `do: {a.kind}`: `for_each` makes one staff task per"
                     " member and would be ignored",
                 )
+            elif root_event(pb, a) is not None:
+                out.add(
+                    "SOP305",
+                    sp["for_each"],
+                    f"action `{a.id}` makes one task per member of `{a.for_each}` each time a"
+                    " member event fires it: with many events that is a flood of staff tasks",
+                )
         if (
             a.where is not None
             and a.audience == Audience.STAFF
