@@ -1,7 +1,8 @@
 """What a simulation forecasts of the issue-12 constructs, from the runs' histories: the
 probability of each exit of each stage, of each target being met by its day, of each incident's
 `detect:` triggering, and the distributions of segment sizes, per-channel values and staff
-workload. The rules are program's (targets, incidents, counted); this module counts runs.
+workload. The rules are program's (targets, incidents, counted); this module counts runs. Each
+probability's interval is intervals.py's (wider when runs share a parameter draw).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..program import targets as pt
 from ..program.history import ArrayHistory
 from ..program.lifecycle import exits_of
 from .attributes import MemberModel
-from .kernel import wilson
+from .intervals import INDEPENDENT, Pairs, interval
 from .scenario import Scenario
 
 QS = (5, 50, 95)
@@ -28,11 +29,13 @@ QS = (5, 50, 95)
 
 @dataclass(frozen=True)
 class RunShare:
-    """k of n runs, with the 95 % Wilson interval and the median day it happened."""
+    """k of n runs, with the 95 % interval and the median day it happened (`deff`: the design
+    effect of runs sharing a parameter draw, intervals.py)."""
 
     k: int
     n: int
     median_day: float | None = None
+    deff: float = 1.0
 
     @property
     def p(self) -> float:
@@ -41,13 +44,14 @@ class RunShare:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
-        lo, hi = wilson(self.k, self.n)
+        lo, hi = interval(self.k, self.n, self.deff)
         return {
             "p": round(self.p, 4),
             "interval95": [round(lo, 4), round(hi, 4)],
             "runs": self.k,
             "of": self.n,
             "median_day": self.median_day,
+            "design_effect": round(self.deff, 4),  # 1: the runs counted as independent
         }
 
 
@@ -61,26 +65,38 @@ class StageExits:
     exits: dict[str, RunShare]  # exit id -> runs that left by it (of all runs), median day
     goto: dict[str, str | None]  # exit id -> the stage it leads to (None: `after:` successors)
     other: dict[str, int]  # deadline / timeboxed / aborted / running / not entered -> runs
+    # design effects (intervals.py): of each exit among the runs that entered, of each `other`
+    entered_deff: dict[str, float] = field(default_factory=dict)
+    other_deff: dict[str, float] = field(default_factory=dict)
+
+    def if_entered(self, exit_id: str) -> RunShare:
+        """The runs that left by `exit_id`, of those that entered the stage."""
+        s = self.exits[exit_id]
+        return RunShare(s.k, self.entered, s.median_day, self.entered_deff.get(exit_id, 1.0))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data: each exit's P over all runs and given the stage was entered."""
-        return {
+        out: dict[str, Any] = {
             "stage": self.stage,
             "entered": self.entered,
             "runs": self.runs,
-            "exits": [
+            "exits": [],
+            "other": self.other,
+            "other_design_effect": {k: round(self.other_deff.get(k, 1.0), 4) for k in self.other},
+        }
+        for e, s in self.exits.items():
+            entered = self.if_entered(e).as_dict() if self.entered else None
+            out["exits"].append(
                 {
                     "exit": e,
                     "goto": self.goto.get(e),
                     **s.as_dict(),
-                    "if_entered": RunShare(s.k, self.entered).as_dict()["p"]
-                    if self.entered
-                    else None,
+                    "if_entered": entered["p"] if entered else None,
+                    "if_entered_interval95": entered["interval95"] if entered else None,
+                    "if_entered_design_effect": entered["design_effect"] if entered else None,
                 }
-                for e, s in self.exits.items()
-            ],
-            "other": self.other,
-        }
+            )
+        return out
 
 
 def stage_exits(
@@ -90,6 +106,7 @@ def stage_exits(
     passed: np.ndarray,
     outcomes: Sequence[Mapping[str, str]],
     took: Sequence[Mapping[str, str]],
+    pairs: Pairs = INDEPENDENT,
 ) -> list[StageExits]:
     """For every stage with an exit: the runs that left it by each exit (dissolution is a
     forecast outcome), with Wilson intervals and median days."""
@@ -101,28 +118,42 @@ def stage_exits(
         if not exits:
             continue
         days: dict[str, list[int]] = {e.id: [] for e in exits}
+        by: dict[str, np.ndarray] = {}  # exit id -> per run, whether it left by it
         other: dict[str, int] = {}
+        ended: dict[str, np.ndarray] = {}  # other outcome -> per run, whether it ended so
         for r in range(runs):
             if entered[r, j] < 0:
                 other["not entered"] = other.get("not entered", 0) + 1
+                ended.setdefault("not entered", np.zeros(runs, bool))[r] = True
                 continue
             outcome = outcomes[r].get(sid, "running")
             if outcome == "passed":
                 e = took[r].get(sid, exits[0].id)
                 days.setdefault(e, []).append(int(passed[r, j]))
+                by.setdefault(e, np.zeros(runs, bool))[r] = True
             else:
                 other[outcome] = other.get(outcome, 0) + 1
+                ended.setdefault(outcome, np.zeros(runs, bool))[r] = True
         shares = {
-            e: RunShare(len(d), runs, float(np.median(d)) if d else None) for e, d in days.items()
+            e: RunShare(
+                len(d),
+                runs,
+                float(np.median(d)) if d else None,
+                pairs.deff(by[e]) if e in by else 1.0,
+            )
+            for e, d in days.items()
         }
+        inside = entered[:, j] >= 0
         out.append(
             StageExits(
                 sid,
-                int((entered[:, j] >= 0).sum()),
+                int(inside.sum()),
                 runs,
                 shares,
                 {e.id: e.goto for e in exits},
                 other,
+                {e: pairs.deff(hit, inside) for e, hit in by.items()},
+                {k: pairs.deff(hit) for k, hit in ended.items()},
             )
         )
     return out
@@ -162,7 +193,7 @@ class TargetResult:
 
 
 def target_results(
-    pb: Playbook, metric_names: Sequence[str], metrics: np.ndarray
+    pb: Playbook, metric_names: Sequence[str], metrics: np.ndarray, pairs: Pairs = INDEPENDENT
 ) -> tuple[list[TargetResult], list[str]]:
     """Every target of the playbook against the runs (and a warning per target the
     simulation has no values of)."""
@@ -189,8 +220,13 @@ def target_results(
                 due,
                 judged,
                 due > days,
-                RunShare(int(on_day.sum()), runs),
-                RunShare(len(first), runs, float(np.median(first)) if first else None),
+                RunShare(int(on_day.sum()), runs, deff=pairs.deff(on_day)),
+                RunShare(
+                    len(first),
+                    runs,
+                    float(np.median(first)) if first else None,
+                    pairs.deff(ok.any(axis=1)),
+                ),
                 int(np.isnan(series[:, judged]).sum()),
                 _quantiles(gap),
             )
@@ -224,7 +260,7 @@ class IncidentResult:
 
 
 def incident_results(
-    pb: Playbook, metric_names: Sequence[str], metrics: np.ndarray
+    pb: Playbook, metric_names: Sequence[str], metrics: np.ndarray, pairs: Pairs = INDEPENDENT
 ) -> list[IncidentResult]:
     """For every incident with `detect:`: on how many runs it triggers (program/incidents.py's
     rule on each closed day), and when first."""
@@ -245,7 +281,12 @@ def incident_results(
                 inc.title,
                 inc.owner,
                 inc.detect.text,
-                RunShare(len(first), runs, float(np.median(first)) if len(first) else None),
+                RunShare(
+                    len(first),
+                    runs,
+                    float(np.median(first)) if len(first) else None,
+                    pairs.deff(held.any(axis=1)),
+                ),
                 _quantiles(first),
                 _quantiles(held.sum(axis=1).astype(float)),
             )
@@ -266,7 +307,11 @@ def daily_percentiles(values: np.ndarray, every: int = 1) -> dict[str, Any]:
 
 
 def workload_summary(
-    pb: Playbook, roles: Sequence[str], workload: np.ndarray | None, every: int = 1
+    pb: Playbook,
+    roles: Sequence[str],
+    workload: np.ndarray | None,
+    every: int = 1,
+    pairs: Pairs = INDEPENDENT,
 ) -> dict[str, Any]:
     """Per role: tasks a day (p5/p50/p95 over the runs), its capacity (headcount × tasks a
     person a day), P(some day above it) with its interval, and the tasks a day and the days
@@ -292,7 +337,7 @@ def workload_summary(
             "peak": _quantiles(w.max(axis=1) if w.size else np.zeros(0)),
             "total": _quantiles(w.sum(axis=1)),
             "over_capacity": RunShare(
-                int(over.sum()), runs, float(np.median(first)) if first else None
+                int(over.sum()), runs, float(np.median(first)) if first else None, pairs.deff(over)
             ).as_dict(),
         }
     return out
@@ -368,6 +413,7 @@ class Forecasts:
     by_channel: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
     playbook: Playbook | None = None
+    pairs: Pairs = INDEPENDENT  # the runs that share a parameter draw (intervals.py)
 
     def as_dict(self, every: int = 1) -> dict[str, Any]:
         """The keys these forecasts add to the simulation's JSON document."""
@@ -386,7 +432,7 @@ class Forecasts:
                 self.by_channel_names,
                 every,
             ),
-            "workload": workload_summary(pb, self.roles, self.workload, every),
+            "workload": workload_summary(pb, self.roles, self.workload, every, self.pairs),
         }
 
 
@@ -409,11 +455,13 @@ def forecasts(
         parts = [getattr(c, name) for c in chunks]
         return None if any(p is None for p in parts) or not parts else np.concatenate(parts)
 
-    targets, notes = target_results(pb, metric_names, metrics)
+    drawn = [c.parameters for c in chunks if getattr(c, "parameters", None) is not None]
+    pairs = Pairs.of(np.concatenate(drawn)) if drawn and len(drawn) == len(chunks) else INDEPENDENT
+    targets, notes = target_results(pb, metric_names, metrics, pairs)
     out = Forecasts(
-        exits=stage_exits(pb, stage_ids, entered, passed, outcomes, took),
+        exits=stage_exits(pb, stage_ids, entered, passed, outcomes, took, pairs),
         targets=targets,
-        incidents=incident_results(pb, metric_names, metrics),
+        incidents=incident_results(pb, metric_names, metrics, pairs),
         segment_ids=list(pb.segments),
         segment_sizes=cat("segments"),
         roles=list(pb.roles),
@@ -424,6 +472,7 @@ def forecasts(
         by_channel=cat("by_channel"),
         warnings=notes,
         playbook=pb,
+        pairs=pairs,
     )
     for name in MemberModel(pb, sc).unmodelled():
         out.warnings.append(

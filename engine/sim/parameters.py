@@ -13,7 +13,7 @@ result for any number of workers, and a scenario without distributions draws not
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,15 @@ UNCERTAIN: Mapping[str, tuple[str, ...]] = {
     "conversion": ("base_daily",),
 }
 METRIC_KEYS = ("start", "per_day", "noise", "per_member")  # `metrics.<name>.<key>`
+# Each retention model's parameters in the order of its `retention.draws` rows: the fitter's
+# `retention_models.SPECS` holds the same names (a test keeps them equal); they live here too
+# because `sop validate` checks scenarios and must not import NumPy to read them.
+RETENTION_PARAMETERS: Mapping[str, tuple[str, ...]] = {
+    "sbg": ("alpha", "beta"),
+    "sbg-mixture": ("alpha", "beta", "early_quit_share"),
+    "bdw": ("alpha", "beta", "c"),
+    "bdw-mixture": ("alpha", "beta", "c", "early_quit_share"),
+}
 MAX_DRAWS = 1000  # values of a `draws:` list, rows of `retention.draws`
 # A second stream of each chunk's seed: the parameters' draws never take numbers from the
 # members' stream, so a scenario without distributions simulates exactly as it did before.
@@ -93,6 +102,39 @@ class Dist:
             return math.sqrt(math.fsum((x - m) ** 2 for x in self.values) / len(self.values))
         return self.sd
 
+    def quantile(self, q: float) -> float:
+        """Its q-quantile (0 < q < 1): of the truncated normal, the uniform, or the draws."""
+        if self.kind == DistKind.UNIFORM:
+            return self.low + q * (self.high - self.low)
+        if self.kind == DistKind.DRAWS:
+            return quantile(self.values, q)
+        if self.sd <= 0:
+            return self.point
+        from statistics import NormalDist
+
+        unit = NormalDist()
+        a = unit.cdf((self.low - self.mean) / self.sd) if math.isfinite(self.low) else 0.0
+        b = unit.cdf((self.high - self.mean) / self.sd) if math.isfinite(self.high) else 1.0
+        if b - a < 1e-12:
+            return self.point
+        u = min(max(a + q * (b - a), 1e-16), 1 - 1e-16)
+        return min(max(self.mean + self.sd * unit.inv_cdf(u), self.low), self.high)
+
+    def words(self) -> str:
+        """As a reader reads it: `normal, mean 1.5, sd 0.4, at least 0.5 · 90%: 0.864–2.16`."""
+        lo, hi = self.quantile(0.05), self.quantile(0.95)
+        if self.kind == DistKind.UNIFORM:
+            shape = f"uniform from {self.low:.3g} to {self.high:.3g}"
+        elif self.kind == DistKind.DRAWS:
+            shape = f"{len(self.values)} draws, mean {self.point:.3g}"
+        else:
+            shape = f"normal, mean {self.mean:.3g}, sd {self.sd:.3g}"
+            if "min" in self.written or (not self.written and math.isfinite(self.low)):
+                shape += f", at least {self.low:.3g}"
+            if "max" in self.written or (not self.written and math.isfinite(self.high)):
+                shape += f", at most {self.high:.3g}"  # the parameter's own range goes unsaid
+        return f"{shape} · 90%: {lo:.3g}–{hi:.3g}"
+
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n values: truncated normal by inversion, uniform, or draws resampled."""
         import numpy as np
@@ -127,6 +169,17 @@ class Dist:
         if math.isfinite(self.high):
             out["max"] = self.high
         return out
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of `values`, interpolated between order statistics (NumPy's default)."""
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    at = q * (len(xs) - 1)
+    i = min(int(at), len(xs) - 1)
+    j = min(i + 1, len(xs) - 1)
+    return xs[i] + (at - i) * (xs[j] - xs[i])
 
 
 def is_distribution(value: Any) -> bool:
@@ -172,6 +225,23 @@ class JointDraws:
 
     names: tuple[str, ...]
     rows: tuple[tuple[float, ...], ...]
+
+    def summary(self) -> list[tuple[str, float, float, float]]:
+        """(parameter, mean, 5th, 95th percentile) of each column of the draws."""
+        out = []
+        for i, name in enumerate(self.names):
+            col = [row[i] for row in self.rows if i < len(row)]
+            if col:
+                mean = math.fsum(col) / len(col)
+                out.append((name, mean, quantile(col, 0.05), quantile(col, 0.95)))
+        return out
+
+    def words(self) -> str:
+        """`200 joint draws · alpha mean 1.1 (90%: 0.8–1.5) · beta mean 4 (90%: 3–5.2)`."""
+        cols = " · ".join(
+            f"{n} mean {m:.3g} (90%: {lo:.3g}–{hi:.3g})" for n, m, lo, hi in self.summary()
+        )
+        return f"{len(self.rows)} joint draws · {cols}"
 
     def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """n rows, one per draw, as a column per parameter."""

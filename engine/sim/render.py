@@ -4,7 +4,10 @@ Both say the same things (engine/sim/summary.py decides them): per gate, P(pass 
 with its 95 % interval — a range while runs are undecided at the horizon, never a 0 % that only
 means "not reached" — the same given the stage was entered, the late passes, and which
 comparison fell short; per expectation, the share of runs that broke it against the exit code's
-tolerance. The HTML report adds calendar dates, charts and the scenario's assumptions.
+tolerance; which part of each interval's spread is parameter uncertainty and which Monte Carlo
+error (uncertainty.py), or that the intervals hold Monte Carlo error only. The HTML report adds
+calendar dates, charts, the sensitivity of each gate to the drawn parameters and the scenario's
+assumptions.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..lang.model import Playbook
 from ..program import DEFAULT_START  # day 0 of a result built without its start (tests)
 from ..program.gates import comparisons
 from .montecarlo import GateResult, SimResult
+from .parameters import RETENTION_PARAMETERS
 from .summary import EXPECT_TOLERANCE, WORDS, Bounded, GateOutcome, Share
 
 KEY_METRICS = ("members", "daily_speak_rate", "retention_d30", "core_members")
@@ -175,6 +179,7 @@ def to_text(
             cells.append(f"{_fmt(q[1][i], u)} [{_fmt(q[0][i], u)}–{_fmt(q[2][i], u)}]")
         t.add_row(markup(name), *cells)
     console.print(t)
+    uncertainty_text(res, console)
     forecasts_text(res, console, checkpoints)
     ex = res.expectations(expect_tolerance)
     if res.expect_failures:
@@ -191,6 +196,120 @@ def to_text(
     reasons = res.verdict(min_probability, expect_tolerance)
     if reasons:
         console.print("[bold red]exit 1:[/] " + markup("; ".join(reasons)))
+
+
+# -- parameter uncertainty against Monte Carlo error (uncertainty.py) ------------------------------
+
+POINT_VALUES = (
+    "every scenario parameter is a point value, an assumption rather than a measurement: the"
+    " intervals hold Monte Carlo error only (the randomness of the runs), not what a wrong"
+    " parameter would change. Give distributions (`retention.beta: {mean: 1.5, sd: 0.3}`) or"
+    " `retention.draws` from `sop calibrate community --bootstrap` to include it"
+)
+
+
+def drawn_parameters(res: SimResult) -> list[tuple[str, str]]:
+    """(path, its distribution in words) of each parameter the runs draw."""
+    sc = res.scenario
+    out = [(path, d.words()) for path, d in sorted(sc.uncertain.items())]
+    joint = sc.joint_draws()
+    if joint is not None:
+        out.append(("retention.draws", joint.words()))
+    return out
+
+
+def uncertainty_metrics(res: SimResult, split: dict[str, Any]) -> list[str]:
+    """The metrics the uncertainty section shows: the key ones, else the first few."""
+    shown = [m for m in KEY_METRICS if m in split]
+    return shown or list(split)[:4]
+
+
+def _sd(variance: float | None) -> float:
+    return math.sqrt(variance) if variance is not None and variance > 0 else 0.0
+
+
+def uncertainty_text(res: SimResult, console: Any) -> None:
+    """Which part of each gate's and key metric's spread is parameter uncertainty, which Monte
+    Carlo error; or that the intervals hold Monte Carlo error only."""
+    u = res.uncertainty or {}
+    drawn = drawn_parameters(res)
+    if not drawn:
+        console.print(f"uncertainty: {markup(POINT_VALUES)}")
+        return
+    console.print(
+        f"uncertainty: {u.get('draws', 0)} draws of the parameters below, each shared by"
+        f" {u.get('runs_per_draw', 2)} runs:"
+    )
+    for path, words in drawn:
+        console.print(f"  {markup(path)}: {markup(words)}")
+    if u.get("note"):
+        console.print(f"  ({markup(u['note'])})")
+        return
+    t = _table("gates: P(pass by the deadline) by source of uncertainty")
+    t.add_column("stage", overflow="fold")
+    for col in (
+        "P",
+        "95% interval\n(Monte Carlo)",
+        "P over the\ndraws, 90%",
+        "variance from\nparameters",
+    ):
+        t.add_column(col, no_wrap=True)
+    undecided = []
+    for g in u.get("gates", []):
+        share = g.get("parameter_share")
+        if g.get("undecided_runs"):
+            undecided.append(f"{g['stage']} ({g['undecided_runs']})")
+        if g.get("undecided_runs", 0) >= res.options.runs:
+            t.add_row(markup(g["stage"]), "undecided", "—", "—", "—")
+            continue
+        t.add_row(
+            markup(g["stage"]) + ("*" if g.get("undecided_runs") else ""),
+            _pct(g["p_pass"]),
+            _interval(*g["monte_carlo_interval95"]),
+            _interval(*g["parameter_range90"]),
+            "—" if share is None else f"{share:.0%}",
+        )
+    console.print(t)
+    if undecided:
+        console.print(
+            "  * runs undecided at the horizon, counted here as not passing: "
+            + markup(", ".join(undecided))
+        )
+    metrics = u.get("metrics", {})
+    split = metrics.get("split", {})
+    if split:
+        day = metrics.get("day", res.options.days - 1)
+        t = _table(f"metrics at the horizon (day {day}): run-to-run spread by source")
+        t.add_column("metric")
+        for col in (
+            "mean",
+            "sd from\nparameters",
+            "sd from\nMonte Carlo",
+            "variance from\nparameters",
+        ):
+            t.add_column(col, no_wrap=True)
+        for name in uncertainty_metrics(res, split):
+            m = split[name]
+            unit = res.units.get(name, "count")
+            v = m["variance"]
+            share = m.get("parameter_share")
+            t.add_row(
+                markup(name),
+                _fmt(m["mean"], unit),
+                _fmt(_sd(v["parameters"]), unit),
+                _fmt(_sd(v["monte_carlo"]), unit),
+                "—" if share is None else f"{share:.0%}",
+            )
+        console.print(t)
+    console.print(
+        "  (P is the probability averaged over the drawn parameters; the 95% interval is its"
+        " Monte Carlo error, how far another seed could move it, which more --runs narrow"
+        " (wider than if the runs were independent: the runs of a pair share a draw)."
+        ' "P over the draws" is where the probability lies for 90% of the'
+        " parameter draws: how much the uncertain parameters move it. A wide range beside a"
+        " narrow interval: more runs will not help, better knowledge of the parameters will;"
+        " `--sensitivity` says which parameter matters)"
+    )
 
 
 def condition(g: GateResult) -> str:
@@ -239,7 +358,7 @@ def gate_lines(res: SimResult, g: GateResult) -> list[str]:
         und = f"; no value in {s.undefined}" if s.undefined else ""
         out.append(
             f"gate of {g.stage}: `{s.clause}` fell short"
-            f" in {share(Share(s.false, s.checked))} runs that missed the deadline or are open"
+            f" in {share(s.share)} runs that missed the deadline or are open"
             f" at the horizon{by}{und}"
         )
     for note, runs in g.undefined.items():
@@ -354,12 +473,13 @@ def exit_rows(res: SimResult, x: dict[str, Any]) -> list[tuple[str, str, Share, 
     stage's exits, then the runs that left by none, by how they ended (no `if entered`)."""
     rows: list[tuple[str, str, Share, Share | None]] = []
     for e in x["exits"]:
-        entered = Share(e["runs"], x["entered"]) if x["entered"] else None
-        rows.append(
-            (e["exit"], leads_to(res, x["stage"], e["goto"]), Share(e["runs"], e["of"]), entered)
-        )
+        deff = e.get("if_entered_design_effect") or 1.0
+        entered = Share(e["runs"], x["entered"], deff) if x["entered"] else None
+        of_all = Share(e["runs"], e["of"], e.get("design_effect", 1.0))
+        rows.append((e["exit"], leads_to(res, x["stage"], e["goto"]), of_all, entered))
+    deffs = x.get("other_design_effect", {})
     for k, v in x["other"].items():
-        rows.append(("", OTHER_WORDS.get(k, k), Share(v, x["runs"]), None))
+        rows.append(("", OTHER_WORDS.get(k, k), Share(v, x["runs"], deffs.get(k, 1.0)), None))
     return rows
 
 
@@ -849,26 +969,47 @@ def playbook_words(pb: Playbook) -> list[str]:
 
 def scenario_rows(res: SimResult) -> list[tuple[str, str, str, str]]:
     """(section, parameter, value, what it means) of every value the scenario sets or defaults
-    (none left unset), meanings from the scenario schema's descriptions."""
+    (none left unset), meanings from the scenario schema's descriptions; a distribution and
+    `retention.draws` in words (their shape, mean and 90 % range), not as raw numbers."""
     from ..lang.schema import load_schema
 
     root = load_schema("scenario.schema.json")
     out = []
-    doc = {k: v for k, v in res.scenario.as_dict().items() if k != "name"}  # in the heading
-    for path, value, spec in _flatten(doc, root, root, ()):
+    sc = res.scenario
+    words = {tuple(p.split(".")): d.words() for p, d in sc.uncertain.items()}
+    joint = sc.joint_draws()
+    if joint is not None:
+        words[("retention", "draws")] = joint.words()
+    doc = {k: v for k, v in sc.as_dict().items() if k != "name"}  # in the heading
+    takes = RETENTION_PARAMETERS.get(sc.retention.model, ())
+    for name in ("c", "early_quit_share"):  # a model without them never reads them
+        if name not in takes:
+            doc.get("retention", {}).pop(name, None)
+    for name in joint.names if joint is not None else ():  # `draws` gives them, not the point
+        if ("retention", name) not in words:
+            words[("retention", name)] = "drawn from retention.draws (below)"
+    for path, value, spec in _flatten(doc, root, root, (), words):
         section, key = (path[0], ".".join(path[1:])) if len(path) > 1 else ("", path[0])
-        out.append((section, key, _plain(value), str(spec.get("description", ""))))
+        shown = words.get(path, _plain(value))
+        out.append((section, key, shown, str(spec.get("description", ""))))
     return out
 
 
 def _flatten(
-    value: Any, spec: dict[str, Any], root: dict[str, Any], path: tuple[str, ...]
+    value: Any,
+    spec: dict[str, Any],
+    root: dict[str, Any],
+    path: tuple[str, ...],
+    whole: Any = (),
 ) -> Iterable[tuple[tuple[str, ...], Any, dict[str, Any]]]:
-    """(path, leaf value, its schema) of a nested scenario document; empty and unset skipped."""
-    if isinstance(value, dict):
+    """(path, leaf value, its schema) of a nested scenario document; empty and unset skipped;
+    the paths in `whole` (distributions) are leaves, however they are written."""
+    if path in whole:
+        yield path, value, spec
+    elif isinstance(value, dict):
         for k, v in value.items():
-            yield from _flatten(v, _child(spec, k, root), root, (*path, str(k)))
-    elif value is not None and value != [] and path:
+            yield from _flatten(v, _child(spec, k, root), root, (*path, str(k)), whole)
+    elif value is not None and value != [] and value != () and path:
         yield path, value, spec
 
 
@@ -962,7 +1103,7 @@ def _shortfall_tables(res: SimResult) -> str:
             continue
         body = "".join(
             f"<tr><td><code>{e(s.clause)}</code></td>"
-            f'<td class="p">{e(share(Share(s.false, s.checked)))}</td>'
+            f'<td class="p">{e(share(s.share))}</td>'
             f"<td>{e(_gap(s, res.units))}</td>"
             f"<td>{s.undefined}</td></tr>"
             for s in shown
@@ -1071,6 +1212,149 @@ def _html_exits(res: SimResult, doc: dict[str, Any]) -> str:
         " outcome — and how the other runs ended the horizon.",
         ["stage", "exit → leads to", "P [95%]", "if entered [95%]", "median day"],
         rows,
+    )
+
+
+def _html_uncertainty(res: SimResult) -> str:
+    """Parameter uncertainty against Monte Carlo error, per gate and key metric, with the drawn
+    parameters and which of them moves each gate (or: Monte Carlo error only)."""
+    e = html.escape
+    drawn = drawn_parameters(res)
+    title = "<h2>How sure: parameter uncertainty and Monte Carlo error</h2>"
+    if not drawn:
+        return (
+            f'{title}<p class="caveat">Every scenario parameter is a point value: an assumption,'
+            " not a measurement. The 95% intervals in this report hold Monte Carlo error only"
+            " (the randomness of the simulated runs), not what a wrong parameter would change."
+            " To include parameter uncertainty, give parameters as distributions (for example"
+            " <code>retention.beta: {mean: 1.5, sd: 0.3}</code>) or add the"
+            " <code>retention.draws</code> that <code>sop calibrate community --bootstrap</code>"
+            " writes.</p>"
+        )
+    u = res.uncertainty or {}
+    params = "".join(f"<tr><td><code>{e(p)}</code></td><td>{e(w)}</td></tr>" for p, w in drawn)
+    out = [
+        title,
+        f"<p>Each pair of runs draws the {len(drawn)} uncertain parameter(s) below once"
+        f" ({u.get('draws', 0)} draws × {u.get('runs_per_draw', 2)} runs), so every probability"
+        " and band in this report is averaged over what the parameters may be. The spread of"
+        " the runs has two sources: <b>Monte Carlo error</b> (the randomness of the runs, which"
+        " more <code>--runs</code> shrink) and <b>parameter uncertainty</b> (which only better"
+        " knowledge of the parameters shrinks). The two runs of a pair differ by Monte Carlo"
+        " error alone; the rest is the parameters'.</p>",
+        "<table><tr><th>drawn parameter</th><th>distribution · its 90% range</th></tr>"
+        f"{params}</table>",
+    ]
+    if u.get("note"):
+        return "".join(out) + f"<p>{e(u['note'])}.</p>"
+    gates = "".join(_html_uncertain_gate(g, res.options.runs) for g in u.get("gates", []))
+    out.append(
+        "<h3>Gates</h3><p class=small>Read a row as: the gate passes by its deadline in P of"
+        " the runs, P being the probability averaged over the drawn parameters;"
+        " <b>95% interval</b>: the Monte Carlo error of P, how far another seed (other runs,"
+        " other draws) could move it, which more <code>--runs</code> narrow (wider than the"
+        " plain Wilson interval because the two runs of a pair are not independent);"
+        " <b>P over the parameter draws</b>:"
+        " where the probability of passing lies for 90% of the draws of the parameters; a"
+        " wide range beside a narrow interval says more runs will not help, knowing the"
+        " parameters better will. <b>From parameters</b>: the share of the run-to-run"
+        " variance of passing that the parameters explain.</p>"
+        "<table><tr><th>stage</th><th>P(pass by deadline)</th><th>95% interval (Monte"
+        " Carlo)</th><th>P over the parameter draws, 90%</th><th>from parameters</th></tr>"
+        f"{gates}</table>"
+    )
+    metrics = u.get("metrics", {})
+    split = metrics.get("split", {})
+    if split:
+        rows = []
+        for name in uncertainty_metrics(res, split):
+            m = split[name]
+            unit = res.units.get(name, "count")
+            v = m["variance"]
+            rows.append(
+                f"<tr><td><b>{e(name)}</b></td><td class=p>{e(_fmt(m['mean'], unit))}</td>"
+                f"<td class=p>± {e(_fmt(_sd(v['parameters']), unit))}</td>"
+                f"<td class=p>± {e(_fmt(_sd(v['monte_carlo']), unit))}</td>"
+                f"<td>{_share_bar(m.get('parameter_share'))}</td></tr>"
+            )
+        day = int(metrics.get("day", res.options.days - 1))
+        out.append(
+            f"<h3>Key metrics on {day_date(res, day)} (day {day}, the horizon)</h3><p"
+            " class=small>The runs' standard deviation split by source: the parameters' part"
+            " is how much the metric moves with the drawn parameters, the Monte Carlo part how"
+            " much it varies between runs of the same draw.</p><table><tr><th>metric</th>"
+            "<th>mean</th><th>sd from parameters</th><th>sd from Monte Carlo</th>"
+            f"<th>variance from parameters</th></tr>{''.join(rows)}</table>"
+        )
+    out.append(_html_sensitivity(res))
+    return "".join(out)
+
+
+def _html_uncertain_gate(g: dict[str, Any], runs: int) -> str:
+    """A gate's row of the uncertainty table; undecided runs said, never read as a 0 %."""
+    e = html.escape
+    n = g.get("undecided_runs", 0)
+    head = f"<tr><td><b>{e(g['stage'])}</b></td>"
+    if n >= runs:
+        return head + '<td colspan=4 class="small">undecided in every run at the horizon</td></tr>'
+    note = f"<br><span class=small>{n} undecided run(s) counted as not passing</span>" if n else ""
+    return (
+        f'{head}<td class="p">{_pct(g["p_pass"])}{note}</td>'
+        f'<td class="p">{_interval(*g["monte_carlo_interval95"])}</td>'
+        f'<td class="p">{_interval(*g["parameter_range90"])}</td>'
+        f"<td>{_share_bar(g.get('parameter_share'))}</td></tr>"
+    )
+
+
+def _share_bar(share: float | None) -> str:
+    """A share as a number and a small bar (parameters' part in blue)."""
+    if share is None:
+        return "—"
+    return (
+        f'<span class="share"><span style="width:{100 * share:.0f}%"></span></span>'
+        f" {100 * share:.0f}%"
+    )
+
+
+def _html_sensitivity(res: SimResult, top: int = 3) -> str:
+    """Per gate, the drawn parameters that move it most (`--sensitivity` in the terminal)."""
+    e = html.escape
+    rows = []
+    alike = []
+    for g in (res.sensitivity or {}).get("gates", []):
+        ranked = [p for p in g["parameters"] if p["rank_correlation"] is not None][:top]
+        if not ranked:
+            n = g.get("undecided_runs") or 0
+            alike.append(f"{g['stage']} ({_pct(g['p_pass'])}{f', {n} undecided' if n else ''})")
+            continue
+        for i, p in enumerate(ranked):
+            rho = p["rank_correlation"]
+            stage = f"<b>{e(g['stage'])}</b>" if i == 0 else ""
+            rows.append(
+                f"<tr><td>{stage}</td><td><code>{e(p['parameter'])}</code></td>"
+                f'<td class="p">{rho:+.2f}</td><td class="p">'
+                f"{_pct(p['p_pass_low_third'])} → {_pct(p['p_pass_high_third'])}</td></tr>"
+            )
+    if not rows and not alike:
+        return ""
+    same = (
+        f"<p class=small>The same in every run, whatever the draws: {e(', '.join(alike))}.</p>"
+        if alike
+        else ""
+    )
+    table = (
+        "<table><tr><th>gate</th><th>parameter</th><th>rank correlation</th><th>P(pass) in"
+        " its lowest → highest third</th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else ""
+    )
+    return (
+        "<h3>Sensitivity: which parameter moves each gate</h3><p class=small>Per gate, the"
+        " drawn parameters most related to passing by the deadline, strongest first:"
+        " Spearman's rank correlation between a parameter's draw and its pair's share of"
+        " passes (+: larger values help), and P(pass) among the draws in the parameter's"
+        " lowest and highest third. A parameter that moves a gate a lot is the one to measure"
+        f" (<code>sop calibrate</code>) before trusting the gate.</p>{table}{same}"
     )
 
 
@@ -1266,6 +1550,8 @@ background:var(--c);vertical-align:-.05rem}
 .verdict{padding:.5rem .8rem;max-width:60rem;border-left:4px solid #16a34a;background:#f0fdf4}
 .verdict.fail{border-color:#dc2626;background:#fef2f2}
 .legend span{margin-right:1rem;white-space:nowrap}
+.share{display:inline-block;width:5rem;height:.6rem;border:1px solid #cbd5e1;background:#fff;
+vertical-align:middle} .share span{display:block;height:100%;background:#2563eb}
 """
 
 
@@ -1330,14 +1616,22 @@ def to_html(
     doc = forecast_doc(res)
     days = checkpoint_days(res, (30, 60, 90, 180))
     lang = text_language(playbook_words(pb))
+    n_drawn = len(drawn_parameters(res))
+    intervals_cover = (
+        f"The 95% intervals cover the randomness of the simulated runs and the uncertainty of"
+        f" the {n_drawn} parameter(s) given as distributions (see “How sure”), not a wrong"
+        " assumption in the others."
+        if n_drawn
+        else "The 95% intervals cover the randomness of the simulated runs only (Monte Carlo"
+        " error), not a wrong assumption."
+    )
     body = f"""<h1>{e(pb.title)}</h1>
 <p>Playbook <code>{e(pb.id)}</code> v{e(pb.version)} · scenario <b>{e(res.scenario.name)}</b> ·
 {o.runs} runs × {o.days} days, {first.isoformat()} to {last.isoformat()} · seed <b>{o.seed}</b> ·
 {res.member_days:,} member-days in {res.seconds:.1f} s</p>
 <p class="caveat">These probabilities follow from the scenario's parameters (the table at the end),
 which are <b>assumptions, not measurements</b>, unless they were fitted to this community's own
-history with <code>sop calibrate</code>. The 95% intervals cover the randomness of the simulated
-runs only, not a wrong assumption.</p>
+history with <code>sop calibrate</code>. {intervals_cover}</p>
 {verdict}
 {"<h2>Warnings</h2><ul>" + warnings + "</ul>" if warnings else ""}
 <h2>Gates</h2>
@@ -1364,6 +1658,7 @@ pass p5–p95; red tick: the deadline from the median entry.</figcaption></figur
 <span style="color:#dc2626">- - gate threshold (stages that set it)</span>
 <span style="color:#475569">⋯ median day a stage starts</span></p>
 <div class="charts">{charts}</div>
+{_html_uncertainty(res)}
 {_html_targets(res, doc) if doc else ""}
 {_html_incidents(res, doc) if doc else ""}
 {_html_segments(res, doc, days) if doc else ""}

@@ -11,7 +11,16 @@ from typing import Any
 from ..core.diagnostics import Collector, Diagnostic, Severity
 from ..lang.loader import Document, LoadError, load_file
 from ..lang.model import Playbook
-from .parameters import METRIC_KEYS, UNCERTAIN, Dist, JointDraws, is_distribution, parse, problems
+from .parameters import (
+    METRIC_KEYS,
+    RETENTION_PARAMETERS,
+    UNCERTAIN,
+    Dist,
+    JointDraws,
+    is_distribution,
+    parse,
+    problems,
+)
 
 # `activity.retention_coupling` by default (engine/sim/retention.py): the correlation of the
 # process behind tests/data/calibrate, whose export shows members 1.9x as likely to leave after a
@@ -178,10 +187,7 @@ class Scenario:
         """`retention.draws` with the names of the retention model's parameters, if any."""
         if not self.retention.draws:
             return None
-        from .retention_models import SPECS, RetentionModel
-
-        names = SPECS[RetentionModel(self.retention.model)].names
-        return JointDraws(names, self.retention.draws)
+        return JointDraws(RETENTION_PARAMETERS[self.retention.model], self.retention.draws)
 
 
 class ScenarioError(Exception):
@@ -355,13 +361,11 @@ def check_parameters(doc: Document, out: Collector) -> None:
     """A schema-valid scenario's parameters fit their models (SOP287): the retention model
     takes each retention key given, `retention.draws` rows have its parameters, and every
     distribution is a usable one."""
-    from .retention_models import SPECS, RetentionModel
-
     data = doc.data if isinstance(doc.data, dict) else {}
     ret = data.get("retention")
     ret = ret if isinstance(ret, dict) else {}
-    model = RetentionModel(ret.get("model", "sbg"))
-    names = SPECS[model].names
+    model = str(ret.get("model", "sbg"))
+    names = RETENTION_PARAMETERS[model]  # schema-valid: one of its keys
 
     def bad(path: tuple[Any, ...], message: str, key: bool = True) -> None:
         out.add(
@@ -374,7 +378,7 @@ def check_parameters(doc: Document, out: Collector) -> None:
     for key in ("c", "early_quit_share"):
         if key in ret and key not in names:
             takes = ", ".join(names)
-            having = ", ".join(str(m) for m, spec in SPECS.items() if key in spec.names)
+            having = ", ".join(m for m, takes in RETENTION_PARAMETERS.items() if key in takes)
             bad(
                 ("retention", key),
                 f"retention model `{model}` has no `{key}` (it takes {takes}): this value would"

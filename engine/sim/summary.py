@@ -2,7 +2,9 @@
 
 A gate's run ends the horizon in one of seven outcomes (`GateOutcome`); two of them (`open`,
 `pending`) leave "did it pass by its deadline?" undecided, so a probability over all runs is a
-range (`Bounded`) rather than a number read as 0 %. Every share carries its 95 % Wilson interval.
+range (`Bounded`) rather than a number read as 0 %. Every share carries its 95 % interval
+(intervals.py: Wilson's, on the runs' effective number when runs share a parameter draw; each
+share's design effect `deff` is computed from its runs by `Pairs.deff`, 1 without distributions).
 For the runs that miss a deadline, `shortfalls` says which comparison of the gate fell short at
 the deadline's check, in how many runs, and by how much. `ExpectSummary` holds the share of runs
 that broke an `expect:` invariant against the tolerance the exit code allows.
@@ -19,7 +21,7 @@ import numpy as np
 
 from ..lang.model import Playbook, Stage
 from ..lang.semantics import deadline_of, hands_over
-from .kernel import wilson
+from .intervals import INDEPENDENT, Pairs, interval
 
 # The share of runs in which an `expect:` invariant may break before `simulate` exits 1, judged
 # on the lower end of its 95 % interval: a rare break in a few hundred runs is reported, not a
@@ -53,10 +55,11 @@ WORDS: Mapping[GateOutcome, str] = {
 
 @dataclass(frozen=True)
 class Share:
-    """`k` of `n` runs, with its 95 % Wilson interval."""
+    """`k` of `n` runs, with its 95 % interval (`deff`: the design effect of runs sharing draws)."""
 
     k: int
     n: int
+    deff: float = 1.0
 
     @property
     def p(self) -> float | None:
@@ -65,8 +68,8 @@ class Share:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """The 95 % Wilson score interval."""
-        return wilson(self.k, self.n)
+        """The 95 % Wilson score interval, on n / deff runs."""
+        return interval(self.k, self.n, self.deff)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -82,11 +85,14 @@ class Share:
 
 @dataclass(frozen=True)
 class Bounded:
-    """A probability over `n` runs: `k` certainly count, `undecided` more might."""
+    """A probability over `n` runs: `k` certainly count, `undecided` more might (`deff`,
+    `deff_high`: the design effects of its low and high end)."""
 
     k: int
     undecided: int
     n: int
+    deff: float = 1.0
+    deff_high: float = 1.0
 
     @property
     def decided(self) -> bool:
@@ -106,7 +112,8 @@ class Bounded:
     @property
     def interval(self) -> tuple[float, float]:
         """95 % Wilson interval of the low end's lower bound to the high end's upper bound."""
-        return wilson(self.k, self.n)[0], wilson(self.k + self.undecided, self.n)[1]
+        low = interval(self.k, self.n, self.deff)[0]
+        return low, interval(self.k + self.undecided, self.n, self.deff_high)[1]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -131,6 +138,12 @@ class Shortfall:
     false: int  # runs in which the clause did not hold
     undefined: int  # runs in which it read a value that was undefined
     median_shortfall: float | None  # how far from the threshold, in the metric's unit
+    deff: float = 1.0  # of `false` among `checked` (runs sharing parameter draws)
+
+    @property
+    def share(self) -> Share:
+        """The runs in which the clause did not hold, of those checked."""
+        return Share(self.false, self.checked, self.deff)
 
     @property
     def base(self) -> str:
@@ -140,7 +153,7 @@ class Shortfall:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
-        share = Share(self.false, self.checked).as_dict()
+        share = self.share.as_dict()
         return {
             "clause": self.clause,
             "metric": self.metric,
@@ -174,10 +187,44 @@ class ExpectSummary:
 
 
 def expect_summary(
-    failures: Sequence[tuple[int, int, str]], runs: int, tolerance: float = EXPECT_TOLERANCE
+    failures: Sequence[tuple[int, int, str]],
+    runs: int,
+    tolerance: float = EXPECT_TOLERANCE,
+    pairs: Pairs = INDEPENDENT,
 ) -> ExpectSummary:
     """How many runs broke an `expect:` invariant (any of them, on any day)."""
-    return ExpectSummary(Share(len({r for r, _, _ in failures}), runs), tolerance)
+    broken = {r for r, _, _ in failures}
+    deff = pairs.deff([r in broken for r in range(runs)]) if broken else 1.0
+    return ExpectSummary(Share(len(broken), runs, deff), tolerance)
+
+
+@dataclass(frozen=True)
+class GateDesign:
+    """The design effects of a gate's shares (intervals.py): P(pass by the deadline) over all
+    runs and if entered, each (low end, high end), and the late passes."""
+
+    by_deadline: tuple[float, float] = (1.0, 1.0)
+    if_entered: tuple[float, float] = (1.0, 1.0)
+    late: float = 1.0
+
+
+def gate_design(
+    kinds: Sequence[GateOutcome], entered: Sequence[bool] | np.ndarray, pairs: Pairs
+) -> GateDesign:
+    """The design effects of a gate's shares from its runs' outcomes (`entered`: per run,
+    whether it entered the stage); all 1 when every run has its own parameter draw."""
+    if pairs.independent:
+        return GateDesign()
+    on_time = np.array([k is GateOutcome.ON_TIME for k in kinds], dtype=bool)
+    maybe = on_time | np.array([k in UNDECIDED for k in kinds], dtype=bool)
+    could = on_time | np.array([k is GateOutcome.OPEN for k in kinds], dtype=bool)
+    late = np.array([k is GateOutcome.LATE for k in kinds], dtype=bool)
+    ent = np.asarray(entered, dtype=bool)
+    return GateDesign(
+        (pairs.deff(on_time), pairs.deff(maybe)),
+        (pairs.deff(on_time, ent), pairs.deff(could, ent)),
+        pairs.deff(late),
+    )
 
 
 def deadline_days(stage: Stage) -> int | None:
@@ -265,6 +312,7 @@ def shortfalls(
     entered: np.ndarray,
     metrics: np.ndarray,
     metric_names: Sequence[str],
+    pairs: Pairs = INDEPENDENT,
 ) -> tuple[Shortfall, ...]:
     """Which clause of the stage's gate fell short in the runs that missed its deadline.
 
@@ -287,6 +335,8 @@ def shortfalls(
     undefined: dict[int, int] = {}
     gaps: dict[int, list[float]] = {}
     checked = 0
+    looked = np.zeros(len(kinds), bool)  # the runs checked, and per clause those it was false in
+    short: dict[int, np.ndarray] = {}
     for r, kind in enumerate(kinds):
         e = int(entered[r, column])
         if kind in (GateOutcome.LATE, GateOutcome.FAILED, GateOutcome.OVERDUE) and dl is not None:
@@ -296,6 +346,7 @@ def shortfalls(
         else:
             continue
         checked += 1
+        looked[r] = True
         env = condition_env(node, ArrayHistory(metrics[r, :day], index), float(day - e))
         for i, c in enumerate(clauses(node, env, text)):
             if c.threshold is None:
@@ -305,6 +356,7 @@ def shortfalls(
                 undefined[i] = undefined.get(i, 0) + 1
             elif not c.holds:
                 false[i] = false.get(i, 0) + 1
+                short.setdefault(i, np.zeros(len(kinds), bool))[r] = True
                 if c.shortfall is not None:
                     gaps.setdefault(i, []).append(c.shortfall)
     return tuple(
@@ -316,6 +368,7 @@ def shortfalls(
             false.get(i, 0),
             undefined.get(i, 0),
             float(np.median(gaps[i])) if gaps.get(i) else None,
+            pairs.deff(short[i], looked) if i in short else 1.0,
         )
         for i, (clause, metric, threshold) in sorted(found.items())
     )

@@ -4,8 +4,9 @@ Runs 2k and 2k+1 share one draw of the scenario's uncertain parameters (paramete
 outcome Y of a run (a gate passed by its deadline: 1 or 0; a metric at the horizon), the law of
 total variance splits Var(Y) = E[Var(Y | θ)] + Var(E[Y | θ]): within a pair the difference
 measures the first (Monte Carlo), (Y₁ − Y₂)²/2 having exactly that mean, and the rest of Var(Y)
-is the second (parameters). A gate's P(pass) is the mean over all runs, with a Monte Carlo
-interval from the pair means (pairs are independent; runs within a pair are not), and a range
+is the second (parameters). A gate's P(pass) is the mean over all runs, with the interval every
+share of runs gets (intervals.py: Wilson's on the runs' effective number, as runs within a pair
+are not independent: the same interval as the gate's own when it is decided), and a range
 for P(pass | θ) over the parameter draws: a Beta with P's mean and the between-draw variance,
 its 5th and 95th percentiles. Sensitivity: per gate and parameter, Spearman's rank correlation
 between the parameter's draw and the pair's share of passes, and P(pass) among the pairs in the
@@ -14,13 +15,13 @@ parameter's lowest and highest third.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .summary import GateOutcome
+from .intervals import Pairs, interval
+from .summary import UNDECIDED, GateOutcome
 
 MIN_PAIRS = 10  # fewer pairs say nothing useful about either part
 
@@ -57,10 +58,8 @@ class Split:
 
 def pairs_of(params: np.ndarray) -> np.ndarray:
     """(pairs, 2) indices of the runs (2k, 2k+1) that share their parameter draw."""
-    n = params.shape[0] - params.shape[0] % 2
-    first, second = np.arange(0, n, 2), np.arange(1, n, 2)
-    same = (params[first] == params[second]).all(axis=1)
-    return np.column_stack([first[same], second[same]])
+    p = Pairs.of(params)
+    return np.column_stack([np.asarray(p.first, int), np.asarray(p.second, int)])
 
 
 def split(y: np.ndarray, pairs: np.ndarray) -> Split | None:
@@ -81,8 +80,8 @@ def _beta_range(mean: float, var: float) -> tuple[float, float]:
     if var <= 0 or mean <= 0 or mean >= 1:
         return (mean, mean)
     k = mean * (1 - mean) / var - 1
-    if k <= 0:  # as spread as a proportion can be: all or nothing
-        return (0.0, 1.0)
+    if k <= 0:  # as spread as a proportion can be: 1 for a share `mean` of the draws, else 0
+        return (0.0 if mean < 0.95 else 1.0, 1.0 if mean > 0.05 else 0.0)
     from scipy.special import betaincinv
 
     lo, hi = betaincinv(mean * k, (1 - mean) * k, [0.05, 0.95])
@@ -114,6 +113,7 @@ def analyse(
             {"parameters": distributions, "note": note, "gates": [], "metrics": {}},
             {"parameters": names, "gates": []},
         )
+    design = Pairs.of(params)
     pairs = pairs_of(params)
     gates = []
     sens = []
@@ -123,16 +123,17 @@ def analyse(
         if s is None:
             continue
         pair_mean = (y[pairs[:, 0]] + y[pairs[:, 1]]) / 2
-        se = float(pair_mean.std(ddof=1) / math.sqrt(len(pair_mean)))
+        deff = design.deff(y)
+        mc_lo, mc_hi = interval(int(y.sum()), len(y), deff)
         lo, hi = _beta_range(s.mean, s.parameters)
         gates.append(
             {
                 "stage": stage,
                 "p_pass": round(s.mean, 4),
-                "monte_carlo_interval95": [
-                    round(max(0.0, s.mean - 1.96 * se), 4),
-                    round(min(1.0, s.mean + 1.96 * se), 4),
-                ],
+                "monte_carlo_interval95": [round(mc_lo, 4), round(mc_hi, 4)],
+                "design_effect": round(deff, 4),
+                # undecided at the horizon: counted as not passing, so P is the range's low end
+                "undecided_runs": sum(k in UNDECIDED for k in kinds[stage]),
                 "parameter_range90": [round(lo, 4), round(hi, 4)],
                 **{k: v for k, v in s.as_dict().items() if k != "mean"},
             }
@@ -141,6 +142,7 @@ def analyse(
             {
                 "stage": stage,
                 "p_pass": round(s.mean, 4),
+                "undecided_runs": gates[-1]["undecided_runs"],
                 "parameters": _ranked(names, params, pairs, pair_mean),
             }
         )
@@ -212,7 +214,7 @@ def sensitivity_table(sensitivity: dict[str, Any], top: int = 5) -> str:
     alike = []
     for g in gates:
         if all(p["rank_correlation"] is None for p in g["parameters"]):
-            alike.append(f"{g['stage']} ({g['p_pass']:.0%})")
+            alike.append(f"{g['stage']} ({_p_words(g)})")
             continue
         for i, p in enumerate(g["parameters"][:top]):
             rho = p["rank_correlation"]
@@ -227,6 +229,12 @@ def sensitivity_table(sensitivity: dict[str, Any], top: int = 5) -> str:
     if not gates:
         lines.append("(no gate was decided in enough runs)")
     return "\n".join(lines) + "\n"
+
+
+def _p_words(g: dict[str, Any]) -> str:
+    """`45%`, or `0%, 198 runs undecided` while the horizon leaves runs undecided."""
+    n = g.get("undecided_runs") or 0
+    return f"{g['p_pass']:.0%}" + (f", {n} runs undecided" if n else "")
 
 
 def _pct(x: float | None) -> str:
