@@ -782,7 +782,9 @@ _PERIOD_HELP = (
     "Length of one period of the export in days (more than 0, at most 3650): required, no"
     " default; retention and acquisition infer it from a `date` column instead of `period`."
 )
-_COMMUNITY_ONLY = ("as_of", "activity_file", "holdout", "bootstrap", "already_running", "output")
+_COMMUNITY_ONLY = (
+    "as_of", "activity_file", "holdout", "bootstrap", "already_running", "output", "market",
+)  # fmt: skip
 
 
 def _day(value: str | None, option: str) -> int | None:
@@ -845,6 +847,11 @@ def _action_ids(value: str | None) -> tuple[str, ...]:
     metavar="IDS",
     help="community: ids of the playbook's actions the history already ran (comma-separated).",
 )
+@click.option(
+    "--market",
+    type=click.FloatRange(1, 1e12),
+    help="community: the market size m, if known (Bass p and q are fitted with it).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="community: bootstrap seed.")
 @click.option("-o", "--output", type=_PATH, help="community: write the scenario to this file.")
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
@@ -857,6 +864,7 @@ def calibrate(
     holdout: int | None,
     bootstrap: int | None,
     already_running: str | None,
+    market: float | None,
     seed: int,
     output: str | None,
     fmt: str,
@@ -866,7 +874,7 @@ def calibrate(
     if model != "community":
         given = dict(
             as_of=as_of, activity_file=activity_file, holdout=holdout, bootstrap=bootstrap,
-            already_running=already_running, output=output,
+            already_running=already_running, output=output, market=market,
         )  # fmt: skip
         for name in _COMMUNITY_ONLY:
             if given[name] is not None:
@@ -890,6 +898,7 @@ def calibrate(
         bootstrap=bootstrap or 0,
         already_running=_action_ids(already_running),
         seed=seed,
+        market=market,
     )
     try:
         res = calibrate_community(csv_file, opts, activity_path=activity_file)
@@ -991,6 +1000,12 @@ def _print_fit(model: str, csv_file: str, period_days: float | None, fmt: str) -
     show_default=True,
     help="Periods per horizon bucket of the scores.",
 )
+@click.option(
+    "--market",
+    type=click.FloatRange(1, 1e12),
+    help="The market size m, if known: Bass p and q are fitted with it (default: m from its"
+    " profile likelihood).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(choices(TextOrJson)), default="text")
 def backtest(
@@ -1003,6 +1018,7 @@ def backtest(
     holdout: int | None,
     bootstrap: int,
     bucket: int,
+    market: float | None,
     seed: int,
     fmt: str,
 ) -> None:
@@ -1025,6 +1041,7 @@ def backtest(
         holdout=holdout,
         bucket=bucket,
         draws=bootstrap,
+        market=market,
     )
     try:
         res = run(members_file, opts, activity_path=activity_file)

@@ -168,3 +168,89 @@ def test_make_export_rebuilds_the_committed_files(tmp_path, monkeypatch):
     mod.main()
     for name in ("members.csv", "activity.csv"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes()
+
+
+# -- joins before the peak: an honest interval on the market size -----------------------------
+
+
+def _bass_members(days: int, p: float, q: float, m: float, rng: np.random.Generator) -> Members:
+    from sop.engine.sim.acquisition_fit import expected_joins
+
+    n = rng.poisson(expected_joins(p, q, m, 0, days))
+    j = START + np.repeat(np.arange(days), n)
+    left = np.full(len(j), NO_DATE)
+    gone = rng.random(len(j)) < 0.3
+    left[gone] = j[gone] + rng.integers(1, 200, int(gone.sum()))
+    left = np.where(left <= START + days - 1, left, NO_DATE)
+    return Members("m.csv", tuple(f"m{i}" for i in range(len(j))), j, left, None, np.arange(len(j)))
+
+
+def test_a_market_the_joins_do_not_bound_is_a_warning_and_a_wide_interval():
+    """Joins cut off well before the Bass peak: the profile likelihood of m is not bounded above,
+    the backtest says so, and the joins forecast's interval holds the actual (which the curvature
+    SE at the optimum would not)."""
+    rng = np.random.default_rng(3)
+    m = _bass_members(720, 0.0005, 0.012, 6000, rng)
+    cutoff = START + 150
+    o = BacktestOptions(period_days=P, cutoff=cutoff, end=START + 719, runs=200, draws=40)
+    res = run_backtest(m, o)
+    assert res.market is not None and not res.market.bounded
+    assert any("do not bound the market size" in w for w in res.warnings)
+    joins = [p for p in res.points if p.metric == Metric.JOINS]
+    assert np.mean([p.inside(95) for p in joins]) >= 0.75
+    assert "not bounded above" in res.text()
+
+
+def test_a_given_market_fixes_m_and_one_below_the_joins_is_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    m = _bass_members(720, 0.0005, 0.012, 6000, rng)
+    o = BacktestOptions(
+        period_days=P, cutoff=START + 150, end=START + 719, runs=60, draws=20, market=6000
+    )
+    res = run_backtest(m, o)
+    assert res.acquisition is not None and abs(res.acquisition.m - 6000) < 1e-6
+    assert res.market is None and "given by --market" in res.text()
+    f = tmp_path / "m.csv"
+    write_members(f, m)
+    code, out = sop(
+        "backtest", str(f), "--cutoff", day_text(START + 150), "--period-days", "30",
+        "--market", "5", "--runs", "20",
+    )  # fmt: skip
+    assert code == 2 and "--market" in out and "below" in out and "Traceback" not in out
+
+
+# -- activity after the cutoff: survivors speak more -------------------------------------------
+
+
+def test_propensities_given_lifetimes_follow_the_simulators_copula():
+    """Members drawn by the copula (s, then θ given s, then T): among those still in after 12
+    periods the mean propensity is higher. Picking s among prior candidates given T alone
+    (_coupled_propensity) gives the same conditional means; with ρ = 0 it gives the prior's."""
+    from scipy.special import betaincinv, ndtr
+    from sop.engine.sim.activity_fit import ActivityFit
+    from sop.engine.sim.backtest import _coupled_propensity
+
+    rng = np.random.default_rng(5)
+    act = ActivityFit(0.9, 4.0, 0.5, 90.0, 0.0, 0, 0, 0.0, 30.0, ())
+    params = np.array([1.0, 8.0])
+    rho, n = 0.6, 60_000
+    zs = rng.standard_normal(n)
+    s = betaincinv(act.speak_alpha, act.speak_beta, ndtr(zs))
+    theta = betaincinv(
+        params[0], params[1], ndtr(-rho * zs + np.sqrt(1 - rho**2) * rng.standard_normal(n))
+    )
+    # P(T > t | θ) = (1 − θ)^t: T is the first whole t with t >= ln u / ln(1 − θ)
+    t = np.ceil(np.log(rng.random(n)) / np.log1p(-theta)).astype(np.int64)
+    t = np.maximum(t, 1)
+    horizon = 36
+    cand = rng.beta(act.speak_alpha, act.speak_beta, (n, 32))
+    picked = _coupled_propensity(
+        rm.RetentionModel.SBG, params, np.minimum(t, horizon + 1), cand, act, rho, rng, horizon
+    )
+    for sel in (t > 12, t <= 2):
+        assert abs(picked[sel].mean() - s[sel].mean()) < 0.01, (picked[sel].mean(), s[sel].mean())
+    assert s[t > 12].mean() > s[t <= 2].mean() + 0.03
+    flat = _coupled_propensity(
+        rm.RetentionModel.SBG, params, np.minimum(t, horizon + 1), cand, act, 0.0, rng, horizon
+    )
+    assert abs(flat[t > 12].mean() - cand[:, 0].mean()) < 0.01

@@ -345,3 +345,117 @@ def test_community_options_are_refused_for_other_models(tmp_path):
         "calibrate", "retention", str(f), "--period-days", "30", "--as-of", "2024-01-01"
     )
     assert code == 2 and "--as-of applies to `calibrate community`" in out
+
+
+# -- the simulator's coupling, calibrated to the measured risk ratio ------------------------------
+
+
+def test_the_emitted_coupling_reproduces_the_measured_risk_ratio_in_the_simulator(tmp_path):
+    """calibrate writes `activity.retention_coupling` as ρ ± SE; the simulator loads it, and
+    members simulated with the simulator's law at that ρ (another seed) show the measured risk
+    ratio within its standard error, while the default coupling would not."""
+    import yaml
+    from sop.engine.sim.community_data import read_activity
+    from sop.engine.sim.coupling import implied_risk_ratio, repeated
+    from sop.engine.sim.kernel import Simulator
+    from sop.engine.sim.scenario import from_data
+    from sop.engine.validate import load_playbook
+
+    data = Path(__file__).resolve().parent / "data" / "calibrate"
+    as_of = parse_date("2025-02-28")
+    res = calibrate_community(
+        str(data / "members.csv"),
+        CommunityOptions(period_days=30, as_of=as_of),
+        activity_path=str(data / "activity.csv"),
+    )
+    assert res.coupling is not None and res.coupling_fit is not None
+    cf = res.coupling_fit
+    written = yaml.safe_load(res.yaml_text())["activity"]["retention_coupling"]
+    assert written["mean"] == round(cf.rho, 4) and written["sd"] == round(cf.se, 4)
+    assert 0 < cf.rho < 0.95 and 0 < cf.se < 0.2 and not cf.at_bound
+    sc = from_data(yaml.safe_load(res.yaml_text()))
+    assert sc.activity.retention_coupling == written["mean"]  # the point value the runs centre on
+    # the statistic on the export's own calendar months and join days
+    members = read_members(str(data / "members.csv"))
+    act = read_activity(str(data / "activity.csv"), members, 30)
+    starts, gran = activity_periods(act, members.first_day, as_of, 30, by_period=False)
+    joins = repeated(members.joined)
+    sim = implied_risk_ratio(sc, cf.rho, joins, as_of, starts, gran, seed=987)
+    assert sim is not None
+    measured = res.coupling.silent_hazard_ratio
+    assert abs(math.log(sim.silent_hazard_ratio / measured)) < cf.measured_se_log * 1.96, (
+        sim.silent_hazard_ratio,
+        measured,
+    )
+    # the check can fail: the simulator's default coupling (0.5) gives a clearly smaller ratio
+    default = implied_risk_ratio(sc, 0.5, joins, as_of, starts, gran, seed=987)
+    assert default is not None
+    assert math.log(measured / default.silent_hazard_ratio) > 2 * cf.measured_se_log
+    # and the Simulator's runs draw their coupling from the written ρ ± SE
+    pb = tmp_path / "p.yaml"
+    pb.write_text("playbook: t\ntimezone: UTC\nstages:\n  only: {}\n", encoding="utf-8")
+    loaded = load_playbook(str(pb)).playbook
+    assert loaded is not None
+    sim = Simulator(loaded, sc, 3)
+    sim.run_chunk(8, np.random.SeedSequence(1))
+    assert sim.dyn.law is not None
+    rho = sim.dyn.law.rho
+    assert len(rho) == 8 and (abs(rho - cf.rho) < 5 * cf.se).all() and np.ptp(rho) > 0
+
+
+def test_a_measured_coupling_writes_a_retention_model_that_can_carry_it():
+    """At 12 months the best holdout model is a Beta collapsed to a point (no member differs
+    in churn), which the measured 1.9x risk ratio contradicts and through which the simulator's
+    coupling cannot act: a model with spread, as close on the holdout, is written instead."""
+    data = Path(__file__).resolve().parent / "data" / "calibrate"
+    res = calibrate_community(
+        str(data / "members.csv"),
+        CommunityOptions(period_days=30, as_of=parse_date("2023-02-28")),
+        activity_path=str(data / "activity.csv"),
+    )
+    r = res.retention
+    assert res.coupling is not None and res.coupling.ci95[0] > 1
+    best = max(r.holdout_ll, key=lambda m: r.holdout_ll[m])
+    chosen = r.fits[r.chosen].params
+    assert chosen["alpha"] + chosen["beta"] < 1e4
+    assert r.holdout_ll[r.chosen] >= r.holdout_ll[best] - 4
+    assert res.coupling_fit is not None and res.coupling_fit.rho > 0.3
+    assert "retention_coupling" in res.scenario["activity"]
+
+
+def test_the_market_size_gets_its_profile_interval_or_the_value_given():
+    """Six months in, the joins do not bound m: the profile interval runs to the fitter's limit
+    and calibrate warns; with --market the scenario carries the market given, p and q refitted."""
+    data = Path(__file__).resolve().parent / "data" / "calibrate"
+    code, out = sop(
+        "calibrate", "community", str(data / "members.csv"), "--as-of", "2022-08-31",
+        "--period-days", "30", "--format", "json",
+    )  # fmt: skip
+    d = json.loads(out)
+    prof = d["acquisition"]["market_profile"]
+    assert code == 0 and prof["bounded_above"] is False
+    assert prof["market_ci95"][1] >= 99 * d["acquisition"]["joins"]
+    assert any("do not bound the market size" in w for w in d["warnings"])
+    code, out = sop(
+        "calibrate", "community", str(data / "members.csv"), "--as-of", "2022-08-31",
+        "--period-days", "30", "--format", "json", "--market", "3500",
+    )  # fmt: skip
+    d = json.loads(out)
+    assert code == 0 and d["scenario"]["acquisition"]["market"] == 3500
+    assert d["acquisition"]["market_given"] == 3500 and d["acquisition"]["market_profile"] is None
+    code, out = sop(
+        "calibrate", "community", str(data / "members.csv"), "--as-of", "2022-08-31",
+        "--period-days", "30", "--market", "10",
+    )  # fmt: skip
+    assert code == 2 and "--market" in out and "below" in out
+
+
+def test_forecast_weights_hedge_the_holdout_weights():
+    from sop.engine.sim.community_fit import HEDGE, forecast_weights
+
+    M = rm.RetentionModel
+    w = forecast_weights({M.SBG: 0.0, M.SBG_MIXTURE: 1.0, M.BDW: 0.0, M.BDW_MIXTURE: 0.0})
+    assert math.isclose(sum(w.values()), 1.0)
+    assert w[M.SBG] == 0.0 and math.isclose(w[M.BDW], HEDGE / 3)
+    assert math.isclose(w[M.SBG_MIXTURE], 1 - HEDGE + HEDGE / 3)
+    assert forecast_weights({M.BDW: 1.0}) == {M.BDW: 1.0}  # one model: nothing to hedge

@@ -111,8 +111,11 @@ def _nll(y: np.ndarray, x: np.ndarray) -> float:
     return v if math.isfinite(v) else 1e300
 
 
-def fit_bass(daily: np.ndarray, *, start: np.ndarray | None = None) -> BassFit:
-    """Fit Bass to daily joins (day 0 = the first join); `start`: one start (ln p, ln q, ln m)."""
+def fit_bass(
+    daily: np.ndarray, *, start: np.ndarray | None = None, market: float | None = None
+) -> BassFit:
+    """Fit Bass to daily joins (day 0 = the first join); `start`: one start (ln p, ln q, ln m);
+    `market`: m given (a prior the user knows, or a point of the profile likelihood), not fitted."""
     from scipy.optimize import minimize
 
     y = np.asarray(daily, dtype=float)
@@ -127,6 +130,12 @@ def fit_bass(daily: np.ndarray, *, start: np.ndarray | None = None) -> BassFit:
         seed, y = int(y[0]), np.concatenate(([0.0], y[1:]))
     total = float(y.sum())
     m_bounds = (math.log(max(total, 1.0)), math.log(max(total, 1.0) * MARKET_FACTOR))
+    if market is not None:
+        if not market >= total:
+            raise BassFailed(
+                f"the market size {market:,.0f} is below the {total:,.0f} joins already seen"
+            )
+        m_bounds = (math.log(market), math.log(market))
     bounds = [P_BOUNDS, Q_BOUNDS, m_bounds]
     scale = max(total, 1.0)
 
@@ -138,7 +147,7 @@ def fit_bass(daily: np.ndarray, *, start: np.ndarray | None = None) -> BassFit:
     days = len(y)
     starts = []
     for m0, q0 in ((1.5, 1e-2), (5.0, 3e-3), (1.1, 5e-2), (30.0, 1e-3)):
-        m_start = total * m0
+        m_start = total * m0 if market is None else market
         starts.append(np.log([max(total / days / m_start, 1e-6), q0, m_start]))
     for x0 in [start] if start is not None else starts:
         x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
@@ -157,12 +166,12 @@ def fit_bass(daily: np.ndarray, *, start: np.ndarray | None = None) -> BassFit:
         mw = mu[: weeks * 7].reshape(weeks, 7).sum(axis=1)
         phi_week = float(((yw - mw) ** 2 / mw).sum() / max(weeks - 3, 1))
     phi = max(1.0, phi_day, phi_week)
-    cov = _covariance(y, x, phi)
+    cov = _covariance(y, x, phi, fixed_m=market is not None)
     names = ("p", "q", "market")
     at_bound = tuple(
         n
         for n, xi, (lo, hi) in zip(names, x, bounds, strict=True)
-        if xi - lo < 1e-3 or hi - xi < 1e-3
+        if (xi - lo < 1e-3 or hi - xi < 1e-3) and not (n == "market" and market is not None)
     )
     se: dict[str, float] = {}
     for i, n in enumerate(("p", "q", "m")):
@@ -176,22 +185,41 @@ def fit_bass(daily: np.ndarray, *, start: np.ndarray | None = None) -> BassFit:
     )  # fmt: skip
 
 
-def _covariance(y: np.ndarray, x: np.ndarray, phi: float) -> np.ndarray | None:
-    """φ × the inverse observed information of the Poisson likelihood, on the log scale."""
+def _covariance(
+    y: np.ndarray, x: np.ndarray, phi: float, fixed_m: bool = False
+) -> np.ndarray | None:
+    """φ × the inverse observed information of the Poisson likelihood, on the log scale (m
+    given: p and q only, m's variance 0)."""
+    if fixed_m:
+
+        def sub(z: np.ndarray) -> float:
+            return _nll(y, np.array([z[0], z[1], x[2]]))
+
+        inner = _hessian_cov(sub, x[:2], phi)
+        if inner is None:
+            return None
+        out = np.zeros((3, 3))
+        out[:2, :2] = inner
+        return out
+    return _hessian_cov(lambda z: _nll(y, z), x, phi)
+
+
+def _hessian_cov(nll: Any, x: np.ndarray, phi: float) -> np.ndarray | None:
+    """φ × the inverse of `nll`'s numerical Hessian at x (None: not positive definite)."""
     k = len(x)
     h = 1e-4
     hess = np.empty((k, k))
-    f0 = _nll(y, x)
+    f0 = nll(x)
     for i in range(k):
         ei = np.zeros(k)
         ei[i] = h
-        hess[i, i] = (_nll(y, x + ei) - 2 * f0 + _nll(y, x - ei)) / h**2
+        hess[i, i] = (nll(x + ei) - 2 * f0 + nll(x - ei)) / h**2
         for j in range(i):
             ej = np.zeros(k)
             ej[j] = h
             hess[i, j] = hess[j, i] = (
-                _nll(y, x + ei + ej) - _nll(y, x + ei - ej) - _nll(y, x - ei + ej)
-                + _nll(y, x - ei - ej)
+                nll(x + ei + ej) - nll(x + ei - ej) - nll(x - ei + ej)
+                + nll(x - ei - ej)
             ) / (4 * h * h)  # fmt: skip
     try:
         np.linalg.cholesky(hess)
@@ -201,7 +229,12 @@ def _covariance(y: np.ndarray, x: np.ndarray, phi: float) -> np.ndarray | None:
 
 
 def bootstrap_bass(
-    fit: BassFit, daily: np.ndarray, draws: int, rng: np.random.Generator, block: int = 28
+    fit: BassFit,
+    daily: np.ndarray,
+    draws: int,
+    rng: np.random.Generator,
+    block: int = 28,
+    market: float | None = None,
 ) -> np.ndarray:
     """(p, q, m) refitted to joins rebuilt from the fit and resampled blocks of its residuals.
 
@@ -221,11 +254,84 @@ def bootstrap_bass(
         idx = (rng.integers(0, n, size=-(-n // b))[:, None] + np.arange(b)[None, :]).ravel()[:n]
         yb = mu * ratio[idx % n]
         try:
-            f = fit_bass(yb, start=np.array(fit.x))
+            f = fit_bass(yb, start=np.array(fit.x), market=market)
             out.append((f.p, f.q, f.m))
         except BassFailed:
             out.append((fit.p, fit.q, fit.m))
     return np.array(out)
+
+
+@dataclass(frozen=True)
+class MarketProfile:
+    """The profile likelihood of the market size m: at each m of a grid, p and q refitted.
+
+    Before the peak of the joins the Poisson likelihood barely changes as m grows (any larger
+    market fits the early curve about as well), so m's standard error from the curvature at the
+    optimum is far too small and the optimum itself too low. The profile says it as it is: the
+    95 % interval holds every m whose quasi-likelihood ratio (÷ φ) stays within 1.92 of the
+    best, and an interval that runs into the grid's top (MARKET_FACTOR × the joins seen) means
+    the joins do not bound m from above.
+    """
+
+    m: tuple[float, ...]
+    p: tuple[float, ...]
+    q: tuple[float, ...]
+    drop: tuple[float, ...]  # (ln L_max − ln L(m)) / φ
+    ci95: tuple[float, float]
+    bounded: bool  # the 95 % interval ends below the grid's top
+
+    def draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n (p, q, m) from the profile read as a posterior (flat prior on ln m over the
+        grid), m spread uniformly on ln m within its grid cell."""
+        w = np.exp(-np.array(self.drop))
+        w /= w.sum()
+        i = rng.choice(len(w), size=n, p=w)
+        lm = np.log(np.array(self.m))
+        step = float(lm[1] - lm[0]) if len(lm) > 1 else 0.0
+        jitter = (rng.random(n) - 0.5) * step
+        m = np.exp(np.clip(lm[i] + jitter, lm[0], lm[-1]))
+        return np.column_stack([np.array(self.p)[i], np.array(self.q)[i], m])
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "market_ci95": list(self.ci95),
+            "bounded_above": self.bounded,
+            "meaning": "profile likelihood of m (p, q refitted at each m; quasi-likelihood"
+            " ratio ÷ dispersion); unbounded above: the joins do not show saturation yet",
+        }
+
+
+def profile_market(fit: BassFit, daily: np.ndarray, points: int = 65) -> MarketProfile:
+    """The profile likelihood of m from the joins seen to MARKET_FACTOR × them."""
+    y = np.asarray(daily, dtype=float).copy()
+    if fit.seed_users:
+        y[0] = 0.0
+    total = max(fit.joins, 1.0)
+    grid = np.exp(np.linspace(math.log(total), math.log(total * MARKET_FACTOR), points))
+    grid = np.unique(np.sort(np.append(grid, fit.m)))
+    ps, qs, nll = [], [], []
+    start = np.array(fit.x)
+    for m in grid:
+        try:
+            f = fit_bass(y, start=np.array([start[0], start[1], math.log(m)]), market=float(m))
+        except BassFailed:
+            ps.append(fit.p)
+            qs.append(fit.q)
+            nll.append(math.inf)
+            continue
+        ps.append(f.p)
+        qs.append(f.q)
+        nll.append(_nll(y, np.array(f.x)))
+    v = np.array(nll)
+    drop = (v - v.min()) / fit.dispersion
+    inside = grid[drop <= 1.92]
+    ci = (float(inside.min()), float(inside.max())) if len(inside) else (fit.m, fit.m)
+    return MarketProfile(
+        tuple(float(m) for m in grid), tuple(ps), tuple(qs),
+        tuple(float(d) if math.isfinite(d) else 1e9 for d in drop), ci,
+        bool(drop[-1] > 1.92),
+    )  # fmt: skip
 
 
 def draw_params(fit: BassFit, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -25,13 +25,15 @@ from . import retention_models as rm
 from .acquisition_fit import (
     BassFailed,
     BassFit,
+    MarketProfile,
     bootstrap_bass,
     draw_counts,
     draw_params,
     expected_joins,
     fit_bass,
+    profile_market,
 )
-from .activity_fit import ActivityFit, fit_activity, posterior_propensity
+from .activity_fit import ActivityFit, coupling, fit_activity, posterior_propensity
 from .calibrate import CalibrationError, check_period_days
 from .community_data import (
     NO_DATE,
@@ -46,10 +48,18 @@ from .community_data import (
     read_activity,
     read_members,
 )
-from .community_fit import MODELS, RetentionChoice, fit_retention
+from .community_fit import (
+    MODELS,
+    RetentionChoice,
+    fit_retention,
+    retention_section,
+    with_spread,
+)
+from .coupling import CouplingFit, fit_coupling
 
 MIN_AT_RISK = 20  # a retention point needs this many members whose tenure reached it by the end
 QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)
+CANDIDATES = 32  # propensity draws a member's lifetime picks among (_coupled_propensity)
 
 
 class Metric(StrEnum):
@@ -82,6 +92,7 @@ class BacktestOptions:
     bootstrap_kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS
     models: tuple[rm.RetentionModel, ...] = MODELS
     joins: bool = True  # forecast later joins (Bass); False: only the members of the cutoff
+    market: float | None = None  # the market size, if known (--market): m is not fitted
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,8 @@ class BacktestResult:
     points: tuple[Point, ...]
     scores: tuple[BucketScore, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    market: MarketProfile | None = None  # m's profile likelihood (no --market)
+    coupling: float = 0.0  # the retention_coupling the activity forecast used
 
     exit_code = 0
 
@@ -176,7 +189,14 @@ class BacktestResult:
             " playbook simulator; intervals hold parameter uncertainty (bootstrap draws,"
             f" {o.bootstrap_kind}) and sampling noise",
             "retention": self.retention.as_dict() | {"draws": None},
-            "acquisition": None if self.acquisition is None else self.acquisition.as_dict(),
+            "acquisition": None
+            if self.acquisition is None
+            else self.acquisition.as_dict()
+            | {
+                "market_given": o.market,
+                "market_profile": None if self.market is None else self.market.as_dict(),
+            },
+            "retention_coupling": self.coupling,
             "activity": None if self.activity is None else self.activity.as_dict(),
             "scores": [s.as_dict() for s in self.scores],
             "points": [p.as_dict() for p in self.points],
@@ -187,18 +207,28 @@ class BacktestResult:
         """The report a terminal shows."""
         o = self.options
         r = self.retention
-        weights = ", ".join(f"{m} {w:.0%}" for m, w in r.weights.items() if w >= 0.005)
+        weights = ", ".join(
+            f"{m} {w:.0%}" for m, w in (r.forecast or r.weights).items() if w >= 0.005
+        )
         out = [
             f"backtest of {self.path}: fitted up to {day_text(o.cutoff)}, forecast to"
             f" {day_text(self.end)} in periods of {o.period_days:g} days, {o.runs} runs",
-            f"retention model: {r.chosen} (holdout weights: {weights})",
+            f"retention model: {r.chosen} (forecast weights, holdout's hedged: {weights})",
         ]
         if self.acquisition is not None:
             y = self.acquisition.per_year()
+            if o.market is not None:
+                about = " (given by --market)"
+            elif self.market is not None:
+                lo, hi = self.market.ci95
+                about = f" (95% profile {lo:,.0f}..{hi:,.0f}" + (
+                    ")" if self.market.bounded else ": not bounded above)"
+                )
+            else:
+                about = ""
             out.append(
                 f"acquisition: Bass p={y['bass_p']:.3g}/yr q={y['bass_q']:.3g}/yr"
-                f" m={y['market']:,.0f}"
-                + (" (m at its bound)" if "market" in self.acquisition.at_bound else "")
+                f" m={y['market']:,.0f}{about}"
             )
         out.append("")
         out.append(
@@ -264,17 +294,29 @@ def run_backtest(
     frailty = {m: rm.cohort_frailty(m, choice.fits[m].vector, table) for m in {m for m, _ in draws}}
     bass: BassFit | None = None
     bass_draws = None
+    profile: MarketProfile | None = None
     try:
         if o.joins:
             daily = daily_joins(seen, seen.first_day, o.cutoff)
-            bass = fit_bass(daily)
-            bass_draws = bootstrap_bass(bass, daily, min(o.draws, o.runs), rng)
+            bass = fit_bass(daily, market=o.market)
+            if o.market is not None:  # m given: the draws refit p and q only
+                bass_draws = bootstrap_bass(bass, daily, min(o.draws, o.runs), rng, market=o.market)
+            else:
+                # m from its profile likelihood: the curvature at the optimum understates how
+                # little the joins before the peak say about m (acquisition_fit.MarketProfile)
+                profile = profile_market(bass, daily)
+                bass_draws = profile.draws(o.runs, rng)
     except BassFailed as e:
+        if o.market is not None:
+            raise CalibrationError(f"--market: {e}") from None
         warnings.append(f"acquisition not fitted, joins not forecast: {e}")
-    if bass is not None and "market" in bass.at_bound:
+    if profile is not None and not profile.bounded:
         warnings.append(
-            "acquisition: the market size sits at its bound by the cutoff (no saturation seen):"
-            " joins far after the cutoff are a guess"
+            f"acquisition: the joins up to the cutoff do not bound the market size from above"
+            f" (95 % profile interval {profile.ci95[0]:,.0f} to {profile.ci95[1]:,.0f}, the"
+            " fitter's limit: no saturation seen yet): the joins and members forecast draw m"
+            " over that whole range, so their intervals are wide; give --market N if the"
+            " market size is known"
         )
     act = None
     pa_seen: PeriodActivity | None = None
@@ -283,12 +325,114 @@ def run_backtest(
         starts, gran = activity_periods(log, members.first_day, end, P, by_period=False)
         pa_seen = period_activity(seen, _log_before(log, members, o.cutoff), o.cutoff, starts, gran)
         act = fit_activity(pa_seen)
-    sim = _Simulation(members, o, end, draws, frailty, bass, bass_draws, act, pa_seen, starts, rng)
+    rho = 0.0
+    if act is not None and pa_seen is not None and starts is not None:
+        cf = _coupling_at_cutoff(seen, choice, act, pa_seen, o, starts)
+        if cf is not None:
+            rho = cf.rho
+            warnings.append(
+                f"activity: speaking and staying coupled with retention_coupling {cf.rho:.2f}"
+                f" (the measured silent-period risk ratio {cf.measured:.2f} by the simulator's"
+                " copula): survivors speak more"
+            )
+    sim = _Simulation(
+        members, o, end, draws, frailty, bass, bass_draws, act, pa_seen, starts, rng, rho
+    )
     points = sim.points(log)
     scores = _scores(points, o.bucket)
     return BacktestResult(
-        members.path, o, end, choice, bass, act, tuple(points), tuple(scores), tuple(warnings)
+        members.path, o, end, choice, bass, act, tuple(points), tuple(scores), tuple(warnings),
+        profile, rho,
+    )  # fmt: skip
+
+
+def _coupling_at_cutoff(
+    seen: Members,
+    choice: RetentionChoice,
+    act: ActivityFit,
+    pa: PeriodActivity,
+    o: BacktestOptions,
+    starts: np.ndarray,
+) -> CouplingFit | None:
+    """The simulator's ρ reproducing the risk ratio measured up to the cutoff (as calibrate)."""
+    from .scenario import from_data
+
+    measured = coupling(seen, pa)
+    if measured is None:
+        return None
+    choice = with_spread(choice, 36, [])
+    data = {
+        "retention": retention_section(choice, o.period_days, full=True),
+        "activity": act.fragment(),
+    }
+    try:
+        sc = from_data(data)
+    except (TypeError, ValueError):
+        return None
+    return fit_coupling(sc, measured, seen.joined, o.cutoff, starts, pa.granularity, seed=o.seed)
+
+
+def _coupled_propensity(
+    model: rm.RetentionModel,
+    params: np.ndarray,
+    t: np.ndarray,
+    s: np.ndarray,
+    act: ActivityFit,
+    rho: float,
+    rng: np.random.Generator,
+    horizon: int,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each member's speaking propensity given their whole-period lifetime T = t (t > horizon:
+    still in), chosen among candidates s (members × k: draws from what their activity says, or
+    from the prior) by the simulator's copula (retention.py).
+
+    Under the copula the churn latent is N(−ρ·z_s, 1 − ρ²) given the speaking one; its uniform
+    picks an early quitter (u > 1 − π) and θ = F⁻¹_Beta(u / (1 − π)) otherwise. Each candidate
+    draws θ so, and is kept with weight P(T = t | θ) (importance sampling of s given t): the
+    members who stay are the ones who speak more, and the lifetimes, drawn from the retention
+    forecast as without coupling, keep their distribution.
+    """
+    from scipy.special import betainc, betaincinv, ndtr, ndtri
+
+    p = np.asarray(params, dtype=float)
+    weibull = model in (rm.RetentionModel.BDW, rm.RetentionModel.BDW_MIXTURE)
+    c = float(p[2]) if weibull else 1.0
+    names = rm.SPECS[model].names
+    pi = float(p[names.index("early_quit_share")]) if "early_quit_share" in names else 0.0
+    n = len(t)
+    s = np.asarray(s, dtype=float).reshape(n, -1)
+    k = s.shape[1]
+    if k == 1 or not n:
+        return s[:, 0].copy()
+    z_s = ndtri(np.clip(betainc(act.speak_alpha, act.speak_beta, s), 1e-12, 1 - 1e-12))
+    u = ndtr(-rho * z_s + math.sqrt(1 - rho * rho) * rng.standard_normal((n, k)))
+    quits = u > 1 - pi
+    rest = np.where(quits, (u - (1 - pi)) / max(pi, 1e-300), u / max(1 - pi, 1e-300))
+    # θ's quantiles tabulated on normal scores (as the simulator does), not one inversion each
+    grid = np.linspace(-8.0, 8.0, 641)
+    theta = np.interp(
+        ndtri(np.clip(rest, 1e-16, 1 - 1e-16)), grid, betaincinv(p[0], p[1], ndtr(grid))
     )
+    lam = -np.log1p(-np.minimum(theta, 1 - 1e-12))
+    if scale is not None:
+        lam = lam * np.asarray(scale, dtype=float)[:, None]
+    tt = np.asarray(t, dtype=float)[:, None]
+    still = tt > horizon
+    tt = np.minimum(tt, horizon)
+    # ln P(T = t | θ) = ln(e^{−λ(t−1)^c} − e^{−λ t^c}); still in: ln P(T > horizon | θ)
+    a_ = -lam * (tt - 1) ** c
+    b_ = -lam * tt**c
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        lw = np.where(still, b_, a_ + np.log(-np.expm1(b_ - a_)))
+    lw = np.where(quits, np.where((tt == 1) & ~still, 0.0, -np.inf), lw)
+    lw = np.nan_to_num(lw, nan=-np.inf)
+    top = lw.max(axis=1, keepdims=True)
+    w = np.exp(lw - np.where(np.isfinite(top), top, 0.0))
+    w_sum = w.sum(axis=1, keepdims=True)
+    w = np.where(w_sum > 0, w / np.where(w_sum > 0, w_sum, 1.0), 1.0 / k)
+    pick = np.minimum((rng.random(n)[:, None] > np.cumsum(w, axis=1)).sum(axis=1), k - 1)
+    return s[np.arange(n), pick]
 
 
 def _log_before(log: ActivityLog, members: Members, cutoff: int) -> ActivityLog:
@@ -306,8 +450,9 @@ def _retention_draws(
     choice: RetentionChoice, table: rm.SurvivalTable, o: BacktestOptions, rng: np.random.Generator
 ) -> list[tuple[rm.RetentionModel, np.ndarray]]:
     """(model, parameters) for each run: models by holdout weight, bootstrap draws of each."""
-    models = list(choice.weights)
-    w = np.array([choice.weights[m] for m in models])
+    weights = choice.forecast or choice.weights
+    models = list(weights)
+    w = np.array([weights[m] for m in models])
     pick = rng.choice(len(models), size=o.runs, p=w / w.sum())
     out: list[tuple[rm.RetentionModel, np.ndarray]] = [None] * o.runs  # type: ignore[list-item]
     for i, m in enumerate(models):
@@ -337,8 +482,10 @@ class _Simulation:
         pa_seen: PeriodActivity | None,
         starts: np.ndarray | None,
         rng: np.random.Generator,
+        rho: float = 0.0,
     ) -> None:
         self.m, self.o, self.end = members, o, end
+        self.rho = rho  # the simulator's coupling of speaking and staying (coupling.py)
         self.P = o.period_days
         self.draws, self.frailty = draws, frailty
         self.bass, self.bass_draws, self.act = bass, bass_draws, act
@@ -375,9 +522,15 @@ class _Simulation:
         day = lo + np.floor(self.rng.random(len(t)) * (hi - lo + 1)).astype(np.int64)
         return np.where(t > self.max_t, NO_DATE, day)
 
-    def future(self, run: int) -> dict[str, np.ndarray]:
-        """One run: the pre-cutoff members' lifetimes and leave days, the later joiners'."""
+    def future(self, run: int, s_pre: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One run: the pre-cutoff members' lifetimes and leave days, the later joiners'.
+
+        With draws of the pre-cutoff members' speaking propensities `s_pre` (members ×
+        candidates, from their own activity) and a coupling, each member keeps the propensity
+        their lifetime makes likely by the simulator's copula (`_coupled_propensity`), in
+        `s_pre` of the result; new joiners' are `s_new`."""
         model, params = self.draws[run]
+        coupled = s_pre is not None and self.act is not None and self.rho != 0
         fr = self.frailty.get(model)
         scale_pre = scale_new = None
         n_cohorts = self.max_t + 2
@@ -385,6 +538,13 @@ class _Simulation:
             u = np.exp(fr.draw(np.arange(n_cohorts), self.rng))  # each cohort's own e^u
             scale_pre = u[self.cohort[self.alive]]
         t_alive = rm.sample_lifetimes(model, params, self.entry, self.rng, self.max_t, scale_pre)
+        s_kept = None if s_pre is None else s_pre[:, 0].copy()
+        if coupled:
+            assert s_pre is not None and s_kept is not None and self.act is not None
+            s_kept[self.alive] = _coupled_propensity(
+                model, params, t_alive, s_pre[self.alive], self.act, self.rho, self.rng,
+                self.max_t, scale_pre,
+            )  # fmt: skip
         left = self.known_left.copy()
         T = np.zeros(len(self.pre), dtype=np.int64)
         gone = ~self.alive
@@ -392,6 +552,8 @@ class _Simulation:
         T[self.alive] = t_alive
         left[self.alive] = self._leave_day(self.pre_joined[self.alive], t_alive, self.o.cutoff)
         out = {"T": T, "left": left}
+        if s_kept is not None:
+            out["s_pre"] = s_kept
         new_join = np.zeros(0, dtype=np.int64)
         if self.bass is not None:
             if self.bass_draws is not None:
@@ -413,6 +575,12 @@ class _Simulation:
         t_new = rm.sample_lifetimes(
             model, params, np.zeros(len(new_join)), self.rng, self.max_t, scale_new
         )
+        if self.act is not None:
+            k = CANDIDATES if coupled else 1
+            s_new = self.rng.beta(self.act.speak_alpha, self.act.speak_beta, (len(new_join), k))
+            out["s_new"] = _coupled_propensity(
+                model, params, t_new, s_new, self.act, self.rho, self.rng, self.max_t, scale_new
+            )
         out["new_joined"] = new_join
         out["new_left"] = self._leave_day(new_join, t_new, None)
         return out
@@ -464,7 +632,9 @@ class _Simulation:
         thresholds = np.array([s[1] for s in specs])
         prop = self._propensity_draws(R, pa_all) if pa_all is not None else None
         for r in range(R):
-            f = self.future(r)
+            # candidates of each member's propensity: this run's draw and the next runs'
+            cand = None if prop is None else prop[(r + np.arange(CANDIDATES)) % R].T
+            f = self.future(r, cand)
             surv = f["T"][:, None] > thresholds[None, :]
             sims["ret"][r] = (surv & obs_mat).sum(axis=0) / np.maximum(denom, 1)
             pre_in = _in_at(np.zeros(len(f["left"]), dtype=np.int64), f["left"], self.h_end)
@@ -473,7 +643,9 @@ class _Simulation:
             sims[Metric.MEMBERS][r] = pre_in + new_in
             sims[Metric.JOINS][r] = _joins_in(f["new_joined"], self.h_start, self.h_end)
             if pa_all is not None and prop is not None:
-                sims[Metric.ACTIVITY_RATE][r] = self._activity_rates(f, pa_all, prop[r], act_cols)
+                sims[Metric.ACTIVITY_RATE][r] = self._activity_rates(
+                    f, pa_all, f["s_pre"], act_cols
+                )
         # actual calendar metrics
         all_left = np.where((m.left != NO_DATE) & (m.left <= self.end), m.left, NO_DATE)
         actual: dict[Metric, np.ndarray] = {}
@@ -520,7 +692,7 @@ class _Simulation:
         a = self.act
         out = np.zeros(len(cols))
         new_j, new_l = f["new_joined"], f["new_left"]
-        s_new = self.rng.beta(a.speak_alpha, a.speak_beta, len(new_j))
+        s_new = f["s_new"]
         joined = np.concatenate([self.pre_joined, new_j])
         left = np.concatenate([f["left"], new_l])
         s = np.concatenate([s_pre, s_new])

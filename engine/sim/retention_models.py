@@ -466,7 +466,9 @@ def _finish(
 def _back(scale: Scale, x: float) -> float:
     if not math.isfinite(x):
         return math.nan
-    return math.exp(min(x, 700.0)) if scale == Scale.LOG else 1 / (1 + math.exp(-x))
+    # a flat likelihood gives an SD of thousands: clamp before exp (an interval of (0, 1))
+    x = min(max(x, -700.0), 700.0)
+    return math.exp(x) if scale == Scale.LOG else 1 / (1 + math.exp(-x))
 
 
 def observed_covariance(
