@@ -839,7 +839,8 @@ def _action_ids(value: str | None) -> tuple[str, ...]:
 @click.option(
     "--bootstrap",
     type=click.IntRange(0, 1000),
-    help="community: bootstrap draws of the retention parameters for the scenario.",
+    help="community: bootstrap draws of the retention forecast mixture for the scenario"
+    " (retention.draws, as `sop backtest` forecasts); without, the single best model.",
 )
 @click.option(
     "--already-running",
@@ -913,8 +914,15 @@ def calibrate(
         r = res.retention
         click.echo(
             terminal(
-                f"wrote {output}: retention {r.chosen} (chosen on the last"
-                f" {r.holdout_periods} periods), {len(res.warnings)} warning(s)"
+                f"wrote {output}: retention "
+                + (
+                    f"{r.mixture.label()} ({len(r.mixture.models)} draws, as `sop backtest`"
+                    " forecasts)"
+                    if r.mixture is not None
+                    else f"{r.chosen} (chosen on the last {r.holdout_periods} periods; give"
+                    " --bootstrap N for the forecast mixture)"
+                )
+                + f", {len(res.warnings)} warning(s)"
             )
         )
     else:
@@ -989,9 +997,10 @@ def _print_fit(model: str, csv_file: str, period_days: float | None, fmt: str) -
 @click.option(
     "--bootstrap",
     type=click.IntRange(1, 1000),
-    default=100,
+    default=200,
     show_default=True,
-    help="Bootstrap refits per retention model (runs reuse them in turn).",
+    help="Bootstrap draws of the retention forecast mixture, shared among the models by their"
+    " forecast weights (what `calibrate community --bootstrap` writes); runs use them in turn.",
 )
 @click.option(
     "--bucket",

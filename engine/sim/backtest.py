@@ -1,11 +1,13 @@
 """`sop backtest`: fit on the history up to a cutoff, forecast the rest, score the forecast.
 
 The forecast is drawn from the fitted models directly (not by running the playbook simulator):
-each run picks a retention model (by the holdout weights of `calibrate community`) and one of
-its bootstrap parameter draws, a Bass parameter draw and an activity propensity; then it draws
-every member's future: the lifetime of each member still in at the cutoff, conditional on the
-tenure reached (S(t) / S(e)), the joins of each later period (gamma-Poisson around the Bass
-curve) and their lifetimes, and who speaks. Intervals therefore hold parameter uncertainty and
+each run takes one draw of the retention forecast mixture (community_fit.forecast_mixture:
+bootstrap draws of every model by its forecast weight, the rows `calibrate community
+--bootstrap` writes as `retention.draws`), a Bass parameter draw and an activity propensity;
+then it draws every member's future: the lifetime of each member still in at the cutoff,
+conditional on the tenure reached (S(t) / S(e)) and on the cohort's frailty (which the scenario
+does not carry), the joins of each later period (gamma-Poisson around the Bass curve) and their
+lifetimes, and who speaks. Intervals therefore hold parameter uncertainty and
 sampling noise; they do not hold what none of the models can express (a purge, a new channel).
 
 Scored against what the export shows after the cutoff, per metric and horizon bucket: MAPE of
@@ -33,7 +35,7 @@ from .acquisition_fit import (
     fit_bass,
     profile_market,
 )
-from .activity_fit import ActivityFit, coupling, fit_activity, posterior_propensity
+from .activity_fit import ActivityFit, Coupling, coupling, fit_activity, posterior_propensity
 from .calibrate import CalibrationError, check_period_days
 from .community_data import (
     NO_DATE,
@@ -49,11 +51,12 @@ from .community_data import (
     read_members,
 )
 from .community_fit import (
+    MIXTURE_MODEL,
     MODELS,
     RetentionChoice,
     fit_retention,
     retention_section,
-    with_spread,
+    with_mixture,
 )
 from .coupling import CouplingFit, fit_coupling
 
@@ -88,7 +91,7 @@ class BacktestOptions:
     seed: int = 0
     holdout: int | None = None
     bucket: int = 12  # periods per horizon bucket
-    draws: int = 100  # bootstrap refits per model (runs reuse them in turn)
+    draws: int = 200  # bootstrap draws of the retention mixture (runs use them in turn)
     bootstrap_kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS
     models: tuple[rm.RetentionModel, ...] = MODELS
     joins: bool = True  # forecast later joins (Bass); False: only the members of the cutoff
@@ -173,6 +176,7 @@ class BacktestResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     market: MarketProfile | None = None  # m's profile likelihood (no --market)
     coupling: float = 0.0  # the retention_coupling the activity forecast used
+    curve_periods: int = 36  # periods of the forecast retention curve reported
 
     exit_code = 0
 
@@ -188,7 +192,13 @@ class BacktestResult:
             "forecast": "drawn from the fitted models (closed forms and Monte Carlo), not the"
             " playbook simulator; intervals hold parameter uncertainty (bootstrap draws,"
             f" {o.bootstrap_kind}) and sampling noise",
-            "retention": self.retention.as_dict() | {"draws": None},
+            "retention": self.retention.as_dict()
+            | {
+                "draws": None,
+                "forecast_curve": None
+                if self.retention.mixture is None
+                else self.retention.mixture.curve(self.curve_periods),
+            },
             "acquisition": None
             if self.acquisition is None
             else self.acquisition.as_dict()
@@ -207,13 +217,15 @@ class BacktestResult:
         """The report a terminal shows."""
         o = self.options
         r = self.retention
-        weights = ", ".join(
-            f"{m} {w:.0%}" for m, w in (r.forecast or r.weights).items() if w >= 0.005
-        )
+        assert r.mixture is not None
         out = [
             f"backtest of {self.path}: fitted up to {day_text(o.cutoff)}, forecast to"
             f" {day_text(self.end)} in periods of {o.period_days:g} days, {o.runs} runs",
-            f"retention model: {r.chosen} (forecast weights, holdout's hedged: {weights})",
+            f"retention: {r.mixture.label()} ({len(r.mixture.models)} bootstrap draws by the"
+            " forecast weights: the retention.draws `sop calibrate community --as-of"
+            f" {day_text(o.cutoff)} --bootstrap {len(r.mixture.models)} --seed {o.seed}`"
+            + (" with the same --activity" if self.activity is not None else "")
+            + " writes)",
         ]
         if self.acquisition is not None:
             y = self.acquisition.per_year()
@@ -290,7 +302,19 @@ def run_backtest(
     choice = fit_retention(seen, o.cutoff, P, holdout=o.holdout, models=o.models)
     rng = np.random.default_rng(o.seed)
     table = lifetimes(seen, o.cutoff, P)
-    draws = _retention_draws(choice, table, o, rng)
+    act = None
+    pa_seen: PeriodActivity | None = None
+    starts = None
+    measured = None
+    if log is not None:
+        starts, gran = activity_periods(log, members.first_day, end, P, by_period=False)
+        pa_seen = period_activity(seen, _log_before(log, members, o.cutoff), o.cutoff, starts, gran)
+        act = fit_activity(pa_seen)
+        if act is not None:
+            measured = coupling(seen, pa_seen)
+    # the retention forecast: the mixture calibrate writes at this date (one home)
+    choice = with_mixture(choice, table, o.draws, o.seed, o.bootstrap_kind, measured)
+    draws = _retention_draws(choice, o.runs)
     frailty = {m: rm.cohort_frailty(m, choice.fits[m].vector, table) for m in {m for m, _ in draws}}
     bass: BassFit | None = None
     bass_draws = None
@@ -318,16 +342,9 @@ def run_backtest(
             " over that whole range, so their intervals are wide; give --market N if the"
             " market size is known"
         )
-    act = None
-    pa_seen: PeriodActivity | None = None
-    starts = None
-    if log is not None:
-        starts, gran = activity_periods(log, members.first_day, end, P, by_period=False)
-        pa_seen = period_activity(seen, _log_before(log, members, o.cutoff), o.cutoff, starts, gran)
-        act = fit_activity(pa_seen)
     rho = 0.0
-    if act is not None and pa_seen is not None and starts is not None:
-        cf = _coupling_at_cutoff(seen, choice, act, pa_seen, o, starts)
+    if act is not None and pa_seen is not None and starts is not None and measured is not None:
+        cf = _coupling_at_cutoff(seen, choice, act, measured, pa_seen, o, starts)
         if cf is not None:
             rho = cf.rho
             warnings.append(
@@ -342,7 +359,7 @@ def run_backtest(
     scores = _scores(points, o.bucket)
     return BacktestResult(
         members.path, o, end, choice, bass, act, tuple(points), tuple(scores), tuple(warnings),
-        profile, rho,
+        profile, rho, max(36, sim.K),
     )  # fmt: skip
 
 
@@ -350,17 +367,15 @@ def _coupling_at_cutoff(
     seen: Members,
     choice: RetentionChoice,
     act: ActivityFit,
+    measured: Coupling,
     pa: PeriodActivity,
     o: BacktestOptions,
     starts: np.ndarray,
 ) -> CouplingFit | None:
-    """The simulator's ρ reproducing the risk ratio measured up to the cutoff (as calibrate)."""
+    """The simulator's ρ reproducing the risk ratio measured up to the cutoff, under the
+    retention the scenario would hold (the mixture), as calibrate fits it."""
     from .scenario import from_data
 
-    measured = coupling(seen, pa)
-    if measured is None:
-        return None
-    choice = with_spread(choice, 36, [])
     data = {
         "retention": retention_section(choice, o.period_days, full=True),
         "activity": act.fragment(),
@@ -401,6 +416,8 @@ def _coupled_propensity(
     names = rm.SPECS[model].names
     pi = float(p[names.index("early_quit_share")]) if "early_quit_share" in names else 0.0
     n = len(t)
+    if not n:  # no members (no joins forecast): nothing to choose
+        return np.zeros(0)
     s = np.asarray(s, dtype=float).reshape(n, -1)
     k = s.shape[1]
     if k == 1 or not n:
@@ -447,23 +464,13 @@ def _log_before(log: ActivityLog, members: Members, cutoff: int) -> ActivityLog:
 
 
 def _retention_draws(
-    choice: RetentionChoice, table: rm.SurvivalTable, o: BacktestOptions, rng: np.random.Generator
+    choice: RetentionChoice, runs: int
 ) -> list[tuple[rm.RetentionModel, np.ndarray]]:
-    """(model, parameters) for each run: models by holdout weight, bootstrap draws of each."""
-    weights = choice.forecast or choice.weights
-    models = list(weights)
-    w = np.array([weights[m] for m in models])
-    pick = rng.choice(len(models), size=o.runs, p=w / w.sum())
-    out: list[tuple[rm.RetentionModel, np.ndarray]] = [None] * o.runs  # type: ignore[list-item]
-    for i, m in enumerate(models):
-        runs = np.flatnonzero(pick == i)
-        if not len(runs):
-            continue
-        n = min(len(runs), o.draws)
-        d = rm.bootstrap(choice.fits[m], table, n, rng, o.bootstrap_kind)
-        for j, r in enumerate(runs):
-            out[r] = (m, d[j % n])
-    return out
+    """(model drawn from, bdw-mixture parameters) for each run: the mixture's rows in turn."""
+    mix = choice.mixture
+    assert mix is not None
+    n = len(mix.models)
+    return [(mix.models[r % n], mix.rows[r % n]) for r in range(runs)]
 
 
 class _Simulation:
@@ -529,9 +536,10 @@ class _Simulation:
         candidates, from their own activity) and a coupling, each member keeps the propensity
         their lifetime makes likely by the simulator's copula (`_coupled_propensity`), in
         `s_pre` of the result; new joiners' are `s_new`."""
-        model, params = self.draws[run]
+        source, params = self.draws[run]
+        model = MIXTURE_MODEL  # every row is bdw-mixture's parameters (community_fit)
         coupled = s_pre is not None and self.act is not None and self.rho != 0
-        fr = self.frailty.get(model)
+        fr = self.frailty.get(source)  # the cohort frailty of the model the row was drawn from
         scale_pre = scale_new = None
         n_cohorts = self.max_t + 2
         if fr is not None and fr.sigma > 0:

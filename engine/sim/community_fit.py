@@ -2,9 +2,11 @@
 
 One export (members with join and leave dates, optionally their activity) gives every part of
 a scenario: the inflow that was actually fitted (Bass on the daily joins, with the first day's
-import as seed users, and nothing else on top), the retention model that predicts the export's
-last periods best (sBG, sBG with early quitters, BdW, BdW with early quitters: each fitted on
-the periods before the holdout and scored on it), and the speaking propensity in daily units.
+import as seed users, and nothing else on top), the retention family (sBG, sBG with early
+quitters, BdW, BdW with early quitters: each fitted on the periods before the holdout and scored
+on it) written as the forecast mixture `sop backtest` scores (with --bootstrap: bootstrap draws
+of every model by its forecast weight, as bdw-mixture rows; without, the best model alone), and
+the speaking propensity in daily units.
 Every estimate carries its standard error; a parameter at its fitter's bound is a warning.
 """
 
@@ -79,6 +81,8 @@ class RetentionChoice:
     draws: np.ndarray | None = None
     # what a forecast mixes the models by (forecast_weights): the holdout's, hedged
     forecast: dict[rm.RetentionModel, float] = field(default_factory=dict)
+    # the forecast itself: bootstrap draws of every model by those weights (forecast_mixture)
+    mixture: RetentionMixture | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -106,6 +110,7 @@ class RetentionChoice:
                 "beta": self.equivalent_sbg[1],
             },
             "draws": None if self.draws is None else self.draws.tolist(),
+            "mixture": None if self.mixture is None else self.mixture.as_dict(),
         }
 
 
@@ -208,6 +213,152 @@ def holdout_weights(
     w /= w.sum(axis=1, keepdims=True)
     mean = w.mean(axis=0)
     return {m: float(v) for m, v in zip(models, mean, strict=True)}
+
+
+# -- the forecast mixture -------------------------------------------------------------------
+
+# every model of the family is a special case of bdw-mixture (sbg: c = 1 and no early
+# quitters; sbg-mixture: c = 1; bdw: no early quitters), which the simulator reads draw by draw
+MIXTURE_MODEL = rm.RetentionModel.BDW_MIXTURE
+MIXTURE_NAMES = rm.SPECS[MIXTURE_MODEL].names  # alpha, beta, c, early_quit_share
+MIXTURE_STREAM = 0x4D58  # the mixture's bootstrap stream: apart from a backtest's other draws
+
+
+def as_mixture_row(model: rm.RetentionModel, params: Any) -> np.ndarray:
+    """A model's parameters as bdw-mixture's (alpha, beta, c, early_quit_share)."""
+    names = rm.SPECS[model].names
+    p = dict(zip(names, np.asarray(params, dtype=float), strict=True))
+    return np.array([p["alpha"], p["beta"], p.get("c", 1.0), p.get("early_quit_share", 0.0)])
+
+
+@dataclass(frozen=True)
+class RetentionMixture:
+    """The retention forecast: bootstrap draws of each model, as many of them as its forecast
+    weight, each written as bdw-mixture parameters. `sop backtest` forecasts with these rows
+    and `sop calibrate community --bootstrap N` writes them as `retention.draws` (one home:
+    forecast_mixture), so the backtest scores the scenario's own retention law."""
+
+    rows: np.ndarray  # (draws, 4): alpha, beta, c, early_quit_share
+    models: tuple[rm.RetentionModel, ...]  # the model each row was drawn from
+    weights: dict[rm.RetentionModel, float]  # the forecast weights asked
+
+    @property
+    def shares(self) -> dict[rm.RetentionModel, float]:
+        """Each model's share of the rows (the weights, rounded to whole draws), largest first."""
+        n = len(self.models)
+        counts = {m: sum(1 for x in self.models if x == m) / n for m in self.weights}
+        return dict(sorted(((m, c) for m, c in counts.items() if c > 0), key=lambda x: -x[1]))
+
+    @property
+    def top(self) -> rm.RetentionModel:
+        """The model with the highest forecast weight."""
+        return max(self.weights, key=lambda m: self.weights[m])
+
+    def label(self) -> str:
+        """`mixture of bdw-mixture 41 %, sbg-mixture 30 %, …` (shares of the draws)."""
+        parts = ", ".join(
+            f"{m} {s * 100:.0f} %" if s >= 0.01 else f"{m} <1 %" for m, s in self.shares.items()
+        )
+        return f"mixture of {parts}"
+
+    def survival(self, t: Any) -> np.ndarray:
+        """S(t) of each row: (draws, len(t))."""
+        return np.array([rm.survival(MIXTURE_MODEL, row, t) for row in self.rows])
+
+    def curve(self, periods: int) -> dict[str, list[float]]:
+        """The forecast retention curve S(1..periods): mean over the draws and 95 % interval."""
+        s = self.survival(np.arange(1, periods + 1))
+        lo, hi = np.quantile(s, [0.025, 0.975], axis=0)
+        return {"mean": s.mean(axis=0).tolist(), "p2_5": lo.tolist(), "p97_5": hi.tolist()}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "model": str(MIXTURE_MODEL),
+            "parameters": list(MIXTURE_NAMES),
+            "draws": len(self.models),
+            "shares": {str(m): s for m, s in self.shares.items()},
+            "forecast_weights": {str(m): w for m, w in self.weights.items()},
+            "label": self.label(),
+        }
+
+
+def _allot(weights: dict[rm.RetentionModel, float], n: int) -> dict[rm.RetentionModel, int]:
+    """n draws shared by the weights, to whole draws (largest remainders)."""
+    total = sum(weights.values()) or 1.0
+    exact = {m: n * w / total for m, w in weights.items()}
+    out = {m: math.floor(x) for m, x in exact.items()}
+    for m in sorted(exact, key=lambda m: out[m] - exact[m])[: n - sum(out.values())]:
+        out[m] += 1
+    return out
+
+
+def _in_scenario_range(rows: np.ndarray) -> np.ndarray:
+    """Rows clipped to the scenario's ranges of the four parameters (the fitters' bounds reach
+    a little beyond them: α at e^-10, c at e^3, π at logit 12), to 7 significant digits as
+    written: the rows a backtest draws are the rows the scenario holds."""
+    from .scenario import _range
+
+    out = rows.copy()
+    for i, name in enumerate(MIXTURE_NAMES):
+        lo, hi = _range(f"retention.{name}")
+        out[:, i] = np.clip(out[:, i], lo, hi)
+    return np.array([[float(f"{v:.7g}") for v in row] for row in out]).reshape(rows.shape)
+
+
+def mixture_weights(
+    choice: RetentionChoice, members_differ: bool
+) -> dict[rm.RetentionModel, float]:
+    """The forecast weights the mixture draws by. When the activity shows members who differ in
+    how likely they are to leave (a measured coupling whose interval lies above 1), a model
+    whose fit is a Beta collapsed to a point denies it, and the simulator's coupling cannot act
+    through its draws (members differ in nothing it reads): its weight goes to the others."""
+    weights = dict(choice.forecast or choice.weights)
+    if members_differ:
+        kept = {m: w for m, w in weights.items() if _spread(choice.fits[m])}
+        if sum(kept.values()) > 0:
+            weights = {m: kept.get(m, 0.0) for m in weights}
+    total = sum(weights.values()) or 1.0
+    return {m: w / total for m, w in weights.items()}
+
+
+def forecast_mixture(
+    choice: RetentionChoice,
+    table: rm.SurvivalTable,
+    draws: int,
+    seed: int,
+    kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS,
+    members_differ: bool = False,
+) -> RetentionMixture:
+    """`draws` bootstrap draws of the family by its forecast weights (mixture_weights), as
+    bdw-mixture rows in a seeded random order (a prefix of them is a sample of the mixture)."""
+    weights = mixture_weights(choice, members_differ)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(MIXTURE_STREAM,)))
+    rows: list[np.ndarray] = []
+    models: list[rm.RetentionModel] = []
+    for m, k in _allot(weights, draws).items():
+        if k:
+            for row in rm.bootstrap(choice.fits[m], table, k, rng, kind):
+                rows.append(as_mixture_row(m, row))
+                models.append(m)
+    order = rng.permutation(len(rows))
+    table_ = _in_scenario_range(np.array(rows))[order]
+    return RetentionMixture(table_, tuple(models[i] for i in order), dict(weights))
+
+
+def with_mixture(
+    choice: RetentionChoice,
+    table: rm.SurvivalTable,
+    draws: int,
+    seed: int,
+    kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS,
+    coupling: Coupling | None = None,
+) -> RetentionChoice:
+    """The choice with its forecast mixture (and the mixture's rows as its draws); `coupling`:
+    the one measured on the history, if any (calibrate and backtest both pass it)."""
+    differ = coupling is not None and coupling.ci95[0] > 1
+    mix = forecast_mixture(choice, table, min(draws, MAX_DRAWS), seed, kind, differ)
+    return replace(choice, mixture=mix, draws=mix.rows)
 
 
 # -- the whole export ------------------------------------------------------------------------
@@ -394,7 +545,8 @@ def calibrate_community(
                 )
             sub = seen if rows is None else _subset(seen, rows)
             coup = coupling(sub, pa)
-    if coup is not None and coup.ci95[0] > 1:
+    if coup is not None and coup.ci95[0] > 1 and not o.bootstrap:
+        # (with --bootstrap the mixture is written, whose models with spread carry the coupling)
         choice = with_spread(choice, o.horizon, notes)
     for m, f in choice.fits.items():
         if f.at_bound:
@@ -410,12 +562,17 @@ def calibrate_community(
             warnings.append(f"retention: {m}: information matrix singular: no standard errors")
     table = lifetimes(seen, o.as_of, o.period_days)
     frailty = rm.cohort_frailty(choice.chosen, choice.fits[choice.chosen].vector, table)
-    if o.bootstrap:
-        rng = np.random.default_rng(o.seed)
-        draws = rm.bootstrap(
-            choice.fits[choice.chosen], table, min(o.bootstrap, MAX_DRAWS), rng, o.bootstrap_kind
-        )
-        choice = replace(choice, draws=draws)
+    if o.bootstrap:  # the forecast mixture, as `sop backtest` forecasts at this date
+        choice = with_mixture(choice, table, o.bootstrap, o.seed, o.bootstrap_kind, coup)
+        mix = choice.mixture
+        assert mix is not None
+        dropped = [str(m) for m, w in choice.forecast.items() if w > 0 and not mix.weights[m]]
+        if dropped:
+            notes.append(
+                f"retention: {', '.join(dropped)} left out of the mixture: the activity shows"
+                " members who differ in how likely they are to leave (the coupling), which"
+                " their fits, Betas collapsed to a point, deny"
+            )
     assumptions = _assumptions(o)
     full, loadable, pending = build_scenario(o, bass, choice, act)
     cfit: CouplingFit | None = None
@@ -527,12 +684,24 @@ def _assumptions(o: CommunityOptions) -> tuple[str, ...]:
 
 
 def retention_section(choice: RetentionChoice, period_days: float, *, full: bool) -> dict[str, Any]:
-    """The scenario's retention: the chosen model (full) or its equivalent sBG (loadable)."""
+    """The scenario's retention: the forecast mixture's draws (with --bootstrap), else the
+    chosen model (full), or its equivalent sBG (loadable)."""
     if not full:
         a, b = choice.equivalent_sbg
         return {"alpha": round(a, 4), "beta": round(b, 4), "period_days": period_days}
+    mix = choice.mixture
+    out: dict[str, Any]
+    if mix is not None:
+        # the point values are the highest-weight model's, for readers: every run draws a row
+        point = as_mixture_row(mix.top, choice.fits[mix.top].vector)
+        point = _in_scenario_range(point[None, :])[0]
+        out = {"model": str(MIXTURE_MODEL)}
+        out.update({k: float(v) for k, v in zip(MIXTURE_NAMES, point, strict=True)})
+        out["period_days"] = period_days
+        out["draws"] = [[float(v) for v in row] for row in mix.rows]
+        return out
     f = choice.fits[choice.chosen]
-    out: dict[str, Any] = {"model": str(choice.chosen)}
+    out = {"model": str(choice.chosen)}
     out.update({k: round(v, 6) for k, v in f.params.items()})
     out["period_days"] = period_days
     if choice.draws is not None:
@@ -639,11 +808,29 @@ def scenario_text(c: CommunityCalibration) -> str:
         lines.append(f"#   source {s['source']}: {s['share']:.1%} ± {s['se']:.1%} of joins")
     r = c.retention
     best = max(r.holdout_ll, key=lambda m: r.holdout_ll[m])
-    lines.append(
-        f"# retention: {r.chosen}, chosen by the log-likelihood of the last"
-        f" {r.holdout_periods} periods (models fitted on the periods before)"
-        + (":" if best == r.chosen else f", the best with spread ({best} scores best):")
-    )
+    asked = r.forecast or r.weights if r.mixture is None else r.mixture.weights
+    weights = ", ".join(f"{m} {w:.0%}" for m, w in asked.items())
+    if r.mixture is not None:
+        mix = r.mixture
+        lines += [
+            f"# retention: the forecast `sop backtest` scores, {len(mix.models)} bootstrap"
+            f" draws ({o.bootstrap_kind}), a {mix.label()}, by the forecast weights"
+            f" ({weights}: half each model's weight on the last {r.holdout_periods} periods,"
+            " models fitted on the periods before, half spread over the models that generalise"
+            " sbg).",
+            "#   Every draw is written as bdw-mixture parameters (alpha, beta, c,"
+            " early_quit_share; sbg: c = 1, early_quit_share = 0; sbg-mixture: c = 1; bdw:"
+            " early_quit_share = 0) and each run draws one; the point values below are"
+            f" {mix.top}'s fit (the highest weight), for readers. The models:",
+        ]
+    else:
+        lines.append(
+            f"# retention: {r.chosen}, chosen by the log-likelihood of the last"
+            f" {r.holdout_periods} periods (models fitted on the periods before)"
+            + ("" if best == r.chosen else f", the best with spread ({best} scores best)")
+            + f"; the forecast `sop backtest` scores mixes the models ({weights}): give"
+            " --bootstrap N to write that mixture:"
+        )
     lines.append(f"#   {'model':<12} {'LL':>11} {'AIC':>10} {'holdout LL':>11}  parameters (SE)")
     for m, f in r.fits.items():
         ps = ", ".join(

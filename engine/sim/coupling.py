@@ -63,6 +63,29 @@ def _se_log(c: Coupling) -> float:
     return (math.log(hi) - math.log(lo)) / (2 * 1.96) if lo > 0 and hi > 0 else math.inf
 
 
+MIXTURE_ROWS = 40  # draws of a scenario's `retention.draws` the simulated members spread over
+
+
+def _law_rows(sc: Any, rho: float) -> tuple[Any, int]:
+    """The simulator's law for the simulated members: one run of the scenario's point values,
+    or, when the scenario carries `retention.draws` (the forecast mixture calibrate writes),
+    MIXTURE_ROWS of its rows evenly spaced (calibrate writes them in a random order), each a
+    run of its own: the members then follow the mixture the simulator's runs draw from."""
+    from . import retention as rt
+
+    joint = sc.joint_draws() if hasattr(sc, "joint_draws") else None
+    if joint is None:
+        return rt.law(sc, {"activity.retention_coupling": np.array([rho])}, 1), 1
+    table = np.asarray(joint.rows, dtype=float)
+    runs = min(len(table), MIXTURE_ROWS)
+    pick = np.linspace(0, len(table) - 1, runs).round().astype(np.int64)
+    values: dict[str, np.ndarray] = {
+        f"retention.{name}": table[pick, i] for i, name in enumerate(joint.names)
+    }
+    values["activity.retention_coupling"] = np.full(runs, rho)
+    return rt.law(sc, values, runs), runs
+
+
 def simulated_history(
     sc: Any,
     joined: np.ndarray,
@@ -73,14 +96,17 @@ def simulated_history(
     seed: int = 0,
 ) -> tuple[Members, PeriodActivity]:
     """Members joining on days `joined`, simulated to `as_of` by the simulator's retention law
-    and speaking propensity with coupling ρ; their period activity on the export's periods."""
+    and speaking propensity with coupling ρ; their period activity on the export's periods.
+
+    With the scenario's `retention.draws` the members are shared among rows of the draws (each
+    row a run of the simulator's law, on every R-th of the join days)."""
     from . import retention as rt
 
     rng = np.random.default_rng(seed)
-    j = np.sort(np.asarray(joined, dtype=np.int64))
+    lw, runs = _law_rows(sc, rho)
+    j = np.sort(np.asarray(joined, dtype=np.int64))[::runs]
     n = len(j)
-    lw = rt.law(sc, {"activity.retention_coupling": np.array([rho])}, 1)
-    who = rt.draw_joiners(lw, np.zeros(n, dtype=np.int64), rng)
+    who = rt.draw_joiners(lw, np.repeat(np.arange(runs), n), rng)
     first = int(j[0])
     days = as_of - first + 1
     delta = rt.tenure_table(lw, days)
@@ -88,34 +114,36 @@ def simulated_history(
     decay = act.decay_floor + (1 - act.decay_floor) * np.exp(
         -np.arange(days + 1) / act.tenure_decay_days
     )
-    alive = np.ones(n, dtype=bool)
-    left = np.full(n, NO_DATE, dtype=np.int64)
+    alive = np.ones((runs, n), dtype=bool)
+    left = np.full((runs, n), NO_DATE, dtype=np.int64)
     # one activity row per member and period is all the statistic reads: mark, do not list days
     period_first = starts[:-1]
-    active = np.zeros((n, len(period_first)), dtype=bool)
-    speak = who.speak.astype(float)
-    rate = who.rate[None, :]
-    quit = None if who.quitter is None else who.quitter[None, :]
+    active = np.zeros((runs, n, len(period_first)), dtype=bool)
+    speak = who.speak.astype(float).reshape(runs, n)
+    rate = who.rate.reshape(runs, n)
+    quit = None if who.quitter is None else who.quitter.reshape(runs, n)
     # the same stream order for every ρ (common random numbers): only the copula's draws differ
     for d in range(first, as_of + 1):
         k = int(np.searchsorted(j, d, side="right"))  # members joined by day d
         if not k:
             continue
         tenure = d - j[:k]
-        u = rng.random(k)
-        on = alive[:k] & (u < speak[:k] * decay[tenure])
+        u = rng.random((runs, k))
+        on = alive[:, :k] & (u < speak[:, :k] * decay[tenure][None, :])
         col = int(np.searchsorted(period_first, d, side="right")) - 1
-        if 0 <= col < active.shape[1]:
-            active[:k, col] |= on
+        if 0 <= col < active.shape[2]:
+            active[:, :k, col] |= on
         h = rt.daily_hazard(
             lw, rate[:, :k], tenure[None, :], None if quit is None else quit[:, :k], delta
-        )[0]
-        gone = alive[:k] & (rng.random(k) < h)
-        left[:k][gone] = d
-        alive[:k] &= ~gone
-    ids = tuple(f"s{i}" for i in range(n))
-    members = Members("simulated", ids, j, left, None, np.zeros(n, dtype=np.int64))
-    mi, ci = np.nonzero(active)
+        )
+        gone = alive[:, :k] & (rng.random((runs, k)) < h)
+        left[:, :k][gone] = d
+        alive[:, :k] &= ~gone
+    total = runs * n
+    ids = tuple(f"s{i}" for i in range(total))
+    jj = np.tile(j, runs)
+    members = Members("simulated", ids, jj, left.ravel(), None, np.zeros(total, dtype=np.int64))
+    mi, ci = np.nonzero(active.reshape(total, -1))
     log = ActivityLog("simulated", mi, period_first[ci], np.ones(len(mi)), 0, None, 0)
     return members, period_activity(members, log, as_of, starts, granularity)
 
