@@ -414,6 +414,9 @@ def _preimport() -> None:
     import sop.engine.sim.montecarlo
     import sop.engine.sim.render
     import sop.engine.validate  # noqa: F401
+    from sop.engine.sim import fused
+
+    fused.warm()  # numba's compiled day, loaded (or compiled into its cache) before any case
 
 
 def worker_main() -> None:

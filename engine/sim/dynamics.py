@@ -21,6 +21,9 @@ from .parameters import RunParameters, draw_chunks
 from .retention_models import RetentionModel
 from .scenario import Scenario
 
+# the member arrays Dynamics may add (`Dynamics.columns`)
+COLUMNS = ("churn_fx", "quit", "ev_day")
+
 
 class Dynamics:
     """The per-member dynamics of one playbook and scenario."""
@@ -46,8 +49,8 @@ class Dynamics:
         self.speak_cap: Any = 1.0
         self.pending_invites = np.zeros(0)
         self.pending_joins = np.zeros(0)
-        self._churn_live = False
         self._day_pending = False
+        self._talk = np.zeros(0, dtype=bool)
 
     # -- a chunk -------------------------------------------------------------------------------
 
@@ -76,8 +79,8 @@ class Dynamics:
         self.speak_cap = (a / (a + b)).astype(np.float32)[:, None]
         self.pending_invites = np.zeros(runs)
         self.pending_joins = np.zeros(runs)
-        self._churn_live = False
         self._day_pending = False
+        self._talk = np.zeros(runs, dtype=bool)
 
     def value(self, path: str, point: float) -> Any:
         """A parameter for each run (runs,), or the scenario's point value."""
@@ -114,104 +117,55 @@ class Dynamics:
         ages = np.arange(days + 2, dtype=np.float32)
         return np.asarray(floor + (1 - floor) * np.exp(-ages / tau), dtype=np.float32)
 
-    def speak_lift(self, scheduled: Any, reach: np.ndarray | None, events: np.ndarray) -> Any:
-        """All of today's speak lifts of each member, within ± the run's mean propensity."""
-        lift = events + scheduled
-        if reach is not None:
-            lift[:, : reach.shape[1]] += reach
-        cap = self.speak_cap
-        return np.clip(lift, -cap, cap, out=lift)
-
-    def take_day_effects(self, pop: Any, sl: Any) -> np.ndarray | None:
-        """The event actions' one-day effects due at today's draws (DAY_KEYS by the last
-        axis), cleared: later events of the day act on tomorrow's."""
-        if not self._day_pending:  # no event set one off since the last draws: no pass over them
-            return None
-        self._day_pending = False
-        col = pop["ev_day"][sl]
-        out = col.copy()
-        col[...] = 0
-        return out
-
-    def talks(
-        self,
-        part: np.ndarray,
-        scheduled: Any,
-        reach: np.ndarray | None,
-        day: np.ndarray | None,
-        rng: np.random.Generator,
-    ) -> np.ndarray | None:
-        """Members who speak because of `interactions` (messages a participant writes in an
-        activity): a participant writes Poisson(n) of them, so speaks with 1 − e^(−n)."""
-        n: Any = scheduled
-        if reach is not None:
-            n = np.broadcast_to(n, part.shape).copy()
-            n[:, : reach.shape[1]] += reach
-        if day is not None:
-            n = n + day[..., 3]
-        if not np.any(n):
-            return None
-        q = -np.expm1(-np.asarray(n, dtype=np.float32))
-        # chunks run together draw only where each would alone (kernel.Streams.random_for)
-        draws = rng.random_for(n, part.shape) if hasattr(rng, "random_for") else None
-        if draws is None:
-            draws = rng.random(part.shape, dtype=np.float32)
-        talk: np.ndarray = part & (draws < q)
-        return talk
-
     # -- retention -----------------------------------------------------------------------------
 
-    def joiners(self, new: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any, dict[str, Any]]:
-        """(daily rate, speaking propensity, more columns) of the day's joiners, run by run."""
+    def joiners(
+        self,
+        new: np.ndarray,
+        rng: np.random.Generator | None,
+        chunks: list[tuple[np.random.Generator, slice]] | None = None,
+    ) -> tuple[Any, Any, dict[str, Any]]:
+        """(daily rate, speaking propensity, more columns) of the day's joiners, run by run;
+        with `chunks` ((generator, rows) of chunks run together), each chunk's joiners draw
+        from its own generator (retention.draw_joiners)."""
         assert self.law is not None
         run_of = np.repeat(np.arange(len(new)), new)
-        j = rt.draw_joiners(self.law, run_of, rng)
+        parts = None
+        if chunks is not None:
+            cuts = np.searchsorted(run_of, [rows.start for _, rows in chunks] + [len(new)])
+            parts = [
+                (g, slice(int(a), int(b)))
+                for (g, _), a, b in zip(chunks, cuts[:-1], cuts[1:], strict=True)
+            ]
+        j = rt.draw_joiners(self.law, run_of, rng, parts)
         more: dict[str, Any] = {}
         if self.mixture:
             more["quit"] = j.quitter if j.quitter is not None else np.zeros(len(run_of), dtype=bool)
         return j.rate, j.speak, more
 
-    def hazard(
-        self,
-        pop: Any,
-        sl: Any,
-        d: int,
-        join_day: np.ndarray,
-        scheduled: Any,
-        reach: np.ndarray | None,
-    ) -> np.ndarray:
-        """Today's hazard of each member: the retention law's, times the effects' multiplier.
-
-        `scheduled` is today's multiplier (1 + churn) of the scheduled actions per member (or a
-        column), `reach` of the actions that reach members one by one; both start a window
-        that fades by CHURN_DECAY a day, as event actions' do (`churn_effect`)."""
+    def law_arrays(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """What fused.activity reads of the retention law (retention.daily_hazard is its NumPy
+        definition): the tenure table Δ (runs, tenure) as float32, (mode, period) with mode 0 the
+        joiner's rate is the daily hazard, 1 −expm1(−rate·Δ), 2 −expm1(−rate/period), and
+        whether early quitters leave in their first period."""
         assert self.law is not None
-        quit = pop["quit"][sl] if self.mixture and self.law.quitters else None
-        rate = pop["hazard"][sl]
-        if self.delta is None and quit is None:
-            base = rate
+        quit = self.mixture and self.law.quitters
+        if self.delta is not None:
+            mode, delta = 1, self.delta.astype(np.float32)
         else:
-            base = rt.daily_hazard(self.law, rate, d - join_day.astype(np.int64), quit, self.delta)
-        if not self.churn:
-            return np.asarray(base)
-        state = pop["churn_fx"][sl]
-        # run by run (a run's numbers must not depend on the runs beside it: kernel.Streams)
-        sched = np.broadcast_to(np.asarray(scheduled, dtype=np.float32), state.shape)
-        on = (sched != 1).any(axis=1)
-        if on.any():
-            state[on] = fx.churn_multiplier(state[on], sched[on])
-            self._churn_live = True
-        if reach is not None:
-            n0 = reach.shape[1]
-            on = (reach != 1).any(axis=1)
-            if on.any():
-                state[on, :n0] = fx.churn_multiplier(state[on, :n0], reach[on])
-                self._churn_live = True
-        if not self._churn_live:
-            return np.asarray(base)
-        hz = base * (1 + state)
-        state *= np.float32(fx.CHURN_DECAY)
-        return np.asarray(hz, dtype=np.float32)
+            mode, delta = (2 if quit else 0), np.zeros((1, 1), dtype=np.float32)
+        return delta, np.array([mode, self.law.period], dtype=np.float64), quit
+
+    def take_day_pending(self) -> bool:
+        """Whether an event set off a one-day effect (`ev_day`) since the last draws; the
+        compiled day reads and clears them."""
+        out, self._day_pending = self._day_pending, False
+        return out
+
+    def talk_runs(self) -> np.ndarray:
+        """Runs where an event set off `interactions` for today's draws (cleared: read once)."""
+        out, self._talk = self._talk, np.zeros_like(self._talk)
+        return out
 
     def churn_effect(
         self, pop: Any, sl: Any, rows: np.ndarray, cols: np.ndarray, factor: Any
@@ -221,7 +175,6 @@ class Dynamics:
             return
         view = pop["churn_fx"][sl]
         view[rows, cols] = fx.churn_multiplier(view[rows, cols], factor)
-        self._churn_live = True
 
     # -- event actions ---------------------------------------------------------------------
 
@@ -262,6 +215,7 @@ class Dynamics:
                 col[rows, cols, 0] = 1 - (1 - col[rows, cols, 0]) * (1 - hit[:, 0])
                 col[rows, cols, 1:] += hit[:, 1:]
                 self._day_pending = True
+                self._talk[rows[hit[:, 3] != 0]] = True
         if self.event_acq:
             per = np.bincount(rows, minlength=len(sums)).astype(float)
             self.pending_invites += per * np.array([s.invites for s in sums])

@@ -1,12 +1,14 @@
 """The population model, vectorised over members and over the runs of a chunk.
 
 Python loops over days (and over the few runs of a chunk for stage logic); every per-member step is
-a NumPy array operation. Each run walks the same compiled Program as `plan` and `run`: the actions
-`Program.due()` returns for that run's active stages fire, and a run leaves a stage by the first
-of its exits that holds on that run's own metric history (`Lifecycle.step`, `history.exit_holds`).
-A playbook with member-level constructs (channels, attributes, segments, admission, points, teams,
-counted metrics, leaderboards, `where:`) adds their arrays and daily steps (constructs.py); one
-without them runs the plain path unchanged. Equations: docs/simulation.md.
+a NumPy array operation, but for the day's activity, hazard and departures, which one compiled
+pass over each run's members does (fused.py, numba; imported by the simulation only). Each run
+walks the same compiled Program as `plan` and `run`: the actions `Program.due()` returns for that
+run's active stages fire, and a run leaves a stage by the first of its exits that holds on that
+run's own metric history (`Lifecycle.step`, `history.exit_holds`). A playbook with member-level
+constructs (channels, attributes, segments, admission, points, teams, counted metrics,
+leaderboards, `where:`) adds their arrays and daily steps (constructs.py); one without them runs
+the plain path unchanged. Equations: docs/simulation.md.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from ..program.events import EventRule, Trigger
 from ..program.lifecycle import ExitOracle, exits_of
 from ..program.tiers import demote_silent, review
 from ..program.truth import truth
+from . import effects as fx
 from .constructs import POP7, Apply, ChunkState, Cohort, Constructs, member_level
+from .dynamics import COLUMNS as _DYNAMICS_COLUMNS
 from .dynamics import Dynamics
-from .effects import EVENT_SPEAK_FADE, in_effect
+from .effects import in_effect
 from .scenario import Scenario
 from .streams import Streams
 
@@ -44,14 +48,23 @@ _NONE: frozenset[str] = frozenset()  # no guard failed
 SILENT_NEVER = -30000  # silence counter of empty slots and departed members
 _POP7 = POP7
 _EMPTY = {"join_day": -1, "silent": SILENT_NEVER}  # an empty slot's values (else 0)
+# the scheduled effects the compiled day reads per tier, in its order (fused.activity: tables)
+_TABLE_KEYS = ("speak", "participation", "ugc", "conversion")
+_NO_F2 = np.zeros((1, 1), dtype=np.float32)  # stands for an absent member array
+_NO_B2 = np.zeros((1, 1), dtype=np.bool_)
+_NO_F3 = np.zeros((1, 1, 4), dtype=np.float32)
 JOINED = Trigger("member.joined")
 APPROVED = Trigger("member.approved")
-# Bytes one member costs during a simulated day: the arrays of _Pop.SPEC (32 a slot, with slack
-# slots as the arrays grow), the day's temporaries (uniform draws, propensities, masks, message
-# counts) and the copy made while the arrays grow. tracemalloc measured 103-109 bytes a member
-# at the peak (8 runs of 100,000-200,000 members, the reference playbook and a bare one); 160
-# leaves room for what it does not see (allocator slack, the Python objects of a run).
-BYTES_PER_MEMBER = 160
+# Bytes one member costs during a simulated day beyond its own arrays (`slot_bytes`): the day's
+# temporaries (two float32 uniforms, the interactions' uniforms, the flags, event message counts,
+# the joiners' mask, the masks and indices of the event and tier passes, a tier review's
+# columns) and, on the day the seed joins, the joiners' float64 draws. The compiled day
+# (fused.py) makes no per-member temporaries of its own. tracemalloc measured a peak of 159
+# bytes a member against 170 estimated (8 runs of 100,000 seed members, the reference playbook).
+DAY_BYTES = 64
+# Slots per member: a chunk starts with twice the seed's slots and grows by 1.6x when full
+# (`_Pop.grow`), so up to half of them are spare.
+SLOT_SLACK = 2.0
 # Scheduled sends and tasks one simulator computes over all its days and run states (ten plans of
 # `sop plan`'s limit): about a second of work and a few MB; only a cron that fires every few
 # minutes in many actions comes near it.
@@ -694,29 +707,21 @@ class Simulator:
         """Simulate chunks of runs `(runs, seed, first_run)` together, in one vectorised step;
         each chunk's results are those it gives alone (streams.py). When the chunks together
         outgrow the memory budget, each is run alone (so alone decides what is too large)."""
-        if len(specs) > 1 and self._group_safe():
+        if len(specs) > 1:
             try:
                 return self._run(specs)
             except SimulationTooLarge:
                 pass
             return [self._run([s])[0] for s in specs]
-        if len(specs) > 1:
-            return [self._run([s])[0] for s in specs]
         return self._run(specs)
-
-    def _group_safe(self) -> bool:
-        """Whether chunks can share a step: not when each chunk draws parameters of its own
-        (parameters.py draws them per chunk)."""
-        return not self.sc.uncertain and self.sc.joint_draws() is None
 
     def _run(self, specs: Sequence[tuple[int, np.random.SeedSequence, int]]) -> list[ChunkResult]:
         rng = Streams.seeded([s for _, s, _ in specs], [n for n, _, _ in specs])
         sc, act, cx = self.sc, self.sc.activity, self.cx
         D, R, T = self.days, rng.runs, len(self.tiers)
         dyn = self.dyn
-        # the runs' parameter draws, from a stream of their own (chunks run together only
-        # without parameter draws: run_chunks)
-        dyn.start(R, specs[0][1])
+        # the runs' parameter draws, each chunk's from a stream of its own (parameters.py)
+        dyn.start_chunks([(n, s) for n, s, _ in specs])
         M = len(self.metric_names)
         mi = {m: i for i, m in enumerate(self.metric_names)}
         out = np.zeros((R, D, M), dtype=np.float64)  # float64: a gate reads 20 % as run reads it
@@ -760,6 +765,33 @@ class Simulator:
 
         prev = [self._before_start() for _ in lcs] if self.has_guards else []
         self._states = [None] * R
+        # what the compiled day reads of the run's parameters and law (fused.activity)
+        from . import fused
+
+        decay_2d = np.atleast_2d(decay_lut).astype(np.float32)
+        run_f = np.ascontiguousarray(
+            np.stack(
+                [
+                    fused.f32(x, (R, 1))[:, 0]
+                    for x in (
+                        dyn.speak_cap,
+                        inv_mean_speak,
+                        ugc_per_speak,
+                        violation_per_speak,
+                        base_daily,
+                    )
+                ],
+                axis=1,
+            )
+        )
+        law_delta, law_f, law_quit = dyn.law_arrays()
+        remove_at = (self.pb.moderation.remove_at or 0) if self.pb.moderation else 0
+        churn_bounds = (fx.CHURN_DECAY, fx.HAZARD_FLOOR, fx.HAZARD_CEIL)
+        if self.pb.tiers and T > 1:
+            core_tier, vip_tier = 1, max(2, T - 1)
+        else:
+            core_tier, vip_tier = -1, -1
+        day_counts = np.zeros((R, 6), dtype=np.int64)
         for d in range(D):
             self._day = d
             if self.has_guards:
@@ -862,170 +894,135 @@ class Simulator:
                 ev_msgs[:, :n0] += reach.messages
                 for item, done in reach.redeemed:
                     self._redeemed(pop, rules, item, done, ev_msgs, sl)
-            # -- activity --------------------------------------------------------------------
+            # -- activity, participation, conversion, churn: one compiled pass (fused.py) -------
             jd = pop["join_day"][sl]
             tier = pop["tier"][sl]
-            # tenure decay by join day: index -1 (empty slots) reads the last entry, harmless
-            by_join = decay_lut[..., np.clip(d - np.arange(D + 1), 0, D + 1)]
-            # (runs, D + 1) when drawn per run: each run's own decay
-            p = pop["speak"][sl] * _by_join_day(by_join, pop.by_day, d, pop.n, n_max)
-            ev_lift = pop["events"][sl]
-            # every lift of the day together, capped (effects.py: what an effect means)
-            p += dyn.speak_lift(
-                _gather(today.table("speak"), tier),
-                None if reach is None else reach.speak,
-                ev_lift,
-            )
-            ev_lift *= EVENT_SPEAK_FADE  # event-action lifts fade: about a week's half-life
-            np.clip(p, 0, 1, out=p)
-            alive_now = alive[sl]
-            p *= alive_now  # p = 0 for the departed: every `u < p` below is False for them
             u = rng.uniform(n_max, rng.widths)
-            speak = u < p
-            ugc = u < p * ugc_per_speak
-            viol = (u >= p * (1 - violation_per_speak)) & speak
-            s7 = pop["speak7"][sl]
-            s7 <<= 1
-            s7 |= speak
-            s7 &= 0x7F
-            silent = pop["silent"][sl]
-            silent += 1
-            silent *= ~speak
-            # -- participation, conversion, churn (one more uniform) -----------------------------
             u2 = rng.uniform(n_max, rng.widths)
-            part_p = _gather(today.table("participation"), tier)
-            ugc_p = _gather(today.table("ugc"), tier)
-            if reach is not None and reach.any_part:
-                part_p = _widen(part_p, (R, n_max))
-                part_p[:, :n0] = 1 - (1 - part_p[:, :n0]) * (1 - reach.participation)
-                ugc_p = _widen(ugc_p, (R, n_max))
-                ugc_p[:, :n0] += reach.ugc
-            day_fx = dyn.take_day_effects(pop, sl)  # event actions' one-day effects
-            if day_fx is not None:
-                # only where an effect is due: 1 - (1 - x) is not x to the last bit, and a run
-                # must not depend on which runs share its step
-                fx0 = day_fx[..., 0]
-                part_p = np.where(fx0 != 0, 1 - (1 - part_p) * (1 - fx0), part_p)
-                ugc_p = ugc_p + day_fx[..., 1]
-            if part_p.any():
-                # engaged members take part more: scaled by propensity relative to a newcomer's
-                part_p = np.minimum(part_p * p * inv_mean_speak, 1.0)
-                part = u2 >= 1 - part_p  # part_p is 0 for the departed (p is)
-                if ugc_p.any():
-                    ugc |= part & (u2 >= 1 - part_p * ugc_p)
-            else:
-                part = np.zeros_like(alive_now)
-            p7 = pop["part7"][sl]
-            p7 <<= 1
-            p7 |= part
-            p7 &= 0x7F
-            sched_inter = [e.interactions for e in effs]
-            if (
-                any(x is not None for x in sched_inter)
-                or day_fx is not None
-                or (reach is not None and reach.interactions is not None)
-            ):
-                inter = np.stack([np.zeros(T, np.float32) if x is None else x for x in sched_inter])
-                talk = dyn.talks(
-                    part,
-                    _gather(inter, tier),
-                    None if reach is None else reach.interactions,
-                    day_fx,
-                    cast(Any, rng),
-                )
-                if talk is not None:  # a participant who writes in the activity has spoken
-                    speak |= talk
-                    s7 |= talk
-                    silent *= ~talk
-            pop["ugc"][sl] += ugc
-            conv_p = base_daily + _gather(today.table("conversion"), tier)
-            if day_fx is not None:
-                conv_p = conv_p + day_fx[..., 2]
-            # the retention law's hazard times the effects' fading, capped multiplier
-            hz = dyn.hazard(
-                pop,
-                sl,
-                d,
-                jd,
-                _gather(today.table("churn"), tier),
-                None if reach is None else reach.churn,
+            inter = np.stack(
+                [
+                    np.zeros(T, np.float32) if e.interactions is None else e.interactions
+                    for e in effs
+                ]
             )
-            if reach is not None:
-                conv_p = _widen(conv_p, (R, n_max))
-                conv_p[:, :n0] += reach.conversion
-            leave = (u2 < hz) & alive_now
-            pays = (u2 >= hz) & (u2 < hz + conv_p) & alive_now
-            ever_paid += (pays & (pop["payments"][sl] == 0)).sum(axis=1)
-            pop["payments"][sl] += pays
-            # -- moderation ------------------------------------------------------------------
-            pop["violations"][sl] += viol
-            if self.pb.moderation and self.pb.moderation.remove_at:
-                # only the living are removed: a departed member must not leave again each day
-                leave |= (pop["violations"][sl] >= self.pb.moderation.remove_at) & alive_now
-            vcount = pop["violations"][sl]
+            tables = np.stack([*(today.table(k) for k in _TABLE_KEYS), inter, today.table("churn")])
+            reach_cols, reach_on, n_reach = _reach_columns(reach, R)
+            # who may write in an activity today (each chunk decides as it would alone)
+            talk_on = (inter != 0).any(axis=1) | dyn.talk_runs()
+            if reach is not None and reach.interactions is not None:
+                talk_on |= (reach.interactions != 0).any(axis=1)
+            tu = rng.random_for(talk_on[:, None], (R, n_max)) if talk_on.any() else _NO_F2
+            flags = np.zeros((R, n_max), dtype=np.uint8)
+            ugc_today = np.zeros(R, dtype=np.int64)
+            arr = pop.arrays
+            fused.activity(
+                d,
+                pop.n,
+                arr["alive"],
+                arr["join_day"],
+                arr["speak"],
+                arr["events"],
+                arr["speak7"],
+                arr["part7"],
+                arr["silent"],
+                arr["ugc"],
+                arr["payments"],
+                arr["violations"],
+                arr["streak"],
+                arr["tier"],
+                arr["hazard"],
+                arr.get("churn_fx", _NO_F2),
+                arr["quit"] if law_quit else _NO_B2,
+                arr.get("ev_day", _NO_F3),
+                flags,
+                decay_2d,
+                run_f,
+                tables,
+                reach_cols,
+                n_reach,
+                reach_on,
+                u,
+                u2,
+                tu,
+                talk_on,
+                law_delta,
+                law_f,
+                np.array(
+                    [dyn.take_day_pending(), dyn.churn, law_quit, remove_at, *churn_bounds],
+                    dtype=np.float64,
+                ),
+                today.each(lambda e: e.checkin).astype(np.bool_),
+                ever_paid,
+                ugc_today,
+                pop.by_day,
+            )
+            # -- moderation, silence, streaks, anniversaries ---------------------------------------
             fire = functools.partial(self._fire_when, pop, rules, ev_msgs, sl)
-            fire("member.violation", vcount, viol)
-            # -- silence, streaks, anniversaries -------------------------------------------------
+            if rules.triggers_of("member.violation"):
+                fire("member.violation", pop["violations"][sl], (flags & fused.VIOL) != 0)
             fire("member.silent", pop["silent"][sl], living_only=True)
-            checkin = today.each(lambda e: e.checkin)[:, None]
-            checked = part & checkin
-            if checkin.any():
-                stk = pop["streak"][sl]
-                stk += part
-                stk *= part | ~checkin  # a check-in day without taking part breaks the streak
             fire("member.checkin_streak", pop["streak"][sl])
             if any("member.anniversary" in rr.events for rr in rules.uniq):
                 fire("member.anniversary", jd, from_day=d)  # tenure d - jd, read from jd
             # -- counters, points, milestones, redemptions --------------------------------------
-            events = {
-                "joined": joined_today,
-                "message": speak,
-                "post": ugc,
-                "checkin": checked,
-                "activity": part,
-                "violation": viol,
-                "payment": pays,
-                "left": leave,
-            }
+            events: dict[str, Any] = {}
             if cx.active:
-                self._counters(pop, st, rules, sl, d, effs, events, tier, alive_now, ev_msgs)
+                checkin = today.each(lambda e: e.checkin)[:, None]
+                part = (flags & fused.PART) != 0
+                events = {
+                    "joined": joined_today,
+                    "message": (flags & fused.SPEAK) != 0,
+                    "post": (flags & fused.UGC) != 0,
+                    "checkin": part & checkin,
+                    "activity": part,
+                    "violation": (flags & fused.VIOL) != 0,
+                    "payment": (flags & fused.PAYS) != 0,
+                    "left": (flags & fused.LEAVE) != 0,
+                }
+                self._counters(pop, st, rules, sl, d, effs, events, tier, alive[sl], ev_msgs)
             # -- departures --------------------------------------------------------------------
-            alive[sl] &= ~leave
-            rows, cols = _nonzero2d(leave)
-            if len(rows):
-                np.subtract.at(hist, (rows, pop["join_day"][sl][rows, cols].astype(np.intp)), 1)
-                pop["silent"][sl][rows, cols] = SILENT_NEVER  # the departed never "fall silent"
-            left_by_day[:, d] = np.bincount(rows, minlength=R)
-            ugc_by_day[:, d] = ugc.sum(axis=1)
+            left_today = np.zeros(R, dtype=np.int64)
+            fused.depart(
+                pop.n, flags, arr["alive"], arr["join_day"], arr["silent"], hist, left_today
+            )
+            left_by_day[:, d] = left_today
+            ugc_by_day[:, d] = ugc_today
             # -- tiers ---------------------------------------------------------------------------
             if self.pb.tiers:
                 self._tiers(pop, rules, ev_msgs, sl, d, jd)
             # -- metrics -----------------------------------------------------------------------
-            alive_now = alive[sl]
-            n_alive = alive_now.sum(axis=1).astype(float)
+            arr = pop.arrays
+            alive_now = arr["alive"][sl]
+            fused.counts(
+                pop.n,
+                flags,
+                arr["alive"],
+                arr["speak7"],
+                arr["part7"],
+                arr["tier"],
+                arr["payments"],
+                _POP7,
+                core_tier,
+                vip_tier,
+                day_counts,
+            )
+            n_alive = day_counts[:, 0].astype(float)
             n_alive_prev = n_alive
-            member_days += alive_now.sum(axis=1)
+            member_days += day_counts[:, 0]
             m = out[:, d, :]
             m[:, mi["members"]] = n_alive
             m[:, mi["new_members"]] = new
-            speakers = (speak & alive_now).sum(axis=1)
+            speakers = day_counts[:, 1]
             m[:, mi["daily_speakers"]] = speakers
             m[:, mi["daily_speak_rate"]] = defs.share_of_members(speakers, n_alive)
-            part_week = ((pop["part7"][sl] > 0) & alive_now).sum(axis=1)
-            m[:, mi["weekly_participation"]] = defs.share_of_members(part_week, n_alive)
+            m[:, mi["weekly_participation"]] = defs.share_of_members(day_counts[:, 2], n_alive)
             for k, surv in survivors.items():
                 if d - k + 1 >= 0:  # day d-k+1's joiners have been members k days tonight
                     surv[:, d - k + 1] = hist[:, d - k + 1]
                 m[:, mi[f"retention_d{k}"]] = defs.retention(joined_by_day, surv, d, k)
-            if self.pb.tiers and len(self.tiers) > 1:
-                m[:, mi["core_members"]] = ((pop["tier"][sl] >= 1) & alive_now).sum(axis=1)
-                m[:, mi["vip_members"]] = ((pop["tier"][sl] >= max(2, T - 1)) & alive_now).sum(1)
-            else:
-                weekly = _POP7[pop["speak7"][sl]] + _POP7[pop["part7"][sl]]
-                m[:, mi["core_members"]] = ((weekly >= 3) & alive_now).sum(axis=1)
-                m[:, mi["vip_members"]] = ((weekly >= 5) & alive_now).sum(axis=1)
-            paying = ((pop["payments"][sl] > 0) & alive_now).sum(axis=1)
-            m[:, mi["paying_members"]] = paying
+            m[:, mi["core_members"]] = day_counts[:, 3]
+            m[:, mi["vip_members"]] = day_counts[:, 4]
+            m[:, mi["paying_members"]] = day_counts[:, 5]
             m[:, mi["conversion_rate"]] = defs.conversion_rate(ever_paid, total_joins)
             m[:, mi["fission_rate"]] = defs.fission_rate(referral_joins, total_joins)
             m[:, mi["fission_multiplier"]] = defs.fission_multiplier(referral_joins, total_joins)
@@ -1038,7 +1035,11 @@ class Simulator:
             if cx.active:
                 menv = st.env(pop, sl, d)  # the members at the close of the day
                 measured = st.construct_metrics(pop, sl, d, alive_now, total_joins, menv)
-                measured.update(st.counted_metrics(pop, sl, d, alive_now, events, leave, menv))
+                measured.update(
+                    st.counted_metrics(
+                        pop, sl, d, alive_now, events, (flags & fused.LEAVE) != 0, menv
+                    )
+                )
                 for name, v in measured.items():
                     m[:, mi[name]] = v
                 st.segment_sizes(d, alive_now, menv)
@@ -1365,17 +1366,7 @@ class Simulator:
         """Dynamics.joiners, each chunk's joiners from its own stream."""
         if rng.single:
             return self.dyn.joiners(new, rng.gens[0])
-        parts = []
-        for g, rows in zip(rng.gens, rng.rows, strict=True):
-            mine = np.zeros_like(new)
-            mine[rows] = new[rows]
-            parts.append(self.dyn.joiners(mine, g))
-        more = {k: np.concatenate([p[2][k] for p in parts]) for k in parts[0][2]}
-        return (
-            np.concatenate([p[0] for p in parts]),
-            np.concatenate([p[1] for p in parts]),
-            more,
-        )
+        return self.dyn.joiners(new, None, list(zip(rng.gens, rng.rows, strict=True)))
 
     def _apply_event(
         self,
@@ -1733,6 +1724,30 @@ class Simulator:
         )
 
 
+def _reach_columns(reach: Reach | None, runs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the per-member effects of `reach` as fused.activity reads them: speak, participation,
+    ugc, conversion, interactions, churn factor; which of them are present; their width)."""
+    on = np.zeros(6, dtype=np.bool_)
+    if reach is None:
+        return np.zeros((6, 1, 1), dtype=np.float32), on, 0
+    n0 = reach.speak.shape[1]
+    cols = np.zeros((6, runs, n0), dtype=np.float32)
+    cols[5] = 1
+    parts = (
+        reach.speak,
+        reach.participation if reach.any_part else None,
+        reach.ugc if reach.any_part else None,
+        reach.conversion,
+        reach.interactions,
+        reach.churn,
+    )
+    for k, x in enumerate(parts):
+        if x is not None:
+            cols[k] = x
+            on[k] = True
+    return cols, on, n0
+
+
 def _poisson(rng: Streams, lam: np.ndarray, limit: int, d: int, what: str) -> Any:
     """Poisson joins per run, refused (not drawn) when their mean alone exceeds the members
     budget."""
@@ -1770,22 +1785,6 @@ def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
     return runs[rows] * pop.cap + cols
 
 
-def _by_join_day(
-    table: np.ndarray, by_day: np.ndarray, d: int, n: np.ndarray, width: int
-) -> np.ndarray:
-    """`table[..., join_day]` of every slot of today's (runs, width) views, without a gather:
-    a run's slots are in join order, so its row is a stretch of equal values per join day (and
-    the empty slots past n read table[..., -1], as the join day -1 of an empty slot does)."""
-    runs = len(n)
-    values = np.empty((runs, d + 2), dtype=table.dtype)
-    values[:, : d + 1] = table[..., : d + 1]
-    values[:, d + 1] = table[..., -1]
-    counts = np.empty((runs, d + 2), dtype=np.int64)
-    counts[:, : d + 1] = by_day[:, : d + 1]
-    counts[:, d + 1] = width - n
-    return np.repeat(values.ravel(), counts.ravel()).reshape(runs, width)
-
-
 def _binomial(n: np.ndarray, p: Any) -> Any:
     """A chunk's binomial draws of `n` trials with chance `p` (per run, or one for all)."""
     return lambda g, rows: g.binomial(n[rows], _at(p, rows))
@@ -1821,6 +1820,13 @@ def _pad(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def member_columns(playbook: Playbook, scenario: Scenario, days: int) -> dict[str, Any]:
+    """The member arrays a simulation adds to _Pop.SPEC: the member-level constructs' and the
+    dynamics' (what `Simulator` allocates)."""
+    pb = in_effect(playbook, scenario.history_includes)
+    return {**Constructs(pb, scenario).columns(), **Dynamics(pb, scenario, days).columns()}
+
+
 def _shape(spec: Any) -> tuple[Any, tuple[int, ...]]:
     """(dtype, trailing shape) of a member array's spec: a dtype or (dtype, width)."""
     if isinstance(spec, tuple):
@@ -1828,14 +1834,26 @@ def _shape(spec: Any) -> tuple[Any, tuple[int, ...]]:
     return spec, ()
 
 
-def bytes_per_member(extra: dict[str, Any]) -> int:
-    """BYTES_PER_MEMBER plus what the member-level constructs' arrays add (twice: the arrays
-    and the day's temporaries built from them)."""
-    more = 0
-    for spec in extra.values():
+def slot_bytes(extra: dict[str, Any]) -> int:
+    """Bytes of one slot of the member arrays: _Pop.SPEC and the `extra` columns (the
+    member-level constructs' and the dynamics')."""
+    total = 0
+    for spec in {**_Pop.SPEC, **extra}.values():
         t, tail = _shape(spec)
-        more += np.dtype(t).itemsize * int(np.prod(tail or (1,)))
-    return BYTES_PER_MEMBER + 2 * more
+        total += np.dtype(t).itemsize * int(np.prod(tail or (1,)))
+    return total
+
+
+def bytes_per_member(extra: dict[str, Any]) -> int:
+    """Bytes one member costs during a simulated day: its slots' arrays with the growth slack,
+    the day's temporaries, and the NumPy temporaries the member-level constructs build from
+    their own arrays (once more their size)."""
+    constructs = slot_bytes({k: v for k, v in extra.items() if k not in _DYNAMICS_COLUMNS})
+    constructs -= slot_bytes({})
+    return math.ceil(SLOT_SLACK * slot_bytes(extra)) + DAY_BYTES + constructs
+
+
+BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dynamics columns
 
 
 def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

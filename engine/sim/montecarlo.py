@@ -14,7 +14,8 @@ import numpy as np
 from ..core import expr as ex
 from ..core.status import ExitCode
 from ..lang.model import OnEvent, Playbook
-from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator, wilson
+from .intervals import Pairs
+from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator
 from .outcomes import Forecasts
 from .scenario import Scenario
 from .summary import (
@@ -22,11 +23,13 @@ from .summary import (
     UNDECIDED,
     Bounded,
     ExpectSummary,
+    GateDesign,
     GateOutcome,
     Share,
     Shortfall,
     deadline_days,
     expect_summary,
+    gate_design,
     gate_outcomes,
     shortfalls,
 )
@@ -60,7 +63,7 @@ class MemoryEstimate:
     runs_in_flight: int  # runs one worker holds at once (a chunk)
     per_worker: int  # bytes of one worker's member arrays and metrics
     results: int  # bytes of the collected metrics in the main process
-    member_bytes: int = BYTES_PER_MEMBER  # with the arrays of the member-level constructs
+    member_bytes: int = BYTES_PER_MEMBER  # with the arrays of the constructs and dynamics
 
     def problem(self, budget_mib: int) -> str | None:
         """Why this does not fit in `budget_mib` MiB (per worker and for the results), or None."""
@@ -90,8 +93,7 @@ def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions)
     leaves); the seed joins at once.
     Referral cascades are not foreseen here: the kernel stops a run that outgrows the budget.
     """
-    from .constructs import Constructs
-    from .kernel import bass_cdf, bytes_per_member, sbg_survival
+    from .kernel import bass_cdf, bytes_per_member, member_columns, sbg_survival
 
     a, ret = scenario.acquisition, scenario.retention
     days = options.days
@@ -100,7 +102,7 @@ def estimate_memory(playbook: Playbook, scenario: Scenario, options: SimOptions)
         x.effect.joins for x in playbook.actions.values() if not isinstance(x.schedule, OnEvent)
     )
     daily += sum(c.per_day for c in a.channels.values())  # channels' own joins
-    member_bytes = bytes_per_member(Constructs(playbook, scenario).columns())
+    member_bytes = bytes_per_member(member_columns(playbook, scenario, days))
     # word of mouth: the Bass curve's adopters by the horizon (none start without innovators)
     bass = (
         float(a.market * bass_cdf(np.array(days / 365.0), a.bass_p, a.bass_q)) if a.bass_p else 0.0
@@ -149,6 +151,7 @@ class GateResult:
     median_days_late: float | None = None  # of the late passes: days after the deadline
     shortfalls: tuple[Shortfall, ...] = ()  # in the runs that missed the deadline
     for_days: int | None = None  # the gate must hold on each of its last N days (`for:`)
+    design: GateDesign = field(default_factory=GateDesign)  # intervals of runs sharing draws
 
     @property
     def probability(self) -> float:
@@ -172,17 +175,19 @@ class GateResult:
     @property
     def by_deadline(self) -> Bounded:
         """P(pass by the deadline) over all runs, a range while runs are undecided."""
-        return Bounded(self.passed, self.undecided, self.runs)
+        return Bounded(self.passed, self.undecided, self.runs, *self.design.by_deadline)
 
     @property
     def if_entered(self) -> Bounded:
         """P(pass by the deadline | the stage was entered within the horizon)."""
-        return Bounded(self.passed, self.count(GateOutcome.OPEN), self.entered)
+        return Bounded(
+            self.passed, self.count(GateOutcome.OPEN), self.entered, *self.design.if_entered
+        )
 
     @property
     def late(self) -> Share:
         """Runs that passed after the deadline, of all runs."""
-        return Share(self.count(GateOutcome.LATE), self.runs)
+        return Share(self.count(GateOutcome.LATE), self.runs, self.design.late)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (the `gates` items of the JSON document)."""
@@ -258,16 +263,22 @@ class SimResult:
         i = self.metric_names.index(metric)
         return np.isnan(self.metrics[:, :, i]).sum(axis=0)
 
+    @property
+    def pairs(self) -> Pairs:
+        """The runs that share one parameter draw (intervals.py); none without distributions."""
+        return Pairs.of(self.parameters)
+
     def stage_timing(self) -> dict[str, dict[str, Any]]:
         """Per stage: how often it is entered and passed, and on which days."""
         out: dict[str, dict[str, Any]] = {}
         runs = self.metrics.shape[0]
+        pairs = self.pairs
         for j, sid in enumerate(self.stage_ids):
             ent = self.stage_entered[:, j]
             pas = self.stage_passed[:, j]
             e, p = ent[ent >= 0], pas[pas >= 0]
             kinds = self.kinds.get(sid, [])
-            lo, hi = wilson(len(e), runs)
+            lo, hi = pairs.interval(ent >= 0)
             out[sid] = {
                 "entered": len(e),
                 "passed": len(p),
@@ -287,7 +298,7 @@ class SimResult:
 
     def expectations(self, tolerance: float = EXPECT_TOLERANCE) -> ExpectSummary:
         """The runs that broke an `expect:` invariant, against `tolerance`."""
-        return expect_summary(self.expect_failures, self.metrics.shape[0], tolerance)
+        return expect_summary(self.expect_failures, self.metrics.shape[0], tolerance, self.pairs)
 
     def verdict(
         self, min_probability: float | None = None, expect_tolerance: float = EXPECT_TOLERANCE
@@ -610,6 +621,10 @@ def aggregate(
     res.kinds = gate_outcomes(
         playbook, res.stage_ids, entered, passed, res.outcomes, options.days, res.stage_exits
     )
+    names = results[0].parameter_names if results else []
+    if names:  # before the gates: their intervals count runs that share a draw (intervals.py)
+        res.parameter_names = names
+        res.parameters = np.concatenate([r.parameters for r in results if r.parameters is not None])
     res.gates = gate_results(playbook, res)
     res.units = playbook.metric_units()
     res.warnings = unmodelled_warnings(playbook, scenario)
@@ -628,10 +643,6 @@ def _uncertainty(
     from .uncertainty import analyse
 
     res.warnings += coupling_notes(scenario)
-    names = results[0].parameter_names if results else []
-    if names:
-        res.parameter_names = names
-        res.parameters = np.concatenate([r.parameters for r in results if r.parameters is not None])
     draws = {p: d.as_dict() for p, d in scenario.uncertain.items()}
     if scenario.retention.draws:
         draws["retention.draws"] = {"rows": len(scenario.retention.draws)}
@@ -707,6 +718,7 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
         res.options.days,
         res.stage_exits,
     )
+    pairs = res.pairs
     for j, sid in enumerate(res.stage_ids):
         st = pb.stages[sid]
         if st.gate is None:
@@ -723,7 +735,10 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
         undefined = _count(n[sid] for r, n in enumerate(res.gate_notes) if sid in n and not ok[r])
         outcomes = _count(kinds)
         entered = int((ent >= 0).sum())
-        bounded = Bounded(n_ok, sum(outcomes.get(k, 0) for k in UNDECIDED), runs)
+        design = gate_design(kinds, ent >= 0, pairs)
+        bounded = Bounded(
+            n_ok, sum(outcomes.get(k, 0) for k in UNDECIDED), runs, *design.by_deadline
+        )
         out.append(
             GateResult(
                 sid,
@@ -737,8 +752,9 @@ def gate_results(pb: Playbook, res: SimResult) -> list[GateResult]:
                 dict(sorted(undefined.items(), key=lambda x: -x[1])),
                 {GateOutcome(k): v for k, v in outcomes.items()},
                 None if late_by is None else float(np.median(late_by)),
-                shortfalls(st, j, kinds, res.stage_entered, res.metrics, res.metric_names),
+                shortfalls(st, j, kinds, res.stage_entered, res.metrics, res.metric_names, pairs),
                 _hold_days(st),
+                design,
             )
         )
     return out

@@ -100,20 +100,39 @@ class Joiners:
     quitter: np.ndarray | None
 
 
-def draw_joiners(lw: Law, run_of: np.ndarray, rng: np.random.Generator) -> Joiners:
-    """Churn and speaking propensities of joiners (`run_of`: each joiner's run in the chunk)."""
+def draw_joiners(
+    lw: Law,
+    run_of: np.ndarray,
+    rng: np.random.Generator | None,
+    parts: list[tuple[np.random.Generator, slice]] | None = None,
+) -> Joiners:
+    """Churn and speaking propensities of joiners (`run_of`: each joiner's run in the chunk).
+
+    `parts`: for chunks run together, (the chunk's generator, its joiners: a slice of
+    `run_of`); each chunk draws its joiners' random numbers as it would alone, and the rest is
+    computed once for all of them."""
     n = len(run_of)
+    if parts is None:
+        assert rng is not None
+        parts = [(rng, slice(0, n))]
     quitter: np.ndarray | None = None
     if not lw.coupled and not lw.quitters:
         # independent draws, in the order the model always drew them (same seed, same members)
-        theta = rng.beta(lw.alpha[run_of], lw.beta[run_of], n)
-        speak = rng.beta(lw.speak_a[run_of], lw.speak_b[run_of], n)
+        theta, speak = np.empty(n), np.empty(n)
+        for g, sl in parts:
+            mine = run_of[sl]
+            theta[sl] = g.beta(lw.alpha[mine], lw.beta[mine], len(mine))
+            speak[sl] = g.beta(lw.speak_a[mine], lw.speak_b[mine], len(mine))
     else:
         from scipy.special import ndtr, ndtri
 
         rho = lw.rho[run_of]
-        z_speak = rng.standard_normal(n)
-        z_churn = -rho * z_speak + np.sqrt(1 - rho * rho) * rng.standard_normal(n)
+        z_speak, z_other = np.empty(n), np.empty(n)
+        for g, sl in parts:
+            k = sl.stop - sl.start
+            z_speak[sl] = g.standard_normal(k)
+            z_other[sl] = g.standard_normal(k)
+        z_churn = -rho * z_speak + np.sqrt(1 - rho * rho) * z_other
         speak = _quantiles(z_speak, lw.speak_a, lw.speak_b, run_of)
         share = lw.quit[run_of]
         u = ndtr(z_churn)

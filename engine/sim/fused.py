@@ -1,0 +1,550 @@
+"""The kernel's per-member day, compiled: one pass over each run's members does what a dozen
+NumPy passes over (runs, members) arrays did, with no temporaries.
+
+The laws are those of docs/simulation.md and of the modules that state them: speaking with the
+tenure decay and the day's capped lifts (dynamics.speak_lift), participation, conversion and the
+interactions a participant writes (dynamics.talks), the retention law's daily hazard
+(retention.daily_hazard) times the fading, capped churn multiplier (effects.churn_multiplier).
+tests/test_sim_fused.py holds these functions to the NumPy definitions.
+
+Every random number is drawn outside, in NumPy, through `Streams` (each chunk from its own
+generator), so a chunk's results still do not depend on the chunks beside it. numba compiles
+these functions once per installation and keeps them in its on-disk cache (`cache=True`, beside
+the module, or in the user's cache folder when the package folder is read-only); only
+`sop simulate` imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+from numba import njit
+from numba.core import config as _config
+
+from .effects import EVENT_SPEAK_FADE
+
+_numba_config: Any = _config  # CACHE_DIR is set on it at run time
+
+
+def cache_folder(candidates: list[str] | None = None) -> str | None:
+    """Where numba keeps this module's compiled functions: beside it, else in the user's cache
+    folder (numba's own choice, None here); when neither is writable (a read-only install and
+    home), a folder of this user in the temp folder, set as numba's CACHE_DIR, since numba
+    refuses `cache=True` without one."""
+    if _numba_config.CACHE_DIR:
+        return str(_numba_config.CACHE_DIR)
+    if candidates is None:
+        from numba.misc.appdirs import AppDirs
+
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+        candidates = [here, AppDirs(appname="numba", appauthor=False).user_cache_dir]
+    for folder in candidates:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                return None
+        except OSError:
+            continue
+    uid = getattr(os, "getuid", lambda: 0)()
+    _numba_config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"sop-numba-{uid}")
+    return str(_numba_config.CACHE_DIR)
+
+
+cache_folder()
+
+# bits of the day's per-member flags (`flags`)
+SPEAK, UGC, VIOL, PART, PAYS, LEAVE = 1, 2, 4, 8, 16, 32
+SILENT_NEVER = -30000
+_FADE = np.float32(EVENT_SPEAK_FADE)
+# no NaN or infinity reaches the day's arithmetic (every probability is clipped, every count
+# finite): min/max and compares compile to plain instructions; no reassociation, so the
+# arithmetic is NumPy's
+_NO_NAN = {"nnan", "ninf", "nsz"}
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
+def churn_multiplier(state: Any, factor: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover
+    """effects.churn_multiplier of one member (float32)."""
+    x = (np.float32(1) + state) * factor - np.float32(1)
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+@njit(inline="always", error_model="numpy", fastmath=_NO_NAN)
+def _member(  # one member of `_segment`, inlined in each of its loops
+    r: int,
+    j: Any,
+    dec: Any,
+    sc: Any,
+    alive: Any,
+    speak: Any,
+    events: Any,
+    speak7: Any,
+    part7: Any,
+    silent: Any,
+    ugc: Any,
+    payments: Any,
+    violations: Any,
+    streak: Any,
+    rate: Any,
+    churn_fx: Any,
+    flags: Any,
+    u: Any,
+    u2: Any,
+    chk: bool,
+    remove_at: int,
+    fx0: Any,
+    fx1: Any,
+    fx2: Any,
+) -> Any:  # pragma: no cover - compiled
+    one = np.float32(1)
+    zero = np.float32(0)
+    a = np.int64(alive[r, j])
+    lift = min(max(events[r, j] + sc[5], -sc[0]), sc[0])
+    events[r, j] = events[r, j] * _FADE
+    p = min(max(speak[r, j] * dec + lift, zero), one) * np.float32(a)
+    x = u[r, j]
+    spk = np.int64(x < p)
+    posted = np.int64(x < p * sc[2])
+    viol = spk & np.int64(x >= p * sc[3])
+    part_p = sc[6]
+    part_p = one - (one - part_p) * (one - fx0) if fx0 != zero else part_p
+    ugc_p = sc[7] + fx1
+    conv = sc[4] + sc[8] + fx2
+    y = u2[r, j]
+    pp = min(part_p * p * sc[1], one)
+    took = np.int64(y >= one - pp)
+    posted |= took & np.int64(y >= one - pp * ugc_p)
+    ugc[r, j] += posted
+    speak7[r, j] = ((speak7[r, j] << 1) & 0x7F) | spk
+    part7[r, j] = ((part7[r, j] << 1) & 0x7F) | took
+    silent[r, j] = (silent[r, j] + 1) * (1 - spk)
+    old = streak[r, j]
+    streak[r, j] = (old + 1) * took if chk else old
+    s = churn_fx[r, j]
+    moved = min(max((one + s) * sc[9] - one, sc[11]), sc[12])
+    s = moved if sc[9] != one else s
+    h = rate[r, j] * (one + s)
+    churn_fx[r, j] = s * sc[10]
+    stay = np.int64(y >= h)
+    leave = (1 - stay) & a
+    pays = stay & np.int64(y < h + conv) & a
+    new_payer = pays & np.int64(payments[r, j] == 0)
+    payments[r, j] += pays
+    v = violations[r, j] + viol
+    violations[r, j] = v
+    leave |= np.int64(remove_at > 0) & np.int64(v >= remove_at) & a
+    flags[r, j] = spk | (posted << 1) | (viol << 2) | (took << 3) | (pays << 4) | (leave << 5)
+    return posted, new_payer
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
+def _segment(
+    r: int,
+    j0: int,
+    j1: int,
+    dec: Any,
+    sc: Any,
+    alive: Any,
+    speak: Any,
+    events: Any,
+    speak7: Any,
+    part7: Any,
+    silent: Any,
+    ugc: Any,
+    payments: Any,
+    violations: Any,
+    streak: Any,
+    rate: Any,
+    churn_fx: Any,
+    ev_day: Any,
+    flags: Any,
+    u: Any,
+    u2: Any,
+    day_on: bool,
+    chk: bool,
+    remove_at: int,
+) -> Any:  # pragma: no cover - compiled
+    """`activity` for members j0 .. j1 of run r who share their tenure decay `dec` and whose
+    scheduled effects are the same in every tier (`sc`: cap, 1 / mean propensity, ugc per
+    speak, 1 - violations per speak, base conversion, then the scheduled speak,
+    participation, ugc, conversion and churn factor, churn decay, floor - 1, ceil - 1), with
+    the plain hazard and churn state, no interactions and no effects member by member: the
+    same arithmetic without a gather, a call or a conditional store, so the compiler
+    vectorises it. Returns (new payers, posts)."""
+    paid = np.int64(0)
+    posts = np.int64(0)
+    zero = np.float32(0)
+    # unsigned indices: no negative-index wraparound (a gather), so the loops vectorise
+    if day_on:
+        for k in range(j1 - j0):
+            j = np.uint64(j0 + k)
+            fx0, fx1, fx2 = ev_day[r, j, 0], ev_day[r, j, 1], ev_day[r, j, 2]
+            ev_day[r, j, 0] = zero
+            ev_day[r, j, 1] = zero
+            ev_day[r, j, 2] = zero
+            ev_day[r, j, 3] = zero
+            got = _member(
+                r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
+                violations, streak, rate, churn_fx, flags, u, u2, chk, remove_at, fx0, fx1, fx2,
+            )  # fmt: skip
+            posts += got[0]
+            paid += got[1]
+    else:
+        for k in range(j1 - j0):
+            j = np.uint64(j0 + k)
+            got = _member(
+                r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
+                violations, streak, rate, churn_fx, flags, u, u2, chk, remove_at, zero, zero,
+                zero,
+            )  # fmt: skip
+            posts += got[0]
+            paid += got[1]
+    return paid, posts
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
+def activity(
+    d: int,
+    n: Any,
+    alive: Any,
+    join_day: Any,
+    speak: Any,
+    events: Any,
+    speak7: Any,
+    part7: Any,
+    silent: Any,
+    ugc: Any,
+    payments: Any,
+    violations: Any,
+    streak: Any,
+    tier: Any,
+    rate: Any,
+    churn_fx: Any,
+    quit: Any,
+    ev_day: Any,
+    flags: Any,
+    decay: Any,
+    run_f: Any,
+    tables: Any,
+    reach: Any,
+    n0: int,
+    reach_on: Any,
+    u: Any,
+    u2: Any,
+    tu: Any,
+    talk_on: Any,
+    delta: Any,
+    law: Any,
+    options: Any,
+    checkin: Any,
+    ever_paid: Any,
+    ugc_day: Any,
+    by_day: Any,
+) -> None:  # pragma: no cover - compiled; tests/test_sim_fused.py checks it against NumPy
+    """One day of every living member of each run: speaking, posting, violations,
+    participation, interactions, payments and leaving, drawn from the uniforms `u`, `u2` (and
+    `tu` for interactions where `talk_on[r]`); writes the day's `flags` (bits SPEAK .. LEAVE).
+
+    run_f[r] = (speak cap, 1 / mean propensity, ugc per speak, violations per speak, base
+    conversion); tables[k, r, tier] = scheduled (speak, participation, ugc, conversion,
+    interactions, churn factor); reach[k, r, j] the same per member (j < n0) where reach_on[k];
+    law = (mode 0 rate, 1 -expm1(-rate*delta), 2 -expm1(-rate/period); period); options =
+    (ev_day pending, churn on, quitters on, remove_at, churn decay, hazard floor, hazard ceil);
+    by_day[r, jd]: run r's slots of members who joined on day jd (slots are in join order).
+    A run whose day needs none of the per-member extras goes through `_segment`.
+    """
+    R = n.shape[0]
+    mode = int(law[0])
+    period = np.float32(law[1])
+    day_on = options[0] != 0
+    churn_on = options[1] != 0
+    quit_on = options[2] != 0
+    remove_at = int(options[3])
+    cdecay = np.float32(options[4])
+    lo = np.float32(options[5] - 1)
+    hi = np.float32(options[6] - 1)
+    one = np.float32(1)
+    zero = np.float32(0)
+    K = delta.shape[1]
+    DL = decay.shape[1]
+    for r in range(R):
+        cap = run_f[r, 0]
+        inv_mean = run_f[r, 1]
+        ugc_ps = run_f[r, 2]
+        viol_keep = one - run_f[r, 3]
+        base_conv = run_f[r, 4]
+        dr = r if decay.shape[0] > 1 else 0
+        lr = r if delta.shape[0] > 1 else 0
+        talk_r = talk_on[r]
+        chk = checkin[r]
+        paid = np.int64(0)
+        posts = np.int64(0)
+        plain = (
+            mode == 0
+            and not quit_on
+            and churn_on
+            and not talk_r
+            and not (n0 > 0 and reach_on.any())
+            and by_day[r, : d + 1].sum() == n[r]
+        )
+        for k in range(6):
+            for t in range(1, tables.shape[2]):
+                if tables[k, r, t] != tables[k, r, 0]:
+                    plain = False
+        if plain:
+            sc = np.empty(13, dtype=np.float32)
+            sc[0], sc[1], sc[2], sc[3], sc[4] = cap, inv_mean, ugc_ps, viol_keep, base_conv
+            for k in range(4):
+                sc[5 + k] = tables[k, r, 0]
+            sc[9], sc[10], sc[11], sc[12] = tables[5, r, 0], cdecay, lo, hi
+            j = 0
+            for jd in range(d + 1):
+                cnt = by_day[r, jd]
+                if cnt == 0:
+                    continue
+                dec = decay[dr, min(d - jd, DL - 1)]
+                got = _segment(
+                    r, j, j + cnt, dec, sc, alive, speak, events, speak7, part7, silent, ugc,
+                    payments, violations, streak, rate, churn_fx, ev_day, flags, u, u2, day_on,
+                    chk, remove_at,
+                )  # fmt: skip
+                paid += got[0]
+                posts += got[1]
+                j += cnt
+            ever_paid[r] += paid
+            ugc_day[r] = posts
+            continue
+        for j in range(n[r]):
+            # the departed draw nothing (p = 0) and neither leave nor pay: no branch on them
+            a = np.int64(alive[r, j])
+            t = tier[r, j]
+            inr = j < n0
+            # -- speaking: propensity x tenure decay + the day's lifts, capped
+            age = min(max(d - join_day[r, j], 0), DL - 1)
+            lift = events[r, j] + tables[0, r, t]
+            if inr and reach_on[0]:
+                lift += reach[0, r, j]
+            lift = min(max(lift, -cap), cap)
+            events[r, j] = events[r, j] * _FADE
+            p = min(max(speak[r, j] * decay[dr, age] + lift, zero), one) * np.float32(a)
+            x = u[r, j]
+            # booleans as 0/1 integers: the draws make every branch a coin toss (no branches)
+            spk = np.int64(x < p)
+            posted = np.int64(x < p * ugc_ps)
+            viol = spk & np.int64(x >= p * viol_keep)
+            # -- participation, one-day event effects, interactions
+            part_p = tables[1, r, t]
+            ugc_p = tables[2, r, t]
+            conv = base_conv + tables[3, r, t]
+            inter = tables[4, r, t]
+            if inr:
+                if reach_on[1]:
+                    part_p = one - (one - part_p) * (one - reach[1, r, j])
+                if reach_on[2]:
+                    ugc_p += reach[2, r, j]
+                if reach_on[3]:
+                    conv += reach[3, r, j]
+                if reach_on[4]:
+                    inter += reach[4, r, j]
+            if day_on:
+                fx0 = ev_day[r, j, 0]
+                if fx0 != zero:
+                    part_p = one - (one - part_p) * (one - fx0)
+                ugc_p += ev_day[r, j, 1]
+                conv += ev_day[r, j, 2]
+                inter += ev_day[r, j, 3]
+                ev_day[r, j, 0] = zero
+                ev_day[r, j, 1] = zero
+                ev_day[r, j, 2] = zero
+                ev_day[r, j, 3] = zero
+            y = u2[r, j]
+            pp = min(part_p * p * inv_mean, one)
+            took = np.int64(y >= one - pp)
+            posted |= took & np.int64(y >= one - pp * ugc_p)
+            if talk_r:
+                spk |= took & np.int64(tu[r, j] < -np.expm1(-inter))
+            posts += posted
+            ugc[r, j] += posted
+            speak7[r, j] = ((speak7[r, j] << 1) & 0x7F) | spk
+            part7[r, j] = ((part7[r, j] << 1) & 0x7F) | took
+            silent[r, j] = (silent[r, j] + 1) * (1 - spk)
+            if chk:
+                streak[r, j] = (streak[r, j] + 1) * took
+            # -- the hazard: the retention law's, times the effects' fading multiplier
+            lam = rate[r, j]
+            if mode == 1:
+                tt = age if age < K else K - 1
+                h = -np.expm1(-lam * np.float32(delta[lr, tt]))
+            elif mode == 2:
+                h = -np.expm1(-lam * (one / period))
+            else:
+                h = lam
+            if quit_on and quit[r, j]:
+                left = period - np.float32(d - join_day[r, j])
+                if left > zero:
+                    h = min(one, one / max(left, np.float32(1e-6)))
+            h = np.float32(h)
+            if churn_on:
+                s = churn_fx[r, j]
+                factor = tables[5, r, t]
+                if factor != one:
+                    s = churn_multiplier(s, factor, lo, hi)
+                if inr and reach_on[5]:
+                    factor = reach[5, r, j]
+                    if factor != one:
+                        s = churn_multiplier(s, factor, lo, hi)
+                h = h * (one + s)
+                churn_fx[r, j] = s * cdecay
+            leave = np.int64(y < h) & a
+            pays = (1 - np.int64(y < h)) & np.int64(y < h + conv) & a
+            paid += pays & np.int64(payments[r, j] == 0)
+            payments[r, j] += pays
+            violations[r, j] += viol
+            if remove_at > 0:
+                leave |= np.int64(violations[r, j] >= remove_at) & a
+            flags[r, j] = (
+                spk | (posted << 1) | (viol << 2) | (took << 3) | (pays << 4) | (leave << 5)
+            )
+        ever_paid[r] += paid
+        ugc_day[r] = posts
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def depart(
+    n: Any, flags: Any, alive: Any, join_day: Any, silent: Any, hist: Any, left: Any
+) -> None:  # pragma: no cover - compiled
+    """The day's leavers (flag LEAVE) leave: their join day's count drops, they never "fall
+    silent"; `left[r]` counts them."""
+    for r in range(n.shape[0]):
+        k = 0
+        for j in range(n[r]):
+            if flags[r, j] & 32:
+                alive[r, j] = False
+                hist[r, join_day[r, j]] -= 1
+                silent[r, j] = SILENT_NEVER
+                k += 1
+        left[r] = k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def counts(
+    n: Any,
+    flags: Any,
+    alive: Any,
+    speak7: Any,
+    part7: Any,
+    tier: Any,
+    payments: Any,
+    pop7: Any,
+    core_tier: int,
+    vip_tier: int,
+    out: Any,
+) -> None:  # pragma: no cover - compiled
+    """Per run, of the members alive at the close of the day: (members, speakers, took part
+    this week, core, vip, paying). With core_tier < 0, core and vip are by weekly
+    interactions (>= 3, >= 5)."""
+    for r in range(n.shape[0]):
+        members = speakers = week = core = vip = paying = 0
+        for j in range(n[r]):
+            if not alive[r, j]:
+                continue
+            members += 1
+            if flags[r, j] & 1:
+                speakers += 1
+            p7 = part7[r, j]
+            if p7 > 0:
+                week += 1
+            if payments[r, j] > 0:
+                paying += 1
+            if core_tier >= 0:
+                t = tier[r, j]
+                if t >= core_tier:
+                    core += 1
+                if t >= vip_tier:
+                    vip += 1
+            else:
+                w = pop7[speak7[r, j]] + pop7[p7]
+                if w >= 3:
+                    core += 1
+                if w >= 5:
+                    vip += 1
+        out[r, 0] = members
+        out[r, 1] = speakers
+        out[r, 2] = week
+        out[r, 3] = core
+        out[r, 4] = vip
+        out[r, 5] = paying
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def hazard(
+    d: int, rate: Any, join_day: Any, quit: Any, delta: Any, mode: int, period: float
+) -> Any:  # pragma: no cover - compiled
+    """The retention law's hazard of members (runs, members) as `activity` computes it (for
+    tests: retention.daily_hazard is the NumPy definition)."""
+    R, W = rate.shape
+    out = np.empty((R, W), dtype=np.float32)
+    one = np.float32(1)
+    per = np.float32(period)
+    K = delta.shape[1]
+    for r in range(R):
+        lr = r if delta.shape[0] > 1 else 0
+        for j in range(W):
+            age = d - join_day[r, j]
+            if age < 0:
+                age = 0
+            lam = rate[r, j]
+            if mode == 1:
+                tt = age if age < K else K - 1
+                h = -np.expm1(-lam * np.float32(delta[lr, tt]))
+            elif mode == 2:
+                h = -np.expm1(-lam * (one / per))
+            else:
+                h = lam
+            if quit.shape[1] > 1 and quit[r, j]:
+                left = per - np.float32(d - join_day[r, j])
+                if left > 0:
+                    h = min(one, one / max(left, np.float32(1e-6)))
+            out[r, j] = h
+    return out
+
+
+def f32(x: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """`x` (a scalar, a column or an array) as a C-contiguous float32 array of `shape`."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float32), shape))
+
+
+def warm() -> None:
+    """Load (or compile) every function the kernel calls, with the argument types it passes, so
+    a simulation afterwards touches no cache file (the fuzz harness imports this way)."""
+    R, W, T = 1, 2, 1
+    f2 = np.zeros((R, W), np.float32)
+    i16 = np.zeros((R, W), np.int16)
+    u8 = np.zeros((R, W), np.uint8)
+    b2 = np.zeros((R, W), np.bool_)
+    n = np.zeros(R, np.int64)
+    for extra in (False, True):  # without and with the dynamics' member arrays
+        churn = f2 if extra else np.zeros((1, 1), np.float32)
+        quit = b2 if extra else np.zeros((1, 1), np.bool_)
+        ev_day = np.zeros((R, W, 4) if extra else (1, 1, 4), np.float32)
+        activity(
+            0, n, b2, i16, f2, f2, u8, u8, i16, i16, i16, i16, i16,
+            np.zeros((R, W), np.int8), f2, churn, quit, ev_day, u8,
+            np.zeros((1, 3), np.float32), np.zeros((R, 5), np.float32),
+            np.zeros((6, R, T), np.float32), np.zeros((6, 1, 1), np.float32), 0,
+            np.zeros(6, np.bool_), f2, f2, f2, np.zeros(R, np.bool_),
+            np.zeros((1, 1), np.float32), np.zeros(2), np.zeros(7), np.zeros(R, np.bool_),
+            np.zeros(R), np.zeros(R, np.int64), np.zeros((R, 3), np.int64),
+        )  # fmt: skip
+    depart(n, u8, b2, i16, i16, np.zeros((R, 3)), np.zeros(R, np.int64))
+    pop7 = np.zeros(256, np.uint8)
+    counts(
+        n, u8, b2, u8, u8, np.zeros((R, W), np.int8), i16, pop7, -1, -1, np.zeros((R, 6), np.int64)
+    )
