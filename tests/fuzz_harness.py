@@ -489,6 +489,21 @@ class Limits:
     entry: str = "sop.cli:main"  # the click command under test
 
 
+_NUMBA_CACHE_FILLED = False
+
+
+def _fill_numba_cache() -> None:
+    """Compile the simulator's numba functions into their on-disk cache once, in a process of
+    its own: a worker then only loads them (compiling would hold LLVM's memory in the worker,
+    as if it were its own baseline, and write cache files from inside a case's guard)."""
+    global _NUMBA_CACHE_FILLED
+    if _NUMBA_CACHE_FILLED:
+        return
+    code = "from sop.engine.sim import fused; fused.warm()"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+    _NUMBA_CACHE_FILLED = True
+
+
 class Worker:
     """One worker process, restarted on demand."""
 
@@ -505,6 +520,7 @@ class Worker:
     def start(self) -> None:
         """Start (or restart) the process and wait until it has imported everything."""
         self.stop()
+        _fill_numba_cache()
         self.base = tempfile.mkdtemp(prefix="sop-fuzz-")
         # the secret first: /proc/self/environ then starts with it
         env = {SECRET_ENV: self.secret}
