@@ -194,7 +194,12 @@ def _innermost_stack(frames: Iterable[Any]) -> str:
 
 
 def _maxrss_mb() -> float:
+    """Peak resident memory of this worker and its waited-for children, in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux keeps ru_maxrss across fork and exec: a worker started by a big test process would
+    # report that process's peak as its own. VmHWM is this process image's own high-water mark.
+    with contextlib.suppress(OSError, IndexError, ValueError), open("/proc/self/status") as f:
+        own = int(f.read().split("VmHWM:")[1].split()[0])
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024.0
 
@@ -489,19 +494,22 @@ class Limits:
     entry: str = "sop.cli:main"  # the click command under test
 
 
-_NUMBA_CACHE_FILLED = False
+_NUMBA_CACHE: str | None = None
 
 
-def _fill_numba_cache() -> None:
-    """Compile the simulator's numba functions into their on-disk cache once, in a process of
-    its own: a worker then only loads them (compiling would hold LLVM's memory in the worker,
-    as if it were its own baseline, and write cache files from inside a case's guard)."""
-    global _NUMBA_CACHE_FILLED
-    if _NUMBA_CACHE_FILLED:
-        return
-    code = "from sop.engine.sim import fused; fused.warm()"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
-    _NUMBA_CACHE_FILLED = True
+def _numba_cache() -> str:
+    """A folder holding the simulator's numba functions, compiled once per campaign in a process
+    of its own (workers copy it into their home folder: numba must be able to write where its
+    cache is, and the guard lets a worker write only in its own folders; compiling inside a
+    worker would hold LLVM's memory as the worker's baseline)."""
+    global _NUMBA_CACHE
+    if _NUMBA_CACHE is None:
+        folder = tempfile.mkdtemp(prefix="sop-fuzz-numba-")
+        code = "from sop.engine.sim import fused; fused.warm()"
+        env = {**os.environ, "NUMBA_CACHE_DIR": folder}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+        _NUMBA_CACHE = folder
+    return _NUMBA_CACHE
 
 
 class Worker:
@@ -520,7 +528,7 @@ class Worker:
     def start(self) -> None:
         """Start (or restart) the process and wait until it has imported everything."""
         self.stop()
-        _fill_numba_cache()
+        numba_cache = _numba_cache()
         self.base = tempfile.mkdtemp(prefix="sop-fuzz-")
         # the secret first: /proc/self/environ then starts with it
         env = {SECRET_ENV: self.secret}
@@ -536,9 +544,11 @@ class Worker:
             TMPDIR=os.path.join(self.base, "tmp"),
             MPLCONFIGDIR=os.path.join(self.base, "mpl"),
             HOME=os.path.join(self.base, "home"),
+            NUMBA_CACHE_DIR=os.path.join(self.base, "home", "numba"),
         )
         for sub in ("tmp", "mpl", "home"):
             os.mkdir(os.path.join(self.base, sub))
+        shutil.copytree(numba_cache, env["NUMBA_CACHE_DIR"])
         for k in ("GITHUB_ACTIONS", "NO_COLOR", "COLUMNS", "FORCE_COLOR", "TZ"):
             env.pop(k, None)
         self.proc = subprocess.Popen(
