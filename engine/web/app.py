@@ -149,19 +149,17 @@ class Dashboard:
         """The dashboard's present: its clock, but never before the run's own daily checks (a
         run driven by a virtual clock may be ahead of the wall clock; its days must not count
         backwards)."""
+        return self.run_ahead() or self._clock_now()
+
+    def _clock_now(self) -> datetime:
         clock = self.settings.clock
         t = clock.now() if clock is not None else datetime.now(UTC)
-        run = self.store.get_run(self.run_id)
-        if run is not None and run.checked_until > t:
-            t = run.checked_until
         return t.astimezone(self.program.tz)
 
     def run_ahead(self) -> datetime | None:
         """The run's checked time when it is ahead of the dashboard's clock, else None."""
-        clock = self.settings.clock
-        t = clock.now() if clock is not None else datetime.now(UTC)
         run = self.store.get_run(self.run_id)
-        if run is not None and run.checked_until > t:
+        if run is not None and run.checked_until > self._clock_now():
             return run.checked_until.astimezone(self.program.tz)
         return None
 
@@ -242,10 +240,11 @@ class Dashboard:
             level = next((x for x in levels if x.id == k), levels[0] if levels else None)
             return level.title if level is not None else (k or "—")
 
-        now = self.now()
+        ahead = self.run_ahead()
+        now = ahead or self._clock_now()
         html = self.env.get_template(template).render(
             t=t, say=say, dt=dt, short=short, hm=hm, weekday=weekday, kind=kind, tier=tier,
-            now=now, tz=str(tz), run_ahead=self.run_ahead(),
+            now=now, tz=str(tz), run_ahead=ahead,
             who=who, csrf=who.session.csrf if who and who.session else "",
             path=request.url.path, query=request.url.query,
             token_required=bool(self.settings.token), playbook=self.program.playbook,

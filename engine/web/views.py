@@ -681,6 +681,11 @@ def _snippet(pb: Playbook, action: str, limit: int = 48) -> str:
     text = a.text.text if a.text is not None else ""
     if not text and a.template and a.template in pb.templates:
         text = pb.templates[a.template].text
+    return _clip(text, limit)
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters (an ellipsis when cut)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -1007,12 +1012,6 @@ class IncidentsView:
     closed: list[IncidentRecord]
 
 
-def _clip(text: str, limit: int = 60) -> str:
-    """The first line of `text`, at most `limit` characters (an ellipsis when cut)."""
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def incidents(r: Reader) -> IncidentsView:
     """The Incidents page: the playbook's emergency plans (open one), open and closed ones."""
     from ..program.incidents import schedule
@@ -1030,7 +1029,7 @@ def incidents(r: Reader) -> IncidentsView:
                 int(s.at.total_seconds() // 60),
                 None if s.due is None else int(s.due.total_seconds() // 60),
                 s.only_if_open,
-                _clip(s.step.text) if s.step.text else None,
+                _clip(s.step.text, 60) if s.step.text else None,
             )
             for s in schedule(inc)
         ]
