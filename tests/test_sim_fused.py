@@ -283,7 +283,8 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
     tables[5] = rng.choice([1.0, 0.8, 1.3], (R, T))
     reach = rng.uniform(0, 0.1, (6, R, n0)).astype(np.float32)
     reach[5] = rng.choice([1.0, 0.9], (R, n0))
-    u, u2, tu = (rng.random((R, W), dtype=np.float32) for _ in range(3))
+    keys = rng.integers(0, 2**64, (R, 3), dtype=np.uint64)
+    u, u2, tu = fused.uniforms(keys, W)  # what the compiled day draws under these keys
     talk_on = np.array([True, False, True])
     by_day = np.zeros((R, d + 1), np.int64)  # no run's slots by join day: the general path
     if plain:  # every tier the same (runs 0 and 2 also with a churn effect), by join day
@@ -305,7 +306,7 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
         got["events"], got["speak7"], got["part7"], got["silent"], got["ugc"], got["payments"],
         got["violations"], got["streak"], got["tier"], got["rate"], got["churn_fx"],
         got["quit"], got["ev_day"], flags, got["decay"], np.ascontiguousarray(run_f), tables,
-        reach, n0, np.array([not plain] * 6), u, u2, tu, talk_on,
+        reach, n0, np.array([not plain] * 6), keys, talk_on,
         np.zeros((1, 1), np.float32) if delta is None else delta.astype(np.float32),
         np.array([0 if plain else 1, lw.period]),
         np.array([1, 1, quit_on, 3, fx.CHURN_DECAY, 0.5, 1.5]),
@@ -330,7 +331,7 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
     """`fused.warm` loads every specialisation the kernel calls (the fuzz harness relies on
     it: a case must not write numba's cache), with and without constructs and dynamics."""
     fused.warm()
-    funcs = (fused.activity, fused.depart, fused.counts)
+    funcs = (fused.activity, fused.depart, fused.counts, fused.matching)
     before = [len(f.signatures) for f in funcs]
     for name in ("community-lifecycle", "parent-community"):
         path = str(PLAYBOOKS / f"{name}.yaml")
@@ -338,4 +339,38 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
         sc = load_scenario(scenario_beside(path), [], playbook=pb)
         seeds = np.random.SeedSequence(2).spawn(2)
         Simulator(pb, sc, 8).run_chunks([(2, seeds[0], 0), (2, seeds[1], 2)])
-    assert [len(f.signatures) for f in funcs] == before == [1, 1, 1]
+    assert [len(f.signatures) for f in funcs] == before == [1, 1, 1, 1]
+
+
+def test_the_day_uniforms_are_uniform_and_independent() -> None:
+    """The counter-based uniforms (streams.Streams.day_keys, fused._unif): flat over [0, 1)
+    (chi-square over 256 bins), uncorrelated between neighbouring slots, the three draws of a
+    member, consecutive days and neighbouring runs, and the same for a chunk alone or run
+    beside another."""
+    from scipy import stats
+    from sop.engine.sim.streams import Streams
+
+    seeds = np.random.SeedSequence(7).spawn(2)
+    both = Streams.seeded(seeds, [3, 4])
+    alone = Streams.seeded(seeds[1:], [4])
+    for d in (0, 1, 179):
+        np.testing.assert_array_equal(both.day_keys(d)[3:], alone.day_keys(d))
+    W = 20_000
+    days = np.stack([fused.uniforms(both.day_keys(d), W) for d in range(4)])  # (day, s, r, j)
+    flat = days.reshape(-1)
+    assert flat.min() >= 0.0 and flat.max() < 1.0
+    counts = np.bincount((flat * 256).astype(np.int64), minlength=256)
+    assert stats.chisquare(counts).pvalue > 1e-4
+    limit = 5 / np.sqrt(W)  # five standard errors of a correlation of W pairs
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    x = days[0, 0, 0]
+    assert abs(corr(x[:-1], x[1:])) < limit  # neighbouring slots
+    assert abs(corr(days[0, 0, 0], days[0, 1, 0])) < limit  # a member's draws
+    assert abs(corr(days[0, 1, 0], days[0, 2, 0])) < limit
+    assert abs(corr(days[0, 0, 0], days[1, 0, 0])) < limit  # consecutive days
+    assert abs(corr(days[0, 0, 0], days[0, 0, 1])) < limit  # neighbouring runs
+    assert abs(corr(days[0, 0, 2], days[0, 0, 3])) < limit  # runs of different chunks
+    assert len(np.unique(flat)) > 0.99 * min(len(flat), 2**24) * (1 - len(flat) / 2**25)

@@ -7,8 +7,10 @@ interactions a participant writes (dynamics.talks), the retention law's daily ha
 (retention.daily_hazard) times the fading, capped churn multiplier (effects.churn_multiplier).
 tests/test_sim_fused.py holds these functions to the NumPy definitions.
 
-Every random number is drawn outside, in NumPy, through `Streams` (each chunk from its own
-generator), so a chunk's results still do not depend on the chunks beside it. numba compiles
+The members' daily uniforms are made here, each from a counter under its run's day key
+(`_unif`, streams.Streams.day_keys); the other draws are made outside, in NumPy, through
+`Streams` (each chunk from its own generator), so a chunk's results still do not depend on the
+chunks beside it. numba compiles
 these functions once per installation and keeps them in its on-disk cache (`cache=True`, beside
 the module, or in the user's cache folder when the package folder is read-only); only
 `sop simulate` imports this module.
@@ -65,6 +67,36 @@ _FADE = np.float32(EVENT_SPEAK_FADE)
 _NO_NAN = {"nnan", "ninf", "nsz"}
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_TO_UNIT = np.float32(2.0**-24)
+
+
+@njit(inline="always")
+def _unif(key: Any, j: Any) -> Any:  # pragma: no cover - compiled
+    """Member slot j's uniform in [0, 1) (float32, 24 bits) under a run's day key: SplitMix64
+    at counter j (streams.Streams.day_keys makes the keys)."""
+    z = key + (np.uint64(j) + np.uint64(1)) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    z = z ^ (z >> np.uint64(31))
+    return np.float32(z >> np.uint64(40)) * _TO_UNIT
+
+
+@njit(cache=True, nogil=True)
+def uniforms(keys: Any, width: int) -> Any:  # pragma: no cover - compiled
+    """The uniforms `activity` draws, as arrays (3, runs, width): for tests and tools."""
+    R = keys.shape[0]
+    out = np.empty((3, R, width), dtype=np.float32)
+    for s in range(3):
+        for r in range(R):
+            k = keys[r, s]
+            for j in range(width):
+                out[s, r, j] = _unif(k, j)
+    return out
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
 def churn_multiplier(state: Any, factor: Any, lo: Any, hi: Any) -> Any:  # pragma: no cover
     """effects.churn_multiplier of one member (float32)."""
@@ -95,8 +127,8 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     rate: Any,
     churn_fx: Any,
     flags: Any,
-    u: Any,
-    u2: Any,
+    k0: Any,
+    k1: Any,
     chk: bool,
     remove_at: int,
     fx0: Any,
@@ -109,7 +141,7 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     lift = min(max(events[r, j] + sc[5], -sc[0]), sc[0])
     events[r, j] = events[r, j] * _FADE
     p = min(max(speak[r, j] * dec + lift, zero), one) * np.float32(a)
-    x = u[r, j]
+    x = _unif(k0, j)
     spk = np.int64(x < p)
     posted = np.int64(x < p * sc[2])
     viol = spk & np.int64(x >= p * sc[3])
@@ -117,7 +149,7 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     part_p = one - (one - part_p) * (one - fx0) if fx0 != zero else part_p
     ugc_p = sc[7] + fx1
     conv = sc[4] + sc[8] + fx2
-    y = u2[r, j]
+    y = _unif(k1, j)
     pp = min(part_p * p * sc[1], one)
     took = np.int64(y >= one - pp)
     posted |= took & np.int64(y >= one - pp * ugc_p)
@@ -165,8 +197,8 @@ def _segment(
     churn_fx: Any,
     ev_day: Any,
     flags: Any,
-    u: Any,
-    u2: Any,
+    k0: Any,
+    k1: Any,
     day_on: bool,
     chk: bool,
     remove_at: int,
@@ -192,7 +224,7 @@ def _segment(
             ev_day[r, j, 3] = zero
             got = _member(
                 r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
-                violations, streak, rate, churn_fx, flags, u, u2, chk, remove_at, fx0, fx1, fx2,
+                violations, streak, rate, churn_fx, flags, k0, k1, chk, remove_at, fx0, fx1, fx2,
             )  # fmt: skip
             posts += got[0]
             paid += got[1]
@@ -201,7 +233,7 @@ def _segment(
             j = np.uint64(j0 + k)
             got = _member(
                 r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
-                violations, streak, rate, churn_fx, flags, u, u2, chk, remove_at, zero, zero,
+                violations, streak, rate, churn_fx, flags, k0, k1, chk, remove_at, zero, zero,
                 zero,
             )  # fmt: skip
             posts += got[0]
@@ -236,9 +268,7 @@ def activity(
     reach: Any,
     n0: int,
     reach_on: Any,
-    u: Any,
-    u2: Any,
-    tu: Any,
+    keys: Any,
     talk_on: Any,
     delta: Any,
     law: Any,
@@ -249,8 +279,10 @@ def activity(
     by_day: Any,
 ) -> None:  # pragma: no cover - compiled; tests/test_sim_fused.py checks it against NumPy
     """One day of every living member of each run: speaking, posting, violations,
-    participation, interactions, payments and leaving, drawn from the uniforms `u`, `u2` (and
-    `tu` for interactions where `talk_on[r]`); writes the day's `flags` (bits SPEAK .. LEAVE).
+    participation, interactions, payments and leaving, drawn from each run's day keys
+    `keys[r]` (three uniforms a member: speaking; participation, paying and leaving;
+    interactions where `talk_on[r]`; see `_unif`); writes the day's `flags` (bits SPEAK ..
+    LEAVE).
 
     run_f[r] = (speak cap, 1 / mean propensity, ugc per speak, violations per speak, base
     conversion); tables[k, r, tier] = scheduled (speak, participation, ugc, conversion,
@@ -284,6 +316,7 @@ def activity(
         lr = r if delta.shape[0] > 1 else 0
         talk_r = talk_on[r]
         chk = checkin[r]
+        k0, k1, k2 = keys[r, 0], keys[r, 1], keys[r, 2]
         paid = np.int64(0)
         posts = np.int64(0)
         plain = (
@@ -312,7 +345,7 @@ def activity(
                 dec = decay[dr, min(d - jd, DL - 1)]
                 got = _segment(
                     r, j, j + cnt, dec, sc, alive, speak, events, speak7, part7, silent, ugc,
-                    payments, violations, streak, rate, churn_fx, ev_day, flags, u, u2, day_on,
+                    payments, violations, streak, rate, churn_fx, ev_day, flags, k0, k1, day_on,
                     chk, remove_at,
                 )  # fmt: skip
                 paid += got[0]
@@ -334,7 +367,7 @@ def activity(
             lift = min(max(lift, -cap), cap)
             events[r, j] = events[r, j] * _FADE
             p = min(max(speak[r, j] * decay[dr, age] + lift, zero), one) * np.float32(a)
-            x = u[r, j]
+            x = _unif(k0, j)
             # booleans as 0/1 integers: the draws make every branch a coin toss (no branches)
             spk = np.int64(x < p)
             posted = np.int64(x < p * ugc_ps)
@@ -364,12 +397,12 @@ def activity(
                 ev_day[r, j, 1] = zero
                 ev_day[r, j, 2] = zero
                 ev_day[r, j, 3] = zero
-            y = u2[r, j]
+            y = _unif(k1, j)
             pp = min(part_p * p * inv_mean, one)
             took = np.int64(y >= one - pp)
             posted |= took & np.int64(y >= one - pp * ugc_p)
             if talk_r:
-                spk |= took & np.int64(tu[r, j] < -np.expm1(-inter))
+                spk |= took & np.int64(_unif(k2, j) < -np.expm1(-inter))
             posts += posted
             ugc[r, j] += posted
             speak7[r, j] = ((speak7[r, j] << 1) & 0x7F) | spk
@@ -484,6 +517,43 @@ def counts(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def matching(
+    attr: Any, values: Any, n: Any, alive: Any, flags: Any, bit: int, width: int
+) -> Any:  # pragma: no cover - compiled
+    """Members whose `attr` (runs, capacity) equals one of `values`, among the living (and,
+    with `bit`, those whose day's `flags` have it): (flat positions in the (runs, width) day
+    view, in row-major order as np.flatnonzero gives them; the index of the value each
+    matched)."""
+    R = n.shape[0]
+    total = 0
+    for r in range(R):
+        total += n[r]
+    pos = np.empty(total, dtype=np.int64)
+    which = np.empty(total, dtype=np.int64)
+    lo = values.min()
+    span = np.uint64(values.max() - lo)
+    # each value's index by its offset from the least (-1: no trigger's), so a member costs a
+    # subtraction, a compare and, within the span, one lookup
+    index = np.full(int(span) + 1, -1, dtype=np.int64)
+    for i in range(values.shape[0] - 1, -1, -1):
+        index[values[i] - lo] = i
+    k = np.int64(0)
+    for r in range(R):
+        row = attr[r]
+        for j in range(n[r]):
+            off = np.uint64(np.int64(row[j]) - lo)
+            if off > span:  # most members: outside every trigger's values
+                continue
+            i = index[off]
+            ok = (i >= 0) & alive[r, j] & ((bit == 0) | ((flags[r, j] & bit) != 0))
+            # written always, kept when it matched: no branch on a coin toss
+            pos[k] = r * width + j
+            which[k] = i
+            k += np.int64(ok)
+    return pos[:k].copy(), which[:k].copy()
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def hazard(
     d: int, rate: Any, join_day: Any, quit: Any, delta: Any, mode: int, period: float
 ) -> Any:  # pragma: no cover - compiled
@@ -539,11 +609,12 @@ def warm() -> None:
             np.zeros((R, W), np.int8), f2, churn, quit, ev_day, u8,
             np.zeros((1, 3), np.float32), np.zeros((R, 5), np.float32),
             np.zeros((6, R, T), np.float32), np.zeros((6, 1, 1), np.float32), 0,
-            np.zeros(6, np.bool_), f2, f2, f2, np.zeros(R, np.bool_),
+            np.zeros(6, np.bool_), np.zeros((R, 3), np.uint64), np.zeros(R, np.bool_),
             np.zeros((1, 1), np.float32), np.zeros(2), np.zeros(7), np.zeros(R, np.bool_),
             np.zeros(R), np.zeros(R, np.int64), np.zeros((R, 3), np.int64),
         )  # fmt: skip
     depart(n, u8, b2, i16, i16, np.zeros((R, 3)), np.zeros(R, np.int64))
+    matching(i16, np.zeros(1, np.int64), n, b2, u8, 0, W)
     pop7 = np.zeros(256, np.uint8)
     counts(
         n, u8, b2, u8, u8, np.zeros((R, W), np.int8), i16, pop7, -1, -1, np.zeros((R, 6), np.int64)

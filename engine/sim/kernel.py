@@ -52,6 +52,7 @@ _EMPTY = {"join_day": -1, "silent": SILENT_NEVER}  # an empty slot's values (els
 _TABLE_KEYS = ("speak", "participation", "ugc", "conversion")
 _NO_F2 = np.zeros((1, 1), dtype=np.float32)  # stands for an absent member array
 _NO_B2 = np.zeros((1, 1), dtype=np.bool_)
+_NO_U2 = np.zeros((1, 1), dtype=np.uint8)
 _NO_F3 = np.zeros((1, 1, 4), dtype=np.float32)
 JOINED = Trigger("member.joined")
 APPROVED = Trigger("member.approved")
@@ -897,8 +898,6 @@ class Simulator:
             # -- activity, participation, conversion, churn: one compiled pass (fused.py) -------
             jd = pop["join_day"][sl]
             tier = pop["tier"][sl]
-            u = rng.uniform(n_max, rng.widths)
-            u2 = rng.uniform(n_max, rng.widths)
             inter = np.stack(
                 [
                     np.zeros(T, np.float32) if e.interactions is None else e.interactions
@@ -911,7 +910,6 @@ class Simulator:
             talk_on = (inter != 0).any(axis=1) | dyn.talk_runs()
             if reach is not None and reach.interactions is not None:
                 talk_on |= (reach.interactions != 0).any(axis=1)
-            tu = rng.random_for(talk_on[:, None], (R, n_max)) if talk_on.any() else _NO_F2
             flags = np.zeros((R, n_max), dtype=np.uint8)
             ugc_today = np.zeros(R, dtype=np.int64)
             arr = pop.arrays
@@ -941,9 +939,7 @@ class Simulator:
                 reach_cols,
                 n_reach,
                 reach_on,
-                u,
-                u2,
-                tu,
+                rng.day_keys(d),
                 talk_on,
                 law_delta,
                 law_f,
@@ -957,13 +953,13 @@ class Simulator:
                 pop.by_day,
             )
             # -- moderation, silence, streaks, anniversaries ---------------------------------------
-            fire = functools.partial(self._fire_when, pop, rules, ev_msgs, sl)
+            fire = functools.partial(self._fire_when, pop, rules, ev_msgs)
             if rules.triggers_of("member.violation"):
-                fire("member.violation", pop["violations"][sl], (flags & fused.VIOL) != 0)
-            fire("member.silent", pop["silent"][sl], living_only=True)
-            fire("member.checkin_streak", pop["streak"][sl])
+                fire("member.violation", "violations", flags, fused.VIOL)
+            fire("member.silent", "silent")
+            fire("member.checkin_streak", "streak")
             if any("member.anniversary" in rr.events for rr in rules.uniq):
-                fire("member.anniversary", jd, from_day=d)  # tenure d - jd, read from jd
+                fire("member.anniversary", "join_day", from_day=d)  # tenure d - jd, from jd
             # -- counters, points, milestones, redemptions --------------------------------------
             events: dict[str, Any] = {}
             if cx.active:
@@ -1509,18 +1505,17 @@ class Simulator:
         pop: _Pop,
         rules: Sequence[EventRules],
         ev_msgs: np.ndarray,
-        sl: Any,
         event: str,
-        attribute: np.ndarray,
+        column: str,
         among: np.ndarray | None = None,
-        living_only: bool = False,
+        bit: int = 0,
         from_day: int | None = None,
     ) -> None:
-        """Fire `event` for members whose `attribute` equals a value some trigger listens for.
+        """Fire `event` for living members whose `column` equals a value some trigger listens
+        for (with `bit`: among those whose day's flags `among` have it).
 
-        Durations (`for`, `at`) are compared in whole days, the attribute's unit. `living_only`
-        says the attribute can only match living members (no mask needed). With `from_day`, the
-        value compared is `from_day - attribute` (tenure from the join day).
+        Durations (`for`, `at`) are compared in whole days, the attribute's unit. With
+        `from_day`, the value compared is `from_day - attribute` (tenure from the join day).
         """
         if not isinstance(rules, RuleSet):
             rules = RuleSet(list(rules))
@@ -1530,23 +1525,25 @@ class Simulator:
         values = [_in_days(t.value) for t in triggers]
         if from_day is not None:
             values = [from_day - v for v in values]
-        lo, hi = min(values), max(values)
-        # one pass finds every member some trigger may fire for; each trigger then picks its own
-        # among them (no trigger changes the attribute: a mask per trigger would read it again)
-        cand = attribute == values[0]
-        for v in values[1:]:
-            cand |= attribute == v
-        if among is not None:
-            cand &= among
-        if not living_only:  # the attribute may match departed members: mask them out
-            cand &= pop["alive"][sl]
-        flat = np.flatnonzero(cand)
+        from . import fused
+
+        # one compiled pass finds every member some trigger fires for, and which trigger (no
+        # trigger changes the attribute: a pass per trigger would read it again)
+        width = ev_msgs.shape[1]
+        flat, which = fused.matching(
+            pop[column],
+            np.asarray(values, dtype=np.int64),
+            pop.n,
+            pop["alive"],
+            _NO_U2 if among is None else among,
+            bit,
+            width,
+        )
         if not len(flat):
             return
-        n = cand.shape[1]
-        at = attribute[flat // n, flat % n] if lo != hi else None
-        for t, v in zip(triggers, values, strict=True):
-            mine = flat if at is None else flat[at == v]
+        sl = np.s_[:, :width]
+        for i, t in enumerate(triggers):
+            mine = flat if len(triggers) == 1 else flat[which == i]
             self._apply_event(pop, rules, t, None, ev_msgs, sl, at=mine)
 
     def _tiers(

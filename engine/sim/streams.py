@@ -6,6 +6,12 @@ its numbers never depend on how many workers there are. The kernel runs several 
 over more runs; `Streams` makes every draw per chunk, from that chunk's own generator, in the
 order and shape the chunk would draw alone. A chunk's results are therefore bit for bit those it
 gives alone, whichever chunks share its step (tests/test_sim_speed.py holds them equal).
+
+The members' daily uniforms are not drawn here: the compiled day (fused.py) makes each from a
+counter, mixed with SplitMix64's finaliser: the chunk's key, the run's place in its chunk, the
+day, the draw (speaking, participation, interactions) and the member's slot. `day_keys` gives
+each run's key for the day; the numbers depend on nothing else, so chunks run together draw
+what they draw alone without a generator call or an array of uniforms per day.
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ class Streams:
         # kernel when it takes the day's views: `widths`)
         self.chunk_of = np.repeat(np.arange(len(self.gens)), np.diff(bounds))
         self.widths: list[int] = [0] * len(self.gens)
+        # a 64-bit key per chunk for the counter-based uniforms (`day_keys`)
+        self.keys = np.array([_chunk_key(g) for g in self.gens], dtype=np.uint64)
+        self.place = np.concatenate(
+            [np.arange(r.stop - r.start, dtype=np.uint64) for r in self.rows]
+            or [np.zeros(0, np.uint64)]
+        )
 
     @classmethod
     def of(cls, rng: np.random.Generator | Streams, runs: int) -> Streams:
@@ -40,6 +52,15 @@ class Streams:
     def seeded(cls, seeds: Sequence[np.random.SeedSequence], sizes: Sequence[int]) -> Streams:
         """The streams of chunks with these seeds and numbers of runs."""
         return cls([np.random.default_rng(s) for s in seeds], sizes)
+
+    def day_keys(self, day: int) -> np.ndarray:
+        """(runs, 3) uint64: each run's keys on `day` for the compiled day's three member
+        uniforms (speaking, participation and paying or leaving, interactions)."""
+        counter = (np.uint64(day) << np.uint64(24)) + self.place  # a run's place: < 2**24
+        base = self.keys[self.chunk_of] ^ mix64(counter + np.uint64(1))
+        draws = np.arange(1, 4, dtype=np.uint64) * _GOLDEN
+        with np.errstate(over="ignore"):
+            return mix64(base[:, None] + draws[None, :] * np.uint64(0x10001))
 
     def gen(self, run: int) -> np.random.Generator:
         """The generator of the chunk run `run` belongs to."""
@@ -125,3 +146,25 @@ class Streams:
             if np.any(need[rows, :w]):
                 out[rows, :w] = g.random((rows.stop - rows.start, w), dtype=np.float32)
         return out
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser of uint64 values (wrapping arithmetic, like fused._mix)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(z, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _chunk_key(g: np.random.Generator) -> int:
+    """The chunk's key, from its seed (a child of it: the generator's own stream is unmoved),
+    else drawn from the generator."""
+    seq = getattr(g.bit_generator, "seed_seq", None)
+    if isinstance(seq, np.random.SeedSequence):
+        child = np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 0x5D0C))
+        return int(child.generate_state(1, np.uint64)[0])
+    return int(g.integers(0, 2**64, dtype=np.uint64))
