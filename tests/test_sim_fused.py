@@ -331,7 +331,7 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
     """`fused.warm` loads every specialisation the kernel calls (the fuzz harness relies on
     it: a case must not write numba's cache), with and without constructs and dynamics."""
     fused.warm()
-    funcs = (fused.activity, fused.depart, fused.counts, fused.matching)
+    funcs = (fused.activity, fused.depart, fused.counts, fused.matching, fused.reached)
     before = [len(f.signatures) for f in funcs]
     for name in ("community-lifecycle", "parent-community"):
         path = str(PLAYBOOKS / f"{name}.yaml")
@@ -339,7 +339,7 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
         sc = load_scenario(scenario_beside(path), [], playbook=pb)
         seeds = np.random.SeedSequence(2).spawn(2)
         Simulator(pb, sc, 8).run_chunks([(2, seeds[0], 0), (2, seeds[1], 2)])
-    assert [len(f.signatures) for f in funcs] == before == [1, 1, 1, 1]
+    assert [len(f.signatures) for f in funcs] == before == [1] * len(funcs)
 
 
 def test_the_day_uniforms_are_uniform_and_independent() -> None:
@@ -374,3 +374,48 @@ def test_the_day_uniforms_are_uniform_and_independent() -> None:
     assert abs(corr(days[0, 0, 0], days[0, 0, 1])) < limit  # neighbouring runs
     assert abs(corr(days[0, 0, 2], days[0, 0, 3])) < limit  # runs of different chunks
     assert len(np.unique(flat)) > 0.99 * min(len(flat), 2**24) * (1 - len(flat) / 2**25)
+
+
+def test_an_events_reach_compiled_is_the_numpy_laws() -> None:
+    """fused.reached moves the churn multiplier as effects.churn_multiplier does (capped),
+    adds the speaking lift and messages, and combines the one-day effects as
+    dynamics.event_effects does (the first as independent chances, the rest added)."""
+    rng = np.random.default_rng(5)
+    R, cap, W = 4, 300, 250
+    churn = rng.uniform(-0.5, 0.5, (R, cap)).astype(np.float32)
+    events = rng.uniform(0, 0.1, (R, cap)).astype(np.float32)
+    ev_msgs = rng.integers(0, 3, (R, W)).astype(np.int32)
+    ev_day = rng.uniform(0, 0.3, (R, cap, 4)).astype(np.float32)
+    mult = np.array([1.0, 0.7, 1.4, 0.9], np.float32)
+    lift = np.array([0.0, 0.05, 0.1, 0.02], np.float32)
+    msgs = np.array([1, 0, 2, 1], np.int32)
+    day = rng.uniform(0, 0.2, (R, 4)).astype(np.float32)
+    flat = np.sort(rng.choice(R * W, 300, replace=False))
+    rows, cols = np.divmod(flat, W)
+    want_churn, want_events, want_msgs, want_day = (
+        churn.copy(), events.copy(), ev_msgs.copy(), ev_day.copy()
+    )  # fmt: skip
+    before_churn = churn.copy()
+    moved = mult[rows] != 1
+    want_churn[rows[moved], cols[moved]] = fx.churn_multiplier(
+        churn[rows[moved], cols[moved]], mult[rows[moved]]
+    )
+    want_events[rows, cols] += lift[rows]
+    want_msgs[rows, cols] += msgs[rows]
+    want_day[rows, cols, 0] = 1 - (1 - ev_day[rows, cols, 0]) * (1 - day[rows, 0])
+    want_day[rows, cols, 1:] += day[rows, 1:]
+    lo, hi = np.float32(fx.HAZARD_FLOOR - 1), np.float32(fx.HAZARD_CEIL - 1)
+    fused.reached(flat, W, True, churn, mult, lo, hi, events, lift, ev_msgs, msgs, ev_day, day)
+    np.testing.assert_array_equal(churn, want_churn)
+    assert (np.abs(churn) <= 0.5).all() and (churn != before_churn).any()
+    np.testing.assert_array_equal(events, want_events)
+    np.testing.assert_array_equal(ev_msgs, want_msgs)
+    np.testing.assert_array_equal(ev_day, want_day)
+    # without churn state or one-day effects only the lift and messages move
+    before = churn.copy()
+    fused.reached(
+        flat, W, False, np.zeros((1, 1), np.float32), mult, lo, hi, events, lift, ev_msgs,
+        msgs, np.zeros((1, 1, 4), np.float32), np.zeros((0, 4), np.float32),
+    )  # fmt: skip
+    np.testing.assert_array_equal(churn, before)
+    np.testing.assert_array_equal(ev_msgs[rows, cols], want_msgs[rows, cols] + msgs[rows])

@@ -205,21 +205,36 @@ class Dynamics:
         and joins it brings (Poisson, with tomorrow's acquisition)."""
         if not (self.event_day or self.event_acq) or not len(rows):
             return
+        day = self.event_day_effects(rows, per_run)
+        if day is not None:
+            col = pop["ev_day"][sl]
+            hit = day[rows]
+            # one-day probabilities combine as independent chances; the rest add up
+            col[rows, cols, 0] = 1 - (1 - col[rows, cols, 0]) * (1 - hit[:, 0])
+            col[rows, cols, 1:] += hit[:, 1:]
+
+    def event_day_effects(
+        self, rows: np.ndarray, per_run: Sequence[Sequence[Action]]
+    ) -> np.ndarray | None:
+        """(runs, DAY_KEYS) one-day effects of an event's actions per run (None: none) for the
+        members it reached in runs `rows` (fused.reached or event_effects adds them to
+        `ev_day`); books the invitations and joins they bring."""
+        if not (self.event_day or self.event_acq) or not len(rows):
+            return None
         sums = [self.total(acts) for acts in per_run]
+        day: np.ndarray | None = None
         if self.event_day:
             day = np.array([s.day for s in sums], dtype=np.float32)
             if day.any():
-                col = pop["ev_day"][sl]
-                hit = day[rows]
-                # one-day probabilities combine as independent chances; the rest add up
-                col[rows, cols, 0] = 1 - (1 - col[rows, cols, 0]) * (1 - hit[:, 0])
-                col[rows, cols, 1:] += hit[:, 1:]
                 self._day_pending = True
-                self._talk[rows[hit[:, 3] != 0]] = True
+                self._talk[rows[day[rows, 3] != 0]] = True
+            else:
+                day = None
         if self.event_acq:
             per = np.bincount(rows, minlength=len(sums)).astype(float)
             self.pending_invites += per * np.array([s.invites for s in sums])
             self.pending_joins += per * np.array([s.joins for s in sums])
+        return day
 
     def take_invites(self) -> np.ndarray:
         """Invitations members sent because of event actions since the last acquisition."""

@@ -553,6 +553,46 @@ def matching(
     return pos[:k].copy(), which[:k].copy()
 
 
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
+def reached(
+    flat: Any,
+    width: int,
+    churn_on: bool,
+    churn_fx: Any,
+    mult: Any,
+    lo: Any,
+    hi: Any,
+    events: Any,
+    lift: Any,
+    ev_msgs: Any,
+    msgs: Any,
+    ev_day: Any,
+    day: Any,
+) -> None:  # pragma: no cover - compiled; tests/test_sim_fused.py checks it against NumPy
+    """What an event's plain rules do to the members it reached (`flat`: positions in the
+    (runs, width) day view): the churn multiplier moved by `mult[r]` (effects.churn_multiplier;
+    without `churn_on`, no churn state), `lift[r]` added to the speaking lift, `msgs[r]`
+    messages counted, the one-day effects `day[r]` combined into `ev_day` (the first as
+    independent chances, the rest added; an empty `day`: none)."""
+    one = np.float32(1)
+    day_on = day.shape[0] > 0
+    for i in range(flat.shape[0]):
+        f = flat[i]
+        r = f // width
+        j = f - r * width
+        m = mult[r]
+        if churn_on and m != one:
+            x = (one + churn_fx[r, j]) * m - one
+            churn_fx[r, j] = lo if x < lo else (hi if x > hi else x)
+        if lift[r] != 0:
+            events[r, j] += lift[r]
+        ev_msgs[r, j] += msgs[r]
+        if day_on:
+            ev_day[r, j, 0] = one - (one - ev_day[r, j, 0]) * (one - day[r, 0])
+            for k in range(1, 4):
+                ev_day[r, j, k] += day[r, k]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def hazard(
     d: int, rate: Any, join_day: Any, quit: Any, delta: Any, mode: int, period: float
@@ -615,6 +655,12 @@ def warm() -> None:
         )  # fmt: skip
     depart(n, u8, b2, i16, i16, np.zeros((R, 3)), np.zeros(R, np.int64))
     matching(i16, np.zeros(1, np.int64), n, b2, u8, 0, W)
+    r1 = np.zeros(R, np.float32)
+    reached(
+        np.zeros(1, np.int64), W, True, f2, r1, np.float32(0), np.float32(0), f2, r1,
+        np.zeros((R, W), np.int32), np.zeros(R, np.int32), np.zeros((R, W, 4), np.float32),
+        np.zeros((R, 4), np.float32),
+    )  # fmt: skip
     pop7 = np.zeros(256, np.uint8)
     counts(
         n, u8, b2, u8, u8, np.zeros((R, W), np.int8), i16, pop7, -1, -1, np.zeros((R, 6), np.int64)

@@ -53,6 +53,7 @@ _TABLE_KEYS = ("speak", "participation", "ugc", "conversion")
 _NO_F2 = np.zeros((1, 1), dtype=np.float32)  # stands for an absent member array
 _NO_B2 = np.zeros((1, 1), dtype=np.bool_)
 _NO_U2 = np.zeros((1, 1), dtype=np.uint8)
+_NO_DAY = np.zeros((0, 4), dtype=np.float32)
 _NO_F3 = np.zeros((1, 1, 4), dtype=np.float32)
 JOINED = Trigger("member.joined")
 APPROVED = Trigger("member.approved")
@@ -358,10 +359,12 @@ class _Pop:
         a = self.arrays[k]
         return a.reshape(self.runs * self.cap, *a.shape[2:])
 
-    def reset(self, flat: np.ndarray) -> None:
-        """Every array back to its empty-slot value at the (flat) slots `flat`."""
+    def reset(self, flat: np.ndarray, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        """Every array but those in `keep` (the caller writes them next) back to its
+        empty-slot value at the (flat) slots `flat`."""
         for k in self.arrays:
-            self.flat(k)[flat] = _EMPTY.get(k, 0)
+            if k not in keep:
+                self.flat(k)[flat] = _EMPTY.get(k, 0)
 
     def grow(self, need: int) -> None:
         if need <= self.cap:
@@ -1340,7 +1343,12 @@ class Simulator:
         before = np.cumsum(new) - new
         offset = np.arange(total) - np.repeat(before, new)  # each joiner's place among its run's
         flat = np.repeat(np.arange(pop.runs) * pop.cap + pop.n, new) + offset
-        pop.reset(flat)  # a slot is a new member's: nothing of an earlier occupant carries over
+        # a slot is a new member's: nothing of an earlier occupant carries over (the columns
+        # written below are written whole)
+        written = {"alive", "join_day", "silent", "hazard", "speak", "referred", *more}
+        if cohort is not None:
+            written |= {"source", "approved", *cohort.attrs}
+        pop.reset(flat, written)
         pop.flat("alive")[flat] = True
         pop.flat("join_day")[flat] = d
         pop.flat("silent")[flat] = 0
@@ -1392,22 +1400,35 @@ class Simulator:
         mult = rules.uniform(("churn", trigger), lambda u: u.churn.get(trigger, 1.0), f32)
         lift = rules.uniform(("speak", trigger), lambda u: u.speak.get(trigger, 0.0), f32)
         msgs = rules.uniform(("messages", trigger), lambda u: u.messages.get(trigger, 0), f32)
-        # events touch few members: update them sparsely, by flat position
+        # events touch few members: update them sparsely, by flat position, in one compiled
+        # pass (fused.reached: dynamics.churn_effect's and event_effects' laws)
         flat = np.flatnonzero(np.asarray(who)) if at is None else at
         if not len(flat):
             return
-        rows, cols = np.divmod(flat, n)
-        at_pop = rows * pop.cap + cols  # the same members in the (runs, capacity) arrays
-        if (mult != 1).any():
-            self.dyn.churn_effect(pop, sl, rows, cols, mult if mult.ndim == 0 else mult[rows])
-        if lift.any():
-            pop.flat("events")[at_pop] += lift if lift.ndim == 0 else lift[rows]
-        if msgs.any():
-            ev_msgs.reshape(-1)[flat] += (msgs if msgs.ndim == 0 else msgs[rows]).astype(np.int32)
-        self.dyn.event_effects(pop, sl, rows, cols, [rr.actions.get(trigger, ()) for rr in rules])
+        rows = flat // n
+        R = len(rules)
+        day = self.dyn.event_day_effects(rows, [rr.actions.get(trigger, ()) for rr in rules])
+        from . import fused
+
+        churn_on = self.dyn.churn and bool((mult != 1).any())
+        fused.reached(
+            flat,
+            n,
+            churn_on,
+            pop["churn_fx"] if churn_on else _NO_F2,
+            _per_run(mult, R, np.float32),
+            np.float32(fx.HAZARD_FLOOR - 1),
+            np.float32(fx.HAZARD_CEIL - 1),
+            pop["events"],
+            _per_run(lift, R, np.float32),
+            ev_msgs,
+            _per_run(msgs, R, np.int32),
+            pop["ev_day"] if day is not None else _NO_F3,
+            day if day is not None else _NO_DAY,
+        )
         if any(trigger in u.extra for u in rules.uniq):
             extras = [rr.extra.get(trigger) for rr in rules]
-            self._apply_extra(pop, rules, extras, rows, cols, ev_msgs, sl)
+            self._apply_extra(pop, rules, extras, rows, flat - rows * n, ev_msgs, sl)
 
     def _apply_filtered(
         self,
@@ -1851,6 +1872,11 @@ def bytes_per_member(extra: dict[str, Any]) -> int:
 
 
 BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dynamics columns
+
+
+def _per_run(x: Any, runs: int, dtype: Any) -> np.ndarray:
+    """A scalar or per-run value as a C-contiguous array of one value per run."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x).astype(dtype), (runs,)))
 
 
 def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
