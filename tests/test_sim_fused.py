@@ -249,7 +249,8 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
     """Every law of the day at once (tiers, reach, one-day event effects, interactions, the
     bdw-mixture hazard with quitters, churn effects, moderation, a check-in) on random state:
     the compiled pass writes what the NumPy passes write. `plain`: the same effects in every
-    tier, the sBG hazard, no interactions or reach (the vectorised path, fused._segment)."""
+    tier, the sBG hazard, no reach (the vectorised path, fused._segment, with the members
+    whose one-day effects are pending taken one by one)."""
     rng = np.random.default_rng(12)
     R, W, T, d = 3, 500, 3, 40
     n0 = 0 if plain else 300
@@ -289,12 +290,13 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
     by_day = np.zeros((R, d + 1), np.int64)  # no run's slots by join day: the general path
     if plain:  # every tier the same (runs 0 and 2 also with a churn effect), by join day
         tables[:] = tables[:, :, :1]
-        tables[4] = 0
+        tables[4, 1:] = 0  # run 0 talks by the schedule, run 2 only where an event says so
         tables[5, 1] = 1
         s["rate"] *= 0.2  # a daily hazard
-        s["ev_day"][..., 3] = 0
-        talk_on[:] = False
+        talk_on[1] = False
         by_day = np.stack([np.bincount(j, minlength=d + 1) for j in s["join_day"]])
+    # the members with one-day effects are marked (fused.reached marks them as it adds them)
+    s["ev_on"] = (s["ev_day"] != 0).any(axis=2).astype(np.uint8)
     quit_on = not plain
     want = _numpy_day(d, s, tables, reach, n0, u, u2, tu, talk_on, delta, quit_on, lw.period, 3)
     got = {k: v.copy() for k, v in s.items()}
@@ -305,7 +307,8 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
         d, np.full(R, W, np.int64), got["alive"], got["join_day"], got["speak"],
         got["events"], got["speak7"], got["part7"], got["silent"], got["ugc"], got["payments"],
         got["violations"], got["streak"], got["tier"], got["rate"], got["churn_fx"],
-        got["quit"], got["ev_day"], flags, got["decay"], np.ascontiguousarray(run_f), tables,
+        got["quit"], got["ev_day"], got["ev_on"], flags, got["decay"],
+        np.ascontiguousarray(run_f), tables,
         reach, n0, np.array([not plain] * 6), keys, talk_on,
         np.zeros((1, 1), np.float32) if delta is None else delta.astype(np.float32),
         np.array([0 if plain else 1, lw.period]),
@@ -317,6 +320,7 @@ def test_the_compiled_day_is_the_numpy_day(plain: bool) -> None:
     np.testing.assert_array_equal(flags, want["flags"])
     for k in ("speak7", "part7", "ugc", "payments", "violations", "ev_day"):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert s["ev_on"].any() and not got["ev_on"].any()  # read once, then cleared
     for k in ("silent", "streak"):  # the departed's values are read by no one
         np.testing.assert_array_equal(got[k][alive], want[k][alive], err_msg=k)
     np.testing.assert_allclose(got["events"], want["events"], rtol=1e-6)
@@ -405,7 +409,13 @@ def test_an_events_reach_compiled_is_the_numpy_laws() -> None:
     want_day[rows, cols, 0] = 1 - (1 - ev_day[rows, cols, 0]) * (1 - day[rows, 0])
     want_day[rows, cols, 1:] += day[rows, 1:]
     lo, hi = np.float32(fx.HAZARD_FLOOR - 1), np.float32(fx.HAZARD_CEIL - 1)
-    fused.reached(flat, W, True, churn, mult, lo, hi, events, lift, ev_msgs, msgs, ev_day, day)
+    ev_on = np.zeros((R, cap), np.uint8)
+    fused.reached(
+        flat, W, True, churn, mult, lo, hi, events, lift, ev_msgs, msgs, ev_day, ev_on, day
+    )
+    marked = np.zeros((R, cap), bool)
+    marked[rows, cols] = True
+    np.testing.assert_array_equal(ev_on != 0, marked)
     np.testing.assert_array_equal(churn, want_churn)
     assert (np.abs(churn) <= 0.5).all() and (churn != before_churn).any()
     np.testing.assert_array_equal(events, want_events)
@@ -415,7 +425,8 @@ def test_an_events_reach_compiled_is_the_numpy_laws() -> None:
     before = churn.copy()
     fused.reached(
         flat, W, False, np.zeros((1, 1), np.float32), mult, lo, hi, events, lift, ev_msgs,
-        msgs, np.zeros((1, 1, 4), np.float32), np.zeros((0, 4), np.float32),
+        msgs, np.zeros((1, 1, 4), np.float32), np.zeros((1, 1), np.uint8),
+        np.zeros((0, 4), np.float32),
     )  # fmt: skip
     np.testing.assert_array_equal(churn, before)
     np.testing.assert_array_equal(ev_msgs[rows, cols], want_msgs[rows, cols] + msgs[rows])

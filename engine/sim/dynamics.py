@@ -22,7 +22,7 @@ from .retention_models import RetentionModel
 from .scenario import Scenario
 
 # the member arrays Dynamics may add (`Dynamics.columns`)
-COLUMNS = ("churn_fx", "quit", "ev_day")
+COLUMNS = ("churn_fx", "quit", "ev_day", "ev_on")
 
 
 class Dynamics:
@@ -63,6 +63,7 @@ class Dynamics:
             out["quit"] = np.bool_  # an early quitter
         if self.event_day:
             out["ev_day"] = (np.float32, len(fx.DAY_KEYS))  # event effects on the next draw
+            out["ev_on"] = np.uint8  # 1 where ev_day holds effects (the day reads only those)
         return out
 
     def start(self, runs: int, seed: np.random.SeedSequence) -> None:
@@ -212,6 +213,7 @@ class Dynamics:
             # one-day probabilities combine as independent chances; the rest add up
             col[rows, cols, 0] = 1 - (1 - col[rows, cols, 0]) * (1 - hit[:, 0])
             col[rows, cols, 1:] += hit[:, 1:]
+            pop["ev_on"][sl][rows, cols] = 1
 
     def event_day_effects(
         self, rows: np.ndarray, per_run: Sequence[Sequence[Action]]

@@ -129,6 +129,9 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     flags: Any,
     k0: Any,
     k1: Any,
+    k2: Any,
+    talk: bool,
+    p_talk: Any,
     chk: bool,
     remove_at: int,
     fx0: Any,
@@ -153,6 +156,8 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     pp = min(part_p * p * sc[1], one)
     took = np.int64(y >= one - pp)
     posted |= took & np.int64(y >= one - pp * ugc_p)
+    if talk:  # a participant writes in the activity (dynamics.talks)
+        spk |= took & np.int64(_unif(k2, j) < p_talk)
     ugc[r, j] += posted
     speak7[r, j] = ((speak7[r, j] << 1) & 0x7F) | spk
     part7[r, j] = ((part7[r, j] << 1) & 0x7F) | took
@@ -195,11 +200,12 @@ def _segment(
     streak: Any,
     rate: Any,
     churn_fx: Any,
-    ev_day: Any,
     flags: Any,
     k0: Any,
     k1: Any,
-    day_on: bool,
+    k2: Any,
+    talk: bool,
+    p_talk: Any,
     chk: bool,
     remove_at: int,
 ) -> Any:  # pragma: no cover - compiled
@@ -207,37 +213,23 @@ def _segment(
     scheduled effects are the same in every tier (`sc`: cap, 1 / mean propensity, ugc per
     speak, 1 - violations per speak, base conversion, then the scheduled speak,
     participation, ugc, conversion and churn factor, churn decay, floor - 1, ceil - 1), with
-    the plain hazard and churn state, no interactions and no effects member by member: the
-    same arithmetic without a gather, a call or a conditional store, so the compiler
-    vectorises it. Returns (new payers, posts)."""
+    the plain hazard and churn state, the same chance `p_talk` for every participant to write
+    in an activity (where `talk`) and no effects member by member (no one-day event effect
+    pending): the same arithmetic without a gather, a call or a
+    conditional store, so the compiler vectorises it. Returns (new payers, posts)."""
     paid = np.int64(0)
     posts = np.int64(0)
     zero = np.float32(0)
-    # unsigned indices: no negative-index wraparound (a gather), so the loops vectorise
-    if day_on:
-        for k in range(j1 - j0):
-            j = np.uint64(j0 + k)
-            fx0, fx1, fx2 = ev_day[r, j, 0], ev_day[r, j, 1], ev_day[r, j, 2]
-            ev_day[r, j, 0] = zero
-            ev_day[r, j, 1] = zero
-            ev_day[r, j, 2] = zero
-            ev_day[r, j, 3] = zero
-            got = _member(
-                r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
-                violations, streak, rate, churn_fx, flags, k0, k1, chk, remove_at, fx0, fx1, fx2,
-            )  # fmt: skip
-            posts += got[0]
-            paid += got[1]
-    else:
-        for k in range(j1 - j0):
-            j = np.uint64(j0 + k)
-            got = _member(
-                r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
-                violations, streak, rate, churn_fx, flags, k0, k1, chk, remove_at, zero, zero,
-                zero,
-            )  # fmt: skip
-            posts += got[0]
-            paid += got[1]
+    # unsigned indices: no negative-index wraparound (a gather), so the loop vectorises
+    for k in range(j1 - j0):
+        j = np.uint64(j0 + k)
+        got = _member(
+            r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
+            violations, streak, rate, churn_fx, flags, k0, k1, k2, talk, p_talk, chk, remove_at,
+            zero, zero, zero,
+        )  # fmt: skip
+        posts += got[0]
+        paid += got[1]
     return paid, posts
 
 
@@ -261,6 +253,7 @@ def activity(
     churn_fx: Any,
     quit: Any,
     ev_day: Any,
+    ev_on: Any,
     flags: Any,
     decay: Any,
     run_f: Any,
@@ -289,6 +282,7 @@ def activity(
     interactions, churn factor); reach[k, r, j] the same per member (j < n0) where reach_on[k];
     law = (mode 0 rate, 1 -expm1(-rate*delta), 2 -expm1(-rate/period); period); options =
     (ev_day pending, churn on, quitters on, remove_at, churn decay, hazard floor, hazard ceil);
+    ev_day[r, j] holds member j's one-day event effects where ev_on[r, j] (read, then cleared);
     by_day[r, jd]: run r's slots of members who joined on day jd (slots are in join order).
     A run whose day needs none of the per-member extras goes through `_segment`.
     """
@@ -323,7 +317,6 @@ def activity(
             mode == 0
             and not quit_on
             and churn_on
-            and not talk_r
             and not (n0 > 0 and reach_on.any())
             and by_day[r, : d + 1].sum() == n[r]
         )
@@ -337,20 +330,49 @@ def activity(
             for k in range(4):
                 sc[5 + k] = tables[k, r, 0]
             sc[9], sc[10], sc[11], sc[12] = tables[5, r, 0], cdecay, lo, hi
+            inter_r = tables[4, r, 0]
+            p_talk = -np.expm1(-inter_r)
             j = 0
             for jd in range(d + 1):
                 cnt = by_day[r, jd]
                 if cnt == 0:
                     continue
                 dec = decay[dr, min(d - jd, DL - 1)]
-                got = _segment(
-                    r, j, j + cnt, dec, sc, alive, speak, events, speak7, part7, silent, ugc,
-                    payments, violations, streak, rate, churn_fx, ev_day, flags, k0, k1, day_on,
-                    chk, remove_at,
-                )  # fmt: skip
-                paid += got[0]
-                posts += got[1]
-                j += cnt
+                end = j + cnt
+                # the members with a one-day event effect pending (ev_on) one by one, the
+                # stretches between them in the vectorised loop
+                m = j
+                while True:
+                    s0 = m
+                    if day_on:
+                        while m < end and ev_on[r, m] == 0:
+                            m += 1
+                    else:
+                        m = end
+                    if m > s0:
+                        got = _segment(
+                            r, s0, m, dec, sc, alive, speak, events, speak7, part7, silent,
+                            ugc, payments, violations, streak, rate, churn_fx, flags, k0, k1, k2,
+                            talk_r, p_talk, chk, remove_at,
+                        )  # fmt: skip
+                        paid += got[0]
+                        posts += got[1]
+                    if m >= end:
+                        break
+                    fx0, fx1, fx2 = ev_day[r, m, 0], ev_day[r, m, 1], ev_day[r, m, 2]
+                    fx3 = ev_day[r, m, 3]
+                    ev_day[r, m, :] = zero
+                    ev_on[r, m] = 0
+                    p_m = -np.expm1(-(inter_r + fx3)) if fx3 != zero else p_talk
+                    got = _member(
+                        r, np.uint64(m), dec, sc, alive, speak, events, speak7, part7, silent,
+                        ugc, payments, violations, streak, rate, churn_fx, flags, k0, k1, k2,
+                        talk_r, p_m, chk, remove_at, fx0, fx1, fx2,
+                    )  # fmt: skip
+                    posts += got[0]
+                    paid += got[1]
+                    m += 1
+                j = end
             ever_paid[r] += paid
             ugc_day[r] = posts
             continue
@@ -386,7 +408,8 @@ def activity(
                     conv += reach[3, r, j]
                 if reach_on[4]:
                     inter += reach[4, r, j]
-            if day_on:
+            if day_on and ev_on[r, j] != 0:
+                ev_on[r, j] = 0
                 fx0 = ev_day[r, j, 0]
                 if fx0 != zero:
                     part_p = one - (one - part_p) * (one - fx0)
@@ -567,13 +590,15 @@ def reached(
     ev_msgs: Any,
     msgs: Any,
     ev_day: Any,
+    ev_on: Any,
     day: Any,
 ) -> None:  # pragma: no cover - compiled; tests/test_sim_fused.py checks it against NumPy
     """What an event's plain rules do to the members it reached (`flat`: positions in the
     (runs, width) day view): the churn multiplier moved by `mult[r]` (effects.churn_multiplier;
     without `churn_on`, no churn state), `lift[r]` added to the speaking lift, `msgs[r]`
     messages counted, the one-day effects `day[r]` combined into `ev_day` (the first as
-    independent chances, the rest added; an empty `day`: none)."""
+    independent chances, the rest added; an empty `day`: none) and the member marked in
+    `ev_on` (activity reads `ev_day` of marked members only)."""
     one = np.float32(1)
     day_on = day.shape[0] > 0
     for i in range(flat.shape[0]):
@@ -588,6 +613,7 @@ def reached(
             events[r, j] += lift[r]
         ev_msgs[r, j] += msgs[r]
         if day_on:
+            ev_on[r, j] = 1
             ev_day[r, j, 0] = one - (one - ev_day[r, j, 0]) * (one - day[r, 0])
             for k in range(1, 4):
                 ev_day[r, j, k] += day[r, k]
@@ -631,6 +657,9 @@ def f32(x: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float32), shape))
 
 
+_NO_U8 = np.zeros((1, 1), np.uint8)
+
+
 def warm() -> None:
     """Load (or compile) every function the kernel calls, with the argument types it passes, so
     a simulation afterwards touches no cache file (the fuzz harness imports this way)."""
@@ -646,7 +675,7 @@ def warm() -> None:
         ev_day = np.zeros((R, W, 4) if extra else (1, 1, 4), np.float32)
         activity(
             0, n, b2, i16, f2, f2, u8, u8, i16, i16, i16, i16, i16,
-            np.zeros((R, W), np.int8), f2, churn, quit, ev_day, u8,
+            np.zeros((R, W), np.int8), f2, churn, quit, ev_day, u8 if extra else _NO_U8, u8,
             np.zeros((1, 3), np.float32), np.zeros((R, 5), np.float32),
             np.zeros((6, R, T), np.float32), np.zeros((6, 1, 1), np.float32), 0,
             np.zeros(6, np.bool_), np.zeros((R, 3), np.uint64), np.zeros(R, np.bool_),
@@ -658,7 +687,7 @@ def warm() -> None:
     r1 = np.zeros(R, np.float32)
     reached(
         np.zeros(1, np.int64), W, True, f2, r1, np.float32(0), np.float32(0), f2, r1,
-        np.zeros((R, W), np.int32), np.zeros(R, np.int32), np.zeros((R, W, 4), np.float32),
+        np.zeros((R, W), np.int32), np.zeros(R, np.int32), np.zeros((R, W, 4), np.float32), u8,
         np.zeros((R, 4), np.float32),
     )  # fmt: skip
     pop7 = np.zeros(256, np.uint8)

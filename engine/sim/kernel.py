@@ -935,6 +935,7 @@ class Simulator:
                 arr.get("churn_fx", _NO_F2),
                 arr["quit"] if law_quit else _NO_B2,
                 arr.get("ev_day", _NO_F3),
+                arr.get("ev_on", _NO_U2),
                 flags,
                 decay_2d,
                 run_f,
@@ -1424,6 +1425,7 @@ class Simulator:
             ev_msgs,
             _per_run(msgs, R, np.int32),
             pop["ev_day"] if day is not None else _NO_F3,
+            pop["ev_on"] if day is not None else _NO_U2,
             day if day is not None else _NO_DAY,
         )
         if any(trigger in u.extra for u in rules.uniq):
@@ -1875,8 +1877,11 @@ BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dyna
 
 
 def _per_run(x: Any, runs: int, dtype: Any) -> np.ndarray:
-    """A scalar or per-run value as a C-contiguous array of one value per run."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x).astype(dtype), (runs,)))
+    """A scalar or per-run value as a new array of one value per run (writable, like every
+    array the compiled functions take: numba compiles a read-only view apart)."""
+    out = np.empty(runs, dtype=dtype)
+    out[:] = x
+    return out
 
 
 def _nonzero2d(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
