@@ -41,16 +41,23 @@ def _target(tiers: Tiers, demote_to: str | None, rank: int) -> int:
     return max(to, 0)
 
 
+def demotions(tiers: Tiers) -> list[tuple[int, float, int]]:
+    """(rank, silent days, rank it falls to) of each tier with `demote.silent_for`, in the
+    order they apply (ascending rank)."""
+    return [
+        (rank, t.demote_silent_for.total_seconds() / 86400, _target(tiers, t.demote_to, rank))
+        for rank, t in enumerate(tiers.levels)
+        if t.demote_silent_for is not None and rank > 0
+    ]
+
+
 def demote_silent(tiers: Tiers, tier: np.ndarray, silent_days: np.ndarray) -> np.ndarray:
     """Members silent for a tier's `demote.silent_for` fall (in place); who moved (daily)."""
     changed = np.zeros(tier.shape, dtype=bool)
-    for rank, t in enumerate(tiers.levels):
-        if t.demote_silent_for is None or rank == 0:
-            continue
-        days = t.demote_silent_for.total_seconds() / 86400
+    for rank, days, to in demotions(tiers):
         down = (tier == rank) & (silent_days >= days)
         if down.any():
-            tier[down] = _target(tiers, t.demote_to, rank)
+            tier[down] = to
             changed |= down
     return changed
 
