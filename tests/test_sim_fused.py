@@ -343,7 +343,6 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
         fused.matching,
         fused.reached,
         fused.joined_on,
-        fused.demote,
     )
     before = [len(f.signatures) for f in funcs]
     for name in ("community-lifecycle", "parent-community"):
@@ -468,37 +467,3 @@ def test_members_who_joined_on_days_found_by_join_order() -> None:
     by_day[2, 0] += 1  # run 2's slots no longer add up
     *_, served = fused.joined_on(np.array([10]), n, by_day, alive, W)
     assert served.tolist() == [True, True, False, True, True]
-
-
-def test_demotion_compiled_is_the_tier_rule() -> None:
-    """fused.demote (the simulator's) moves the same members to the same tiers as
-    tiers.demote_silent (the rule `sop run` applies), with a tier that falls two ranks and one
-    that falls into a tier demoting on its own; it reports the living who fell."""
-    from sop.engine.lang.model import Tier, Tiers
-    from sop.engine.program.tiers import demote_silent, demotions
-
-    def tier(id_: str, rank: int, silent: int | None = None, to: str | None = None) -> Tier:
-        days = None if silent is None else timedelta(days=silent)
-        return Tier(id_, rank, id_, None, days, None, to, None)
-
-    levels = (tier("normal", 0), tier("core", 1, 14), tier("vip", 2, 7, "normal"))
-    tiers = Tiers((*levels, tier("star", 3, 3, "core")), None, 0.0)
-    rng = np.random.default_rng(9)
-    R, cap, W = 4, 300, 280
-    n = rng.integers(150, W + 1, R).astype(np.int64)
-    ranked = rng.integers(0, 4, (R, cap)).astype(np.int8)
-    silent = rng.integers(0, 20, (R, cap)).astype(np.int16)
-    alive = rng.random((R, cap)) < 0.8
-    for r in range(R):  # the empty slots past n, as the kernel keeps them
-        ranked[r, n[r] :], silent[r, n[r] :], alive[r, n[r] :] = 0, -30000, False
-    want = ranked.copy()
-    changed = demote_silent(tiers, want[:, :W], silent[:, :W].copy())
-    rules = demotions(tiers)
-    ranks = np.array([x[0] for x in rules], np.int8)
-    days = np.array([x[1] for x in rules])
-    to = np.array([x[2] for x in rules], np.int8)
-    got = ranked.copy()
-    fell = fused.demote(got, silent, alive, n, ranks, days, to, W)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(fell, np.flatnonzero(changed & alive[:, :W]))
-    assert len(fell) and (want != ranked).any()

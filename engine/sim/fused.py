@@ -619,36 +619,6 @@ def joined_on(days: Any, n: Any, by_day: Any, alive: Any, width: int) -> Any:  #
     return pos[:k].copy(), which[:k].copy(), served
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def demote(
-    tier: Any, silent: Any, alive: Any, n: Any, ranks: Any, days: Any, to: Any, width: int
-) -> Any:  # pragma: no cover - compiled; tests/test_sim_fused.py holds it to tiers.py
-    """tiers.demote_silent member by member: for each rank in `ranks` in turn, members of that
-    tier silent for `days` or more fall to `to` (in place); the living who fell, as flat
-    positions in the (runs, width) day view."""
-    R = n.shape[0]
-    total = 0
-    for r in range(R):
-        total += n[r]
-    pos = np.empty(total, dtype=np.int64)
-    k = 0
-    for r in range(R):
-        for j in range(n[r]):
-            t = tier[r, j]
-            quiet = np.float64(silent[r, j])
-            moved = False
-            for i in range(ranks.shape[0]):
-                if t == ranks[i] and quiet >= days[i]:
-                    t = to[i]
-                    moved = True
-            if moved:
-                tier[r, j] = t
-                if alive[r, j]:
-                    pos[k] = r * width + j
-                    k += 1
-    return pos[:k].copy()
-
-
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
 def reached(
     flat: Any,
@@ -758,8 +728,6 @@ def warm() -> None:
     depart(n, u8, b2, i16, i16, np.zeros((R, 3)), np.zeros(R, np.int64))
     matching(i16, np.zeros(1, np.int64), n, b2, u8, 0, W)
     joined_on(np.zeros(1, np.int64), n, np.zeros((R, 3), np.int64), b2, W)
-    i8 = np.zeros(1, np.int8)
-    demote(np.zeros((R, W), np.int8), i16, b2, n, i8, np.zeros(1), i8, W)
     r1 = np.zeros(R, np.float32)
     reached(
         np.zeros(1, np.int64), W, True, f2, r1, np.float32(0), np.float32(0), f2, r1,

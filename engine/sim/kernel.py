@@ -33,7 +33,7 @@ from ..program import history as H
 from ..program import metrics as defs
 from ..program.events import EventRule, Trigger
 from ..program.lifecycle import ExitOracle, exits_of
-from ..program.tiers import demotions, review
+from ..program.tiers import demote_silent, review
 from ..program.truth import truth
 from . import effects as fx
 from .constructs import POP7, Apply, ChunkState, Cohort, Constructs, member_level
@@ -439,12 +439,6 @@ class Simulator:
         self._event_cache: dict[tuple[Any, ...], EventRules] = {}
         self._event_base: dict[tuple[Any, ...], tuple[list[EventRule], tuple[Action, ...]]] = {}
         self._review_days = self._tier_review_days()
-        demoted = demotions(playbook.tiers) if playbook.tiers else []
-        self._demotions = (
-            np.array([x[0] for x in demoted], dtype=np.int8),
-            np.array([x[1] for x in demoted], dtype=np.float64),
-            np.array([x[2] for x in demoted], dtype=np.int8),
-        )
         self.capacity = playbook.community.capacity or 500
         # `if:` guards of each action and of the anchors it is chained after: a chained action
         # does not fire when its anchor did not
@@ -1599,19 +1593,15 @@ class Simulator:
         tier = pop["tier"][sl]
         alive = pop["alive"][sl]
         silent = pop["silent"][sl]
-        # tiers.demote_silent, member by member in one compiled pass: who fell (sparse)
-        width = tier.shape[1]
-        fell = fused_demote(pop, self._demotions, width)
+        changed = demote_silent(tiers, tier, silent)
+        review_today = d in self._review_days
         moved = (
             rules.triggers_of("member.tier_changed")
             if isinstance(rules, RuleSet)
             else {x for rr in rules for x in rr.triggers() if x.event == "member.tier_changed"}
         )
-        review_today = d in self._review_days
-        if not review_today and (not len(fell) or not moved):
+        if not review_today and not moved:
             return
-        changed = np.zeros(tier.shape, dtype=bool)
-        changed.reshape(-1)[fell] = True
         if review_today:
             env = {
                 "tenure_days": d - join_day,
@@ -1897,20 +1887,6 @@ def bytes_per_member(extra: dict[str, Any]) -> int:
 
 
 BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dynamics columns
-
-
-def fused_demote(pop: _Pop, demotions: tuple[np.ndarray, ...], width: int) -> np.ndarray:
-    """fused.demote over the chunk's members (tiers.demote_silent's rule): the living who
-    fell, as flat positions in the (runs, width) day view."""
-    from . import fused
-
-    ranks, days, to = demotions
-    if not len(ranks):
-        return np.zeros(0, dtype=np.int64)
-    return cast(
-        np.ndarray,
-        fused.demote(pop["tier"], pop["silent"], pop["alive"], pop.n, ranks, days, to, width),
-    )
 
 
 def _per_run(x: Any, runs: int, dtype: Any) -> np.ndarray:
