@@ -6,7 +6,6 @@ Timings are bench/simulate.py's business: nothing here measures time.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
