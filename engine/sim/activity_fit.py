@@ -218,6 +218,52 @@ class Coupling:
         }
 
 
+@dataclass(frozen=True)
+class SilentRisk:
+    """The Mantel–Haenszel sums of the risk ratio of leaving after a silent vs an active period,
+    over the tenure strata that hold both kinds of period (the one definition of the statistic:
+    the export's, the copula's calibration and retention.silent_risk_ratio all read it)."""
+
+    num: float  # Σ a·n0/N
+    den: float  # Σ b·n1/N
+    var_sum: float  # Greenland–Robins: Σ (n1·n0·(a + b) − a·b·N) / N²
+    at_risk_silent: int
+    at_risk_active: int
+    left_after_silent: int
+    left_after_active: int
+
+    @property
+    def ratio(self) -> float:
+        """The risk ratio (NaN when no active period was followed by a leaving)."""
+        return self.num / self.den if self.den > 0 else math.nan
+
+
+def silent_period_risk(
+    stratum: np.ndarray, silent: np.ndarray, active: np.ndarray, gone: np.ndarray
+) -> SilentRisk:
+    """The statistic's sums from per member-period masks: at risk after a silent (`silent`) or
+    an active (`active`) whole period, left in the period at risk (`gone`), tenure `stratum`."""
+    ks = int(stratum.max()) + 1 if stratum.size else 1
+
+    def by(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(stratum[mask], minlength=ks).astype(float)
+
+    n1, n0 = by(silent), by(active)
+    a, b = by(silent & gone), by(active & gone)
+    ok = (n1 > 0) & (n0 > 0)  # a stratum with one kind of period only says nothing
+    n1, n0, a, b = n1[ok], n0[ok], a[ok], b[ok]
+    N = n1 + n0
+    return SilentRisk(
+        float((a * n0 / N).sum()),
+        float((b * n1 / N).sum()),
+        float(((n1 * n0 * (a + b) - a * b * N) / N**2).sum()),
+        int(n1.sum()),
+        int(n0.sum()),
+        int(a.sum()),
+        int(b.sum()),
+    )
+
+
 def coupling(members: Members, pa: PeriodActivity) -> Coupling | None:
     """The Mantel–Haenszel risk ratio of leaving after a silent vs an active whole period."""
     if pa.present.shape[1] < 2:
@@ -232,32 +278,16 @@ def coupling(members: Members, pa: PeriodActivity) -> Coupling | None:
     # every column of `pa` is a period that ended by as_of: staying through it is known
     gone = (left != NO_DATE) & (left <= end[None, :]) & at_start
     stratum = np.floor(np.maximum(pa.tenure[:, 1:], 0) / P).astype(np.int64)
-    silent = at_start & ~prev_active
-    active = at_start & prev_active
-    ks = int(stratum.max()) + 1 if stratum.size else 1
-
-    def by(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(stratum[mask], minlength=ks).astype(float)
-
-    n1, n0 = by(silent), by(active)
-    a, b = by(silent & gone), by(active & gone)
-    N = n1 + n0
-    ok = (n1 > 0) & (n0 > 0)
-    if not ok.any() or a.sum() + b.sum() == 0:
+    r = silent_period_risk(stratum, at_start & ~prev_active, at_start & prev_active, gone)
+    if r.num <= 0 or r.den <= 0:
         return None
-    n1, n0, a, b, N = n1[ok], n0[ok], a[ok], b[ok], N[ok]
-    r_num = float((a * n0 / N).sum())
-    r_den = float((b * n1 / N).sum())
-    if r_num <= 0 or r_den <= 0:
-        return None
-    rr = r_num / r_den
-    var = float(((n1 * n0 * (a + b) - a * b * N) / N**2).sum()) / (r_num * r_den)
-    sd = math.sqrt(max(var, 0.0))
+    rr = r.ratio
+    sd = math.sqrt(max(r.var_sum / (r.num * r.den), 0.0))
     return Coupling(
         rr,
         (rr * math.exp(-1.96 * sd), rr * math.exp(1.96 * sd)),
-        int(n1.sum()),
-        int(n0.sum()),
-        int(a.sum()),
-        int(b.sum()),
+        r.at_risk_silent,
+        r.at_risk_active,
+        r.left_after_silent,
+        r.left_after_active,
     )

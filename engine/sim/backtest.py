@@ -313,7 +313,7 @@ def run_backtest(
         if act is not None:
             measured = coupling(seen, pa_seen)
     # the retention forecast: the mixture calibrate writes at this date (one home)
-    choice = with_mixture(choice, table, o.draws, o.seed, o.bootstrap_kind, measured)
+    choice = with_mixture(choice, table, o.draws, o.seed, o.bootstrap_kind)
     draws = _retention_draws(choice, o.runs)
     frailty = {m: rm.cohort_frailty(m, choice.fits[m].vector, table) for m in {m for m, _ in draws}}
     bass: BassFit | None = None

@@ -297,27 +297,27 @@ def _in_scenario_range(rows: np.ndarray) -> np.ndarray:
     """Rows clipped to the scenario's ranges of the four parameters (the fitters' bounds reach
     a little beyond them: α at e^-10, c at e^3, π at logit 12), to 7 significant digits as
     written: the rows a backtest draws are the rows the scenario holds."""
-    from .scenario import _range
+    from .scenario import value_range
 
     out = rows.copy()
     for i, name in enumerate(MIXTURE_NAMES):
-        lo, hi = _range(f"retention.{name}")
+        lo, hi = value_range(f"retention.{name}")
         out[:, i] = np.clip(out[:, i], lo, hi)
     return np.array([[float(f"{v:.7g}") for v in row] for row in out]).reshape(rows.shape)
 
 
-def mixture_weights(
-    choice: RetentionChoice, members_differ: bool
-) -> dict[rm.RetentionModel, float]:
-    """The forecast weights the mixture draws by. When the activity shows members who differ in
-    how likely they are to leave (a measured coupling whose interval lies above 1), a model
-    whose fit is a Beta collapsed to a point denies it, and the simulator's coupling cannot act
-    through its draws (members differ in nothing it reads): its weight goes to the others."""
+def mixture_weights(choice: RetentionChoice) -> dict[rm.RetentionModel, float]:
+    """The forecast weights the mixture draws by, normalised.
+
+    They read the retention history only. A measured engagement–retention coupling says that
+    members differ in how likely they are to leave, which a fit whose Beta collapsed to a point
+    denies; it once moved such a model's weight to the others. It no longer does: the coupling
+    is an association that does not say which aggregate curve extrapolates, and the move bet the
+    forecast on one model (98 % bdw-mixture at 12 months of tests/data/calibrate), which on
+    export-like histories with activity made retention at tenures 13–36 worse on average
+    (bench/backtest_accuracy.py --activity). The coupling's ρ is solved on the rows that can
+    carry it instead (coupling.py), where it acts; on a point-like row it has no effect."""
     weights = dict(choice.forecast or choice.weights)
-    if members_differ:
-        kept = {m: w for m, w in weights.items() if _spread(choice.fits[m])}
-        if sum(kept.values()) > 0:
-            weights = {m: kept.get(m, 0.0) for m in weights}
     total = sum(weights.values()) or 1.0
     return {m: w / total for m, w in weights.items()}
 
@@ -328,11 +328,10 @@ def forecast_mixture(
     draws: int,
     seed: int,
     kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS,
-    members_differ: bool = False,
 ) -> RetentionMixture:
     """`draws` bootstrap draws of the family by its forecast weights (mixture_weights), as
     bdw-mixture rows in a seeded random order (a prefix of them is a sample of the mixture)."""
-    weights = mixture_weights(choice, members_differ)
+    weights = mixture_weights(choice)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(MIXTURE_STREAM,)))
     rows: list[np.ndarray] = []
     models: list[rm.RetentionModel] = []
@@ -352,12 +351,10 @@ def with_mixture(
     draws: int,
     seed: int,
     kind: rm.BootstrapKind = rm.BootstrapKind.COHORTS,
-    coupling: Coupling | None = None,
 ) -> RetentionChoice:
-    """The choice with its forecast mixture (and the mixture's rows as its draws); `coupling`:
-    the one measured on the history, if any (calibrate and backtest both pass it)."""
-    differ = coupling is not None and coupling.ci95[0] > 1
-    mix = forecast_mixture(choice, table, min(draws, MAX_DRAWS), seed, kind, differ)
+    """The choice with its forecast mixture (and the mixture's rows as its draws): what
+    calibrate writes and backtest forecasts with."""
+    mix = forecast_mixture(choice, table, min(draws, MAX_DRAWS), seed, kind)
     return replace(choice, mixture=mix, draws=mix.rows)
 
 
@@ -563,15 +560,15 @@ def calibrate_community(
     table = lifetimes(seen, o.as_of, o.period_days)
     frailty = rm.cohort_frailty(choice.chosen, choice.fits[choice.chosen].vector, table)
     if o.bootstrap:  # the forecast mixture, as `sop backtest` forecasts at this date
-        choice = with_mixture(choice, table, o.bootstrap, o.seed, o.bootstrap_kind, coup)
+        choice = with_mixture(choice, table, o.bootstrap, o.seed, o.bootstrap_kind)
         mix = choice.mixture
         assert mix is not None
-        dropped = [str(m) for m, w in choice.forecast.items() if w > 0 and not mix.weights[m]]
-        if dropped:
+        point_like = [str(m) for m in mix.shares if not _spread(choice.fits[m])]
+        if coup is not None and coup.ci95[0] > 1 and point_like:
             notes.append(
-                f"retention: {', '.join(dropped)} left out of the mixture: the activity shows"
-                " members who differ in how likely they are to leave (the coupling), which"
-                " their fits, Betas collapsed to a point, deny"
+                f"retention: {', '.join(point_like)} in the mixture cannot carry the coupling"
+                " (their fits are Betas collapsed to a point): retention_coupling is solved on"
+                " the mixture's other rows, and in runs that draw theirs it has no effect"
             )
     assumptions = _assumptions(o)
     full, loadable, pending = build_scenario(o, bass, choice, act)

@@ -69,14 +69,25 @@ MIXTURE_ROWS = 40  # draws of a scenario's `retention.draws` the simulated membe
 def _law_rows(sc: Any, rho: float) -> tuple[Any, int]:
     """The simulator's law for the simulated members: one run of the scenario's point values,
     or, when the scenario carries `retention.draws` (the forecast mixture calibrate writes),
-    MIXTURE_ROWS of its rows evenly spaced (calibrate writes them in a random order), each a
-    run of its own: the members then follow the mixture the simulator's runs draw from."""
+    MIXTURE_ROWS of its rows that can carry a coupling, evenly spaced (calibrate writes them in
+    a random order), each a run of its own.
+
+    A row whose Beta is nearly a point (retention._NEAR_POINT) has members who differ in churn
+    only as early quitters or not, which the statistic does not see (it starts after a whole
+    period): ρ does nothing there. Solved on every row, ρ would be pushed towards its bound for
+    the other rows to make up for those; solved on the rows it moves, it is theirs (and any ρ
+    is as good as another for a point-like row). Only when every row is point-like are all of
+    them used (and fit_coupling finds that ρ does not move the statistic)."""
     from . import retention as rt
 
     joint = sc.joint_draws() if hasattr(sc, "joint_draws") else None
     if joint is None:
         return rt.law(sc, {"activity.retention_coupling": np.array([rho])}, 1), 1
     table = np.asarray(joint.rows, dtype=float)
+    names = list(joint.names)
+    spread = table[:, names.index("alpha")] + table[:, names.index("beta")] <= rt._NEAR_POINT
+    if spread.any():
+        table = table[spread]
     runs = min(len(table), MIXTURE_ROWS)
     pick = np.linspace(0, len(table) - 1, runs).round().astype(np.int64)
     values: dict[str, np.ndarray] = {

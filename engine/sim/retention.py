@@ -245,9 +245,31 @@ def silent_risk_ratio(
     """The Mantel–Haenszel risk ratio of leaving after a silent vs an active whole period, by
     tenure period, of the members scenario `sc` simulates with coupling ρ (no actions).
 
-    The statistic `sop calibrate community` measures on an export (activity_fit.coupling), so
-    `coupling_for_risk_ratio` can turn a measured ratio into ρ.
+    The statistic `sop calibrate community` measures on an export (activity_fit.coupling; both
+    compute it by activity_fit.silent_period_risk), so `coupling_for_risk_ratio` can turn a
+    measured ratio into ρ.
     """
+    from .activity_fit import silent_period_risk
+
+    left, active = silent_period_cohort(sc, rho, members, periods, period_days, seed)
+    # present at the start of each period 0..periods (a leaving on a period's first day counts)
+    starts = np.arange(periods + 1) * period_days
+    present = (left[:, None] < 0) | (left[:, None] >= starts[None, :])
+    # at risk in period k+1 (k = 1..periods-1) after a whole period k
+    at_risk = present[:, 1:periods] & present[:, : periods - 1]
+    silent = at_risk & ~active[:, : periods - 1]
+    busy = at_risk & active[:, : periods - 1]
+    gone = at_risk & ~present[:, 2:]
+    stratum = np.broadcast_to(np.arange(1, periods), at_risk.shape)
+    return silent_period_risk(stratum, silent, busy, gone).ratio
+
+
+def silent_period_cohort(
+    sc: Any, rho: float, members: int, periods: int, period_days: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One cohort joining on day 0, simulated by the simulator's law with coupling ρ for
+    `periods` periods: each member's day of leaving (−1: still in) and whether they spoke in
+    each period, (members, periods)."""
     rng = np.random.default_rng(seed)
     act = sc.activity
     lw = law(sc, {"activity.retention_coupling": np.array([rho])}, 1)
@@ -256,36 +278,22 @@ def silent_risk_ratio(
     days = periods * period_days
     delta = tenure_table(lw, days)
     alive = np.ones(members, dtype=bool)
+    left = np.full(members, -1, dtype=np.int64)
     active = np.zeros((members, periods), dtype=bool)
-    present = np.zeros((members, periods + 1), dtype=bool)  # at the start of each period
     tau_s = act.tenure_decay_days
     floor = act.decay_floor
     for day in range(days):
         k = day // period_days
-        if day % period_days == 0:
-            present[:, k] = alive
         g = floor + (1 - floor) * math.exp(-day / tau_s)
         active[:, k] |= alive & (rng.random(members) < j.speak * g)
         tenure = np.full((1, members), day)
         h = daily_hazard(
             lw, j.rate[None, :], tenure, None if j.quitter is None else j.quitter[None, :], delta
         )[0]
-        alive &= rng.random(members) >= h
-    present[:, periods] = alive
-    num = den = 0.0
-    for k in range(1, periods):  # at risk in period k+1 after a whole period k
-        at_risk = present[:, k] & present[:, k - 1]
-        silent = at_risk & ~active[:, k - 1]
-        busy = at_risk & active[:, k - 1]
-        gone = at_risk & ~present[:, k + 1]
-        n1, n0 = silent.sum(), busy.sum()
-        if not n1 or not n0:
-            continue
-        a, b = (silent & gone).sum(), (busy & gone).sum()
-        total = n1 + n0
-        num += a * n0 / total
-        den += b * n1 / total
-    return num / den if den > 0 else math.nan
+        gone = alive & (rng.random(members) < h)
+        left[gone] = day
+        alive &= ~gone
+    return left, active
 
 
 def coupling_for_risk_ratio(sc: Any, ratio: float, tol: float = 0.02) -> float:

@@ -248,11 +248,14 @@ def _uncertain(path: str, v: Any, uncertain: dict[str, Dist]) -> Any:
     return dist.point
 
 
-def _range(path: str) -> tuple[float, float]:
+def value_range(path: str) -> tuple[float, float]:
     """[low, high] of a scenario number, from the scenario schema (exclusive ends as given)."""
     number = _number_schema(path)
     lo = number.get("minimum", number.get("exclusiveMinimum", -math.inf))
     return (float(lo), float(number.get("maximum", math.inf)))
+
+
+_range = value_range  # the name this module's own readers use
 
 
 def _range_exclusive(path: str) -> bool:
