@@ -135,17 +135,23 @@ def draw_joiners(
         z_churn = -rho * z_speak + np.sqrt(1 - rho * rho) * z_other
         speak = _quantiles(z_speak, lw.speak_a, lw.speak_b, run_of)
         share = lw.quit[run_of]
-        u = ndtr(z_churn)
-        quits = u > 1 - share
-        # θ from the rest of the uniform: Beta(α, β) among quitters and the others alike
-        rest = np.where(
-            quits,
-            (u - (1 - share)) / np.maximum(share, 1e-300),
-            u / np.maximum(1 - share, 1e-300),
-        )
-        theta = _quantiles(ndtri(np.clip(rest, 1e-16, 1 - 1e-16)), lw.alpha, lw.beta, run_of)
-        if lw.quitters:
-            quitter = quits
+        if not share.any():  # nobody quits early: θ at the churn score itself
+            theta = _quantiles(z_churn, lw.alpha, lw.beta, run_of)
+        else:
+            u = ndtr(z_churn)
+            quits = u > 1 - share
+            # θ from the rest of the uniform: Beta(α, β) among quitters and the others alike
+            rest = np.where(
+                quits,
+                (u - (1 - share)) / np.maximum(share, 1e-300),
+                u / np.maximum(1 - share, 1e-300),
+            )
+            z_rest = ndtri(np.clip(rest, 1e-16, 1 - 1e-16))
+            theta = _quantiles(z_rest, lw.alpha, lw.beta, run_of)
+            if lw.quitters:
+                quitter = quits
+        if lw.quitters and quitter is None:
+            quitter = np.zeros(n, dtype=bool)
     theta = np.minimum(theta, 1 - 1e-7)
     lam = -np.log1p(-theta)
     plain = not lw.weibull and not lw.quitters
@@ -162,8 +168,20 @@ def _quantiles(z: np.ndarray, a: np.ndarray, b: np.ndarray, run_of: np.ndarray) 
         groups.setdefault((float(a[r]), float(b[r])), []).append(int(r))
     for (ar, br), runs in groups.items():
         sel = np.isin(run_of, runs) if len(groups) > 1 else slice(None)
-        out[sel] = np.interp(z[sel], _GRID, _beta_table(ar, br))
+        out[sel] = _on_grid(z[sel], _beta_table(ar, br))
     return out
+
+
+_STEP = float(_GRID[1] - _GRID[0])
+
+
+def _on_grid(z: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """np.interp(z, _GRID, table) on the evenly spaced grid: the cell found by arithmetic, not
+    a search (clamped to the table's ends, as np.interp does)."""
+    x = np.clip((z - _GRID[0]) / _STEP, 0.0, len(_GRID) - 1.0)
+    i = np.minimum(x.astype(np.int64), len(_GRID) - 2)
+    lo = table[i]
+    return lo + (x - i) * (table[i + 1] - lo)
 
 
 _TABLES: dict[tuple[float, float], np.ndarray] = {}
