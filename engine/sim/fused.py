@@ -112,10 +112,9 @@ def churn_multiplier(state: Any, factor: Any, lo: Any, hi: Any) -> Any:  # pragm
 def _member(  # one member of `_segment`, inlined in each of its loops
     r: int,
     j: Any,
-    dec: Any,
+    sp: Any,
     sc: Any,
     alive: Any,
-    speak: Any,
     events: Any,
     speak7: Any,
     part7: Any,
@@ -143,7 +142,7 @@ def _member(  # one member of `_segment`, inlined in each of its loops
     a = np.int64(alive[r, j])
     lift = min(max(events[r, j] + sc[5], -sc[0]), sc[0])
     events[r, j] = events[r, j] * _FADE
-    p = min(max(speak[r, j] * dec + lift, zero), one) * np.float32(a)
+    p = min(max(sp + lift, zero), one) * np.float32(a)  # sp: propensity x tenure decay
     x = _unif(k0, j)
     spk = np.int64(x < p)
     posted = np.int64(x < p * sc[2])
@@ -186,10 +185,9 @@ def _segment(
     r: int,
     j0: int,
     j1: int,
-    dec: Any,
+    seff: Any,
     sc: Any,
     alive: Any,
-    speak: Any,
     events: Any,
     speak7: Any,
     part7: Any,
@@ -209,14 +207,14 @@ def _segment(
     chk: bool,
     remove_at: int,
 ) -> Any:  # pragma: no cover - compiled
-    """`activity` for members j0 .. j1 of run r who share their tenure decay `dec` and whose
-    scheduled effects are the same in every tier (`sc`: cap, 1 / mean propensity, ugc per
-    speak, 1 - violations per speak, base conversion, then the scheduled speak,
-    participation, ugc, conversion and churn factor, churn decay, floor - 1, ceil - 1), with
-    the plain hazard and churn state, the same chance `p_talk` for every participant to write
-    in an activity (where `talk`) and no effects member by member (no one-day event effect
-    pending): the same arithmetic without a gather, a call or a
-    conditional store, so the compiler vectorises it. Returns (new payers, posts)."""
+    """`activity` for members j0 .. j1 of run r (`seff[j]`: member j's propensity times its
+    tenure decay today) whose scheduled effects are the same in every tier (`sc`: cap, 1 / mean
+    propensity, ugc per speak, 1 - violations per speak, base conversion, then the scheduled
+    speak, participation, ugc, conversion and churn factor, churn decay, floor - 1, ceil - 1),
+    with the plain hazard and churn state, the same chance `p_talk` for every participant to
+    write in an activity (where `talk`) and no effects member by member (no one-day event
+    effect pending): the same arithmetic without a gather, a call or a conditional store, so
+    the compiler vectorises it. Returns (new payers, posts)."""
     paid = np.int64(0)
     posts = np.int64(0)
     zero = np.float32(0)
@@ -224,9 +222,9 @@ def _segment(
     for k in range(j1 - j0):
         j = np.uint64(j0 + k)
         got = _member(
-            r, j, dec, sc, alive, speak, events, speak7, part7, silent, ugc, payments,
-            violations, streak, rate, churn_fx, flags, k0, k1, k2, talk, p_talk, chk, remove_at,
-            zero, zero, zero,
+            r, j, seff[j], sc, alive, events, speak7, part7, silent, ugc, payments, violations,
+            streak, rate, churn_fx, flags, k0, k1, k2, talk, p_talk, chk, remove_at, zero, zero,
+            zero,
         )  # fmt: skip
         posts += got[0]
         paid += got[1]
@@ -332,47 +330,50 @@ def activity(
             sc[9], sc[10], sc[11], sc[12] = tables[5, r, 0], cdecay, lo, hi
             inter_r = tables[4, r, 0]
             p_talk = -np.expm1(-inter_r)
+            # each member's propensity times its tenure decay today, by join day (the slots are
+            # in join order), so one vectorised loop serves the whole run
+            end = n[r]
+            seff = np.empty(end, dtype=np.float32)
             j = 0
             for jd in range(d + 1):
                 cnt = by_day[r, jd]
-                if cnt == 0:
-                    continue
                 dec = decay[dr, min(d - jd, DL - 1)]
-                end = j + cnt
-                # the members with a one-day event effect pending (ev_on) one by one, the
-                # stretches between them in the vectorised loop
-                m = j
-                while True:
-                    s0 = m
-                    if day_on:
-                        while m < end and ev_on[r, m] == 0:
-                            m += 1
-                    else:
-                        m = end
-                    if m > s0:
-                        got = _segment(
-                            r, s0, m, dec, sc, alive, speak, events, speak7, part7, silent,
-                            ugc, payments, violations, streak, rate, churn_fx, flags, k0, k1, k2,
-                            talk_r, p_talk, chk, remove_at,
-                        )  # fmt: skip
-                        paid += got[0]
-                        posts += got[1]
-                    if m >= end:
-                        break
-                    fx0, fx1, fx2 = ev_day[r, m, 0], ev_day[r, m, 1], ev_day[r, m, 2]
-                    fx3 = ev_day[r, m, 3]
-                    ev_day[r, m, :] = zero
-                    ev_on[r, m] = 0
-                    p_m = -np.expm1(-(inter_r + fx3)) if fx3 != zero else p_talk
-                    got = _member(
-                        r, np.uint64(m), dec, sc, alive, speak, events, speak7, part7, silent,
-                        ugc, payments, violations, streak, rate, churn_fx, flags, k0, k1, k2,
-                        talk_r, p_m, chk, remove_at, fx0, fx1, fx2,
+                for q in range(j, j + cnt):
+                    seff[q] = speak[r, q] * dec
+                j += cnt
+            # the members with a one-day event effect pending (ev_on) one by one, the
+            # stretches between them in the vectorised loop
+            m = 0
+            while True:
+                s0 = m
+                if day_on:
+                    while m < end and ev_on[r, m] == 0:
+                        m += 1
+                else:
+                    m = end
+                if m > s0:
+                    got = _segment(
+                        r, s0, m, seff, sc, alive, events, speak7, part7, silent, ugc, payments,
+                        violations, streak, rate, churn_fx, flags, k0, k1, k2, talk_r, p_talk,
+                        chk, remove_at,
                     )  # fmt: skip
-                    posts += got[0]
-                    paid += got[1]
-                    m += 1
-                j = end
+                    paid += got[0]
+                    posts += got[1]
+                if m >= end:
+                    break
+                fx0, fx1, fx2 = ev_day[r, m, 0], ev_day[r, m, 1], ev_day[r, m, 2]
+                fx3 = ev_day[r, m, 3]
+                ev_day[r, m, :] = zero
+                ev_on[r, m] = 0
+                p_m = -np.expm1(-(inter_r + fx3)) if fx3 != zero else p_talk
+                got = _member(
+                    r, np.uint64(m), seff[m], sc, alive, events, speak7, part7, silent, ugc,
+                    payments, violations, streak, rate, churn_fx, flags, k0, k1, k2, talk_r,
+                    p_m, chk, remove_at, fx0, fx1, fx2,
+                )  # fmt: skip
+                posts += got[0]
+                paid += got[1]
+                m += 1
             ever_paid[r] += paid
             ugc_day[r] = posts
             continue
