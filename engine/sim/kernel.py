@@ -17,7 +17,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -433,6 +433,7 @@ class Simulator:
         self.stage_exits = {sid: exits_of(st) for sid, st in playbook.stages.items()}
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._windows_read: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
         self._rank = {t: i for i, t in enumerate(self.tiers)}
         self._firings = 0  # scheduled firings computed so far (held in _due_cache), <= MAX_FIRINGS
         self._effects_cache: dict[tuple[Any, ...], Effects] = {}
@@ -557,25 +558,44 @@ class Simulator:
         hit = self._due_cache.get(key)
         if hit is not None:
             return hit
-        due: list[str] = []
-        t0, t1 = self.day_start(d), self.day_start(d + 1)
-        # firings, not Occurrences (no keys, no occurrence cache), counted against a budget as
-        # they are made: a dense cron times many actions cannot run for minutes
-        for day in self.program.firings_by_day(windows, t0, t1):
-            firings = []
-            for f in day:
-                firings.append(f)
-                if self._firings + len(due) + len(firings) > MAX_FIRINGS:
-                    raise SimulationTooLarge(
-                        f"day {d}: the playbook schedules more than {MAX_FIRINGS:,} sends"
-                        " and tasks in the simulated days; simulate fewer --days or make"
-                        " its densest cron fire less often (sop plan shows where)"
-                    )
-            firings.sort(key=lambda f: (f[0], f[1]))  # the order of Program.due()
-            due.extend(f[1] for f in firings)
-        self._firings += len(due)
-        hit = self._due_cache[key] = tuple(due)
+        # each window's firings come from its stage opened at its start, read once over the
+        # simulated days (runs whose stages started on the same day share them); a window that
+        # has closed keeps those scheduled before its end (a send quiet hours moved past the end
+        # still goes out, as in Program.due)
+        firings: list[tuple[datetime, str]] = []
+        for w in windows:
+            for out, aid, scheduled in self._window_firings(w.stage, w.start, d):
+                if w.end is None or scheduled < w.end:
+                    firings.append((out, aid))
+        firings.sort()  # the order of Program.due(): time, then id
+        hit = self._due_cache[key] = tuple(aid for _, aid in firings)
         return hit
+
+    def _window_firings(
+        self, stage: str | None, start: datetime, d: int
+    ) -> list[tuple[datetime, str, datetime]]:
+        """(out, action id, scheduled) of the firings going out on day `d` of `stage` opened
+        at `start` and still open: Program.firings_by_day over the simulated days, read as far
+        as asked, counted against MAX_FIRINGS as they are made."""
+        key = (stage, start)
+        known = self._windows_read.get(key)
+        if known is None:
+            window = (StageWindow(stage, start, None),)
+            days = self.program.firings_by_day(window, self.day_start(0), self.day_start(self.days))
+            known = self._windows_read[key] = (days, [])
+        days, read = known
+        while len(read) <= d:
+            today = next(days, None)
+            got = [] if today is None else [(f[0], f[1], f[2]) for f in today]
+            self._firings += len(got)
+            if self._firings > MAX_FIRINGS:
+                raise SimulationTooLarge(
+                    f"day {len(read)}: the playbook schedules more than {MAX_FIRINGS:,} sends"
+                    " and tasks in the simulated days; simulate fewer --days or make"
+                    " its densest cron fire less often (sop plan shows where)"
+                )
+            read.append(got)
+        return read[d]
 
     def effects_today(self, lc: Lifecycle, d: int, env: GuardEnv | None = None) -> Effects:
         """Aggregated effects of the scheduled actions due today whose `if:` holds."""
