@@ -547,6 +547,11 @@ def simulate(
     if options.executor == "dask":
         results = _dask(args, options.address)
     elif options.workers > 1 and len(args) > 1:
+        # numba imported and the compiled day loaded once here, before the workers fork from
+        # this process (each would otherwise import and load it itself)
+        from . import fused
+
+        fused.warm()
         results = _processes(args, min(options.workers, len(args)), progress)
     else:
         results = []
