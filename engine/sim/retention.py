@@ -161,27 +161,33 @@ def draw_joiners(
 
 def _quantiles(z: np.ndarray, a: np.ndarray, b: np.ndarray, run_of: np.ndarray) -> np.ndarray:
     """Beta(a_r, b_r) quantiles at normal scores z, per run, from a table over `_GRID`."""
-    out = np.empty(len(z))
-    # one interpolation per distinct (a, b), not per run: runs share them unless drawn
-    groups: dict[tuple[float, float], list[int]] = {}
-    for r in np.unique(run_of):
-        groups.setdefault((float(a[r]), float(b[r])), []).append(int(r))
-    for (ar, br), runs in groups.items():
-        sel = np.isin(run_of, runs) if len(groups) > 1 else slice(None)
-        out[sel] = _on_grid(z[sel], _beta_table(ar, br))
-    return out
+    if not len(z):
+        return np.empty(0)
+    # one table per distinct (a, b), not per run: runs share them unless drawn
+    runs = np.unique(run_of)
+    pairs, which = np.unique(np.stack([a[runs], b[runs]], axis=1), axis=0, return_inverse=True)
+    tables = np.stack([_beta_table(float(ar), float(br)) for ar, br in pairs])
+    if len(tables) == 1:
+        return _on_grid(z, tables[0])
+    group = np.zeros(int(runs.max()) + 1, dtype=np.int64)
+    group[runs] = which.reshape(-1)
+    return _on_grid(z, tables, group[run_of])
 
 
 _STEP = float(_GRID[1] - _GRID[0])
 
 
-def _on_grid(z: np.ndarray, table: np.ndarray) -> np.ndarray:
+def _on_grid(z: np.ndarray, table: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
     """np.interp(z, _GRID, table) on the evenly spaced grid: the cell found by arithmetic, not
-    a search (clamped to the table's ends, as np.interp does)."""
+    a search (clamped to the table's ends, as np.interp does); with `row`, each z reads its own
+    row of a 2-D `table`."""
     x = np.clip((z - _GRID[0]) / _STEP, 0.0, len(_GRID) - 1.0)
     i = np.minimum(x.astype(np.int64), len(_GRID) - 2)
-    lo = table[i]
-    return lo + (x - i) * (table[i + 1] - lo)
+    if row is None:
+        lo, hi = table[i], table[i + 1]
+    else:
+        lo, hi = table[row, i], table[row, i + 1]
+    return lo + (x - i) * (hi - lo)
 
 
 _TABLES: dict[tuple[float, float], np.ndarray] = {}
