@@ -206,7 +206,7 @@ class Dynamics:
         and joins it brings (Poisson, with tomorrow's acquisition)."""
         if not (self.event_day or self.event_acq) or not len(rows):
             return
-        day = self.event_day_effects(rows, per_run)
+        day = self.event_day_effects(rows, *self.event_sums(per_run))
         if day is not None:
             col = pop["ev_day"][sl]
             hit = day[rows]
@@ -215,28 +215,37 @@ class Dynamics:
             col[rows, cols, 1:] += hit[:, 1:]
             pop["ev_on"][sl][rows, cols] = 1
 
+    def event_sums(
+        self, per_run: Sequence[Sequence[Action]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per run, of an event's actions: the one-day effects (runs, DAY_KEYS), invitations
+        and joins each member reached brings."""
+        sums = [self.total(acts) for acts in per_run]
+        return (
+            np.array([s.day for s in sums], dtype=np.float32).reshape(len(sums), -1),
+            np.array([s.invites for s in sums], dtype=np.float64),
+            np.array([s.joins for s in sums], dtype=np.float64),
+        )
+
     def event_day_effects(
-        self, rows: np.ndarray, per_run: Sequence[Sequence[Action]]
+        self, rows: np.ndarray, day: np.ndarray, invites: np.ndarray, joins: np.ndarray
     ) -> np.ndarray | None:
-        """(runs, DAY_KEYS) one-day effects of an event's actions per run (None: none) for the
-        members it reached in runs `rows` (fused.reached or event_effects adds them to
-        `ev_day`); books the invitations and joins they bring."""
+        """The one-day effects `day` (runs, DAY_KEYS) of an event's actions, or None when
+        there are none, for the members it reached in runs `rows` (fused.reached or
+        event_effects adds them to `ev_day`); books the invitations and joins (per member
+        reached, per run) they bring."""
         if not (self.event_day or self.event_acq) or not len(rows):
             return None
-        sums = [self.total(acts) for acts in per_run]
-        day: np.ndarray | None = None
-        if self.event_day:
-            day = np.array([s.day for s in sums], dtype=np.float32)
-            if day.any():
-                self._day_pending = True
-                self._talk[rows[day[rows, 3] != 0]] = True
-            else:
-                day = None
+        out: np.ndarray | None = None
+        if self.event_day and day.any():
+            self._day_pending = True
+            self._talk[rows[day[rows, 3] != 0]] = True
+            out = day
         if self.event_acq:
-            per = np.bincount(rows, minlength=len(sums)).astype(float)
-            self.pending_invites += per * np.array([s.invites for s in sums])
-            self.pending_joins += per * np.array([s.joins for s in sums])
-        return day
+            per = np.bincount(rows, minlength=len(day)).astype(float)
+            self.pending_invites += per * invites
+            self.pending_joins += per * joins
+        return out
 
     def take_invites(self) -> np.ndarray:
         """Invitations members sent because of event actions since the last acquisition."""

@@ -235,6 +235,13 @@ class RuleSet(Sequence[EventRules]):
             hit = self._memo[key] = {t for u in self.uniq for t in u.triggers() if t.event == event}
         return hit
 
+    def cached(self, key: Any, compute: Any) -> Any:
+        """`compute()`, made once for these rules (today's)."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = compute()
+        return hit
+
     def per_run(self, key: Any, value: Any, dtype: Any) -> np.ndarray:
         """`value(rules)` of each run's rules, as an array."""
         hit = self._memo.get(key)
@@ -1428,7 +1435,7 @@ class Simulator:
             return
         rows = flat // n
         R = len(rules)
-        day = self.dyn.event_day_effects(rows, [rr.actions.get(trigger, ()) for rr in rules])
+        day = self.dyn.event_day_effects(rows, *self._event_sums(rules, trigger))
         from . import fused
 
         churn_on = self.dyn.churn and bool((mult != 1).any())
@@ -1451,6 +1458,22 @@ class Simulator:
         if any(trigger in u.extra for u in rules.uniq):
             extras = [rr.extra.get(trigger) for rr in rules]
             self._apply_extra(pop, rules, extras, rows, flat - rows * n, ev_msgs, sl)
+
+    def _event_sums(
+        self, rules: RuleSet, trigger: Trigger
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dynamics.event_sums of each run's actions on `trigger`, computed once per distinct
+        rules object of the day."""
+
+        def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            day, invites, joins = self.dyn.event_sums(
+                [u.actions.get(trigger, ()) for u in rules.uniq]
+            )
+            return day[rules.idx], invites[rules.idx], joins[rules.idx]
+
+        return cast(
+            tuple[np.ndarray, np.ndarray, np.ndarray], rules.cached(("sums", trigger), compute)
+        )
 
     def _apply_filtered(
         self,

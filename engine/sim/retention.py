@@ -164,6 +164,8 @@ def _quantiles(z: np.ndarray, a: np.ndarray, b: np.ndarray, run_of: np.ndarray) 
     if not len(z):
         return np.empty(0)
     # one table per distinct (a, b), not per run: runs share them unless drawn
+    if (a == a[0]).all() and (b == b[0]).all():
+        return _on_grid(z, _beta_table(float(a[0]), float(b[0])))
     runs = np.unique(run_of)
     pairs, which = np.unique(np.stack([a[runs], b[runs]], axis=1), axis=0, return_inverse=True)
     tables = np.stack([_beta_table(float(ar), float(br)) for ar, br in pairs])
