@@ -757,6 +757,13 @@ def _run_sim(run_sim: Any, pb: Any, sc: Any, opts: Any, fmt: str) -> Any:
     from sop.engine.sim.kernel import SimulationTooLarge
 
     show = fmt == "text" and sys.stderr.isatty() and opts.runs * opts.days >= 20_000
+    from sop.engine.sim import fused
+
+    if sys.stderr.isatty() and not fused.compiled_before():  # a person waits: say why
+        print(
+            "sop: compiling the simulator's day (once per installation, about 10 s)",
+            file=sys.stderr,
+        )
     try:
         if not show:
             return run_sim(pb, sc, opts)

@@ -704,6 +704,16 @@ def f32(x: Any, shape: tuple[int, ...]) -> np.ndarray:
 _NO_U8 = np.zeros((1, 1), np.uint8)
 
 
+def compiled_before() -> bool:
+    """Whether numba's cache holds the kernel's functions (else the next simulation compiles
+    them first: several CPU seconds once per installation). True when it cannot tell."""
+    try:
+        funcs: tuple[Any, ...] = (activity, depart, counts, matching, reached, joined_on)
+        return all(os.path.exists(f._cache._cache_file._index_path) for f in funcs)
+    except AttributeError:  # another numba's internals: assume compiled rather than alarm
+        return True
+
+
 def warm() -> None:
     """Load (or compile) every function the kernel calls, with the argument types it passes, so
     a simulation afterwards touches no cache file (the fuzz harness imports this way)."""

@@ -544,14 +544,15 @@ def simulate(
         (playbook, scenario, options.days, [(n, s, first) for first, n, s in g], budget, key)
         for g in groups(plan, workers, chunk_bytes, budget)
     ]
-    if options.executor == "dask":
-        results = _dask(args, options.address)
-    elif options.workers > 1 and len(args) > 1:
-        # numba imported and the compiled day loaded once here, before the workers fork from
-        # this process (each would otherwise import and load it itself)
+    if options.executor != "dask":
+        # numba imported and every compiled function loaded (or compiled, the first time) here,
+        # once, before any worker forks from this process (each would otherwise do it itself)
         from . import fused
 
         fused.warm()
+    if options.executor == "dask":
+        results = _dask(args, options.address)
+    elif options.workers > 1 and len(args) > 1:
         results = _processes(args, min(options.workers, len(args)), progress)
     else:
         results = []
