@@ -913,13 +913,13 @@ class Simulator:
             n_max = int(pop.n.max()) if R else 0
             sl = np.s_[:, :n_max]
             rng.set_widths(pop.n)
-            slots = np.arange(n_max)
-            joined_today = (slots >= n_before[:, None]) & (slots < pop.n[:, None])
+            # today's joiners: each run's slots n_before .. n, as flat positions of the day view
+            joined_flat = _slots_between(n_before, pop.n, n_max)
             # int32: a uint8 wrapped at 256, so 300 messages passed a cap of 100
             ev_msgs = np.zeros((R, n_max), dtype=np.int32)
-            self._apply_event(pop, rules, JOINED, joined_today, ev_msgs, sl)
+            self._apply_event(pop, rules, JOINED, None, ev_msgs, sl, at=joined_flat)
             if self.pb.admission is not None:
-                self._apply_event(pop, rules, APPROVED, joined_today, ev_msgs, sl)
+                self._apply_event(pop, rules, APPROVED, None, ev_msgs, sl, at=joined_flat)
                 self._outsiders(rules, st, d)
             if reach is not None:
                 ev_msgs[:, :n0] += reach.messages
@@ -996,6 +996,8 @@ class Simulator:
             if cx.active:
                 checkin = today.each(lambda e: e.checkin)[:, None]
                 part = (flags & fused.PART) != 0
+                joined_today = np.zeros((R, n_max), dtype=bool)
+                joined_today.reshape(-1)[joined_flat] = True
                 events = {
                     "joined": joined_today,
                     "message": (flags & fused.SPEAK) != 0,
@@ -1080,7 +1082,7 @@ class Simulator:
                 sl,
                 tier,
                 alive_now,
-                joined_today,
+                pop.n > n_before,
                 cap_expect,
                 welcome_expect,
                 expect_fail,
@@ -1701,7 +1703,7 @@ class Simulator:
         sl: Any,
         tier: np.ndarray,
         alive: np.ndarray,
-        joined: np.ndarray,
+        joined: np.ndarray,  # (runs,): some member joined today
         caps: list[Any],
         welcomes: list[Any],
         fails: list[tuple[int, int, str]],
@@ -1719,7 +1721,7 @@ class Simulator:
                 if (r, 1000 + i) not in failed:
                     failed.add((r, 1000 + i))
                     fails.append((r, d, f"a member received {int(worst[r])} messages (cap {cap})"))
-        anyone = joined.any(axis=1) if welcomes else None
+        anyone = joined if welcomes else None
         for i, e in enumerate(welcomes):
             if e.event != "member.joined":
                 continue
@@ -1930,6 +1932,15 @@ def bytes_per_member(extra: dict[str, Any]) -> int:
 
 
 BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dynamics columns
+
+
+def _slots_between(lo: np.ndarray, hi: np.ndarray, width: int) -> np.ndarray:
+    """Flat positions, in a (runs, width) view, of each run r's slots lo[r] .. hi[r]."""
+    counts = np.asarray(hi - lo, dtype=np.int64)
+    total = int(counts.sum())
+    rows = np.repeat(np.arange(len(counts)), counts)
+    offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.asarray(rows * width + lo[rows] + offset, dtype=np.int64)
 
 
 def _per_run(x: Any, runs: int, dtype: Any) -> np.ndarray:
