@@ -342,6 +342,8 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
         fused.matching,
         fused.reached,
         fused.joined_on,
+        fused.living_counts,
+        fused.living_at,
     )
     before = [len(f.signatures) for f in funcs]
     for name in ("community-lifecycle", "parent-community"):
@@ -466,3 +468,30 @@ def test_members_who_joined_on_days_found_by_join_order() -> None:
     by_day[2, 0] += 1  # run 2's slots no longer add up
     *_, served = fused.joined_on(np.array([10]), n, by_day, alive, W)
     assert served.tolist() == [True, True, False, True, True]
+
+
+def test_the_living_numbered_as_numpy_numbers_them() -> None:
+    """fused.living_counts and fused.living_at (referrers and invitation senders drawn among
+    the living) give what counting and np.flatnonzero over each run's slots give."""
+    rng = np.random.default_rng(4)
+    R, cap = 6, 200
+    n = rng.integers(0, cap + 1, R).astype(np.int64)
+    alive = rng.random((R, cap)) < 0.6
+    for r in range(R):
+        alive[r, n[r] :] = False
+    alive[3, :] = False  # a run with nobody living
+    runs = np.array([0, 2, 3, 5], np.int64)
+    living = fused.living_counts(alive, n, runs)
+    assert living.tolist() == [int(alive[r, : n[r]].sum()) for r in runs]
+    size = np.where(living > 0, [3, 0, 4, 5], 0).astype(np.int64)
+    idx = np.concatenate([rng.integers(0, max(c, 1), s) for c, s in zip(living, size, strict=True)])
+    got = fused.living_at(alive, n, runs, size, idx.astype(np.int64))
+    want = []
+    k = 0
+    for r, s in zip(runs, size, strict=True):
+        slots = np.flatnonzero(alive[r, : n[r]])
+        for _ in range(s):
+            want.append(r * cap + slots[idx[k]])
+            k += 1
+    assert got.tolist() == want and len(want) == 8
+    assert alive.reshape(-1)[got].all()

@@ -620,6 +620,42 @@ def joined_on(days: Any, n: Any, by_day: Any, alive: Any, width: int) -> Any:  #
     return pos[:k].copy(), which[:k].copy(), served
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def living_counts(alive: Any, n: Any, runs: Any) -> Any:  # pragma: no cover - compiled
+    """How many of run r's members are alive, for each r in `runs`."""
+    out = np.zeros(runs.shape[0], dtype=np.int64)
+    for i in range(runs.shape[0]):
+        r = runs[i]
+        c = 0
+        for j in range(n[r]):
+            c += alive[r, j]
+        out[i] = c
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def living_at(alive: Any, n: Any, runs: Any, size: Any, idx: Any) -> Any:  # pragma: no cover
+    """The flat positions (r * capacity + slot) of the living members numbered `idx` (among
+    their run's living, in slot order): `size[i]` of them in turn for each run runs[i]."""
+    cap = alive.shape[1]
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    k = 0
+    for i in range(runs.shape[0]):
+        if size[i] == 0:
+            continue
+        r = runs[i]
+        slots = np.empty(n[r], dtype=np.int64)
+        m = 0
+        for j in range(n[r]):
+            if alive[r, j]:
+                slots[m] = j
+                m += 1
+        for _ in range(size[i]):
+            out[k] = r * cap + slots[idx[k]]
+            k += 1
+    return out
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_NO_NAN)
 def reached(
     flat: Any,
@@ -708,7 +744,16 @@ def compiled_before() -> bool:
     """Whether numba's cache holds the kernel's functions (else the next simulation compiles
     them first: several CPU seconds once per installation). True when it cannot tell."""
     try:
-        funcs: tuple[Any, ...] = (activity, depart, counts, matching, reached, joined_on)
+        funcs: tuple[Any, ...] = (
+            activity,
+            depart,
+            counts,
+            matching,
+            reached,
+            joined_on,
+            living_counts,
+            living_at,
+        )
         return all(os.path.exists(f._cache._cache_file._index_path) for f in funcs)
     except AttributeError:  # another numba's internals: assume compiled rather than alarm
         return True
@@ -739,6 +784,9 @@ def warm() -> None:
     depart(n, u8, b2, i16, i16, np.zeros((R, 3)), np.zeros(R, np.int64))
     matching(i16, np.zeros(1, np.int64), n, b2, u8, 0, W)
     joined_on(np.zeros(1, np.int64), n, np.zeros((R, 3), np.int64), b2, W)
+    z1 = np.zeros(1, np.int64)
+    living_counts(b2, n, z1)
+    living_at(b2, n, z1, z1, z1)
     r1 = np.zeros(R, np.float32)
     reached(
         np.zeros(1, np.int64), W, True, f2, r1, np.float32(0), np.float32(0), f2, r1,

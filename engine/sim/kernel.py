@@ -1846,9 +1846,10 @@ def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
     runs = np.flatnonzero(k)
     if not len(runs):
         return None
-    width = int(pop.n[runs].max())
-    alive = pop["alive"][runs, :width]
-    living = np.count_nonzero(alive, axis=1)
+    from . import fused
+
+    alive = pop["alive"]
+    living = fused.living_counts(alive, pop.n, runs)
     size = np.where(living > 0, k[runs], 0)  # a run with nobody living draws nothing
     if not size.any():
         return None
@@ -1857,10 +1858,7 @@ def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
     idx = rng.split_items(
         np.repeat(runs, size), lambda g, it: g.integers(0, high[it]) if it.stop > it.start else []
     ).astype(np.int64)
-    pos = np.flatnonzero(alive)  # every living member of those runs, run by run
-    idx += np.repeat(np.cumsum(living) - living, size)
-    rows, cols = np.divmod(pos[idx], width)
-    return runs[rows] * pop.cap + cols
+    return cast(np.ndarray, fused.living_at(alive, pop.n, runs, size.astype(np.int64), idx))
 
 
 def _binomial(n: np.ndarray, p: Any) -> Any:
