@@ -1370,9 +1370,8 @@ class Simulator:
         hazard, speak, more = self._joiners(new, rng)
         # joiners in run order (as drawn): run r's go to slots n[r] .. n[r] + new[r]
         new = np.asarray(new, dtype=np.int64)
-        before = np.cumsum(new) - new
-        offset = np.arange(total) - np.repeat(before, new)  # each joiner's place among its run's
-        flat = np.repeat(np.arange(pop.runs) * pop.cap + pop.n, new) + offset
+        rows, offset = _places(new)  # each joiner's run, and its place among its run's
+        flat = rows * pop.cap + pop.n[rows] + offset
         # a slot is a new member's: nothing of an earlier occupant carries over (the columns
         # written below are written whole)
         written = {"alive", "join_day", "silent", "hazard", "speak", "referred", *more}
@@ -1932,12 +1931,17 @@ def bytes_per_member(extra: dict[str, Any]) -> int:
 BYTES_PER_MEMBER = bytes_per_member({})  # a playbook without constructs or dynamics columns
 
 
+def _places(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For `counts[r]` items of each run r in run order: each item's run and its place (0, 1,
+    ...) among its run's."""
+    counts = np.asarray(counts, dtype=np.int64)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    return rows, np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def _slots_between(lo: np.ndarray, hi: np.ndarray, width: int) -> np.ndarray:
     """Flat positions, in a (runs, width) view, of each run r's slots lo[r] .. hi[r]."""
-    counts = np.asarray(hi - lo, dtype=np.int64)
-    total = int(counts.sum())
-    rows = np.repeat(np.arange(len(counts)), counts)
-    offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows, offset = _places(hi - lo)
     return np.asarray(rows * width + lo[rows] + offset, dtype=np.int64)
 
 
