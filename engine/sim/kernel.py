@@ -277,15 +277,63 @@ class Today:
         return np.array([value(e) for e in self.uniq])[self.idx]
 
 
-@dataclass
-class _RunState:
-    """What a run's day depends on of its lifecycle, read once per lifecycle change (each
-    change appends a transition: `version`)."""
+class _Runs:
+    """What the day reads of each run's lifecycle, as arrays over the runs: read again for a run
+    only when its lifecycle changed (each change appends a transition) or, for its stage
+    windows, when a closed window ages out."""
 
-    version: int
-    key: int  # equal for runs whose stage windows and finish are equal
-    open: bool  # acquisition has started
-    starts: dict[str, int]  # the running stages' start days
+    def __init__(self, sim: Simulator, lcs: Sequence[Lifecycle]) -> None:
+        R, stages = len(lcs), list(sim.pb.stages)
+        self.sim, self.lcs = sim, lcs
+        self.column = {sid: i for i, sid in enumerate(stages)}
+        self.version = np.full(R, -1, dtype=np.int64)
+        self.open = np.zeros(R, dtype=bool)  # acquisition has started
+        self.finished = np.zeros(R, dtype=bool)
+        self.start_day = np.full((R, len(stages)), np.nan)  # running stages' start days
+        self.deadline = np.full(R, np.inf)  # the earliest deadline of a running stage (epoch s)
+        self.windows = np.zeros(R, dtype=np.int64)  # id of the stage windows that can send today
+        self.windows_until = np.full(R, -1, dtype=np.int64)  # the last day they stay the same
+        self.refresh(range(R))
+
+    def refresh(self, rows: Any) -> None:
+        """Read again the runs in `rows` whose lifecycle changed."""
+        sim = self.sim
+        for r in rows:
+            lc = self.lcs[r]
+            v = len(lc.transitions)
+            if self.version[r] == v:
+                continue
+            self.version[r] = v
+            self.open[r] = sim._open(lc)
+            self.finished[r] = lc.finished is not None
+            row = self.start_day[r]
+            row[:] = np.nan
+            deadlines = [math.inf]
+            for s in lc.active:
+                row[self.column[s.stage]] = (s.started.astimezone(sim.tz).date() - sim.start).days
+                if s.deadline is not None:
+                    deadlines.append(s.deadline.timestamp())
+            # a deadline dropped without a transition stays here: the run is then checked daily
+            self.deadline[r] = min(deadlines)
+            self.windows_until[r] = -1
+
+    def running(self, stage: str) -> np.ndarray:
+        """(runs,) whether `stage` is running."""
+        return ~np.isnan(self.start_day[:, self.column[stage]])
+
+    def running_stages(self) -> list[str]:
+        """The stages running in some run, in the playbook's order."""
+        some = ~np.isnan(self.start_day).all(axis=0)
+        return [sid for sid, i in self.column.items() if some[i]]
+
+    def window_ids(self, d: int) -> np.ndarray:
+        """Each run's stage windows on day `d`, as ids (equal windows, equal ids)."""
+        sim = self.sim
+        for r in np.flatnonzero(self.windows_until < d):
+            windows = sim._day_windows(self.lcs[r], d)
+            self.windows[r] = sim._windows_ids.setdefault(windows, len(sim._windows_ids))
+            self.windows_until[r] = sim._windows_last_day(windows, d)
+        return self.windows
 
 
 @dataclass
@@ -463,10 +511,10 @@ class Simulator:
         self._pop: _Pop | None = None
         self._day = 0
         self._depth = 0  # redemptions setting off redemptions
-        self._states: list[_RunState | None] = []  # per run of the chunks being simulated
-        self._state_keys: dict[tuple[Any, ...], int] = {}
+        self._runs: _Runs | None = None  # the runs of the chunks being simulated
+        self._windows_ids: dict[tuple[StageWindow, ...], int] = {}
         self._welcome_ok: dict[tuple[int, int], bool] = {}
-        # (day, run state) -> (effects, event rules) without guards: shared by every chunk
+        # (day, stage windows' id) -> (effects, event rules) without guards: shared by every chunk
         self._today_cache: dict[tuple[int, int], tuple[Effects, EventRules]] = {}
 
     # -- calendar --------------------------------------------------------------------------
@@ -492,36 +540,36 @@ class Simulator:
 
     # -- what fires today ------------------------------------------------------------------
 
-    def _state(self, r: int, lc: Lifecycle) -> _RunState:
-        """Run `r`'s state, read again only when its lifecycle changed."""
-        v = len(lc.transitions)
-        hit = self._states[r]
-        if hit is not None and hit.version == v:
-            return hit
-        spans = (lc.finished, *((s.stage, s.started, s.ended) for s in lc.states))
-        key = self._state_keys.setdefault(spans, len(self._state_keys))
-        starts = {
-            s.stage: (s.started.astimezone(self.tz).date() - self.start).days for s in lc.active
-        }
-        hit = self._states[r] = _RunState(v, key, self._open(lc), starts)
-        return hit
-
     def _shared_today(
         self, lcs: Sequence[Lifecycle], d: int
     ) -> tuple[list[Effects], list[EventRules]]:
-        """Each run's effects and event rules today, computed once per distinct run state (no
-        `if:` guards: they depend on nothing else)."""
+        """Each run's effects and event rules today, computed once per distinct set of stage
+        windows (no `if:` guards: they depend on nothing else)."""
         memo = self._today_cache
-        effs: list[Effects] = []
-        rules: list[EventRules] = []
-        for r, lc in enumerate(lcs):
-            key = (d, self._state(r, lc).key)
-            hit = memo.get(key)
+        assert self._runs is not None
+        ids = self._runs.window_ids(d)
+        distinct, first = np.unique(ids, return_index=True)
+        hits: dict[int, tuple[Effects, EventRules]] = {}
+        for w, r in zip(distinct.tolist(), first.tolist(), strict=True):
+            hit = memo.get((d, w))
             if hit is None:
-                hit = memo[key] = (self.effects_today(lc, d), self.event_rules(lc))
-            effs.append(hit[0])
-            rules.append(hit[1])
-        return effs, rules
+                hit = memo[(d, w)] = (self.effects_today(lcs[r], d), self.event_rules(lcs[r]))
+            hits[w] = hit
+        pairs = [hits[w] for w in ids.tolist()]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _windows_last_day(self, windows: tuple[StageWindow, ...], d: int) -> int:
+        """The last day from `d` on whose `_day_windows` are still `windows`, the lifecycle
+        unchanged: closed windows drop out a day after their end."""
+        ends = [w.end for w in windows if w.end is not None]
+        if not ends:
+            return self.days
+        last = d
+        while last + 1 < self.days and all(
+            self.day_start(last + 1) - timedelta(days=1) < e for e in ends
+        ):
+            last += 1
+        return last
 
     def _key(self, lc: Lifecycle) -> tuple[Any, ...]:
         return tuple(sorted((s.stage, s.started) for s in lc.active))
@@ -612,7 +660,7 @@ class Simulator:
         if self.has_guards:
             guarded = {aid for aid in due if self._guards[aid]}
             failed = frozenset(a for a in guarded if not self._holds(self.pb.actions[a], env))
-        key = (d, windows, failed)
+        key = (due, failed)  # what Effects is made of: runs with the same sends share it
         hit = self._effects_cache.get(key)
         if hit is not None:
             return hit
@@ -795,7 +843,8 @@ class Simulator:
         base_daily = dyn.column("conversion.base_daily", sc.conversion.base_daily)
 
         prev = [self._before_start() for _ in lcs] if self.has_guards else []
-        self._states = [None] * R
+        runs = self._runs = _Runs(self, lcs)
+        noted = np.zeros(R, dtype=bool)  # runs with an undecided exit noted at the last check
         # what the compiled day reads of the run's parameters and law (fused.activity)
         from . import fused
 
@@ -850,7 +899,7 @@ class Simulator:
             alive = pop["alive"]
             members = n_alive_prev
             a_cfg = sc.acquisition
-            is_open = np.array([self._state(r, lc).open for r, lc in enumerate(lcs)])
+            is_open = runs.open
             new = np.where(is_open & ~opened, seed_users, 0).astype(np.int64)
             opened |= is_open
             organic = dyn.value("acquisition.organic_per_day", a_cfg.organic_per_day)
@@ -1091,11 +1140,20 @@ class Simulator:
             )
             # -- stages: the daily check at the next midnight ------------------------------------
             t_next = self.day_start(d + 1)
-            table = self._exit_table(out, mi, d, lcs)
-            for r, lc in enumerate(lcs):
-                if self.has_guards:  # what tomorrow's `if:` guards read
+            table = self._exit_table(out, mi, d, runs)
+            if self.has_guards:  # what tomorrow's `if:` guards read
+                for r in range(R):
                     prev[r] = {name: float(m[r, i]) for i, name in enumerate(self.metric_names)}
-                lc.step(t_next, self._exit_oracle(table, r, out, mi, d, gate_notes[r]))
+            # a run is stepped when its check can do anything: an exit fires or is undecided,
+            # last check's notes go stale, or a deadline is due (Lifecycle.step does the rest)
+            check = noted | (runs.deadline <= t_next.timestamp())
+            for (sid, _), (fires, unknown, _) in table.items():
+                check |= (fires | unknown) & runs.running(sid)
+            stepped = np.flatnonzero(check & ~runs.finished)
+            for r in stepped.tolist():
+                lcs[r].step(t_next, self._exit_oracle(table, r, out, mi, d, gate_notes[r]))
+                noted[r] = bool(gate_notes[r])
+            runs.refresh(stepped.tolist())
             if d % 7 == 6:
                 for chunk in rng.rows:  # each chunk decides as it would alone
                     n = pop.n[chunk].sum()
@@ -1256,32 +1314,31 @@ class Simulator:
         return first is None or any(s.stage == first for s in lc.states)
 
     def _exit_table(
-        self, out: np.ndarray, mi: dict[str, int], d: int, lcs: Sequence[Lifecycle]
+        self, out: np.ndarray, mi: dict[str, int], d: int, runs: _Runs
     ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """For each exit of a running stage, over the runs: whether it fires at the check after
         day `d` (history.exit_holds: held on each of its `for:` days in the stage), whether
         today's verdict is unknown (an undefined metric), and the stage's days_in_stage."""
         table: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        starts = [self._state(r, lc).starts for r, lc in enumerate(lcs)]
-        running = {sid for st in starts for sid in st}
         history = None
-        for sid in sorted(running):
+        R = len(runs.lcs)
+        for sid in runs.running_stages():
             exits = self.stage_exits.get(sid, ())
             if not exits:
                 continue
-            dis = d + 1 - np.array([st.get(sid, np.nan) for st in starts], dtype=float)
+            dis = d + 1 - runs.start_day[:, runs.column[sid]]
             if history is None:
                 history = H.ArrayHistory(out[:, : d + 1, :], mi)
             for e in exits:
                 node = e.when.node
-                none = np.zeros(len(lcs), dtype=bool)
+                none = np.zeros(R, dtype=bool)
                 if node is None:
                     table[(sid, e.id)] = (none, none, dis)
                     continue
                 fires = np.asarray(H.exit_holds(node, e.hold, history, dis), dtype=bool)
                 t, f = truth(node, H.condition_env(node, history, dis))
                 unknown = np.broadcast_to(
-                    ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool), (len(lcs),)
+                    ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool), (R,)
                 )
                 table[(sid, e.id)] = (fires, unknown, dis)
         return table
