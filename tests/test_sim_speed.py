@@ -118,14 +118,33 @@ def test_the_simulator_is_found_again_by_content_not_by_object() -> None:
 def test_groups_respect_runs_memory_and_workers() -> None:
     plan = mc.chunks(mc.SimOptions(runs=400))
     assert len(plan) == 50
+    cap = mc.GROUP_RUNS // mc.CHUNK_RUNS
     sizes = [len(g) for g in mc.groups(plan, 1, 1000, 1 << 30)]
-    assert sum(sizes) == 50 and max(sizes) == mc.GROUP_RUNS // mc.CHUNK_RUNS
-    # two workers: at least two groups each while there are chunks enough
-    assert len(mc.groups(plan, 2, 1000, 1 << 30)) >= 4
+    assert sum(sizes) == 50 and max(sizes) <= cap
+    assert len(sizes) == -(-50 // cap) and max(sizes) - min(sizes) <= 1  # as few as fit, even
+    # two workers: a multiple of two groups of even sizes, so both finish together
+    two = [len(g) for g in mc.groups(plan, 2, 1000, 1 << 30)]
+    assert len(two) % 2 == 0 and max(two) - min(two) <= 1 and max(two) <= cap
+    three = [len(g) for g in mc.groups(mc.chunks(mc.SimOptions(runs=4000)), 3, 1000, 1 << 30)]
+    assert len(three) % 3 == 0 and max(three) <= cap and sum(three) == 500
     # a chunk estimated at half the budget: one chunk a group
     assert {len(g) for g in mc.groups(plan, 1, 1 << 29, 1 << 30)} == {1}
     flat = [c for g in mc.groups(plan, 2, 1000, 1 << 30) for c in g]
     assert [c[0] for c in flat] == [c[0] for c in plan]  # every chunk once, in order
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_is_reported_by_day_and_adds_up_to_the_runs(workers: int) -> None:
+    pb, sc = _load("community-lifecycle")
+    told: list[int] = []
+    opts = mc.SimOptions(runs=24, days=20, seed=1, workers=workers)
+    res = mc.simulate(pb, sc, opts, progress=told.append)
+    assert sum(told) == 24 and all(n > 0 for n in told)
+    if workers == 1:  # one group of three chunks: reported as its days end, not once at the end
+        assert len(told) > 1
+    plain = mc.simulate(pb, sc, opts)
+    assert np.array_equal(plain.metrics, res.metrics, equal_nan=True)  # counting changes nothing
+    assert mc._PROGRESS is None
 
 
 def test_one_stream_draws_as_the_generator_itself() -> None:

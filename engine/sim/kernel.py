@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, cast
@@ -473,6 +473,8 @@ class Simulator:
         # simulated day 0 is the playbook's start day, as in `sop plan` (community.start, else
         # the documented default): seasonal and weekly crons fall on the same dates
         self.start: date = start_date(playbook)
+        # told the number of runs at the end of each simulated day (progress reports)
+        self.on_day: Callable[[int], None] | None = None
         # set to a list to record each run's scheduled action ids per day (differential tests)
         self.record: list[list[tuple[str, ...]]] | None = None
         self._midnights: dict[tuple[date, int], Any] = {}
@@ -1154,6 +1156,8 @@ class Simulator:
                 lcs[r].step(t_next, self._exit_oracle(table, r, out, mi, d, gate_notes[r]))
                 noted[r] = bool(gate_notes[r])
             runs.refresh(stepped.tolist())
+            if self.on_day is not None:
+                self.on_day(R)
             if d % 7 == 6:
                 for chunk in rng.rows:  # each chunk decides as it would alone
                     n = pop.n[chunk].sum()

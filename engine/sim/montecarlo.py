@@ -37,7 +37,7 @@ from .summary import (
 CHUNK_RUNS = 8  # fixed: the seed of chunk i never depends on how many workers there are
 # Chunks run together in one vectorised step (a group): NumPy's cost per call is spread over up
 # to this many runs; each chunk keeps its own stream, so results do not change (streams.py).
-GROUP_RUNS = 128
+GROUP_RUNS = 256
 MEMORY_BUDGET_MIB = 1536  # default budget of each worker process and of the collected results
 MIB = 1 << 20
 
@@ -496,7 +496,48 @@ def run_group(
 ) -> list[ChunkResult]:
     """Chunks `(runs, seed, first_run)` run together in one vectorised step, wherever they land
     (simulator cached per process): each chunk's result is the one it gives alone."""
-    return _simulator(playbook, scenario, days, memory_budget, key).run_chunks(specs)
+    sim = _simulator(playbook, scenario, days, memory_budget, key)
+    sim.on_day = _PROGRESS.add if _PROGRESS is not None else None
+    return sim.run_chunks(specs)
+
+
+class _Progress:
+    """Whole runs simulated, from the run-days the kernel counts as it ends each day, in this
+    process or in workers forked from it (a shared counter)."""
+
+    def __init__(self, days: int, runs: int, report: Callable[[int], None], shared: bool):
+        import multiprocessing as mp
+
+        self.days, self.runs, self.report, self.told = days, runs, report, 0
+        self.shared = mp.get_context("fork").Value("q", 0) if shared else None
+        self.local = 0
+
+    def add(self, runs: int) -> None:
+        """A day of `runs` runs is done (called where they are simulated)."""
+        if self.shared is None:
+            self.local += runs
+            self.poll()
+            return
+        with self.shared.get_lock():
+            self.shared.value += runs
+
+    def poll(self) -> None:
+        """Report the runs done since the last report (called in the parent)."""
+        done = self.local if self.shared is None else self.shared.value
+        # a group outgrowing its memory runs again chunk by chunk: never past the total
+        done = min(done // max(self.days, 1), self.runs)
+        if done > self.told:
+            self.report(done - self.told)
+            self.told = done
+
+    def finish(self) -> None:
+        """Report what is left: every run is done."""
+        if self.runs > self.told:
+            self.report(self.runs - self.told)
+            self.told = self.runs
+
+
+_PROGRESS: _Progress | None = None  # set while simulate() reports progress
 
 
 def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]:
@@ -511,16 +552,25 @@ def chunks(options: SimOptions) -> list[tuple[int, int, np.random.SeedSequence]]
 def groups(
     plan: list[tuple[int, int, np.random.SeedSequence]], workers: int, chunk_bytes: int, budget: int
 ) -> list[list[tuple[int, int, np.random.SeedSequence]]]:
-    """Consecutive chunks run together: at most GROUP_RUNS runs, half the memory budget of a
-    worker (`chunk_bytes`: the estimate of one chunk), and at least two groups a worker while
-    there are chunks enough (so a slow group does not leave a worker idle at the end)."""
+    """Consecutive chunks run together: at most GROUP_RUNS runs and half the memory budget of a
+    worker (`chunk_bytes`: the estimate of one chunk) a group, in as few groups as that allows,
+    their number a multiple of the workers and their sizes within a chunk of each other (so the
+    workers finish together; each group has a fixed cost a day, and progress is counted by day,
+    not by group)."""
     if not plan:
         return []
     by_memory = max(1, (budget // 2) // max(chunk_bytes, 1))
-    size = max(1, min(GROUP_RUNS // CHUNK_RUNS, by_memory))
+    cap = max(1, min(GROUP_RUNS // CHUNK_RUNS, by_memory))
+    n = math.ceil(len(plan) / cap)
     if workers > 1:
-        size = max(1, min(size, math.ceil(len(plan) / (2 * workers))))
-    return [plan[i : i + size] for i in range(0, len(plan), size)]
+        n = min(len(plan), math.ceil(n / workers) * workers)
+    size, extra = divmod(len(plan), n)
+    out, i = [], 0
+    for g in range(n):
+        k = size + (g < extra)
+        out.append(plan[i : i + k])
+        i += k
+    return out
 
 
 def simulate(
@@ -552,33 +602,37 @@ def simulate(
         fused.warm()
     if options.executor == "dask":
         results = _dask(args, options.address)
-    elif options.workers > 1 and len(args) > 1:
-        results = _processes(args, min(options.workers, len(args)), progress)
+        if progress:
+            progress(options.runs)
     else:
-        results = []
-        for a in args:
-            results.extend(run_group(*a))
-            if progress:
-                progress(sum(n for n, _, _ in a[3]))
+        global _PROGRESS
+        parallel = options.workers > 1 and len(args) > 1
+        if progress:
+            _PROGRESS = _Progress(options.days, options.runs, progress, parallel)
+        try:
+            if parallel:
+                results = _processes(args, min(options.workers, len(args)))
+            else:
+                results = [r for a in args for r in run_group(*a)]
+            if _PROGRESS is not None:
+                _PROGRESS.finish()
+        finally:
+            _PROGRESS = None
     seconds = time.perf_counter() - t0
     return aggregate(playbook, scenario, options, results, seconds)
 
 
-def _processes(
-    args: list[tuple[Any, ...]], workers: int, progress: Callable[[int], None] | None
-) -> list[ChunkResult]:
+def _processes(args: list[tuple[Any, ...]], workers: int) -> list[ChunkResult]:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, wait
 
     ctx = mp.get_context("fork") if hasattr(mp, "get_context") else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(run_group, *a) for a in args]
-        out = []
-        for f, a in zip(futures, args, strict=True):
-            out.extend(f.result())
-            if progress:
-                progress(sum(n for n, _, _ in a[3]))
-    return out
+        if _PROGRESS is not None:
+            while wait(futures, timeout=0.2).not_done:
+                _PROGRESS.poll()
+        return [r for f in futures for r in f.result()]
 
 
 def _dask(args: list[tuple[Any, ...]], address: str | None) -> list[ChunkResult]:
