@@ -490,7 +490,7 @@ class Simulator:
         self.stage_exits = {sid: exits_of(st) for sid, st in playbook.stages.items()}
         self.stage_ids = list(playbook.stages)
         self._due_cache: dict[tuple[Any, ...], tuple[str, ...]] = {}
-        self._windows_read: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
+        self._windows_read: dict[tuple[Any, ...], tuple[int, Any, list[Any]]] = {}
         self._rank = {t: i for i, t in enumerate(self.tiers)}
         self._firings = 0  # scheduled firings computed so far (held in _due_cache), <= MAX_FIRINGS
         self._effects_cache: dict[tuple[Any, ...], Effects] = {}
@@ -637,17 +637,26 @@ class Simulator:
         key = (stage, start)
         known = self._windows_read.get(key)
         if known is None:
+            # nothing is scheduled before the window opens: its days are read from its first
+            first = min(max(0, (start.astimezone(self.tz).date() - self.start).days), self.days)
             window = (StageWindow(stage, start, None),)
-            days = self.program.firings_by_day(window, self.day_start(0), self.day_start(self.days))
-            known = self._windows_read[key] = (days, [])
-        days, read = known
+            t0, t1 = self.day_start(first), self.day_start(self.days)
+            known = self._windows_read[key] = (
+                first,
+                self.program.firings_by_day(window, t0, t1),
+                [],
+            )
+        first, days, read = known
+        if d < first:
+            return []
+        d -= first
         while len(read) <= d:
             today = next(days, None)
             got = [] if today is None else [(f[0], f[1], f[2]) for f in today]
             self._firings += len(got)
             if self._firings > MAX_FIRINGS:
                 raise SimulationTooLarge(
-                    f"day {len(read)}: the playbook schedules more than {MAX_FIRINGS:,} sends"
+                    f"day {first + len(read)}: the playbook schedules more than {MAX_FIRINGS:,} sends"
                     " and tasks in the simulated days; simulate fewer --days or make"
                     " its densest cron fire less often (sop plan shows where)"
                 )
