@@ -647,9 +647,8 @@ def living_at(alive: Any, n: Any, runs: Any, size: Any, idx: Any) -> Any:  # pra
         slots = np.empty(n[r], dtype=np.int64)
         m = 0
         for j in range(n[r]):
-            if alive[r, j]:
-                slots[m] = j
-                m += 1
+            slots[m] = j  # written always, kept when alive: no branch on a coin toss
+            m += np.int64(alive[r, j])
         for _ in range(size[i]):
             out[k] = r * cap + slots[idx[k]]
             k += 1

@@ -202,9 +202,11 @@ class RuleSet(Sequence[EventRules]):
     """Each run's event rules today; runs in the same state share one (cached) EventRules, so
     per-run values are computed once per distinct object and gathered."""
 
-    def __init__(self, runs: list[EventRules]) -> None:
+    def __init__(
+        self, runs: list[EventRules], distinct: tuple[list[Any], np.ndarray] | None = None
+    ) -> None:
         self.runs = runs
-        self.uniq, self.idx = _distinct(runs)
+        self.uniq, self.idx = distinct or _distinct(runs)
         self._memo: dict[Any, Any] = {}
 
     def __getitem__(self, i: Any) -> Any:
@@ -260,9 +262,11 @@ class RuleSet(Sequence[EventRules]):
 class Today:
     """Each run's scheduled effects today, and the (few) distinct Effects objects they share."""
 
-    def __init__(self, effs: list[Effects]) -> None:
+    def __init__(
+        self, effs: list[Effects], distinct: tuple[list[Any], np.ndarray] | None = None
+    ) -> None:
         self.effs = effs
-        self.uniq, self.idx = _distinct(effs)
+        self.uniq, self.idx = distinct or _distinct(effs)
         self._cols: dict[str, np.ndarray] = {}
 
     def table(self, name: str) -> np.ndarray:
@@ -542,23 +546,27 @@ class Simulator:
 
     # -- what fires today ------------------------------------------------------------------
 
-    def _shared_today(
-        self, lcs: Sequence[Lifecycle], d: int
-    ) -> tuple[list[Effects], list[EventRules]]:
+    def _shared_today(self, lcs: Sequence[Lifecycle], d: int) -> tuple[Today, RuleSet]:
         """Each run's effects and event rules today, computed once per distinct set of stage
         windows (no `if:` guards: they depend on nothing else)."""
         memo = self._today_cache
         assert self._runs is not None
         ids = self._runs.window_ids(d)
-        distinct, first = np.unique(ids, return_index=True)
-        hits: dict[int, tuple[Effects, EventRules]] = {}
+        distinct, first, which = np.unique(ids, return_index=True, return_inverse=True)
+        hits = []
         for w, r in zip(distinct.tolist(), first.tolist(), strict=True):
             hit = memo.get((d, w))
             if hit is None:
                 hit = memo[(d, w)] = (self.effects_today(lcs[r], d), self.event_rules(lcs[r]))
-            hits[w] = hit
-        pairs = [hits[w] for w in ids.tolist()]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+            hits.append(hit)
+        which = which.reshape(-1)
+        runs = which.tolist()
+        e_uniq, e_idx = _distinct([h[0] for h in hits])
+        r_uniq, r_idx = _distinct([h[1] for h in hits])
+        return (
+            Today([hits[i][0] for i in runs], (e_uniq, e_idx[which])),
+            RuleSet([hits[i][1] for i in runs], (r_uniq, r_idx[which])),
+        )
 
     def _windows_last_day(self, windows: tuple[StageWindow, ...], d: int) -> int:
         """The last day from `d` on whose `_day_windows` are still `windows`, the lifecycle
@@ -656,9 +664,9 @@ class Simulator:
             self._firings += len(got)
             if self._firings > MAX_FIRINGS:
                 raise SimulationTooLarge(
-                    f"day {first + len(read)}: the playbook schedules more than {MAX_FIRINGS:,} sends"
-                    " and tasks in the simulated days; simulate fewer --days or make"
-                    " its densest cron fire less often (sop plan shows where)"
+                    f"day {first + len(read)}: the playbook schedules more than"
+                    f" {MAX_FIRINGS:,} sends and tasks in the simulated days; simulate fewer"
+                    " --days or make its densest cron fire less often (sop plan shows where)"
                 )
             read.append(got)
         return read[d]
@@ -890,11 +898,11 @@ class Simulator:
                     self.guard_env(lc, prev[r], d, self._history(out, r, d, mi))
                     for r, lc in enumerate(lcs)
                 ]
-                effs = [self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)]
-                rules_ = [self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)]
+                today = Today([self.effects_today(lc, d, envs[r]) for r, lc in enumerate(lcs)])
+                rules = RuleSet([self.event_rules(lc, envs[r]) for r, lc in enumerate(lcs)])
             else:
-                effs, rules_ = self._shared_today(lcs, d)
-            today, rules = Today(effs), RuleSet(rules_)
+                today, rules = self._shared_today(lcs, d)
+            effs = today.effs
             if self.record is not None:
                 for r, lc in enumerate(lcs):
                     self.record[r].append(self._due_today(lc, d))
@@ -991,9 +999,9 @@ class Simulator:
             inter = np.stack(
                 [
                     np.zeros(T, np.float32) if e.interactions is None else e.interactions
-                    for e in effs
+                    for e in today.uniq
                 ]
-            )
+            )[today.idx]
             tables = np.stack([*(today.table(k) for k in _TABLE_KEYS), inter, today.table("churn")])
             reach_cols, reach_on, n_reach = _reach_columns(reach, R)
             # who may write in an activity today (each chunk decides as it would alone)

@@ -17,6 +17,7 @@ from ..lang.model import OnEvent, Playbook
 from .intervals import Pairs
 from .kernel import BYTES_PER_MEMBER, METRICS, ChunkResult, SimulationTooLarge, Simulator
 from .outcomes import Forecasts
+from .percentiles import nan_percentiles
 from .scenario import Scenario
 from .summary import (
     EXPECT_TOLERANCE,
@@ -251,12 +252,8 @@ class SimResult:
 
         NaN on a day when it has none in any run (undefined: see engine/program/metrics.py).
         """
-        import warnings
-
         i = self.metric_names.index(metric)
-        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-undefined day is NaN: fine
-            return np.nanpercentile(self.metrics[:, :, i], qs, axis=0)
+        return nan_percentiles(self.metrics[:, :, i], qs)
 
     def undefined_runs(self, metric: str) -> np.ndarray:
         """(days,) how many runs had no value of `metric` on each day."""

@@ -8,7 +8,6 @@ probability's interval is intervals.py's (wider when runs share a parameter draw
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from ..program.history import ArrayHistory
 from ..program.lifecycle import exits_of
 from .attributes import MemberModel
 from .intervals import INDEPENDENT, Pairs, interval
+from .percentiles import nan_percentiles
 from .scenario import Scenario
 
 QS = (5, 50, 95)
@@ -297,9 +297,7 @@ def incident_results(
 def daily_percentiles(values: np.ndarray, every: int = 1) -> dict[str, Any]:
     """p5/p50/p95 over the runs of a (runs, days) array, every `every` days (JSON)."""
     days = list(range(0, values.shape[1], every))
-    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        qs = np.nanpercentile(values.astype(float), QS, axis=0) if values.shape[0] else None
+    qs = nan_percentiles(values, QS) if values.shape[0] else None
     out: dict[str, Any] = {"days": days}
     for i, q in enumerate(QS):
         out[f"p{q}"] = [None if qs is None else _round(qs[i, d]) for d in days]
