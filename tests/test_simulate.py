@@ -203,6 +203,11 @@ def test_expectation_failure_is_reported_with_run_and_day(tmp_path) -> None:
     assert res.expect_failures
     run, day, what = res.expect_failures[0]
     assert run == 0 and day == 5 and "welcome" in what and "never" in what
+    # it says how many joined that day, not 1 for "some did"
+    new = res.metrics[:, :, res.metric_names.index("new_members")]
+    for run, day, what in res.expect_failures:
+        assert what.startswith(f"{int(new[run, day])} joiner(s) not sent `welcome`")
+    assert any(new[r, d] > 1 for r, d, _ in res.expect_failures)
 
 
 def test_message_cap_expectation(tmp_path) -> None:

@@ -1150,7 +1150,7 @@ class Simulator:
                 sl,
                 tier,
                 alive_now,
-                pop.n > n_before,
+                pop.n - n_before,
                 cap_expect,
                 welcome_expect,
                 expect_fail,
@@ -1535,8 +1535,8 @@ class Simulator:
             day if day is not None else _NO_DAY,
         )
         if any(trigger in u.extra for u in rules.uniq):
-            extras = [rr.extra.get(trigger) for rr in rules]
-            self._apply_extra(pop, rules, extras, rows, flat - rows * n, ev_msgs, sl)
+            extras = [u.extra.get(trigger) for u in rules.uniq]
+            self._apply_extra(pop, rules, (extras, rules.idx), rows, flat - rows * n, ev_msgs, sl)
 
     def _event_sums(
         self, rules: RuleSet, trigger: Trigger
@@ -1589,23 +1589,25 @@ class Simulator:
                 pop["events"][sl][rows, cols] += np.float32(extra.speak)
             if extra.messages:
                 ev_msgs[rows, cols] += extra.messages
-            self._apply_extra(pop, rules, [extra] * len(rules), rows, cols, ev_msgs, sl)
+            every = np.zeros(len(rules), dtype=np.intp)
+            self._apply_extra(pop, rules, ([extra], every), rows, cols, ev_msgs, sl)
 
     def _apply_extra(
         self,
         pop: _Pop,
         rules: Sequence[EventRules],
-        extras: Sequence[Apply | None],
+        extras: tuple[Sequence[Apply | None], np.ndarray],
         rows: np.ndarray,
         cols: np.ndarray,
         ev_msgs: np.ndarray,
         sl: Any,
     ) -> None:
-        """Staff tasks (one per member), reward points and redemptions an event sets off."""
+        """Staff tasks (one per member), reward points and redemptions an event sets off
+        (`extras`: the distinct Apply objects, each run's index among them)."""
         st, d = self._chunk, self._day
         assert st is not None
         per_run = np.bincount(rows, minlength=len(rules))
-        uniq, idx = _distinct(extras)
+        uniq, idx = extras
         for u, x in enumerate(uniq):
             if x is None or not x.tasks:
                 continue
@@ -1614,12 +1616,12 @@ class Simulator:
                 role = self.cx.role_index.get(owner)
                 if role is not None and len(runs):  # whole counts: any order adds the same
                     st.workload[runs, d, role] += n * per_run[runs]
-        pts = np.array([0.0 if x is None else x.points for x in extras], dtype=np.float32)
+        pts = np.array([0.0 if x is None else x.points for x in uniq], dtype=np.float32)[idx]
         if pts.any():
             st.earn_sparse(pop, d, rows, cols, pts[rows])
-        items = {i for x in extras if x is not None for i in x.redeem}
+        items = {i for x in uniq if x is not None for i in x.redeem}
         for item in sorted(items):
-            on = np.array([x is not None and item in x.redeem for x in extras])
+            on = np.array([x is not None and item in x.redeem for x in uniq], dtype=bool)[idx]
             sel = on[rows]
             done = st.redeem(pop, rows[sel], cols[sel], item)
             self._redeemed(pop, rules, item, done, ev_msgs, sl)
@@ -1771,6 +1773,16 @@ class Simulator:
                 with np.errstate(all="ignore"):  # an absurd definition overflows to inf, quietly
                     m[:, mi[name]] = ex.evaluate(metric.definition.node, env, defs.UNDEFINED)
 
+    def _welcome_sent(self, rr: EventRules, i: int, e: Any) -> bool:
+        """Whether `rr`'s rules send expectation `e`'s action within its time to joiners
+        (EventRules are cached: their ids stay)."""
+        ok = self._welcome_ok.get((id(rr), i))
+        if ok is None:
+            ok = self._welcome_ok[(id(rr), i)] = any(
+                a.id == e.action and self._delay_ok(a, e.within) for a in rr.actions.get(JOINED, [])
+            )
+        return ok
+
     def _expectations(
         self,
         d: int,
@@ -1780,7 +1792,7 @@ class Simulator:
         sl: Any,
         tier: np.ndarray,
         alive: np.ndarray,
-        joined: np.ndarray,  # (runs,): some member joined today
+        joined: np.ndarray,  # (runs,): how many members joined today
         caps: list[Any],
         welcomes: list[Any],
         fails: list[tuple[int, int, str]],
@@ -1798,35 +1810,29 @@ class Simulator:
                 if (r, 1000 + i) not in failed:
                     failed.add((r, 1000 + i))
                     fails.append((r, d, f"a member received {int(worst[r])} messages (cap {cap})"))
-        anyone = joined if welcomes else None
+        anyone = joined > 0 if welcomes else None
         for i, e in enumerate(welcomes):
             if e.event != "member.joined":
                 continue
             assert anyone is not None
-            for r in (int(x) for x in np.flatnonzero(anyone)):
-                if (r, i) in failed:
+            rs = rules if isinstance(rules, RuleSet) else RuleSet(list(rules))
+            # whether each distinct rules object sends the welcome in time, gathered per run
+            sends = np.array([self._welcome_sent(u, i, e) for u in rs.uniq], dtype=bool)
+            # (a stopped playbook promises nothing any more)
+            for r in np.flatnonzero(anyone & ~sends[rs.idx]).tolist():
+                if (r, i) in failed or lcs[r].finished is not None:
                     continue
-                if lcs[r].finished is not None:
-                    continue  # the playbook has stopped: nothing is promised any more
-                rr = rules[r]
-                ok = self._welcome_ok.get((id(rr), i))  # EventRules are cached: ids stay
-                if ok is None:
-                    ok = self._welcome_ok[(id(rr), i)] = any(
-                        a.id == e.action and self._delay_ok(a, e.within)
-                        for a in rr.actions.get(JOINED, [])
+                failed.add((r, i))
+                stages = ",".join(s.stage for s in lcs[r].active) or "none"
+                within = format_duration(e.within) if e.within else "time"
+                fails.append(
+                    (
+                        r,
+                        d,
+                        f"{int(joined[r])} joiner(s) not sent"
+                        f" `{e.action}` within {within} (active stages: {stages})",
                     )
-                if not ok:
-                    failed.add((r, i))
-                    stages = ",".join(s.stage for s in lcs[r].active) or "none"
-                    within = format_duration(e.within) if e.within else "time"
-                    fails.append(
-                        (
-                            r,
-                            d,
-                            f"{int(joined[r].sum())} joiner(s) not sent"
-                            f" `{e.action}` within {within} (active stages: {stages})",
-                        )
-                    )
+                )
 
     def _delay_ok(self, a: Action, within: timedelta | None) -> bool:
         # the Program's anchor resolution: cycle-guarded, the offset from the triggering event
