@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sop.engine.sim import effects as fx
-from sop.engine.sim import fused
+from sop.engine.sim import fused, samplers
 from sop.engine.sim import montecarlo as mc
 from sop.engine.sim import retention as rt
 from sop.engine.sim.kernel import (
@@ -344,6 +344,7 @@ def test_after_warm_a_simulation_compiles_nothing_more() -> None:
         fused.joined_on,
         fused.living_counts,
         fused.living_at,
+        *samplers.KERNEL,
     )
     before = [len(f.signatures) for f in funcs]
     for name in ("community-lifecycle", "parent-community"):

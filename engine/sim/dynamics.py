@@ -125,10 +125,12 @@ class Dynamics:
         new: np.ndarray,
         rng: np.random.Generator | None,
         chunks: list[tuple[np.random.Generator, slice]] | None = None,
+        scores: np.ndarray | None = None,
     ) -> tuple[Any, Any, dict[str, Any]]:
         """(daily rate, speaking propensity, more columns) of the day's joiners, run by run;
-        with `chunks` ((generator, rows) of chunks run together), each chunk's joiners draw
-        from its own generator (retention.draw_joiners)."""
+        `scores`: each joiner's two normal scores, for a coupled law; with `chunks`
+        ((generator, rows) of chunks run together), each chunk's joiners draw the rest from
+        its own generator (retention.draw_joiners)."""
         assert self.law is not None
         run_of = np.repeat(np.arange(len(new)), new)
         parts = None
@@ -138,7 +140,7 @@ class Dynamics:
                 (g, slice(int(a), int(b)))
                 for (g, _), a, b in zip(chunks, cuts[:-1], cuts[1:], strict=True)
             ]
-        j = rt.draw_joiners(self.law, run_of, rng, parts)
+        j = rt.draw_joiners(self.law, run_of, rng, parts, scores)
         more: dict[str, Any] = {}
         if self.mixture:
             more["quit"] = j.quitter if j.quitter is not None else np.zeros(len(run_of), dtype=bool)
@@ -275,9 +277,9 @@ class Dynamics:
         return value
 
     def metric_step(
-        self, name: str, state: dict[str, np.ndarray], members: np.ndarray, rng: np.random.Generator
+        self, name: str, state: dict[str, np.ndarray], members: np.ndarray, z: np.ndarray
     ) -> np.ndarray:
-        """Today's values of modelled metric `name` (runs,)."""
+        """Today's values of modelled metric `name` (runs,); `z`: today's standard normals."""
         m = self.sc.metrics[name]
         return walks.step(
             self.pb.metrics.get(name),
@@ -287,5 +289,5 @@ class Dynamics:
             self.value(f"metrics.{name}.noise", m.noise),
             self.value(f"metrics.{name}.per_member", m.per_member),
             members,
-            rng,
+            z,
         )

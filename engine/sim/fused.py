@@ -753,6 +753,9 @@ def compiled_before() -> bool:
             living_counts,
             living_at,
         )
+        from . import samplers
+
+        funcs += samplers.KERNEL
         return all(os.path.exists(f._cache._cache_file._index_path) for f in funcs)
     except AttributeError:  # another numba's internals: assume compiled rather than alarm
         return True
@@ -796,3 +799,6 @@ def warm() -> None:
     counts(
         n, u8, b2, u8, u8, np.zeros((R, W), np.int8), i16, pop7, -1, -1, np.zeros((R, 6), np.int64)
     )
+    from . import samplers
+
+    samplers.warm()

@@ -41,7 +41,7 @@ from .dynamics import COLUMNS as _DYNAMICS_COLUMNS
 from .dynamics import Dynamics
 from .effects import in_effect
 from .scenario import Scenario
-from .streams import Streams
+from .streams import Draw, Streams
 
 METRICS: tuple[str, ...] = tuple(m for m in BUILTIN_METRICS if m != "days_in_stage")
 _NONE: frozenset[str] = frozenset()  # no guard failed
@@ -922,7 +922,7 @@ class Simulator:
             new = np.where(is_open & ~opened, seed_users, 0).astype(np.int64)
             opened |= is_open
             organic = dyn.value("acquisition.organic_per_day", a_cfg.organic_per_day)
-            new += rng.split(_poisson_runs(organic)) * opened
+            new += rng.poisson(organic, d, Draw.ORGANIC) * opened
             if a_cfg.market > 0 and (a_cfg.bass_p or a_cfg.bass_q):
                 left, prob = bass_chances(
                     bass_adopters,
@@ -930,7 +930,7 @@ class Simulator:
                     dyn.value("acquisition.bass_p", a_cfg.bass_p),
                     dyn.value("acquisition.bass_q", a_cfg.bass_q),
                 )
-                step = rng.split(_binomial(left, prob)).astype(float)
+                step = rng.binomial(left, prob, d, Draw.BASS).astype(float)
                 step *= opened
                 bass_adopters += step
                 new += step.astype(np.int64)
@@ -951,16 +951,16 @@ class Simulator:
                 invites = invites * st.referral_open(lcs, d)
                 # invitations are events of their own (`invite`): drawn, then each joins with
                 # the conversion (Poisson thinning: the same law as the plain model's joins)
-                sent = _poisson(rng, invites, pop.max_cap, d, "invitation")
+                sent = _poisson(rng, invites, pop.max_cap, d, Draw.INVITATION)
                 st.invites_total = sent.astype(float)
                 st.invites_today = self._invite_senders(pop, st, sent, n0, rng)
-                ref = rng.split(_binomial(sent, conversion))
+                ref = rng.binomial(sent, conversion, d, Draw.INVITED)
             else:
-                ref = _poisson(rng, invites * conversion, pop.max_cap, d, "referral")
+                ref = _poisson(rng, invites * conversion, pop.max_cap, d, Draw.REFERRAL)
             bursts = today.each(lambda e: e.joins)
             if dyn.event_acq:
                 bursts = bursts + dyn.take_joins()  # brought by event actions (effects.py)
-            burst = _poisson(rng, bursts, pop.max_cap, d, "action")
+            burst = _poisson(rng, bursts, pop.max_cap, d, Draw.ACTION)
             burst *= opened
             if cx.active:
                 cohort = st.arrivals(lcs, new + burst, ref, opened, d)
@@ -1258,7 +1258,7 @@ class Simulator:
         if not self.cx.invites_by_member or not sent.any():
             return None
         out = np.zeros((pop.runs, n), dtype=np.int32)
-        flat = _pick_living(pop, sent, rng)
+        flat = _pick_living(pop, sent, rng, self._day, Draw.SENDER)
         if flat is not None:
             rows, cols = np.divmod(flat, pop.cap)
             np.add.at(out.reshape(-1), rows * n + cols, 1)
@@ -1425,7 +1425,7 @@ class Simulator:
 
     def _credit_referrers(self, pop: _Pop, ref: np.ndarray, rng: Streams) -> None:
         """Each referral join counts as an invite of a current member (for tier rules)."""
-        flat = _pick_living(pop, ref, rng)
+        flat = _pick_living(pop, ref, rng, self._day, Draw.REFERRER)
         if flat is not None:
             np.add.at(pop.flat("invites"), flat, 1)
 
@@ -1474,10 +1474,14 @@ class Simulator:
         pop.by_day[:, d] += new
 
     def _joiners(self, new: np.ndarray, rng: Streams) -> tuple[Any, Any, dict[str, Any]]:
-        """Dynamics.joiners, each chunk's joiners from its own stream."""
+        """Dynamics.joiners: each joiner's normal scores under its run's key (the j-th joiner
+        of run r today: pair j of r's), else each chunk's joiners from its own stream."""
+        run_of, place = _places(new)
+        scores = rng.normal_pairs(run_of, place, self._day, Draw.JOINERS)
         if rng.single:
-            return self.dyn.joiners(new, rng.gens[0])
-        return self.dyn.joiners(new, None, list(zip(rng.gens, rng.rows, strict=True)))
+            return self.dyn.joiners(new, rng.gens[0], scores=scores)
+        chunks = list(zip(rng.gens, rng.rows, strict=True))
+        return self.dyn.joiners(new, None, chunks, scores=scores)
 
     def _apply_event(
         self,
@@ -1763,7 +1767,8 @@ class Simulator:
                 continue  # counted from the members (ChunkState.counted_metrics)
             model = self.sc.metrics.get(name)
             if model is not None:  # a walk bounded by the metric's unit (walks.py)
-                m[:, mi[name]] = self.dyn.metric_step(name, state, members, cast(Any, rng))
+                z = rng.normal(self._day, Draw.METRIC + self.custom.index(name))
+                m[:, mi[name]] = self.dyn.metric_step(name, state, members, z)
             else:  # neither modelled nor (yet) defined: the simulation does not know it
                 m[:, mi[name]] = defs.UNDEFINED
         for name in self.custom:  # definitions read built-ins and modelled metrics
@@ -1909,23 +1914,23 @@ def _reach_columns(reach: Reach | None, runs: int) -> tuple[np.ndarray, np.ndarr
     return cols, on, n0
 
 
-def _poisson(rng: Streams, lam: np.ndarray, limit: int, d: int, what: str) -> Any:
+def _poisson(rng: Streams, lam: np.ndarray, limit: int, d: int, draw: Draw) -> Any:
     """Poisson joins per run, refused (not drawn) when their mean alone exceeds the members
     budget."""
     lam = np.maximum(np.nan_to_num(np.asarray(lam, dtype=float), nan=0.0, posinf=np.inf), 0)
     worst = float(lam.max(initial=0.0))
     if worst > limit:
+        what = {Draw.INVITATION: "invitation", Draw.REFERRAL: "referral"}.get(draw, "action")
         raise SimulationTooLarge(
             f"day {d}: {worst:.3g} {what} joins expected in one day, more than the memory"
             f" budget allows ({limit:,} members a run)"
         )
-    return rng.split(lambda g, rows: g.poisson(lam[rows]))
+    return rng.poisson(lam, d, draw)
 
 
-def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
+def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams, day: int, draw: Draw) -> np.ndarray | None:
     """`k[r]` members of each run r drawn uniformly (with replacement) among its living, by
-    flat position in the (runs, capacity) arrays; None when nobody is drawn. Each run draws as
-    `Generator.choice(living, k[r])` does (an index among its living members)."""
+    flat position in the (runs, capacity) arrays; None when nobody is drawn."""
     runs = np.flatnonzero(k)
     if not len(runs):
         return None
@@ -1936,32 +1941,10 @@ def _pick_living(pop: _Pop, k: np.ndarray, rng: Streams) -> np.ndarray | None:
     size = np.where(living > 0, k[runs], 0)  # a run with nobody living draws nothing
     if not size.any():
         return None
-    # one call per chunk draws each run's indices in turn, as one call per run would
-    high = np.repeat(living, size)
-    idx = rng.split_items(
-        np.repeat(runs, size), lambda g, it: g.integers(0, high[it]) if it.stop > it.start else []
-    ).astype(np.int64)
+    # each pick is an index among its run's living, the j-th pick of run r under r's key
+    run_of, place = _places(size)
+    idx = rng.integers(runs[run_of], place, living[run_of], day, draw)
     return cast(np.ndarray, fused.living_at(alive, pop.n, runs, size.astype(np.int64), idx))
-
-
-def _binomial(n: np.ndarray, p: Any) -> Any:
-    """A chunk's binomial draws of `n` trials with chance `p` (per run, or one for all)."""
-    return lambda g, rows: g.binomial(n[rows], _at(p, rows))
-
-
-def _poisson_runs(lam: Any) -> Any:
-    """A chunk's Poisson draws, one per run, of mean `lam` (per run, or one for all)."""
-    return lambda g, rows: g.poisson(_at(lam, rows), _len(rows))
-
-
-def _at(x: Any, rows: slice) -> Any:
-    """A chunk's rows of a per-run value (a scalar stands for every run)."""
-    return x[rows] if np.ndim(x) else x
-
-
-def _len(rows: slice) -> int:
-    """Runs in a chunk's slice."""
-    return int(rows.stop - rows.start)
 
 
 def _widen(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

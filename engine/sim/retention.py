@@ -105,12 +105,14 @@ def draw_joiners(
     run_of: np.ndarray,
     rng: np.random.Generator | None,
     parts: list[tuple[np.random.Generator, slice]] | None = None,
+    scores: np.ndarray | None = None,
 ) -> Joiners:
     """Churn and speaking propensities of joiners (`run_of`: each joiner's run in the chunk).
 
-    `parts`: for chunks run together, (the chunk's generator, its joiners: a slice of
-    `run_of`); each chunk draws its joiners' random numbers as it would alone, and the rest is
-    computed once for all of them."""
+    `scores`: (joiners, 2) standard normals for a coupled law (speaking, the rest of churn);
+    without them each chunk draws them from its generator. `parts`: for chunks run together,
+    (the chunk's generator, its joiners: a slice of `run_of`); each chunk draws its joiners'
+    random numbers as it would alone, and the rest is computed once for all of them."""
     n = len(run_of)
     if parts is None:
         assert rng is not None
@@ -127,11 +129,14 @@ def draw_joiners(
         from scipy.special import ndtr, ndtri
 
         rho = lw.rho[run_of]
-        z_speak, z_other = np.empty(n), np.empty(n)
-        for g, sl in parts:
-            k = sl.stop - sl.start
-            z_speak[sl] = g.standard_normal(k)
-            z_other[sl] = g.standard_normal(k)
+        if scores is not None:
+            z_speak, z_other = scores[:, 0], scores[:, 1]
+        else:
+            z_speak, z_other = np.empty(n), np.empty(n)
+            for g, sl in parts:
+                k = sl.stop - sl.start
+                z_speak[sl] = g.standard_normal(k)
+                z_other[sl] = g.standard_normal(k)
         z_churn = -rho * z_speak + np.sqrt(1 - rho * rho) * z_other
         speak = _quantiles(z_speak, lw.speak_a, lw.speak_b, run_of)
         share = lw.quit[run_of]

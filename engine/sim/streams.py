@@ -18,9 +18,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
+
+
+class Draw(IntEnum):
+    """The draws made once per run, or per item of a run, each day: each under keys of its own
+    (`Streams.draw_keys`), so no draw's numbers depend on which others were made."""
+
+    ORGANIC = 1  # organic joins (Poisson)
+    BASS = 2  # Bass adopters (binomial)
+    REFERRAL = 3  # referral joins (Poisson)
+    INVITATION = 4  # invitations sent (Poisson)
+    INVITED = 5  # invitations that convert (binomial)
+    ACTION = 6  # joins an action brings (Poisson)
+    REFERRER = 7  # who referred each referral join (integers)
+    SENDER = 8  # who sent each invitation (integers)
+    JOINERS = 9  # joiners' normal scores (pairs)
+    METRIC = 16  # a modelled metric's noise: METRIC + the metric's place
 
 
 class Streams:
@@ -61,6 +78,53 @@ class Streams:
         draws = np.arange(1, 4, dtype=np.uint64) * _GOLDEN
         with np.errstate(over="ignore"):
             return mix64(base[:, None] + draws[None, :] * np.uint64(0x10001))
+
+    def draw_keys(self, day: int, draw: int) -> np.ndarray:
+        """(runs,) uint64: each run's key for `draw` on `day` (samplers.py draws under it)."""
+        counter = (np.uint64(day) << np.uint64(24)) + self.place
+        base = self.keys[self.chunk_of] ^ mix64(counter + np.uint64(1))
+        with np.errstate(over="ignore"):
+            return mix64(base + np.uint64(draw) * _GOLDEN * np.uint64(0x100000001))
+
+    def poisson(self, lam: Any, day: int, draw: Draw) -> np.ndarray:
+        """One Poisson count per run of mean `lam` (per run, or one for all; 0 where not > 0)."""
+        from . import samplers
+
+        return samplers.poisson(self.draw_keys(day, draw), self._per_run(lam, np.float64))
+
+    def binomial(self, n: Any, p: Any, day: int, draw: Draw) -> np.ndarray:
+        """One binomial count per run of `n` trials with chance `p` (per run, or one for all)."""
+        from . import samplers
+
+        keys = self.draw_keys(day, draw)
+        return samplers.binomial(keys, self._per_run(n, np.int64), self._per_run(p, np.float64))
+
+    def _per_run(self, x: Any, dtype: Any) -> np.ndarray:
+        """A per-run value (or one for all) as a new writable array: the one type the compiled
+        samplers are loaded for (a read-only or broadcast view would compile another)."""
+        return np.array(np.broadcast_to(np.asarray(x, dtype=dtype), (self.runs,)))
+
+    def normal(self, day: int, draw: int) -> np.ndarray:
+        """One standard normal per run."""
+        from . import samplers
+
+        return samplers.normal(self.draw_keys(day, draw))
+
+    def normal_pairs(self, run: np.ndarray, place: np.ndarray, day: int, draw: Draw) -> Any:
+        """(items, 2) standard normals, item i being number `place[i]` of run `run[i]`'s."""
+        from . import samplers
+
+        keys = self.draw_keys(day, draw)
+        return samplers.normal_pairs(keys, _i64(run), _i64(place))
+
+    def integers(
+        self, run: np.ndarray, place: np.ndarray, high: np.ndarray, day: int, draw: Draw
+    ) -> np.ndarray:
+        """One integer in [0, high[i]) per item (number `place[i]` of run `run[i]`'s items)."""
+        from . import samplers
+
+        keys = self.draw_keys(day, draw)
+        return samplers.integers(keys, _i64(run), _i64(place), _i64(high))
 
     def gen(self, run: int) -> np.random.Generator:
         """The generator of the chunk run `run` belongs to."""
@@ -158,6 +222,10 @@ def mix64(z: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+def _i64(x: np.ndarray) -> np.ndarray:
+    return np.require(x, dtype=np.int64, requirements=["C", "W"])
 
 
 def _chunk_key(g: np.random.Generator) -> int:

@@ -85,10 +85,10 @@ def step(
     noise: Any,
     per_member: Any,
     members: np.ndarray,
-    rng: np.random.Generator,
+    z: np.ndarray,
 ) -> np.ndarray:
-    """Today's values of a modelled metric (runs,), its state moved on in place."""
-    z = rng.standard_normal(len(members))  # drawn whatever the noise: the same stream as ever
+    """Today's values of a modelled metric (runs,), its state moved on in place (`z`: a
+    standard normal per run)."""
     change = per_day + noise * z + per_member * (members - state[name + _MEMBERS])
     state[name + _MEMBERS] = members.astype(float)
     if metric is not None and metric.cumulative:
