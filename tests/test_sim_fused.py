@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sop.engine.sim import effects as fx
-from sop.engine.sim import fused, samplers
+from sop.engine.sim import fused, jit_cache, samplers
 from sop.engine.sim import montecarlo as mc
 from sop.engine.sim import retention as rt
 from sop.engine.sim.kernel import (
@@ -176,16 +176,16 @@ def test_the_reference_playbook_has_the_dynamics_columns_in_its_estimate() -> No
 def test_without_a_writable_cache_folder_numba_caches_in_the_temp_folder(monkeypatch) -> None:
     """A read-only install and home: numba would refuse `cache=True` at import; the temp
     folder is used instead (and an explicit NUMBA_CACHE_DIR is left alone)."""
-    config = fused._numba_config
+    config = jit_cache._numba_config
     monkeypatch.setattr(config, "CACHE_DIR", "")
     blocked = Path(__file__)  # a file: no folder can be made under it, even by root
-    got = fused.cache_folder([str(blocked / "a"), str(blocked / "b")])
-    assert got is not None and got.startswith(str(Path(fused.tempfile.gettempdir())))
+    got = jit_cache.cache_folder([str(blocked / "a"), str(blocked / "b")])
+    assert got is not None and got.startswith(str(Path(jit_cache.tempfile.gettempdir())))
     assert got == config.CACHE_DIR
     monkeypatch.setattr(config, "CACHE_DIR", "/somewhere/else")
-    assert fused.cache_folder([str(blocked / "a")]) == "/somewhere/else"
+    assert jit_cache.cache_folder([str(blocked / "a")]) == "/somewhere/else"
     monkeypatch.setattr(config, "CACHE_DIR", "")
-    assert fused.cache_folder([str(Path(__file__).parent)]) is None  # writable: numba's choice
+    assert jit_cache.cache_folder([str(Path(__file__).parent)]) is None  # writable: numba's choice
 
 
 def _numpy_day(d, s, tables, reach, n0, u, u2, tu, talk_on, delta, quit_on, period, remove_at):

@@ -8,9 +8,8 @@ interactions a participant writes (dynamics.talks), the retention law's daily ha
 tests/test_sim_fused.py holds these functions to the NumPy definitions.
 
 The members' daily uniforms are made here, each from a counter under its run's day key
-(`_unif`, streams.Streams.day_keys); the other draws are made outside, in NumPy, through
-`Streams` (each chunk from its own generator), so a chunk's results still do not depend on the
-chunks beside it. numba compiles
+(`_unif`, streams.Streams.day_keys); the per-run draws are made by samplers.py under keys of the
+same kind, so a chunk's results do not depend on the chunks beside it. numba compiles
 these functions once per installation and keeps them in its on-disk cache (`cache=True`, beside
 the module, or in the user's cache folder when the package folder is read-only); only
 `sop simulate` imports this module.
@@ -19,43 +18,13 @@ the module, or in the user's cache folder when the package folder is read-only);
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 from numba import njit
-from numba.core import config as _config
 
+from . import jit_cache  # noqa: F401  (numba's cache folder, set before anything compiles)
 from .effects import EVENT_SPEAK_FADE
-
-_numba_config: Any = _config  # CACHE_DIR is set on it at run time
-
-
-def cache_folder(candidates: list[str] | None = None) -> str | None:
-    """Where numba keeps this module's compiled functions: beside it, else in the user's cache
-    folder (numba's own choice, None here); when neither is writable (a read-only install and
-    home), a folder of this user in the temp folder, set as numba's CACHE_DIR, since numba
-    refuses `cache=True` without one."""
-    if _numba_config.CACHE_DIR:
-        return str(_numba_config.CACHE_DIR)
-    if candidates is None:
-        from numba.misc.appdirs import AppDirs
-
-        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-        candidates = [here, AppDirs(appname="numba", appauthor=False).user_cache_dir]
-    for folder in candidates:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                return None
-        except OSError:
-            continue
-    uid = getattr(os, "getuid", lambda: 0)()
-    _numba_config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"sop-numba-{uid}")
-    return str(_numba_config.CACHE_DIR)
-
-
-cache_folder()
 
 # bits of the day's per-member flags (`flags`)
 SPEAK, UGC, VIOL, PART, PAYS, LEAVE = 1, 2, 4, 8, 16, 32
@@ -645,7 +614,7 @@ def living_at(alive: Any, n: Any, runs: Any, size: Any, idx: Any) -> Any:  # pra
             continue
         r = runs[i]
         slots = np.empty(n[r], dtype=np.int64)
-        m = 0
+        m = np.int64(0)
         for j in range(n[r]):
             slots[m] = j  # written always, kept when alive: no branch on a coin toss
             m += np.int64(alive[r, j])

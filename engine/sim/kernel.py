@@ -333,7 +333,7 @@ class _Runs:
     def window_ids(self, d: int) -> np.ndarray:
         """Each run's stage windows on day `d`, as ids (equal windows, equal ids)."""
         sim = self.sim
-        for r in np.flatnonzero(self.windows_until < d):
+        for r in np.flatnonzero(self.windows_until < d).tolist():
             windows = sim._day_windows(self.lcs[r], d)
             self.windows[r] = sim._windows_ids.setdefault(windows, len(sim._windows_ids))
             self.windows_until[r] = sim._windows_last_day(windows, d)

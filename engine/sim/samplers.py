@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from . import fused  # noqa: F401  (sets numba's cache folder before anything compiles here)
+from . import jit_cache  # noqa: F401  (numba's cache folder, set before anything compiles)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -11,7 +11,10 @@ The members' daily uniforms are not drawn here: the compiled day (fused.py) make
 counter, mixed with SplitMix64's finaliser: the chunk's key, the run's place in its chunk, the
 day, the draw (speaking, participation, interactions) and the member's slot. `day_keys` gives
 each run's key for the day; the numbers depend on nothing else, so chunks run together draw
-what they draw alone without a generator call or an array of uniforms per day.
+what they draw alone without a generator call or an array of uniforms per day. The draws made
+once per run (or per item of a run) a day — joins, who referred, joiners' scores, metric noise
+— work the same way: `draw_keys` gives each run a key per day and `Draw`, and samplers.py draws
+under it, every run of the step in one call.
 """
 
 from __future__ import annotations
