@@ -54,9 +54,12 @@ def demotions(tiers: Tiers) -> list[tuple[int, float, int]]:
 def demote_silent(tiers: Tiers, tier: np.ndarray, silent_days: np.ndarray) -> np.ndarray:
     """Members silent for a tier's `demote.silent_for` fall (in place); who moved (daily)."""
     changed = np.zeros(tier.shape, dtype=bool)
-    rules = demotions(tiers)
-    if not rules:
-        return changed
+    for rank, days, to in demotions(tiers):  # in rank order, each on the tiers the last left
+        down = (tier == rank) & (silent_days >= days)
+        if down.any():
+            tier[down] = to
+            changed |= down
+    return changed
     # only members above the lowest tier that can fall are read again (few, in most communities)
     at = np.nonzero(tier >= min(rank for rank, _, _ in rules))
     t, silent = tier[at], silent_days[at]
