@@ -624,6 +624,11 @@ def test_an_exit_fires_on_the_simulators_runs_as_on_each_communitys_own_history(
     stage_days = np.array(dis[:r_n])
     history = H.ArrayHistory(arr, {"x": 0, "y": 1})
     together = H.exit_holds(node, timedelta(days=hold), history, stage_days)
+    # the simulator's one reading: the same verdict, and today's unknown as truth says it
+    fires, unknown = H.exit_state(node, timedelta(days=hold), history, stage_days)
+    t, f = truth(node, H.condition_env(node, history, stage_days))
+    assert fires.tolist() == np.asarray(together).tolist()
+    assert unknown.tolist() == np.broadcast_to(~np.asarray(t) & ~np.asarray(f), (r_n,)).tolist()
     for r in range(r_n):
         one = {"x": [float(v) for v in arr[r, :, 0]], "y": [float(v) for v in arr[r, :, 1]]}
         alone = H.exit_holds(node, timedelta(days=hold), one, int(stage_days[r]))

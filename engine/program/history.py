@@ -139,12 +139,9 @@ def condition_env(node: ex.Node, history: History, days_in_stage: Any = math.nan
     return env
 
 
-def daily_truth(node: ex.Node, history: History, days_in_stage: Any, last: int) -> Any:
-    """Whether `node` held on each of the `last` latest closed days of the stage: (..., last).
-
-    Day j back from today reads that day's values and windows, and days_in_stage - j; a day
-    before the stage started (days_in_stage - j < 1) or before the history does not count.
-    """
+def _truths(node: ex.Node, history: History, days_in_stage: Any, last: int) -> Any:
+    """(held, failed, stage day) of `node` on each of the `last` latest closed days of the
+    stage, (..., last): truth's two answers, each day reading that day's values and windows."""
     import numpy as np
 
     dis = np.asarray(days_in_stage, dtype=float)
@@ -160,8 +157,25 @@ def daily_truth(node: ex.Node, history: History, days_in_stage: Any, last: int) 
     env[DAYS_IN_STAGE] = stage_day
     shape = np.broadcast_shapes(stage_day.shape, *(np.shape(v) for v in env.values()))
     env = {k: np.broadcast_to(v, shape) for k, v in env.items()}
-    held, _ = truth(node, env)
-    return np.asarray(held, dtype=bool) & (stage_day >= 1)
+    held, failed = truth(node, env)
+    return np.asarray(held, dtype=bool), np.asarray(failed, dtype=bool), stage_day
+
+
+def daily_truth(node: ex.Node, history: History, days_in_stage: Any, last: int) -> Any:
+    """Whether `node` held on each of the `last` latest closed days of the stage: (..., last).
+
+    Day j back from today reads that day's values and windows, and days_in_stage - j; a day
+    before the stage started (days_in_stage - j < 1) or before the history does not count.
+    """
+    held, _, stage_day = _truths(node, history, days_in_stage, last)
+    return held & (stage_day >= 1)
+
+
+def _trailing(truths: Any) -> Any:
+    """The run of True at the end of the last axis (0 when the last is False)."""
+    import numpy as np
+
+    return np.cumprod(truths[..., ::-1], axis=-1).sum(axis=-1)
 
 
 def held_for(node: ex.Node, history: History, days_in_stage: Any, limit: int) -> Any:
@@ -169,10 +183,16 @@ def held_for(node: ex.Node, history: History, days_in_stage: Any, limit: int) ->
     (0 when it does not hold today): an int, or an array of one per run."""
     import numpy as np
 
-    truths = daily_truth(node, history, days_in_stage, limit)
-    # trailing run of True: count until the first False from the end
-    run = np.cumprod(truths[..., ::-1], axis=-1).sum(axis=-1)
+    run = _trailing(daily_truth(node, history, days_in_stage, limit))
     return int(run) if np.ndim(run) == 0 else run
+
+
+def exit_state(node: ex.Node, hold: timedelta | None, history: History, days_in_stage: Any) -> Any:
+    """(whether the exit fires, as exit_holds says; whether today's verdict is unknown:
+    neither true nor false), per run, from one reading of the simulator's history."""
+    n = hold_days(hold)
+    held, failed, stage_day = _truths(node, history, days_in_stage, n)
+    return _trailing(held & (stage_day >= 1)) >= n, ~held[..., -1] & ~failed[..., -1]
 
 
 def exit_holds(node: ex.Node, hold: timedelta | None, history: History, days_in_stage: Any) -> Any:

@@ -54,24 +54,14 @@ def demotions(tiers: Tiers) -> list[tuple[int, float, int]]:
 def demote_silent(tiers: Tiers, tier: np.ndarray, silent_days: np.ndarray) -> np.ndarray:
     """Members silent for a tier's `demote.silent_for` fall (in place); who moved (daily)."""
     changed = np.zeros(tier.shape, dtype=bool)
+    silent: dict[float, np.ndarray] = {}  # tiers often share a silence: compared once
     for rank, days, to in demotions(tiers):  # in rank order, each on the tiers the last left
-        down = (tier == rank) & (silent_days >= days)
+        if days not in silent:
+            silent[days] = silent_days >= days
+        down = (tier == rank) & silent[days]
         if down.any():
             tier[down] = to
             changed |= down
-    return changed
-    # only members above the lowest tier that can fall are read again (few, in most communities)
-    at = np.nonzero(tier >= min(rank for rank, _, _ in rules))
-    t, silent = tier[at], silent_days[at]
-    moved = np.zeros(len(t), dtype=bool)
-    for rank, days, to in rules:  # in rank order, each rule on the tiers the last one left
-        down = (t == rank) & (silent >= days)
-        t[down] = to
-        moved |= down
-    if moved.any():
-        where = tuple(a[moved] for a in at)
-        tier[where] = t[moved]
-        changed[where] = True
     return changed
 
 

@@ -34,7 +34,6 @@ from ..program import metrics as defs
 from ..program.events import EventRule, Trigger
 from ..program.lifecycle import ExitOracle, exits_of
 from ..program.tiers import demote_silent, review
-from ..program.truth import truth
 from . import effects as fx
 from .constructs import POP7, Apply, ChunkState, Cohort, Constructs, member_level
 from .dynamics import COLUMNS as _DYNAMICS_COLUMNS
@@ -335,7 +334,10 @@ class _Runs:
         sim = self.sim
         for r in np.flatnonzero(self.windows_until < d).tolist():
             windows = sim._day_windows(self.lcs[r], d)
-            self.windows[r] = sim._windows_ids.setdefault(windows, len(sim._windows_ids))
+            wid = sim._windows_ids.setdefault(windows, len(sim._windows_ids))
+            if wid == len(sim._windows_of):
+                sim._windows_of.append(windows)
+            self.windows[r] = wid
             self.windows_until[r] = sim._windows_last_day(windows, d)
         return self.windows
 
@@ -519,6 +521,7 @@ class Simulator:
         self._depth = 0  # redemptions setting off redemptions
         self._runs: _Runs | None = None  # the runs of the chunks being simulated
         self._windows_ids: dict[tuple[StageWindow, ...], int] = {}
+        self._windows_of: list[tuple[StageWindow, ...]] = []  # the windows of each id
         self._welcome_ok: dict[tuple[int, int], bool] = {}
         # (day, stage windows' id) -> (effects, event rules) without guards: shared by every chunk
         self._today_cache: dict[tuple[int, int], tuple[Effects, EventRules]] = {}
@@ -557,7 +560,8 @@ class Simulator:
         for w, r in zip(distinct.tolist(), first.tolist(), strict=True):
             hit = memo.get((d, w))
             if hit is None:
-                hit = memo[(d, w)] = (self.effects_today(lcs[r], d), self.event_rules(lcs[r]))
+                eff = self.effects_today(lcs[r], d, windows=self._windows_of[w])
+                hit = memo[(d, w)] = (eff, self.event_rules(lcs[r]))
             hits.append(hit)
         which = which.reshape(-1)
         runs = which.tolist()
@@ -671,9 +675,17 @@ class Simulator:
             read.append(got)
         return read[d]
 
-    def effects_today(self, lc: Lifecycle, d: int, env: GuardEnv | None = None) -> Effects:
-        """Aggregated effects of the scheduled actions due today whose `if:` holds."""
-        windows = self._day_windows(lc, d)
+    def effects_today(
+        self,
+        lc: Lifecycle,
+        d: int,
+        env: GuardEnv | None = None,
+        windows: tuple[StageWindow, ...] | None = None,
+    ) -> Effects:
+        """Aggregated effects of the scheduled actions due today whose `if:` holds (`windows`:
+        the run's `_day_windows`, when known)."""
+        if windows is None:
+            windows = self._day_windows(lc, d)
         due = self._due_today(lc, d, windows)
         failed = _NONE
         if self.has_guards:
@@ -1356,12 +1368,8 @@ class Simulator:
                 if node is None:
                     table[(sid, e.id)] = (none, none, dis)
                     continue
-                fires = np.asarray(H.exit_holds(node, e.hold, history, dis), dtype=bool)
-                t, f = truth(node, H.condition_env(node, history, dis))
-                unknown = np.broadcast_to(
-                    ~np.asarray(t, dtype=bool) & ~np.asarray(f, dtype=bool), (R,)
-                )
-                table[(sid, e.id)] = (fires, unknown, dis)
+                fires, unknown = H.exit_state(node, e.hold, history, dis)
+                table[(sid, e.id)] = (fires, np.broadcast_to(unknown, (R,)), dis)
         return table
 
     def _exit_oracle(
