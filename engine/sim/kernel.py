@@ -252,10 +252,14 @@ class RuleSet(Sequence[EventRules]):
 
     def uniform(self, key: Any, value: Any, dtype: Any) -> Any:
         """`value(rules)` as one scalar when every run has the same, else per run."""
-        col = self.per_run(key, value, dtype)
-        if len(self.uniq) == 1 or (col == col[0]).all():
-            return col[0]
-        return col
+        memo = ("uniform", key)
+        hit = self._memo.get(memo)
+        if hit is None:
+            values = np.array([value(u) for u in self.uniq], dtype=dtype)
+            # every distinct rules object is some run's: equal values, one for all
+            hit = values[0] if (values == values[0]).all() else values[self.idx]
+            self._memo[memo] = hit
+        return hit
 
 
 class Today:

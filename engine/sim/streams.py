@@ -62,6 +62,7 @@ class Streams:
             [np.arange(r.stop - r.start, dtype=np.uint64) for r in self.rows]
             or [np.zeros(0, np.uint64)]
         )
+        self._base_day, self._base = -1, np.zeros(0, np.uint64)
 
     @classmethod
     def of(cls, rng: np.random.Generator | Streams, runs: int) -> Streams:
@@ -73,21 +74,24 @@ class Streams:
         """The streams of chunks with these seeds and numbers of runs."""
         return cls([np.random.default_rng(s) for s in seeds], sizes)
 
+    def _day_base(self, day: int) -> np.ndarray:
+        """(runs,) uint64: each run's key for `day`, that of every draw of the day is made from
+        (kept for the day: a day asks for several)."""
+        if self._base_day != day:
+            counter = (np.uint64(day) << np.uint64(24)) + self.place  # a run's place: < 2**24
+            self._base = self.keys[self.chunk_of] ^ mix64(counter + np.uint64(1))
+            self._base_day = day
+        return self._base
+
     def day_keys(self, day: int) -> np.ndarray:
         """(runs, 3) uint64: each run's keys on `day` for the compiled day's three member
         uniforms (speaking, participation and paying or leaving, interactions)."""
-        counter = (np.uint64(day) << np.uint64(24)) + self.place  # a run's place: < 2**24
-        base = self.keys[self.chunk_of] ^ mix64(counter + np.uint64(1))
-        draws = np.arange(1, 4, dtype=np.uint64) * _GOLDEN
-        with np.errstate(over="ignore"):
-            return mix64(base[:, None] + draws[None, :] * np.uint64(0x10001))
+        draws = np.array([(k * _STEP_UNIFORM) & _MASK for k in (1, 2, 3)], dtype=np.uint64)
+        return mix64(self._day_base(day)[:, None] + draws[None, :])  # arrays wrap silently
 
     def draw_keys(self, day: int, draw: int) -> np.ndarray:
         """(runs,) uint64: each run's key for `draw` on `day` (samplers.py draws under it)."""
-        counter = (np.uint64(day) << np.uint64(24)) + self.place
-        base = self.keys[self.chunk_of] ^ mix64(counter + np.uint64(1))
-        with np.errstate(over="ignore"):
-            return mix64(base + np.uint64(draw) * _GOLDEN * np.uint64(0x100000001))
+        return mix64(self._day_base(day) + np.uint64((draw * _STEP_DRAW) & _MASK))
 
     def poisson(self, lam: Any, day: int, draw: Draw) -> np.ndarray:
         """One Poisson count per run of mean `lam` (per run, or one for all; 0 where not > 0)."""
@@ -215,7 +219,10 @@ class Streams:
         return out
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MASK = (1 << 64) - 1
+# a draw's offset from the day's key: the member uniforms' and the per-run draws' apart
+_STEP_UNIFORM = 0x9E3779B97F4A7C15 * 0x10001
+_STEP_DRAW = 0x9E3779B97F4A7C15 * 0x100000001
 
 
 def mix64(z: np.ndarray) -> np.ndarray:
