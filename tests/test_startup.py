@@ -7,6 +7,7 @@ When a command or its help changes, `python -m tests.test_startup` rewrites the 
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import re
 import subprocess
@@ -95,6 +96,26 @@ def test_a_quick_exit_keeps_the_exit_code_and_every_line_of_output(tmp_path):
     assert res.stdout.rstrip().endswith(("}", "]"))  # the whole document, flushed
     assert run("validate", str(tmp_path / "missing.yaml")).returncode == 2
     assert run("rules").stdout.count("\n") > 20
+
+
+def test_a_simulation_ends_by_a_quick_exit_with_its_output_and_files_whole(tmp_path):
+    # interpreter teardown after numba took about 0.3 s; the exit skips it once all is written
+    probe = (
+        "import os, sys; _exit = os._exit;"
+        " os._exit = lambda c: (print('quick', file=sys.stderr), _exit(c));"
+    )
+    report = tmp_path / "sim.html"
+    playbooks = Path(__file__).resolve().parent.parent / "playbooks"
+    playbook = str(playbooks / "community-lifecycle.yaml")
+    args = ("simulate", playbook, "--runs", "16", "--days", "30")
+    res = run(*args, "--workers", "2", "--format", "json", "--report", str(report), code=probe)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.endswith("quick\n")
+    assert json.loads(res.stdout)["options"]["runs"] == 16  # the whole document
+    assert report.read_text(encoding="utf-8").rstrip().endswith("</html>")
+    # a gate below --min-probability: exit 1, kept
+    low = run(*args, "--min-probability", "1", code=probe)
+    assert low.returncode == 1 and low.stderr.endswith("quick\n") and "exit 1" in low.stdout
 
 
 def test_a_reader_that_goes_away_ends_a_quick_exit_verb_cleanly():
