@@ -93,8 +93,13 @@ def this_tree() -> Path:
 
 
 def one_command(tree: Path, path: Path, args: list[str]) -> tuple[float, float]:
-    """(wall, CPU) seconds of `python -m sop simulate ...` in `tree`, as a fresh process."""
+    """(wall, CPU) seconds of `python -m sop simulate ...` in `tree`, as a fresh process.
+
+    Both trees keep their bytecode, as an installed `sop` does: a PYTHONDONTWRITEBYTECODE in
+    the environment would have every run compile the modules changed since the last .pyc (the
+    tree being worked on) but not the other's, installed with its bytecode."""
     env = {**os.environ, "PYTHONPATH": str(path)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     cmd = [sys.executable, "-m", "sop", "simulate", "playbooks/community-lifecycle.yaml", *args]
     c0, t0 = _cpu(), time.perf_counter()
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
@@ -111,6 +116,8 @@ def before_after(commit: str, pairs: int) -> None:
     here = this_tree()
     base: list[tuple[float, float]] = []
     now: list[tuple[float, float]] = []
+    for t, p in ((tree, site), (ROOT, here)):  # untimed: each tree's bytecode written, as installed
+        one_command(t, p, ["--runs", "8", "--days", "10", "--workers", "1", "--format", "json"])
     for i in range(pairs):
         order = [("base", tree, site), ("now", ROOT, here)]
         for name, t, p in order if i % 2 == 0 else order[::-1]:
