@@ -188,23 +188,23 @@ def held_for(node: ex.Node, history: History, days_in_stage: Any, limit: int) ->
 
 
 def exit_state(node: ex.Node, hold: timedelta | None, history: History, days_in_stage: Any) -> Any:
-    """(whether the exit fires, as exit_holds says; whether today's verdict is unknown:
-    neither true nor false), per run, from one reading of the simulator's history."""
+    """(whether the exit fires: `node` held on each of the last `for:` days of the stage;
+    whether today's verdict is unknown: neither true nor false), from one reading of the
+    history: per run for the simulator's arrays."""
     n = hold_days(hold)
     held, failed, stage_day = _truths(node, history, days_in_stage, n)
     return _trailing(held & (stage_day >= 1)) >= n, ~held[..., -1] & ~failed[..., -1]
 
 
 def exit_holds(node: ex.Node, hold: timedelta | None, history: History, days_in_stage: Any) -> Any:
-    """Whether an exit fires: `node` held on each of the last `for:` days of the stage.
+    """Whether an exit fires (exit_state's first answer).
 
     One community's history gives a bool, the simulator's (runs, days) arrays a mask per run.
     """
     import numpy as np
 
-    n = hold_days(hold)
-    run = held_for(node, history, days_in_stage, n)
-    return bool(run >= n) if np.ndim(run) == 0 else run >= n
+    fires = exit_state(node, hold, history, days_in_stage)[0]
+    return bool(fires) if np.ndim(fires) == 0 else fires
 
 
 def why_window(op: str, metric: str, days: int, history: History) -> str:

@@ -243,13 +243,6 @@ class RuleSet(Sequence[EventRules]):
             hit = self._memo[key] = compute()
         return hit
 
-    def per_run(self, key: Any, value: Any, dtype: Any) -> np.ndarray:
-        """`value(rules)` of each run's rules, as an array."""
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = np.array([value(u) for u in self.uniq], dtype=dtype)[self.idx]
-        return hit
-
     def uniform(self, key: Any, value: Any, dtype: Any) -> Any:
         """`value(rules)` as one scalar when every run has the same, else per run."""
         memo = ("uniform", key)

@@ -133,10 +133,6 @@ class Streams:
         keys = self.draw_keys(day, draw)
         return samplers.integers(keys, _i64(run), _i64(place), _i64(high))
 
-    def gen(self, run: int) -> np.random.Generator:
-        """The generator of the chunk run `run` belongs to."""
-        return self.gens[int(self.chunk_of[run])]
-
     def split(self, draw: Callable[[np.random.Generator, slice], Any]) -> Any:
         """`draw(generator, rows)` for each chunk, concatenated along the runs (one chunk: its
         draw as it is)."""
@@ -161,20 +157,6 @@ class Streams:
             ]
         )
 
-    def uniform(self, n: int, widths: Sequence[int]) -> np.ndarray:
-        """(runs, n) float32 uniforms: chunk `c` draws (its runs, widths[c]) as it would alone;
-        the columns past its width (slots no member of that chunk has ever had) read 0."""
-        if self.single:
-            return self.gens[0].random((self.runs, n), dtype=np.float32)
-        out = np.empty((self.runs, n), dtype=np.float32)
-        for g, rows, w in zip(self.gens, self.rows, widths, strict=True):
-            if w == n:
-                g.random(out=out[rows], dtype=np.float32)  # a block of whole rows: contiguous
-            else:
-                out[rows, :w] = g.random((rows.stop - rows.start, w), dtype=np.float32)
-                out[rows, w:] = 0
-        return out
-
     def set_widths(self, n: np.ndarray) -> list[int]:
         """Each chunk's widest run (`n`: members' slots per run): the width of its views."""
         self.widths = [int(n[rows].max()) if rows.stop > rows.start else 0 for rows in self.rows]
@@ -189,34 +171,6 @@ class Streams:
         return np.concatenate(
             [how(x[rows, :w]) for rows, w in zip(self.rows, self.widths, strict=True)]
         )
-
-    # -- the draws of one value per run, or per member, that Generator-based code makes -------
-
-    def standard_normal(self, n: int) -> np.ndarray:
-        """One standard normal per run (`n`: the runs), each chunk's from its own stream."""
-        if self.single:
-            return self.gens[0].standard_normal(n)
-        assert n == self.runs
-        return self.split(lambda g, rows: g.standard_normal(rows.stop - rows.start))
-
-    def random(self, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
-        """Uniforms of a (runs, members) shape (float32), as `uniform`."""
-        if self.single:
-            return self.gens[0].random(shape, dtype=dtype)
-        assert len(shape) == 2 and shape[0] == self.runs and np.dtype(dtype) == np.float32
-        return self.uniform(shape[1], self.widths)
-
-    def random_for(self, need: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """(runs, members) float32 uniforms drawn only by the chunks where `need` (broadcast
-        over the shape) has a nonzero value, as each would decide alone; 1.0 elsewhere."""
-        if self.single:
-            return self.gens[0].random(shape, dtype=np.float32)
-        need = np.broadcast_to(need, shape)
-        out = np.ones(shape, dtype=np.float32)
-        for g, rows, w in zip(self.gens, self.rows, self.widths, strict=True):
-            if np.any(need[rows, :w]):
-                out[rows, :w] = g.random((rows.stop - rows.start, w), dtype=np.float32)
-        return out
 
 
 _MASK = (1 << 64) - 1
